@@ -1,0 +1,1 @@
+"""Load generator, workloads, trace replay, reports and plots."""

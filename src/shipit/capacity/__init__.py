@@ -1,0 +1,1 @@
+"""Pure capacity math and catalogs: memory, performance model, recommender, SLO sizing, cost."""

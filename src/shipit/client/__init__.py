@@ -1,0 +1,1 @@
+"""Python SDK for shipit and any OpenAI-compatible endpoint."""

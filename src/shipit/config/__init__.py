@@ -1,0 +1,1 @@
+"""User-facing settings as pydantic models (``extra="forbid"``): loading and validation."""

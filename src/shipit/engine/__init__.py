@@ -1,0 +1,1 @@
+"""Embedded CPU engine: model, tokenizer, paged KV cache, scheduler, LoRA, executors."""

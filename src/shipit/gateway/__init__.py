@@ -1,0 +1,1 @@
+"""The gateway server: OpenAI-compatible front door in front of the replicas."""

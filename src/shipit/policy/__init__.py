@@ -1,0 +1,1 @@
+"""Pure decisions: routing, queueing, autoscaling, rollout, health. No IO, no clock reads."""

@@ -1,0 +1,1 @@
+"""Pure routing policies: rank candidate replicas for a request."""

@@ -1,0 +1,1 @@
+"""The replica server: OpenAI-compatible HTTP over the embedded engine."""

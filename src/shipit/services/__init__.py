@@ -1,0 +1,1 @@
+"""Live loops wiring policies to state: router, registry, autoscaler, rollouts, health, jobs."""

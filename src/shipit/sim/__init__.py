@@ -1,0 +1,1 @@
+"""Discrete-event fleet simulator running the same policies as the live system."""

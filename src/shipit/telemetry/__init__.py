@@ -1,0 +1,1 @@
+"""Every metric defined once, alert rules and dashboards."""
