@@ -29,7 +29,8 @@ def _logits(n: int, *, seed: int = 0, vocab: int = VOCAB, spread: float = 3.0) -
 def _log_softmax(row: np.ndarray) -> np.ndarray:
     x = row.astype(np.float64)
     m = x.max()
-    return x - m - np.log(np.exp(x - m).sum())
+    out: np.ndarray = x - m - np.log(np.exp(x - m).sum())
+    return out
 
 
 def _run(logits: np.ndarray, params: list[SamplingParams], seeds: list[int | None]) -> list[int]:
@@ -191,8 +192,8 @@ def test_top_p_keeps_smallest_set_reaching_mass() -> None:
 def test_top_p_on_a_large_heavy_tailed_vocabulary() -> None:
     vocab = 49_152
     rng = np.random.default_rng(3)
-    logits = (-1.1 * np.log(np.arange(1, vocab + 1)))[rng.permutation(vocab)]
-    logits = logits.astype(np.float32)[None, :]
+    zipf = (-1.1 * np.log(np.arange(1, vocab + 1)))[rng.permutation(vocab)]
+    logits = zipf.astype(np.float32)[None, :]
     probs = np.exp(_log_softmax(logits[0]))
     order = np.argsort(-probs, kind="stable")
     nucleus = set(order[: int(np.searchsorted(np.cumsum(probs[order]), 0.9)) + 1].tolist())

@@ -1,0 +1,492 @@
+"""PEFT LoRA adapters for the embedded engine: reading one from disk, and the set loaded.
+
+This module owns what a LoRA adapter is to shipit (per-layer, per-projection ``A``/``B``
+float32 matrices and one scaling factor), how a PEFT directory (``adapter_config.json`` +
+``adapter_model.safetensors``) is validated against the base model's shape, and which
+adapters stay loaded (an LRU set with a cap, where adapters pinned by running requests are
+never evicted). It must not apply adapters to activations (the forward pass does), load
+pickle checkpoints, or decide routing; it reads files only in ``load_lora_adapter``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from shipit.core.errors import (
+    CapacityError,
+    InvalidRequestError,
+    ModelLoadError,
+    UnknownAdapterError,
+    UnsafeCheckpointError,
+)
+from shipit.engine.model_config import ModelConfig
+
+LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_ATTENTION_MODULES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj"})
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+_PICKLE_FILES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth", "adapter_model.ckpt")
+# base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight (PEFT strips the adapter
+# name on save; some older files keep it, e.g. ``lora_A.default.weight``).
+_KEY = re.compile(
+    r"base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.\w+)?\.weight"
+)
+_DTYPES: dict[str, type[np.floating[Any]]] = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+}
+_CONVERT_HINT = (
+    "convert it once, in an environment you trust, with PEFT: "
+    "`PeftModel.from_pretrained(base, path).save_pretrained(out, safe_serialization=True)` "
+    "(or `safetensors.torch.save_file(torch.load('adapter_model.bin', weights_only=True), "
+    "'adapter_model.safetensors')`)"
+)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LoraAdapter:
+    """One loaded adapter. Arrays are float32, C-contiguous and read-only (shared by requests)."""
+
+    name: str
+    path: str
+    rank: int
+    scaling: float  # lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora
+    # (layer index, module name) -> (A [r, in_features], B [out_features, r])
+    weights: Mapping[tuple[int, str], tuple[np.ndarray, np.ndarray]]
+
+
+def lora_module_features(config: ModelConfig, module: str) -> tuple[int, int]:
+    """``(in_features, out_features)`` of a base projection, as its LoRA A/B must match."""
+    q_dim = config.num_heads * config.head_dim
+    kv_dim = config.num_kv_heads * config.head_dim
+    hidden, inter = config.hidden_size, config.intermediate_size
+    features = {
+        "q_proj": (hidden, q_dim),
+        "k_proj": (hidden, kv_dim),
+        "v_proj": (hidden, kv_dim),
+        "o_proj": (q_dim, hidden),
+        "gate_proj": (hidden, inter),
+        "up_proj": (hidden, inter),
+        "down_proj": (inter, hidden),
+    }
+    if module not in features:
+        raise ValueError(f"{module!r} is not a LoRA module; expected one of {LORA_MODULES}")
+    return features[module]
+
+
+def load_lora_adapter(name: str, path: str | Path, config: ModelConfig) -> LoraAdapter:
+    """Read and validate a PEFT LoRA directory against ``config``; errors name what is wrong."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ModelLoadError(
+            f"LoRA adapter {name!r}: {directory} is not a directory; point lora_path at a PEFT "
+            f"adapter directory holding {CONFIG_FILE} and {WEIGHTS_FILE}",
+            field="lora_path",
+        )
+    settings = _read_adapter_config(name, directory)
+    rank, scaling, targets = _check_adapter_config(name, directory, settings)
+    weights_file = directory / WEIGHTS_FILE
+    if not weights_file.is_file():
+        pickles = [f for f in _PICKLE_FILES if (directory / f).is_file()]
+        if pickles:
+            raise UnsafeCheckpointError(
+                f"LoRA adapter {name!r}: {directory / pickles[0]} is a pickle file, which can "
+                "run arbitrary code when loaded, so shipit only loads safetensors; "
+                + _CONVERT_HINT,
+                field="lora_path",
+            )
+        raise ModelLoadError(
+            f"LoRA adapter {name!r}: {weights_file} is missing; a PEFT adapter directory "
+            f"holds {CONFIG_FILE} and {WEIGHTS_FILE}",
+            field="lora_path",
+        )
+    tensors = _read_safetensors(name, weights_file)
+    weights = _collect_weights(name, weights_file, tensors, config, rank, targets)
+    return LoraAdapter(
+        name=name,
+        path=str(directory.resolve()),
+        rank=rank,
+        scaling=scaling,
+        weights=MappingProxyType(weights),
+    )
+
+
+def _read_adapter_config(name: str, directory: Path) -> dict[str, Any]:
+    config_file = directory / CONFIG_FILE
+    if not config_file.is_file():
+        raise ModelLoadError(
+            f"LoRA adapter {name!r}: {config_file} is missing; is {directory} a PEFT adapter "
+            "directory (saved with `save_pretrained`)?",
+            field="lora_path",
+        )
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(
+            f"LoRA adapter {name!r}: {config_file} is not valid JSON ({exc})", field="lora_path"
+        ) from exc
+    if not isinstance(raw, dict):
+        raise ModelLoadError(
+            f"LoRA adapter {name!r}: {config_file} must hold a JSON object; "
+            f"got {type(raw).__name__}",
+            field="lora_path",
+        )
+    return raw
+
+
+def _check_adapter_config(
+    name: str, directory: Path, raw: dict[str, Any]
+) -> tuple[int, float, frozenset[str] | re.Pattern[str]]:
+    """Validate the PEFT settings shipit depends on; return (rank, scaling, targets)."""
+    where = f"LoRA adapter {name!r} ({directory / CONFIG_FILE})"
+
+    def refuse(key: str, message: str) -> ModelLoadError:
+        return ModelLoadError(f"{where}: {key} {message}", field=key)
+
+    peft_type = raw.get("peft_type", "LORA")
+    if peft_type != "LORA":
+        raise refuse("peft_type", f"is {peft_type!r}; shipit loads LORA adapters only")
+    rank = raw.get("r")
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise refuse("r", f"must be an integer >= 1; got {rank!r}")
+    alpha = raw.get("lora_alpha")
+    if not isinstance(alpha, int | float) or isinstance(alpha, bool) or not alpha > 0:
+        raise refuse("lora_alpha", f"must be a number > 0; got {alpha!r}")
+    use_rslora = raw.get("use_rslora", False)
+    if not isinstance(use_rslora, bool):
+        raise refuse("use_rslora", f"must be true or false; got {use_rslora!r}")
+    if raw.get("fan_in_fan_out", False):
+        raise refuse(
+            "fan_in_fan_out",
+            "is true (weights stored transposed, as for GPT-2's Conv1D); Llama-family "
+            "adapters use false; re-train or re-save the adapter with fan_in_fan_out=false",
+        )
+    bias = raw.get("bias", "none")
+    if bias != "none":
+        raise refuse(
+            "bias", f"is {bias!r}; shipit supports only 'none' (adapters without bias terms)"
+        )
+    if raw.get("modules_to_save"):
+        raise refuse(
+            "modules_to_save",
+            f"is {raw['modules_to_save']!r}; adapters that replace whole modules (e.g. "
+            "lm_head, embed_tokens) are not supported; use only low-rank target_modules",
+        )
+    if raw.get("use_dora", False):
+        raise refuse("use_dora", "is true; DoRA adapters are not supported, only plain LoRA")
+    for key in ("rank_pattern", "alpha_pattern"):
+        if raw.get(key):
+            raise refuse(
+                key,
+                f"is {raw[key]!r}; shipit needs one r and lora_alpha for every module; "
+                "re-train without per-module overrides",
+            )
+    targets = _parse_targets(raw.get("target_modules"), refuse)
+    scaling = float(alpha) / (math.sqrt(rank) if use_rslora else rank)
+    return rank, scaling, targets
+
+
+def _parse_targets(
+    value: object, refuse: Callable[[str, str], ModelLoadError]
+) -> frozenset[str] | re.Pattern[str]:
+    allowed = ", ".join(LORA_MODULES)
+    if value == "all-linear":
+        return frozenset(LORA_MODULES)
+    if isinstance(value, str):
+        # PEFT matches a string against full module names, e.g. model.layers.0.self_attn.q_proj.
+        try:
+            return re.compile(value)
+        except re.error as exc:
+            raise refuse("target_modules", f"{value!r} is not a valid regex ({exc})") from exc
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise refuse(
+            "target_modules",
+            f"must be a non-empty list of module names, 'all-linear' or a regex; got {value!r}",
+        )
+    # PEFT matches list entries against the end of the module name ("self_attn.q_proj" too).
+    unknown = sorted({v for v in value if v.rsplit(".", 1)[-1] not in LORA_MODULES})
+    if unknown:
+        raise refuse(
+            "target_modules",
+            f"names {unknown}; shipit applies LoRA only to {allowed}",
+        )
+    return frozenset(v.rsplit(".", 1)[-1] for v in value)
+
+
+def _read_safetensors(name: str, path: Path) -> dict[str, np.ndarray]:
+    """Parse safetensors directly (numpy has no bfloat16): 8-byte header size, JSON, data."""
+
+    def corrupt(why: str) -> ModelLoadError:
+        return ModelLoadError(
+            f"LoRA adapter {name!r}: {path} is not a valid safetensors file ({why})",
+            field="lora_path",
+        )
+
+    data = path.read_bytes()
+    if len(data) < 8:
+        raise corrupt("shorter than its 8-byte header size")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > len(data) - 8:
+        raise corrupt(f"header of {header_len} bytes runs past the end of the file")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise corrupt(f"header is not JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise corrupt("header is not a JSON object")
+    body = memoryview(data)[8 + header_len :]
+    tensors: dict[str, np.ndarray] = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype, shape, (start, end) = info["dtype"], info["shape"], info["data_offsets"]
+            count = math.prod(int(d) for d in shape)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise corrupt(f"entry for {key!r} is malformed") from exc
+        if dtype != "BF16" and dtype not in _DTYPES:
+            raise ModelLoadError(
+                f"LoRA adapter {name!r}: tensor {key!r} in {path} has dtype {dtype}; "
+                "shipit loads float32, float16 and bfloat16 adapters",
+                field="lora_path",
+            )
+        itemsize = 2 if dtype == "BF16" else np.dtype(_DTYPES[dtype]).itemsize
+        if not 0 <= start <= end <= len(body) or end - start != count * itemsize:
+            raise corrupt(f"data offsets of {key!r} do not match its shape {shape}")
+        chunk = body[start:end]
+        if dtype == "BF16":
+            # bfloat16 is the top half of a float32.
+            raw16 = np.frombuffer(chunk, dtype="<u2").astype(np.uint32) << 16
+            values = raw16.view(np.float32)
+        else:
+            values = np.frombuffer(chunk, dtype=np.dtype(_DTYPES[dtype]).newbyteorder("<"))
+        tensors[key] = values.reshape([int(d) for d in shape])
+    return tensors
+
+
+def _collect_weights(
+    name: str,
+    path: Path,
+    tensors: Mapping[str, np.ndarray],
+    config: ModelConfig,
+    rank: int,
+    targets: frozenset[str] | re.Pattern[str],
+) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]:
+    """Pair every lora_A with its lora_B, checking names, layers and shapes on the way."""
+    where = f"LoRA adapter {name!r} ({path})"
+    halves: dict[tuple[int, str], dict[str, np.ndarray]] = {}
+    for key, tensor in tensors.items():
+        match = _KEY.fullmatch(key)
+        if match is None:
+            raise ModelLoadError(
+                f"{where}: tensor {key!r} is not a LoRA weight shipit can apply; expected keys "
+                "like 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' for "
+                f"modules {', '.join(LORA_MODULES)}",
+                field="lora_path",
+            )
+        layer, parent, module, half = int(match[1]), match[2], match[3], match[4]
+        expected_parent = "self_attn" if module in _ATTENTION_MODULES else "mlp"
+        if module not in LORA_MODULES or parent != expected_parent:
+            raise ModelLoadError(
+                f"{where}: tensor {key!r} targets {parent}.{module}; shipit applies LoRA only "
+                f"to {', '.join(LORA_MODULES)}",
+                field="lora_path",
+            )
+        if layer >= config.num_layers:
+            raise ModelLoadError(
+                f"{where}: tensor {key!r} is for layer {layer}, but the base model has "
+                f"{config.num_layers} layers (0..{config.num_layers - 1}); was this adapter "
+                "trained for a different base model?",
+                field="lora_path",
+            )
+        full_name = f"model.layers.{layer}.{parent}.{module}"
+        wanted = (
+            module in targets
+            if isinstance(targets, frozenset)
+            else targets.fullmatch(full_name) is not None
+        )
+        if not wanted:
+            raise ModelLoadError(
+                f"{where}: tensor {key!r} is for {full_name}, which target_modules in "
+                f"{CONFIG_FILE} does not list; the config and the weights disagree",
+                field="lora_path",
+            )
+        in_f, out_f = lora_module_features(config, module)
+        expected = (rank, in_f) if half == "A" else (out_f, rank)
+        if tensor.shape != expected:
+            raise ModelLoadError(
+                f"{where}: tensor {key!r} has shape {list(tensor.shape)}, expected "
+                f"{list(expected)} (r={rank}; {module} maps {in_f} -> {out_f} features in "
+                "this base model); was this adapter trained for a different base model?",
+                field="lora_path",
+            )
+        halves.setdefault((layer, module), {})[half] = tensor
+    if not halves:
+        raise ModelLoadError(f"{where}: holds no LoRA tensors", field="lora_path")
+    weights: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+    for (layer, module), pair in sorted(halves.items()):
+        missing = sorted({"A", "B"} - pair.keys())
+        if missing:
+            parent = "self_attn" if module in _ATTENTION_MODULES else "mlp"
+            raise ModelLoadError(
+                f"{where}: tensor 'base_model.model.model.layers.{layer}.{parent}.{module}."
+                f"lora_{missing[0]}.weight' is missing; every LoRA module needs lora_A and lora_B",
+                field="lora_path",
+            )
+        weights[(layer, module)] = (_frozen_f32(pair["A"]), _frozen_f32(pair["B"]))
+    return weights
+
+
+def _frozen_f32(array: np.ndarray) -> np.ndarray:
+    out = np.array(array, dtype=np.float32, order="C", copy=True)
+    out.setflags(write=False)
+    return out
+
+
+class LoraRegistry:
+    """Loaded adapters with a cap; least-recently-used unpinned adapter is evicted to make room.
+
+    An adapter is pinned while running requests hold it (``acquire`` .. ``release``); pinned
+    adapters are never evicted or unloaded. Safe to call from several threads; disk reads
+    happen outside the lock.
+    """
+
+    def __init__(self, config: ModelConfig, *, max_loras: int) -> None:
+        if not isinstance(max_loras, int) or isinstance(max_loras, bool) or max_loras < 1:
+            raise InvalidRequestError(
+                f"max_loras must be an integer >= 1; got {max_loras!r}", field="max_loras"
+            )
+        self.config = config
+        self.max_loras = max_loras
+        self.evictions = 0
+        self._adapters: OrderedDict[str, LoraAdapter] = OrderedDict()  # oldest use first
+        self._pins: dict[str, int] = {}
+        self._lock = threading.RLock()
+
+    def load(self, name: str, path: str | Path) -> LoraAdapter:
+        """Load ``name`` from ``path`` (idempotent for the same path), evicting the LRU
+        unpinned adapter if the registry is full."""
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidRequestError(
+                f"lora_name must be a non-empty string; got {name!r}", field="lora_name"
+            )
+        resolved = str(Path(path).resolve())
+        with self._lock:
+            if self._reuse(name, resolved) is None:
+                self._check_room(name)
+        adapter = load_lora_adapter(name, path, self.config)
+        with self._lock:
+            # Another thread may have loaded the same name while we read the files.
+            existing = self._reuse(name, resolved)
+            if existing is not None:
+                return existing
+            if len(self._adapters) >= self.max_loras:
+                self._evict_one(name)
+            self._adapters[name] = adapter
+            return adapter
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            if name not in self._adapters:
+                raise UnknownAdapterError(
+                    f"cannot unload LoRA adapter {name!r}: it is not loaded; "
+                    f"{self._loaded_phrase()}",
+                    field="lora_name",
+                )
+            pins = self._pins.get(name, 0)
+            if pins:
+                raise InvalidRequestError(
+                    f"cannot unload LoRA adapter {name!r}: {pins} running request(s) use it; "
+                    "unload it after they finish",
+                    field="lora_name",
+                )
+            del self._adapters[name]
+
+    def get(self, name: str) -> LoraAdapter:
+        with self._lock:
+            adapter = self._adapters.get(name)
+            if adapter is None:
+                raise UnknownAdapterError(
+                    f"model {name!r} is neither the base model nor a loaded LoRA adapter; "
+                    f"{self._loaded_phrase()}",
+                    field="model",
+                )
+            self._adapters.move_to_end(name)
+            return adapter
+
+    def acquire(self, name: str) -> LoraAdapter:
+        with self._lock:
+            adapter = self.get(name)
+            self._pins[name] = self._pins.get(name, 0) + 1
+            return adapter
+
+    def release(self, name: str) -> None:
+        with self._lock:
+            pins = self._pins.get(name, 0)
+            if pins == 0:
+                raise ValueError(f"LoRA adapter {name!r} is not acquired; release without acquire")
+            if pins == 1:
+                del self._pins[name]
+            else:
+                self._pins[name] = pins - 1
+
+    def names(self) -> list[str]:
+        """Loaded adapter names, least recently used first."""
+        with self._lock:
+            return list(self._adapters)
+
+    def __contains__(self, name: object) -> bool:
+        with self._lock:
+            return name in self._adapters
+
+    # ----- internals (lock held) ----------------------------------------------------------
+
+    def _reuse(self, name: str, resolved: str) -> LoraAdapter | None:
+        existing = self._adapters.get(name)
+        if existing is None:
+            return None
+        if existing.path != resolved:
+            raise InvalidRequestError(
+                f"LoRA adapter {name!r} is already loaded from {existing.path}; unload it "
+                f"before loading {resolved} under that name, or pick another lora_name",
+                field="lora_name",
+            )
+        self._adapters.move_to_end(name)
+        return existing
+
+    def _victim(self) -> str | None:
+        return next((n for n in self._adapters if not self._pins.get(n)), None)
+
+    def _check_room(self, name: str) -> None:
+        if len(self._adapters) >= self.max_loras and self._victim() is None:
+            raise CapacityError(
+                f"cannot load LoRA adapter {name!r}: all {self.max_loras} adapter slots "
+                f"(max_loras) hold adapters in use by running requests "
+                f"({', '.join(self._adapters)}); retry when one finishes or raise max_loras",
+                field="lora_name",
+            )
+
+    def _evict_one(self, name: str) -> None:
+        self._check_room(name)
+        victim = self._victim()
+        if victim is not None:
+            del self._adapters[victim]
+            self.evictions += 1
+
+    def _loaded_phrase(self) -> str:
+        if not self._adapters:
+            return "no LoRA adapters are loaded"
+        return "loaded LoRA adapters: " + ", ".join(sorted(self._adapters))
