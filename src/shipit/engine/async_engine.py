@@ -72,8 +72,14 @@ class AsyncEngine:
 
         def add() -> None:
             try:
-                self.engine.add_request(request_id, prompt, params, priority=priority,
-                                        lora_name=lora_name, cache_salt=cache_salt)
+                self.engine.add_request(
+                    request_id,
+                    prompt,
+                    params,
+                    priority=priority,
+                    lora_name=lora_name,
+                    cache_salt=cache_salt,
+                )
             except Exception as exc:  # the caller gets the error, the loop goes on
                 loop.call_soon_threadsafe(_settle, added, exc)
                 return
@@ -169,8 +175,7 @@ class AsyncEngine:
         self._streams.clear()
 
 
-def _settle(fut: asyncio.Future[None] | asyncio.Future[object], exc: BaseException | None
-            ) -> None:
+def _settle(fut: asyncio.Future[None] | asyncio.Future[object], exc: BaseException | None) -> None:
     if fut.done():
         return
     if exc is None:

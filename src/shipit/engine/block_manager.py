@@ -45,7 +45,11 @@ def hash_block(parent_hash: int, token_ids: list[int]) -> int:
 
 
 def hash_prompt_blocks(
-    token_ids: list[int], block_size: int, *, lora_name: str | None = None, cache_salt: str | None = None
+    token_ids: list[int],
+    block_size: int,
+    *,
+    lora_name: str | None = None,
+    cache_salt: str | None = None,
 ) -> list[int]:
     """Chained hashes of every full block of ``token_ids``: what a router computes."""
     hashes: list[int] = []
@@ -124,7 +128,9 @@ class BlockManager:
         n_full = num_tokens // bs
         if len(seq.block_hashes) >= n_full:
             return
-        parent = seq.block_hashes[-1] if seq.block_hashes else root_hash(seq.lora_name, seq.cache_salt)
+        parent = (
+            seq.block_hashes[-1] if seq.block_hashes else root_hash(seq.lora_name, seq.cache_salt)
+        )
         for i in range(len(seq.block_hashes), n_full):
             parent = hash_block(parent, seq.token_slice(i * bs, (i + 1) * bs))
             seq.block_hashes.append(parent)

@@ -18,12 +18,20 @@ import numpy as np
 
 from shipit.core.errors import CapacityError, ContextLengthError, InvalidRequestError
 from shipit.engine.block_manager import BlockManager, KVEvent
+from shipit.engine.loader import LoadedModel
 from shipit.engine.lora import LoraAdapter, LoraRegistry
 from shipit.engine.model import F32, ForwardItem, LlamaModel, PagedKVCache
 from shipit.engine.model_config import ModelConfig
-from shipit.engine.sampling import SamplingParams, SampleResult, StopStringMatcher, make_generator, sample
+from shipit.engine.sampling import (
+    SampleResult,
+    SamplingParams,
+    StopStringMatcher,
+    make_generator,
+    sample,
+)
 from shipit.engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
-from shipit.engine.sequence import FinishReason, Sequence as Seq
+from shipit.engine.sequence import FinishReason
+from shipit.engine.sequence import Sequence as Seq
 from shipit.engine.tokenizer import IncrementalDetokenizer, Tokenizer
 
 MIB = 1024 * 1024
@@ -42,8 +50,14 @@ class EngineConfig:
     max_loras: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("block_size", "kv_cache_bytes", "max_num_seqs", "max_num_batched_tokens",
-                     "max_waiting", "max_loras"):
+        for name in (
+            "block_size",
+            "kv_cache_bytes",
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "max_waiting",
+            "max_loras",
+        ):
             if getattr(self, name) < 1:
                 raise InvalidRequestError(
                     f"{name} must be >= 1, got {getattr(self, name)}", field=name
@@ -149,7 +163,11 @@ class LLMEngine:
             ),
             self.blocks,
         )
-        self.loras = lora_registry or LoraRegistry(model_config, max_loras=config.max_loras)
+        self.loras = (
+            lora_registry
+            if lora_registry is not None
+            else LoraRegistry(model_config, max_loras=config.max_loras)
+        )
         self._requests: dict[str, _Request] = {}
         self._arrivals = 0
         self._prompt_tokens = 0
@@ -171,11 +189,16 @@ class LLMEngine:
         if num_blocks < 1:
             raise InvalidRequestError(
                 f"kv_cache_bytes={config.kv_cache_bytes} holds no KV block of {block_bytes} "
-                "bytes; raise it", field="kv_cache_bytes"
+                "bytes; raise it",
+                field="kv_cache_bytes",
             )
         cache = PagedKVCache(model_config, num_blocks=num_blocks, block_size=config.block_size)
         executor = CpuExecutor(LlamaModel(model_config, weights), cache)
         return cls(model_config, tokenizer, executor, config=config, num_blocks=num_blocks)
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel, config: EngineConfig | None = None) -> LLMEngine:
+        return cls.from_weights(loaded.config, loaded.weights, loaded.tokenizer, config)
 
     # ----- requests --------------------------------------------------------------------
     def add_request(
@@ -190,8 +213,9 @@ class LLMEngine:
     ) -> None:
         """Queue a request; raises before queueing if anything about it is wrong."""
         if request_id in self._requests:
-            raise InvalidRequestError(f"request id {request_id!r} is already running",
-                                      field="request_id")
+            raise InvalidRequestError(
+                f"request id {request_id!r} is already running", field="request_id"
+            )
         token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         self._validate_tokens(token_ids, params)
         if len(self.scheduler.waiting) >= self.config.max_waiting:
@@ -200,22 +224,32 @@ class LLMEngine:
                 field="max_waiting",
             )
         lora = self.loras.acquire(lora_name) if lora_name else None
-        seq = Seq(request_id, token_ids, params, self._arrivals, priority=priority,
-                  lora_name=lora_name, cache_salt=cache_salt)
+        seq = Seq(
+            request_id,
+            token_ids,
+            params,
+            self._arrivals,
+            priority=priority,
+            lora_name=lora_name,
+            cache_salt=cache_salt,
+        )
         self._arrivals += 1
         self._requests[request_id] = _Request(
-            seq, make_generator(params.seed), IncrementalDetokenizer(self.tokenizer),
-            StopStringMatcher(params.stop), lora,
+            seq,
+            make_generator(params.seed),
+            IncrementalDetokenizer(self.tokenizer),
+            StopStringMatcher(params.stop),
+            lora,
         )
         self.scheduler.add(seq)
 
     def _validate_tokens(self, token_ids: list[int], params: SamplingParams) -> None:
         if not token_ids:
-            raise InvalidRequestError("the prompt is empty; send at least one token",
-                                      field="prompt")
+            raise InvalidRequestError(
+                "the prompt is empty; send at least one token", field="prompt"
+            )
         if len(token_ids) >= self.max_model_len:
-            raise ContextLengthError(prompt_tokens=len(token_ids),
-                                     max_model_len=self.max_model_len)
+            raise ContextLengthError(prompt_tokens=len(token_ids), max_model_len=self.max_model_len)
         bad = [t for t in token_ids if not 0 <= t < self.model_config.vocab_size]
         if bad:
             raise InvalidRequestError(
@@ -246,6 +280,7 @@ class LLMEngine:
             return []
         items = [
             ForwardItem(
+                request_id=c.seq.seq_id,
                 token_ids=c.seq.token_slice(c.start_pos, c.start_pos + c.num_tokens),
                 start_pos=c.start_pos,
                 block_table=c.seq.block_table,
@@ -350,9 +385,11 @@ class LLMEngine:
             num_preemptions=self.scheduler.num_preemptions,
             prompt_tokens=self._prompt_tokens,
             generation_tokens=self._generation_tokens,
-            running_loras=tuple(sorted({s.lora_name for s in self.scheduler.running
-                                        if s.lora_name})),
-            waiting_loras=tuple(sorted({s.lora_name for s in self.scheduler.waiting
-                                        if s.lora_name})),
+            running_loras=tuple(
+                sorted({s.lora_name for s in self.scheduler.running if s.lora_name})
+            ),
+            waiting_loras=tuple(
+                sorted({s.lora_name for s in self.scheduler.waiting if s.lora_name})
+            ),
             loaded_loras=tuple(self.loras.names()),
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +22,8 @@ import numpy.typing as npt
 from shipit.engine.lora import LoraAdapter
 from shipit.engine.model_config import ModelConfig
 
-F32 = npt.NDArray[np.float32]
+# float32 by construction; numpy's stubs widen mixed arithmetic, so the alias stays loose.
+F32 = npt.NDArray[Any]
 I64 = npt.NDArray[np.int64]
 
 
@@ -29,6 +31,7 @@ I64 = npt.NDArray[np.int64]
 class ForwardItem:
     """New tokens of one sequence for this step."""
 
+    request_id: str
     token_ids: Sequence[int]
     start_pos: int  # tokens of this sequence already in the KV cache
     block_table: Sequence[int]
@@ -59,45 +62,60 @@ class PagedKVCache:
 
 def _rms_norm(x: F32, weight: F32, eps: float) -> F32:
     var = np.mean(x * x, axis=-1, keepdims=True)
-    return (x / np.sqrt(var + eps)) * weight  # type: ignore[no-any-return]
+    return (x / np.sqrt(var + eps)) * weight
 
 
 def _silu(x: F32) -> F32:
-    return x / (1.0 + np.exp(-x))  # type: ignore[no-any-return]
+    return x / (1.0 + np.exp(-x))
+
+
+def _t(w: F32) -> F32:
+    """``[out, in]`` -> contiguous ``[in, out]``: ``x @ w`` then streams rows, which
+    OpenBLAS does measurably faster than a transposed view at batch sizes near one."""
+    return np.ascontiguousarray(w.T)
 
 
 class _Layer:
-    """One decoder layer's weights, fused where it saves BLAS calls."""
+    """One decoder layer's weights, transposed to ``[in, out]`` and fused where it saves
+    BLAS calls."""
 
     def __init__(self, w: Mapping[str, F32], i: int, config: ModelConfig) -> None:
         p = f"model.layers.{i}."
         self.input_norm = w[p + "input_layernorm.weight"]
         self.post_norm = w[p + "post_attention_layernorm.weight"]
         q, k, v = (w[p + f"self_attn.{n}_proj.weight"] for n in "qkv")
-        self.qkv = np.ascontiguousarray(np.concatenate([q, k, v], axis=0))
+        self.qkv = _t(np.concatenate([q, k, v], axis=0))
         self.qkv_bias: F32 | None = None
         if config.attention_bias:
             self.qkv_bias = np.concatenate([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"])
-        self.o = w[p + "self_attn.o_proj.weight"]
+        self.o = _t(w[p + "self_attn.o_proj.weight"])
         gate, up = w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]
-        self.gate_up = np.ascontiguousarray(np.concatenate([gate, up], axis=0))
-        self.down = w[p + "mlp.down_proj.weight"]
+        self.gate_up = _t(np.concatenate([gate, up], axis=0))
+        self.down = _t(w[p + "mlp.down_proj.weight"])
         self.q_dim = q.shape[0]
         self.kv_dim = k.shape[0]
         self.intermediate = gate.shape[0]
 
 
 # Where each LoRA module's output lands inside a fused projection: (fused, offset attr).
-_FUSED_SLICES = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gate_up",
-                 "up_proj": "gate_up", "o_proj": "o", "down_proj": "down"}
+_FUSED_SLICES = {
+    "q_proj": "qkv",
+    "k_proj": "qkv",
+    "v_proj": "qkv",
+    "gate_proj": "gate_up",
+    "up_proj": "gate_up",
+    "o_proj": "o",
+    "down_proj": "down",
+}
 
 
 class LlamaModel:
     def __init__(self, config: ModelConfig, weights: Mapping[str, F32]) -> None:
         self.config = config
         self.embed = weights["model.embed_tokens.weight"]
-        self.lm_head = weights["model.embed_tokens.weight" if config.tie_word_embeddings
-                               else "lm_head.weight"]
+        self.lm_head = _t(
+            weights["model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"]
+        )
         self.final_norm = weights["model.norm.weight"]
         self.layers = [_Layer(weights, i, config) for i in range(config.num_layers)]
         self._rope_cache = np.zeros((0, config.head_dim), dtype=np.float32)
@@ -109,7 +127,9 @@ class LlamaModel:
         if need > self._rope_cache.shape[0]:
             size = max(need, 2 * self._rope_cache.shape[0], 256)
             hd = self.config.head_dim
-            inv_freq = 1.0 / (self.config.rope_theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+            inv_freq = 1.0 / (
+                self.config.rope_theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+            )
             freqs = np.outer(np.arange(size, dtype=np.float64), inv_freq)
             emb = np.concatenate([freqs, freqs], axis=-1)
             self._rope_cache = np.cos(emb).astype(np.float32)
@@ -121,11 +141,12 @@ class LlamaModel:
         """HF layout: rotate the two halves of each head. ``x``: [T, heads, head_dim]."""
         half = x.shape[-1] // 2
         rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-        return x * cos[:, None, :] + rotated * sin[:, None, :]  # type: ignore[no-any-return]
+        return x * cos[:, None, :] + rotated * sin[:, None, :]
 
     # ----- LoRA ------------------------------------------------------------------------
-    def _add_lora(self, out: F32, h: F32, layer: int, fused: str,
-                  groups: list[tuple[LoraAdapter, I64]]) -> None:
+    def _add_lora(
+        self, out: F32, h: F32, layer: int, fused: str, groups: list[tuple[LoraAdapter, I64]]
+    ) -> None:
         for adapter, rows in groups:
             for module, target in _FUSED_SLICES.items():
                 if target != fused or (layer, module) not in adapter.weights:
@@ -137,8 +158,13 @@ class LlamaModel:
 
     def _lora_offset(self, layer: int, module: str) -> int:
         lay = self.layers[layer]
-        return {"q_proj": 0, "k_proj": lay.q_dim, "v_proj": lay.q_dim + lay.kv_dim,
-                "gate_proj": 0, "up_proj": lay.intermediate}.get(module, 0)
+        return {
+            "q_proj": 0,
+            "k_proj": lay.q_dim,
+            "v_proj": lay.q_dim + lay.kv_dim,
+            "gate_proj": 0,
+            "up_proj": lay.intermediate,
+        }.get(module, 0)
 
     # ----- forward -----------------------------------------------------------------------
     def forward(self, items: Sequence[ForwardItem], cache: PagedKVCache) -> F32:
@@ -147,12 +173,16 @@ class LlamaModel:
         tokens = np.fromiter((t for it in items for t in it.token_ids), dtype=np.int64)
         lengths = [len(it.token_ids) for it in items]
         positions = np.concatenate(
-            [np.arange(it.start_pos, it.start_pos + n, dtype=np.int64)
-             for it, n in zip(items, lengths, strict=True)]
+            [
+                np.arange(it.start_pos, it.start_pos + n, dtype=np.int64)
+                for it, n in zip(items, lengths, strict=True)
+            ]
         )
         slots = np.concatenate(
-            [cache.slots(it.block_table, it.start_pos, it.start_pos + n)
-             for it, n in zip(items, lengths, strict=True)]
+            [
+                cache.slots(it.block_table, it.start_pos, it.start_pos + n)
+                for it, n in zip(items, lengths, strict=True)
+            ]
         )
         cos, sin = self._rope(positions)
         groups = self._lora_groups(items, lengths)
@@ -160,40 +190,42 @@ class LlamaModel:
         x = self.embed[tokens]
         for i, layer in enumerate(self.layers):
             h = _rms_norm(x, layer.input_norm, cfg.rms_norm_eps)
-            qkv = h @ layer.qkv.T
+            qkv = h @ layer.qkv
             if layer.qkv_bias is not None:
                 qkv += layer.qkv_bias
             if groups:
                 self._add_lora(qkv, h, i, "qkv", groups)
             q = qkv[:, : layer.q_dim].reshape(-1, cfg.num_heads, cfg.head_dim)
             k = qkv[:, layer.q_dim : layer.q_dim + layer.kv_dim].reshape(
-                -1, cfg.num_kv_heads, cfg.head_dim)
+                -1, cfg.num_kv_heads, cfg.head_dim
+            )
             v = qkv[:, layer.q_dim + layer.kv_dim :].reshape(-1, cfg.num_kv_heads, cfg.head_dim)
             q = self._apply_rope(q, cos, sin)
             cache.k[i][slots] = self._apply_rope(k, cos, sin)
             cache.v[i][slots] = v
             ctx = attn.run(q, cache.k[i], cache.v[i], cfg)
-            o = ctx @ layer.o.T
+            o = ctx @ layer.o
             if groups:
                 self._add_lora(o, ctx, i, "o", groups)
             x = x + o
             h = _rms_norm(x, layer.post_norm, cfg.rms_norm_eps)
-            gu = h @ layer.gate_up.T
+            gu = h @ layer.gate_up
             if groups:
                 self._add_lora(gu, h, i, "gate_up", groups)
             act = _silu(gu[:, : layer.intermediate]) * gu[:, layer.intermediate :]
-            down = act @ layer.down.T
+            down = act @ layer.down
             if groups:
                 self._add_lora(down, act, i, "down", groups)
             x = x + down
         last = np.cumsum(lengths) - 1
         wanted = last[[it.need_logits for it in items]]
         h = _rms_norm(x[wanted], self.final_norm, cfg.rms_norm_eps)
-        return h @ self.lm_head.T  # type: ignore[no-any-return]
+        return h @ self.lm_head
 
     @staticmethod
-    def _lora_groups(items: Sequence[ForwardItem], lengths: list[int]
-                     ) -> list[tuple[LoraAdapter, I64]]:
+    def _lora_groups(
+        items: Sequence[ForwardItem], lengths: list[int]
+    ) -> list[tuple[LoraAdapter, I64]]:
         rows: dict[int, tuple[LoraAdapter, list[int]]] = {}
         offset = 0
         for it, n in zip(items, lengths, strict=True):
@@ -210,9 +242,9 @@ class _AttentionPlan:
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         decode = [j for j, n in enumerate(lengths) if n == 1]
         self.prefill = [
-            (int(offsets[j]), n, it.start_pos,
-             cache.slots(it.block_table, 0, it.start_pos + n))
-            for j, (it, n) in enumerate(zip(items, lengths, strict=True)) if n != 1
+            (int(offsets[j]), n, it.start_pos, cache.slots(it.block_table, 0, it.start_pos + n))
+            for j, (it, n) in enumerate(zip(items, lengths, strict=True))
+            if n != 1
         ]
         self.decode_rows = offsets[decode]
         self.decode_slots: I64 | None = None

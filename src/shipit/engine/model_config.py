@@ -53,8 +53,10 @@ class ModelConfig:
             hidden = int(raw["hidden_size"])
             heads = int(raw["num_attention_heads"])
             eos = raw.get("eos_token_id")
-            eos_ids = tuple(int(e) for e in eos) if isinstance(eos, list) else (
-                (int(eos),) if eos is not None else ()
+            eos_ids = (
+                tuple(int(e) for e in eos)
+                if isinstance(eos, list)
+                else ((int(eos),) if eos is not None else ())
             )
             return cls(
                 vocab_size=int(raw["vocab_size"]),

@@ -12,8 +12,9 @@ from shipit.engine.sequence import Sequence
 BS = 4
 
 
-def seq(tokens: list[int], i: int = 0, *, lora: str | None = None, salt: str | None = None
-        ) -> Sequence:
+def seq(
+    tokens: list[int], i: int = 0, *, lora: str | None = None, salt: str | None = None
+) -> Sequence:
     return Sequence(f"s{i}", list(tokens), SamplingParams(), i, lora_name=lora, cache_salt=salt)
 
 
@@ -138,4 +139,4 @@ def test_reset_prefix_cache_drops_only_free_blocks() -> None:
     admit(bm, gone)
     bm.free(gone)
     assert bm.reset_prefix_cache() == 2
-    assert admit(bm, seq(list(range(8)) + [1], 2)) == 8
+    assert admit(bm, seq([*list(range(8)), 1], 2)) == 8
