@@ -1,0 +1,200 @@
+"""The catalogs as data: GPUs, models, providers and prices, and how a name finds its entry.
+
+Owns loading the YAML package data under ``capacity/data`` (read once per call of
+``load_catalog``; callers keep the result), id/alias matching (case-insensitive), close-match
+suggestions, and reading a local Hugging Face ``config.json`` as a model. Must not fetch
+anything over a network, read clocks or cache in module globals.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from shipit.capacity.records import (
+    GpuSpec,
+    MlaSpec,
+    ModelSpec,
+    MoeSpec,
+    PriceQuote,
+    Provider,
+    SlidingSpec,
+)
+from shipit.core.errors import InvalidRequestError, ModelLoadError
+
+_Spec = TypeVar("_Spec", GpuSpec, ModelSpec)
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    gpus: tuple[GpuSpec, ...]
+    models: tuple[ModelSpec, ...]
+    providers: tuple[Provider, ...]
+    prices: tuple[PriceQuote, ...]
+
+    def gpu(self, name: str) -> GpuSpec:
+        return _lookup(name, self.gpus, kind="GPU", field="gpu")
+
+    def model(self, name: str) -> ModelSpec:
+        """A catalog id or alias, or a path to a local Hugging Face ``config.json`` (or its dir)."""
+        path = Path(name).expanduser()
+        if path.is_dir():
+            path = path / "config.json"
+        if path.is_file():
+            return model_from_hf_config_file(path)
+        return _lookup(name, self.models, kind="model", field="model")
+
+    def prices_for(self, gpu_id: str, providers: tuple[str, ...] = ()) -> tuple[PriceQuote, ...]:
+        wanted = {p.lower() for p in providers}
+        for p in wanted:
+            if p not in {prov.id for prov in self.providers}:
+                raise InvalidRequestError(
+                    f"unknown provider {p!r}; known: {', '.join(x.id for x in self.providers)}",
+                    field="providers",
+                )
+        return tuple(
+            q for q in self.prices if q.gpu == gpu_id and (not wanted or q.provider in wanted)
+        )
+
+    def provider(self, provider_id: str) -> Provider:
+        for p in self.providers:
+            if p.id == provider_id.lower():
+                return p
+        raise InvalidRequestError(
+            f"unknown provider {provider_id!r}; known: {', '.join(x.id for x in self.providers)}",
+            field="provider",
+        )
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+def _lookup(name: str, items: tuple[_Spec, ...], *, kind: str, field: str) -> _Spec:
+    key = _norm(name)
+    names: dict[str, _Spec] = {}
+    for item in items:
+        names[_norm(item.id)] = item
+        for alias in item.aliases:
+            names[_norm(alias)] = item
+    if key in names:
+        return names[key]
+    close = difflib.get_close_matches(key, list(names), n=5, cutoff=0.5)
+    ids = sorted({names[c].id for c in close})
+    hint = f"did you mean {', '.join(ids)}? " if ids else ""
+    valid = ", ".join(i.id for i in items)
+    extra = " or a path to a Hugging Face config.json" if kind == "model" else ""
+    raise InvalidRequestError(
+        f"unknown {kind} {name!r}; {hint}known ids: {valid}{extra}", field=field
+    )
+
+
+def _read_yaml(filename: str) -> dict[str, Any]:
+    text = resources.files("shipit.capacity").joinpath("data", filename).read_text("utf-8")
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"capacity data file {filename} is not a mapping")
+    return data
+
+
+def _model_from_entry(e: dict[str, Any]) -> ModelSpec:
+    moe = MoeSpec(**e["moe"]) if e.get("moe") else None
+    mla = MlaSpec(**e["mla"]) if e.get("mla") else None
+    sliding = SlidingSpec(**e["sliding"]) if e.get("sliding") else None
+    plain = {k: v for k, v in e.items() if k not in ("moe", "mla", "sliding", "aliases")}
+    # YAML 1.1 reads ``8.03e9`` (no sign in the exponent) as a string.
+    for key in ("params_published", "extra_params"):
+        if key in plain:
+            plain[key] = float(plain[key])
+    return ModelSpec(
+        **plain, aliases=tuple(e.get("aliases", ())), moe=moe, mla=mla, sliding=sliding
+    )
+
+
+def load_catalog() -> Catalog:
+    """Read the packaged catalogs. Cheap (milliseconds); call once and pass the result around."""
+    gpus = _read_yaml("gpus.yaml")["gpus"]
+    models = _read_yaml("models.yaml")["models"]
+    prices = _read_yaml("prices.yaml")
+    return Catalog(
+        gpus=tuple(GpuSpec(**{**g, "aliases": tuple(g.get("aliases", ()))}) for g in gpus),
+        models=tuple(_model_from_entry(m) for m in models),
+        providers=tuple(Provider(**p) for p in prices["providers"]),
+        prices=tuple(PriceQuote(**q) for q in prices["prices"]),
+    )
+
+
+def model_from_hf_config_file(path: Path) -> ModelSpec:
+    try:
+        raw = json.loads(path.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path}: cannot read a config.json ({exc})", field="model") from exc
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path}: config.json is not a JSON object", field="model")
+    return model_from_hf_config(raw, source=str(path))
+
+
+def _moe_from_hf(raw: dict[str, Any]) -> MoeSpec | None:
+    experts = raw.get("num_local_experts") or raw.get("num_experts") or raw.get("n_routed_experts")
+    if not experts:
+        return None
+    inter = raw.get("moe_intermediate_size") or raw["intermediate_size"]
+    return MoeSpec(
+        num_experts=int(experts),
+        experts_per_token=int(raw.get("num_experts_per_tok") or raw.get("experts_per_token") or 2),
+        moe_intermediate_size=int(inter),
+        num_shared_experts=int(raw.get("n_shared_experts") or 0),
+        first_dense_layers=int(raw.get("first_k_dense_replace") or 0),
+    )
+
+
+def _mla_from_hf(raw: dict[str, Any]) -> MlaSpec | None:
+    if not raw.get("kv_lora_rank"):
+        return None
+    return MlaSpec(
+        q_lora_rank=int(raw.get("q_lora_rank") or 0),
+        kv_lora_rank=int(raw["kv_lora_rank"]),
+        qk_nope_head_dim=int(raw["qk_nope_head_dim"]),
+        qk_rope_head_dim=int(raw["qk_rope_head_dim"]),
+        v_head_dim=int(raw["v_head_dim"]),
+    )
+
+
+def model_from_hf_config(raw: dict[str, Any], *, source: str = "config.json") -> ModelSpec:
+    """A ``ModelSpec`` from a Hugging Face config mapping; errors name the missing key."""
+    text = raw.get("text_config")
+    cfg: dict[str, Any] = {**raw, **text} if isinstance(text, dict) else raw
+    try:
+        hidden = int(cfg["hidden_size"])
+        heads = int(cfg["num_attention_heads"])
+        name = str(cfg.get("_name_or_path") or Path(source).parent.name or "local-model")
+        return ModelSpec(
+            id=_norm(name.split("/")[-1]) or "local-model",
+            name=name,
+            aliases=(),
+            vocab_size=int(cfg["vocab_size"]),
+            hidden_size=hidden,
+            intermediate_size=int(cfg.get("intermediate_size") or 4 * hidden),
+            num_layers=int(cfg["num_hidden_layers"]),
+            num_heads=heads,
+            num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            head_dim=int(cfg.get("head_dim") or hidden // heads),
+            max_context=int(cfg.get("max_position_embeddings") or 2048),
+            native_dtype="bf16",
+            source=source,
+            as_of="local file",
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            qkv_bias=bool(cfg.get("attention_bias", False)),
+            moe=_moe_from_hf(cfg),
+            mla=_mla_from_hf(cfg),
+        )
+    except KeyError as exc:
+        raise ModelLoadError(
+            f"{source}: required key {exc.args[0]!r} is missing", field=str(exc.args[0])
+        ) from exc
