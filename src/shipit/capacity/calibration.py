@@ -27,8 +27,8 @@ class Calibration:
       workspaces), CUDA-graph pools and the per-token activation multiplier.
     """
 
-    bandwidth_efficiency: float = 0.75
-    compute_efficiency: float = 0.55
+    bandwidth_efficiency: float = 0.60
+    compute_efficiency: float = 0.50
     allreduce_latency_s: float = 12e-6
     interconnect_efficiency: float = 0.7
     step_overhead_s: float = 0.6e-3
