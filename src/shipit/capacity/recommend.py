@@ -112,7 +112,8 @@ def _why(d: Deployment, plan: ReplicaPlan, price: float, provider: str) -> str:
     q = "" if d.weights.id in ("bf16", "fp16") else "; quantised: check quality on your evals"
     return (
         f"{plan.replicas_peak} x TP{d.tp} = {plan.gpus_peak} GPUs at ${price:.2f}/GPU-h "
-        f"({provider}); {plan.concurrency_per_replica} seqs/replica, TPOT p{plan.percentile:g} "
+        f"({provider}); {plan.concurrency_per_replica} seqs/replica, decode {plan.bound}-bound, "
+        f"TPOT p{plan.percentile:g} "
         f"{plan.tpot_tail_ms:.1f} ms, TTFT {plan.ttft_tail_ms + plan.queue_wait_tail_ms:.0f} ms "
         f"incl. queueing{q}"
     )

@@ -83,6 +83,7 @@ class ReplicaPlan:
     queue_wait_tail_ms: float
     e2e_mean_ms: float
     percentile: float
+    bound: str
     autoscaling: AutoscalingSettings
     reason: str
 
@@ -264,6 +265,7 @@ def size_replicas(
         queue_wait_tail_ms=wait * 1e3,
         e2e_mean_ms=opt.service_s * 1e3,
         percentile=slo.percentile,
+        bound=opt.tail.bound,
         autoscaling=_autoscaling(d, traffic, slo, opt, n_peak, cv, calibration),
         reason=why,
     )
