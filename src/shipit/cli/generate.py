@@ -64,7 +64,7 @@ def generate(
         )
         t0 = time.perf_counter()
         with err.status(f"loading {model} ..."):
-            loaded = load_model(model, progress=lambda msg: err.log(msg))
+            loaded = load_model(model, progress=lambda msg: err.print(f"[dim]{msg}[/dim]"))
         load_s = time.perf_counter() - t0
         engine = LLMEngine.from_loaded(loaded, EngineConfig(max_num_seqs=1))
         lora_name = _load_lora(engine, lora) if lora else None

@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support.tiny_model import write_tiny_hf_model
-from test_engine import GREEDY, engine_for, prompts_of, run
 
 from shipit.core.errors import InvalidRequestError, UnknownAdapterError
 from shipit.engine.async_engine import AsyncEngine
 from shipit.engine.engine import LLMEngine, RequestOutput
 from shipit.engine.loader import LoadedModel, load_model
 from shipit.engine.sampling import SamplingParams
+from support.engine_harness import GREEDY, engine_for, prompts_of, run
+from support.tiny_model import write_tiny_hf_model
 
 
 @pytest.fixture(scope="module")

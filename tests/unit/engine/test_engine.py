@@ -3,7 +3,6 @@ prefix caching and LoRA must not change a single logit (beyond float32 noise).""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,58 +14,20 @@ from shipit.core.errors import (
     ModelLoadError,
     UnknownAdapterError,
 )
-from shipit.engine.engine import CpuExecutor, EngineConfig, LLMEngine
 from shipit.engine.loader import LoadedModel, load_model
-from shipit.engine.model import F32, ForwardItem
+from shipit.engine.model import F32
 from shipit.engine.sampling import SamplingParams
+from support.engine_harness import GREEDY, Recorder, engine_for, prompts_of, run
 from support.reference import reference_logits_from
 from support.tiny_model import write_tiny_hf_model
 
 TOL = 1e-4
-GREEDY = SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     path = write_tiny_hf_model(tmp_path_factory.mktemp("tiny") / "m", kv_heads=2, heads=4)
     return load_model(str(path))
-
-
-class Recorder:
-    """Wraps the CPU executor and keeps each sequence's logits, in sampling order."""
-
-    def __init__(self, engine: LLMEngine) -> None:
-        assert isinstance(engine.executor, CpuExecutor)
-        self.inner = engine.executor
-        self.engine = engine
-        self.logits: dict[str, list[F32]] = {}
-        self.partial_prefills = 0  # chunks that end before the prompt does
-        engine.executor = self
-
-    def execute(self, items: Sequence[ForwardItem]) -> F32:
-        out = self.inner.execute(items)
-        sampled = [i.request_id for i in items if i.need_logits]
-        for rid, row in zip(sampled, out, strict=True):
-            self.logits.setdefault(rid, []).append(row.copy())
-        self.partial_prefills += sum(not i.need_logits for i in items)
-        return out
-
-
-def engine_for(model: LoadedModel, **cfg: int) -> LLMEngine:
-    defaults: dict[str, int] = {"block_size": 4, "kv_cache_bytes": 64 * 1024 * 1024}
-    return LLMEngine.from_loaded(model, EngineConfig(**(defaults | cfg)))
-
-
-def run(
-    engine: LLMEngine, prompts: dict[str, list[int]], params: SamplingParams = GREEDY, **kw: str
-) -> dict[str, list[int]]:
-    for rid, p in prompts.items():
-        engine.add_request(rid, p, params, **kw)
-    out: dict[str, list[int]] = {rid: [] for rid in prompts}
-    while engine.has_unfinished_requests():
-        for o in engine.step():
-            out.setdefault(o.request_id, []).extend(o.new_token_ids)
-    return out
 
 
 def check_against_reference(
@@ -83,11 +44,6 @@ def check_against_reference(
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
     assert generated == [int(t) for t in np.argmax(want, axis=-1)]
-
-
-def prompts_of(lengths: Sequence[int], seed: int = 1) -> dict[str, list[int]]:
-    rng = np.random.default_rng(seed)
-    return {f"r{i}": rng.integers(10, 380, size=n).tolist() for i, n in enumerate(lengths)}
 
 
 def test_batched_paged_decoding_equals_dense_reference(tiny: LoadedModel) -> None:

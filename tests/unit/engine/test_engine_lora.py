@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_engine import GREEDY, Recorder, engine_for, prompts_of, run
 
 from shipit.engine.engine import LLMEngine
 from shipit.engine.loader import LoadedModel, load_model
+from support.engine_harness import GREEDY, Recorder, engine_for, prompts_of, run
 from support.tiny_lora import merge_lora, write_tiny_lora
 from support.tiny_model import write_tiny_hf_model
 
