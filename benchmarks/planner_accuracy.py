@@ -24,6 +24,7 @@ from shipit.capacity import (
     Calibration,
     Catalog,
     Deployment,
+    ModelSpec,
     best_throughput_for_gpus,
     estimate_perf,
     load_catalog,
@@ -380,7 +381,7 @@ POINTS = (
 )
 
 
-def _model(catalog: Catalog, name: str):  # type: ignore[no-untyped-def]
+def _model(catalog: Catalog, name: str) -> ModelSpec:
     if name == "mistral-7b-v0.1":  # v0.1 differs from the catalog's v0.3 only in vocabulary
         return dataclasses.replace(catalog.model("mistral-7b"), id=name, vocab_size=32000)
     return catalog.model(name)

@@ -86,7 +86,7 @@ def _lookup(name: str, items: tuple[_Spec, ...], *, kind: str, field: str) -> _S
     if key in names:
         return names[key]
     close = difflib.get_close_matches(key, list(names), n=5, cutoff=0.5)
-    ids = sorted({names[c].id for c in close})
+    ids = list(dict.fromkeys(names[c].id for c in close))  # best match first
     hint = f"did you mean {', '.join(ids)}? " if ids else ""
     valid = ", ".join(i.id for i in items)
     extra = " or a path to a Hugging Face config.json" if kind == "model" else ""

@@ -68,6 +68,8 @@ def _run(fn: Callable[[], _T]) -> _T:
 def _jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, tuple | list):
         return [_jsonable(x) for x in obj]
     if isinstance(obj, float):
