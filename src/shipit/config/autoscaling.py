@@ -1,0 +1,65 @@
+"""Autoscaling settings of one deployment, as users write them in ``shipit.yaml``.
+
+Validated with pydantic (``extra="forbid"``); every error names the field and the allowed
+values. The autoscaling policy reads this model; nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class AutoscalingConfig(BaseModel):
+    """Defaults follow Knative (60 s stable window, 6 s panic window, panic at 2x) and
+    Ray Serve (a per-replica concurrency target); the scale-down delay is shorter than Ray's
+    600 s because an idle CPU replica costs little and tests should finish."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_replicas: int = Field(1, ge=0, description="0 enables scale to zero.")
+    max_replicas: int = Field(4, ge=1)
+    concurrency_target: float = Field(
+        8.0, gt=0, description="In-flight + queued requests one replica should carry."
+    )
+    target_utilization: float = Field(
+        0.7, gt=0, le=1, description="Fraction of concurrency_target to aim for (headroom)."
+    )
+    autoscaling_window_s: float = Field(60.0, gt=0, description="Stable averaging window.")
+    panic_window_s: float = Field(6.0, gt=0, description="Short window that catches bursts.")
+    panic_threshold: float = Field(
+        2.0,
+        gt=1,
+        description="Enter panic when the short-window need is this many times "
+        "the ready replicas; in panic the policy scales up fast and never down.",
+    )
+    scale_up_delay_s: float = Field(0.0, ge=0, description="A higher target must hold this long.")
+    scale_down_delay_s: float = Field(
+        120.0, ge=0, description="A lower target must hold this long before scaling down."
+    )
+    max_scale_up_rate: float = Field(
+        4.0, gt=1, description="At most this many times the current replicas per decision."
+    )
+    max_scale_down_rate: float = Field(
+        2.0, gt=1, description="At most current / this many replicas removed per decision."
+    )
+    idle_timeout_s: float = Field(
+        300.0, ge=0, description="With min_replicas 0: no traffic for this long scales to zero."
+    )
+    startup_timeout_s: float = Field(
+        600.0, gt=0, description="A replica not ready after this long is replaced."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
+            )
+        if self.panic_window_s > self.autoscaling_window_s:
+            raise ValueError(
+                f"panic_window_s ({self.panic_window_s}) must be <= autoscaling_window_s "
+                f"({self.autoscaling_window_s})"
+            )
+        return self

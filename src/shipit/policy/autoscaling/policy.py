@@ -1,0 +1,226 @@
+"""The autoscaling policy: from load, replicas and ``now``, how many replicas to run.
+
+Load is what replicas are carrying *now* — requests in flight plus requests queued at the
+gateway — never completed requests per second: a replica busy with ten long streams is
+busy even if nothing completed in the last minute. The policy is pure: ``decide(config,
+snapshot, state) -> (decision, state)``; the caller owns the clock, the replicas and the
+state between ticks, so the same function runs live and in the fleet simulator.
+
+The rules, each a small function below:
+1. average the load over a stable window (default 60 s) and a panic window (6 s);
+2. desired = ceil(average / (concurrency_target * target_utilization));
+3. panic: when the short window needs ``panic_threshold`` x the ready replicas, scale to
+   the short-window need at once and do not scale down until the panic has been quiet for
+   a whole stable window;
+4. hysteresis: a higher target must hold for ``scale_up_delay_s``, a lower one for
+   ``scale_down_delay_s`` (the policy takes the max of the recent proposals);
+5. scale to zero only after ``idle_timeout_s`` without load; scale from zero at once;
+6. bounds and rate limits;
+7. whom to stop: replicas still starting first, then the ready ones with the fewest
+   requests in flight (they drain fastest); replicas that never became ready are replaced.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+from shipit.config.autoscaling import AutoscalingConfig
+
+
+class ReplicaPhase(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaLoad:
+    replica_id: str
+    phase: ReplicaPhase
+    in_flight: int
+    since_s: float  # when it entered ``phase``
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscalingSnapshot:
+    now_s: float
+    replicas: tuple[ReplicaLoad, ...]
+    queued: int  # requests held at the gateway for this deployment
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscalingState:
+    samples: tuple[tuple[float, float], ...] = ()  # (time, load)
+    proposals: tuple[tuple[float, float], ...] = ()  # (time, desired before delays)
+    panic_until_s: float | None = None
+    last_active_s: float | None = None  # the last time load was above zero
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleDecision:
+    target: int
+    current: int  # starting + ready replicas the policy counted (draining excluded)
+    reason: str
+    panic: bool = False
+    stop: tuple[str, ...] = ()  # replicas to drain and stop to reach ``target``
+    replace: tuple[str, ...] = ()  # replicas that never became ready: stop them
+
+    @property
+    def delta(self) -> int:
+        return self.target - self.current
+
+
+def decide(
+    config: AutoscalingConfig, snapshot: AutoscalingSnapshot, state: AutoscalingState
+) -> tuple[ScaleDecision, AutoscalingState]:
+    now = snapshot.now_s
+    stuck = _never_ready(config, snapshot)
+    live = [
+        r
+        for r in snapshot.replicas
+        if r.phase is not ReplicaPhase.DRAINING and r.replica_id not in stuck
+    ]
+    ready = sum(r.phase is ReplicaPhase.READY for r in live)
+    current = len(live)
+    load = float(sum(r.in_flight for r in live) + snapshot.queued)
+    samples = _window((*state.samples, (now, load)), now, config.autoscaling_window_s)
+    stable = _mean(samples)
+    short = _mean(_window(samples, now, config.panic_window_s))
+    unit = config.concurrency_target * config.target_utilization
+    last_active = now if load > 0 else state.last_active_s
+
+    panic_until = state.panic_until_s
+    if ready > 0 and math.ceil(short / unit) >= config.panic_threshold * ready:
+        panic_until = now + config.autoscaling_window_s
+    panic = panic_until is not None and now < panic_until
+    if panic:
+        desired = max(math.ceil(short / unit), current)
+        why = f"panic: load {short:.1f} over {config.panic_window_s:g}s / {unit:g} per replica"
+    else:
+        desired = math.ceil(stable / unit)
+        why = f"load {stable:.1f} over {config.autoscaling_window_s:g}s / {unit:g} per replica"
+    why += f" -> {desired}"
+
+    horizon = max(config.scale_up_delay_s, config.scale_down_delay_s)
+    proposals = _window((*state.proposals, (now, desired)), now, horizon)
+    target, why = _apply_delays(config, proposals, now, current, desired, why)
+    target, why = _apply_zero(config, target, current, load, last_active, now, why)
+    target, why = _apply_bounds(config, target, current, why)
+    decision = ScaleDecision(
+        target=target,
+        current=current,
+        reason=why,
+        panic=panic,
+        stop=choose_victims(live, current - target) if target < current else (),
+        replace=stuck,
+    )
+    new_state = AutoscalingState(samples, proposals, panic_until if panic else None, last_active)
+    return decision, new_state
+
+
+def _window(
+    points: tuple[tuple[float, float], ...],
+    now: float,
+    span_s: float,
+) -> tuple[tuple[float, float], ...]:
+    return tuple((t, float(v)) for t, v in points if now - t <= span_s)
+
+
+def _mean(points: tuple[tuple[float, float], ...]) -> float:
+    return sum(v for _, v in points) / len(points) if points else 0.0
+
+
+def _apply_delays(
+    config: AutoscalingConfig,
+    proposals: tuple[tuple[float, float], ...],
+    now: float,
+    current: int,
+    desired: int,
+    why: str,
+) -> tuple[int, str]:
+    """Up: the lowest proposal over the up-delay must exceed current. Down: the highest
+    proposal over the down-delay is where we go — the lower target must have held."""
+    if desired > current and current > 0:
+        recent = [v for t, v in proposals if now - t <= config.scale_up_delay_s]
+        held = int(min(recent))
+        if held < desired:
+            return max(held, current), why + f"; up held back by {config.scale_up_delay_s:g}s delay"
+    if desired < current:
+        recent = [v for t, v in proposals if now - t <= config.scale_down_delay_s]
+        held = int(max(recent))
+        if held > desired:
+            return min(held, current), (
+                why + f"; down held at {min(held, current)} by {config.scale_down_delay_s:g}s delay"
+            )
+    return desired, why
+
+
+def _apply_zero(
+    config: AutoscalingConfig,
+    target: int,
+    current: int,
+    load: float,
+    last_active: float | None,
+    now: float,
+    why: str,
+) -> tuple[int, str]:
+    if current == 0 and load > 0:
+        return max(target, 1), why + f"; scale from zero: {load:.0f} requests waiting"
+    if target > 0:
+        return target, why
+    if load > 0:
+        return 1, why + "; requests waiting: keep or start one replica"
+    if config.min_replicas == 0 and current > 0:
+        idle_s = now - last_active if last_active is not None else math.inf
+        if idle_s < config.idle_timeout_s:
+            return 1, why + f"; idle {idle_s:.0f}s < idle_timeout {config.idle_timeout_s:g}s"
+        return 0, why + f"; idle {idle_s:.0f}s: scale to zero"
+    return target, why
+
+
+def _apply_bounds(
+    config: AutoscalingConfig, target: int, current: int, why: str
+) -> tuple[int, str]:
+    if target > current:
+        if current == 0:
+            limit = max(1, math.ceil(config.max_scale_up_rate))
+        else:
+            limit = math.ceil(current * config.max_scale_up_rate)
+        if target > limit:
+            target, why = limit, why + f"; up rate limit {limit}"
+    elif target < current:
+        limit = math.floor(current / config.max_scale_down_rate)
+        if target < limit:
+            target, why = limit, why + f"; down rate limit {limit}"
+    if target > config.max_replicas:
+        target, why = config.max_replicas, why + f"; max_replicas {config.max_replicas}"
+    if target < config.min_replicas:
+        target, why = config.min_replicas, why + f"; min_replicas {config.min_replicas}"
+    return target, why
+
+
+def _never_ready(config: AutoscalingConfig, snapshot: AutoscalingSnapshot) -> tuple[str, ...]:
+    return tuple(
+        r.replica_id
+        for r in snapshot.replicas
+        if r.phase is ReplicaPhase.STARTING
+        and snapshot.now_s - r.since_s > config.startup_timeout_s
+    )
+
+
+def choose_victims(replicas: list[ReplicaLoad], count: int) -> tuple[str, ...]:
+    """Whom to stop: starting replicas first (no request is lost and they cost a cold
+    start anyway; the newest first), then ready ones with the fewest requests in flight,
+    because they finish draining soonest."""
+    if count <= 0:
+        return ()
+    starting = sorted(
+        (r for r in replicas if r.phase is ReplicaPhase.STARTING), key=lambda r: -r.since_s
+    )
+    ready = sorted(
+        (r for r in replicas if r.phase is ReplicaPhase.READY),
+        key=lambda r: (r.in_flight, -r.since_s),
+    )
+    return tuple(r.replica_id for r in [*starting, *ready][:count])
