@@ -98,16 +98,8 @@ def max_concurrency(
     ).max_concurrent_seqs
 
 
-def estimate_perf(
-    d: Deployment,
-    *,
-    input_len: int,
-    output_len: int,
-    concurrency: int | None = None,
-    prefix_hit_rate: float = 0.0,
-    calibration: Calibration = DEFAULT_CALIBRATION,
-) -> PerfEstimate:
-    """TTFT, TPOT and throughput at ``concurrency`` (default: as many as the KV pool holds)."""
+def _check_and_cap(d: Deployment, input_len: int, output_len: int, calibration: Calibration) -> int:
+    """Validate the lengths and return the concurrency the KV pool allows (at least 1)."""
     if input_len < 1 or output_len < 1:
         raise InvalidRequestError("input_len and output_len must be at least 1", field="input_len")
     if input_len + output_len > d.context_limit:
@@ -120,6 +112,20 @@ def estimate_perf(
     if cap < 1:
         plan = plan_vram(d, context_tokens=input_len + output_len, calibration=calibration)
         raise CapacityError(f"{d.label()}: {plan.reason}")
+    return cap
+
+
+def estimate_perf(
+    d: Deployment,
+    *,
+    input_len: int,
+    output_len: int,
+    concurrency: int | None = None,
+    prefix_hit_rate: float = 0.0,
+    calibration: Calibration = DEFAULT_CALIBRATION,
+) -> PerfEstimate:
+    """TTFT, TPOT and throughput at ``concurrency`` (default: as many as the KV pool holds)."""
+    cap = _check_and_cap(d, input_len, output_len, calibration)
     c = min(concurrency or cap, cap)
     new = max(1, math.ceil(input_len * (1.0 - prefix_hit_rate)))
     prior = input_len - new

@@ -201,6 +201,25 @@ def _autoscaling(
     )
 
 
+def _infeasible(
+    d: Deployment, traffic: TrafficProfile, slo: SloTargets, calibration: Calibration
+) -> CapacityError:
+    one = estimate_perf(
+        d,
+        input_len=traffic.input_tail,
+        output_len=traffic.output_tail,
+        concurrency=1,
+        prefix_hit_rate=traffic.prefix_hit_rate,
+        calibration=calibration,
+    )
+    return CapacityError(
+        f"{d.label()} cannot meet the SLO even with one request per replica: TTFT "
+        f"{one.ttft_ms:.0f} ms (SLO {slo.ttft_ms:g}), TPOT {one.tpot_ms:.1f} ms (SLO "
+        f"{slo.tpot_ms:g}) at p{slo.percentile:g} lengths; try more TP, a faster GPU or "
+        "a looser SLO"
+    )
+
+
 def size_replicas(
     d: Deployment,
     traffic: TrafficProfile,
@@ -218,20 +237,7 @@ def size_replicas(
     cv = (traffic.arrival_cv, SERVICE_CV[queue_model])
     options = _options(d, traffic, slo, calibration)
     if not options:
-        one = estimate_perf(
-            d,
-            input_len=traffic.input_tail,
-            output_len=traffic.output_tail,
-            concurrency=1,
-            prefix_hit_rate=traffic.prefix_hit_rate,
-            calibration=calibration,
-        )
-        raise CapacityError(
-            f"{d.label()} cannot meet the SLO even with one request per replica: TTFT "
-            f"{one.ttft_ms:.0f} ms (SLO {slo.ttft_ms:g}), TPOT {one.tpot_ms:.1f} ms (SLO "
-            f"{slo.tpot_ms:g}) at p{slo.percentile:g} lengths; try more TP, a faster GPU or "
-            "a looser SLO"
-        )
+        raise _infeasible(d, traffic, slo, calibration)
     n_peak, opt = _best(options, traffic.peak, slo, cv)
     n_mean, _ = _best(options, traffic.mean_rps, slo, cv)
     wait = wait_percentile_s(
