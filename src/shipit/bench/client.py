@@ -215,7 +215,10 @@ class ClientPool:
     connection (that would inflate TTFT in an open loop), and every client shares one SSL context.
     """
 
-    def __init__(self, *, timeout_s: float) -> None:
+    def __init__(
+        self, *, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._transport = transport  # tests pass httpx.MockTransport
         self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 30.0))
         self._ssl = httpx.create_ssl_context()
         self._idle: list[httpx.AsyncClient] = []
@@ -229,6 +232,7 @@ class ClientPool:
             verify=self._ssl,
             timeout=self._timeout,
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            transport=self._transport,
         )
         self._all.append(client)
         return client
