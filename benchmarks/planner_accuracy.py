@@ -36,7 +36,9 @@ from shipit.capacity.records import GIB
 H200_BLOG = (
     "TensorRT-LLM blog 'H200 achieves nearly 12,000 tokens/sec on Llama2-13B with TensorRT-LLM' "
     "(github.com/NVIDIA/TensorRT-LLM docs/source/blogs/H200launch.md, 2023-11); static batch, "
-    "FP8 weights and KV cache, output tokens/s"
+    "FP8 weights and KV cache, output tokens/s. Re-checked on 2026-11-29 against the "
+    "release/0.5.0 copy of that file, whose table gives total tokens/s per TP group (a later "
+    "revision relabels the same table per GPU and changes two rows)"
 )
 B405_BLOG = (
     "NVIDIA technical blog 'Boosting Llama 3.1 405B Performance up to 1.44x with NVIDIA "
@@ -172,6 +174,19 @@ POINTS = (
         (2048, 128),
         64,
         682,
+        "out tok/s",
+        H200_BLOG,
+    ),
+    _p(
+        "h200-l2-70b-tp4-b512-128/2048",
+        "throughput",
+        "llama-2-70b",
+        "h200",
+        4,
+        "fp8",
+        (128, 2048),
+        512,
+        6616,
         "out tok/s",
         H200_BLOG,
     ),
