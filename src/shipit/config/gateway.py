@@ -1,0 +1,213 @@
+"""The user-facing ``shipit.yaml`` for the gateway: deployments, routing, queueing, reliability.
+
+Owns the pydantic models (``extra="forbid"``, units in every name), their defaults, and
+``load_config``/``apply_overrides`` (flags beat the file). Every error a user can hit names the
+field and the allowed values. It must not open sockets or start anything; ``cli.up`` acts on it.
+Autoscaling fields (``min_replicas``, ``max_replicas``, ...) belong to a later section of a
+deployment and are deliberately absent here.
+
+Example::
+
+    gateway: {port: 8000}
+    deployments:
+      - name: default
+        model: smollm2-135m-instruct
+        replicas: 2
+        routing: {policy: prefix_cache, prefix_cache: {imbalance_ratio: 1.5}}
+        queueing: {max_queue: 512, concurrency_target: 8}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shipit.core.errors import ShipitError
+
+RoutingPolicyName = Literal[
+    "round_robin",
+    "least_outstanding",
+    "power_of_two",
+    "prefix_cache",
+    "lora_affinity",
+    "session_affinity",
+]
+ROUTING_POLICIES: tuple[str, ...] = RoutingPolicyName.__args__  # type: ignore[attr-defined]
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the engine's default (engine.loader)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PrefixCacheConfig(_Strict):
+    """``prefix_cache`` routing: follow cached prefixes unless that overloads a replica."""
+
+    block_size_tokens: int = Field(16, ge=1, description="must match the replicas' KV block size")
+    source: Literal["approximate", "kv_events"] = Field(
+        "approximate",
+        description="approximate: index what was routed; kv_events: the replicas' feeds",
+    )
+    # The guard: fall back to least-loaded when the best-hit replica carries more than
+    # imbalance_ratio x the mean load and at least imbalance_abs_requests more than the least.
+    imbalance_ratio: float = Field(1.3, ge=1.0)
+    imbalance_abs_requests: int = Field(2, ge=0)
+    min_hit_blocks: int = Field(1, ge=1, description="a shorter match counts as no match")
+    max_blocks_per_replica: int = Field(200_000, ge=1, description="index size cap per replica")
+    chars_per_token: float = Field(
+        4.0, gt=0, description="text prompts are hashed in chunks of this many chars per token"
+    )
+    kv_event_poll_s: float = Field(0.5, gt=0)
+
+
+class SessionAffinityConfig(_Strict):
+    header: str = "x-shipit-session"
+    virtual_nodes: int = Field(64, ge=1)
+    # Bounded load (Mirrokni et al.): a replica takes a session only below this x mean load.
+    load_bound: float = Field(1.25, ge=1.0)
+
+
+class LoraAffinityConfig(_Strict):
+    adapters: dict[str, str] = Field(
+        default_factory=dict, description="adapter name -> path on the replicas' filesystem"
+    )
+    # Send to a replica holding the adapter while its load is below this; else load it elsewhere.
+    max_load_for_affinity: float = Field(1.0, gt=0)
+
+
+class RoutingConfig(_Strict):
+    policy: RoutingPolicyName = "least_outstanding"
+    allow_override: bool = Field(True, description="honour the x-shipit-routing header")
+    seed: int = 0
+    prefix_cache: PrefixCacheConfig = PrefixCacheConfig()
+    session_affinity: SessionAffinityConfig = SessionAffinityConfig()
+    lora_affinity: LoraAffinityConfig = LoraAffinityConfig()
+
+
+class QueueingConfig(_Strict):
+    max_queue: int = Field(1024, ge=0, description="requests waiting at the gateway; then 429")
+    concurrency_target: int = Field(8, ge=1, description="most requests in flight per replica")
+    queue_timeout_s: float = Field(60.0, gt=0, description="longest wait for a replica slot")
+    default_priority: int = 0
+    retry_after_s: int = Field(1, ge=0, description="the Retry-After a 429 carries")
+
+
+class RetryConfig(_Strict):
+    max_attempts: int = Field(3, ge=1, description="tries per request, first one included")
+    budget_ratio: float = Field(0.2, ge=0, description="retries allowed per request sent")
+    budget_min_per_s: float = Field(10.0, ge=0, description="retries always allowed per second")
+    connect_timeout_s: float = Field(2.0, gt=0)
+    first_byte_timeout_s: float = Field(60.0, gt=0, description="request sent -> headers")
+    read_timeout_s: float = Field(300.0, gt=0, description="longest gap between chunks")
+
+
+class OutlierConfig(_Strict):
+    consecutive_failures: int = Field(3, ge=1)
+    base_ejection_s: float = Field(5.0, gt=0)
+    max_ejection_s: float = Field(60.0, gt=0)
+    max_ejected_fraction: float = Field(0.5, ge=0, le=1.0)
+
+
+class DeploymentConfig(_Strict):
+    name: str = "default"
+    model: str = DEFAULT_MODEL
+    replicas: int = Field(2, ge=0, description="local replica processes to start")
+    replica_urls: list[str] = Field(default_factory=list, description="external replicas")
+    simulate: str | None = Field(None, description="GPU:MODEL, a simulated accelerator")
+    replica_args: list[str] = Field(default_factory=list, description="extra replica flags")
+    routing: RoutingConfig = RoutingConfig()
+    queueing: QueueingConfig = QueueingConfig()
+    retries: RetryConfig = RetryConfig()
+    outlier: OutlierConfig = OutlierConfig()
+    health_interval_s: float = Field(1.0, gt=0)
+    startup_timeout_s: float = Field(300.0, gt=0)
+    drain_timeout_s: float = Field(30.0, ge=0)
+
+
+class GatewayServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    graceful_shutdown_s: float = Field(30.0, ge=0)
+
+
+class ShipitConfig(_Strict):
+    gateway: GatewayServerConfig = GatewayServerConfig()
+    deployments: list[DeploymentConfig] = Field(default_factory=lambda: [DeploymentConfig()])
+
+    @field_validator("deployments")
+    @classmethod
+    def _unique_names(cls, deployments: list[DeploymentConfig]) -> list[DeploymentConfig]:
+        names = [d.name for d in deployments]
+        if len(set(names)) != len(names):
+            raise ValueError(f"deployment names must be unique, got {names}")
+        if not deployments:
+            raise ValueError("at least one deployment is needed")
+        return deployments
+
+
+class ConfigError(ShipitError):
+    """``shipit.yaml`` or a flag is invalid; the message names the field."""
+
+
+def _explain(exc: ValidationError, source: str) -> ConfigError:
+    lines = []
+    first_field = None
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        first_field = first_field or loc
+        msg = err["msg"]
+        if err["type"] == "literal_error":
+            msg = f"{msg} (got {err.get('input')!r})"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field; check the spelling against docs/gateway.md"
+        lines.append(f"  {loc}: {msg}")
+    return ConfigError(f"invalid {source}:\n" + "\n".join(lines), field=first_field)
+
+
+def parse_config(data: dict[str, Any] | None, *, source: str = "config") -> ShipitConfig:
+    try:
+        return ShipitConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise _explain(exc, source) from None
+
+
+def load_config(path: str | Path | None) -> ShipitConfig:
+    """Read ``shipit.yaml``; ``None`` gives the defaults (one deployment of the default model)."""
+    if path is None:
+        return ShipitConfig()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist", field="config")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p} is not valid YAML: {exc}", field="config") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping at the top level", field="config")
+    return parse_config(data, source=str(p))
+
+
+def apply_overrides(
+    config: ShipitConfig,
+    *,
+    port: int | None = None,
+    host: str | None = None,
+    deployment: dict[str, Any] | None = None,
+) -> ShipitConfig:
+    """Flags beat the file: ``deployment`` overrides apply to the first deployment (dotted keys
+    such as ``routing.policy`` reach nested sections)."""
+    data = config.model_dump()
+    if port is not None:
+        data["gateway"]["port"] = port
+    if host is not None:
+        data["gateway"]["host"] = host
+    for key, value in (deployment or {}).items():
+        target = data["deployments"][0]
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target[part]
+        target[leaf] = value
+    return parse_config(data, source="flags")

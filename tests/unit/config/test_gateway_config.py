@@ -1,0 +1,65 @@
+"""``shipit.yaml``: defaults, file loading, flag overrides, and errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shipit.config.gateway import ConfigError, apply_overrides, load_config, parse_config
+
+
+def test_defaults_are_two_replicas_of_the_default_model() -> None:
+    cfg = load_config(None)
+    (d,) = cfg.deployments
+    assert (d.replicas, d.model, d.routing.policy) == (
+        2,
+        "smollm2-135m-instruct",
+        "least_outstanding",
+    )
+
+
+def test_file_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "shipit.yaml"
+    path.write_text(
+        "gateway: {port: 9000}\n"
+        "deployments:\n"
+        "  - name: chat\n    replicas: 3\n    routing: {policy: prefix_cache}\n"
+    )
+    cfg = load_config(path)
+    assert cfg.gateway.port == 9000 and cfg.deployments[0].routing.policy == "prefix_cache"
+    cfg = apply_overrides(cfg, port=0, deployment={"replicas": 1, "routing.policy": "round_robin"})
+    d = cfg.deployments[0]
+    assert (cfg.gateway.port, d.replicas, d.routing.policy, d.name) == (0, 1, "round_robin", "chat")
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "words"),
+    [
+        (
+            {"deployments": [{"routing": {"policy": "random"}}]},
+            "deployments.0.routing.policy",
+            "prefix_cache",
+        ),
+        ({"deployments": [{"replica": 2}]}, "deployments.0.replica", "unknown field"),
+        (
+            {"deployments": [{"queueing": {"max_queue": -1}}]},
+            "deployments.0.queueing.max_queue",
+            ">= 0",
+        ),
+        ({"deployments": [{"name": "a"}, {"name": "a"}]}, "deployments", "unique"),
+    ],
+)
+def test_errors_name_the_field(data: dict[str, object], field: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert info.value.field == field and words in info.value.message
+
+
+def test_missing_and_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
