@@ -1,0 +1,257 @@
+"""A simulated accelerator for the engine: the real scheduler, block manager and sampler, with
+the numpy model replaced by an executor that waits the step time a GPU would take.
+
+``--simulate GPU:MODEL[:tpN]`` (e.g. ``H100:llama-3.1-70b:tp4``) resolves both names in the
+capacity planner's catalogs, sizes the KV cache with the planner's VRAM plan (vLLM's budget:
+``memory * utilization - weights - activation peak - non-torch - CUDA graphs``) and times
+every step with the planner's roofline (``shipit.capacity.iteration_time``: the step's prefill
+tokens and their context, its decode batch and mean context, weights streamed once per step).
+The executor ``time.sleep``s that long in the engine's thread, then returns logits whose
+argmax is a chosen token, over a small vocabulary, so the per-step Python cost stays tiny.
+
+Simplifications, stated: the tokenizer is a word-hashing one (one token per whitespace-
+separated word, ids from a hash, so equal text gives equal ids and prefix caching behaves);
+generated tokens are never EOS, so every request runs to ``max_tokens``; host overhead
+(scheduling, sampling, HTTP) adds to the step time as it would on an engine without overlap.
+This module must not open sockets; its only clock use is the injected ``sleep``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tokenizers
+
+from shipit.capacity import (
+    DEFAULT_CALIBRATION,
+    Calibration,
+    Deployment,
+    iteration_time,
+    load_catalog,
+    plan_vram,
+)
+from shipit.core.errors import InvalidRequestError
+from shipit.engine.engine import EngineConfig, LLMEngine
+from shipit.engine.model import F32, ForwardItem
+from shipit.engine.model_config import ModelConfig
+from shipit.engine.tokenizer import Tokenizer
+
+SIM_VOCAB_SIZE = 1024
+_FIRST_WORD_ID = 3  # 0 <unk>, 1 <|im_start|>, 2 <|im_end|> (EOS)
+_EOS_ID = 2
+_CHOSEN_LOGIT = 30.0  # e^-30 * vocab: the chosen token wins even when sampling at T=2
+_CONTEXT_BUCKET_TOKENS = 16  # step times are memoised per 16 tokens of context
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n'}}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StepShape:
+    """What one engine step asks of the accelerator."""
+
+    prefill_tokens: int
+    prefill_seqs: int
+    prefill_context_tokens: int  # mean keys a prefill token attends to
+    decode_seqs: int
+    decode_context_tokens: int  # mean tokens in a decoding sequence's KV cache
+
+    @classmethod
+    def of(cls, items: Sequence[ForwardItem]) -> StepShape:
+        """Items with one new token decode; longer items are prefill chunks."""
+        p_tokens = p_seqs = p_ctx = d_seqs = d_ctx = 0
+        for item in items:
+            n = len(item.token_ids)
+            if n == 1:
+                d_seqs += 1
+                d_ctx += item.start_pos
+            else:
+                p_seqs += 1
+                p_tokens += n
+                p_ctx += item.start_pos + n // 2
+        b = _CONTEXT_BUCKET_TOKENS
+        return cls(
+            prefill_tokens=p_tokens,
+            prefill_seqs=p_seqs,
+            prefill_context_tokens=(p_ctx // p_seqs) // b * b if p_seqs else 0,
+            decode_seqs=d_seqs,
+            decode_context_tokens=(d_ctx // d_seqs) // b * b if d_seqs else 0,
+        )
+
+
+StepTimeModel = Callable[[StepShape], float]
+
+
+def roofline_step_time(
+    deployment: Deployment, calibration: Calibration = DEFAULT_CALIBRATION
+) -> StepTimeModel:
+    """The planner's roofline as a step-time model, memoised per step shape."""
+    memo: dict[StepShape, float] = {}
+
+    def step_time_s(shape: StepShape) -> float:
+        cached = memo.get(shape)
+        if cached is None:
+            cached = iteration_time(
+                deployment,
+                prefill_tokens=shape.prefill_tokens,
+                prefill_seqs=shape.prefill_seqs,
+                prefill_context_tokens=shape.prefill_context_tokens,
+                decode_seqs=shape.decode_seqs,
+                context_tokens=shape.decode_context_tokens,
+                calibration=calibration,
+            ).total_s
+            if len(memo) < 100_000:
+                memo[shape] = cached
+        return cached
+
+    return step_time_s
+
+
+class SimulatedExecutor:
+    """Implements the engine's ``Executor``: sleeps the modelled step time, then returns
+    one logit row per item that needs one, peaked at a non-EOS token."""
+
+    def __init__(
+        self,
+        step_time: StepTimeModel,
+        *,
+        vocab_size: int = SIM_VOCAB_SIZE,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if vocab_size <= _FIRST_WORD_ID:
+            raise ValueError(f"vocab_size must be > {_FIRST_WORD_ID}, got {vocab_size}")
+        self.step_time = step_time
+        self.vocab_size = vocab_size
+        self.sleep = sleep
+        self.num_steps = 0
+        self.busy_s = 0.0  # modelled accelerator time, summed
+
+    def next_token(self, item: ForwardItem) -> int:
+        """A deterministic, non-special token for the position after ``item``."""
+        position = item.start_pos + len(item.token_ids)
+        span = self.vocab_size - _FIRST_WORD_ID
+        return _FIRST_WORD_ID + (position * 2654435761 + len(item.request_id)) % span
+
+    def execute(self, items: Sequence[ForwardItem]) -> F32:
+        duration_s = self.step_time(StepShape.of(items))
+        self.num_steps += 1
+        self.busy_s += duration_s
+        wanted = [item for item in items if item.need_logits]
+        logits = np.zeros((len(wanted), self.vocab_size), dtype=np.float32)
+        for row, item in enumerate(wanted):
+            logits[row, self.next_token(item)] = _CHOSEN_LOGIT
+        self.sleep(duration_s)
+        return logits
+
+
+class SimTokenizer(Tokenizer):
+    """One token per whitespace-separated word, its id a hash of the word: equal text gives
+    equal ids (so prefix caching and routing behave), at ~1 µs per word."""
+
+    def __init__(self, vocab_size: int = SIM_VOCAB_SIZE) -> None:
+        inner = tokenizers.Tokenizer(
+            tokenizers.models.WordLevel(
+                {"<unk>": 0, "<|im_start|>": 1, "<|im_end|>": _EOS_ID}, unk_token="<unk>"
+            )
+        )
+        super().__init__(
+            inner, chat_template=CHATML_TEMPLATE, bos_token_id=1, eos_token_ids=(_EOS_ID,)
+        )
+        self._size = vocab_size
+        self._words = ["<unk>", "<|im_start|>", "<|im_end|>"] + [
+            f" w{i}" for i in range(_FIRST_WORD_ID, vocab_size)
+        ]
+
+    @property
+    def vocab_size(self) -> int:
+        return self._size
+
+    def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        span = self._size - _FIRST_WORD_ID
+        return [
+            _FIRST_WORD_ID
+            + int.from_bytes(hashlib.blake2b(w.encode(), digest_size=4).digest(), "big") % span
+            for w in text.split()
+        ]
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        words = self._words
+        return "".join(words[i] for i in ids if not (skip_special_tokens and i < _FIRST_WORD_ID))
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._words.index(token) if token in self._words else None
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationSpec:
+    gpu: str
+    model: str
+    tp: int = 1
+
+    @classmethod
+    def parse(cls, spec: str) -> SimulationSpec:
+        """``GPU:MODEL[:tpN]``, e.g. ``H100:llama-3.1-70b:tp4``."""
+        parts = [p.strip() for p in spec.split(":")]
+        tp = 1
+        if len(parts) == 3 and parts[2].lower().startswith("tp") and parts[2][2:].isdigit():
+            tp = int(parts[2][2:])
+            parts = parts[:2]
+        if len(parts) != 2 or not all(parts):
+            raise InvalidRequestError(
+                f"--simulate expects GPU:MODEL[:tpN] (e.g. H100:llama-3.1-70b:tp4), got {spec!r}",
+                field="simulate",
+            )
+        return cls(gpu=parts[0], model=parts[1], tp=tp)
+
+
+def simulated_deployment(spec: SimulationSpec, config: EngineConfig) -> Deployment:
+    catalog = load_catalog()
+    return Deployment(
+        model=catalog.model(spec.model),
+        gpu=catalog.gpu(spec.gpu),
+        tp=spec.tp,
+        max_model_len=config.max_model_len,
+        max_num_seqs=config.max_num_seqs,
+        max_num_batched_tokens=config.max_num_batched_tokens,
+    )
+
+
+def build_simulated_engine(
+    spec: str,
+    config: EngineConfig,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    calibration: Calibration = DEFAULT_CALIBRATION,
+) -> LLMEngine:
+    """An engine whose KV cache holds what ``spec``'s GPU holds for that model, timed by the
+    planner's roofline. ``config.kv_cache_bytes`` is ignored (the VRAM plan decides)."""
+    d = simulated_deployment(SimulationSpec.parse(spec), config)
+    plan = plan_vram(d, calibration=calibration)
+    num_blocks = plan.kv_pool_tokens // config.block_size
+    if not plan.fits or num_blocks < 1:
+        hint = ("; try: " + "; ".join(plan.suggestions)) if plan.suggestions else ""
+        raise InvalidRequestError(
+            f"--simulate {spec}: {d.label()} does not fit: {plan.reason}{hint}", field="simulate"
+        )
+    m = d.model
+    model_config = ModelConfig(
+        vocab_size=SIM_VOCAB_SIZE,
+        hidden_size=m.hidden_size,
+        intermediate_size=m.intermediate_size,
+        num_layers=m.num_layers,
+        num_heads=m.num_heads,
+        num_kv_heads=m.num_kv_heads,
+        head_dim=m.head_dim,
+        max_position_embeddings=m.max_context,
+        bos_token_id=1,
+        eos_token_ids=(_EOS_ID,),
+    )
+    executor = SimulatedExecutor(roofline_step_time(d, calibration), sleep=sleep)
+    return LLMEngine(model_config, SimTokenizer(), executor, config=config, num_blocks=num_blocks)
