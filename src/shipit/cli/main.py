@@ -37,6 +37,9 @@ def build_app() -> typer.Typer:
     from shipit.cli import generate
 
     generate.register(app)
+    from shipit.cli import replica
+
+    replica.register(app)
     from shipit.cli import bench
 
     bench.register(app)

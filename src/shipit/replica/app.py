@@ -1,0 +1,381 @@
+"""The replica's ASGI app: OpenAI-compatible endpoints over one ``AsyncEngine``.
+
+``create_app`` builds a Starlette app whose lifespan owns the engine (loaded in a worker
+thread, so ``/health`` answers 503 while loading), the KV-event poller and the metrics
+registry. Handlers are thin: parse the body once into a ``GenerationRequest`` (engine types),
+hand it to the engine, write OpenAI JSON or SSE. Every generation request is tracked by the
+``Lifecycle`` so a drain can wait for it. No import-time side effects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.engine.async_engine import AsyncEngine
+from shipit.engine.engine import LLMEngine, RequestOutput
+from shipit.replica import protocol
+from shipit.replica.errors import error_body, error_response, from_exception, unavailable
+from shipit.replica.kv_events import KVEventBuffer
+from shipit.replica.lifecycle import Lifecycle, Phase
+from shipit.replica.metrics import CONTENT_TYPE, ReplicaMetrics, RequestTimer
+from shipit.replica.openai_format import DONE, ResponseWriter, new_request_id, sse
+from shipit.replica.runtime import build_engine
+from shipit.replica.settings import ReplicaSettings
+from shipit.replica.streaming import SSEResponse, race_disconnect
+
+log = logging.getLogger("shipit.replica")
+
+EngineFactory = Callable[[ReplicaSettings], LLMEngine]
+MAX_KV_EVENTS_PAGE = 10_000
+
+
+class Replica:
+    """State shared by the handlers of one app; built by ``create_app``."""
+
+    def __init__(
+        self,
+        settings: ReplicaSettings,
+        engine_factory: EngineFactory,
+        on_fatal: Callable[[], None] | None,
+    ) -> None:
+        self.settings = settings
+        self.model_name = settings.model_name
+        self.engine_factory = engine_factory
+        self.on_fatal = on_fatal
+        self.lifecycle = Lifecycle()
+        self.metrics = ReplicaMetrics(self.model_name, max_loras=settings.max_loras)
+        self.kv_events = KVEventBuffer(settings.kv_event_buffer)
+        self.instance_id = uuid.uuid4().hex
+        self.created = int(time.time())
+        self.engine: AsyncEngine | None = None
+
+    # ----- lifespan -----------------------------------------------------------------------
+    async def load(self) -> None:
+        try:
+            engine = await asyncio.to_thread(self.engine_factory, self.settings)
+        except Exception as exc:  # a replica that cannot load must say why and stop
+            log.exception("loading %s failed", self.settings.model)
+            self.lifecycle.fail(f"loading {self.settings.model} failed: {exc}")
+            if self.on_fatal is not None:
+                self.on_fatal()
+            return
+        self.engine = AsyncEngine(engine)
+        self.engine.start()
+        self.lifecycle.ready()
+        log.info("replica ready: %s (max_model_len %d)", self.model_name, engine.max_model_len)
+
+    async def poll_kv_events(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.kv_event_poll_s)
+            await self.pull_kv_events()
+
+    async def pull_kv_events(self) -> None:
+        if self.engine is not None:
+            events = await self.engine.call(lambda e: e.drain_kv_events())
+            self.kv_events.extend(events)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        if self.engine is not None:
+            await asyncio.to_thread(self.engine.stop)
+
+    async def drain(self) -> int:
+        return await self.lifecycle.drain(self.settings.drain_timeout_s)
+
+    # ----- helpers ------------------------------------------------------------------------
+    def _not_serving(self) -> Response | None:
+        phase = self.lifecycle.phase
+        if phase is Phase.READY and self.engine is not None:
+            return None
+        why = {
+            Phase.LOADING: f"the replica is loading {self.settings.model}",
+            Phase.DRAINING: "the replica is draining and takes no new requests",
+            Phase.STOPPED: "the replica is shutting down",
+            Phase.FAILED: f"the replica failed: {self.lifecycle.error}",
+        }.get(phase, "the replica is not ready")
+        return unavailable(why + "; retry on another replica", self.settings.retry_after_s)
+
+    def _lora_for(self, model: str) -> str | None:
+        if model == self.model_name:
+            return None
+        assert self.engine is not None
+        if model in self.engine.engine.loras:
+            return model
+        raise UnknownAdapterError(
+            f"The model `{model}` does not exist; this replica serves {self.model_name!r} "
+            f"and the LoRA adapters listed by GET /v1/models",
+            field="model",
+        )
+
+    # ----- generation ---------------------------------------------------------------------
+    async def completions(self, request: Request) -> Response:
+        return await self._generate(request, "completion")
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._generate(request, "chat")
+
+    async def _generate(self, request: Request, kind: Literal["completion", "chat"]) -> Response:
+        refused = self._not_serving()
+        if refused is not None:
+            return refused
+        assert self.engine is not None
+        engine = self.engine
+        try:
+            req = self._parse(await request.body(), kind, engine)
+            lora_name = self._lora_for(req.model)
+        except ShipitError as exc:
+            return from_exception(exc)
+        rid = new_request_id(kind)
+        writer = ResponseWriter(
+            request_id=rid,
+            kind=kind,
+            model=req.model,
+            tokenizer=engine.engine.tokenizer,
+            include_usage=req.include_usage,
+        )
+        stream = engine.generate(
+            rid,
+            req.prompt_token_ids,
+            req.params,
+            priority=req.priority,
+            lora_name=lora_name,
+            cache_salt=req.cache_salt,
+        )
+        task: asyncio.Task[Any] | None = asyncio.current_task()
+        assert task is not None
+        self.lifecycle.enter(task)
+        try:
+            return await self._respond(request, req, stream, writer, task)
+        except BaseException:
+            self.lifecycle.leave(task)
+            raise
+
+    def _parse(
+        self, raw: bytes, kind: Literal["completion", "chat"], engine: AsyncEngine
+    ) -> protocol.GenerationRequest:
+        tokenizer, max_len = engine.engine.tokenizer, engine.engine.max_model_len
+        if kind == "completion":
+            body = protocol.parse_body(raw, protocol.CompletionBody)
+            return protocol.completion_request(body, tokenizer, max_len)
+        body = protocol.parse_body(raw, protocol.ChatBody)
+        return protocol.chat_request(body, tokenizer, max_len)
+
+    async def _respond(
+        self,
+        request: Request,
+        req: protocol.GenerationRequest,
+        stream: AsyncIterator[RequestOutput],
+        writer: ResponseWriter,
+        task: asyncio.Task[Any],
+    ) -> Response:
+        timer = self.metrics.timer()
+        try:
+            ok, first = await race_disconnect(anext(stream), request.receive)
+        except ShipitError as exc:
+            self.lifecycle.leave(task)
+            return from_exception(exc)
+        if not ok or first is None:
+            self.lifecycle.leave(task)
+            timer.done("abort")
+            return Response(status_code=499)
+        timer.tokens(len(first.new_token_ids))
+        if req.stream:
+            events = self._sse_events(first, stream, writer, timer)
+            return SSEResponse(events, on_close=lambda: self.lifecycle.leave(task))
+        ok, _ = await race_disconnect(self._collect(first, stream, writer, timer), request.receive)
+        self.lifecycle.leave(task)
+        if not ok:
+            timer.done("abort")
+            return Response(status_code=499)
+        return JSONResponse(writer.body())
+
+    async def _collect(
+        self,
+        first: RequestOutput,
+        stream: AsyncIterator[RequestOutput],
+        writer: ResponseWriter,
+        timer: RequestTimer,
+    ) -> None:
+        writer.add(first)
+        out = first
+        while not out.finished:
+            out = await anext(stream)
+            timer.tokens(len(out.new_token_ids))
+            writer.add(out)
+        timer.done(out.finish_reason)
+
+    async def _sse_events(
+        self,
+        first: RequestOutput,
+        stream: AsyncIterator[RequestOutput],
+        writer: ResponseWriter,
+        timer: RequestTimer,
+    ) -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            if writer.kind == "chat":
+                yield writer.role_chunk()
+            out = first
+            while True:
+                chunk = writer.chunk(out)
+                if chunk:
+                    yield chunk
+                if out.finished:
+                    break
+                out = await anext(stream)
+                timer.tokens(len(out.new_token_ids))
+            finished = True
+            timer.done(out.finish_reason)
+            if writer.include_usage:
+                yield writer.usage_chunk()
+            yield DONE
+        except Exception as exc:  # a failed engine step: tell the client in-band
+            log.exception("request %s failed mid-stream", writer.request_id)
+            yield sse(error_body(f"generation failed: {exc}", type_="internal_error", code=500))
+            yield DONE
+        finally:
+            if not finished:
+                timer.done("abort")
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    # ----- everything else ----------------------------------------------------------------
+    async def models(self, request: Request) -> Response:
+        max_len = self.engine.engine.max_model_len if self.engine else None
+        names = self.engine.engine.loras.names() if self.engine else []
+
+        def card(name: str, parent: str | None) -> dict[str, Any]:
+            return {
+                "id": name,
+                "object": "model",
+                "created": self.created,
+                "owned_by": "shipit",
+                "root": name,
+                "parent": parent,
+                "max_model_len": max_len,
+            }
+
+        data = [card(self.model_name, None)] + [card(n, self.model_name) for n in names]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def health(self, request: Request) -> Response:
+        refused = self._not_serving()
+        return refused if refused is not None else Response(status_code=200)
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        stats = None
+        if self.engine is not None:
+            stats = await self.engine.call(lambda e: e.stats())
+        body = self.metrics.render(stats)  # type: ignore[arg-type]
+        return Response(body, media_type=CONTENT_TYPE)
+
+    async def load_lora(self, request: Request) -> Response:
+        refused = self._not_serving()
+        if refused is not None:
+            return refused
+        assert self.engine is not None
+        try:
+            body = protocol.parse_body(await request.body(), protocol.LoadLoraBody)
+            if body.lora_name == self.model_name:
+                return error_response(
+                    400,
+                    f"lora_name {body.lora_name!r} is the base model's name; pick another",
+                    type_="invalid_request_error",
+                    param="lora_name",
+                    code=400,
+                )
+            await self.engine.call(lambda e: e.load_lora(body.lora_name, body.lora_path))
+        except ShipitError as exc:
+            return from_exception(exc)
+        log.info("loaded LoRA adapter %s from %s", body.lora_name, body.lora_path)
+        return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
+
+    async def unload_lora(self, request: Request) -> Response:
+        refused = self._not_serving()
+        if refused is not None:
+            return refused
+        assert self.engine is not None
+        try:
+            body = protocol.parse_body(await request.body(), protocol.UnloadLoraBody)
+            await self.engine.call(lambda e: e.unload_lora(body.lora_name))
+        except ShipitError as exc:
+            return from_exception(exc)
+        log.info("unloaded LoRA adapter %s", body.lora_name)
+        return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
+
+    async def kv_events_endpoint(self, request: Request) -> Response:
+        try:
+            after = int(request.query_params.get("after", "-1"))
+            limit = int(request.query_params.get("limit", "1000"))
+        except ValueError:
+            return error_response(
+                400,
+                "after and limit must be integers",
+                type_="invalid_request_error",
+                param="after",
+                code=400,
+            )
+        if not 1 <= limit <= MAX_KV_EVENTS_PAGE or after < -1:
+            return error_response(
+                400,
+                f"limit must be in 1..{MAX_KV_EVENTS_PAGE} and after >= -1",
+                type_="invalid_request_error",
+                param="limit",
+                code=400,
+            )
+        await self.pull_kv_events()
+        page = self.kv_events.events_after(after, limit=limit)
+        block_size = self.engine.engine.config.block_size if self.engine else 0
+        return JSONResponse(page.to_json(block_size=block_size, instance_id=self.instance_id))
+
+
+def create_app(
+    settings: ReplicaSettings,
+    *,
+    engine_factory: EngineFactory = build_engine,
+    on_fatal: Callable[[], None] | None = None,
+) -> Starlette:
+    """A replica app; the engine is built by ``engine_factory`` in the lifespan.
+
+    ``on_fatal`` is called (on the event loop) if the engine cannot be built, so a server
+    can exit non-zero. ``app.state.replica`` is the ``Replica`` (the server drains it).
+    """
+    replica = Replica(settings, engine_factory, on_fatal)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        loader = asyncio.create_task(replica.load())
+        poller = asyncio.create_task(replica.poll_kv_events())
+        try:
+            yield
+        finally:
+            poller.cancel()
+            loader.cancel()
+            await asyncio.gather(loader, poller, return_exceptions=True)
+            await replica.close()
+
+    routes = [
+        Route("/v1/completions", replica.completions, methods=["POST"]),
+        Route("/v1/chat/completions", replica.chat_completions, methods=["POST"]),
+        Route("/v1/models", replica.models, methods=["GET"]),
+        Route("/health", replica.health, methods=["GET"]),
+        Route("/metrics", replica.metrics_endpoint, methods=["GET"]),
+        Route("/v1/load_lora_adapter", replica.load_lora, methods=["POST"]),
+        Route("/v1/unload_lora_adapter", replica.unload_lora, methods=["POST"]),
+        Route("/v1/kv_events", replica.kv_events_endpoint, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.replica = replica
+    return app
