@@ -45,7 +45,7 @@ def test_file_then_flags(tmp_path: Path) -> None:
         (
             {"deployments": [{"queueing": {"max_queue": -1}}]},
             "deployments.0.queueing.max_queue",
-            ">= 0",
+            "greater than or equal to 0",
         ),
         ({"deployments": [{"name": "a"}, {"name": "a"}]}, "deployments", "unique"),
     ],
