@@ -1,0 +1,307 @@
+"""The gateway's ASGI app: OpenAI endpoints proxied on a raw ASGI path, plus a few admin routes.
+
+``create_gateway`` builds the app from the config and one ``RouterService`` per deployment.
+The lifespan owns the upstream client, the replica monitors and the caller's start/stop hooks
+(``cli.up`` starts and stops replica processes there). ``POST /v1/chat/completions`` and
+``/v1/completions`` go to ``proxy``; ``GET /health``, ``/metrics``, ``/v1/models`` and
+``/shipit/status`` are small JSON/text answers. No framework, no globals: everything hangs
+off the ``Gateway`` instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from shipit.config.gateway import ShipitConfig
+from shipit.core.clock import Clock, RealClock
+from shipit.core.errors import ShipitError
+from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from shipit.gateway.parse import parse_request
+from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, error_body, send_json
+from shipit.services.monitor import AdapterLoader, ReplicaMonitor
+from shipit.services.router import RouterService
+from shipit.services.upstream import AiohttpUpstream, Upstream
+
+log = logging.getLogger("shipit.gateway")
+Hook = Callable[[], Awaitable[None]]
+PROXY_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    parts = [body]
+    while message.get("more_body"):
+        message = await receive()
+        parts.append(message.get("body", b""))
+    return b"".join(parts)
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: ShipitConfig,
+        routers: Mapping[str, RouterService],
+        *,
+        clock: Clock,
+        upstream_factory: Callable[[], Upstream],
+        on_startup: list[Hook],
+        on_shutdown: list[Hook],
+        monitor: bool,
+    ) -> None:
+        self.config = config
+        self.routers = dict(routers)
+        self.deployments = {d.name: d for d in config.deployments}
+        self.clock = clock
+        self.metrics = GatewayMetrics(self.routers)
+        self._upstream_factory = upstream_factory
+        self._on_startup, self._on_shutdown = on_startup, on_shutdown
+        self._monitor = monitor
+        self.upstream: Upstream | None = None
+        self.adapters: AdapterLoader | None = None
+        self.monitors = {}  # type: dict[str, ReplicaMonitor]
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ids = itertools.count()
+        self._id_prefix = f"gw-{os.getpid():x}-"
+        self.proxy = Proxy(
+            metrics=self.metrics,
+            upstream=self._get_upstream,
+            adapters=self._get_adapters,
+            now=clock.now,
+        )
+
+    def _get_upstream(self) -> Upstream:
+        if self.upstream is None:
+            raise RuntimeError("the gateway's lifespan has not started")
+        return self.upstream
+
+    def _get_adapters(self) -> AdapterLoader:
+        if self.adapters is None:
+            raise RuntimeError("the gateway's lifespan has not started")
+        return self.adapters
+
+    # ----- lifespan -------------------------------------------------------------------------
+    async def startup(self) -> None:
+        self.upstream = self._upstream_factory()
+        paths: dict[str, str] = {}
+        for d in self.config.deployments:
+            paths.update(d.routing.lora_affinity.adapters)
+        self.adapters = AdapterLoader(self.upstream, paths)
+        for name, router in self.routers.items():
+            self.monitors[name] = ReplicaMonitor(router, self.upstream)
+        for hook in self._on_startup:
+            await hook()
+        if self._monitor:
+            self._tasks = [asyncio.create_task(m.run()) for m in self.monitors.values()]
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for hook in self._on_shutdown:
+            try:
+                await hook()
+            except Exception:
+                log.exception("a shutdown hook failed")
+        if self.upstream is not None:
+            await self.upstream.close()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("gateway start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ----- requests -------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path, method = scope["path"], scope["method"]
+            if method == "POST" and path in PROXY_PATHS:
+                await self.handle_inference(scope, receive, send)
+            elif method == "GET":
+                await self.handle_admin(path, send)
+            else:
+                msg = f"{method} {path} is not served here"
+                await send_json(send, 404, error_body(msg, type_="not_found", code=404))
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def handle_inference(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = headers.get("x-request-id") or f"{self._id_prefix}{next(self._ids)}"
+        try:
+            view = parse_request(
+                request_id=rid,
+                path=scope["path"],
+                headers=headers,
+                body=body,
+                deployments=self.deployments,
+                adapters={n: self._adapter_names(r) for n, r in self.routers.items()},
+                now_s=self.clock.now(),
+            )
+        except ShipitError as exc:
+            err = error_body(exc.message, type_="invalid_request_error", code=400, param=exc.field)
+            await send_json(send, 400, err)
+            self.metrics.request_done("-", 400, "-")
+            return
+        router = self.routers[view.deployment]
+        router.on_request()
+        guard = Guard()
+        task = asyncio.current_task()
+        watcher = asyncio.ensure_future(_until_disconnect(receive))
+
+        def _client_left(f: asyncio.Future[None]) -> None:
+            if guard.active and not f.cancelled() and task is not None:
+                task.cancel()
+
+        watcher.add_done_callback(_client_left)
+        status, policy = 499, "-"
+        try:
+            outcome = await self.proxy.forward(view, body, router, send, guard)
+            status, policy = outcome.status, outcome.policy
+        except asyncio.CancelledError:
+            if not (watcher.done() and not watcher.cancelled()):
+                raise  # cancelled by the server, not by the client
+        finally:
+            guard.active = False
+            watcher.cancel()
+            self.metrics.request_done(view.deployment, status, policy)
+
+    @staticmethod
+    def _adapter_names(router: RouterService) -> set[str]:
+        names: set[str] = set()
+        for r in router.replicas.values():
+            names |= r.adapters
+        return names
+
+    async def handle_admin(self, path: str, send: Send) -> None:
+        if path == "/metrics":
+            body = self.metrics.render()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", CONTENT_TYPE.encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+        elif path == "/health":
+            ready = sum(r.ready_count() for r in self.routers.values())
+            status = 200 if ready else 503
+            await send_json(send, status, json.dumps({"ready_replicas": ready}).encode())
+        elif path == "/v1/models":
+            await send_json(send, 200, json.dumps(self.models()).encode())
+        elif path == "/shipit/status":
+            await send_json(send, 200, json.dumps(self.status()).encode())
+        else:
+            await send_json(send, 404, error_body(f"{path} not found", type_="not_found", code=404))
+
+    def models(self) -> dict[str, Any]:
+        data: list[dict[str, Any]] = []
+        for name, router in self.routers.items():
+            base = self.deployments[name].model
+            data.append({"id": base, "object": "model", "owned_by": "shipit", "parent": None})
+            adapters = self._adapter_names(router) | set(
+                self.deployments[name].routing.lora_affinity.adapters
+            )
+            data += [
+                {"id": a, "object": "model", "owned_by": "shipit", "parent": base}
+                for a in sorted(adapters)
+            ]
+        return {"object": "list", "data": data}
+
+    def status(self) -> dict[str, Any]:
+        """What ``shipit up`` prints and operators read: every deployment and replica."""
+        out: dict[str, Any] = {"deployments": []}
+        for name, router in self.routers.items():
+            out["deployments"].append(
+                {
+                    "name": name,
+                    "model": self.deployments[name].model,
+                    "policy": router.default_policy,
+                    "queue_depth": len(router.queue),
+                    "decisions": {
+                        f"{p}/{r}": n for (p, r), n in sorted(router.decisions_by_reason.items())
+                    },
+                    "replicas": [
+                        {
+                            "id": v.replica_id,
+                            "url": v.url,
+                            "state": v.state.value,
+                            "in_flight": v.in_flight,
+                            "ejected_until_s": v.ejected_until_s,
+                            "adapters": sorted(v.adapters),
+                        }
+                        for v in router.views()
+                    ],
+                }
+            )
+        return out
+
+
+def create_gateway(
+    config: ShipitConfig,
+    *,
+    routers: Mapping[str, RouterService] | None = None,
+    clock: Clock | None = None,
+    upstream_factory: Callable[[], Upstream] | None = None,
+    on_startup: list[Hook] | None = None,
+    on_shutdown: list[Hook] | None = None,
+    monitor: bool = True,
+) -> Gateway:
+    """A gateway app (an ASGI callable). Routers default to one per deployment."""
+    clock = clock or RealClock()
+    if routers is None:
+        routers = {d.name: RouterService(d, clock=clock) for d in config.deployments}
+    first = config.deployments[0].retries
+
+    def default_upstream() -> Upstream:
+        return AiohttpUpstream(
+            connect_timeout_s=first.connect_timeout_s, read_timeout_s=first.read_timeout_s
+        )
+
+    return Gateway(
+        config,
+        routers,
+        clock=clock,
+        upstream_factory=upstream_factory or default_upstream,
+        on_startup=list(on_startup or []),
+        on_shutdown=list(on_shutdown or []),
+        monitor=monitor,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(gateway: Gateway) -> Any:
+    """Run the lifespan around a block (tests drive the app without a server)."""
+    await gateway.startup()
+    try:
+        yield gateway
+    finally:
+        await gateway.shutdown()

@@ -1,0 +1,143 @@
+"""The edge: one HTTP request (path, headers, JSON body) becomes a ``RequestView``, once.
+
+Owns reading the shipit headers (``x-shipit-priority``, ``x-shipit-deadline-ms``,
+``x-shipit-routing``, the session header) and the few body fields routing needs (``model``,
+``stream``, ``priority``, ``user``, the prompt), choosing the deployment, and computing prefix
+block hashes only when the effective policy is ``prefix_cache`` (token blocks with the engine's
+scheme when the client sent token ids, text chunks otherwise). The body itself is forwarded
+unchanged. It must not route or do IO.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from shipit.config.gateway import ROUTING_POLICIES, DeploymentConfig
+from shipit.core.errors import InvalidRequestError
+from shipit.core.views import RequestView
+from shipit.engine.block_manager import hash_prompt_blocks
+from shipit.policy.routing import text_block_hashes
+
+
+def _prompt_text(body: Mapping[str, Any]) -> tuple[str, list[int] | None]:
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        parts: list[str] = []
+        for m in messages:
+            if not isinstance(m, dict):
+                continue
+            content = m.get("content")
+            if isinstance(content, list):  # content parts: keep the text ones
+                content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            parts.append(f"<{m.get('role', '')}>{content or ''}")
+        return "".join(parts), None
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return prompt, None
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        return "", prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+        return str(prompt[0]), None
+    return "", None
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidRequestError(
+            f"header {name} must be an integer, got {raw!r}", field=name
+        ) from None
+
+
+def choose_deployment(
+    model: str, deployments: Mapping[str, DeploymentConfig], adapters: Mapping[str, set[str]]
+) -> DeploymentConfig:
+    """The deployment serving ``model`` (its base model or a known adapter); with one
+    deployment, that one (the replica answers unknown models itself)."""
+    for d in deployments.values():
+        if model == d.model or model in d.routing.lora_affinity.adapters:
+            return d
+    for name, names in adapters.items():
+        if model in names:
+            return deployments[name]
+    if len(deployments) == 1:
+        return next(iter(deployments.values()))
+    known = sorted(d.model for d in deployments.values())
+    raise InvalidRequestError(
+        f"The model `{model}` does not exist; this gateway serves {known}", field="model"
+    )
+
+
+def parse_request(
+    *,
+    request_id: str,
+    path: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    deployments: Mapping[str, DeploymentConfig],
+    adapters: Mapping[str, set[str]],
+    now_s: float,
+) -> RequestView:
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise InvalidRequestError(f"the body is not valid JSON: {exc}", field="body") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("the body must be a JSON object", field="body")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequestError("`model` is required (a string)", field="model")
+    dep = choose_deployment(model, deployments, adapters)
+    routing = headers.get("x-shipit-routing")
+    if routing is not None:
+        if routing not in ROUTING_POLICIES:
+            raise InvalidRequestError(
+                f"x-shipit-routing {routing!r} is not a policy; choose one of "
+                + ", ".join(ROUTING_POLICIES),
+                field="x-shipit-routing",
+            )
+        if not dep.routing.allow_override:
+            routing = None
+    priority = _int_header(headers, "x-shipit-priority")
+    if priority is None:
+        body_priority = data.get("priority")
+        priority = (
+            body_priority if isinstance(body_priority, int) else dep.queueing.default_priority
+        )
+    deadline_ms = _int_header(headers, "x-shipit-deadline-ms")
+    session = headers.get(dep.routing.session_affinity.header) or data.get("user")
+    text, token_ids = _prompt_text(data)
+    adapter = model if model != dep.model else None
+    hashes: tuple[int, ...] = ()
+    if (routing or dep.routing.policy) == "prefix_cache":
+        pc = dep.routing.prefix_cache
+        if token_ids is not None:
+            hashes = tuple(hash_prompt_blocks(token_ids, pc.block_size_tokens, lora_name=adapter))
+        else:
+            block_chars = max(1, int(pc.block_size_tokens * pc.chars_per_token))
+            hashes = text_block_hashes(text, block_chars=block_chars, salt=adapter or "")
+    max_tokens = data.get("max_tokens") or data.get("max_completion_tokens")
+    return RequestView(
+        request_id=request_id,
+        deployment=dep.name,
+        model=model,
+        adapter=adapter,
+        prompt_text=text,
+        prompt_token_ids=tuple(token_ids) if token_ids is not None else None,
+        prompt_tokens_estimate=len(token_ids) if token_ids is not None else len(text) // 4,
+        prefix_hashes=hashes,
+        max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+        priority=priority,
+        deadline_s=now_s + deadline_ms / 1000.0 if deadline_ms is not None else None,
+        session_key=str(session) if session else None,
+        stream=bool(data.get("stream", False)),
+        routing=routing,
+        arrived_s=now_s,
+        path=path,
+    )

@@ -1,0 +1,229 @@
+"""The hot path: proxy one OpenAI request to a replica and stream the answer back unbuffered.
+
+Owns, per request: admission and a lease from the router service, loading a LoRA adapter when
+the decision says so, opening the upstream request, retrying on another replica for connect
+errors, 5xx and timeouts before the first byte (bounded by ``max_attempts`` and the retry
+budget), passing every body chunk through as it arrives, ending a stream that breaks midway
+with an SSE error event, aborting the upstream when the client goes away (its disconnect
+cancels the handler), and the per-request metrics. Raw ASGI on purpose: no framework on the
+hot path. It must not decide where requests go (the policies do) nor parse the answer beyond
+counting SSE events.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from shipit.core.views import RequestView
+from shipit.gateway.metrics import GatewayMetrics
+from shipit.services.monitor import AdapterLoader
+from shipit.services.router import AdmissionError, Lease, RouterService
+from shipit.services.upstream import MidStreamError, Upstream, UpstreamError, UpstreamResponse
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+DONE_TAIL = b"data: [DONE]\n\n"
+_JSON = (b"content-type", b"application/json")
+
+
+def error_body(message: str, *, type_: str, code: int, param: str | None = None) -> bytes:
+    """OpenAI's error shape."""
+    err = {"message": message, "type": type_, "param": param, "code": code}
+    return json.dumps({"error": err}).encode()
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [_JSON, (b"content-length", str(len(body)).encode())]
+    await send(
+        {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: int
+    policy: str = "-"
+
+
+class Proxy:
+    def __init__(
+        self,
+        *,
+        metrics: GatewayMetrics,
+        upstream: Callable[[], Upstream],
+        adapters: Callable[[], AdapterLoader],
+        now: Callable[[], float],
+    ) -> None:
+        self.metrics = metrics
+        self._upstream = upstream
+        self._adapters = adapters
+        self.now = now
+
+    async def forward(
+        self, view: RequestView, body: bytes, router: RouterService, send: Send, guard: Guard
+    ) -> Outcome:
+        attempt = 0
+        exclude: set[str] = set()
+        dep = router.deployment
+        while True:
+            attempt += 1
+            try:
+                lease = await router.acquire(view, exclude=frozenset(exclude))
+            except AdmissionError as exc:
+                self.metrics.rejections.labels(dep.name, exc.reason_code).inc()
+                extra = (
+                    [(b"retry-after", str(exc.retry_after_s).encode())] if exc.retry_after_s else []
+                )
+                type_ = "rate_limit_error" if exc.status == 429 else "timeout"
+                await send_json(
+                    send, exc.status, error_body(exc.reason, type_=type_, code=exc.status), extra
+                )
+                return Outcome(exc.status)
+            d = lease.decision
+            self.metrics.decision(dep.name, d.policy, d.reason_code)
+            if lease.queue_wait_s:
+                self.metrics.latency(dep.name)[3].observe(lease.queue_wait_s)
+            try:
+                resp = await self._open(view, body, lease, router)
+            except UpstreamError as exc:
+                router.release(lease, outcome="failed", why=exc.message)
+                if router.may_retry(attempt):
+                    exclude.add(lease.replica_id)
+                    self.metrics.retries.labels(dep.name, exc.kind).inc()
+                    continue
+                status = 504 if exc.kind == "timeout" else 502
+                msg = f"replica {lease.replica_id} failed after {attempt} attempt(s): {exc.message}"
+                await send_json(send, status, error_body(msg, type_="upstream_error", code=status))
+                return Outcome(status, d.policy)
+            except BaseException:
+                router.release(lease, outcome="aborted")
+                raise
+            if resp.status >= 500 and router.may_retry(attempt):
+                resp.close()
+                router.release(lease, outcome="failed", why=f"HTTP {resp.status}")
+                exclude.add(lease.replica_id)
+                self.metrics.retries.labels(dep.name, f"http_{resp.status}").inc()
+                continue
+            return await self._relay(view, resp, lease, router, send, guard)
+
+    async def _open(
+        self, view: RequestView, body: bytes, lease: Lease, router: RouterService
+    ) -> UpstreamResponse:
+        adapter = lease.decision.load_adapter
+        if adapter is not None:
+            try:
+                await self._adapters().ensure(lease.replica_id, lease.url, adapter)
+            except UpstreamError:
+                router.adapter_failed(lease.replica_id, adapter)
+                raise
+        headers = {"content-type": "application/json", "x-request-id": view.request_id}
+        return await self._upstream().open(
+            lease.url + view.path,
+            body,
+            headers,
+            first_byte_timeout_s=router.deployment.retries.first_byte_timeout_s,
+        )
+
+    async def _relay(
+        self,
+        view: RequestView,
+        resp: UpstreamResponse,
+        lease: Lease,
+        router: RouterService,
+        send: Send,
+        guard: Guard,
+    ) -> Outcome:
+        d = lease.decision
+        headers = [
+            (b"content-type", resp.headers.get("content-type", "application/json").encode()),
+            (b"x-shipit-replica", lease.replica_id.encode()),
+            (b"x-shipit-route", f"{d.policy}/{d.reason_code}".encode()),
+            (b"x-shipit-request-id", view.request_id.encode()),
+        ]
+        if resp.status >= 400:
+            headers.append((b"x-shipit-upstream-status", str(resp.status).encode()))
+        outcome = "aborted"
+        ttft_s: float | None = None
+        events = 0
+        try:
+            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+            ended = False
+            try:
+                async for chunk in resp.chunks():
+                    if ttft_s is None and not _role_only(chunk):
+                        ttft_s = self.now() - view.arrived_s
+                    events += chunk.count(b"data:")
+                    if chunk.endswith(DONE_TAIL):
+                        guard.active = False
+                        await send(
+                            {"type": "http.response.body", "body": chunk, "more_body": False}
+                        )
+                        ended = True
+                    else:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                resp.release()
+                outcome = "failed" if resp.status >= 500 else "ok"
+            except MidStreamError as exc:
+                resp.close()
+                outcome = "failed"
+                router.release(lease, outcome="failed", why=f"mid-stream: {exc}")
+                self.metrics.midstream_errors.labels(router.deployment.name).inc()
+                await self._end_broken(view, lease, send, guard, str(exc))
+                return Outcome(502, d.policy)
+            if not ended:
+                guard.active = False
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            if outcome == "aborted":
+                resp.close()  # the client went away: the replica sees its connection drop
+            router.release(lease, outcome=outcome)
+        self._observe(router.deployment.name, view, ttft_s, events)
+        return Outcome(resp.status, d.policy)
+
+    async def _end_broken(
+        self, view: RequestView, lease: Lease, send: Send, guard: Guard, why: str
+    ) -> None:
+        guard.active = False
+        if view.stream:
+            msg = f"replica {lease.replica_id} failed mid-stream ({why}); the answer is incomplete"
+            event = b"data: " + error_body(msg, type_="upstream_error", code=502) + b"\n\n"
+            await send(
+                {"type": "http.response.body", "body": event + DONE_TAIL, "more_body": False}
+            )
+        else:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _observe(
+        self, deployment: str, view: RequestView, ttft_s: float | None, events: int
+    ) -> None:
+        ttft, tpot, e2e, _ = self.metrics.latency(deployment)
+        e2e_s = self.now() - view.arrived_s
+        e2e.observe(e2e_s)
+        if view.stream and ttft_s is not None:
+            ttft.observe(ttft_s)
+            # data events minus [DONE] (and a chat stream's role-only first event)
+            tokens = events - 1 - (1 if view.path.endswith("chat/completions") else 0)
+            if tokens > 1:
+                tpot.observe((e2e_s - ttft_s) / (tokens - 1))
+
+
+def _role_only(chunk: bytes) -> bool:
+    """vLLM's first chat event carries the role and no content: not the first token."""
+    return b'"role"' in chunk and chunk.count(b"data:") == 1
+
+
+@dataclass(slots=True)
+class Guard:
+    """Whether a client disconnect may still cancel the handler (off once the last byte is
+    handed to the server, which then reports a disconnect of its own)."""
+
+    active: bool = True

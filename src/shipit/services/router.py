@@ -1,0 +1,309 @@
+"""The router service of one deployment: replica registry, admission queue, routing, leases.
+
+Owns the live state the pure policies read (each replica's state, in-flight count, adapters,
+replica-side queue and KV use), the ``AdmissionQueue`` and the waiters behind it, the outlier
+detector and the retry budget. ``acquire`` returns a ``Lease`` on a replica slot (at once when
+one is free and nobody waits ahead, else after waiting in priority order); ``release`` gives it
+back with the outcome, which feeds outlier ejection and wakes the next waiter. Time comes from
+an injected ``Clock``. It must not do HTTP (the gateway proxies, ``monitor`` probes) and must
+not import a web framework.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from shipit.config.gateway import DeploymentConfig
+from shipit.core.clock import Clock
+from shipit.core.views import ReplicaState, ReplicaView, RequestView
+from shipit.policy.queueing import AdmissionQueue
+from shipit.policy.reliability import Ejection, OutlierDetector, RetryBudget
+from shipit.policy.routing import PrefixCache, RouteDecision, RoutingPolicy, build_policy
+
+
+class AdmissionError(Exception):
+    """The request cannot wait here: ``status`` 429 (queue full, shed) or 504 (deadline)."""
+
+    def __init__(self, status: int, reason_code: str, reason: str, retry_after_s: int | None):
+        super().__init__(reason)
+        self.status = status
+        self.reason_code = reason_code
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(slots=True)
+class ReplicaRecord:
+    """Mutable state of one replica, owned by the router service."""
+
+    replica_id: str
+    url: str
+    state: ReplicaState = ReplicaState.STARTING
+    in_flight: int = 0
+    concurrency_target: int = 8
+    queue_depth: int = 0
+    kv_usage: float = 0.0
+    adapters: set[str] = field(default_factory=set)
+    max_adapters: int = 4
+    external: bool = False
+
+
+@dataclass(slots=True)
+class Lease:
+    """One request's slot on one replica; give it back with ``RouterService.release``."""
+
+    request: RequestView
+    replica_id: str
+    url: str
+    decision: RouteDecision
+    queue_wait_s: float = 0.0
+    released: bool = False
+
+
+@dataclass(slots=True)
+class _Waiter:
+    request: RequestView
+    exclude: frozenset[str]
+    future: asyncio.Future[Lease]
+
+
+class RouterService:
+    def __init__(self, deployment: DeploymentConfig, *, clock: Clock) -> None:
+        self.deployment = deployment
+        self.clock = clock
+        q = deployment.queueing
+        self.queue = AdmissionQueue(max_queue=q.max_queue, retry_after_s=q.retry_after_s)
+        self.outliers = OutlierDetector(deployment.outlier)
+        r = deployment.retries
+        self.retry_budget = RetryBudget(ratio=r.budget_ratio, min_per_s=r.budget_min_per_s)
+        self.replicas: dict[str, ReplicaRecord] = {}
+        self._policies: dict[str, RoutingPolicy] = {}
+        self._waiters: dict[str, _Waiter] = {}
+        self.ejections: list[Ejection] = []
+        self.decisions_by_reason: Counter[tuple[str, str]] = Counter()
+        self.default_policy = deployment.routing.policy
+
+    # ----- registry -------------------------------------------------------------------------
+    def add_replica(
+        self,
+        replica_id: str,
+        url: str,
+        *,
+        state: ReplicaState = ReplicaState.STARTING,
+        external: bool = False,
+    ) -> ReplicaRecord:
+        record = ReplicaRecord(
+            replica_id,
+            url.rstrip("/"),
+            state=state,
+            concurrency_target=self.deployment.queueing.concurrency_target,
+            external=external,
+        )
+        self.replicas[replica_id] = record
+        self.dispatch()
+        return record
+
+    def remove_replica(self, replica_id: str) -> None:
+        self.replicas.pop(replica_id, None)
+        self.outliers.forget(replica_id)
+        prefix = self._policies.get("prefix_cache")
+        if isinstance(prefix, PrefixCache):
+            prefix.index.forget(replica_id)
+
+    def set_state(self, replica_id: str, state: ReplicaState) -> None:
+        record = self.replicas.get(replica_id)
+        if record is not None and record.state is not state:
+            record.state = state
+            self.dispatch()
+
+    def adapter_failed(self, replica_id: str, adapter: str) -> None:
+        """Undo the optimistic ``adapters.add`` of a decision whose adapter load failed."""
+        record = self.replicas.get(replica_id)
+        if record is not None:
+            record.adapters.discard(adapter)
+
+    def update_load(self, replica_id: str, *, queue_depth: int, kv_usage: float) -> None:
+        record = self.replicas.get(replica_id)
+        if record is not None:
+            record.queue_depth, record.kv_usage = queue_depth, kv_usage
+
+    def set_adapters(self, replica_id: str, adapters: Iterable[str]) -> None:
+        record = self.replicas.get(replica_id)
+        if record is not None:
+            record.adapters = set(adapters)
+
+    def views(self) -> list[ReplicaView]:
+        now = self.clock.now()
+        return [
+            ReplicaView(
+                r.replica_id,
+                r.url,
+                state=r.state,
+                in_flight=r.in_flight,
+                concurrency_target=r.concurrency_target,
+                queue_depth=r.queue_depth,
+                kv_usage=r.kv_usage,
+                adapters=frozenset(r.adapters),
+                max_adapters=r.max_adapters,
+                ejected_until_s=self.outliers.ejected_until(r.replica_id, now),
+            )
+            for r in self.replicas.values()
+        ]
+
+    # ----- routing --------------------------------------------------------------------------
+    def policy(self, name: str | None = None) -> RoutingPolicy:
+        name = name or self.default_policy
+        policy = self._policies.get(name)
+        if policy is None:
+            policy = self._policies[name] = build_policy(name, self.deployment.routing)
+        return policy
+
+    def apply_kv_events(
+        self, replica_id: str, *, stored: list[int], evicted: list[int], reset: bool
+    ) -> None:
+        """Precise prefix index: what a replica's KV-event feed reported."""
+        policy = self.policy("prefix_cache")
+        if isinstance(policy, PrefixCache):
+            if reset:
+                policy.index.forget(replica_id)
+            policy.apply_events(replica_id, stored=stored, evicted=evicted)
+
+    def _try_route(self, request: RequestView, exclude: frozenset[str]) -> Lease | None:
+        views = self.views()
+        if exclude:
+            # Avoid replicas that already failed this request, unless nothing else is left.
+            now = self.clock.now()
+            others = [v for v in views if v.replica_id not in exclude]
+            if any(v.routable(now) for v in others):
+                views = others
+        policy = self.policy(request.routing)
+        decision = policy.decide(request, views, self.clock.now())
+        if decision.replica_id is None:
+            return None
+        policy.observe(request, decision)
+        record = self.replicas[decision.replica_id]
+        record.in_flight += 1
+        if decision.load_adapter is not None:
+            record.adapters.add(decision.load_adapter)  # others follow while it loads
+        self.decisions_by_reason[(decision.policy, decision.reason_code)] += 1
+        return Lease(request, record.replica_id, record.url, decision)
+
+    async def acquire(
+        self, request: RequestView, *, exclude: frozenset[str] = frozenset()
+    ) -> Lease:
+        """A slot for ``request``: at once when free and nobody waits ahead of it, else after
+        waiting in the queue (priority, then FIFO) until its deadline or the queue timeout."""
+        if not self._waiters:
+            lease = self._try_route(request, exclude)
+            if lease is not None:
+                return lease
+        return await self._wait(request, exclude)
+
+    async def _wait(self, request: RequestView, exclude: frozenset[str]) -> Lease:
+        now = self.clock.now()
+        admission = self.queue.offer(
+            request.request_id, priority=request.priority, now_s=now, deadline_s=request.deadline_s
+        )
+        if not admission.admitted:
+            status = 504 if admission.reason_code == "deadline_passed" else 429
+            raise AdmissionError(
+                status, admission.reason_code, admission.reason, admission.retry_after_s
+            )
+        if admission.shed is not None:
+            self._refuse(admission.shed.request_id, 429, "shed", admission.reason)
+        future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
+        self._waiters[request.request_id] = _Waiter(request, exclude, future)
+        self.dispatch()
+        timeout_s = self.deployment.queueing.queue_timeout_s
+        if request.deadline_s is not None:
+            timeout_s = min(timeout_s, max(request.deadline_s - now, 0.0))
+        try:
+            lease = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            self._forget(request.request_id)
+            if future.done() and not future.cancelled() and future.exception() is None:
+                return future.result()  # granted at the same instant
+            raise AdmissionError(
+                504, "queue_timeout", f"no replica slot within {timeout_s:g}s", None
+            ) from None
+        except asyncio.CancelledError:
+            self._forget(request.request_id)
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.release(future.result(), outcome="aborted")
+            raise
+        lease.queue_wait_s = self.clock.now() - now
+        return lease
+
+    def _forget(self, request_id: str) -> None:
+        self.queue.remove(request_id)
+        self._waiters.pop(request_id, None)
+
+    def _refuse(self, request_id: str, status: int, code: str, reason: str) -> None:
+        waiter = self._waiters.pop(request_id, None)
+        self.queue.remove(request_id)
+        if waiter is not None and not waiter.future.done():
+            waiter.future.set_exception(AdmissionError(status, code, reason, None))
+
+    def dispatch(self) -> None:
+        """Hand free slots to waiters, best first; stop at the first that cannot be placed."""
+        for expired in self.queue.expire(self.clock.now()):
+            self._refuse(expired.request_id, 504, "deadline", "the deadline passed while queued")
+        while True:
+            head = self.queue.peek()
+            if head is None:
+                return
+            waiter = self._waiters.get(head.request_id)
+            if waiter is None or waiter.future.done():
+                self.queue.pop_next()
+                continue
+            lease = self._try_route(waiter.request, waiter.exclude)
+            if lease is None:
+                return
+            self.queue.pop_next()
+            del self._waiters[head.request_id]
+            waiter.future.set_result(lease)
+
+    def release(self, lease: Lease, *, outcome: str, why: str = "") -> Ejection | None:
+        """Give a slot back. ``outcome``: "ok", "failed" (counts toward ejection) or "aborted"."""
+        if lease.released:
+            return None
+        lease.released = True
+        ejection = None
+        record = self.replicas.get(lease.replica_id)
+        if record is not None:
+            record.in_flight = max(record.in_flight - 1, 0)
+            if outcome == "ok":
+                self.outliers.on_success(lease.replica_id)
+            elif outcome == "failed":
+                ejection = self.outliers.on_failure(
+                    lease.replica_id, now_s=self.clock.now(), fleet_size=len(self.replicas), why=why
+                )
+                if ejection is not None:
+                    self.ejections.append(ejection)
+        self.dispatch()
+        return ejection
+
+    # ----- retries --------------------------------------------------------------------------
+    def on_request(self) -> None:
+        self.retry_budget.on_request(self.clock.now())
+
+    def may_retry(self, attempt: int) -> bool:
+        """Another attempt after ``attempt`` tries, if attempts and the budget allow."""
+        if attempt >= self.deployment.retries.max_attempts:
+            return False
+        return self.retry_budget.try_retry(self.clock.now())
+
+    # ----- status ---------------------------------------------------------------------------
+    def ready_count(self) -> int:
+        now = self.clock.now()
+        return sum(1 for v in self.views() if v.routable(now))
+
+    def total_capacity(self) -> int:
+        return sum(r.concurrency_target for r in self.replicas.values())
+
+    def retry_after_hint_s(self) -> int:
+        return max(1, math.ceil(self.deployment.queueing.retry_after_s))

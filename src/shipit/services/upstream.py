@@ -1,0 +1,147 @@
+"""The HTTP seam between shipit and replicas: an ``Upstream`` protocol and its aiohttp client.
+
+Owns opening a streamed upstream request (``open``: connect, send, wait for the status line
+under a first-byte timeout, then hand back an iterator of body chunks exactly as they arrive)
+and small JSON calls for the control path (``get``, ``post_json``). Failures before the first
+byte are ``UpstreamError`` with a ``kind`` ("connect", "timeout", "protocol") so the caller can
+decide to retry. It must not route, retry or know about deployments; ``upstream_fake`` holds the
+in-process fake for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
+
+import aiohttp
+
+
+class UpstreamError(Exception):
+    """Nothing usable came back: ``kind`` is "connect", "timeout" or "protocol"."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class MidStreamError(Exception):
+    """The upstream failed after its response had started."""
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive; raises ``MidStreamError`` if the upstream breaks."""
+        ...
+
+    def close(self) -> None:
+        """Abort: close the connection so the replica sees the client leave."""
+        ...
+
+    def release(self) -> None:
+        """The body was read to the end: return the connection to the pool."""
+        ...
+
+
+class Upstream(Protocol):
+    async def open(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        first_byte_timeout_s: float,
+    ) -> UpstreamResponse: ...
+
+    async def get(self, url: str, *, timeout_s: float) -> tuple[int, bytes]: ...
+
+    async def post_json(
+        self, url: str, payload: object, *, timeout_s: float
+    ) -> tuple[int, bytes]: ...
+
+    async def close(self) -> None: ...
+
+
+class _AiohttpResponse:
+    __slots__ = ("_resp", "headers", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise MidStreamError(f"{type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        self._resp.close()
+
+    def release(self) -> None:
+        self._resp.release()
+
+
+class AiohttpUpstream:
+    """One pooled aiohttp session; build it inside a running loop (a lifespan)."""
+
+    def __init__(
+        self, *, connect_timeout_s: float = 2.0, read_timeout_s: float = 300.0, limit: int = 0
+    ) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, keepalive_timeout=30.0),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
+            ),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        )
+
+    async def open(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        first_byte_timeout_s: float,
+    ) -> UpstreamResponse:
+        try:
+            async with asyncio.timeout(first_byte_timeout_s):
+                resp = await self._session.post(url, data=body, headers=headers)
+        except TimeoutError as exc:
+            raise UpstreamError("timeout", f"no response in {first_byte_timeout_s:g}s") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamError("connect", f"cannot connect: {exc.os_error}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamError("protocol", f"{type(exc).__name__}: {exc}") from exc
+        return _AiohttpResponse(resp)
+
+    async def get(self, url: str, *, timeout_s: float) -> tuple[int, bytes]:
+        return await self._call("GET", url, None, timeout_s)
+
+    async def post_json(self, url: str, payload: object, *, timeout_s: float) -> tuple[int, bytes]:
+        return await self._call("POST", url, payload, timeout_s)
+
+    async def _call(
+        self, method: str, url: str, payload: object, timeout_s: float
+    ) -> tuple[int, bytes]:
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self._session.request(method, url, json=payload) as resp:
+                    return resp.status, await resp.read()
+        except TimeoutError as exc:
+            raise UpstreamError("timeout", f"{method} {url}: no answer in {timeout_s:g}s") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamError("connect", f"{method} {url}: {exc.os_error}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamError("protocol", f"{method} {url}: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._session.close()
