@@ -1,0 +1,61 @@
+"""Where replicas run: the ``ReplicaBackend`` protocol and the records it trades in.
+
+A backend starts replicas of a ``ReplicaSpec``, lists them, tells whether each is still alive,
+and stops them gracefully; readiness to serve is the router's business (``GET /health``).
+Implementations: ``local`` (processes on this machine), ``static`` (external endpoints),
+``fake`` (tests); a Kubernetes backend and autoscaling (issue 5) extend the same protocol.
+This module holds no behaviour and must not import a concrete backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSpec:
+    """What to run: one deployment's replica, as the ``shipit replica`` command takes it."""
+
+    deployment: str
+    model: str
+    simulate: str | None = None
+    extra_args: tuple[str, ...] = ()
+    drain_timeout_s: float = 30.0
+    env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaHandle:
+    replica_id: str
+    url: str  # base URL, without /v1
+    deployment: str
+    external: bool = False  # not ours to stop
+    pid: int | None = None
+    log_path: str | None = None
+
+
+class ReplicaBackend(Protocol):
+    async def start(self, spec: ReplicaSpec, count: int) -> list[ReplicaHandle]:
+        """Launch ``count`` replicas; returns at once (they become ready later)."""
+        ...
+
+    async def stop(self, handle: ReplicaHandle) -> None:
+        """Stop one replica gracefully (drain, then exit); idempotent."""
+        ...
+
+    def list(self) -> list[ReplicaHandle]: ...
+
+    def alive(self, handle: ReplicaHandle) -> bool:
+        """Whether the replica's process (or endpoint record) still exists."""
+        ...
+
+    async def close(self) -> None:
+        """Stop everything this backend started."""
+        ...
+
+
+def base_url(url: str) -> str:
+    """``http://h:8000/v1/`` -> ``http://h:8000``: replicas are addressed by their root."""
+    url = url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url

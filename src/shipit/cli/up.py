@@ -1,0 +1,204 @@
+"""``shipit up``: the gateway in front of local replica processes or external endpoints.
+
+Thin: reads ``shipit.yaml`` (flags override it), builds one router per deployment, the fleet
+(local processes and/or ``--replica-url`` endpoints) and the gateway app, serves it, and prints
+where it listens and the replicas' states. Ctrl-C or SIGTERM: the server stops accepting,
+finishes open requests, then the fleet drains and stops the replicas it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shipit.backends.fleet import Fleet
+from shipit.backends.local import LocalProcessBackend
+from shipit.backends.static import StaticBackend
+from shipit.config.gateway import (
+    ROUTING_POLICIES,
+    ConfigError,
+    ShipitConfig,
+    apply_overrides,
+    load_config,
+)
+from shipit.core.clock import RealClock
+from shipit.gateway.app import Gateway, create_gateway
+from shipit.gateway.server import bind_socket, serve
+from shipit.services.router import RouterService
+
+EXAMPLES = """
+Examples:
+
+  shipit up                                   # 2 local replicas of the default model on :8000
+  shipit up --replicas 4 --routing prefix_cache --simulate H100:llama-3.1-8b
+  shipit up --replica-url http://10.0.0.5:8000/v1 --replica-url http://10.0.0.6:8000/v1 --model m
+  shipit up --config shipit.yaml --port 9000
+"""
+
+
+class _StopError(Exception):
+    """SIGTERM arrived outside the server's own signal handling."""
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "up",
+        help="Start the gateway and its replicas (OpenAI-compatible on --port).\n" + EXAMPLES,
+        rich_help_panel=None,
+    )(up)
+
+
+def build_config(
+    config: Path | None,
+    *,
+    port: int | None,
+    host: str | None,
+    replicas: int | None,
+    routing: str | None,
+    model: str | None,
+    simulate: str | None,
+    replica_url: list[str],
+) -> ShipitConfig:
+    """The file, then the flags (applied to the first deployment)."""
+    cfg = load_config(config)
+    over: dict[str, Any] = {}
+    if simulate is not None:
+        over["simulate"] = simulate
+        if model is None and ":" in simulate:
+            model = simulate.split(":")[1]
+    if model is not None:
+        over["model"] = model
+    if routing is not None:
+        over["routing.policy"] = routing
+    if replica_url:
+        over["replica_urls"] = list(replica_url)
+        if replicas is None:
+            replicas = 0  # external endpoints only, unless asked for local ones too
+    if replicas is not None:
+        over["replicas"] = replicas
+    return apply_overrides(cfg, port=port, host=host, deployment=over)
+
+
+def _table(gateway: Gateway) -> Table:
+    table = Table(title="replicas", title_justify="left")
+    for col in ("deployment", "replica", "url", "state", "in flight"):
+        table.add_column(col)
+    for d in gateway.status()["deployments"]:
+        for r in d["replicas"]:
+            table.add_row(d["name"], r["id"], r["url"], r["state"], str(r["in_flight"]))
+    return table
+
+
+async def _report(gateway: Gateway, console: Console, timeout_s: float) -> None:
+    """Print the replica table now and once every replica is ready (or the timeout passes)."""
+    console.print(_table(gateway))
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        routers = gateway.routers.values()
+        if all(r.ready_count() == len(r.replicas) for r in routers):
+            console.print(f"[green]all replicas ready[/] after {time.monotonic() - start:.1f}s")
+            console.print(_table(gateway))
+            return
+        await asyncio.sleep(0.5)
+    console.print("[yellow]not every replica is ready yet; requests wait in the queue[/]")
+    console.print(_table(gateway))
+
+
+def up(
+    config: Path | None = typer.Option(None, "--config", "-c", help="shipit.yaml to read."),
+    port: int | None = typer.Option(None, "--port", help="Gateway port (default 8000)."),
+    host: str | None = typer.Option(None, "--host", help="Gateway address (default 127.0.0.1)."),
+    replicas: int | None = typer.Option(None, "--replicas", "-n", help="Local replicas to start."),
+    routing: str | None = typer.Option(
+        None, "--routing", help=f"Routing policy: {', '.join(ROUTING_POLICIES)}."
+    ),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model the replicas serve."),
+    simulate: str | None = typer.Option(
+        None, "--simulate", help="Simulated accelerator for local replicas: GPU:MODEL."
+    ),
+    replica_url: list[str] = typer.Option(
+        [], "--replica-url", help="An external OpenAI-compatible replica (repeatable)."
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
+) -> None:
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    console = Console(stderr=True)
+    try:
+        cfg = build_config(
+            config,
+            port=port,
+            host=host,
+            replicas=replicas,
+            routing=routing,
+            model=model,
+            simulate=simulate,
+            replica_url=replica_url,
+        )
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from exc
+    clock = RealClock()
+    routers = {d.name: RouterService(d, clock=clock) for d in cfg.deployments}
+    local = LocalProcessBackend()
+    external = StaticBackend({d.name: d.replica_urls for d in cfg.deployments})
+    fleet = Fleet(routers, local=local, external=external)
+    gateway = create_gateway(
+        cfg, routers=routers, clock=clock, on_startup=[fleet.start], on_shutdown=[fleet.stop]
+    )
+    try:
+        sock = bind_socket(cfg.gateway.host, cfg.gateway.port)
+    except OSError as exc:
+        console.print(
+            f"[red]error:[/] cannot listen on {cfg.gateway.host}:{cfg.gateway.port}: {exc}"
+        )
+        raise typer.Exit(2) from exc
+    listen = f"http://{cfg.gateway.host}:{sock.getsockname()[1]}"
+
+    def on_listening() -> None:
+        for d in cfg.deployments:
+            console.print(
+                f"[bold]shipit gateway[/] listening on {listen}/v1  deployment {d.name!r}: "
+                f"model {d.model!r}, {d.replicas} local + {len(d.replica_urls)} external "
+                f"replicas, routing {d.routing.policy}, queue {d.queueing.max_queue}, "
+                f"{d.queueing.concurrency_target} per replica"
+            )
+        console.print(f"replica logs: {local.log_dir}")
+        timeout_s = max(d.startup_timeout_s for d in cfg.deployments)
+        reporter.append(asyncio.ensure_future(_report(gateway, console, timeout_s)))
+
+    reporter: list[asyncio.Future[None]] = []
+
+    def _term(signum: int, frame: object) -> None:
+        raise _StopError()
+
+    signal.signal(signal.SIGTERM, _term)
+    try:
+        asyncio.run(
+            serve(
+                gateway,
+                sock,
+                graceful_shutdown_s=cfg.gateway.graceful_shutdown_s,
+                log_level="warning",
+                on_listening=on_listening,
+            )
+        )
+    except (KeyboardInterrupt, _StopError):
+        pass
+    finally:
+        if fleet.handles:  # interrupted before the lifespan could stop them
+            asyncio.run(fleet.stop())
+        for task in reporter:
+            task.cancel()
+    console.print("shipit gateway stopped; replicas drained and stopped")
+    sys.stdout.flush()
