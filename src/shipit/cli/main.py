@@ -46,6 +46,9 @@ def build_app() -> typer.Typer:
     from shipit.cli import plan
 
     plan.register(app)
+    from shipit.cli import up
+
+    up.register(app)
     return app
 
 
