@@ -1,0 +1,317 @@
+"""The gateway app driven in-process against scripted replicas (``FakeUpstream``): pass-through,
+retries, ejection, mid-stream errors, disconnects, admission, adapters, admin endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from shipit.config.gateway import parse_config
+from shipit.core.clock import FakeClock
+from shipit.core.views import ReplicaState
+from shipit.gateway.app import Gateway, create_gateway, running
+from shipit.services.upstream_fake import FakeReplica, FakeUpstream
+from support.asgi import call
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+
+def make(
+    replicas: dict[str, FakeReplica], **deployment: Any
+) -> tuple[Gateway, FakeUpstream, FakeClock]:
+    cfg = parse_config({"deployments": [{"model": "m", "replicas": 0, **deployment}]})
+    upstream = FakeUpstream({f"http://{rid}": r for rid, r in replicas.items()})
+    clock = FakeClock()
+    gw = create_gateway(cfg, clock=clock, upstream_factory=lambda: upstream, monitor=False)
+    router = gw.routers["default"]
+    for rid in replicas:
+        router.add_replica(rid, f"http://{rid}", state=ReplicaState.READY)
+    return gw, upstream, clock
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_stream_passes_through_chunk_by_chunk_with_route_headers() -> None:
+    a = FakeReplica()
+    gw, _, _ = make({"a": a})
+
+    async def go() -> None:
+        async with running(gw):
+            res = await call(gw, "POST", "/v1/chat/completions", CHAT)
+            assert res.status == 200 and res.complete
+            assert res.chunks == a.chunks  # same chunks, same boundaries
+            assert res.headers["x-shipit-replica"] == "a"
+            assert res.headers["x-shipit-route"] == "least_outstanding/least_loaded"
+            assert gw.routers["default"].replicas["a"].in_flight == 0
+
+    run(go())
+
+
+@pytest.mark.parametrize("failure", ["connect", "timeout"])
+def test_failure_before_first_byte_is_retried_on_another_replica(failure: str) -> None:
+    bad, good = FakeReplica(fail=failure), FakeReplica()
+    gw, up, _ = make({"a": bad, "b": good}, routing={"policy": "round_robin"})
+
+    async def go() -> None:
+        async with running(gw):
+            res = await call(gw, "POST", "/v1/chat/completions", CHAT)
+            assert res.status == 200 and res.headers["x-shipit-replica"] == "b"
+            assert up.opened == ["http://a/v1/chat/completions", "http://b/v1/chat/completions"]
+            metrics = (await call(gw, "GET", "/metrics")).body.decode()
+            assert f'shipit_retries_total{{deployment="default",reason="{failure}"}} 1.0' in metrics
+
+    run(go())
+
+
+def test_5xx_is_retried_and_the_last_answer_passes_through_when_out_of_attempts() -> None:
+    a, b = FakeReplica(status=500, chunks=[b'{"error":"boom"}']), FakeReplica(status=503)
+    gw, up, _ = make({"a": a, "b": b}, retries={"max_attempts": 2})
+
+    async def go() -> None:
+        async with running(gw):
+            res = await call(gw, "POST", "/v1/chat/completions", CHAT)
+            assert len(up.opened) == 2
+            assert res.status in (500, 503)
+            assert res.headers["x-shipit-upstream-status"] == str(res.status)
+
+    run(go())
+
+
+def test_all_replicas_unreachable_gives_502_naming_the_cause() -> None:
+    gw, _, _ = make({"a": FakeReplica(fail="connect")}, retries={"max_attempts": 2})
+
+    async def go() -> None:
+        async with running(gw):
+            res = await call(gw, "POST", "/v1/chat/completions", CHAT)
+            assert res.status == 502
+            assert "injected connect failure" in res.json()["error"]["message"]
+
+    run(go())
+
+
+def test_consecutive_failures_eject_a_replica() -> None:
+    bad, good = FakeReplica(fail="connect"), FakeReplica()
+    gw, up, clock = make(
+        {"a": bad, "b": good},
+        routing={"policy": "round_robin"},
+        outlier={"consecutive_failures": 2, "base_ejection_s": 10},
+    )
+
+    async def go() -> None:
+        async with running(gw):
+            for _ in range(4):
+                assert (await call(gw, "POST", "/v1/chat/completions", CHAT)).status == 200
+            router = gw.routers["default"]
+            assert [e.replica_id for e in router.ejections] == ["a"]
+            up.opened.clear()
+            for _ in range(3):
+                await call(gw, "POST", "/v1/chat/completions", CHAT)
+            assert all(u.startswith("http://b") for u in up.opened)  # a is out
+            clock.advance(10)
+            bad.fail = None
+            for _ in range(2):
+                await call(gw, "POST", "/v1/chat/completions", CHAT)
+            assert any(u.startswith("http://a") for u in up.opened)  # a is back
+
+    run(go())
+
+
+def test_mid_stream_failure_ends_with_an_sse_error_event() -> None:
+    gw, _, _ = make({"a": FakeReplica(break_after_chunks=2)})
+
+    async def go() -> None:
+        async with running(gw):
+            res = await call(gw, "POST", "/v1/chat/completions", CHAT)
+            assert res.status == 200 and res.complete
+            text = res.body.decode()
+            assert '"error"' in text and "failed mid-stream" in text
+            assert text.endswith("data: [DONE]\n\n")
+            assert gw.routers["default"].replicas["a"].in_flight == 0
+
+    run(go())
+
+
+def test_client_disconnect_aborts_the_upstream_and_frees_the_slot() -> None:
+    hold = asyncio.Event()
+    a = FakeReplica(hold=hold)
+    gw, _, _ = make({"a": a})
+
+    async def go() -> None:
+        async with running(gw):
+            leave = asyncio.Event()
+            task = asyncio.create_task(
+                call(gw, "POST", "/v1/chat/completions", CHAT, disconnect=leave)
+            )
+            await asyncio.sleep(0.01)
+            assert gw.routers["default"].replicas["a"].in_flight == 1
+            leave.set()
+            await task
+            assert a.aborted == 1
+            assert gw.routers["default"].replicas["a"].in_flight == 0
+            metrics = (await call(gw, "GET", "/metrics")).body.decode()
+            assert 'status="499"' in metrics
+
+    run(go())
+
+
+def test_priorities_are_honoured_under_a_full_queue() -> None:
+    hold = asyncio.Event()
+    a = FakeReplica(hold=hold)
+    gw, _, _ = make({"a": a}, queueing={"concurrency_target": 1, "max_queue": 2})
+
+    async def go() -> None:
+        async with running(gw):
+            first = asyncio.create_task(call(gw, "POST", "/v1/chat/completions", CHAT))
+            await asyncio.sleep(0.01)
+            low = [
+                asyncio.create_task(
+                    call(
+                        gw,
+                        "POST",
+                        "/v1/chat/completions",
+                        {**CHAT, "user": f"low{i}"},
+                        headers={"x-shipit-priority": "5"},
+                    )
+                )
+                for i in range(2)
+            ]
+            await asyncio.sleep(0.01)
+            refused = await call(
+                gw, "POST", "/v1/chat/completions", CHAT, headers={"x-shipit-priority": "5"}
+            )
+            assert refused.status == 429 and refused.headers["retry-after"] == "1"
+            vip = asyncio.create_task(
+                call(
+                    gw,
+                    "POST",
+                    "/v1/chat/completions",
+                    {**CHAT, "user": "vip"},
+                    headers={"x-shipit-priority": "0"},
+                )
+            )
+            await asyncio.sleep(0.01)
+            shed = await low[1]  # the newest low-priority request lost its place
+            assert shed.status == 429
+            hold.set()
+            results = await asyncio.gather(first, low[0], vip)
+            assert [r.status for r in results] == [200, 200, 200]
+            users = list(a.bodies)
+            assert b'"vip"' in users[1] and b'"low0"' in users[2]  # vip went before low0
+
+    run(go())
+
+
+def test_deadline_while_queued_gives_504() -> None:
+    hold = asyncio.Event()
+    gw, _, _ = make({"a": FakeReplica(hold=hold)}, queueing={"concurrency_target": 1})
+
+    async def go() -> None:
+        async with running(gw):
+            first = asyncio.create_task(call(gw, "POST", "/v1/chat/completions", CHAT))
+            await asyncio.sleep(0.01)
+            late = asyncio.create_task(
+                call(
+                    gw, "POST", "/v1/chat/completions", CHAT, headers={"x-shipit-deadline-ms": "20"}
+                )
+            )
+            res = await late
+            assert res.status == 504
+            hold.set()
+            assert (await first).status == 200
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "field"),
+    [
+        (b"{not json", {}, "body"),
+        ({"messages": []}, {}, "model"),
+        (CHAT, {"x-shipit-routing": "random"}, "x-shipit-routing"),
+        (CHAT, {"x-shipit-priority": "high"}, "x-shipit-priority"),
+    ],
+)
+def test_bad_requests_get_400_naming_the_field(
+    body: object, headers: dict[str, str], field: str
+) -> None:
+    gw, _, _ = make({"a": FakeReplica()})
+
+    async def go() -> None:
+        async with running(gw):
+            res = await call(gw, "POST", "/v1/chat/completions", body, headers=headers)
+            assert res.status == 400 and res.json()["error"]["param"] == field
+
+    run(go())
+
+
+def test_lora_affinity_loads_the_adapter_once_then_sticks() -> None:
+    a, b = FakeReplica(), FakeReplica()
+    gw, _, _ = make(
+        {"a": a, "b": b},
+        routing={"policy": "lora_affinity", "lora_affinity": {"adapters": {"sql": "/p/sql"}}},
+    )
+
+    async def go() -> None:
+        async with running(gw):
+            for _ in range(3):
+                res = await call(gw, "POST", "/v1/chat/completions", {**CHAT, "model": "sql"})
+                assert res.status == 200
+            calls = a.admin_calls + b.admin_calls
+            assert calls == [(calls[0][0], {"lora_name": "sql", "lora_path": "/p/sql"})] and calls[
+                0
+            ][0].endswith("/v1/load_lora_adapter")
+            holder = a if a.admin_calls else b
+            assert len(holder.bodies) == 3
+            models = (await call(gw, "GET", "/v1/models")).json()
+            assert {m["id"] for m in models["data"]} == {"m", "sql"}
+
+    run(go())
+
+
+def test_prefix_cache_routes_a_repeated_prefix_to_the_same_replica() -> None:
+    gw, _, _ = make(
+        {"a": FakeReplica(), "b": FakeReplica(), "c": FakeReplica()},
+        routing={"policy": "prefix_cache"},
+    )
+    system = "You are a careful assistant. " * 40
+
+    async def go() -> None:
+        async with running(gw):
+            seen = set()
+            for i in range(5):
+                body = {
+                    **CHAT,
+                    "messages": [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": f"q{i}"},
+                    ],
+                }
+                res = await call(gw, "POST", "/v1/chat/completions", body)
+                seen.add(res.headers["x-shipit-replica"])
+                if i:
+                    assert res.headers["x-shipit-route"] == "prefix_cache/prefix_hit"
+            assert len(seen) == 1
+
+    run(go())
+
+
+def test_admin_endpoints() -> None:
+    gw, _, _ = make({"a": FakeReplica()})
+
+    async def go() -> None:
+        async with running(gw):
+            assert (await call(gw, "GET", "/health")).status == 200
+            gw.routers["default"].set_state("a", ReplicaState.UNHEALTHY)
+            assert (await call(gw, "GET", "/health")).status == 503
+            status = (await call(gw, "GET", "/shipit/status")).json()
+            assert status["deployments"][0]["replicas"][0]["state"] == "unhealthy"
+            metrics = (await call(gw, "GET", "/metrics")).body.decode()
+            for name in ("shipit_queue_depth", "shipit_replica_in_flight", "shipit_replica_state"):
+                assert name in metrics
+            assert (await call(gw, "GET", "/nope")).status == 404
+
+    run(go())

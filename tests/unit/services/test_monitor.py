@@ -1,0 +1,88 @@
+"""Replica monitor and adapter loader against ``FakeUpstream``: states, load, adapters, feeds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shipit.config.gateway import parse_config
+from shipit.core.clock import FakeClock
+from shipit.core.views import ReplicaState
+from shipit.services.monitor import AdapterLoader, ReplicaMonitor, parse_vllm_metrics
+from shipit.services.router import RouterService
+from shipit.services.upstream import UpstreamError
+from shipit.services.upstream_fake import FakeReplica, FakeUpstream
+
+METRICS = """# HELP vllm:num_requests_waiting x
+vllm:num_requests_waiting{model_name="m"} 3.0
+vllm:kv_cache_usage_perc{model_name="m"} 0.25
+vllm:prefix_cache_hits_total{model_name="m"} 9.0
+"""
+
+
+def setup(**deployment: object) -> tuple[RouterService, FakeReplica, ReplicaMonitor]:
+    d = parse_config({"deployments": [{"replicas": 0, **deployment}]}).deployments[0]
+    router = RouterService(d, clock=FakeClock())
+    replica = FakeReplica(metrics_text=METRICS, models=["sql"], health_status=503)
+    upstream = FakeUpstream({"http://a": replica})
+    router.add_replica("a", "http://a")
+    return router, replica, ReplicaMonitor(router, upstream)
+
+
+def test_parse_vllm_metrics() -> None:
+    assert parse_vllm_metrics(METRICS) == {
+        "vllm:num_requests_waiting": 3.0,
+        "vllm:kv_cache_usage_perc": 0.25,
+    }
+
+
+def test_health_drives_state_and_load_and_adapters_are_read() -> None:
+    router, replica, monitor = setup()
+    asyncio.run(monitor.tick())
+    assert router.replicas["a"].state is ReplicaState.STARTING  # still loading
+    replica.health_status = 200
+    asyncio.run(monitor.tick())
+    rec = router.replicas["a"]
+    assert (rec.state, rec.queue_depth, rec.kv_usage, rec.adapters) == (
+        ReplicaState.READY,
+        3,
+        0.25,
+        {"sql"},
+    )
+    replica.fail = "connect"
+    asyncio.run(monitor.tick())
+    assert rec.state is ReplicaState.UNHEALTHY
+
+
+def test_kv_event_pages_are_applied_and_resumed() -> None:
+    router, replica, monitor = setup(
+        routing={"policy": "prefix_cache", "prefix_cache": {"source": "kv_events"}}
+    )
+    replica.health_status = 200
+    replica.kv_pages = [
+        {
+            "events": [{"kind": "stored", "block_hash": 5}, {"kind": "stored", "block_hash": 6}],
+            "truncated": False,
+            "next_after": 1,
+        },
+        {"events": [{"kind": "evicted", "block_hash": 6}], "truncated": False, "next_after": 2},
+    ]
+    asyncio.run(monitor.tick())
+    policy = router.policy("prefix_cache")
+    assert policy.index.match_blocks("a", [5, 6]) == 2  # type: ignore[attr-defined]
+    asyncio.run(monitor.pull_kv_events("a"))
+    assert policy.index.match_blocks("a", [5, 6]) == 1  # type: ignore[attr-defined]
+
+
+def test_adapter_loader_calls_once_and_explains_missing_paths() -> None:
+    replica = FakeReplica()
+    loader = AdapterLoader(FakeUpstream({"http://a": replica}), {"sql": "/adapters/sql"})
+
+    async def go() -> None:
+        await asyncio.gather(*(loader.ensure("a", "http://a", "sql") for _ in range(5)))
+        assert len(replica.admin_calls) == 1
+        with pytest.raises(UpstreamError, match=r"lora_affinity\.adapters"):
+            await loader.ensure("a", "http://a", "unknown")
+
+    asyncio.run(go())
