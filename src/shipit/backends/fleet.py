@@ -40,7 +40,8 @@ class Fleet:
             d.name,
             d.model,
             simulate=d.simulate,
-            extra_args=tuple(d.replica_args),
+            extra_args=tuple(d.replica_args)
+            + (("--served-model-name", d.served_model_name) if d.served_model_name else ()),
             drain_timeout_s=d.drain_timeout_s,
         )
 

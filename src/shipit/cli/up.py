@@ -169,7 +169,7 @@ def up(
         for d in cfg.deployments:
             console.print(
                 f"[bold]shipit gateway[/] listening on {listen}/v1  deployment {d.name!r}: "
-                f"model {d.model!r}, {d.replicas} local + {len(d.replica_urls)} external "
+                f"model {d.model_name!r}, {d.replicas} local + {len(d.replica_urls)} external "
                 f"replicas, routing {d.routing.policy}, queue {d.queueing.max_queue}, "
                 f"{d.queueing.concurrency_target} per replica"
             )

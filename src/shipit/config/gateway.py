@@ -114,6 +114,9 @@ class OutlierConfig(_Strict):
 class DeploymentConfig(_Strict):
     name: str = "default"
     model: str = DEFAULT_MODEL
+    served_model_name: str | None = Field(
+        None, description="the name clients send as `model` (default: model)"
+    )
     replicas: int = Field(2, ge=0, description="local replica processes to start")
     replica_urls: list[str] = Field(default_factory=list, description="external replicas")
     simulate: str | None = Field(None, description="GPU:MODEL, a simulated accelerator")
@@ -125,6 +128,11 @@ class DeploymentConfig(_Strict):
     health_interval_s: float = Field(1.0, gt=0)
     startup_timeout_s: float = Field(300.0, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)
+
+    @property
+    def model_name(self) -> str:
+        """The base model's name in the API."""
+        return self.served_model_name or self.model
 
 
 class GatewayServerConfig(_Strict):

@@ -225,7 +225,7 @@ class Gateway:
     def models(self) -> dict[str, Any]:
         data: list[dict[str, Any]] = []
         for name, router in self.routers.items():
-            base = self.deployments[name].model
+            base = self.deployments[name].model_name
             data.append({"id": base, "object": "model", "owned_by": "shipit", "parent": None})
             adapters = self._adapter_names(router) | set(
                 self.deployments[name].routing.lora_affinity.adapters
@@ -243,7 +243,7 @@ class Gateway:
             out["deployments"].append(
                 {
                     "name": name,
-                    "model": self.deployments[name].model,
+                    "model": self.deployments[name].model_name,
                     "policy": router.default_policy,
                     "queue_depth": len(router.queue),
                     "decisions": {

@@ -61,14 +61,14 @@ def choose_deployment(
     """The deployment serving ``model`` (its base model or a known adapter); with one
     deployment, that one (the replica answers unknown models itself)."""
     for d in deployments.values():
-        if model == d.model or model in d.routing.lora_affinity.adapters:
+        if model == d.model_name or model in d.routing.lora_affinity.adapters:
             return d
     for name, names in adapters.items():
         if model in names:
             return deployments[name]
     if len(deployments) == 1:
         return next(iter(deployments.values()))
-    known = sorted(d.model for d in deployments.values())
+    known = sorted(d.model_name for d in deployments.values())
     raise InvalidRequestError(
         f"The model `{model}` does not exist; this gateway serves {known}", field="model"
     )
@@ -113,7 +113,7 @@ def parse_request(
     deadline_ms = _int_header(headers, "x-shipit-deadline-ms")
     session = headers.get(dep.routing.session_affinity.header) or data.get("user")
     text, token_ids = _prompt_text(data)
-    adapter = model if model != dep.model else None
+    adapter = model if model != dep.model_name else None
     hashes: tuple[int, ...] = ()
     if (routing or dep.routing.policy) == "prefix_cache":
         pc = dep.routing.prefix_cache
