@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from integration.test_replica_server import SHIPIT, SIM, Replica, free_port, start_replica
+from support.replica_process import SHIPIT, SIM, Replica, free_port, start_replica
 
 
 async def _stream(
