@@ -13,9 +13,12 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from shipit.engine.engine import EngineStats, LLMEngine, RequestOutput
 from shipit.engine.sampling import SamplingParams
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,25 +113,26 @@ class AsyncEngine:
 
         self._submit(do_abort)
 
-    def call(self, fn: Callable[[LLMEngine], object]) -> asyncio.Future[object]:
+    def call(self, fn: Callable[[LLMEngine], T]) -> asyncio.Future[T]:
         """Run ``fn(engine)`` between steps (load an adapter, read stats) and await it."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[object] = loop.create_future()
+        fut: asyncio.Future[T] = loop.create_future()
 
         def run() -> None:
             try:
                 result = fn(self.engine)
             except Exception as exc:
-                loop.call_soon_threadsafe(_settle, fut, exc)
+                loop.call_soon_threadsafe(_fail, fut, exc)
             else:
                 loop.call_soon_threadsafe(_settle_value, fut, result)
 
         self._submit(run)
         return fut
 
-    def stats(self) -> EngineStats:
-        """A recent snapshot; reading it does not wait for the step in progress."""
-        return self.engine.stats()
+    async def stats(self) -> EngineStats:
+        """A consistent snapshot, taken between steps: the engine thread owns the state, so
+        reading it from another thread could see a queue in the middle of a change."""
+        return await self.call(lambda e: e.stats())
 
     @property
     def num_streams(self) -> int:
@@ -175,7 +179,7 @@ class AsyncEngine:
         self._streams.clear()
 
 
-def _settle(fut: asyncio.Future[None] | asyncio.Future[object], exc: BaseException | None) -> None:
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
     if fut.done():
         return
     if exc is None:
@@ -184,6 +188,11 @@ def _settle(fut: asyncio.Future[None] | asyncio.Future[object], exc: BaseExcepti
         fut.set_exception(exc)
 
 
-def _settle_value(fut: asyncio.Future[object], value: object) -> None:
+def _fail(fut: asyncio.Future[T], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+def _settle_value(fut: asyncio.Future[T], value: T) -> None:
     if not fut.done():
         fut.set_result(value)

@@ -84,7 +84,7 @@ class Replica:
     async def pull_kv_events(self) -> None:
         if self.engine is not None:
             events = await self.engine.call(lambda e: e.drain_kv_events())
-            self.kv_events.extend(events)  # type: ignore[arg-type]
+            self.kv_events.extend(events)
 
     async def close(self) -> None:
         if self.engine is not None:
@@ -278,7 +278,7 @@ class Replica:
         stats = None
         if self.engine is not None:
             stats = await self.engine.call(lambda e: e.stats())
-        body = self.metrics.render(stats)  # type: ignore[arg-type]
+        body = self.metrics.render(stats)
         return Response(body, media_type=CONTENT_TYPE)
 
     async def load_lora(self, request: Request) -> Response:
