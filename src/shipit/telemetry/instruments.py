@@ -208,3 +208,18 @@ def build_alert_metrics(registry: CollectorRegistry) -> AlertMetrics:
     return AlertMetrics(
         alert_active=s.gauge(cat.ALERT_ACTIVE), deviation_score=s.gauge(cat.BASELINE_SCORE)
     )
+
+
+def publish_deviation(
+    metrics: AlertMetrics, *, deployment: str, metric: str, score: float | None, active: bool
+) -> None:
+    """Expose one baseline decision: its score and ``shipit_alert_active`` (1 firing, else 0).
+
+    Takes plain values so this module needs nothing from ``telemetry.baseline``; a caller passes
+    ``decision.score`` and ``decision.active``.
+    """
+    if score is not None:
+        metrics.deviation_score.labels(deployment=deployment, metric=metric).set(score)
+    metrics.alert_active.labels(
+        deployment=deployment, metric=metric, alert="baseline_deviation"
+    ).set(1.0 if active else 0.0)
