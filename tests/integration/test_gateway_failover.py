@@ -15,7 +15,7 @@ from pathlib import Path
 
 import openai
 
-from integration.test_replica_server import SHIPIT, free_port
+from support.replica_process import SHIPIT, free_port
 
 SIM = "H100:llama-3.1-8b"
 

@@ -20,8 +20,8 @@ import openai
 import pytest
 import yaml
 
-from integration.test_replica_server import SHIPIT, free_port
 from shipit.engine.loader import load_model
+from support.replica_process import SHIPIT, free_port
 from support.tiny_lora import write_tiny_lora
 from support.tiny_model import write_tiny_hf_model
 
