@@ -192,7 +192,7 @@ def test_lora_affinity_loads_the_adapter_through_the_admin_api(up: Up) -> None:
 def test_metrics_and_sigterm_stop_everything(up: Up) -> None:
     metrics = up.get("/metrics").decode()
     assert 'shipit_requests_total{deployment="tiny",policy="prefix_cache",status="200"}' in metrics
-    assert "shipit_ttft_seconds_bucket" in metrics
+    assert "shipit_time_to_first_token_seconds_bucket" in metrics
     children = subprocess.run(
         ["pgrep", "-P", str(up.proc.pid)], capture_output=True, text=True, check=False
     ).stdout.split()

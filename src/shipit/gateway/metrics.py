@@ -43,7 +43,7 @@ class _RouterCollector(Collector):
             labels=["deployment", "replica", "state"],
         )
         ejections = CounterMetricFamily(
-            "shipit_ejections",
+            "shipit_outlier_ejections",
             "Passive outlier ejections",
             labels=["deployment", "replica"],
         )
@@ -70,21 +70,21 @@ class GatewayMetrics:
             registry=r,
         )
         self.ttft = Histogram(
-            "shipit_ttft_seconds",
+            "shipit_time_to_first_token_seconds",
             "Request received -> first content chunk sent (streams)",
             ["deployment"],
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
         self.tpot = Histogram(
-            "shipit_tpot_seconds",
+            "shipit_time_per_output_token_seconds",
             "(E2E - TTFT) / (chunks - 1) per streamed request",
             ["deployment"],
             buckets=TPOT_BUCKETS_S,
             registry=r,
         )
         self.e2e = Histogram(
-            "shipit_e2e_seconds",
+            "shipit_e2e_request_latency_seconds",
             "Request received -> last byte sent",
             ["deployment"],
             buckets=LATENCY_BUCKETS_S,
