@@ -99,3 +99,11 @@ def test_series_names_cover_histogram_parts() -> None:
         "starting", "ready", "draining", "cordoned", "failed",
     )  # fmt: skip
     assert cat.REPLICAS.allowed_values("deployment") is None
+
+
+def test_the_observability_doc_lists_every_catalog_metric() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "observability.md").read_text()
+    missing = [s.name for s in cat.CATALOG if f"`{s.name}`" not in doc]
+    assert not missing, f"add to docs/observability.md's catalog table: {missing}"
