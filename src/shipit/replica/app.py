@@ -33,6 +33,7 @@ from shipit.replica.metrics import CONTENT_TYPE, ReplicaMetrics, RequestTimer
 from shipit.replica.openai_format import DONE, ResponseWriter, new_request_id, sse
 from shipit.replica.runtime import build_engine
 from shipit.replica.settings import ReplicaSettings
+from shipit.replica.startup import StartupTimes
 from shipit.replica.streaming import SSEResponse, race_disconnect
 
 log = logging.getLogger("shipit.replica")
@@ -60,9 +61,11 @@ class Replica:
         self.instance_id = uuid.uuid4().hex
         self.created = int(time.time())
         self.engine: AsyncEngine | None = None
+        self.startup = StartupTimes()
 
     # ----- lifespan -----------------------------------------------------------------------
     async def load(self) -> None:
+        self.startup.loading()
         try:
             engine = await asyncio.to_thread(self.engine_factory, self.settings)
         except Exception as exc:  # a replica that cannot load must say why and stop
@@ -73,6 +76,8 @@ class Replica:
             return
         self.engine = AsyncEngine(engine)
         self.engine.start()
+        await self.engine.call(lambda e: e.stats())  # warm-up ends when the engine answers
+        self.startup.ready()
         self.lifecycle.ready()
         log.info("replica ready: %s (max_model_len %d)", self.model_name, engine.max_model_len)
 
@@ -274,6 +279,10 @@ class Replica:
         refused = self._not_serving()
         return refused if refused is not None else Response(status_code=200)
 
+    async def startup_endpoint(self, request: Request) -> Response:
+        """The cold start in phases (``shipit.replica.startup``); answers while loading too."""
+        return JSONResponse({"phase": self.lifecycle.phase.value, **self.startup.to_json()})
+
     async def metrics_endpoint(self, request: Request) -> Response:
         stats = None
         if self.engine is not None:
@@ -344,15 +353,22 @@ class Replica:
 def create_app(
     settings: ReplicaSettings,
     *,
-    engine_factory: EngineFactory = build_engine,
+    engine_factory: EngineFactory | None = None,
     on_fatal: Callable[[], None] | None = None,
 ) -> Starlette:
-    """A replica app; the engine is built by ``engine_factory`` in the lifespan.
+    """A replica app; the engine is built by ``engine_factory`` in the lifespan (default: the
+    real runtime, which also marks when the weights are in for ``/shipit/startup``).
 
     ``on_fatal`` is called (on the event loop) if the engine cannot be built, so a server
     can exit non-zero. ``app.state.replica`` is the ``Replica`` (the server drains it).
     """
-    replica = Replica(settings, engine_factory, on_fatal)
+    holder: list[Replica] = []
+
+    def default_factory(s: ReplicaSettings) -> LLMEngine:
+        return build_engine(s, on_weights_loaded=holder[0].startup.weights_loaded)
+
+    replica = Replica(settings, engine_factory or default_factory, on_fatal)
+    holder.append(replica)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -371,6 +387,7 @@ def create_app(
         Route("/v1/chat/completions", replica.chat_completions, methods=["POST"]),
         Route("/v1/models", replica.models, methods=["GET"]),
         Route("/health", replica.health, methods=["GET"]),
+        Route("/shipit/startup", replica.startup_endpoint, methods=["GET"]),
         Route("/metrics", replica.metrics_endpoint, methods=["GET"]),
         Route("/v1/load_lora_adapter", replica.load_lora, methods=["POST"]),
         Route("/v1/unload_lora_adapter", replica.unload_lora, methods=["POST"]),

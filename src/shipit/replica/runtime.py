@@ -7,10 +7,13 @@ Blocking (reads weights from disk); the app runs it in a worker thread during st
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from shipit.engine.engine import EngineConfig, LLMEngine
 from shipit.engine.loader import load_model
 from shipit.engine.simulated import build_simulated_engine
 from shipit.replica.settings import ReplicaSettings
+from shipit.replica.startup import weights_source
 
 
 def engine_config(settings: ReplicaSettings) -> EngineConfig:
@@ -24,12 +27,21 @@ def engine_config(settings: ReplicaSettings) -> EngineConfig:
     )
 
 
-def build_engine(settings: ReplicaSettings) -> LLMEngine:
+def build_engine(
+    settings: ReplicaSettings, *, on_weights_loaded: Callable[[str], None] | None = None
+) -> LLMEngine:
+    """``on_weights_loaded(source)`` marks the end of the weights phase of a cold start."""
     config = engine_config(settings)
+    source = weights_source(settings.model, settings.simulate)
     if settings.simulate:
+        if on_weights_loaded is not None:
+            on_weights_loaded(source)  # no weights: the VRAM plan stands in for them
         engine = build_simulated_engine(settings.simulate, config)
     else:
-        engine = LLMEngine.from_loaded(load_model(settings.model), config)
+        loaded = load_model(settings.model)
+        if on_weights_loaded is not None:
+            on_weights_loaded(source)
+        engine = LLMEngine.from_loaded(loaded, config)
     for lora in settings.loras:
         engine.load_lora(lora.name, lora.path)
     return engine
