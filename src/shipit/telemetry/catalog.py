@@ -259,7 +259,9 @@ COLD_START_PHASE = _spec(
     "shipit_cold_start_phase_seconds", _H, _CP, "seconds",
     "Duration of one phase of a replica's cold start.", ("deployment", "phase"),
     buckets_s=COLD_START_BUCKETS_S,
-    label_values=(("phase", ("schedule", "pull", "load_weights", "warmup", "health")),),
+    label_values=(
+        ("phase", ("schedule", "pull", "process_start", "load_weights", "warmup", "health")),
+    ),
 )  # fmt: skip
 REQUESTS_HELD = _spec(
     "shipit_requests_held", _G, _CP, "requests",
