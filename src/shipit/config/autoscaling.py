@@ -27,7 +27,12 @@ class AutoscalingConfig(BaseModel):
         0.7, gt=0, le=1, description="Fraction of concurrency_target to aim for (headroom)."
     )
     autoscaling_window_s: float = Field(60.0, gt=0, description="Stable averaging window.")
-    panic_window_s: float = Field(6.0, gt=0, description="Short window that catches bursts.")
+    panic_window_s: float = Field(
+        6.0,
+        gt=0,
+        description="Short window that catches bursts; when absent, a tenth of "
+        "autoscaling_window_s (Knative's panic-window percentage).",
+    )
     panic_threshold: float = Field(
         2.0,
         gt=1,
@@ -50,9 +55,19 @@ class AutoscalingConfig(BaseModel):
     startup_timeout_s: float = Field(
         600.0, gt=0, description="A replica not ready after this long is replaced."
     )
+    tick_interval_s: float = Field(
+        1.0, gt=0, description="How often the live autoscaler samples load and decides."
+    )
+    decisions_kept: int = Field(
+        50, ge=1, description="Scale decisions kept (with reasons) for `shipit status`."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if "panic_window_s" not in self.model_fields_set:
+            # Derived, not given: stays out of model_fields_set, so a later override of the
+            # stable window (a flag over the file) derives it again.
+            object.__setattr__(self, "panic_window_s", self.autoscaling_window_s / 10)
         if self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"

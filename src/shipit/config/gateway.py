@@ -3,8 +3,9 @@
 Owns the pydantic models (``extra="forbid"``, units in every name), their defaults, and
 ``load_config``/``apply_overrides`` (flags beat the file). Every error a user can hit names the
 field and the allowed values. It must not open sockets or start anything; ``cli.up`` acts on it.
-Autoscaling fields (``min_replicas``, ``max_replicas``, ...) belong to a later section of a
-deployment and are deliberately absent here.
+Autoscaling lives in its own section, ``autoscaling:`` (``config.autoscaling``); without it a
+deployment is a fixed fleet of ``replicas``. With it, ``replicas`` (when given) is how many start
+and must lie within ``[min_replicas, max_replicas]``; otherwise ``min_replicas`` start.
 
 Example::
 
@@ -20,11 +21,19 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from shipit.config.autoscaling import AutoscalingConfig
 from shipit.core.errors import ShipitError
 
 RoutingPolicyName = Literal[
@@ -93,6 +102,16 @@ class QueueingConfig(_Strict):
     queue_timeout_s: float = Field(60.0, gt=0, description="longest wait for a replica slot")
     default_priority: int = 0
     retry_after_s: int = Field(1, ge=0, description="the Retry-After a 429 carries")
+    # Scale from zero / cold start: while no replica is ready, requests are held (not failed).
+    cold_start_hold_s: float = Field(
+        120.0, gt=0, description="longest hold while no replica is ready; then 503"
+    )
+    cold_start_keepalive_s: float = Field(
+        3.0, gt=0, description="SSE comment interval for held streaming requests"
+    )
+    cold_start_retry_after_s: int = Field(
+        5, ge=1, description="the Retry-After a 503 carries when the hold ran out"
+    )
 
 
 class RetryConfig(_Strict):
@@ -128,11 +147,35 @@ class DeploymentConfig(_Strict):
     health_interval_s: float = Field(1.0, gt=0)
     startup_timeout_s: float = Field(300.0, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)
+    autoscaling: AutoscalingConfig | None = Field(
+        None, description="scale between min_replicas and max_replicas; absent: fixed fleet"
+    )
+
+    @model_validator(mode="after")
+    def _replicas_within_bounds(self) -> Self:
+        a = self.autoscaling
+        given = a is not None and "replicas" in self.model_fields_set
+        if given and a is not None and not a.min_replicas <= self.replicas <= a.max_replicas:
+            raise ValueError(
+                f"replicas ({self.replicas}) is how many start under autoscaling and must "
+                f"lie within [min_replicas {a.min_replicas}, max_replicas "
+                f"{a.max_replicas}]; drop replicas / --replicas, or change the bounds"
+            )
+        return self
 
     @property
     def model_name(self) -> str:
         """The base model's name in the API."""
         return self.served_model_name or self.model
+
+    @property
+    def initial_replicas(self) -> int:
+        """Local replicas to start: ``replicas``, or ``min_replicas`` under autoscaling when
+        ``replicas`` was not given."""
+        a = self.autoscaling
+        if a is not None and "replicas" not in self.model_fields_set:
+            return a.min_replicas
+        return self.replicas
 
 
 class GatewayServerConfig(_Strict):
@@ -207,15 +250,20 @@ def apply_overrides(
 ) -> ShipitConfig:
     """Flags beat the file: ``deployment`` overrides apply to the first deployment (dotted keys
     such as ``routing.policy`` reach nested sections)."""
-    data = config.model_dump()
+    # exclude_unset keeps "given" apart from "defaulted" (``replicas`` under autoscaling).
+    data = config.model_dump(exclude_unset=True)
     if port is not None:
-        data["gateway"]["port"] = port
+        data.setdefault("gateway", {})["port"] = port
     if host is not None:
-        data["gateway"]["host"] = host
-    for key, value in (deployment or {}).items():
-        target = data["deployments"][0]
-        *parents, leaf = key.split(".")
-        for part in parents:
-            target = target[part]
-        target[leaf] = value
+        data.setdefault("gateway", {})["host"] = host
+    if deployment:
+        deployments = data.setdefault("deployments", [{}])
+        for key, value in deployment.items():
+            target = deployments[0]
+            *parents, leaf = key.split(".")
+            for part in parents:
+                if target.get(part) is None:
+                    target[part] = {}
+                target = target[part]
+            target[leaf] = value
     return parse_config(data, source="flags")
