@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from shipit.config.autoscaling import AutoscalingConfig
+from shipit.config.observability import AlertsConfig, SloConfig
 from shipit.core.errors import ShipitError
 
 RoutingPolicyName = Literal[
@@ -150,6 +151,7 @@ class DeploymentConfig(_Strict):
     autoscaling: AutoscalingConfig | None = Field(
         None, description="scale between min_replicas and max_replicas; absent: fixed fleet"
     )
+    slo: SloConfig | None = Field(None, description="goodput thresholds (config.observability)")
 
     @model_validator(mode="after")
     def _replicas_within_bounds(self) -> Self:
@@ -187,6 +189,7 @@ class GatewayServerConfig(_Strict):
 class ShipitConfig(_Strict):
     gateway: GatewayServerConfig = GatewayServerConfig()
     deployments: list[DeploymentConfig] = Field(default_factory=lambda: [DeploymentConfig()])
+    alerts: AlertsConfig = AlertsConfig()
 
     @field_validator("deployments")
     @classmethod
