@@ -155,3 +155,25 @@ def test_cli_errors_are_plain() -> None:
         build_app(), ["bench", "--url", "http://127.0.0.1:9", "--model", "m", "--num-requests", "1"]
     )
     assert down.exit_code == 2 and "warm-up request" in down.output
+
+
+def test_without_usage_a_tokenizer_counts_the_streamed_text(tmp_path: Path) -> None:
+    from support.tiny_model import tiny_tokenizer
+
+    tok = tiny_tokenizer(384)
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    with serve(FakeTiming(output_tokens=5, send_usage=False)) as url:
+        cfg = BenchConfig(
+            target=TargetConfig(url=url, model="m", tokenizer=str(path)),
+            workload=WorkloadConfig(input_tokens="16", output_tokens="5"),
+            load=LoadConfig(num_requests=4, warmup_requests=0, concurrencies=(2,)),
+        )
+        result = asyncio.run(run_bench(cfg))
+    (point,) = result["points"]
+    assert point["summary"]["tokens_source"] == "tokenizer"
+    # The fake server streams " tok0", " tok1", ...: the count is the tokenizer's, not 5 chunks.
+    expected = len(tok.encode("".join(f" tok{i}" for i in range(5))).ids)
+    assert expected != 5
+    assert [row["output_tokens"] for row in point["requests"]] == [expected] * 4
+    assert any("--tokenizer" in n for n in result["notes"])

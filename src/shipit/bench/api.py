@@ -45,7 +45,13 @@ def build_sessions(cfg: BenchConfig) -> list[Session]:
 
 def _notes(summaries: list[Summary]) -> list[str]:
     notes: list[str] = []
-    if any(s.tokens_source != "usage" for s in summaries):
+    if any(s.tokens_source == "tokenizer" for s in summaries):
+        notes.append(
+            "output token counts come from --tokenizer for some requests: the server sent no "
+            "usage (stream_options.include_usage); they are exact only if it is the model's "
+            "own tokenizer"
+        )
+    if any(s.tokens_source in ("chunks", "mixed") for s in summaries):
         notes.append(
             "output token counts come from counting streamed content chunks for some requests: "
             "the server sent no usage (stream_options.include_usage); a server that packs several "

@@ -9,12 +9,15 @@ anything it does not keep.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Protocol
 
 import httpx
+import tokenizers
 
 from shipit.bench.config import TargetConfig
 from shipit.bench.records import RequestRecord, Turn
@@ -111,6 +114,19 @@ def _parse_lines(lines: list[bytes], now: int, st: _StreamState) -> None:
             st.stream_error = str(obj["error"])[:200]
 
 
+def load_tokenizer(path: str) -> tokenizers.Tokenizer:
+    """A Hugging Face ``tokenizer.json``, or a model directory that holds one."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / "tokenizer.json"
+    if not file.is_file():
+        raise ValueError(
+            f"--tokenizer {path!r}: no tokenizer.json there; give the file or a model "
+            "directory that holds one"
+        )
+    return tokenizers.Tokenizer.from_file(str(file))
+
+
 class HttpSender:
     """Sends requests over connections from a ``ClientPool`` owned by the caller."""
 
@@ -118,6 +134,7 @@ class HttpSender:
         self._pool = pool
         self._target = target
         self._url = target.endpoint_url()
+        self._tokenizer = load_tokenizer(target.tokenizer) if target.tokenizer else None
         self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
         if target.api_key:
             self._headers["authorization"] = f"Bearer {target.api_key}"
@@ -136,7 +153,9 @@ class HttpSender:
         body = build_body(self._target, model, history, current)
         client = self._pool.acquire()
         request = client.build_request("POST", self._url, content=body, headers=self._headers)
-        st = _StreamState(content_ns=[], text=[] if keep_text else None)
+        # With a tokenizer the text is kept too: it counts tokens when usage is missing.
+        keep = keep_text or self._tokenizer is not None
+        st = _StreamState(content_ns=[], text=[] if keep else None)
         error: str | None = None
         detail: str | None = None
         start_ns = perf_counter_ns()
@@ -161,12 +180,14 @@ class HttpSender:
             error, detail = _error_kind(exc), str(exc)[:200] or type(exc).__name__
         end_ns = perf_counter_ns()
         self._pool.release(client)
-        return Outcome(
-            self._record(
-                session, turn, model, current, scheduled_ns, start_ns, end_ns, st, error, detail
-            ),
-            "".join(st.text or ()),
+        text = "".join(st.text or ())
+        record = self._record(
+            session, turn, model, current, scheduled_ns, start_ns, end_ns, st, error, detail
         )
+        if record.tokens_source == "chunks" and self._tokenizer is not None:
+            n = len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+            record = dataclasses.replace(record, output_tokens=n, tokens_source="tokenizer")
+        return Outcome(record, text)
 
     @staticmethod
     def _record(

@@ -26,6 +26,9 @@ class TargetConfig(BaseModel):
     api_key: str | None = Field(default=None, exclude=True, repr=False)
     ignore_eos: bool = False
     timeout_s: float = Field(default=600.0, gt=0)
+    # tokenizer.json (or a directory holding one) to count output tokens when the server
+    # sends no usage; without it, streamed content chunks are counted.
+    tokenizer: str | None = None
 
     def endpoint_url(self) -> str:
         """The full URL to POST to; accepts a bare base URL, one ending in /v1, or a full path."""

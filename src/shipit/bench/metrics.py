@@ -62,7 +62,9 @@ class Summary:
     total_throughput_tok_s: float
     input_tokens: int
     output_tokens: int
-    tokens_source: str  # "usage", "chunks" (no usage from the server: chunks counted), "mixed"
+    # "usage" (the server's), "tokenizer" (--tokenizer on the streamed text), "chunks" (no usage
+    # and no tokenizer: content chunks counted) or "mixed"
+    tokens_source: str
     ttft_ms: Dist | None
     tpot_ms: Dist | None
     itl_ms: Dist | None

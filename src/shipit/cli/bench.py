@@ -168,6 +168,11 @@ def bench(
     trace_speed: float = typer.Option(1.0, help="Replay the trace this many times faster."),
     slo: str = typer.Option("", help="e.g. ttft_p99_ms=500,tpot_p99_ms=50 (sets goodput)."),
     ignore_eos: bool = typer.Option(False, help="Send ignore_eos (vLLM/SGLang) for exact lengths."),
+    tokenizer: str = typer.Option(
+        None,
+        help="tokenizer.json or a model directory: counts output tokens when the server "
+        "sends no usage (else streamed chunks are counted).",
+    ),
     warmup: int = typer.Option(1, help="Unmeasured requests sent first."),
     timeout_s: float = typer.Option(600.0, help="Per-request timeout."),
     seed: int = typer.Option(0, help="Seed for lengths, prompts and arrivals."),
@@ -192,6 +197,7 @@ def bench(
                     "api_key": api_key,
                     "ignore_eos": ignore_eos,
                     "timeout_s": timeout_s,
+                    "tokenizer": tokenizer,
                 },
                 "workload": {
                     "input_tokens": input_tokens,
