@@ -60,8 +60,8 @@ class ReplicaMonitor:
 
     async def _probe(self, replica_id: str) -> None:
         record = self.router.replicas.get(replica_id)
-        if record is None or record.state is ReplicaState.STOPPED:
-            return
+        if record is None or record.state in (ReplicaState.STOPPED, ReplicaState.DRAINING):
+            return  # cordoned: a healthy answer must not make it routable again
         url = record.url
         try:
             status, _ = await self.upstream.get(url + "/health", timeout_s=PROBE_TIMEOUT_S)

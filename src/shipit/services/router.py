@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from shipit.config.gateway import DeploymentConfig
@@ -50,6 +50,7 @@ class ReplicaRecord:
     adapters: set[str] = field(default_factory=set)
     max_adapters: int = 4
     external: bool = False
+    state_since_s: float = 0.0  # when it entered ``state`` (router clock)
 
 
 @dataclass(slots=True)
@@ -86,6 +87,9 @@ class RouterService:
         self.ejections: list[Ejection] = []
         self.decisions_by_reason: Counter[tuple[str, str]] = Counter()
         self.default_policy = deployment.routing.policy
+        # Called when a request has to wait and no replica is ready (scale from zero): the
+        # autoscaler listens so it need not wait for its next tick.
+        self.cold_listeners: list[Callable[[], None]] = []
 
     # ----- registry -------------------------------------------------------------------------
     def add_replica(
@@ -102,6 +106,7 @@ class RouterService:
             state=state,
             concurrency_target=self.deployment.queueing.concurrency_target,
             external=external,
+            state_since_s=self.clock.now(),
         )
         self.replicas[replica_id] = record
         self.dispatch()
@@ -118,6 +123,7 @@ class RouterService:
         record = self.replicas.get(replica_id)
         if record is not None and record.state is not state:
             record.state = state
+            record.state_since_s = self.clock.now()
             self.dispatch()
 
     def adapter_failed(self, replica_id: str, adapter: str) -> None:
@@ -218,15 +224,24 @@ class RouterService:
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         self._waiters[request.request_id] = _Waiter(request, exclude, future)
         self.dispatch()
-        timeout_s = self.deployment.queueing.queue_timeout_s
+        q = self.deployment.queueing
+        cold = self.cold()
+        if cold:
+            for listener in self.cold_listeners:
+                listener()
+        # Held, not failed, while replicas cold-start: the hold may outlast the queue timeout.
+        hold_s = q.cold_start_hold_s if cold else q.queue_timeout_s
+        timeout_s = hold_s
         if request.deadline_s is not None:
-            timeout_s = min(timeout_s, max(request.deadline_s - now, 0.0))
+            timeout_s = min(hold_s, max(request.deadline_s - now, 0.0))
         try:
             lease = await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
             self._forget(request.request_id)
             if future.done() and not future.cancelled() and future.exception() is None:
                 return future.result()  # granted at the same instant
+            if self.cold() and timeout_s == hold_s:  # the hold ran out, not the deadline
+                raise self._cold_error(timeout_s) from None
             raise AdmissionError(
                 504, "queue_timeout", f"no replica slot within {timeout_s:g}s", None
             ) from None
@@ -237,6 +252,29 @@ class RouterService:
             raise
         lease.queue_wait_s = self.clock.now() - now
         return lease
+
+    def cold(self) -> bool:
+        """No replica can take a request now (scaled to zero, or all still starting)."""
+        now = self.clock.now()
+        return not any(r.routable(now) for r in self.views())
+
+    def starting_count(self) -> int:
+        return sum(1 for r in self.replicas.values() if r.state is ReplicaState.STARTING)
+
+    def _cold_error(self, held_s: float) -> AdmissionError:
+        q = self.deployment.queueing
+        starting = self.starting_count()
+        if starting:
+            why = (
+                f"no replica became ready within {held_s:g}s; {starting} replica(s) starting, "
+                f"retry after {q.cold_start_retry_after_s}s"
+            )
+        else:
+            why = (
+                f"no replica ready within {held_s:g}s and none starting yet; a replica is "
+                f"being started, retry after {q.cold_start_retry_after_s}s"
+            )
+        return AdmissionError(503, "cold_start", why, q.cold_start_retry_after_s)
 
     def _forget(self, request_id: str) -> None:
         self.queue.remove(request_id)

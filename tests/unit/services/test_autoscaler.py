@@ -1,0 +1,223 @@
+"""The live autoscaler on a fake clock, the ``FakeBackend`` behind a real ``Fleet`` and a real
+router whose replica states the test sets (standing in for the health monitor): scale from
+zero at the first held request, cold starts in phases, scale-down that cordons and waits for
+in-flight requests, idle -> zero, crash restart with back-off, never-ready replacement,
+control-plane metrics and the status JSON. No sleeps: time moves only when the test says."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from shipit.backends.fake import FakeBackend
+from shipit.backends.fleet import Fleet
+from shipit.backends.static import StaticBackend
+from shipit.config.gateway import parse_config
+from shipit.core.clock import FakeClock
+from shipit.core.views import ReplicaState, RequestView
+from shipit.services.autoscaler import Autoscaler
+from shipit.services.router import Lease, RouterService
+from shipit.telemetry.instruments import build_control_plane_metrics
+
+PHASES = {"process_start": 0.5, "load_weights": 1.0, "warmup": 0.25}
+
+
+async def probe(url: str) -> Mapping[str, Any]:
+    return {"phases_s": PHASES, "weights_source": "cache"}
+
+
+class Harness:
+    def __init__(self, **autoscaling: object) -> None:
+        data = {"deployments": [{"autoscaling": {"min_replicas": 0, **autoscaling}}]}
+        self.deployment = parse_config(data).deployments[0]
+        self.clock = FakeClock(100.0)
+        self.router = RouterService(self.deployment, clock=self.clock)
+        self.backend = FakeBackend()
+        self.fleet = Fleet({"default": self.router}, local=self.backend, external=StaticBackend({}))
+        self.registry = CollectorRegistry()
+        assert self.deployment.autoscaling is not None
+        self.scaler = Autoscaler(
+            self.router,
+            self.fleet,
+            self.deployment.autoscaling,
+            clock=self.clock,
+            metrics=build_control_plane_metrics(self.registry),
+            probe=probe,
+            wall=lambda: 1.7e9,
+        )
+        self._n = 0
+
+    def request(self) -> RequestView:
+        self._n += 1
+        return RequestView(request_id=f"q{self._n}", deployment="default", model="m")
+
+    def ready_all(self) -> None:
+        for rid, r in self.router.replicas.items():
+            if r.state is ReplicaState.STARTING:
+                self.router.set_state(rid, ReplicaState.READY)
+
+    def states(self) -> dict[str, str]:
+        return {rid: r.state.value for rid, r in self.router.replicas.items()}
+
+    async def tick(self, advance_s: float = 1.0) -> None:
+        self.clock.advance(advance_s)
+        await self.scaler.tick()
+        await self.scaler.close()  # let stops in progress finish
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, {"deployment": "default", **labels})
+
+
+def test_scale_from_zero_at_the_first_held_request_and_the_cold_start_in_phases() -> None:
+    async def go() -> None:
+        h = Harness(max_replicas=3, idle_timeout_s=30)
+        await h.tick()
+        assert h.router.replicas == {}
+        waiter = asyncio.ensure_future(h.router.acquire(h.request()))
+        await asyncio.sleep(0)
+        assert h.scaler._wake.is_set(), "a held request wakes the autoscaler"
+        assert h.metric("shipit_requests_held") == 0  # published on the tick
+        await h.tick(0.1)
+        assert list(h.states().values()) == ["starting"]
+        assert "scale from zero" in h.scaler.events[-1].reason
+        assert h.metric("shipit_requests_held") == 1
+        h.clock.advance(2.0)
+        h.ready_all()  # the monitor saw /health 200
+        lease = await asyncio.wait_for(waiter, 1)
+        assert lease.replica_id in h.router.replicas
+        await h.tick(0.5)
+        (cold,) = h.scaler.cold_starts
+        assert cold.total_s == 2.0 and cold.weights_source == "cache"
+        assert dict(cold.phases_s) == {**PHASES, "health": 0.25}
+        assert h.metric("shipit_cold_start_seconds_count") == 1
+        assert h.metric("shipit_cold_start_phase_seconds_sum", phase="load_weights") == 1.0
+        assert h.metric("shipit_scale_events_total", direction="up") == 1
+        assert h.metric("shipit_replicas", state="ready") == 1
+        h.router.release(lease, outcome="ok")
+
+    asyncio.run(go())
+
+
+def test_scale_down_cordons_then_stops_only_after_in_flight_finishes() -> None:
+    async def go() -> None:
+        h = Harness(
+            min_replicas=1, max_replicas=3, concurrency_target=1, target_utilization=1.0,
+            autoscaling_window_s=4, scale_down_delay_s=0, max_scale_down_rate=10,
+        )  # fmt: skip
+        await h.fleet.start_replicas("default", 2)
+        h.ready_all()
+        leases = [await h.router.acquire(h.request()) for _ in range(2)]
+        for _ in range(6):
+            await h.tick()
+        # Load 2 -> one lease finishes; the stable window drains, the target drops to 1.
+        h.router.release(leases[0], outcome="ok")
+        busy = leases[1].replica_id
+        for _ in range(6):
+            await h.tick()
+        # The idle replica was the victim (fewest in flight): drained at once and stopped.
+        assert list(h.router.replicas) == [busy] and h.backend.stopped
+        assert any(e.stopping for e in h.scaler.events)
+        # min_replicas keeps the busy one; cordon it as a victim with a request in flight.
+        h.scaler._cordon(busy, h.clock.now())
+        assert h.router.replicas[busy].state is ReplicaState.DRAINING
+        await h.tick()
+        assert busy in h.router.replicas, "not stopped while a request is in flight"
+        h.router.release(leases[1], outcome="ok")
+        await h.tick()
+        assert busy not in h.router.replicas and busy in h.backend.stopped
+
+    asyncio.run(go())
+
+
+def test_a_cordoned_replica_gets_no_new_requests() -> None:
+    async def go() -> None:
+        h = Harness(min_replicas=1, max_replicas=2)
+        a, b = await h.fleet.start_replicas("default", 2)
+        h.ready_all()
+        first = await h.router.acquire(h.request())
+        h.scaler._cordon(first.replica_id, h.clock.now())
+        others = [await h.router.acquire(h.request()) for _ in range(3)]
+        assert {lease.replica_id for lease in others} == {b if first.replica_id == a else a}
+        for lease in [first, *others]:
+            h.router.release(lease, outcome="ok")
+
+    asyncio.run(go())
+
+
+def test_idle_goes_to_zero_after_the_idle_timeout_and_back_from_zero() -> None:
+    async def go() -> None:
+        h = Harness(max_replicas=2, idle_timeout_s=5, scale_down_delay_s=0, autoscaling_window_s=4)
+        await h.fleet.start_replicas("default", 1)
+        h.ready_all()
+        lease = await h.router.acquire(h.request())
+        await h.tick()
+        h.router.release(lease, outcome="ok")
+        sizes = []
+        for _ in range(8):
+            await h.tick()
+            sizes.append(len(h.router.replicas))
+        assert sizes[0] == 1 and sizes[-1] == 0
+        assert any("scale to zero" in e.reason for e in h.scaler.events)
+        assert h.metric("shipit_scale_events_total", direction="down") == 1
+        waiter = asyncio.ensure_future(h.router.acquire(h.request()))
+        await asyncio.sleep(0)
+        await h.tick(0.01)
+        assert len(h.router.replicas) == 1
+        h.ready_all()
+        h.router.release(await asyncio.wait_for(waiter, 1), outcome="ok")
+
+    asyncio.run(go())
+
+
+def test_a_crashed_replica_is_replaced_after_a_back_off() -> None:
+    async def go() -> None:
+        h = Harness(min_replicas=2, max_replicas=2)
+        a, _ = await h.fleet.start_replicas("default", 2)
+        h.ready_all()
+        await h.tick()
+        h.backend.dead.add(a)
+        await h.tick(0.1)
+        assert a not in h.router.replicas and a in h.backend.stopped
+        assert len(h.router.replicas) == 1
+        assert "start held back 1s after a crash" in h.scaler.last_reason
+        await h.tick(1.0)  # the first back-off is 1 s
+        assert len(h.router.replicas) == 2
+
+    asyncio.run(go())
+
+
+def test_a_replica_that_never_becomes_ready_is_replaced() -> None:
+    async def go() -> None:
+        h = Harness(min_replicas=1, max_replicas=1, startup_timeout_s=10)
+        (first,) = await h.fleet.start_replicas("default", 1)
+        for _ in range(12):
+            await h.tick()
+        assert first in h.backend.stopped
+        assert any(first in e.replaced for e in h.scaler.events)
+        assert len(h.router.replicas) == 1 and first not in h.router.replicas
+
+    asyncio.run(go())
+
+
+def test_status_lists_bounds_decisions_and_cold_starts() -> None:
+    async def go() -> dict[str, Any]:
+        h = Harness(max_replicas=3)
+        waiter = asyncio.ensure_future(h.router.acquire(h.request()))
+        await asyncio.sleep(0)
+        await h.tick()
+        h.ready_all()
+        lease: Lease = await asyncio.wait_for(waiter, 1)
+        await h.tick()
+        h.router.release(lease, outcome="ok")
+        return h.scaler.status()
+
+    status = asyncio.run(go())
+    assert (status["min_replicas"], status["max_replicas"], status["desired"]) == (0, 3, 1)
+    (event,) = status["decisions"]
+    assert event["target"] == 1 and event["current"] == 0 and event["started"]
+    assert event["at_unix_s"] == 1.7e9 and "scale from zero" in event["reason"]
+    (cold,) = status["cold_starts"]
+    assert set(cold["phases_s"]) == {*PHASES, "health"}
