@@ -1,27 +1,35 @@
-"""The gateway's ``shipit_*`` metrics in one per-app ``CollectorRegistry`` (no global state).
+"""The gateway's metrics, built from the telemetry catalog into one per-app registry.
 
-Owns every metric the gateway exports and their names (Prometheus style: ``_seconds``,
-``_total``, histograms): requests by deployment/status/policy, TTFT/TPOT/E2E, queue wait,
-retries, routing decisions by reason, admission refusals, and, read from the router services
-at scrape time, queue depth, in-flight per replica, replica state and ejections. Hot-path
-label children are cached so one request costs a few dictionary lookups.
+Owns the gateway's view of ``telemetry.catalog``: the per-request collectors
+(``telemetry.instruments.build_gateway_metrics``), cost and baseline-alert gauges, and the
+scrape-time collectors: queue depth, in-flight, replica state and ejections read from the router
+services, this process's CPU and RSS, and NVML accelerator figures when a GPU is visible. Hot-path
+label children are cached per deployment so one request costs a few attribute lookups. It must
+not name a metric itself (the catalog does) nor touch the global default registry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from shipit.services.router import RouterService
+from shipit.telemetry import catalog as cat
+from shipit.telemetry.instruments import (
+    AlertMetrics,
+    CostMetrics,
+    build_alert_metrics,
+    build_cost_metrics,
+    build_gateway_metrics,
+    snapshot_family,
+)
+from shipit.telemetry.process import ProcessCollector, nvml_collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-LATENCY_BUCKETS_S = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-)  # fmt: skip
-TPOT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 
 
 class _RouterCollector(Collector):
@@ -29,97 +37,70 @@ class _RouterCollector(Collector):
         self.routers = routers
 
     def collect(self) -> Iterator[Metric]:
-        depth = GaugeMetricFamily(
-            "shipit_queue_depth", "Requests waiting at the gateway", labels=["deployment"]
-        )
-        in_flight = GaugeMetricFamily(
-            "shipit_replica_in_flight",
-            "Requests the gateway has on each replica",
-            labels=["deployment", "replica"],
-        )
-        state = GaugeMetricFamily(
-            "shipit_replica_state",
-            "1 for each replica's current state",
-            labels=["deployment", "replica", "state"],
-        )
-        ejections = CounterMetricFamily(
-            "shipit_outlier_ejections",
-            "Passive outlier ejections",
-            labels=["deployment", "replica"],
-        )
+        depth: list[tuple[tuple[str, ...], float]] = []
+        in_flight: list[tuple[tuple[str, ...], float]] = []
+        state: list[tuple[tuple[str, ...], float]] = []
+        ejections: list[tuple[tuple[str, ...], float]] = []
         for name, router in self.routers.items():
-            depth.add_metric([name], len(router.queue))
+            depth.append(((name,), len(router.queue)))
             per_replica: dict[str, int] = {}
             for e in router.ejections:
                 per_replica[e.replica_id] = per_replica.get(e.replica_id, 0) + 1
             for r in router.replicas.values():
-                in_flight.add_metric([name, r.replica_id], r.in_flight)
-                state.add_metric([name, r.replica_id, r.state.value], 1)
-                ejections.add_metric([name, r.replica_id], per_replica.get(r.replica_id, 0))
-        yield from (depth, in_flight, state, ejections)
+                in_flight.append(((name, r.replica_id), r.in_flight))
+                state.append(((name, r.replica_id, r.state.value), 1))
+                ejections.append(((name, r.replica_id), per_replica.get(r.replica_id, 0)))
+        yield snapshot_family(cat.QUEUE_DEPTH, depth)
+        yield snapshot_family(cat.REPLICA_IN_FLIGHT, in_flight)
+        yield snapshot_family(cat.REPLICA_STATE, state)
+        yield snapshot_family(cat.EJECTIONS, ejections)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestChildren:
+    """One deployment's per-request label children (``Histogram``/``Counter`` children)."""
+
+    ttft: Histogram
+    tpot: Histogram
+    itl: Histogram
+    e2e: Histogram
+    queue_wait: Histogram
+    prompt_tokens: Counter
+    output_tokens: Counter
+    slo_met: Counter
 
 
 class GatewayMetrics:
-    def __init__(self, routers: Mapping[str, RouterService]) -> None:
+    """Every series the gateway exports. ``process``/``nvml`` are off in tests that want a
+    deterministic exposition."""
+
+    def __init__(
+        self,
+        routers: Mapping[str, RouterService],
+        *,
+        process: bool = True,
+        nvml: bool = True,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        r = self.registry
-        self.requests = Counter(
-            "shipit_requests",
-            "Requests answered, by deployment, HTTP status and routing policy",
-            ["deployment", "status", "policy"],
-            registry=r,
-        )
-        self.ttft = Histogram(
-            "shipit_time_to_first_token_seconds",
-            "Request received -> first content chunk sent (streams)",
-            ["deployment"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
-        )
-        self.tpot = Histogram(
-            "shipit_time_per_output_token_seconds",
-            "(E2E - TTFT) / (chunks - 1) per streamed request",
-            ["deployment"],
-            buckets=TPOT_BUCKETS_S,
-            registry=r,
-        )
-        self.e2e = Histogram(
-            "shipit_e2e_request_latency_seconds",
-            "Request received -> last byte sent",
-            ["deployment"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
-        )
-        self.queue_wait = Histogram(
-            "shipit_queue_wait_seconds",
-            "Time spent waiting for a replica slot",
-            ["deployment"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
-        )
-        self.retries = Counter(
-            "shipit_retries", "Retries on another replica", ["deployment", "reason"], registry=r
-        )
-        self.decisions = Counter(
-            "shipit_routing_decisions",
-            "Routing decisions by policy and reason",
-            ["deployment", "policy", "reason"],
-            registry=r,
-        )
-        self.rejections = Counter(
-            "shipit_admission_rejections",
-            "Requests refused at admission (429/504)",
-            ["deployment", "reason"],
-            registry=r,
-        )
-        self.midstream_errors = Counter(
-            "shipit_midstream_errors",
-            "Streams ended with an SSE error event after the upstream failed",
-            ["deployment"],
-            registry=r,
-        )
-        r.register(_RouterCollector(routers))
+        m = build_gateway_metrics(self.registry)
+        self.catalog = m
+        self.requests = m.requests
+        self.ttft, self.tpot, self.itl, self.e2e = m.ttft, m.tpot, m.itl, m.e2e
+        self.queue_wait = m.queue_wait
+        self.retries = m.retries
+        self.decisions = m.routing_decisions
+        self.rejections = m.admission_rejections
+        self.midstream_errors = m.midstream_errors
+        self.cost: CostMetrics = build_cost_metrics(self.registry)
+        self.alerts: AlertMetrics = build_alert_metrics(self.registry)
+        self.registry.register(_RouterCollector(routers))
+        if process:
+            self.registry.register(ProcessCollector("gateway"))
+        gpus = nvml_collector() if nvml else None
+        if gpus is not None:
+            self.registry.register(gpus)
         self._children: dict[tuple[str, ...], object] = {}
+        self._per_request: dict[str, RequestChildren] = {}
 
     def request_done(self, deployment: str, status: int, policy: str) -> None:
         key = ("req", deployment, str(status), policy)
@@ -135,18 +116,22 @@ class GatewayMetrics:
             child = self._children[key] = self.decisions.labels(deployment, policy, reason)
         child.inc()  # type: ignore[attr-defined]
 
-    def latency(self, deployment: str) -> tuple[Histogram, Histogram, Histogram, Histogram]:
-        """The (ttft, tpot, e2e, queue_wait) children of a deployment."""
-        key = ("lat", deployment)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = (
-                self.ttft.labels(deployment),
-                self.tpot.labels(deployment),
-                self.e2e.labels(deployment),
-                self.queue_wait.labels(deployment),
+    def per_request(self, deployment: str) -> RequestChildren:
+        """The label children of ``deployment`` (created once, then a dict lookup)."""
+        got = self._per_request.get(deployment)
+        if got is None:
+            m = self.catalog
+            got = self._per_request[deployment] = RequestChildren(
+                ttft=m.ttft.labels(deployment),
+                tpot=m.tpot.labels(deployment),
+                itl=m.itl.labels(deployment),
+                e2e=m.e2e.labels(deployment),
+                queue_wait=m.queue_wait.labels(deployment),
+                prompt_tokens=m.prompt_tokens.labels(deployment),
+                output_tokens=m.output_tokens.labels(deployment),
+                slo_met=m.requests_slo_met.labels(deployment),
             )
-        return child  # type: ignore[return-value]
+        return got
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

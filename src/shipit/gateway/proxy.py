@@ -6,8 +6,8 @@ errors, 5xx and timeouts before the first byte (bounded by ``max_attempts`` and 
 budget), passing every body chunk through as it arrives, ending a stream that breaks midway
 with an SSE error event, aborting the upstream when the client goes away (its disconnect
 cancels the handler), and the per-request metrics. Raw ASGI on purpose: no framework on the
-hot path. It must not decide where requests go (the policies do) nor parse the answer beyond
-counting SSE events.
+hot path. It must not decide where requests go (the policies do) nor parse the answer: what
+the metrics need from the bytes (TTFT, ITL, usage, goodput) is ``accounting.Tally``'s job.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shipit.core.views import RequestView
+from shipit.gateway.accounting import Tally
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.services.monitor import AdapterLoader
 from shipit.services.router import AdmissionError, Lease, RouterService
@@ -91,7 +92,7 @@ class Proxy:
             d = lease.decision
             self.metrics.decision(dep.name, d.policy, d.reason_code)
             if lease.queue_wait_s:
-                self.metrics.latency(dep.name)[3].observe(lease.queue_wait_s)
+                self.metrics.per_request(dep.name).queue_wait.observe(lease.queue_wait_s)
             try:
                 resp = await self._open(view, body, lease, router)
             except UpstreamError as exc:
@@ -152,16 +153,13 @@ class Proxy:
         if resp.status >= 400:
             headers.append((b"x-shipit-upstream-status", str(resp.status).encode()))
         outcome = "aborted"
-        ttft_s: float | None = None
-        events = 0
+        tally = Tally(arrived_s=view.arrived_s, stream=view.stream)
         try:
             await send({"type": "http.response.start", "status": resp.status, "headers": headers})
             ended = False
             try:
                 async for chunk in resp.chunks():
-                    if ttft_s is None and not _role_only(chunk):
-                        ttft_s = self.now() - view.arrived_s
-                    events += chunk.count(b"data:")
+                    tally.chunk(chunk, self.now())
                     if chunk.endswith(DONE_TAIL):
                         guard.active = False
                         await send(
@@ -186,7 +184,14 @@ class Proxy:
             if outcome == "aborted":
                 resp.close()  # the client went away: the replica sees its connection drop
             router.release(lease, outcome=outcome)
-        self._observe(router.deployment.name, view, ttft_s, events)
+        dep = router.deployment
+        tally.finish(
+            self.metrics.per_request(dep.name),
+            now_s=self.now(),
+            status=resp.status,
+            chat=view.path.endswith("chat/completions"),
+            slo=dep.slo,
+        )
         return Outcome(resp.status, d.policy)
 
     async def _end_broken(
@@ -201,24 +206,6 @@ class Proxy:
             )
         else:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    def _observe(
-        self, deployment: str, view: RequestView, ttft_s: float | None, events: int
-    ) -> None:
-        ttft, tpot, e2e, _ = self.metrics.latency(deployment)
-        e2e_s = self.now() - view.arrived_s
-        e2e.observe(e2e_s)
-        if view.stream and ttft_s is not None:
-            ttft.observe(ttft_s)
-            # data events minus [DONE] (and a chat stream's role-only first event)
-            tokens = events - 1 - (1 if view.path.endswith("chat/completions") else 0)
-            if tokens > 1:
-                tpot.observe((e2e_s - ttft_s) / (tokens - 1))
-
-
-def _role_only(chunk: bytes) -> bool:
-    """vLLM's first chat event carries the role and no content: not the first token."""
-    return b'"role"' in chunk and chunk.count(b"data:") == 1
 
 
 @dataclass(slots=True)
