@@ -76,3 +76,14 @@ def test_each_app_has_its_own_registry() -> None:
     a.timer().done("stop")
     assert b"finished_reason" not in b.render(None)
     assert b"vllm:num_requests_running" not in a.render(None)  # no snapshot, no engine gauges
+
+
+def test_replica_series_are_the_catalogs_and_include_process_figures() -> None:
+    from shipit.telemetry import catalog as cat
+
+    m = ReplicaMetrics("llama", max_loras=1)
+    m.timer().done("stop")
+    names = {fam.name for fam in text_string_to_metric_families(m.render(STATS).decode())}
+    replica_specs = {s.name.removesuffix("_total") for s in cat.group(cat.Component.REPLICA)}
+    assert replica_specs <= names
+    assert "shipit_process_cpu_seconds" in names and "shipit_process_resident_memory_bytes" in names
