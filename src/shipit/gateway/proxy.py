@@ -5,13 +5,15 @@ the decision says so, opening the upstream request, retrying on another replica 
 errors, 5xx and timeouts before the first byte (bounded by ``max_attempts`` and the retry
 budget), passing every body chunk through as it arrives, ending a stream that breaks midway
 with an SSE error event, aborting the upstream when the client goes away (its disconnect
-cancels the handler), and the per-request metrics. Raw ASGI on purpose: no framework on the
+cancels the handler), SSE keep-alive comments for a streaming request held while no replica
+is ready (scale from zero), and the per-request metrics. Raw ASGI on purpose: no framework on the
 hot path. It must not decide where requests go (the policies do) nor parse the answer: what
 the metrics need from the bytes (TTFT, ITL, usage, goodput) is ``accounting.Tally``'s job.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -30,6 +32,13 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 DONE_TAIL = b"data: [DONE]\n\n"
+KEEPALIVE = b": waiting for a replica to start\n\n"
+_HELD = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-shipit-held", b"cold-start"),
+]
+_ERROR_TYPES = {429: "rate_limit_error", 503: "service_unavailable"}
 _JSON = (b"content-type", b"application/json")
 
 
@@ -78,16 +87,15 @@ class Proxy:
         while True:
             attempt += 1
             try:
-                lease = await router.acquire(view, exclude=frozenset(exclude))
+                lease = await self._acquire(view, router, frozenset(exclude), send, guard)
             except AdmissionError as exc:
                 self.metrics.rejections.labels(dep.name, exc.reason_code).inc()
                 extra = (
                     [(b"retry-after", str(exc.retry_after_s).encode())] if exc.retry_after_s else []
                 )
-                type_ = "rate_limit_error" if exc.status == 429 else "timeout"
-                await send_json(
-                    send, exc.status, error_body(exc.reason, type_=type_, code=exc.status), extra
-                )
+                type_ = _ERROR_TYPES.get(exc.status, "timeout")
+                body = error_body(exc.reason, type_=type_, code=exc.status)
+                await self._reply_error(send, guard, exc.status, body, extra)
                 return Outcome(exc.status)
             d = lease.decision
             self.metrics.decision(dep.name, d.policy, d.reason_code)
@@ -103,7 +111,8 @@ class Proxy:
                     continue
                 status = 504 if exc.kind == "timeout" else 502
                 msg = f"replica {lease.replica_id} failed after {attempt} attempt(s): {exc.message}"
-                await send_json(send, status, error_body(msg, type_="upstream_error", code=status))
+                body = error_body(msg, type_="upstream_error", code=status)
+                await self._reply_error(send, guard, status, body, [])
                 return Outcome(status, d.policy)
             except BaseException:
                 router.release(lease, outcome="aborted")
@@ -115,6 +124,48 @@ class Proxy:
                 self.metrics.retries.labels(dep.name, f"http_{resp.status}").inc()
                 continue
             return await self._relay(view, resp, lease, router, send, guard)
+
+    async def _acquire(
+        self,
+        view: RequestView,
+        router: RouterService,
+        exclude: frozenset[str],
+        send: Send,
+        guard: Guard,
+    ) -> Lease:
+        """A lease; a streaming request held while no replica is ready gets its response
+        started and an SSE comment every ``cold_start_keepalive_s`` so that clients and
+        proxies in between keep the connection open through a cold start."""
+        if not view.stream or guard.started or not router.cold():
+            return await router.acquire(view, exclude=exclude)
+        task = asyncio.ensure_future(router.acquire(view, exclude=exclude))
+        interval_s = router.deployment.queueing.cold_start_keepalive_s
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=interval_s)
+                if done:
+                    return task.result()
+                if not guard.started:
+                    guard.started = True
+                    await send({"type": "http.response.start", "status": 200, "headers": _HELD})
+                await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+        except BaseException:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                router.release(task.result(), outcome="aborted")  # granted while we were sending
+            task.cancel()  # the router forgets the waiter (and releases a lease granted meanwhile)
+            raise
+
+    async def _reply_error(
+        self, send: Send, guard: Guard, status: int, body: bytes, extra: list[tuple[bytes, bytes]]
+    ) -> None:
+        """A JSON error, or an SSE error event when a held stream's 200 is already sent (a
+        status cannot change after the headers); the event carries the status as its code."""
+        if not guard.started:
+            await send_json(send, status, body, extra)
+            return
+        guard.active = False
+        event = b"data: " + body + b"\n\n" + DONE_TAIL
+        await send({"type": "http.response.body", "body": event, "more_body": False})
 
     async def _open(
         self, view: RequestView, body: bytes, lease: Lease, router: RouterService
@@ -155,7 +206,16 @@ class Proxy:
         outcome = "aborted"
         tally = Tally(arrived_s=view.arrived_s, stream=view.stream)
         try:
-            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+            if guard.started and resp.status >= 400:
+                answer = b"".join([chunk async for chunk in resp.chunks()])
+                resp.release()
+                outcome = "failed" if resp.status >= 500 else "ok"
+                await self._reply_error(send, guard, resp.status, answer, [])
+                return Outcome(resp.status, d.policy)
+            if not guard.started:
+                await send(
+                    {"type": "http.response.start", "status": resp.status, "headers": headers}
+                )
             ended = False
             try:
                 async for chunk in resp.chunks():
@@ -214,3 +274,4 @@ class Guard:
     handed to the server, which then reports a disconnect of its own)."""
 
     active: bool = True
+    started: bool = False  # response headers sent while held (scale from zero)
