@@ -1,7 +1,8 @@
 """``shipit up``: the gateway in front of local replica processes or external endpoints.
 
 Thin: reads ``shipit.yaml`` (flags override it), builds one router per deployment, the fleet
-(local processes and/or ``--replica-url`` endpoints) and the gateway app, serves it, and prints
+(local processes and/or ``--replica-url`` endpoints, autoscaled when a deployment has an
+``autoscaling:`` block or an autoscaling flag is given) and the gateway app, serves it, and prints
 where it listens and the replicas' states. Ctrl-C or SIGTERM: the server stops accepting,
 finishes open requests, then the fleet drains and stops the replicas it started.
 """
@@ -42,6 +43,7 @@ Examples:
   shipit up --replicas 4 --routing prefix_cache --simulate H100:llama-3.1-8b
   shipit up --replica-url http://10.0.0.5:8000/v1 --replica-url http://10.0.0.6:8000/v1 --model m
   shipit up --config shipit.yaml --port 9000
+  shipit up --simulate H100:llama-3.1-8b --min-replicas 0 --max-replicas 3   # autoscaled
 """
 
 
@@ -67,8 +69,11 @@ def build_config(
     model: str | None,
     simulate: str | None,
     replica_url: list[str],
+    autoscaling: dict[str, float | None] | None = None,
 ) -> ShipitConfig:
-    """The file, then the flags (applied to the first deployment)."""
+    """The file, then the flags (applied to the first deployment). Any autoscaling flag turns
+    autoscaling on (defaults for the fields not given); ``--replicas`` then sets how many
+    start and must lie within the bounds."""
     cfg = load_config(config)
     over: dict[str, Any] = {}
     if simulate is not None:
@@ -85,6 +90,9 @@ def build_config(
             replicas = 0  # external endpoints only, unless asked for local ones too
     if replicas is not None:
         over["replicas"] = replicas
+    for field, value in (autoscaling or {}).items():
+        if value is not None:
+            over[f"autoscaling.{field}"] = value
     return apply_overrides(cfg, port=port, host=host, deployment=over)
 
 
@@ -128,6 +136,21 @@ def up(
     replica_url: list[str] = typer.Option(
         [], "--replica-url", help="An external OpenAI-compatible replica (repeatable)."
     ),
+    min_replicas: int | None = typer.Option(
+        None, "--min-replicas", help="Autoscaling lower bound (0: scale to zero)."
+    ),
+    max_replicas: int | None = typer.Option(
+        None, "--max-replicas", help="Autoscaling upper bound."
+    ),
+    autoscaling_window_s: float | None = typer.Option(
+        None, "--autoscaling-window-s", help="Autoscaling stable window (s)."
+    ),
+    scale_down_delay_s: float | None = typer.Option(
+        None, "--scale-down-delay-s", help="A lower target must hold this long (s)."
+    ),
+    concurrency_target: float | None = typer.Option(
+        None, "--concurrency-target", help="In-flight + queued requests per replica to aim at."
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
 ) -> None:
     logging.basicConfig(
@@ -144,6 +167,13 @@ def up(
             model=model,
             simulate=simulate,
             replica_url=replica_url,
+            autoscaling={
+                "min_replicas": min_replicas,
+                "max_replicas": max_replicas,
+                "autoscaling_window_s": autoscaling_window_s,
+                "scale_down_delay_s": scale_down_delay_s,
+                "concurrency_target": concurrency_target,
+            },
         )
     except ConfigError as exc:
         console.print(f"[red]error:[/] {exc.message}")
@@ -154,7 +184,12 @@ def up(
     external = StaticBackend({d.name: d.replica_urls for d in cfg.deployments})
     fleet = Fleet(routers, local=local, external=external)
     gateway = create_gateway(
-        cfg, routers=routers, clock=clock, on_startup=[fleet.start], on_shutdown=[fleet.stop]
+        cfg,
+        routers=routers,
+        clock=clock,
+        on_startup=[fleet.start],
+        on_shutdown=[fleet.stop],
+        pool=fleet,
     )
     try:
         sock = bind_socket(cfg.gateway.host, cfg.gateway.port)
@@ -169,10 +204,18 @@ def up(
         for d in cfg.deployments:
             console.print(
                 f"[bold]shipit gateway[/] listening on {listen}/v1  deployment {d.name!r}: "
-                f"model {d.model_name!r}, {d.replicas} local + {len(d.replica_urls)} external "
-                f"replicas, routing {d.routing.policy}, queue {d.queueing.max_queue}, "
+                f"model {d.model_name!r}, {d.initial_replicas} local + {len(d.replica_urls)} "
+                f"external replicas, routing {d.routing.policy}, queue {d.queueing.max_queue}, "
                 f"{d.queueing.concurrency_target} per replica"
             )
+            if d.autoscaling is not None:
+                a = d.autoscaling
+                console.print(
+                    f"  autoscaling {a.min_replicas}..{a.max_replicas} replicas, "
+                    f"{a.concurrency_target:g} x {a.target_utilization:g} per replica over "
+                    f"{a.autoscaling_window_s:g}s (panic {a.panic_window_s:g}s), scale-down "
+                    f"delay {a.scale_down_delay_s:g}s, idle timeout {a.idle_timeout_s:g}s"
+                )
         console.print(f"replica logs: {local.log_dir}")
         timeout_s = max(d.startup_timeout_s for d in cfg.deployments)
         reporter.append(asyncio.ensure_future(_report(gateway, console, timeout_s)))

@@ -1,7 +1,8 @@
 """The gateway's ASGI app: OpenAI endpoints proxied on a raw ASGI path, plus a few admin routes.
 
 ``create_gateway`` builds the app from the config and one ``RouterService`` per deployment.
-The lifespan owns the upstream client, the replica monitors and the caller's start/stop hooks
+The lifespan owns the upstream client, the replica monitors, the autoscalers (one per
+deployment of local replicas, given a ``ReplicaPool``) and the caller's start/stop hooks
 (``cli.up`` starts and stops replica processes there). ``POST /v1/chat/completions`` and
 ``/v1/completions`` go to ``proxy``; ``GET /health``, ``/metrics``, ``/v1/models`` and
 ``/shipit/status`` are small JSON/text answers. No framework, no globals: everything hangs
@@ -25,9 +26,11 @@ from shipit.core.errors import ShipitError
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.parse import parse_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, error_body, send_json
+from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
 from shipit.services.monitor import AdapterLoader, ReplicaMonitor
 from shipit.services.router import RouterService
 from shipit.services.upstream import AiohttpUpstream, Upstream
+from shipit.telemetry.instruments import build_control_plane_metrics
 
 log = logging.getLogger("shipit.gateway")
 Hook = Callable[[], Awaitable[None]]
@@ -62,6 +65,7 @@ class Gateway:
         on_startup: list[Hook],
         on_shutdown: list[Hook],
         monitor: bool,
+        pool: ReplicaPool | None = None,
     ) -> None:
         self.config = config
         self.routers = dict(routers)
@@ -77,12 +81,35 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._ids = itertools.count()
         self._id_prefix = f"gw-{os.getpid():x}-"
+        self.autoscalers: dict[str, Autoscaler] = {}
+        if pool is not None:
+            self._build_autoscalers(pool)
         self.proxy = Proxy(
             metrics=self.metrics,
             upstream=self._get_upstream,
             adapters=self._get_adapters,
             now=clock.now,
         )
+
+    def _build_autoscalers(self, pool: ReplicaPool) -> None:
+        metrics = build_control_plane_metrics(self.metrics.registry)
+        for name, router in self.routers.items():
+            config = effective_config(router.deployment)
+            if config is not None:
+                self.autoscalers[name] = Autoscaler(
+                    router,
+                    pool,
+                    config,
+                    clock=self.clock,
+                    metrics=metrics,
+                    probe=self._startup_report,
+                )
+
+    async def _startup_report(self, url: str) -> dict[str, Any] | None:
+        """A replica's ``/shipit/startup`` (its cold-start phases); ``None`` if it has none."""
+        status, body = await self._get_upstream().get(url + "/shipit/startup", timeout_s=2.0)
+        report = json.loads(body) if status == 200 else None
+        return report if isinstance(report, dict) else None
 
     def _get_upstream(self) -> Upstream:
         if self.upstream is None:
@@ -107,11 +134,13 @@ class Gateway:
             await hook()
         if self._monitor:
             self._tasks = [asyncio.create_task(m.run()) for m in self.monitors.values()]
+        self._tasks += [asyncio.create_task(a.run()) for a in self.autoscalers.values()]
 
     async def shutdown(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(a.close() for a in self.autoscalers.values()))
         for hook in self._on_shutdown:
             try:
                 await hook()
@@ -239,6 +268,7 @@ class Gateway:
     def status(self) -> dict[str, Any]:
         """What ``shipit up`` prints and operators read: every deployment and replica."""
         out: dict[str, Any] = {"deployments": []}
+        now = self.clock.now()
         for name, router in self.routers.items():
             out["deployments"].append(
                 {
@@ -246,6 +276,7 @@ class Gateway:
                     "model": self.deployments[name].model_name,
                     "policy": router.default_policy,
                     "queue_depth": len(router.queue),
+                    "autoscaling": a.status() if (a := self.autoscalers.get(name)) else None,
                     "decisions": {
                         f"{p}/{r}": n for (p, r), n in sorted(router.decisions_by_reason.items())
                     },
@@ -255,6 +286,9 @@ class Gateway:
                             "url": v.url,
                             "state": v.state.value,
                             "in_flight": v.in_flight,
+                            "state_for_s": round(
+                                now - router.replicas[v.replica_id].state_since_s, 3
+                            ),
                             "ejected_until_s": v.ejected_until_s,
                             "adapters": sorted(v.adapters),
                         }
@@ -274,8 +308,10 @@ def create_gateway(
     on_startup: list[Hook] | None = None,
     on_shutdown: list[Hook] | None = None,
     monitor: bool = True,
+    pool: ReplicaPool | None = None,
 ) -> Gateway:
-    """A gateway app (an ASGI callable). Routers default to one per deployment."""
+    """A gateway app (an ASGI callable). Routers default to one per deployment. With a
+    ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler."""
     clock = clock or RealClock()
     if routers is None:
         routers = {d.name: RouterService(d, clock=clock) for d in config.deployments}
@@ -294,6 +330,7 @@ def create_gateway(
         on_startup=list(on_startup or []),
         on_shutdown=list(on_shutdown or []),
         monitor=monitor,
+        pool=pool,
     )
 
 

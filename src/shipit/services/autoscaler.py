@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from shipit.config.autoscaling import AutoscalingConfig
+from shipit.config.gateway import DeploymentConfig
 from shipit.core.clock import Clock
 from shipit.core.views import ReplicaState
 from shipit.policy.autoscaling import (
@@ -57,6 +58,20 @@ _METRIC_STATE = {
     ReplicaState.UNHEALTHY: "failed",
 }
 CRASH_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 60.0)
+
+
+def effective_config(deployment: DeploymentConfig) -> AutoscalingConfig | None:
+    """What the loop runs on: the ``autoscaling:`` block; for a fixed fleet of local replicas
+    ``min = max = replicas`` (the same loop then only restarts crashed replicas and replaces
+    ones that never become ready); nothing for a deployment of external endpoints only."""
+    if deployment.autoscaling is not None:
+        return deployment.autoscaling
+    if deployment.replicas == 0:
+        return None
+    n = deployment.replicas
+    return AutoscalingConfig(
+        min_replicas=n, max_replicas=n, startup_timeout_s=deployment.startup_timeout_s
+    )
 
 
 class ReplicaPool(Protocol):
