@@ -1,0 +1,142 @@
+"""``shipit status``: what a running gateway is doing, from its ``GET /shipit/status``.
+
+Thin: fetch the JSON, then print it as Rich tables for people (deployments, replicas and their
+states, the last scale decisions with reasons, cold starts in phases) or as-is with
+``--output json`` for machines. It must not compute anything the gateway did not report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+DECISIONS_SHOWN = 10
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "status",
+        help="Deployments, replicas, recent scale decisions and cold starts of a running "
+        "gateway.\n\nExamples:\n\n  shipit status\n\n"
+        "  shipit status --url http://10.0.0.5:8000 --output json",
+    )(status)
+
+
+def fetch(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    response = httpx.get(url.rstrip("/") + "/shipit/status", timeout=timeout_s)
+    response.raise_for_status()
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def _ago(unix_s: float | None, now_unix_s: float) -> str:
+    return "-" if unix_s is None else f"{max(now_unix_s - unix_s, 0.0):.0f}s ago"
+
+
+def deployments_table(data: dict[str, Any]) -> Table:
+    table = Table(title="deployments", title_justify="left")
+    for col in ("deployment", "model", "replicas", "desired", "bounds", "queue", "now"):
+        table.add_column(col)
+    for d in data["deployments"]:
+        a = d.get("autoscaling") or {}
+        states: dict[str, int] = {}
+        for r in d["replicas"]:
+            states[r["state"]] = states.get(r["state"], 0) + 1
+        table.add_row(
+            d["name"],
+            d["model"],
+            ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "0",
+            str(a.get("desired", "-")),
+            f"{a['min_replicas']}..{a['max_replicas']}" if a else "fixed",
+            str(d["queue_depth"]),
+            ("PANIC " if a.get("panic") else "") + str(a.get("reason") or ""),
+        )
+    return table
+
+
+def replicas_table(data: dict[str, Any]) -> Table:
+    table = Table(title="replicas", title_justify="left")
+    for col in ("deployment", "replica", "state", "for", "in flight", "url"):
+        table.add_column(col)
+    for d in data["deployments"]:
+        for r in d["replicas"]:
+            since = r.get("state_for_s")
+            table.add_row(
+                d["name"],
+                r["id"],
+                r["state"],
+                "-" if since is None else f"{since:.0f}s",
+                str(r["in_flight"]),
+                r["url"],
+            )
+    return table
+
+
+def decisions_table(data: dict[str, Any], now_unix_s: float) -> Table:
+    table = Table(title="scale decisions (newest first)", title_justify="left")
+    for col in ("deployment", "when", "from", "to", "started", "stopping", "reason"):
+        table.add_column(col)
+    for d in data["deployments"]:
+        for e in ((d.get("autoscaling") or {}).get("decisions") or [])[:DECISIONS_SHOWN]:
+            table.add_row(
+                d["name"],
+                _ago(e["at_unix_s"], now_unix_s),
+                str(e["current"]),
+                str(e["target"]),
+                ", ".join(e["started"]),
+                ", ".join([*e["stopping"], *e["replaced"]]),
+                e["reason"],
+            )
+    return table
+
+
+def cold_starts_table(data: dict[str, Any], now_unix_s: float) -> Table:
+    table = Table(title="cold starts (newest first)", title_justify="left")
+    for col in ("deployment", "replica", "when", "total", "phases", "weights"):
+        table.add_column(col)
+    for d in data["deployments"]:
+        for c in ((d.get("autoscaling") or {}).get("cold_starts") or [])[:DECISIONS_SHOWN]:
+            phases = "  ".join(f"{k} {v:.2f}s" for k, v in c["phases_s"].items())
+            table.add_row(
+                d["name"],
+                c["replica_id"],
+                _ago(c["at_unix_s"], now_unix_s),
+                f"{c['total_s']:.2f}s",
+                phases,
+                c.get("weights_source") or "-",
+            )
+    return table
+
+
+def status(
+    url: str = typer.Option("http://127.0.0.1:8000", "--url", help="The gateway's base URL."),
+    output: str = typer.Option("table", "--output", "-o", help="table or json."),
+) -> None:
+    if output not in ("table", "json"):
+        typer.echo(f"error: --output must be 'table' or 'json', got {output!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        data = fetch(url)
+    except (httpx.HTTPError, ValueError) as exc:
+        typer.echo(
+            f"error: cannot read {url}/shipit/status: {exc}; is `shipit up` running?", err=True
+        )
+        raise typer.Exit(1) from exc
+    if output == "json":
+        typer.echo(json.dumps(data, indent=2))
+        return
+    console = Console(width=160)
+    now = time.time()
+    for table in (
+        deployments_table(data),
+        replicas_table(data),
+        decisions_table(data, now),
+        cold_starts_table(data, now),
+    ):
+        console.print(table)
