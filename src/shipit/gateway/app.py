@@ -2,8 +2,9 @@
 
 ``create_gateway`` builds the app from the config and one ``RouterService`` per deployment.
 The lifespan owns the upstream client, the replica monitors, the autoscalers (one per
-deployment of local replicas, given a ``ReplicaPool``) and the caller's start/stop hooks
-(``cli.up`` starts and stops replica processes there). ``POST /v1/chat/completions`` and
+deployment of local replicas, given a ``ReplicaPool``), the baseline-alert loop
+(``gateway.observability``; its active alerts are ``/shipit/status``'s ``alerts``) and the
+caller's start/stop hooks (``cli.up`` starts and stops replica processes there). ``POST /v1/chat/completions`` and
 ``/v1/completions`` go to ``proxy``; ``GET /health``, ``/metrics``, ``/v1/models`` and
 ``/shipit/status`` are small JSON/text answers. No framework, no globals: everything hangs
 off the ``Gateway`` instance.
@@ -24,6 +25,7 @@ from shipit.config.gateway import ShipitConfig
 from shipit.core.clock import Clock, RealClock
 from shipit.core.errors import ShipitError
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, error_body, send_json
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
@@ -82,6 +84,7 @@ class Gateway:
         self._ids = itertools.count()
         self._id_prefix = f"gw-{os.getpid():x}-"
         self.autoscalers: dict[str, Autoscaler] = {}
+        self.alerts = build_alert_service(config, self.metrics, self.routers, self._get_upstream)
         if pool is not None:
             self._build_autoscalers(pool)
         self.proxy = Proxy(
@@ -134,6 +137,8 @@ class Gateway:
             await hook()
         if self._monitor:
             self._tasks = [asyncio.create_task(m.run()) for m in self.monitors.values()]
+            if self.alerts is not None:
+                self._tasks.append(asyncio.create_task(self.alerts.run()))
         self._tasks += [asyncio.create_task(a.run()) for a in self.autoscalers.values()]
 
     async def shutdown(self) -> None:
@@ -296,6 +301,7 @@ class Gateway:
                     ],
                 }
             )
+        out["alerts"] = self.alerts.active() if self.alerts is not None else []
         return out
 
 
