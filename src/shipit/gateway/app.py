@@ -4,10 +4,10 @@
 The lifespan owns the upstream client, the replica monitors, the autoscalers (one per
 deployment of local replicas, given a ``ReplicaPool``), the baseline-alert loop
 (``gateway.observability``; its active alerts are ``/shipit/status``'s ``alerts``) and the
-caller's start/stop hooks (``cli.up`` starts and stops replica processes there). ``POST /v1/chat/completions`` and
-``/v1/completions`` go to ``proxy``; ``GET /health``, ``/metrics``, ``/v1/models`` and
-``/shipit/status`` are small JSON/text answers. No framework, no globals: everything hangs
-off the ``Gateway`` instance.
+caller's start/stop hooks (``cli.up`` starts and stops replica processes there).
+``POST /v1/chat/completions`` and ``/v1/completions`` go to ``proxy``; ``GET /health``,
+``/metrics``, ``/v1/models`` and ``/shipit/status`` are small JSON/text answers. No framework,
+no globals: everything hangs off the ``Gateway`` instance.
 """
 
 from __future__ import annotations
