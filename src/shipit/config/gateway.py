@@ -160,8 +160,8 @@ class DeploymentConfig(_Strict):
         if given and a is not None and not a.min_replicas <= self.replicas <= a.max_replicas:
             raise ValueError(
                 f"replicas ({self.replicas}) is how many start under autoscaling and must "
-                f"lie within [min_replicas {a.min_replicas}, max_replicas "
-                f"{a.max_replicas}]; drop replicas / --replicas, or change the bounds"
+                f"lie between min_replicas ({a.min_replicas}) and max_replicas "
+                f"({a.max_replicas}); drop replicas / --replicas, or change the bounds"
             )
         return self
 

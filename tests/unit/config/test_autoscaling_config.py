@@ -85,7 +85,7 @@ def test_replicas_outside_the_bounds_is_an_error_that_says_what_to_do() -> None:
     with pytest.raises(ConfigError) as exc:
         build_config(None, **flags, autoscaling={"max_replicas": 3})  # type: ignore[arg-type]
     msg = exc.value.message
-    assert "replicas (5)" in msg and "max_replicas 3" in msg and "--replicas" in msg
+    assert "replicas (5)" in msg and "max_replicas (3)" in msg and "--replicas" in msg
 
 
 @pytest.mark.parametrize(
