@@ -52,6 +52,9 @@ def build_app() -> typer.Typer:
     from shipit.cli import status
 
     status.register(app)
+    from shipit.cli import top
+
+    top.register(app)
     return app
 
 
