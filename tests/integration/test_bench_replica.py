@@ -41,8 +41,9 @@ def delta(after: dict[str, float], before: dict[str, float], name: str) -> float
     return after.get(name, 0.0) - before.get(name, 0.0)
 
 
-def test_bench_counts_and_latencies_agree_with_the_replica(replica: Replica, tmp_path: Path
-                                                          ) -> None:
+def test_bench_counts_and_latencies_agree_with_the_replica(
+    replica: Replica, tmp_path: Path
+) -> None:
     before = replica.metrics()
     cfg = BenchConfig(
         target=TargetConfig(url=replica.url, model=replica.model, ignore_eos=True),
