@@ -29,14 +29,18 @@ def role_only(chunk: bytes) -> bool:
 
 def usage_from_sse(chunk: bytes) -> dict[str, Any] | None:
     """The ``usage`` object of the SSE event in ``chunk`` that carries a non-null one."""
-    for event in chunk.split(b"\n\n"):
-        if event.startswith(b"data:") and any(m in event for m in _USAGE_MARKERS):
-            try:
-                usage = json.loads(event[5:]).get("usage")
-            except (ValueError, AttributeError):
-                return None
-            return usage if isinstance(usage, dict) else None
-    return None
+    at = max(chunk.rfind(_USAGE_MARKERS[0]), chunk.rfind(_USAGE_MARKERS[1]))
+    if at < 0:
+        return None
+    start = chunk.rfind(b"data:", 0, at)
+    if start < 0:
+        return None
+    end = chunk.find(b"\n\n", at)
+    try:
+        usage = json.loads(chunk[start + 5 : end if end >= 0 else len(chunk)]).get("usage")
+    except (ValueError, AttributeError):
+        return None
+    return usage if isinstance(usage, dict) else None
 
 
 def usage_from_body(body: bytes) -> dict[str, Any] | None:
