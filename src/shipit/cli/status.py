@@ -114,6 +114,26 @@ def cold_starts_table(data: dict[str, Any], now_unix_s: float) -> Table:
     return table
 
 
+def alerts_table(data: dict[str, Any], now_unix_s: float) -> Table:
+    """Baseline-deviation alerts the gateway has raised (``/shipit/status``'s ``alerts``)."""
+    alerts = data.get("alerts") or []
+    table = Table(title=f"alerts ({len(alerts)} active)", title_justify="left")
+    for col in ("deployment", "metric", "since", "value", "baseline", "score", "reason"):
+        table.add_column(col)
+    for a in alerts:
+        base = a.get("baseline")
+        table.add_row(
+            a["deployment"],
+            a["metric"],
+            _ago(a.get("since_s"), now_unix_s),
+            f"{a['value']:.4g}",
+            "-" if base is None else f"{base:.4g}",
+            f"{a['score']:.1f}",
+            a.get("reason") or "",
+        )
+    return table
+
+
 def status(
     url: str = typer.Option("http://127.0.0.1:8000", "--url", help="The gateway's base URL."),
     output: str = typer.Option("table", "--output", "-o", help="table or json."),
@@ -138,5 +158,6 @@ def status(
         replicas_table(data),
         decisions_table(data, now),
         cold_starts_table(data, now),
+        alerts_table(data, now),
     ):
         console.print(table)
