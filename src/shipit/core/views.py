@@ -46,6 +46,14 @@ class RequestView:
     routing: str | None = None  # per-request policy override (``x-shipit-routing``)
     arrived_s: float = 0.0
     path: str = "/v1/chat/completions"
+    # The client's ``x-request-id``: forwarded and echoed, never used as a key (clients may
+    # repeat one); ``request_id`` is the gateway's own, unique id.
+    client_request_id: str | None = None
+
+    @property
+    def forward_id(self) -> str:
+        """The id sent to the replica and back to the client."""
+        return self.client_request_id or self.request_id
 
 
 @dataclass(frozen=True, slots=True)

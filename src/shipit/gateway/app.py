@@ -188,10 +188,11 @@ class Gateway:
     async def handle_inference(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        rid = headers.get("x-request-id") or f"{self._id_prefix}{next(self._ids)}"
+        rid = f"{self._id_prefix}{next(self._ids)}"  # unique: keys the queue and the waiters
         try:
             view = parse_request(
                 request_id=rid,
+                client_request_id=headers.get("x-request-id") or None,
                 path=scope["path"],
                 headers=headers,
                 body=body,

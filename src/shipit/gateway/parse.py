@@ -83,6 +83,7 @@ def parse_request(
     deployments: Mapping[str, DeploymentConfig],
     adapters: Mapping[str, set[str]],
     now_s: float,
+    client_request_id: str | None = None,
 ) -> RequestView:
     try:
         data = json.loads(body)
@@ -140,4 +141,5 @@ def parse_request(
         routing=routing,
         arrived_s=now_s,
         path=path,
+        client_request_id=client_request_id,
     )

@@ -177,7 +177,7 @@ class Proxy:
             except UpstreamError:
                 router.adapter_failed(lease.replica_id, adapter)
                 raise
-        headers = {"content-type": "application/json", "x-request-id": view.request_id}
+        headers = {"content-type": "application/json", "x-request-id": view.forward_id}
         return await self._upstream().open(
             lease.url + view.path,
             body,
@@ -199,7 +199,7 @@ class Proxy:
             (b"content-type", resp.headers.get("content-type", "application/json").encode()),
             (b"x-shipit-replica", lease.replica_id.encode()),
             (b"x-shipit-route", f"{d.policy}/{d.reason_code}".encode()),
-            (b"x-shipit-request-id", view.request_id.encode()),
+            (b"x-shipit-request-id", view.forward_id.encode()),
         ]
         if resp.status >= 400:
             headers.append((b"x-shipit-upstream-status", str(resp.status).encode()))

@@ -205,6 +205,28 @@ def test_priorities_are_honoured_under_a_full_queue() -> None:
     run(go())
 
 
+def test_waiters_sharing_a_client_request_id_are_both_served() -> None:
+    hold = asyncio.Event()
+    a = FakeReplica(hold=hold)
+    gw, _, _ = make({"a": a}, queueing={"concurrency_target": 1, "queue_timeout_s": 1.0})
+    dup = {"x-request-id": "dup"}
+
+    async def go() -> None:
+        async with running(gw):
+            first = asyncio.create_task(call(gw, "POST", "/v1/chat/completions", CHAT))
+            await asyncio.sleep(0.01)
+            w1 = asyncio.create_task(call(gw, "POST", "/v1/chat/completions", CHAT, headers=dup))
+            await asyncio.sleep(0.01)
+            w2 = asyncio.create_task(call(gw, "POST", "/v1/chat/completions", CHAT, headers=dup))
+            await asyncio.sleep(0.01)
+            hold.set()
+            results = await asyncio.gather(first, w1, w2)
+            assert [r.status for r in results] == [200, 200, 200]
+            assert [r.headers["x-shipit-request-id"] for r in results[1:]] == ["dup", "dup"]
+
+    run(go())
+
+
 def test_deadline_while_queued_gives_504() -> None:
     hold = asyncio.Event()
     gw, _, _ = make({"a": FakeReplica(hold=hold)}, queueing={"concurrency_target": 1})
