@@ -90,7 +90,13 @@ class AsyncEngine:
             loop.call_soon_threadsafe(_settle, added, None)
 
         self._submit(add)
-        await added
+        try:
+            await added
+        except asyncio.CancelledError:
+            # The consumer left while the request sat in the inbox: the engine thread still
+            # adds it, so queue an abort behind it (the inbox runs in order).
+            self.abort(request_id)
+            raise
         finished = False
         try:
             while True:

@@ -4,6 +4,7 @@ consumer that goes away, calls between steps."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -85,3 +86,26 @@ def test_calls_run_between_steps_and_return_values(tiny: LoadedModel) -> None:
             return await engine.call(lambda e: e.stats().num_blocks)
 
     assert isinstance(asyncio.run(main()), int)
+
+
+def test_a_consumer_cancelled_before_admission_leaves_nothing_running(tiny: LoadedModel) -> None:
+    """The request sits in the inbox behind a step when its consumer is cancelled (a client
+    that disconnects before its first token): the engine must not keep generating for it."""
+    long = SamplingParams(temperature=0.0, max_tokens=200, ignore_eos=True)
+
+    async def main() -> tuple[bool, int]:
+        sync = engine_for(tiny)
+        async with AsyncEngine(sync) as engine:
+            busy = engine.generate("busy", prompts_of([20])["r0"], long)
+            await anext(busy)  # the engine thread is now stepping
+            gone = asyncio.ensure_future(anext(engine.generate("gone", [1, 2, 3], long)))
+            await asyncio.sleep(0)  # its add is queued in the inbox
+            gone.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gone
+            await busy.aclose()
+            busy_left = await engine.call(lambda e: e.has_unfinished_requests())
+            return busy_left, engine.num_streams
+
+    unfinished, streams = asyncio.run(main())
+    assert not unfinished and streams == 0
