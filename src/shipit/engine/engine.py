@@ -364,10 +364,23 @@ class LLMEngine:
         return [(results[r][0], "".join(results[r][1])) for r in ids]
 
     def load_lora(self, name: str, path: str) -> LoraAdapter:
-        return self.loras.load(name, path)
+        evictions = self.loras.evictions
+        adapter = self.loras.load(name, path)
+        if self.loras.evictions != evictions:
+            self._forget_adapter_prefixes()
+        return adapter
 
     def unload_lora(self, name: str) -> None:
         self.loras.unload(name)
+        self._forget_adapter_prefixes()
+
+    def _forget_adapter_prefixes(self) -> None:
+        """Cached prefixes are keyed by adapter *name*; once a name stops meaning the weights
+        that computed them (unloaded or evicted, and perhaps later loaded from another path),
+        their KV must not be reused. Only free blocks hold cached prefixes of an adapter no
+        running request uses, so dropping the free cached blocks is enough (it costs other
+        adapters' cached prefixes too; the KV-event feed reports every eviction)."""
+        self.blocks.reset_prefix_cache()
 
     def drain_kv_events(self) -> list[KVEvent]:
         return self.blocks.drain_events()

@@ -110,3 +110,40 @@ def test_loaded_adapters_are_capped_with_lru(tiny: LoadedModel, adapters: dict[s
     engine.load_lora("attn", str(adapters["attn"]))
     engine.load_lora("mlp", str(adapters["mlp"]))
     assert engine.stats().loaded_loras == ("mlp",)
+
+
+def test_reloading_an_adapter_name_from_another_path_never_reuses_its_old_kv(
+    tiny: LoadedModel, adapters: dict[str, Path]
+) -> None:
+    """The prefix cache keys blocks by adapter *name*: after ``a`` is unloaded and loaded
+    again with other weights, its old blocks must not serve a hit."""
+    prompt = prompts_of([21])["r0"]
+    engine = engine_for(tiny)
+    engine.load_lora("a", str(adapters["attn"]))
+    run(engine, {"first": prompt}, lora_name="a")
+    engine.unload_lora("a")
+    engine.load_lora("a", str(adapters["mlp"]))
+    rec = Recorder(engine)
+    got = run(engine, {"again": prompt}, lora_name="a")
+    fresh = engine_for(tiny)
+    fresh.load_lora("a", str(adapters["mlp"]))
+    ref = Recorder(fresh)
+    want = run(fresh, {"again": prompt}, lora_name="a")
+    assert got == want
+    np.testing.assert_allclose(rec.logits["again"], ref.logits["again"], atol=1e-4, rtol=0)
+
+
+def test_an_adapter_evicted_by_the_cap_drops_its_cached_prefixes(
+    tiny: LoadedModel, adapters: dict[str, Path]
+) -> None:
+    prompt = prompts_of([21])["r0"]
+    engine = engine_for(tiny, max_loras=1)
+    engine.load_lora("a", str(adapters["attn"]))
+    run(engine, {"first": prompt}, lora_name="a")
+    engine.load_lora("b", str(adapters["mlp"]))  # evicts "a"
+    engine.load_lora("a", str(adapters["mlp"]))  # "a" now means other weights; evicts "b"
+    cached: list[int] = []
+    engine.add_request("again", prompt, GREEDY, lora_name="a")
+    while engine.has_unfinished_requests():
+        cached += [o.num_cached_tokens for o in engine.step()]
+    assert cached and max(cached) == 0
