@@ -190,6 +190,8 @@ class Replica:
         except ShipitError as exc:
             self.lifecycle.leave(task)
             return from_exception(exc)
+        except Exception as exc:  # the engine's step failed: an OpenAI-shaped 500, counted
+            return self._failed(task, timer, exc)
         if not ok or first is None:
             self.lifecycle.leave(task)
             timer.done("abort")
@@ -198,12 +200,25 @@ class Replica:
         if req.stream:
             events = self._sse_events(first, stream, writer, timer)
             return SSEResponse(events, on_close=lambda: self.lifecycle.leave(task))
-        ok, _ = await race_disconnect(self._collect(first, stream, writer, timer), request.receive)
+        try:
+            ok, _ = await race_disconnect(
+                self._collect(first, stream, writer, timer), request.receive
+            )
+        except Exception as exc:
+            return self._failed(task, timer, exc)
         self.lifecycle.leave(task)
         if not ok:
             timer.done("abort")
             return Response(status_code=499)
         return JSONResponse(writer.body())
+
+    def _failed(self, task: asyncio.Task[Any], timer: RequestTimer, exc: Exception) -> Response:
+        self.lifecycle.leave(task)
+        timer.done("error")
+        log.error("generation failed: %s: %s", type(exc).__name__, exc)
+        return error_response(
+            500, f"generation failed: {type(exc).__name__}: {exc}", type_="internal_error", code=500
+        )
 
     async def _collect(
         self,

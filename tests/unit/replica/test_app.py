@@ -107,3 +107,29 @@ def test_a_failed_load_is_reported_and_fatal() -> None:
             threading.Event().wait(0.01)
         assert r.status_code == 503 and "no weights here" in r.json()["error"]["message"]
     assert fatal == [True]
+
+
+def test_a_failing_engine_step_is_an_openai_shaped_500_and_counted() -> None:
+    def broken(settings: ReplicaSettings) -> LLMEngine:
+        engine = sim_engine(settings)
+
+        def boom(items: object) -> object:
+            raise RuntimeError("executor exploded")
+
+        engine.executor.execute = boom  # type: ignore[method-assign,assignment]
+        return engine
+
+    body = {"model": "llama-3.1-8b", "prompt": "a b c", "max_tokens": 3}
+    with TestClient(create_app(SETTINGS, engine_factory=broken)) as client:
+        wait_ready(client)
+        for stream in (False, True):
+            r = client.post("/v1/completions", json=body | {"stream": stream})
+            assert r.status_code == 500
+            error = r.json()["error"]
+            assert error["type"] == "internal_error"
+            assert "executor exploded" in error["message"]
+        metrics = client.get("/metrics").text
+    assert (
+        'vllm:request_success_total{finished_reason="error",model_name="llama-3.1-8b"} 2.0'
+        in metrics
+    )
