@@ -235,7 +235,13 @@ def _read_safetensors(name: str, path: Path) -> dict[str, np.ndarray]:
             field="lora_path",
         )
 
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(
+            f"LoRA adapter {name!r}: cannot read {path}: {exc.strerror or exc}",
+            field="lora_path",
+        ) from exc
     if len(data) < 8:
         raise corrupt("shorter than its 8-byte header size")
     (header_len,) = struct.unpack("<Q", data[:8])
@@ -255,6 +261,8 @@ def _read_safetensors(name: str, path: Path) -> dict[str, np.ndarray]:
         try:
             dtype, shape, (start, end) = info["dtype"], info["shape"], info["data_offsets"]
             count = math.prod(int(d) for d in shape)
+            if not isinstance(dtype, str) or not (isinstance(start, int) and isinstance(end, int)):
+                raise TypeError("dtype must be a string and data_offsets integers")
         except (KeyError, TypeError, ValueError) as exc:
             raise corrupt(f"entry for {key!r} is malformed") from exc
         if dtype != "BF16" and dtype not in _DTYPES:
@@ -383,7 +391,12 @@ class LoraRegistry:
             raise InvalidRequestError(
                 f"lora_name must be a non-empty string; got {name!r}", field="lora_name"
             )
-        resolved = str(Path(path).resolve())
+        try:
+            resolved = str(Path(path).resolve())
+        except (ValueError, OSError) as exc:  # e.g. a NUL byte in the path
+            raise InvalidRequestError(
+                f"lora_path {str(path)!r} is not a usable path: {exc}", field="lora_path"
+            ) from exc
         with self._lock:
             if self._reuse(name, resolved) is None:
                 self._check_room(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -415,3 +416,28 @@ def test_loaded_adapter_is_a_lora_adapter(dirs: dict[str, Path]) -> None:
     reg = LoraRegistry(CONFIG, max_loras=1)
     assert isinstance(reg.load("a", dirs["a"]), LoraAdapter)
     assert json.loads((dirs["a"] / "adapter_config.json").read_text())["r"] == 4
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"dtype": "F32", "shape": [1], "data_offsets": ["0", "4"]},
+        {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]},
+    ],
+)
+def test_malformed_header_entries_are_load_errors(tmp_path: Path, entry: dict[str, Any]) -> None:
+    adapter = _adapter_dir(tmp_path)
+    header = json.dumps({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": entry})
+    raw = header.encode()
+    (adapter / "adapter_model.safetensors").write_bytes(
+        struct.pack("<Q", len(raw)) + raw + b"\0" * 4
+    )
+    with pytest.raises(ModelLoadError, match="malformed"):
+        load_lora_adapter("a", adapter, CONFIG)
+
+
+def test_an_unusable_path_is_an_invalid_request(tmp_path: Path) -> None:
+    registry = LoraRegistry(CONFIG, max_loras=1)
+    with pytest.raises(InvalidRequestError) as info:
+        registry.load("x", "/tmp/a\x00b")
+    assert info.value.field == "lora_path"
