@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from shipit.core.views import ReplicaState
-from shipit.services.router import RouterService
+from shipit.services.router import ReplicaRecord, RouterService
 from shipit.services.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("shipit.gateway.monitor")
@@ -59,26 +59,38 @@ class ReplicaMonitor:
             await asyncio.sleep(interval)
 
     async def _probe(self, replica_id: str) -> None:
-        record = self.router.replicas.get(replica_id)
-        if record is None or record.state in (ReplicaState.STOPPED, ReplicaState.DRAINING):
-            return  # cordoned: a healthy answer must not make it routable again
+        record = self._probeable(replica_id)
+        if record is None:
+            return
         url = record.url
         try:
             status, _ = await self.upstream.get(url + "/health", timeout_s=PROBE_TIMEOUT_S)
+            why = f"/health answered {status}"
         except UpstreamError as exc:
-            if record.state is not ReplicaState.STARTING:
-                self._set(replica_id, ReplicaState.UNHEALTHY, exc.message)
+            status, why = 0, exc.message
+        record = self._probeable(replica_id)  # it may have been cordoned while we waited
+        if record is None:
             return
         if status != 200:
             if record.state is not ReplicaState.STARTING:
-                self._set(replica_id, ReplicaState.UNHEALTHY, f"/health answered {status}")
+                self._set(replica_id, ReplicaState.UNHEALTHY, why)
             return
         if record.state is not ReplicaState.READY:
             await self._refresh_adapters(replica_id, url)
-        self._set(replica_id, ReplicaState.READY, "/health answered 200")
+            if self._probeable(replica_id) is None:
+                return
+        self._set(replica_id, ReplicaState.READY, why)
         await self._refresh_load(replica_id, url)
         if self.router.deployment.routing.prefix_cache.source == "kv_events":
             await self.pull_kv_events(replica_id)
+
+    def _probeable(self, replica_id: str) -> ReplicaRecord | None:
+        """The replica's record, or None when it is gone or cordoned (draining, stopped): a
+        healthy answer must not make a cordoned replica routable again."""
+        record = self.router.replicas.get(replica_id)
+        if record is None or record.state in (ReplicaState.STOPPED, ReplicaState.DRAINING):
+            return None
+        return record
 
     def _set(self, replica_id: str, state: ReplicaState, why: str) -> None:
         record = self.router.replicas.get(replica_id)

@@ -86,3 +86,35 @@ def test_adapter_loader_calls_once_and_explains_missing_paths() -> None:
             await loader.ensure("a", "http://a", "unknown")
 
     asyncio.run(go())
+
+
+class _GatedHealth(FakeUpstream):
+    """``/health`` answers only once ``gate`` is set, so a test can act mid-probe."""
+
+    def __init__(self, replicas: dict[str, FakeReplica], gate: asyncio.Event) -> None:
+        super().__init__(replicas)
+        self.gate = gate
+
+    async def get(self, url: str, *, timeout_s: float) -> tuple[int, bytes]:
+        if url.endswith("/health"):
+            await self.gate.wait()
+        return await super().get(url, timeout_s=timeout_s)
+
+
+@pytest.mark.parametrize("start", [ReplicaState.READY, ReplicaState.UNHEALTHY])
+def test_a_replica_cordoned_during_a_probe_stays_cordoned(start: ReplicaState) -> None:
+    d = parse_config({"deployments": [{"replicas": 0}]}).deployments[0]
+    router = RouterService(d, clock=FakeClock())
+    router.add_replica("a", "http://a", state=start)
+    gate = asyncio.Event()
+    monitor = ReplicaMonitor(router, _GatedHealth({"http://a": FakeReplica()}, gate))
+
+    async def go() -> None:
+        tick = asyncio.create_task(monitor.tick())
+        await asyncio.sleep(0.01)  # the probe now waits for /health
+        router.set_state("a", ReplicaState.DRAINING)  # what the autoscaler's cordon does
+        gate.set()
+        await tick
+        assert router.replicas["a"].state is ReplicaState.DRAINING
+
+    asyncio.run(go())
