@@ -143,7 +143,9 @@ class ReplicaMonitor:
 
 class AdapterLoader:
     """Loads adapters through replicas' ``/v1/load_lora_adapter``; one call per (replica,
-    adapter), shared by every request that needs it."""
+    adapter) at a time, shared by every request waiting for it. Nothing is remembered once a
+    load ends: which replica holds which adapter is the router's ``ReplicaRecord.adapters``
+    (reset from ``/v1/models`` when a replica comes back, so a restarted one is loaded again)."""
 
     def __init__(self, upstream: Upstream, paths: dict[str, str]) -> None:
         self.upstream = upstream
@@ -156,11 +158,8 @@ class AdapterLoader:
         pending = self._loads.get(key)
         if pending is None:
             pending = self._loads[key] = asyncio.ensure_future(self._load(url, adapter))
-        try:
-            await asyncio.shield(pending)
-        except UpstreamError:
-            self._loads.pop(key, None)  # let a later request try again
-            raise
+            pending.add_done_callback(lambda _: self._loads.pop(key, None))
+        await asyncio.shield(pending)
 
     async def _load(self, url: str, adapter: str) -> None:
         path = self.paths.get(adapter)
@@ -177,7 +176,3 @@ class AdapterLoader:
             text = body.decode("utf-8", "replace")[:300]
             raise UpstreamError("adapter", f"loading {adapter!r} failed ({status}): {text}")
         log.info("loaded adapter %s on %s", adapter, url)
-
-    def forget(self, replica_id: str) -> None:
-        for key in [k for k in self._loads if k[0] == replica_id]:
-            del self._loads[key]

@@ -294,6 +294,35 @@ def test_lora_affinity_loads_the_adapter_once_then_sticks() -> None:
     run(go())
 
 
+def test_lora_affinity_loads_the_adapter_again_after_the_replica_restarts() -> None:
+    a = FakeReplica()
+    gw, _, _ = make(
+        {"a": a},
+        routing={"policy": "lora_affinity", "lora_affinity": {"adapters": {"sql": "/p/sql"}}},
+    )
+    sql = {**CHAT, "model": "sql"}
+
+    def loads() -> int:
+        return sum(1 for url, _ in a.admin_calls if url.endswith("/v1/load_lora_adapter"))
+
+    async def go() -> None:
+        async with running(gw):
+            monitor = gw.monitors["default"]
+            assert (await call(gw, "POST", "/v1/chat/completions", sql)).status == 200
+            assert loads() == 1
+            a.health_status = 503  # the replica restarts and comes back without its adapters
+            await monitor.tick()
+            a.models.clear()
+            a.health_status = 200
+            await monitor.tick()
+            assert gw.routers["default"].replicas["a"].adapters == set()
+            res = await call(gw, "POST", "/v1/chat/completions", sql)
+            assert res.status == 200 and res.headers["x-shipit-route"].endswith("adapter_load")
+            assert loads() == 2 and a.models == ["sql"]
+
+    run(go())
+
+
 def test_prefix_cache_routes_a_repeated_prefix_to_the_same_replica() -> None:
     gw, _, _ = make(
         {"a": FakeReplica(), "b": FakeReplica(), "c": FakeReplica()},
