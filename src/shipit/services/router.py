@@ -220,7 +220,13 @@ class RouterService:
                 status, admission.reason_code, admission.reason, admission.retry_after_s
             )
         if admission.shed is not None:
-            self._refuse(admission.shed.request_id, 429, "shed", admission.reason)
+            self._refuse(
+                admission.shed.request_id,
+                429,
+                "shed",
+                "shed by a higher-priority request",
+                retry_after_s=self.queue.retry_after_s,
+            )
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         self._waiters[request.request_id] = _Waiter(request, exclude, future)
         self.dispatch()
@@ -280,11 +286,19 @@ class RouterService:
         self.queue.remove(request_id)
         self._waiters.pop(request_id, None)
 
-    def _refuse(self, request_id: str, status: int, code: str, reason: str) -> None:
+    def _refuse(
+        self,
+        request_id: str,
+        status: int,
+        code: str,
+        reason: str,
+        *,
+        retry_after_s: int | None = None,
+    ) -> None:
         waiter = self._waiters.pop(request_id, None)
         self.queue.remove(request_id)
         if waiter is not None and not waiter.future.done():
-            waiter.future.set_exception(AdmissionError(status, code, reason, None))
+            waiter.future.set_exception(AdmissionError(status, code, reason, retry_after_s))
 
     def dispatch(self) -> None:
         """Hand free slots to waiters, best first; stop at the first that cannot be placed."""

@@ -195,7 +195,8 @@ def test_priorities_are_honoured_under_a_full_queue() -> None:
             )
             await asyncio.sleep(0.01)
             shed = await low[1]  # the newest low-priority request lost its place
-            assert shed.status == 429
+            assert shed.status == 429 and shed.headers["retry-after"] == "1"
+            assert shed.json()["error"]["message"] == "shed by a higher-priority request"
             hold.set()
             results = await asyncio.gather(first, low[0], vip)
             assert [r.status for r in results] == [200, 200, 200]
