@@ -1,11 +1,11 @@
 """Admission at the gateway: a bounded queue ordered by priority, then arrival (FIFO).
 
-Owns ``AdmissionQueue`` (pure bookkeeping: ``offer`` admits, sheds or refuses; ``pop_next``
-hands out the head; ``expire`` removes entries whose deadline passed) and its decisions as
-frozen records with a reason. Lower ``priority`` values run first, as in vLLM. When the queue
-is full, a newcomer that outranks the worst waiting entry takes its place and the worst is
-shed (HTTP 429); otherwise the newcomer is refused. It never reads a clock (``now_s`` comes in)
-and never waits: the router service does the waiting.
+Owns ``AdmissionQueue`` (pure bookkeeping: ``offer`` admits, sheds or refuses; ``entries``
+lists the waiting ones best first and ``pop_next`` hands out the head; ``expire`` removes entries
+whose deadline passed) and its decisions as frozen records with a reason. Lower ``priority``
+values run first, as in vLLM. When the queue is full, a newcomer that outranks the worst waiting
+entry takes its place and the worst is shed (HTTP 429); otherwise the newcomer is refused. It
+never reads a clock (``now_s`` comes in) and never waits: the router service does the waiting.
 """
 
 from __future__ import annotations
@@ -82,6 +82,10 @@ class AdmissionQueue:
             if e.request_id == request_id:
                 return i
         return -1
+
+    def entries(self) -> tuple[QueueEntry, ...]:
+        """The waiting entries, best first (a snapshot)."""
+        return tuple(self._entries)
 
     def peek(self) -> QueueEntry | None:
         return self._entries[0] if self._entries else None

@@ -301,23 +301,27 @@ class RouterService:
             waiter.future.set_exception(AdmissionError(status, code, reason, retry_after_s))
 
     def dispatch(self) -> None:
-        """Hand free slots to waiters, best first; stop at the first that cannot be placed."""
+        """Hand free slots to waiters, best first; one that cannot be placed now (say, only
+        replicas it must avoid are free) does not hold back those behind it."""
         for expired in self.queue.expire(self.clock.now()):
             self._refuse(expired.request_id, 504, "deadline", "the deadline passed while queued")
-        while True:
-            head = self.queue.peek()
-            if head is None:
-                return
-            waiter = self._waiters.get(head.request_id)
+        for entry in self.queue.entries():
+            waiter = self._waiters.get(entry.request_id)
             if waiter is None or waiter.future.done():
-                self.queue.pop_next()
+                self.queue.remove(entry.request_id)
                 continue
             lease = self._try_route(waiter.request, waiter.exclude)
             if lease is None:
-                return
-            self.queue.pop_next()
-            del self._waiters[head.request_id]
+                if not self._any_free_slot():
+                    return
+                continue
+            self.queue.remove(entry.request_id)
+            del self._waiters[entry.request_id]
             waiter.future.set_result(lease)
+
+    def _any_free_slot(self) -> bool:
+        now = self.clock.now()
+        return any(v.routable(now) and v.free_slots for v in self.views())
 
     def release(self, lease: Lease, *, outcome: str, why: str = "") -> Ejection | None:
         """Give a slot back. ``outcome``: "ok", "failed" (counts toward ejection) or "aborted"."""

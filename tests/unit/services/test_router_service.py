@@ -75,6 +75,26 @@ def test_exclusion_avoids_a_failed_replica_unless_it_is_the_only_one() -> None:
     asyncio.run(go())
 
 
+def test_a_waiter_that_cannot_be_placed_does_not_block_those_behind_it() -> None:
+    r = router(queueing={"concurrency_target": 1, "queue_timeout_s": 1.0})
+    r.add_replica("a", "http://a", state=ReplicaState.STARTING)
+    r.add_replica("b", "http://b", state=ReplicaState.READY)
+
+    async def go() -> None:
+        busy = await r.acquire(req("busy"))  # b is full
+        retry = asyncio.create_task(r.acquire(req("retry"), exclude=frozenset({"a"})))
+        await asyncio.sleep(0)
+        assert len(r.queue) == 1  # waits for b: a failed it
+        r.set_state("a", ReplicaState.READY)  # a is free, but not for the retry
+        assert not retry.done()
+        other = await r.acquire(req("other"))  # queued behind the retry, yet placed at once
+        assert other.replica_id == "a" and len(r.queue) == 1
+        r.release(busy, outcome="ok")
+        assert (await retry).replica_id == "b"
+
+    asyncio.run(go())
+
+
 def test_full_queue_refuses_with_429() -> None:
     r = router(queueing={"max_queue": 0})
     r.add_replica("a", "http://a")
