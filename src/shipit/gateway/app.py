@@ -23,7 +23,7 @@ from typing import Any
 
 from shipit.config.gateway import ShipitConfig
 from shipit.core.clock import Clock, RealClock
-from shipit.core.errors import ShipitError
+from shipit.core.errors import ShipitError, UnknownAdapterError
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
@@ -201,9 +201,7 @@ class Gateway:
                 now_s=self.clock.now(),
             )
         except ShipitError as exc:
-            err = error_body(exc.message, type_="invalid_request_error", code=400, param=exc.field)
-            await send_json(send, 400, err)
-            self.metrics.request_done("-", 400, "-")
+            await self._refuse_request(exc, send)
             return
         router = self.routers[view.deployment]
         router.on_request()
@@ -227,6 +225,17 @@ class Gateway:
             guard.active = False
             watcher.cancel()
             self.metrics.request_done(view.deployment, status, policy)
+
+    async def _refuse_request(self, exc: ShipitError, send: Send) -> None:
+        """400 for a bad request; 404 (OpenAI's ``model_not_found``) for an unknown adapter."""
+        code: int | str
+        if isinstance(exc, UnknownAdapterError):
+            status, type_, code = 404, "not_found_error", "model_not_found"
+        else:
+            status, type_, code = 400, "invalid_request_error", 400
+        err = error_body(exc.message, type_=type_, code=code, param=exc.field)
+        await send_json(send, status, err)
+        self.metrics.request_done("-", status, "-")
 
     @staticmethod
     def _adapter_names(router: RouterService) -> set[str]:

@@ -2,7 +2,8 @@
 
 Owns reading the shipit headers (``x-shipit-priority``, ``x-shipit-deadline-ms``,
 ``x-shipit-routing``, the session header) and the few body fields routing needs (``model``,
-``stream``, ``priority``, ``user``, the prompt), choosing the deployment, and computing prefix
+``stream``, ``priority``, ``user``, the prompt), choosing the deployment (and, under
+``lora_affinity``, refusing an adapter the gateway could not load), and computing prefix
 block hashes only when the effective policy is ``prefix_cache`` (token blocks with the engine's
 scheme when the client sent token ids, text chunks otherwise). The body itself is forwarded
 unchanged. It must not route or do IO.
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shipit.config.gateway import ROUTING_POLICIES, DeploymentConfig
-from shipit.core.errors import InvalidRequestError
+from shipit.core.errors import InvalidRequestError, UnknownAdapterError
 from shipit.core.views import RequestView
 from shipit.engine.block_manager import hash_prompt_blocks
 from shipit.policy.routing import text_block_hashes
@@ -74,6 +75,17 @@ def choose_deployment(
     )
 
 
+def _check_adapter(adapter: str, dep: DeploymentConfig, on_replicas: set[str]) -> None:
+    """With ``lora_affinity`` the gateway loads adapters itself, so a name that is neither
+    configured nor already on a replica cannot be served (HTTP 404, not a failed load)."""
+    if adapter not in dep.routing.lora_affinity.adapters and adapter not in on_replicas:
+        raise UnknownAdapterError(
+            f"The model `{adapter}` does not exist: it is neither {dep.model_name!r} nor an "
+            "adapter under routing.lora_affinity.adapters or loaded on a replica",
+            field="model",
+        )
+
+
 def parse_request(
     *,
     request_id: str,
@@ -115,6 +127,8 @@ def parse_request(
     session = headers.get(dep.routing.session_affinity.header) or data.get("user")
     text, token_ids = _prompt_text(data)
     adapter = model if model != dep.model_name else None
+    if adapter is not None and (routing or dep.routing.policy) == "lora_affinity":
+        _check_adapter(adapter, dep, adapters.get(dep.name, set()))
     hashes: tuple[int, ...] = ()
     if (routing or dep.routing.policy) == "prefix_cache":
         pc = dep.routing.prefix_cache

@@ -42,7 +42,7 @@ _ERROR_TYPES = {429: "rate_limit_error", 503: "service_unavailable"}
 _JSON = (b"content-type", b"application/json")
 
 
-def error_body(message: str, *, type_: str, code: int, param: str | None = None) -> bytes:
+def error_body(message: str, *, type_: str, code: int | str, param: str | None = None) -> bytes:
     """OpenAI's error shape."""
     err = {"message": message, "type": type_, "param": param, "code": code}
     return json.dumps({"error": err}).encode()
@@ -104,8 +104,12 @@ class Proxy:
             try:
                 resp = await self._open(view, body, lease, router)
             except UpstreamError as exc:
-                router.release(lease, outcome="failed", why=exc.message)
-                if router.may_retry(attempt):
+                # An adapter that cannot be loaded is no fault of the replica: no ejection, and
+                # another replica would fail the same way.
+                adapter = exc.kind == "adapter"
+                why = exc.message
+                router.release(lease, outcome="aborted" if adapter else "failed", why=why)
+                if not adapter and router.may_retry(attempt):
                     exclude.add(lease.replica_id)
                     self.metrics.retries.labels(dep.name, exc.kind).inc()
                     continue

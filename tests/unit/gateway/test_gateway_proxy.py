@@ -324,6 +324,67 @@ def test_lora_affinity_loads_the_adapter_again_after_the_replica_restarts() -> N
     run(go())
 
 
+def test_lora_affinity_answers_404_for_an_unknown_model_and_ejects_nothing() -> None:
+    gw, up, _ = make({"a": FakeReplica(), "b": FakeReplica()}, routing={"policy": "lora_affinity"})
+
+    async def go() -> None:
+        async with running(gw):
+            for _ in range(3):
+                res = await call(gw, "POST", "/v1/chat/completions", {**CHAT, "model": "m-typo"})
+                assert res.status == 404
+            err = res.json()["error"]
+            assert (err["param"], err["code"], err["type"]) == (
+                "model",
+                "model_not_found",
+                "not_found_error",
+            )
+            assert up.opened == [] and gw.routers["default"].ejections == []
+
+    run(go())
+
+
+class _RefusingLoads(FakeUpstream):
+    """Every ``/v1/load_lora_adapter`` is answered 400 (a bad adapter path, say)."""
+
+    async def post_json(self, url: str, payload: object, *, timeout_s: float) -> tuple[int, bytes]:
+        await super().post_json(url, payload, timeout_s=timeout_s)
+        return 400, b"no such adapter directory"
+
+
+def test_an_adapter_that_fails_to_load_is_not_retried_and_ejects_nothing() -> None:
+    a, b = FakeReplica(), FakeReplica()
+    cfg = parse_config(
+        {
+            "deployments": [
+                {
+                    "model": "m",
+                    "replicas": 0,
+                    "routing": {
+                        "policy": "lora_affinity",
+                        "lora_affinity": {"adapters": {"sql": "/bad/sql"}},
+                    },
+                }
+            ]
+        }
+    )
+    up = _RefusingLoads({"http://a": a, "http://b": b})
+    gw = create_gateway(cfg, clock=FakeClock(), upstream_factory=lambda: up, monitor=False)
+    router = gw.routers["default"]
+    for rid in ("a", "b"):
+        router.add_replica(rid, f"http://{rid}", state=ReplicaState.READY)
+
+    async def go() -> None:
+        async with running(gw):
+            for _ in range(3):
+                res = await call(gw, "POST", "/v1/chat/completions", {**CHAT, "model": "sql"})
+                assert res.status == 502 and "no such adapter directory" in res.body.decode()
+            assert len(a.admin_calls) + len(b.admin_calls) == 3  # one load per request
+            assert router.ejections == [] and up.opened == []
+            assert all(r.in_flight == 0 and not r.adapters for r in router.replicas.values())
+
+    run(go())
+
+
 def test_prefix_cache_routes_a_repeated_prefix_to_the_same_replica() -> None:
     gw, _, _ = make(
         {"a": FakeReplica(), "b": FakeReplica(), "c": FakeReplica()},
