@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,12 +17,11 @@ from pathlib import Path
 
 import openai
 import pytest
-import yaml
 
 from shipit.engine.loader import load_model
-from support.replica_process import SHIPIT, free_port
 from support.tiny_lora import write_tiny_lora
 from support.tiny_model import write_tiny_hf_model
+from support.up_process import launch
 
 GREEDY = {"temperature": 0.0, "max_tokens": 6}
 
@@ -77,27 +75,8 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
             }
         ]
     }
-    (root / "shipit.yaml").write_text(yaml.safe_dump(cfg))
-    port = free_port()
-    log = root / "up.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [SHIPIT, "up", "--config", str(root / "shipit.yaml"), "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc, port, log = launch(root, cfg, ready_replicas=2)
     u = Up(proc, port, log, adapter)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if json.loads(u.get("/health"))["ready_replicas"] == 2:
-                break
-        except OSError:
-            pass
-        time.sleep(0.2)
-    else:
-        pytest.fail("replicas never became ready:\n" + log.read_text())
     yield u
     if proc.poll() is None:
         proc.kill()

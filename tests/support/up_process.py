@@ -113,6 +113,15 @@ def start_up(root: Path, *, replicas: int = 2, extra: dict[str, Any] | None = No
             }
         ],
     }
+    proc, port, log = launch(root, cfg, ready_replicas=replicas)
+    return Up(proc, port, log, replicas)
+
+
+def launch(
+    root: Path, cfg: dict[str, Any], *, ready_replicas: int
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """Write ``cfg`` as ``root/shipit.yaml``, start ``shipit up`` on a free port and wait until
+    ``ready_replicas`` replicas are ready; on failure stop it and raise with its log."""
     (root / "shipit.yaml").write_text(yaml.safe_dump(cfg))
     port = free_port()
     log = root / "up.log"
@@ -122,17 +131,17 @@ def start_up(root: Path, *, replicas: int = 2, extra: dict[str, Any] | None = No
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    up = Up(proc, port, log, replicas)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"shipit up exited {proc.returncode}:\n{log.read_text()}")
         try:
-            body = httpx.get(up.url + "/health", timeout=1).json()
-            if body.get("ready_replicas") == replicas:
-                return up
+            body = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()
+            if body.get("ready_replicas") == ready_replicas:
+                return proc, port, log
         except (httpx.HTTPError, json.JSONDecodeError):
             pass
         time.sleep(0.2)
-    up.stop()
+    proc.kill()
+    proc.wait()
     raise RuntimeError("replicas never became ready:\n" + log.read_text())
