@@ -12,13 +12,13 @@ one file imports against any Prometheus. It must not talk to Grafana or read fil
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shipit.telemetry import catalog as cat
 from shipit.telemetry import rules
+from shipit.telemetry.generated import regenerate_main, write_files
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 DEP = 'deployment=~"$deployment"'
@@ -398,23 +398,11 @@ def render() -> dict[str, str]:
 
 
 def write_dashboards(directory: Path) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in render().items():
-        path = directory / name
-        path.write_text(text)
-        written.append(path)
-    return written
+    return write_files(directory, render())
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m shipit.telemetry.dashboards DIRECTORY", file=sys.stderr)
-        return 2
-    for path in write_dashboards(Path(args[0])):
-        print(f"wrote {path}")
-    return 0
+    return regenerate_main(argv, "shipit.telemetry.dashboards", write_dashboards)
 
 
 if __name__ == "__main__":
