@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from shipit.backends.base import ReplicaBackend, ReplicaHandle, ReplicaSpec
 from shipit.config.gateway import DeploymentConfig
-from shipit.core.views import ReplicaState
+from shipit.core.fleet import ReplicaState
 from shipit.services.router import RouterService
 
 log = logging.getLogger("shipit.gateway.fleet")

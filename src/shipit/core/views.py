@@ -1,27 +1,15 @@
-"""Frozen snapshots the routing and queueing policies read: ``RequestView`` and ``ReplicaView``.
+"""The frozen request snapshot the routing and queueing policies read: ``RequestView``.
 
 A ``RequestView`` is built once at the gateway's edge from an HTTP request (model, adapter,
-prompt tokens or text, priority, deadline, session key, stream flag, routing override); a
-``ReplicaView`` is the router service's snapshot of one replica (state, load, KV usage,
-adapters). Policies take these and nothing else from the outside world, so the same policy
-runs in the gateway and in the simulator. This module imports only the standard library and
-must not hold behaviour beyond small derived properties.
+prompt tokens or text, priority, deadline, session key, stream flag, routing override); the
+replica side is ``core.fleet.ReplicaRecord``. Policies take these and nothing else from the
+outside world, so the same policy runs in the gateway and in the simulator. This module imports
+only the standard library and must not hold behaviour beyond small derived properties.
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, field
-
-
-class ReplicaState(enum.Enum):
-    """Where a replica is in its life, as the router sees it."""
-
-    STARTING = "starting"  # process up, /health not yet 200
-    READY = "ready"  # takes traffic
-    DRAINING = "draining"  # finishes what it has, takes nothing new
-    UNHEALTHY = "unhealthy"  # health check failing
-    STOPPED = "stopped"
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,34 +42,3 @@ class RequestView:
     def forward_id(self) -> str:
         """The id sent to the replica and back to the client."""
         return self.client_request_id or self.request_id
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaView:
-    """The router's snapshot of one replica."""
-
-    replica_id: str
-    url: str
-    state: ReplicaState = ReplicaState.READY
-    in_flight: int = 0  # requests the gateway has on it now
-    concurrency_target: int = 8  # most in flight the gateway sends it
-    queue_depth: int = 0  # the replica's own waiting queue (from its metrics)
-    kv_usage: float = 0.0  # 0..1, vLLM's kv_cache_usage_perc
-    adapters: frozenset[str] = field(default_factory=frozenset)
-    max_adapters: int = 4  # adapter slots on the replica
-    ejected_until_s: float | None = None  # passive outlier ejection
-
-    @property
-    def free_slots(self) -> int:
-        return max(self.concurrency_target - self.in_flight, 0)
-
-    @property
-    def load(self) -> float:
-        """In flight as a fraction of the concurrency target."""
-        return self.in_flight / self.concurrency_target if self.concurrency_target else 1.0
-
-    def routable(self, now_s: float) -> bool:
-        """Ready and not ejected: may be chosen (capacity is checked separately)."""
-        if self.state is not ReplicaState.READY:
-            return False
-        return self.ejected_until_s is None or self.ejected_until_s <= now_s

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from shipit.config.autoscaling import AutoscalingConfig
 from shipit.config.gateway import DeploymentConfig
 from shipit.core.clock import Clock
-from shipit.core.views import ReplicaState
+from shipit.core.fleet import ReplicaState
 from shipit.policy.autoscaling import (
     AutoscalingSnapshot,
     AutoscalingState,

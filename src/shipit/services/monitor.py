@@ -15,8 +15,8 @@ import json
 import logging
 from typing import Any
 
-from shipit.core.views import ReplicaState
-from shipit.services.router import ReplicaRecord, RouterService
+from shipit.core.fleet import ReplicaState
+from shipit.services.router import LiveReplica, RouterService
 from shipit.services.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("shipit.gateway.monitor")
@@ -84,7 +84,7 @@ class ReplicaMonitor:
         if self.router.deployment.routing.prefix_cache.source == "kv_events":
             await self.pull_kv_events(replica_id)
 
-    def _probeable(self, replica_id: str) -> ReplicaRecord | None:
+    def _probeable(self, replica_id: str) -> LiveReplica | None:
         """The replica's record, or None when it is gone or cordoned (draining, stopped): a
         healthy answer must not make a cordoned replica routable again."""
         record = self.router.replicas.get(replica_id)

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from shipit.config.gateway import DeploymentConfig
 from shipit.core.clock import Clock
-from shipit.core.views import ReplicaState, ReplicaView, RequestView
+from shipit.core.fleet import ReplicaRecord, ReplicaState
+from shipit.core.views import RequestView
 from shipit.policy.queueing import AdmissionQueue
 from shipit.policy.reliability import Ejection, OutlierDetector, RetryBudget
 from shipit.policy.routing import PrefixCache, RouteDecision, RoutingPolicy, build_policy
@@ -37,7 +38,7 @@ class AdmissionError(Exception):
 
 
 @dataclass(slots=True)
-class ReplicaRecord:
+class LiveReplica:
     """Mutable state of one replica, owned by the router service."""
 
     replica_id: str
@@ -81,7 +82,7 @@ class RouterService:
         self.outliers = OutlierDetector(deployment.outlier)
         r = deployment.retries
         self.retry_budget = RetryBudget(ratio=r.budget_ratio, min_per_s=r.budget_min_per_s)
-        self.replicas: dict[str, ReplicaRecord] = {}
+        self.replicas: dict[str, LiveReplica] = {}
         self._policies: dict[str, RoutingPolicy] = {}
         self._waiters: dict[str, _Waiter] = {}
         self.ejections: list[Ejection] = []
@@ -99,8 +100,8 @@ class RouterService:
         *,
         state: ReplicaState = ReplicaState.STARTING,
         external: bool = False,
-    ) -> ReplicaRecord:
-        record = ReplicaRecord(
+    ) -> LiveReplica:
+        record = LiveReplica(
             replica_id,
             url.rstrip("/"),
             state=state,
@@ -142,15 +143,15 @@ class RouterService:
         if record is not None:
             record.adapters = set(adapters)
 
-    def views(self) -> list[ReplicaView]:
+    def views(self) -> list[ReplicaRecord]:
         now = self.clock.now()
         return [
-            ReplicaView(
+            ReplicaRecord(
                 r.replica_id,
                 r.url,
                 state=r.state,
                 in_flight=r.in_flight,
-                concurrency_target=r.concurrency_target,
+                max_concurrency=r.concurrency_target,
                 queue_depth=r.queue_depth,
                 kv_usage=r.kv_usage,
                 adapters=frozenset(r.adapters),

@@ -12,7 +12,7 @@ from shipit.backends.local import LocalProcessBackend, free_port
 from shipit.backends.static import StaticBackend
 from shipit.config.gateway import parse_config
 from shipit.core.clock import FakeClock
-from shipit.core.views import ReplicaState
+from shipit.core.fleet import ReplicaState
 from shipit.services.router import RouterService
 
 

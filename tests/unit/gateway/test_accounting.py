@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shipit.config.gateway import parse_config
 from shipit.config.observability import SloConfig
 from shipit.core.clock import FakeClock
-from shipit.core.views import ReplicaState
+from shipit.core.fleet import ReplicaState
 from shipit.gateway.accounting import Tally, usage_from_body, usage_from_sse
 from shipit.gateway.app import create_gateway, running
 from shipit.gateway.metrics import GatewayMetrics

@@ -12,7 +12,7 @@ from typing import Any
 
 from shipit.config.gateway import parse_config
 from shipit.core.clock import RealClock
-from shipit.core.views import ReplicaState
+from shipit.core.fleet import ReplicaState
 from shipit.gateway.app import Gateway, create_gateway, running
 from shipit.gateway.proxy import KEEPALIVE
 from shipit.services.upstream_fake import FakeReplica, FakeUpstream

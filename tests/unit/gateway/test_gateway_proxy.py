@@ -10,7 +10,7 @@ import pytest
 
 from shipit.config.gateway import parse_config
 from shipit.core.clock import FakeClock
-from shipit.core.views import ReplicaState
+from shipit.core.fleet import ReplicaState
 from shipit.gateway.app import Gateway, create_gateway, running
 from shipit.services.upstream_fake import FakeReplica, FakeUpstream
 from support.asgi import call

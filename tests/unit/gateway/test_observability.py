@@ -7,7 +7,7 @@ import asyncio
 
 from shipit.config.gateway import parse_config
 from shipit.core.clock import FakeClock
-from shipit.core.views import ReplicaState
+from shipit.core.fleet import ReplicaState
 from shipit.gateway.app import create_gateway, running
 from shipit.services.alert_sinks import AlertmanagerSink, WebhookSink
 from shipit.services.upstream_fake import FakeReplica, FakeUpstream

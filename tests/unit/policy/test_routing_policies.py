@@ -14,7 +14,8 @@ from shipit.config.gateway import (
     RoutingConfig,
     SessionAffinityConfig,
 )
-from shipit.core.views import ReplicaState, ReplicaView, RequestView
+from shipit.core.fleet import ReplicaRecord, ReplicaState
+from shipit.core.views import RequestView
 from shipit.policy.routing import (
     ROUTING_POLICIES,
     LeastOutstanding,
@@ -28,8 +29,8 @@ from shipit.policy.routing import (
 )
 
 
-def rep(rid: str, in_flight: int = 0, **kw: object) -> ReplicaView:
-    return ReplicaView(rid, f"http://{rid}", in_flight=in_flight, concurrency_target=4, **kw)  # type: ignore[arg-type]
+def rep(rid: str, in_flight: int = 0, **kw: object) -> ReplicaRecord:
+    return ReplicaRecord(rid, f"http://{rid}", in_flight=in_flight, max_concurrency=4, **kw)  # type: ignore[arg-type]
 
 
 def req(**kw: object) -> RequestView:

@@ -17,7 +17,8 @@ from shipit.backends.fleet import Fleet
 from shipit.backends.static import StaticBackend
 from shipit.config.gateway import parse_config
 from shipit.core.clock import FakeClock
-from shipit.core.views import ReplicaState, RequestView
+from shipit.core.fleet import ReplicaState
+from shipit.core.views import RequestView
 from shipit.services.autoscaler import Autoscaler
 from shipit.services.router import Lease, RouterService
 from shipit.telemetry.instruments import build_control_plane_metrics

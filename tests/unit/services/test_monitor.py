@@ -8,7 +8,7 @@ import pytest
 
 from shipit.config.gateway import parse_config
 from shipit.core.clock import FakeClock
-from shipit.core.views import ReplicaState
+from shipit.core.fleet import ReplicaState
 from shipit.services.monitor import AdapterLoader, ReplicaMonitor, parse_vllm_metrics
 from shipit.services.router import RouterService
 from shipit.services.upstream import UpstreamError

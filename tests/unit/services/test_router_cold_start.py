@@ -11,7 +11,8 @@ import pytest
 
 from shipit.config.gateway import parse_config
 from shipit.core.clock import RealClock
-from shipit.core.views import ReplicaState, RequestView
+from shipit.core.fleet import ReplicaState
+from shipit.core.views import RequestView
 from shipit.services.router import AdmissionError, RouterService
 
 

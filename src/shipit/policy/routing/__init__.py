@@ -1,4 +1,4 @@
-"""Routing policies: pure decisions over ``RequestView`` and ``ReplicaView``s.
+"""Routing policies: pure decisions over ``RequestView`` and ``ReplicaRecord``s.
 
 ``build_policy`` makes a policy from its name and the deployment's ``RoutingConfig``; each
 policy composes the shared filters → weighted scorers → pick of ``base``. Nothing here reads a

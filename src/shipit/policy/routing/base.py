@@ -1,7 +1,7 @@
 """The shape every routing policy shares: ``RouteDecision``, the ``RoutingPolicy`` protocol,
 and the filters → weighted scorers → pick pipeline the policies are built from.
 
-A policy sees a ``RequestView`` and the replicas' ``ReplicaView``s and names one replica (or
+A policy sees a ``RequestView`` and the replicas' ``ReplicaRecord``s and names one replica (or
 none: every replica is busy or not ready, so the request waits in the gateway's queue). It
 never reads a clock (``now_s`` comes in), never does IO and never sees a framework type; its
 only state is in-memory bookkeeping (a cursor, a hash index) that the caller feeds with
@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from shipit.core.views import ReplicaView, RequestView
+from shipit.core.fleet import ReplicaRecord
+from shipit.core.views import RequestView
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ class RoutingPolicy(Protocol):
     name: str
 
     def decide(
-        self, request: RequestView, replicas: Sequence[ReplicaView], now_s: float
+        self, request: RequestView, replicas: Sequence[ReplicaRecord], now_s: float
     ) -> RouteDecision:
         """Choose a replica; deterministic given the inputs and the policy's own state."""
         ...
@@ -47,36 +48,36 @@ class RoutingPolicy(Protocol):
         ...
 
 
-Scorer = Callable[[ReplicaView], float]  # higher is better
+Scorer = Callable[[ReplicaRecord], float]  # higher is better
 
 
-def routable(replicas: Sequence[ReplicaView], now_s: float) -> list[ReplicaView]:
+def routable(replicas: Sequence[ReplicaRecord], now_s: float) -> list[ReplicaRecord]:
     """Filter: ready and not ejected."""
     return [r for r in replicas if r.routable(now_s)]
 
 
-def with_free_slot(replicas: Sequence[ReplicaView]) -> list[ReplicaView]:
+def with_free_slot(replicas: Sequence[ReplicaRecord]) -> list[ReplicaRecord]:
     """Filter: below its concurrency target (the queue lives at the gateway, not on replicas)."""
-    return [r for r in replicas if r.in_flight < r.concurrency_target]
+    return [r for r in replicas if r.in_flight < r.max_concurrency]
 
 
-def lower_load(replica: ReplicaView) -> float:
+def lower_load(replica: ReplicaRecord) -> float:
     """Scorer: fewer in flight relative to the target; the replica's own queue breaks ties."""
     return -(replica.load + 0.001 * replica.queue_depth)
 
 
 def pick(
-    candidates: Sequence[ReplicaView],
+    candidates: Sequence[ReplicaRecord],
     scorers: Sequence[tuple[float, Scorer]],
     *,
     tiebreak_offset: int = 0,
-) -> ReplicaView:
+) -> ReplicaRecord:
     """The candidate with the highest weighted score; ties go to the first one at or after
     ``tiebreak_offset`` (a rotating offset spreads an idle fleet's ties evenly)."""
     if not candidates:
         raise ValueError("pick needs at least one candidate")
     n = len(candidates)
-    best: ReplicaView | None = None
+    best: ReplicaRecord | None = None
     best_score = float("-inf")
     for i in range(n):
         r = candidates[(i + tiebreak_offset) % n]
@@ -87,7 +88,7 @@ def pick(
     return best
 
 
-def no_candidate(policy: str, replicas: Sequence[ReplicaView], now_s: float) -> RouteDecision:
+def no_candidate(policy: str, replicas: Sequence[ReplicaRecord], now_s: float) -> RouteDecision:
     """The decision when nothing can take the request now: say which of the two cases."""
     ready = routable(replicas, now_s)
     if not ready:
@@ -99,6 +100,6 @@ def no_candidate(policy: str, replicas: Sequence[ReplicaView], now_s: float) -> 
     )
 
 
-def candidates_for(replicas: Sequence[ReplicaView], now_s: float) -> list[ReplicaView]:
+def candidates_for(replicas: Sequence[ReplicaRecord], now_s: float) -> list[ReplicaRecord]:
     """The standard filter chain every policy starts with: routable, then a free slot."""
     return with_free_slot(routable(replicas, now_s))

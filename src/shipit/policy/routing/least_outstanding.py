@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shipit.core.views import ReplicaView, RequestView
+from shipit.core.fleet import ReplicaRecord
+from shipit.core.views import RequestView
 from shipit.policy.routing.base import (
     RouteDecision,
     candidates_for,
@@ -24,7 +25,7 @@ class LeastOutstanding:
         self._turn = 0
 
     def decide(
-        self, request: RequestView, replicas: Sequence[ReplicaView], now_s: float
+        self, request: RequestView, replicas: Sequence[ReplicaRecord], now_s: float
     ) -> RouteDecision:
         candidates = candidates_for(replicas, now_s)
         if not candidates:
@@ -34,7 +35,7 @@ class LeastOutstanding:
             chosen.replica_id,
             self.name,
             "least_loaded",
-            f"fewest in flight: {chosen.in_flight}/{chosen.concurrency_target}",
+            f"fewest in flight: {chosen.in_flight}/{chosen.max_concurrency}",
         )
 
     def observe(self, request: RequestView, decision: RouteDecision) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from shipit.config.gateway import LoraAffinityConfig
-from shipit.core.views import ReplicaView, RequestView
+from shipit.core.fleet import ReplicaRecord
+from shipit.core.views import RequestView
 from shipit.policy.routing.base import (
     RouteDecision,
     candidates_for,
@@ -20,7 +21,7 @@ from shipit.policy.routing.base import (
 )
 
 
-def _adapter_room(replica: ReplicaView) -> float:
+def _adapter_room(replica: ReplicaRecord) -> float:
     """Scorer: 1 when the replica has a free adapter slot (no eviction needed)."""
     return 1.0 if len(replica.adapters) < replica.max_adapters else 0.0
 
@@ -33,7 +34,7 @@ class LoraAffinity:
         self._turn = 0
 
     def decide(
-        self, request: RequestView, replicas: Sequence[ReplicaView], now_s: float
+        self, request: RequestView, replicas: Sequence[ReplicaRecord], now_s: float
     ) -> RouteDecision:
         candidates = candidates_for(replicas, now_s)
         if not candidates:

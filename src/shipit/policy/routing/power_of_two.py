@@ -9,7 +9,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from shipit.core.views import ReplicaView, RequestView
+from shipit.core.fleet import ReplicaRecord
+from shipit.core.views import RequestView
 from shipit.policy.routing.base import RouteDecision, candidates_for, lower_load, no_candidate
 
 
@@ -20,7 +21,7 @@ class PowerOfTwo:
         self._rng = random.Random(seed)
 
     def decide(
-        self, request: RequestView, replicas: Sequence[ReplicaView], now_s: float
+        self, request: RequestView, replicas: Sequence[ReplicaRecord], now_s: float
     ) -> RouteDecision:
         candidates = candidates_for(replicas, now_s)
         if not candidates:

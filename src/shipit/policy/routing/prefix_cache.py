@@ -15,7 +15,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 from shipit.config.gateway import PrefixCacheConfig
-from shipit.core.views import ReplicaView, RequestView
+from shipit.core.fleet import ReplicaRecord
+from shipit.core.views import RequestView
 from shipit.policy.routing.base import (
     RouteDecision,
     candidates_for,
@@ -92,7 +93,7 @@ class PrefixCache:
         self._turn = 0
 
     def decide(
-        self, request: RequestView, replicas: Sequence[ReplicaView], now_s: float
+        self, request: RequestView, replicas: Sequence[ReplicaRecord], now_s: float
     ) -> RouteDecision:
         candidates = candidates_for(replicas, now_s)
         if not candidates:
@@ -130,7 +131,7 @@ class PrefixCache:
         )
 
     def _imbalanced(
-        self, best: ReplicaView, replicas: Sequence[ReplicaView], now_s: float
+        self, best: ReplicaRecord, replicas: Sequence[ReplicaRecord], now_s: float
     ) -> str | None:
         """Why sending one more to ``best`` would unbalance the fleet, or None."""
         ready = routable(replicas, now_s)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shipit.core.views import ReplicaView, RequestView
+from shipit.core.fleet import ReplicaRecord
+from shipit.core.views import RequestView
 from shipit.policy.routing.base import RouteDecision, candidates_for, no_candidate
 
 
@@ -18,7 +19,7 @@ class RoundRobin:
         self._last_id: str | None = None
 
     def decide(
-        self, request: RequestView, replicas: Sequence[ReplicaView], now_s: float
+        self, request: RequestView, replicas: Sequence[ReplicaRecord], now_s: float
     ) -> RouteDecision:
         candidates = sorted(candidates_for(replicas, now_s), key=lambda r: r.replica_id)
         if not candidates:

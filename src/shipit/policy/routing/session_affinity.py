@@ -13,7 +13,8 @@ import math
 from collections.abc import Sequence
 
 from shipit.config.gateway import SessionAffinityConfig
-from shipit.core.views import ReplicaView, RequestView
+from shipit.core.fleet import ReplicaRecord
+from shipit.core.views import RequestView
 from shipit.policy.routing.base import (
     RouteDecision,
     candidates_for,
@@ -49,7 +50,7 @@ class SessionAffinity:
         self._owners = [o for _, o in pairs]
 
     def decide(
-        self, request: RequestView, replicas: Sequence[ReplicaView], now_s: float
+        self, request: RequestView, replicas: Sequence[ReplicaRecord], now_s: float
     ) -> RouteDecision:
         candidates = candidates_for(replicas, now_s)
         if not candidates:
