@@ -112,7 +112,7 @@ async def _report(gateway: Gateway, console: Console, timeout_s: float) -> None:
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         routers = gateway.routers.values()
-        if all(r.ready_count() == len(r.replicas) for r in routers):
+        if all(r.ready_count() == len(r.registry) for r in routers):
             console.print(f"[green]all replicas ready[/] after {time.monotonic() - start:.1f}s")
             console.print(_table(gateway))
             return

@@ -240,7 +240,7 @@ class Gateway:
     @staticmethod
     def _adapter_names(router: RouterService) -> set[str]:
         names: set[str] = set()
-        for r in router.replicas.values():
+        for r in router.registry.records():
             names |= r.adapters
         return names
 
@@ -301,10 +301,10 @@ class Gateway:
                             "url": v.url,
                             "state": v.state.value,
                             "in_flight": v.in_flight,
-                            "state_for_s": round(
-                                now - router.replicas[v.replica_id].state_since_s, 3
-                            ),
-                            "ejected_until_s": v.ejected_until_s,
+                            "state_for_s": round(now - v.state_since_s, 3),
+                            "ejected_until_s": v.ejected_until_s
+                            if v.ejected_until_s is not None and v.ejected_until_s > now
+                            else None,
                             "adapters": sorted(v.adapters),
                         }
                         for v in router.views()

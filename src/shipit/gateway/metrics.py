@@ -46,7 +46,7 @@ class _RouterCollector(Collector):
             per_replica: dict[str, int] = {}
             for e in router.ejections:
                 per_replica[e.replica_id] = per_replica.get(e.replica_id, 0) + 1
-            for r in router.replicas.values():
+            for r in router.registry.records():
                 in_flight.append(((name, r.replica_id), r.in_flight))
                 state.append(((name, r.replica_id, r.state.value), 1))
                 ejections.append(((name, r.replica_id), per_replica.get(r.replica_id, 0)))

@@ -61,7 +61,7 @@ def build_alert_service(
             yield from family.samples
 
     def states() -> dict[str, Sequence[str]]:
-        return {n: [r.state.value for r in rt.replicas.values()] for n, rt in routers.items()}
+        return {n: [r.state.value for r in rt.registry.records()] for n, rt in routers.items()}
 
     prices = {d.name: replica_usd_per_hour(d.simulate) for d in config.deployments}
     return AlertService(

@@ -183,7 +183,7 @@ class Autoscaler:
         managed = set(self.pool.managed(self.name))
         loads = tuple(
             ReplicaLoad(r.replica_id, _PHASE[r.state], r.in_flight, r.state_since_s)
-            for r in self.router.replicas.values()
+            for r in self.router.registry.records()
             if r.replica_id in managed and r.state in _PHASE
         )
         return AutoscalingSnapshot(now, loads, len(self.router.queue))
@@ -238,7 +238,7 @@ class Autoscaler:
     def _finish_drains(self, now: float) -> None:
         timeout_s = self.router.deployment.drain_timeout_s
         for rid, since in list(self.draining.items()):
-            record = self.router.replicas.get(rid)
+            record = self.router.registry.get(rid)
             if record is None or record.in_flight == 0 or now - since >= timeout_s:
                 if record is not None and record.in_flight:
                     log.warning(
@@ -279,13 +279,13 @@ class Autoscaler:
     # ----- cold starts ----------------------------------------------------------------------
     async def _account_cold_starts(self) -> None:
         for rid in self.pool.managed(self.name):
-            record = self.router.replicas.get(rid)
+            record = self.router.registry.get(rid)
             if rid not in self._seen and record is not None:
                 self._seen.add(rid)
                 if record.state is ReplicaState.STARTING:  # started before us (initial fleet)
                     self._pending.setdefault(rid, record.state_since_s)
         for rid, requested_s in list(self._pending.items()):
-            record = self.router.replicas.get(rid)
+            record = self.router.registry.get(rid)
             if record is None:
                 del self._pending[rid]
             elif record.state is ReplicaState.READY:
@@ -340,7 +340,7 @@ class Autoscaler:
         m.replicas_desired.labels(deployment=self.name).set(decision.target)
         counts = dict.fromkeys(("starting", "ready", "draining", "failed"), 0)
         managed = set(self.pool.managed(self.name))
-        for r in self.router.replicas.values():
+        for r in self.router.registry.records():
             if r.replica_id in managed and r.state in _METRIC_STATE:
                 counts[_METRIC_STATE[r.state]] += 1
         for state, n in counts.items():

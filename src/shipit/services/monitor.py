@@ -15,8 +15,8 @@ import json
 import logging
 from typing import Any
 
-from shipit.core.fleet import ReplicaState
-from shipit.services.router import LiveReplica, RouterService
+from shipit.core.fleet import ReplicaRecord, ReplicaState
+from shipit.services.router import RouterService
 from shipit.services.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("shipit.gateway.monitor")
@@ -46,7 +46,7 @@ class ReplicaMonitor:
         self._kv_after: dict[str, int] = {}
 
     async def tick(self) -> None:
-        await asyncio.gather(*(self._probe(rid) for rid in list(self.router.replicas)))
+        await asyncio.gather(*(self._probe(rid) for rid in self.router.registry.ids()))
         self.router.dispatch()  # ejections may have ended; replicas may have become ready
 
     async def run(self) -> None:
@@ -84,16 +84,16 @@ class ReplicaMonitor:
         if self.router.deployment.routing.prefix_cache.source == "kv_events":
             await self.pull_kv_events(replica_id)
 
-    def _probeable(self, replica_id: str) -> LiveReplica | None:
+    def _probeable(self, replica_id: str) -> ReplicaRecord | None:
         """The replica's record, or None when it is gone or cordoned (draining, stopped): a
         healthy answer must not make a cordoned replica routable again."""
-        record = self.router.replicas.get(replica_id)
+        record = self.router.registry.get(replica_id)
         if record is None or record.state in (ReplicaState.STOPPED, ReplicaState.DRAINING):
             return None
         return record
 
     def _set(self, replica_id: str, state: ReplicaState, why: str) -> None:
-        record = self.router.replicas.get(replica_id)
+        record = self.router.registry.get(replica_id)
         if record is not None and record.state is not state:
             log.info("replica %s: %s -> %s (%s)", replica_id, record.state.value, state.value, why)
             self.router.set_state(replica_id, state)
@@ -105,7 +105,7 @@ class ReplicaMonitor:
             return
         if status == 200:
             m = parse_vllm_metrics(body.decode("utf-8", "replace"))
-            self.router.update_load(
+            self.router.registry.update_load(
                 replica_id,
                 queue_depth=int(m.get("vllm:num_requests_waiting", 0)),
                 kv_usage=m.get("vllm:kv_cache_usage_perc", 0.0),
@@ -117,11 +117,13 @@ class ReplicaMonitor:
             data: list[dict[str, Any]] = json.loads(body).get("data", []) if status == 200 else []
         except (UpstreamError, ValueError, AttributeError):
             return
-        self.router.set_adapters(replica_id, [str(m["id"]) for m in data if m.get("parent")])
+        self.router.registry.set_adapters(
+            replica_id, [str(m["id"]) for m in data if m.get("parent")]
+        )
 
     async def pull_kv_events(self, replica_id: str) -> None:
         """Read a replica's KV-event feed from where we left off into the prefix index."""
-        record = self.router.replicas.get(replica_id)
+        record = self.router.registry.get(replica_id)
         if record is None:
             return
         after = self._kv_after.get(replica_id, -1)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from shipit.config.gateway import DeploymentConfig
 from shipit.core.clock import Clock
@@ -24,6 +24,7 @@ from shipit.core.views import RequestView
 from shipit.policy.queueing import AdmissionQueue
 from shipit.policy.reliability import Ejection, OutlierDetector, RetryBudget
 from shipit.policy.routing import PrefixCache, RouteDecision, RoutingPolicy, build_policy
+from shipit.services.registry import ReplicaRegistry
 
 
 class AdmissionError(Exception):
@@ -35,23 +36,6 @@ class AdmissionError(Exception):
         self.reason_code = reason_code
         self.reason = reason
         self.retry_after_s = retry_after_s
-
-
-@dataclass(slots=True)
-class LiveReplica:
-    """Mutable state of one replica, owned by the router service."""
-
-    replica_id: str
-    url: str
-    state: ReplicaState = ReplicaState.STARTING
-    in_flight: int = 0
-    concurrency_target: int = 8
-    queue_depth: int = 0
-    kv_usage: float = 0.0
-    adapters: set[str] = field(default_factory=set)
-    max_adapters: int = 4
-    external: bool = False
-    state_since_s: float = 0.0  # when it entered ``state`` (router clock)
 
 
 @dataclass(slots=True)
@@ -82,7 +66,10 @@ class RouterService:
         self.outliers = OutlierDetector(deployment.outlier)
         r = deployment.retries
         self.retry_budget = RetryBudget(ratio=r.budget_ratio, min_per_s=r.budget_min_per_s)
-        self.replicas: dict[str, LiveReplica] = {}
+        self.registry = ReplicaRegistry(
+            deployment.name, clock=clock, max_concurrency=q.concurrency_target
+        )
+        self.registry.listeners.append(self.dispatch)
         self._policies: dict[str, RoutingPolicy] = {}
         self._waiters: dict[str, _Waiter] = {}
         self.ejections: list[Ejection] = []
@@ -92,7 +79,7 @@ class RouterService:
         # autoscaler listens so it need not wait for its next tick.
         self.cold_listeners: list[Callable[[], None]] = []
 
-    # ----- registry -------------------------------------------------------------------------
+    # ----- registry (the records live in ``self.registry``) ------------------------------
     def add_replica(
         self,
         replica_id: str,
@@ -100,66 +87,27 @@ class RouterService:
         *,
         state: ReplicaState = ReplicaState.STARTING,
         external: bool = False,
-    ) -> LiveReplica:
-        record = LiveReplica(
-            replica_id,
-            url.rstrip("/"),
-            state=state,
-            concurrency_target=self.deployment.queueing.concurrency_target,
-            external=external,
-            state_since_s=self.clock.now(),
-        )
-        self.replicas[replica_id] = record
-        self.dispatch()
-        return record
+    ) -> ReplicaRecord:
+        return self.registry.add(replica_id, url, state=state, external=external)
 
     def remove_replica(self, replica_id: str) -> None:
-        self.replicas.pop(replica_id, None)
+        """Unregister a replica and forget what the router learned about it."""
+        self.registry.remove(replica_id)
         self.outliers.forget(replica_id)
         prefix = self._policies.get("prefix_cache")
         if isinstance(prefix, PrefixCache):
             prefix.index.forget(replica_id)
 
     def set_state(self, replica_id: str, state: ReplicaState) -> None:
-        record = self.replicas.get(replica_id)
-        if record is not None and record.state is not state:
-            record.state = state
-            record.state_since_s = self.clock.now()
-            self.dispatch()
+        self.registry.set_state(replica_id, state)
 
     def adapter_failed(self, replica_id: str, adapter: str) -> None:
-        """Undo the optimistic ``adapters.add`` of a decision whose adapter load failed."""
-        record = self.replicas.get(replica_id)
-        if record is not None:
-            record.adapters.discard(adapter)
+        """Undo the optimistic adapter add of a decision whose adapter load failed."""
+        self.registry.drop_adapter(replica_id, adapter)
 
-    def update_load(self, replica_id: str, *, queue_depth: int, kv_usage: float) -> None:
-        record = self.replicas.get(replica_id)
-        if record is not None:
-            record.queue_depth, record.kv_usage = queue_depth, kv_usage
-
-    def set_adapters(self, replica_id: str, adapters: Iterable[str]) -> None:
-        record = self.replicas.get(replica_id)
-        if record is not None:
-            record.adapters = set(adapters)
-
-    def views(self) -> list[ReplicaRecord]:
-        now = self.clock.now()
-        return [
-            ReplicaRecord(
-                r.replica_id,
-                r.url,
-                state=r.state,
-                in_flight=r.in_flight,
-                max_concurrency=r.concurrency_target,
-                queue_depth=r.queue_depth,
-                kv_usage=r.kv_usage,
-                adapters=frozenset(r.adapters),
-                max_adapters=r.max_adapters,
-                ejected_until_s=self.outliers.ejected_until(r.replica_id, now),
-            )
-            for r in self.replicas.values()
-        ]
+    def views(self) -> tuple[ReplicaRecord, ...]:
+        """Every replica's current record (an ejection that ended no longer blocks routing)."""
+        return self.registry.records()
 
     # ----- routing --------------------------------------------------------------------------
     def policy(self, name: str | None = None) -> RoutingPolicy:
@@ -180,7 +128,7 @@ class RouterService:
             policy.apply_events(replica_id, stored=stored, evicted=evicted)
 
     def _try_route(self, request: RequestView, exclude: frozenset[str]) -> Lease | None:
-        views = self.views()
+        views: Sequence[ReplicaRecord] = self.views()
         if exclude:
             # Avoid replicas that already failed this request, unless nothing else is left.
             now = self.clock.now()
@@ -192,10 +140,10 @@ class RouterService:
         if decision.replica_id is None:
             return None
         policy.observe(request, decision)
-        record = self.replicas[decision.replica_id]
-        record.in_flight += 1
+        record = self.registry.take_slot(decision.replica_id)
         if decision.load_adapter is not None:
-            record.adapters.add(decision.load_adapter)  # others follow while it loads
+            # Others follow while it loads.
+            self.registry.add_adapter(record.replica_id, decision.load_adapter)
         self.decisions_by_reason[(decision.policy, decision.reason_code)] += 1
         return Lease(request, record.replica_id, record.url, decision)
 
@@ -266,7 +214,7 @@ class RouterService:
         return not any(r.routable(now) for r in self.views())
 
     def starting_count(self) -> int:
-        return sum(1 for r in self.replicas.values() if r.state is ReplicaState.STARTING)
+        return self.registry.count(ReplicaState.STARTING)
 
     def _cold_error(self, held_s: float) -> AdmissionError:
         q = self.deployment.queueing
@@ -330,17 +278,17 @@ class RouterService:
             return None
         lease.released = True
         ejection = None
-        record = self.replicas.get(lease.replica_id)
+        record = self.registry.give_slot(lease.replica_id)
         if record is not None:
-            record.in_flight = max(record.in_flight - 1, 0)
             if outcome == "ok":
                 self.outliers.on_success(lease.replica_id)
             elif outcome == "failed":
                 ejection = self.outliers.on_failure(
-                    lease.replica_id, now_s=self.clock.now(), fleet_size=len(self.replicas), why=why
+                    lease.replica_id, now_s=self.clock.now(), fleet_size=len(self.registry), why=why
                 )
                 if ejection is not None:
                     self.ejections.append(ejection)
+                    self.registry.eject(lease.replica_id, ejection.until_s)
         self.dispatch()
         return ejection
 
@@ -360,7 +308,7 @@ class RouterService:
         return sum(1 for v in self.views() if v.routable(now))
 
     def total_capacity(self) -> int:
-        return sum(r.concurrency_target for r in self.replicas.values())
+        return sum(r.max_concurrency for r in self.registry.records())
 
     def retry_after_hint_s(self) -> int:
         return max(1, math.ceil(self.deployment.queueing.retry_after_s))

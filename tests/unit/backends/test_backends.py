@@ -39,7 +39,8 @@ def test_fleet_registers_local_and_external_replicas_and_drains_them() -> None:
     fleet = Fleet(routers, local=local, external=static)
 
     asyncio.run(fleet.start())
-    reps = routers["default"].replicas
+    registry = routers["default"].registry
+    reps = {r.replica_id: r for r in registry.records()}
     assert sorted(reps) == ["default-0", "default-1", "default-ext0"]
     assert reps["default-ext0"].url == "http://ext:8000" and reps["default-ext0"].external
     assert all(r.state is ReplicaState.STARTING for r in reps.values())
@@ -48,5 +49,5 @@ def test_fleet_registers_local_and_external_replicas_and_drains_them() -> None:
 
     asyncio.run(fleet.stop())
     assert sorted(local.stopped) == ["default-0", "default-1"]
-    assert all(r.state is ReplicaState.STOPPED for r in reps.values())
+    assert all(r.state is ReplicaState.STOPPED for r in registry.records())
     assert static.list() == []

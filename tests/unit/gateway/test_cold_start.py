@@ -49,7 +49,7 @@ def test_a_held_stream_gets_keepalives_then_the_answer() -> None:
             assert res.chunks[0] == KEEPALIVE
             keepalives = [c for c in res.chunks if c == KEEPALIVE]
             assert res.chunks[len(keepalives) :] == a.chunks  # then the answer, unchanged
-            assert gw.routers["default"].replicas["a"].in_flight == 0
+            assert gw.routers["default"].registry.get("a").in_flight == 0
 
     asyncio.run(go())
 

@@ -46,7 +46,7 @@ def test_stream_passes_through_chunk_by_chunk_with_route_headers() -> None:
             assert res.chunks == a.chunks  # same chunks, same boundaries
             assert res.headers["x-shipit-replica"] == "a"
             assert res.headers["x-shipit-route"] == "least_outstanding/least_loaded"
-            assert gw.routers["default"].replicas["a"].in_flight == 0
+            assert gw.routers["default"].registry.get("a").in_flight == 0
 
     run(go())
 
@@ -130,7 +130,7 @@ def test_mid_stream_failure_ends_with_an_sse_error_event() -> None:
             text = res.body.decode()
             assert '"error"' in text and "failed mid-stream" in text
             assert text.endswith("data: [DONE]\n\n")
-            assert gw.routers["default"].replicas["a"].in_flight == 0
+            assert gw.routers["default"].registry.get("a").in_flight == 0
 
     run(go())
 
@@ -147,11 +147,11 @@ def test_client_disconnect_aborts_the_upstream_and_frees_the_slot() -> None:
                 call(gw, "POST", "/v1/chat/completions", CHAT, disconnect=leave)
             )
             await asyncio.sleep(0.01)
-            assert gw.routers["default"].replicas["a"].in_flight == 1
+            assert gw.routers["default"].registry.get("a").in_flight == 1
             leave.set()
             await task
             assert a.aborted == 1
-            assert gw.routers["default"].replicas["a"].in_flight == 0
+            assert gw.routers["default"].registry.get("a").in_flight == 0
             metrics = (await call(gw, "GET", "/metrics")).body.decode()
             assert 'status="499"' in metrics
 
@@ -316,7 +316,7 @@ def test_lora_affinity_loads_the_adapter_again_after_the_replica_restarts() -> N
             a.models.clear()
             a.health_status = 200
             await monitor.tick()
-            assert gw.routers["default"].replicas["a"].adapters == set()
+            assert gw.routers["default"].registry.get("a").adapters == frozenset()
             res = await call(gw, "POST", "/v1/chat/completions", sql)
             assert res.status == 200 and res.headers["x-shipit-route"].endswith("adapter_load")
             assert loads() == 2 and a.models == ["sql"]
@@ -380,7 +380,7 @@ def test_an_adapter_that_fails_to_load_is_not_retried_and_ejects_nothing() -> No
                 assert res.status == 502 and "no such adapter directory" in res.body.decode()
             assert len(a.admin_calls) + len(b.admin_calls) == 3  # one load per request
             assert router.ejections == [] and up.opened == []
-            assert all(r.in_flight == 0 and not r.adapters for r in router.replicas.values())
+            assert all(r.in_flight == 0 and not r.adapters for r in router.registry.records())
 
     run(go())
 

@@ -56,12 +56,15 @@ class Harness:
         return RequestView(request_id=f"q{self._n}", deployment="default", model="m")
 
     def ready_all(self) -> None:
-        for rid, r in self.router.replicas.items():
+        for rid, r in ((x.replica_id, x) for x in self.router.registry.records()):
             if r.state is ReplicaState.STARTING:
                 self.router.set_state(rid, ReplicaState.READY)
 
     def states(self) -> dict[str, str]:
-        return {rid: r.state.value for rid, r in self.router.replicas.items()}
+        return {
+            rid: r.state.value
+            for rid, r in ((x.replica_id, x) for x in self.router.registry.records())
+        }
 
     async def tick(self, advance_s: float = 1.0) -> None:
         self.clock.advance(advance_s)
@@ -76,7 +79,7 @@ def test_scale_from_zero_at_the_first_held_request_and_the_cold_start_in_phases(
     async def go() -> None:
         h = Harness(max_replicas=3, idle_timeout_s=30)
         await h.tick()
-        assert h.router.replicas == {}
+        assert len(h.router.registry) == 0
         waiter = asyncio.ensure_future(h.router.acquire(h.request()))
         await asyncio.sleep(0)
         assert h.scaler._wake.is_set(), "a held request wakes the autoscaler"
@@ -88,7 +91,7 @@ def test_scale_from_zero_at_the_first_held_request_and_the_cold_start_in_phases(
         h.clock.advance(2.0)
         h.ready_all()  # the monitor saw /health 200
         lease = await asyncio.wait_for(waiter, 1)
-        assert lease.replica_id in h.router.replicas
+        assert lease.replica_id in h.router.registry
         await h.tick(0.5)
         (cold,) = h.scaler.cold_starts
         assert cold.total_s == 2.0 and cold.weights_source == "cache"
@@ -119,16 +122,16 @@ def test_scale_down_cordons_then_stops_only_after_in_flight_finishes() -> None:
         for _ in range(6):
             await h.tick()
         # The idle replica was the victim (fewest in flight): drained at once and stopped.
-        assert list(h.router.replicas) == [busy] and h.backend.stopped
+        assert h.router.registry.ids() == [busy] and h.backend.stopped
         assert any(e.stopping for e in h.scaler.events)
         # min_replicas keeps the busy one; cordon it as a victim with a request in flight.
         h.scaler._cordon(busy, h.clock.now())
-        assert h.router.replicas[busy].state is ReplicaState.DRAINING
+        assert h.router.registry.get(busy).state is ReplicaState.DRAINING
         await h.tick()
-        assert busy in h.router.replicas, "not stopped while a request is in flight"
+        assert busy in h.router.registry, "not stopped while a request is in flight"
         h.router.release(leases[1], outcome="ok")
         await h.tick()
-        assert busy not in h.router.replicas and busy in h.backend.stopped
+        assert busy not in h.router.registry and busy in h.backend.stopped
 
     asyncio.run(go())
 
@@ -159,14 +162,14 @@ def test_idle_goes_to_zero_after_the_idle_timeout_and_back_from_zero() -> None:
         sizes = []
         for _ in range(8):
             await h.tick()
-            sizes.append(len(h.router.replicas))
+            sizes.append(len(h.router.registry))
         assert sizes[0] == 1 and sizes[-1] == 0
         assert any("scale to zero" in e.reason for e in h.scaler.events)
         assert h.metric("shipit_scale_events_total", direction="down") == 1
         waiter = asyncio.ensure_future(h.router.acquire(h.request()))
         await asyncio.sleep(0)
         await h.tick(0.01)
-        assert len(h.router.replicas) == 1
+        assert len(h.router.registry) == 1
         h.ready_all()
         h.router.release(await asyncio.wait_for(waiter, 1), outcome="ok")
 
@@ -181,11 +184,11 @@ def test_a_crashed_replica_is_replaced_after_a_back_off() -> None:
         await h.tick()
         h.backend.dead.add(a)
         await h.tick(0.1)
-        assert a not in h.router.replicas and a in h.backend.stopped
-        assert len(h.router.replicas) == 1
+        assert a not in h.router.registry and a in h.backend.stopped
+        assert len(h.router.registry) == 1
         assert "start held back 1s after a crash" in h.scaler.last_reason
         await h.tick(1.0)  # the first back-off is 1 s
-        assert len(h.router.replicas) == 2
+        assert len(h.router.registry) == 2
 
     asyncio.run(go())
 
@@ -198,7 +201,7 @@ def test_a_replica_that_never_becomes_ready_is_replaced() -> None:
             await h.tick()
         assert first in h.backend.stopped
         assert any(first in e.replaced for e in h.scaler.events)
-        assert len(h.router.replicas) == 1 and first not in h.router.replicas
+        assert len(h.router.registry) == 1 and first not in h.router.registry
 
     asyncio.run(go())
 

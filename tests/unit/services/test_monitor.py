@@ -40,10 +40,11 @@ def test_parse_vllm_metrics() -> None:
 def test_health_drives_state_and_load_and_adapters_are_read() -> None:
     router, replica, monitor = setup()
     asyncio.run(monitor.tick())
-    assert router.replicas["a"].state is ReplicaState.STARTING  # still loading
+    assert router.registry.get("a").state is ReplicaState.STARTING  # still loading
     replica.health_status = 200
     asyncio.run(monitor.tick())
-    rec = router.replicas["a"]
+    rec = router.registry.get("a")
+    assert rec is not None
     assert (rec.state, rec.queue_depth, rec.kv_usage, rec.adapters) == (
         ReplicaState.READY,
         3,
@@ -52,7 +53,7 @@ def test_health_drives_state_and_load_and_adapters_are_read() -> None:
     )
     replica.fail = "connect"
     asyncio.run(monitor.tick())
-    assert rec.state is ReplicaState.UNHEALTHY
+    assert router.registry.get("a").state is ReplicaState.UNHEALTHY  # type: ignore[union-attr]
 
 
 def test_kv_event_pages_are_applied_and_resumed() -> None:
@@ -115,6 +116,6 @@ def test_a_replica_cordoned_during_a_probe_stays_cordoned(start: ReplicaState) -
         router.set_state("a", ReplicaState.DRAINING)  # what the autoscaler's cordon does
         gate.set()
         await tick
-        assert router.replicas["a"].state is ReplicaState.DRAINING
+        assert router.registry.get("a").state is ReplicaState.DRAINING
 
     asyncio.run(go())

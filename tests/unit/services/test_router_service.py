@@ -28,7 +28,7 @@ def test_leases_count_in_flight_and_free_slots_go_to_waiters_in_priority_order()
 
     async def go() -> list[str]:
         first = await r.acquire(req("x"))
-        assert (first.url, r.replicas["a"].in_flight) == ("http://a", 1)
+        assert (first.url, r.registry.get("a").in_flight) == ("http://a", 1)
         order: list[str] = []
 
         async def wait(rid: str, prio: int) -> None:
@@ -118,7 +118,7 @@ def test_failures_feed_ejection_and_release_is_idempotent() -> None:
         ejection = r.release(lease, outcome="failed", why="HTTP 500")
         assert ejection is not None and "HTTP 500" in ejection.reason
         assert r.release(lease, outcome="failed") is None
-        assert r.replicas[lease.replica_id].in_flight == 0
+        assert r.registry.get(lease.replica_id).in_flight == 0
         assert r.ready_count() == 1
 
     asyncio.run(go())
