@@ -106,12 +106,12 @@ def main() -> None:
     ours = AutoscalingConfig(
         min_replicas=0,
         max_replicas=16,
-        concurrency_target=10,
+        target_concurrency=10,
         target_utilization=0.7,
         scale_down_delay_s=120,
         idle_timeout_s=300,
     )
-    unit = ours.concurrency_target * ours.target_utilization
+    unit = ours.target_concurrency * ours.target_utilization
     n_peak = peak_fleet(trace, timing, unit)
     # The same policy with Knative-like quick scale-down: the replica-seconds gap between
     # shipit and Knative-style below is this setting, not the algorithm.

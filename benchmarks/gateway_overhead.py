@@ -70,7 +70,7 @@ def start_gateway(urls: list[str], cpu: int) -> tuple[subprocess.Popen[bytes], s
                 "model": "m",
                 "replicas": 0,
                 "replica_urls": urls,
-                "queueing": {"concurrency_target": 512, "max_queue": 4096},
+                "queueing": {"max_concurrency": 512, "max_queue": 4096},
             }
         ]
     }

@@ -62,11 +62,11 @@ def up(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes], Path]]:
                 "health_interval_s": 0.2,
                 "drain_timeout_s": 10,
                 "replica_args": ["--log-level", "warning"],
-                "queueing": {"concurrency_target": 4, "cold_start_keepalive_s": 0.2},
+                "queueing": {"max_concurrency": 4, "cold_start_keepalive_s": 0.2},
                 "autoscaling": {
                     "min_replicas": 0,
                     "max_replicas": 3,
-                    "concurrency_target": 4,
+                    "target_concurrency": 4,
                     "target_utilization": 1.0,
                     "autoscaling_window_s": 4,
                     "panic_window_s": 1,

@@ -148,8 +148,11 @@ def up(
     scale_down_delay_s: float | None = typer.Option(
         None, "--scale-down-delay-s", help="A lower target must hold this long (s)."
     ),
-    concurrency_target: float | None = typer.Option(
-        None, "--concurrency-target", help="In-flight + queued requests per replica to aim at."
+    target_concurrency: float | None = typer.Option(
+        None,
+        "--target-concurrency",
+        help="Autoscaling: in-flight + queued requests per replica to aim at (a float; the "
+        "gateway's per-replica cap is queueing.max_concurrency in shipit.yaml).",
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
 ) -> None:
@@ -172,7 +175,7 @@ def up(
                 "max_replicas": max_replicas,
                 "autoscaling_window_s": autoscaling_window_s,
                 "scale_down_delay_s": scale_down_delay_s,
-                "concurrency_target": concurrency_target,
+                "target_concurrency": target_concurrency,
             },
         )
     except ConfigError as exc:
@@ -206,13 +209,13 @@ def up(
                 f"[bold]shipit gateway[/] listening on {listen}/v1  deployment {d.name!r}: "
                 f"model {d.model_name!r}, {d.initial_replicas} local + {len(d.replica_urls)} "
                 f"external replicas, routing {d.routing.policy}, queue {d.queueing.max_queue}, "
-                f"{d.queueing.concurrency_target} per replica"
+                f"at most {d.queueing.max_concurrency} in flight per replica"
             )
             if d.autoscaling is not None:
                 a = d.autoscaling
                 console.print(
                     f"  autoscaling {a.min_replicas}..{a.max_replicas} replicas, "
-                    f"{a.concurrency_target:g} x {a.target_utilization:g} per replica over "
+                    f"target {a.target_concurrency:g} x {a.target_utilization:g} per replica over "
                     f"{a.autoscaling_window_s:g}s (panic {a.panic_window_s:g}s), scale-down "
                     f"delay {a.scale_down_delay_s:g}s, idle timeout {a.idle_timeout_s:g}s"
                 )

@@ -18,13 +18,24 @@ class AutoscalingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "concurrency_target" in data:
+            raise ValueError(
+                "autoscaling.concurrency_target was renamed target_concurrency (what the "
+                "autoscaler aims for per replica); the gateway's per-replica cap is "
+                "queueing.max_concurrency"
+            )
+        return data
+
     min_replicas: int = Field(1, ge=0, description="0 enables scale to zero.")
     max_replicas: int = Field(4, ge=1)
-    concurrency_target: float = Field(
+    target_concurrency: float = Field(
         8.0, gt=0, description="In-flight + queued requests one replica should carry."
     )
     target_utilization: float = Field(
-        0.7, gt=0, le=1, description="Fraction of concurrency_target to aim for (headroom)."
+        0.7, gt=0, le=1, description="Fraction of target_concurrency to aim for (headroom)."
     )
     autoscaling_window_s: float = Field(60.0, gt=0, description="Stable averaging window.")
     panic_window_s: float = Field(

@@ -15,7 +15,7 @@ Example::
         model: smollm2-135m-instruct
         replicas: 2
         routing: {policy: prefix_cache, prefix_cache: {imbalance_ratio: 1.5}}
-        queueing: {max_queue: 512, concurrency_target: 8}
+        queueing: {max_queue: 512, max_concurrency: 8}
 """
 
 from __future__ import annotations
@@ -100,8 +100,19 @@ class RoutingConfig(_Strict):
 
 
 class QueueingConfig(_Strict):
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "concurrency_target" in data:
+            raise ValueError(
+                "queueing.concurrency_target was renamed max_concurrency (the most requests "
+                "in flight on one replica); the autoscaler's aim is "
+                "autoscaling.target_concurrency"
+            )
+        return data
+
     max_queue: int = Field(1024, ge=0, description="requests waiting at the gateway; then 429")
-    concurrency_target: int = Field(8, ge=1, description="most requests in flight per replica")
+    max_concurrency: int = Field(8, ge=1, description="most requests in flight per replica")
     queue_timeout_s: float = Field(60.0, gt=0, description="longest wait for a replica slot")
     default_priority: int = 0
     retry_after_s: int = Field(1, ge=0, description="the Retry-After a 429 carries")

@@ -290,7 +290,7 @@ class Gateway:
                     "name": name,
                     "model": self.deployments[name].model_name,
                     "policy": router.default_policy,
-                    "queue_depth": len(router.queue),
+                    "queue_depth": router.queued(),
                     "autoscaling": a.status() if (a := self.autoscalers.get(name)) else None,
                     "decisions": {
                         f"{p}/{r}": n for (p, r), n in sorted(router.decisions_by_reason.items())

@@ -42,7 +42,7 @@ class _RouterCollector(Collector):
         state: list[tuple[tuple[str, ...], float]] = []
         ejections: list[tuple[tuple[str, ...], float]] = []
         for name, router in self.routers.items():
-            depth.append(((name,), len(router.queue)))
+            depth.append(((name,), router.queued()))
             per_replica: dict[str, int] = {}
             for e in router.ejections:
                 per_replica[e.replica_id] = per_replica.get(e.replica_id, 0) + 1

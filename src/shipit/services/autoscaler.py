@@ -186,7 +186,7 @@ class Autoscaler:
             for r in self.router.registry.records()
             if r.replica_id in managed and r.state in _PHASE
         )
-        return AutoscalingSnapshot(now, loads, len(self.router.queue))
+        return AutoscalingSnapshot(now, loads, self.router.queued())
 
     # ----- applying a decision --------------------------------------------------------------
     async def _apply(self, decision: ScaleDecision, now: float) -> None:
@@ -345,7 +345,7 @@ class Autoscaler:
                 counts[_METRIC_STATE[r.state]] += 1
         for state, n in counts.items():
             m.replicas.labels(deployment=self.name, state=state).set(n)
-        held = len(self.router.queue) if self.router.cold() else 0
+        held = self.router.queued() if self.router.cold() else 0
         m.requests_held.labels(deployment=self.name).set(held)
 
     def status(self) -> dict[str, Any]:
@@ -355,7 +355,7 @@ class Autoscaler:
         return {
             "min_replicas": c.min_replicas,
             "max_replicas": c.max_replicas,
-            "concurrency_target": c.concurrency_target,
+            "target_concurrency": c.target_concurrency,
             "desired": last.target if last else None,
             "current": last.current if last else None,
             "panic": last.panic if last else False,

@@ -67,7 +67,7 @@ class RouterService:
         r = deployment.retries
         self.retry_budget = RetryBudget(ratio=r.budget_ratio, min_per_s=r.budget_min_per_s)
         self.registry = ReplicaRegistry(
-            deployment.name, clock=clock, max_concurrency=q.concurrency_target
+            deployment.name, clock=clock, max_concurrency=q.max_concurrency
         )
         self.registry.listeners.append(self.dispatch)
         self._policies: dict[str, RoutingPolicy] = {}
@@ -212,6 +212,10 @@ class RouterService:
         """No replica can take a request now (scaled to zero, or all still starting)."""
         now = self.clock.now()
         return not any(r.routable(now) for r in self.views())
+
+    def queued(self) -> int:
+        """Requests waiting for a slot now."""
+        return len(self.queue)
 
     def starting_count(self) -> int:
         return self.registry.count(ReplicaState.STARTING)

@@ -104,7 +104,7 @@ class KnativeStyle:
         self.samples.append((now, float(sum(r.in_flight for r in live) + snapshot.queued)))
         while self.samples and now - self.samples[0][0] > c.autoscaling_window_s:
             self.samples.popleft()
-        unit = c.concurrency_target * c.target_utilization
+        unit = c.target_concurrency * c.target_utilization
         stable = sum(v for _, v in self.samples) / len(self.samples)
         recent = [v for t, v in self.samples if now - t <= c.panic_window_s]
         panic_want = math.ceil(sum(recent) / len(recent) / unit)

@@ -38,7 +38,7 @@ def test_block_defaults_and_min_replicas_start() -> None:
     assert d.autoscaling is not None
     a = d.autoscaling
     assert (a.max_replicas, a.autoscaling_window_s, a.panic_window_s) == (4, 60.0, 6.0)
-    assert (a.scale_down_delay_s, a.concurrency_target, a.tick_interval_s) == (120.0, 8.0, 1.0)
+    assert (a.scale_down_delay_s, a.target_concurrency, a.tick_interval_s) == (120.0, 8.0, 1.0)
     assert d.initial_replicas == 0
 
 
@@ -58,13 +58,13 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         "max_replicas": 3,
         "autoscaling_window_s": 5.0,
         "scale_down_delay_s": 2.0,
-        "concurrency_target": 2.0,
+        "target_concurrency": 2.0,
     }
     cfg = build_config(path, **FLAGS_OFF, autoscaling=flags)  # type: ignore[arg-type]
     a = cfg.deployments[0].autoscaling
     assert a is not None
     assert (a.min_replicas, a.max_replicas, a.autoscaling_window_s) == (0, 3, 5.0)
-    assert (a.scale_down_delay_s, a.concurrency_target, a.panic_window_s) == (2.0, 2.0, 0.5)
+    assert (a.scale_down_delay_s, a.target_concurrency, a.panic_window_s) == (2.0, 2.0, 0.5)
 
 
 def test_an_autoscaling_flag_alone_turns_autoscaling_on() -> None:

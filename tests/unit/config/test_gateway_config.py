@@ -63,3 +63,24 @@ def test_missing_and_bad_files(tmp_path: Path) -> None:
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("deployment", "names"),
+    [
+        (
+            {"queueing": {"concurrency_target": 3}},
+            ("queueing.concurrency_target", "max_concurrency"),
+        ),
+        (
+            {"autoscaling": {"concurrency_target": 3}},
+            ("autoscaling.concurrency_target", "target_concurrency"),
+        ),
+    ],
+)
+def test_the_old_two_meaning_concurrency_target_names_its_replacement(
+    deployment: dict[str, object], names: tuple[str, str]
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"deployments": [deployment]})
+    assert all(n in str(exc.value) for n in names)

@@ -161,7 +161,7 @@ def test_client_disconnect_aborts_the_upstream_and_frees_the_slot() -> None:
 def test_priorities_are_honoured_under_a_full_queue() -> None:
     hold = asyncio.Event()
     a = FakeReplica(hold=hold)
-    gw, _, _ = make({"a": a}, queueing={"concurrency_target": 1, "max_queue": 2})
+    gw, _, _ = make({"a": a}, queueing={"max_concurrency": 1, "max_queue": 2})
 
     async def go() -> None:
         async with running(gw):
@@ -209,7 +209,7 @@ def test_priorities_are_honoured_under_a_full_queue() -> None:
 def test_waiters_sharing_a_client_request_id_are_both_served() -> None:
     hold = asyncio.Event()
     a = FakeReplica(hold=hold)
-    gw, _, _ = make({"a": a}, queueing={"concurrency_target": 1, "queue_timeout_s": 1.0})
+    gw, _, _ = make({"a": a}, queueing={"max_concurrency": 1, "queue_timeout_s": 1.0})
     dup = {"x-request-id": "dup"}
 
     async def go() -> None:
@@ -230,7 +230,7 @@ def test_waiters_sharing_a_client_request_id_are_both_served() -> None:
 
 def test_deadline_while_queued_gives_504() -> None:
     hold = asyncio.Event()
-    gw, _, _ = make({"a": FakeReplica(hold=hold)}, queueing={"concurrency_target": 1})
+    gw, _, _ = make({"a": FakeReplica(hold=hold)}, queueing={"max_concurrency": 1})
 
     async def go() -> None:
         async with running(gw):

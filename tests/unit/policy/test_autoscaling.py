@@ -86,7 +86,7 @@ def cfg(**kw: float) -> AutoscalingConfig:
     base: dict[str, float] = {
         "min_replicas": 1,
         "max_replicas": 10,
-        "concurrency_target": 4,
+        "target_concurrency": 4,
         "target_utilization": 1.0,
         "autoscaling_window_s": 60,
         "panic_window_s": 6,
@@ -219,7 +219,7 @@ def test_draining_replicas_do_not_count() -> None:
     [
         ({"min_replicas": 5, "max_replicas": 2}, "min_replicas (5) must be <= max_replicas (2)"),
         ({"panic_window_s": 90}, "panic_window_s"),
-        ({"concurrency_target": 0}, "concurrency_target"),
+        ({"target_concurrency": 0}, "target_concurrency"),
         ({"target_utilization": 1.5}, "target_utilization"),
         ({"surprise": 1}, "surprise"),
     ],

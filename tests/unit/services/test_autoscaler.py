@@ -108,7 +108,7 @@ def test_scale_from_zero_at_the_first_held_request_and_the_cold_start_in_phases(
 def test_scale_down_cordons_then_stops_only_after_in_flight_finishes() -> None:
     async def go() -> None:
         h = Harness(
-            min_replicas=1, max_replicas=3, concurrency_target=1, target_utilization=1.0,
+            min_replicas=1, max_replicas=3, target_concurrency=1, target_utilization=1.0,
             autoscaling_window_s=4, scale_down_delay_s=0, max_scale_down_rate=10,
         )  # fmt: skip
         await h.fleet.start_replicas("default", 2)

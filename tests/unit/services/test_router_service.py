@@ -23,7 +23,7 @@ def req(rid: str, priority: int = 0) -> RequestView:
 
 
 def test_leases_count_in_flight_and_free_slots_go_to_waiters_in_priority_order() -> None:
-    r = router(queueing={"concurrency_target": 1})
+    r = router(queueing={"max_concurrency": 1})
     r.add_replica("a", "http://a/", state=ReplicaState.READY)
 
     async def go() -> list[str]:
@@ -77,7 +77,7 @@ def test_exclusion_avoids_a_failed_replica_unless_it_is_the_only_one() -> None:
 
 
 def test_a_waiter_that_cannot_be_placed_does_not_block_those_behind_it() -> None:
-    r = router(queueing={"concurrency_target": 1, "queue_timeout_s": 1.0})
+    r = router(queueing={"max_concurrency": 1, "queue_timeout_s": 1.0})
     r.add_replica("a", "http://a", state=ReplicaState.STARTING)
     r.add_replica("b", "http://b", state=ReplicaState.READY)
 

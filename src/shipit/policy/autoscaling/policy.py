@@ -8,7 +8,7 @@ state between ticks, so the same function runs live and in the fleet simulator.
 
 The rules, each a small function below:
 1. average the load over a stable window (default 60 s) and a panic window (6 s);
-2. desired = ceil(average / (concurrency_target * target_utilization));
+2. desired = ceil(average / (target_concurrency * target_utilization));
 3. panic: when the short window needs ``panic_threshold`` x the ready replicas, scale to
    the short-window need at once and do not scale down until the panic has been quiet for
    a whole stable window;
@@ -88,7 +88,7 @@ def decide(
     samples = _window((*state.samples, (now, load)), now, config.autoscaling_window_s)
     stable = _mean(samples)
     short = _mean(_window(samples, now, config.panic_window_s))
-    unit = config.concurrency_target * config.target_utilization
+    unit = config.target_concurrency * config.target_utilization
     last_active = now if load > 0 else state.last_active_s
 
     panic_until = state.panic_until_s
