@@ -13,7 +13,51 @@ This module imports only the standard library.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Protocol
+
+from shipit.core.codec import decode, encode
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One decision as a driver took it."""
+
+    policy: str
+    deployment: str
+    snapshot: object
+    state: object
+    decision: object
+
+
+def entry_line(entry: LogEntry) -> str:
+    """One JSON line (no newline) for ``entry``; refuses records that cannot be replayed."""
+    return json.dumps(
+        {
+            "policy": entry.policy,
+            "deployment": entry.deployment,
+            "snapshot": encode(entry.snapshot, "snapshot"),
+            "state": encode(entry.state, "state"),
+            "decision": encode(entry.decision, "decision"),
+        },
+        separators=(",", ":"),
+    )
+
+
+def read_entries(lines: Iterable[str]) -> Iterator[LogEntry]:
+    """The entries of a JSON-lines decision log (blank lines skipped)."""
+    for line in lines:
+        if line.strip():
+            raw = json.loads(line)
+            yield LogEntry(
+                raw["policy"],
+                raw["deployment"],
+                decode(raw["snapshot"]),
+                decode(raw["state"]),
+                decode(raw["decision"]),
+            )
 
 
 class DecisionLog(Protocol):
@@ -38,9 +82,9 @@ class MemoryLog:
     """Keeps every decision in a list (tests; the simulator's own record of a run)."""
 
     def __init__(self) -> None:
-        self.entries: list[tuple[str, str, object, object, object]] = []
+        self.entries: list[LogEntry] = []
 
     def record(
         self, policy: str, deployment: str, snapshot: object, state: object, decision: object
     ) -> None:
-        self.entries.append((policy, deployment, snapshot, state, decision))
+        self.entries.append(LogEntry(policy, deployment, snapshot, state, decision))
