@@ -62,15 +62,25 @@ def start_fake(cpu: int) -> tuple[subprocess.Popen[str], str]:
     return proc, f"http://127.0.0.1:{int(proc.stdout.readline())}"
 
 
-def start_gateway(urls: list[str], cpu: int) -> tuple[subprocess.Popen[bytes], str, Path]:
+def start_gateway(
+    urls: list[str], cpu: int, src: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """``shipit up`` in front of ``urls``; with ``src``, the shipit package under that source
+    tree (an older checkout's ``src/``) runs instead of this one, for before/after figures."""
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    cap = "max_concurrency"
+    env = None
+    if src is not None:
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        if cap not in (src / "shipit" / "config" / "gateway.py").read_text():
+            cap = "concurrency_target"  # its name before it was split in two
     cfg = {
         "deployments": [
             {
                 "model": "m",
                 "replicas": 0,
                 "replica_urls": urls,
-                "queueing": {"max_concurrency": 512, "max_queue": 4096},
+                "queueing": {cap: 512, "max_queue": 4096},
             }
         ]
     }
@@ -81,7 +91,7 @@ def start_gateway(urls: list[str], cpu: int) -> tuple[subprocess.Popen[bytes], s
     cmd += ["--port", str(sock_port), "--log-level", "warning"]
     log = tmp / "gateway.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{sock_port}"
     for _ in range(200):
         try:
@@ -283,10 +293,12 @@ def measure_peer(
     }
 
 
-def measure_shipit(args: argparse.Namespace, fake_urls: list[str]) -> dict[str, Any]:
+def measure_shipit(
+    args: argparse.Namespace, fake_urls: list[str], src: Path | None = None
+) -> dict[str, Any]:
     """The gateway's figures at ``--rate`` and ``--concurrency`` (and at ``--litellm-rate``
     when LiteLLM is compared, so its ratio compares like with like)."""
-    gw, gw_url, _log = start_gateway(fake_urls, 0)
+    gw, gw_url, _log = start_gateway(fake_urls, 0, src)
     load = os.getloadavg()[0]
     try:
         run = uvloop.run
@@ -450,6 +462,12 @@ def main() -> None:
     parser.add_argument("--litellm-requests", type=int, default=300)
     parser.add_argument("--litellm-seconds", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=1, help="report medians of N runs")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="an older checkout's src/ directory: its gateway is measured in the same run, "
+        "alternating with this one, and the ratios printed (before/after a change)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
@@ -460,8 +478,13 @@ def main() -> None:
     notes: list[str] = []
     try:
         for _ in range(args.repeats):
+            if args.baseline_src is not None:
+                before = measure_shipit(args, fake_urls, args.baseline_src)
+                before["streamed_req_s_one_core"] = before["gateway_streamed_req_s_one_core"]
+                peers = {"baseline": before}
             shipit = measure_shipit(args, fake_urls)
-            peers, notes = compare_peers(args, fake_urls)
+            if args.baseline_src is None:
+                peers, notes = compare_peers(args, fake_urls)
             runs.append({**shipit, "peers": peers})
     finally:
         for p, _ in fakes:
