@@ -1,16 +1,20 @@
-"""Where replicas run: the ``ReplicaBackend`` protocol and the records it trades in.
+"""Where replicas run: the ``ReplicaBackend`` protocol, the records it trades in, and the
+``Registrar`` through which the fleet reports registrations.
 
 A backend starts replicas of a ``ReplicaSpec``, lists them, tells whether each is still alive,
-and stops them gracefully; readiness to serve is the router's business (``GET /health``).
-Implementations: ``local`` (processes on this machine), ``static`` (external endpoints),
-``fake`` (tests); a Kubernetes backend and autoscaling (issue 5) extend the same protocol.
-This module holds no behaviour and must not import a concrete backend.
+and stops them gracefully; readiness to serve is the health monitor's business
+(``GET /health``). Implementations: ``local`` (processes on this machine), ``static`` (external
+endpoints), ``fake`` (tests). A ``Registrar`` is where replicas are announced, change state and
+disappear: ``services.registry.ReplicaRegistry`` is one. This module holds no behaviour and must
+not import a concrete backend or the router.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from shipit.core.fleet import ReplicaState
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,22 @@ class ReplicaBackend(Protocol):
 
     async def close(self) -> None:
         """Stop everything this backend started."""
+        ...
+
+
+class Registrar(Protocol):
+    """Where one deployment's replicas are registered (``services.registry.ReplicaRegistry``)."""
+
+    def add(
+        self, replica_id: str, url: str, *, state: ReplicaState = ..., external: bool = ...
+    ) -> object:
+        """A new replica at ``url`` (``starting`` unless told otherwise)."""
+        ...
+
+    def set_state(self, replica_id: str, state: ReplicaState) -> object: ...
+
+    def remove(self, replica_id: str) -> object:
+        """It is gone: no longer started, stopped by us or not."""
         ...
 
 

@@ -1,23 +1,24 @@
-"""``Fleet``: starts each deployment's replicas on its backends and registers them with the
-deployment's router; on shutdown marks them draining and stops them. It is also the
-autoscaler's ``ReplicaPool``: start more local replicas, stop one (drain, exit, unregister).
+"""``Fleet``: starts each deployment's replicas on its backends and reports them to the
+deployment's ``Registrar`` (the replica registry); on shutdown marks them draining and stops
+them. It is also the autoscaler's ``ReplicaPool``: start more local replicas, stop one (drain,
+exit, unregister), say which it manages and whether each is still alive.
 
-Owns the mapping from backend handles to router registrations, so the gateway (which must not
-import backends) gets start/stop hooks and nothing else. Local replicas come in as
-``starting`` (the monitor flips them to ``ready`` on ``/health``), so requests that arrive
-during a cold start wait in the queue instead of failing.
+Owns the mapping from backend handles to registrations, so the gateway (which must not import
+backends) gets start/stop hooks and nothing else. Local replicas come in as ``starting`` (the
+health monitor flips them to ``ready`` on ``/health``), so requests that arrive during a cold
+start wait in the queue instead of failing. It only starts, stops and probes replicas: it
+decides nothing and must not import the router.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from shipit.backends.base import ReplicaBackend, ReplicaHandle, ReplicaSpec
+from shipit.backends.base import Registrar, ReplicaBackend, ReplicaHandle, ReplicaSpec
 from shipit.config.gateway import DeploymentConfig
 from shipit.core.fleet import ReplicaState
-from shipit.services.router import RouterService
 
 log = logging.getLogger("shipit.gateway.fleet")
 
@@ -25,12 +26,17 @@ log = logging.getLogger("shipit.gateway.fleet")
 class Fleet:
     def __init__(
         self,
-        routers: Mapping[str, RouterService],
+        deployments: Iterable[DeploymentConfig],
+        registrars: Mapping[str, Registrar],
         *,
         local: ReplicaBackend,
         external: ReplicaBackend,
     ) -> None:
-        self.routers = routers
+        self.deployments = {d.name: d for d in deployments}
+        missing = set(self.deployments) - set(registrars)
+        if missing:
+            raise ValueError(f"no registrar for deployment(s) {sorted(missing)}")
+        self.registrars = registrars
         self.local = local
         self.external = external
         self.handles: list[tuple[ReplicaBackend, ReplicaHandle]] = []
@@ -46,41 +52,40 @@ class Fleet:
             drain_timeout_s=d.drain_timeout_s,
         )
 
+    def _register(self, backend: ReplicaBackend, h: ReplicaHandle) -> None:
+        self.handles.append((backend, h))
+        self.registrars[h.deployment].add(h.replica_id, h.url, external=h.external)
+        log.info("replica %s of %s at %s (pid %s)", h.replica_id, h.deployment, h.url, h.pid)
+
     async def start(self) -> None:
-        for name, router in self.routers.items():
-            d = router.deployment
+        for d in self.deployments.values():
             spec = self.spec(d)
             counts = ((self.external, len(d.replica_urls)), (self.local, d.initial_replicas))
             for backend, count in counts:
                 if count == 0:
                     continue
                 for h in await backend.start(spec, count):
-                    self.handles.append((backend, h))
-                    router.add_replica(h.replica_id, h.url, external=h.external)
-                    log.info("replica %s of %s at %s (pid %s)", h.replica_id, name, h.url, h.pid)
+                    self._register(backend, h)
 
     # ----- the autoscaler's ReplicaPool (services.autoscaler) --------------------------------
     async def start_replicas(self, deployment: str, count: int) -> list[str]:
-        router = self.routers[deployment]
-        handles = await self.local.start(self.spec(router.deployment), count)
+        handles = await self.local.start(self.spec(self.deployments[deployment]), count)
         for h in handles:
-            self.handles.append((self.local, h))
-            router.add_replica(h.replica_id, h.url)
-            log.info("replica %s of %s at %s (pid %s)", h.replica_id, deployment, h.url, h.pid)
+            self._register(self.local, h)
         return [h.replica_id for h in handles]
 
     async def stop_replica(self, deployment: str, replica_id: str) -> None:
         """Drain and stop one replica (the backend waits for it to exit), then unregister it."""
         found = [(b, h) for b, h in self.handles if h.replica_id == replica_id]
-        router = self.routers.get(deployment)
-        if router is not None:
-            router.set_state(replica_id, ReplicaState.DRAINING)
+        registrar = self.registrars.get(deployment)
+        if registrar is not None:
+            registrar.set_state(replica_id, ReplicaState.DRAINING)
         for backend, handle in found:
             await backend.stop(handle)
             if (backend, handle) in self.handles:  # ``stop`` may have cleared the list meanwhile
                 self.handles.remove((backend, handle))
-        if router is not None:
-            router.remove_replica(replica_id)
+        if registrar is not None:
+            registrar.remove(replica_id)
 
     def managed(self, deployment: str) -> list[str]:
         return [
@@ -98,12 +103,13 @@ class Fleet:
 
     async def stop(self) -> None:
         for _, h in self.handles:
-            router = self.routers.get(h.deployment)
-            if router is not None:
-                router.set_state(h.replica_id, ReplicaState.DRAINING)
+            self._set_state(h, ReplicaState.DRAINING)
         await asyncio.gather(*(b.stop(h) for b, h in self.handles), return_exceptions=True)
         for _, h in self.handles:
-            router = self.routers.get(h.deployment)
-            if router is not None:
-                router.set_state(h.replica_id, ReplicaState.STOPPED)
+            self._set_state(h, ReplicaState.STOPPED)
         self.handles.clear()
+
+    def _set_state(self, h: ReplicaHandle, state: ReplicaState) -> None:
+        registrar = self.registrars.get(h.deployment)
+        if registrar is not None:
+            registrar.set_state(h.replica_id, state)

@@ -185,7 +185,12 @@ def up(
     routers = {d.name: RouterService(d, clock=clock) for d in cfg.deployments}
     local = LocalProcessBackend()
     external = StaticBackend({d.name: d.replica_urls for d in cfg.deployments})
-    fleet = Fleet(routers, local=local, external=external)
+    fleet = Fleet(
+        cfg.deployments,
+        {name: router.registry for name, router in routers.items()},
+        local=local,
+        external=external,
+    )
     gateway = create_gateway(
         cfg,
         routers=routers,

@@ -144,6 +144,21 @@ class OutlierConfig(_Strict):
     max_ejected_fraction: float = Field(0.5, ge=0, le=1.0)
 
 
+class HealthCheckConfig(_Strict):
+    """Active health checks (``GET /health`` every ``health_interval_s``): how many probes in a
+    row change a replica's state. One slow or refused probe is not an outage; several are."""
+
+    unhealthy_threshold: int = Field(
+        3, ge=1, description="failed probes in a row that take a ready replica out of routing"
+    )
+    healthy_threshold: int = Field(
+        1,
+        ge=1,
+        description="ok probes in a row that bring an unhealthy replica back (a starting "
+        "replica is ready at its first)",
+    )
+
+
 class DeploymentConfig(_Strict):
     name: str = "default"
     model: str = DEFAULT_MODEL
@@ -159,6 +174,7 @@ class DeploymentConfig(_Strict):
     retries: RetryConfig = RetryConfig()
     outlier: OutlierConfig = OutlierConfig()
     health_interval_s: float = Field(1.0, gt=0)
+    health: HealthCheckConfig = HealthCheckConfig()
     startup_timeout_s: float = Field(300.0, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)
     autoscaling: AutoscalingConfig | None = Field(

@@ -1,11 +1,16 @@
 """Keeps the router's picture of its replicas current: health, load, adapters and KV events.
 
-Owns ``ReplicaMonitor``: one ``tick`` probes every replica once (``GET /health`` sets the state;
-``GET /metrics`` reads vLLM's ``num_requests_waiting`` and ``kv_cache_usage_perc``;
-``GET /v1/models`` lists loaded adapters; with precise prefix routing, ``GET /v1/kv_events``
-feeds the prefix index), and ``run`` ticks forever at the deployment's interval. It also owns
-``AdapterLoader``, which loads a LoRA adapter through a replica's admin API once, however many
-requests wait for it. Probing goes through the ``Upstream`` seam; routing stays in the router.
+Owns ``ReplicaMonitor``, a thin driver of the health policy (``policy.health``): one ``tick``
+probes every replica once (``GET /health``), and for each answer reads the clock once, builds a
+``HealthSnapshot`` (the replica's record and the probe's outcome), asks ``health.decide`` with
+the consecutive-probe counts it keeps between ticks, records the decision in the decision log
+and applies its target state through the router. Ready replicas also get their load read
+(``GET /metrics``: vLLM's ``num_requests_waiting`` and ``kv_cache_usage_perc``); a replica that
+may become ready first has its adapters listed (``GET /v1/models``); with precise prefix routing,
+``GET /v1/kv_events`` feeds the prefix index. ``run`` ticks forever at the deployment's
+interval. It also owns ``AdapterLoader``, which loads a LoRA adapter through a replica's admin
+API once, however many requests wait for it. Probing goes through the ``Upstream`` seam; this
+module decides no state change itself and routes nothing.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ import json
 import logging
 from typing import Any
 
-from shipit.core.fleet import ReplicaRecord, ReplicaState
+from shipit.core.decisions import NO_LOG, DecisionLog
+from shipit.core.fleet import ReplicaState
+from shipit.policy import health
+from shipit.policy.health import HealthDecision, HealthSnapshot, HealthState, ProbeOutcome
 from shipit.services.router import RouterService
 from shipit.services.upstream import Upstream, UpstreamError
 
-log = logging.getLogger("shipit.gateway.monitor")
+logger = logging.getLogger("shipit.gateway.monitor")
 PROBE_TIMEOUT_S = 2.0
 
 
@@ -40,13 +48,20 @@ def parse_vllm_metrics(text: str) -> dict[str, float]:
 
 
 class ReplicaMonitor:
-    def __init__(self, router: RouterService, upstream: Upstream) -> None:
+    def __init__(
+        self, router: RouterService, upstream: Upstream, *, log: DecisionLog = NO_LOG
+    ) -> None:
         self.router = router
         self.upstream = upstream
+        self.config = router.deployment.health
+        self.log = log
+        self.state = HealthState()
         self._kv_after: dict[str, int] = {}
 
     async def tick(self) -> None:
-        await asyncio.gather(*(self._probe(rid) for rid in self.router.registry.ids()))
+        ids = self.router.registry.ids()
+        self.state = health.forget(self.state, ids)  # replicas gone since the last tick
+        await asyncio.gather(*(self._probe(rid) for rid in ids))
         self.router.dispatch()  # ejections may have ended; replicas may have become ready
 
     async def run(self) -> None:
@@ -55,48 +70,45 @@ class ReplicaMonitor:
             try:
                 await self.tick()
             except Exception:  # a probe bug must not stop health checking
-                log.exception("replica monitor tick failed")
+                logger.exception("replica monitor tick failed")
             await asyncio.sleep(interval)
 
     async def _probe(self, replica_id: str) -> None:
-        record = self._probeable(replica_id)
-        if record is None:
+        record = self.router.registry.get(replica_id)
+        if record is None or not health.probe_wanted(record):
             return
         url = record.url
-        try:
-            status, _ = await self.upstream.get(url + "/health", timeout_s=PROBE_TIMEOUT_S)
-            why = f"/health answered {status}"
-        except UpstreamError as exc:
-            status, why = 0, exc.message
-        record = self._probeable(replica_id)  # it may have been cordoned while we waited
+        outcome = await self._check(url)
+        if health.resync_wanted(record, outcome, self.state):
+            await self._refresh_adapters(replica_id, url)  # before it takes traffic again
+        record = self.router.registry.get(replica_id)  # it may have changed while we waited
         if record is None:
             return
-        if status != 200:
-            if record.state is not ReplicaState.STARTING:
-                self._set(replica_id, ReplicaState.UNHEALTHY, why)
+        snapshot = HealthSnapshot(self.router.clock.now(), record, outcome)
+        state_in = self.state
+        decision, self.state = health.decide(self.config, snapshot, state_in)
+        self.log.record("health", self.router.deployment.name, snapshot, state_in, decision)
+        self._apply(decision)
+        current = self.router.registry.get(replica_id)
+        if outcome.ok and current is not None and current.state is ReplicaState.READY:
+            await self._refresh_load(replica_id, url)
+            if self.router.deployment.routing.prefix_cache.source == "kv_events":
+                await self.pull_kv_events(replica_id)
+
+    async def _check(self, url: str) -> ProbeOutcome:
+        try:
+            status, _ = await self.upstream.get(url + "/health", timeout_s=PROBE_TIMEOUT_S)
+        except UpstreamError as exc:
+            return ProbeOutcome(False, None, exc.message)
+        return ProbeOutcome(status == 200, status)
+
+    def _apply(self, decision: HealthDecision) -> None:
+        if decision.target is None:
             return
-        if record.state is not ReplicaState.READY:
-            await self._refresh_adapters(replica_id, url)
-            if self._probeable(replica_id) is None:
-                return
-        self._set(replica_id, ReplicaState.READY, why)
-        await self._refresh_load(replica_id, url)
-        if self.router.deployment.routing.prefix_cache.source == "kv_events":
-            await self.pull_kv_events(replica_id)
-
-    def _probeable(self, replica_id: str) -> ReplicaRecord | None:
-        """The replica's record, or None when it is gone or cordoned (draining, stopped): a
-        healthy answer must not make a cordoned replica routable again."""
-        record = self.router.registry.get(replica_id)
-        if record is None or record.state in (ReplicaState.STOPPED, ReplicaState.DRAINING):
-            return None
-        return record
-
-    def _set(self, replica_id: str, state: ReplicaState, why: str) -> None:
-        record = self.router.registry.get(replica_id)
-        if record is not None and record.state is not state:
-            log.info("replica %s: %s -> %s (%s)", replica_id, record.state.value, state.value, why)
-            self.router.set_state(replica_id, state)
+        logger.info(
+            "replica %s -> %s (%s)", decision.replica_id, decision.target.value, decision.reason
+        )
+        self.router.set_state(decision.replica_id, decision.target)
 
     async def _refresh_load(self, replica_id: str, url: str) -> None:
         try:
@@ -177,4 +189,4 @@ class AdapterLoader:
         if status != 200:
             text = body.decode("utf-8", "replace")[:300]
             raise UpstreamError("adapter", f"loading {adapter!r} failed ({status}): {text}")
-        log.info("loaded adapter %s on %s", adapter, url)
+        logger.info("loaded adapter %s on %s", adapter, url)

@@ -99,8 +99,8 @@ class KnativeStyle:
 
     def tick(self, snapshot: AutoscalingSnapshot) -> ScaleOrder:
         c, now = self.config, snapshot.now_s
-        live = [r for r in snapshot.replicas if r.phase is not ReplicaPhase.DRAINING]
-        ready = sum(r.phase is ReplicaPhase.READY for r in live)
+        live = [r for r in snapshot.replicas if r.state is not ReplicaPhase.DRAINING]
+        ready = sum(r.state is ReplicaPhase.READY for r in live)
         self.samples.append((now, float(sum(r.in_flight for r in live) + snapshot.queued)))
         while self.samples and now - self.samples[0][0] > c.autoscaling_window_s:
             self.samples.popleft()
@@ -114,7 +114,7 @@ class KnativeStyle:
         if now < self.panic_until_s:
             want = max(panic_want, len(live))
         target = min(max(want, self.min_replicas), c.max_replicas)
-        order = sorted(live, key=lambda r: (r.phase is ReplicaPhase.READY, r.in_flight))
+        order = sorted(live, key=lambda r: (r.state is ReplicaPhase.READY, r.in_flight))
         stop = tuple(r.replica_id for r in order[: max(len(live) - target, 0)])
         return ScaleOrder(target, stop)
 

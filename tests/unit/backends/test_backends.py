@@ -13,7 +13,7 @@ from shipit.backends.static import StaticBackend
 from shipit.config.gateway import parse_config
 from shipit.core.clock import FakeClock
 from shipit.core.fleet import ReplicaState
-from shipit.services.router import RouterService
+from shipit.services.registry import ReplicaRegistry
 
 
 def test_base_url_strips_v1() -> None:
@@ -34,12 +34,11 @@ def test_local_command_and_free_port(tmp_path: object) -> None:
 
 def test_fleet_registers_local_and_external_replicas_and_drains_them() -> None:
     cfg = parse_config({"deployments": [{"replicas": 2, "replica_urls": ["http://ext:8000/v1"]}]})
-    routers = {"default": RouterService(cfg.deployments[0], clock=FakeClock())}
+    registry = ReplicaRegistry("default", clock=FakeClock(), max_concurrency=8)
     local, static = FakeBackend(), StaticBackend({"default": ["http://ext:8000/v1"]})
-    fleet = Fleet(routers, local=local, external=static)
+    fleet = Fleet(cfg.deployments, {"default": registry}, local=local, external=static)
 
     asyncio.run(fleet.start())
-    registry = routers["default"].registry
     reps = {r.replica_id: r for r in registry.records()}
     assert sorted(reps) == ["default-0", "default-1", "default-ext0"]
     assert reps["default-ext0"].url == "http://ext:8000" and reps["default-ext0"].external

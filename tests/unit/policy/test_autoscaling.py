@@ -15,15 +15,20 @@ import pytest
 from pydantic import ValidationError
 
 from shipit.config.autoscaling import AutoscalingConfig
+from shipit.core.fleet import ReplicaRecord, ReplicaState
 from shipit.policy.autoscaling import (
     AutoscalingSnapshot,
     AutoscalingState,
-    ReplicaLoad,
-    ReplicaPhase,
     ScaleDecision,
     choose_victims,
     decide,
 )
+
+
+def rec(rid: str, state: ReplicaState, in_flight: int, since_s: float) -> ReplicaRecord:
+    return ReplicaRecord(
+        rid, f"http://{rid}", state=state, in_flight=in_flight, state_since_s=since_s
+    )
 
 
 @dataclass
@@ -31,7 +36,7 @@ class Deployment:
     config: AutoscalingConfig
     cold_start_s: float = 5.0
     never_ready: bool = False
-    replicas: dict[str, ReplicaLoad] = field(default_factory=dict)
+    replicas: dict[str, ReplicaRecord] = field(default_factory=dict)
     state: AutoscalingState = field(default_factory=AutoscalingState)
     counter: int = 0
     history: list[tuple[float, ScaleDecision]] = field(default_factory=list)
@@ -40,22 +45,22 @@ class Deployment:
         for _ in range(n):
             self.counter += 1
             rid = f"r{self.counter}"
-            self.replicas[rid] = ReplicaLoad(rid, ReplicaPhase.STARTING, 0, now)
+            self.replicas[rid] = rec(rid, ReplicaState.STARTING, 0, now)
 
     def tick(self, now: float, load: int) -> ScaleDecision:
         for rid, r in list(self.replicas.items()):
             if (
-                r.phase is ReplicaPhase.STARTING
+                r.state is ReplicaState.STARTING
                 and not self.never_ready
-                and now - r.since_s >= self.cold_start_s
+                and now - r.state_since_s >= self.cold_start_s
             ):
-                self.replicas[rid] = ReplicaLoad(rid, ReplicaPhase.READY, 0, now)
-        ready = [rid for rid, r in self.replicas.items() if r.phase is ReplicaPhase.READY]
+                self.replicas[rid] = rec(rid, ReplicaState.READY, 0, now)
+        ready = [rid for rid, r in self.replicas.items() if r.state is ReplicaState.READY]
         queued = load if not ready else 0
         for i, rid in enumerate(ready):
             share = load // len(ready) + (1 if i < load % len(ready) else 0)
-            self.replicas[rid] = ReplicaLoad(
-                rid, ReplicaPhase.READY, share, self.replicas[rid].since_s
+            self.replicas[rid] = rec(
+                rid, ReplicaState.READY, share, self.replicas[rid].state_since_s
             )
         snap = AutoscalingSnapshot(now, tuple(self.replicas.values()), queued)
         decision, self.state = decide(self.config, snap, self.state)
@@ -194,10 +199,10 @@ def test_a_replica_that_never_becomes_ready_is_replaced_not_multiplied() -> None
 
 def test_whom_to_stop_starting_first_then_fewest_in_flight() -> None:
     replicas = [
-        ReplicaLoad("busy", ReplicaPhase.READY, 9, 0),
-        ReplicaLoad("idle", ReplicaPhase.READY, 0, 0),
-        ReplicaLoad("cold", ReplicaPhase.STARTING, 0, 50),
-        ReplicaLoad("half", ReplicaPhase.READY, 3, 0),
+        rec("busy", ReplicaState.READY, 9, 0),
+        rec("idle", ReplicaState.READY, 0, 0),
+        rec("cold", ReplicaState.STARTING, 0, 50),
+        rec("half", ReplicaState.READY, 3, 0),
     ]
     assert choose_victims(replicas, 1) == ("cold",)
     assert choose_victims(replicas, 3) == ("cold", "idle", "half")
@@ -207,7 +212,7 @@ def test_whom_to_stop_starting_first_then_fewest_in_flight() -> None:
 def test_draining_replicas_do_not_count() -> None:
     snap = AutoscalingSnapshot(
         0.0,
-        (ReplicaLoad("a", ReplicaPhase.DRAINING, 5, 0), ReplicaLoad("b", ReplicaPhase.READY, 0, 0)),
+        (rec("a", ReplicaState.DRAINING, 5, 0), rec("b", ReplicaState.READY, 0, 0)),
         0,
     )
     decision, _ = decide(cfg(), snap, AutoscalingState())

@@ -37,7 +37,12 @@ class Harness:
         self.clock = FakeClock(100.0)
         self.router = RouterService(self.deployment, clock=self.clock)
         self.backend = FakeBackend()
-        self.fleet = Fleet({"default": self.router}, local=self.backend, external=StaticBackend({}))
+        self.fleet = Fleet(
+            [self.deployment],
+            {"default": self.router.registry},
+            local=self.backend,
+            external=StaticBackend({}),
+        )
         self.registry = CollectorRegistry()
         assert self.deployment.autoscaling is not None
         self.scaler = Autoscaler(
@@ -125,7 +130,7 @@ def test_scale_down_cordons_then_stops_only_after_in_flight_finishes() -> None:
         assert h.router.registry.ids() == [busy] and h.backend.stopped
         assert any(e.stopping for e in h.scaler.events)
         # min_replicas keeps the busy one; cordon it as a victim with a request in flight.
-        h.scaler._cordon(busy, h.clock.now())
+        h.scaler._cordon(busy)
         assert h.router.registry.get(busy).state is ReplicaState.DRAINING
         await h.tick()
         assert busy in h.router.registry, "not stopped while a request is in flight"
@@ -142,7 +147,7 @@ def test_a_cordoned_replica_gets_no_new_requests() -> None:
         a, b = await h.fleet.start_replicas("default", 2)
         h.ready_all()
         first = await h.router.acquire(h.request())
-        h.scaler._cordon(first.replica_id, h.clock.now())
+        h.scaler._cordon(first.replica_id)
         others = [await h.router.acquire(h.request()) for _ in range(3)]
         assert {lease.replica_id for lease in others} == {b if first.replica_id == a else a}
         for lease in [first, *others]:

@@ -1,4 +1,5 @@
-"""Replica monitor and adapter loader against ``FakeUpstream``: states, load, adapters, feeds."""
+"""Replica monitor and adapter loader against ``FakeUpstream``: states through the health
+policy's thresholds, the decision log, load, adapters, feeds."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 
 from shipit.config.gateway import parse_config
 from shipit.core.clock import FakeClock
+from shipit.core.decisions import MemoryLog
 from shipit.core.fleet import ReplicaState
+from shipit.policy.health import HealthDecision, HealthSnapshot, HealthState, ProbeStreak
 from shipit.services.monitor import AdapterLoader, ReplicaMonitor, parse_vllm_metrics
 from shipit.services.router import RouterService
 from shipit.services.upstream import UpstreamError
@@ -52,8 +55,58 @@ def test_health_drives_state_and_load_and_adapters_are_read() -> None:
         {"sql"},
     )
     replica.fail = "connect"
+    for _ in range(2):  # below the default unhealthy_threshold (3): still routable
+        asyncio.run(monitor.tick())
+        assert router.registry.get("a").state is ReplicaState.READY  # type: ignore[union-attr]
     asyncio.run(monitor.tick())
     assert router.registry.get("a").state is ReplicaState.UNHEALTHY  # type: ignore[union-attr]
+    replica.fail = None
+    asyncio.run(monitor.tick())  # healthy_threshold 1: back at the first ok probe
+    assert router.registry.get("a").state is ReplicaState.READY  # type: ignore[union-attr]
+
+
+def test_every_probe_decision_is_logged_before_it_is_applied() -> None:
+    d = parse_config(
+        {"deployments": [{"replicas": 0, "health": {"unhealthy_threshold": 2}}]}
+    ).deployments[0]
+    clock = FakeClock(10.0)
+    router = RouterService(d, clock=clock)
+    replica = FakeReplica()
+    router.add_replica("a", "http://a")
+    log = MemoryLog()
+    monitor = ReplicaMonitor(router, FakeUpstream({"http://a": replica}), log=log)
+    asyncio.run(monitor.tick())
+    replica.fail = "connect"
+    for _ in range(2):
+        clock.advance(1.0)
+        asyncio.run(monitor.tick())
+    codes = []
+    for policy, deployment, snapshot, state, decision in log.entries:
+        assert (policy, deployment) == ("health", "default")
+        assert isinstance(snapshot, HealthSnapshot) and isinstance(state, HealthState)
+        assert isinstance(decision, HealthDecision)
+        codes.append((snapshot.now_s, snapshot.replica.state, decision.reason_code))
+    assert codes == [
+        (10.0, ReplicaState.STARTING, "ready"),
+        (11.0, ReplicaState.READY, "probe_failed"),
+        (12.0, ReplicaState.READY, "unhealthy"),
+    ]
+    assert log.entries[2][3] == HealthState((ProbeStreak("a", failures=1),))
+    assert router.registry.get("a").state is ReplicaState.UNHEALTHY  # type: ignore[union-attr]
+
+
+def test_a_replica_that_restarts_between_probes_has_its_adapters_read_again() -> None:
+    router, replica, monitor = setup()
+    replica.health_status = 200
+    asyncio.run(monitor.tick())
+    assert router.registry.get("a").adapters == {"sql"}  # type: ignore[union-attr]
+    replica.health_status = 503  # restarting: one failed probe, never marked unhealthy
+    asyncio.run(monitor.tick())
+    replica.models.clear()
+    replica.health_status = 200
+    asyncio.run(monitor.tick())
+    rec = router.registry.get("a")
+    assert rec is not None and (rec.state, rec.adapters) == (ReplicaState.READY, frozenset())
 
 
 def test_kv_event_pages_are_applied_and_resumed() -> None:

@@ -18,35 +18,31 @@ The rules, each a small function below:
 6. bounds and rate limits;
 7. whom to stop: replicas still starting first, then the ready ones with the fewest
    requests in flight (they drain fastest); replicas that never became ready are replaced.
+
+Replicas are ``core.fleet.ReplicaRecord``s: ``STARTING`` and ``UNHEALTHY`` ones count as
+starting (not serving yet, stopped first), ``READY`` ones as ready; ``DRAINING`` and
+``STOPPED`` ones are not counted. Which replica is stuck is ``policy.lifecycle.overdue``.
 """
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass
 
 from shipit.config.autoscaling import AutoscalingConfig
+from shipit.core.fleet import ReplicaRecord, ReplicaState
+from shipit.policy.lifecycle import overdue
 
-
-class ReplicaPhase(enum.Enum):
-    STARTING = "starting"
-    READY = "ready"
-    DRAINING = "draining"
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaLoad:
-    replica_id: str
-    phase: ReplicaPhase
-    in_flight: int
-    since_s: float  # when it entered ``phase``
+# Not serving yet (or any more): counted like a starting replica, stopped first, and replaced
+# when it stays so past startup_timeout_s. DRAINING and STOPPED replicas are not counted.
+_STARTING = (ReplicaState.STARTING, ReplicaState.UNHEALTHY)
+_COUNTED = (*_STARTING, ReplicaState.READY)
 
 
 @dataclass(frozen=True, slots=True)
 class AutoscalingSnapshot:
     now_s: float
-    replicas: tuple[ReplicaLoad, ...]
+    replicas: tuple[ReplicaRecord, ...]  # the replicas this deployment's pool manages
     queued: int  # requests held at the gateway for this deployment
 
 
@@ -63,6 +59,7 @@ class ScaleDecision:
     target: int
     current: int  # starting + ready replicas the policy counted (draining excluded)
     reason: str
+    reason_code: str = "steady"  # scale_up, panic, scale_from_zero, scale_down, scale_to_zero
     panic: bool = False
     stop: tuple[str, ...] = ()  # replicas to drain and stop to reach ``target``
     replace: tuple[str, ...] = ()  # replicas that never became ready: stop them
@@ -77,12 +74,8 @@ def decide(
 ) -> tuple[ScaleDecision, AutoscalingState]:
     now = snapshot.now_s
     stuck = _never_ready(config, snapshot)
-    live = [
-        r
-        for r in snapshot.replicas
-        if r.phase is not ReplicaPhase.DRAINING and r.replica_id not in stuck
-    ]
-    ready = sum(r.phase is ReplicaPhase.READY for r in live)
+    live = [r for r in snapshot.replicas if r.state in _COUNTED and r.replica_id not in stuck]
+    ready = sum(r.state is ReplicaState.READY for r in live)
     current = len(live)
     load = float(sum(r.in_flight for r in live) + snapshot.queued)
     samples = _window((*state.samples, (now, load)), now, config.autoscaling_window_s)
@@ -112,12 +105,21 @@ def decide(
         target=target,
         current=current,
         reason=why,
+        reason_code=_reason_code(target, current, panic),
         panic=panic,
         stop=choose_victims(live, current - target) if target < current else (),
         replace=stuck,
     )
     new_state = AutoscalingState(samples, proposals, panic_until if panic else None, last_active)
     return decision, new_state
+
+
+def _reason_code(target: int, current: int, panic: bool) -> str:
+    if target > current:
+        return "scale_from_zero" if current == 0 else "panic" if panic else "scale_up"
+    if target < current:
+        return "scale_to_zero" if target == 0 else "scale_down"
+    return "steady"
 
 
 def _window(
@@ -205,22 +207,21 @@ def _never_ready(config: AutoscalingConfig, snapshot: AutoscalingSnapshot) -> tu
     return tuple(
         r.replica_id
         for r in snapshot.replicas
-        if r.phase is ReplicaPhase.STARTING
-        and snapshot.now_s - r.since_s > config.startup_timeout_s
+        if overdue(r, snapshot.now_s, config.startup_timeout_s) is not None
     )
 
 
-def choose_victims(replicas: list[ReplicaLoad], count: int) -> tuple[str, ...]:
+def choose_victims(replicas: list[ReplicaRecord], count: int) -> tuple[str, ...]:
     """Whom to stop: starting replicas first (no request is lost and they cost a cold
     start anyway; the newest first), then ready ones with the fewest requests in flight,
     because they finish draining soonest."""
     if count <= 0:
         return ()
     starting = sorted(
-        (r for r in replicas if r.phase is ReplicaPhase.STARTING), key=lambda r: -r.since_s
+        (r for r in replicas if r.state in _STARTING), key=lambda r: -r.state_since_s
     )
     ready = sorted(
-        (r for r in replicas if r.phase is ReplicaPhase.READY),
-        key=lambda r: (r.in_flight, -r.since_s),
+        (r for r in replicas if r.state is ReplicaState.READY),
+        key=lambda r: (r.in_flight, -r.state_since_s),
     )
     return tuple(r.replica_id for r in [*starting, *ready][:count])
