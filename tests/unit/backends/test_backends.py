@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import sys
+from pathlib import Path
 
+import pytest
+
+import shipit.backends
 from shipit.backends.base import ReplicaSpec, base_url
 from shipit.backends.fake import FakeBackend
 from shipit.backends.fleet import Fleet
@@ -50,3 +55,72 @@ def test_fleet_registers_local_and_external_replicas_and_drains_them() -> None:
     assert sorted(local.stopped) == ["default-0", "default-1"]
     assert all(r.state is ReplicaState.STOPPED for r in registry.records())
     assert static.list() == []
+
+
+class RecordingRegistrar:
+    """A ``Registrar`` that only writes down what it is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def add(
+        self,
+        replica_id: str,
+        url: str,
+        *,
+        state: ReplicaState = ReplicaState.STARTING,
+        external: bool = False,
+    ) -> None:
+        self.calls.append(("add", replica_id, url, state.value, str(external)))
+
+    def set_state(self, replica_id: str, state: ReplicaState) -> None:
+        self.calls.append(("set_state", replica_id, state.value))
+
+    def remove(self, replica_id: str) -> None:
+        self.calls.append(("remove", replica_id))
+
+
+def test_the_pool_starts_and_stops_one_replica_and_reports_it_to_the_registrar() -> None:
+    cfg = parse_config({"deployments": [{"replicas": 0}]})
+    registrar, local = RecordingRegistrar(), FakeBackend()
+    fleet = Fleet(cfg.deployments, {"default": registrar}, local=local, external=StaticBackend({}))
+
+    async def go() -> None:
+        (rid,) = await fleet.start_replicas("default", 1)
+        assert fleet.managed("default") == [rid] and fleet.alive("default", rid)
+        local.dead.add(rid)
+        assert not fleet.alive("default", rid)
+        await fleet.stop_replica("default", rid)
+        assert fleet.managed("default") == [] and local.stopped == [rid]
+
+    asyncio.run(go())
+    assert registrar.calls == [
+        ("add", "default-0", "http://fake-default-0", "starting", "False"),
+        ("set_state", "default-0", "draining"),
+        ("remove", "default-0"),
+    ]
+
+
+def test_a_deployment_without_a_registrar_is_refused() -> None:
+    cfg = parse_config({"deployments": [{"name": "a"}, {"name": "b"}]})
+    with pytest.raises(ValueError, match=r"no registrar for deployment\(s\) \['b'\]"):
+        Fleet(
+            cfg.deployments,
+            {"a": RecordingRegistrar()},
+            local=FakeBackend(),
+            external=FakeBackend(),
+        )
+
+
+def test_backends_do_not_import_the_router() -> None:
+    """Backends start, stop and probe; registrations go through a ``Registrar``."""
+    package = Path(shipit.backends.__file__).parent
+    imported = set()
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    assert "shipit.backends.base" in imported, "the scan found the package's imports"
+    assert not {m for m in imported if m.startswith(("shipit.services", "shipit.gateway"))}

@@ -17,8 +17,11 @@ from shipit.backends.fleet import Fleet
 from shipit.backends.static import StaticBackend
 from shipit.config.gateway import parse_config
 from shipit.core.clock import FakeClock
+from shipit.core.decisions import NO_LOG, DecisionLog, MemoryLog
 from shipit.core.fleet import ReplicaState
 from shipit.core.views import RequestView
+from shipit.policy.autoscaling import AutoscalingSnapshot, ScaleDecision
+from shipit.policy.lifecycle import LifecycleDecision, LifecycleSnapshot
 from shipit.services.autoscaler import Autoscaler
 from shipit.services.router import Lease, RouterService
 from shipit.telemetry.instruments import build_control_plane_metrics
@@ -31,7 +34,7 @@ async def probe(url: str) -> Mapping[str, Any]:
 
 
 class Harness:
-    def __init__(self, **autoscaling: object) -> None:
+    def __init__(self, log: DecisionLog = NO_LOG, **autoscaling: object) -> None:
         data = {"deployments": [{"autoscaling": {"min_replicas": 0, **autoscaling}}]}
         self.deployment = parse_config(data).deployments[0]
         self.clock = FakeClock(100.0)
@@ -53,6 +56,7 @@ class Harness:
             metrics=build_control_plane_metrics(self.registry),
             probe=probe,
             wall=lambda: 1.7e9,
+            log=log,
         )
         self._n = 0
 
@@ -196,6 +200,77 @@ def test_a_crashed_replica_is_replaced_after_a_back_off() -> None:
         assert len(h.router.registry) == 2
 
     asyncio.run(go())
+
+
+def test_consecutive_crashes_hold_starts_longer_and_a_ready_replica_ends_the_streak() -> None:
+    async def go() -> None:
+        h = Harness(min_replicas=1, max_replicas=1)
+        (a,) = await h.fleet.start_replicas("default", 1)
+        h.ready_all()
+        await h.tick()
+        h.backend.dead.add(a)
+        await h.tick(0.1)  # crash 1: held 1 s
+        await h.tick(1.0)
+        (b,) = h.router.registry.ids()
+        h.backend.dead.add(b)  # crash 2 before it came up: held 2 s
+        await h.tick(0.1)
+        assert "start held back 2s after a crash" in h.scaler.last_reason
+        await h.tick(1.0)
+        assert len(h.router.registry) == 0, "still inside the 2 s hold"
+        await h.tick(1.0)
+        (c,) = h.router.registry.ids()
+        h.ready_all()
+        await h.tick()
+        assert h.scaler.lifecycle_state.crashes == 0, "c came up: the streak is over"
+
+    asyncio.run(go())
+
+
+def test_a_stopped_replica_is_forgotten_by_the_router() -> None:
+    async def go() -> None:
+        h = Harness(min_replicas=1, max_replicas=1)
+        (a,) = await h.fleet.start_replicas("default", 1)
+        h.ready_all()
+        forgotten: list[str] = []
+        remove = h.router.remove_replica
+
+        def spy(replica_id: str) -> None:
+            forgotten.append(replica_id)
+            remove(replica_id)
+
+        h.router.remove_replica = spy  # type: ignore[method-assign]
+        h.backend.dead.add(a)
+        await h.tick()
+        # The fleet unregistered it; the router also drops its outlier and prefix memory of it.
+        assert a not in h.router.registry and forgotten == [a]
+
+    asyncio.run(go())
+
+
+def test_every_tick_logs_a_lifecycle_and_an_autoscaling_decision() -> None:
+    async def go() -> MemoryLog:
+        log = MemoryLog()
+        h = Harness(log=log, min_replicas=1, max_replicas=1, startup_timeout_s=10)
+        (first,) = await h.fleet.start_replicas("default", 1)
+        for _ in range(12):
+            await h.tick()
+        assert first in h.backend.stopped
+        return log
+
+    log = asyncio.run(go())
+    assert [e[0] for e in log.entries] == ["lifecycle", "autoscaling"] * 12
+    assert {e[1] for e in log.entries} == {"default"}
+    lifecycle = [e for e in log.entries if e[0] == "lifecycle"]
+    assert all(isinstance(e[2], LifecycleSnapshot) for e in lifecycle)
+    assert all(isinstance(e[4], LifecycleDecision) for e in lifecycle)
+    codes = [e[4].reason_code for e in lifecycle]  # type: ignore[attr-defined]
+    assert codes.count("never_ready") == 1 and codes[0] == "steady"
+    replaced_at = codes.index("never_ready")
+    scaling = [e for e in log.entries if e[0] == "autoscaling"]
+    snap, decision = scaling[replaced_at][2], scaling[replaced_at][4]
+    assert isinstance(snap, AutoscalingSnapshot) and isinstance(decision, ScaleDecision)
+    # The stuck replica is not counted in the same tick, so its replacement starts at once.
+    assert (decision.current, decision.target, decision.reason_code) == (0, 1, "scale_from_zero")
 
 
 def test_a_replica_that_never_becomes_ready_is_replaced() -> None:

@@ -21,9 +21,7 @@ def ReplicaLoad(  # noqa: N802 - the old record's name, kept for one release
     replica_id: str, phase: ReplicaState, in_flight: int, since_s: float
 ) -> ReplicaRecord:
     """Deprecated: build a ``core.fleet.ReplicaRecord`` instead (``state``, ``state_since_s``)."""
-    return ReplicaRecord(
-        replica_id, "", state=phase, in_flight=in_flight, state_since_s=since_s
-    )
+    return ReplicaRecord(replica_id, "", state=phase, in_flight=in_flight, state_since_s=since_s)
 
 
 __all__ = [

@@ -217,9 +217,7 @@ def choose_victims(replicas: list[ReplicaRecord], count: int) -> tuple[str, ...]
     because they finish draining soonest."""
     if count <= 0:
         return ()
-    starting = sorted(
-        (r for r in replicas if r.state in _STARTING), key=lambda r: -r.state_since_s
-    )
+    starting = sorted((r for r in replicas if r.state in _STARTING), key=lambda r: -r.state_since_s)
     ready = sorted(
         (r for r in replicas if r.state is ReplicaState.READY),
         key=lambda r: (r.in_flight, -r.state_since_s),
