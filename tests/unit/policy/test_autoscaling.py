@@ -219,6 +219,47 @@ def test_draining_replicas_do_not_count() -> None:
     assert decision.current == 1
 
 
+def test_unhealthy_counts_as_starting_and_stopped_does_not_count() -> None:
+    replicas = (
+        rec("sick", ReplicaState.UNHEALTHY, 0, 10),
+        rec("idle", ReplicaState.READY, 0, 0),
+        rec("gone", ReplicaState.STOPPED, 0, 0),
+    )
+    assert choose_victims(list(replicas), 1) == ("sick",)
+    decision, _ = decide(cfg(), AutoscalingSnapshot(20.0, replicas, 0), AutoscalingState())
+    assert decision.current == 2
+    # Unhealthy for longer than startup_timeout_s: replaced, like a never-ready replica.
+    later = AutoscalingSnapshot(700.0, replicas, 0)
+    decision, _ = decide(cfg(startup_timeout_s=600), later, AutoscalingState())
+    assert decision.replace == ("sick",) and decision.current == 1
+
+
+@pytest.mark.parametrize(
+    ("replicas", "queued", "code"),
+    [
+        ((), 3, "scale_from_zero"),
+        ((("a", 0),), 0, "steady"),
+        ((("a", 6), ("b", 6)), 0, "scale_up"),  # needs 3: more, but not 2x the ready ones
+        ((("a", 40),), 0, "panic"),
+    ],
+)
+def test_the_decision_carries_a_reason_code(
+    replicas: tuple[tuple[str, int], ...], queued: int, code: str
+) -> None:
+    records = tuple(rec(rid, ReplicaState.READY, n, 0) for rid, n in replicas)
+    config = cfg(max_scale_up_rate=10, scale_down_delay_s=0)
+    decision, _ = decide(config, AutoscalingSnapshot(1.0, records, queued), AutoscalingState())
+    assert decision.reason_code == code
+
+
+def test_scale_down_and_to_zero_reason_codes() -> None:
+    d = Deployment(cfg(min_replicas=0, idle_timeout_s=5, scale_down_delay_s=0))
+    d.start(0, 3)
+    d.run(lambda t: 0, 0, 60)
+    codes = [dec.reason_code for _, dec in d.history if dec.target != dec.current]
+    assert codes == ["scale_down", "scale_to_zero"]
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
