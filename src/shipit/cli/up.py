@@ -1,8 +1,9 @@
 """``shipit up``: the gateway in front of local replica processes or external endpoints.
 
 Thin: reads ``shipit.yaml`` (flags override it), builds one router per deployment, the fleet
-(local processes and/or ``--replica-url`` endpoints, autoscaled when a deployment has an
-``autoscaling:`` block or an autoscaling flag is given) and the gateway app, serves it, and prints
+(local processes and/or ``--replica-url`` endpoints, reported to each router's replica
+registry; autoscaled when a deployment has an ``autoscaling:`` block or an autoscaling flag is
+given) and the gateway app, serves it, and prints
 where it listens and the replicas' states. Ctrl-C or SIGTERM: the server stops accepting,
 finishes open requests, then the fleet drains and stops the replicas it started.
 """
