@@ -17,7 +17,7 @@ from shipit.backends.fleet import Fleet
 from shipit.backends.static import StaticBackend
 from shipit.config.gateway import parse_config
 from shipit.core.clock import FakeClock
-from shipit.core.decisions import NO_LOG, DecisionLog, MemoryLog
+from shipit.core.decisions import NO_LOG, DecisionLog, MemoryLog, entry_line, read_entries
 from shipit.core.fleet import ReplicaState
 from shipit.core.views import RequestView
 from shipit.policy.autoscaling import AutoscalingSnapshot, ScaleDecision
@@ -258,16 +258,18 @@ def test_every_tick_logs_a_lifecycle_and_an_autoscaling_decision() -> None:
         return log
 
     log = asyncio.run(go())
-    assert [e[0] for e in log.entries] == ["lifecycle", "autoscaling"] * 12
-    assert {e[1] for e in log.entries} == {"default"}
-    lifecycle = [e for e in log.entries if e[0] == "lifecycle"]
-    assert all(isinstance(e[2], LifecycleSnapshot) for e in lifecycle)
-    assert all(isinstance(e[4], LifecycleDecision) for e in lifecycle)
-    codes = [e[4].reason_code for e in lifecycle]  # type: ignore[attr-defined]
-    assert codes.count("never_ready") == 1 and codes[0] == "steady"
+    assert [e.policy for e in log.entries] == ["lifecycle", "autoscaling"] * 12
+    assert {e.deployment for e in log.entries} == {"default"}
+    assert [list(read_entries([entry_line(e)])) for e in log.entries] == [
+        [e] for e in log.entries
+    ], "every entry is replayable as written"
+    lifecycle = [e for e in log.entries if e.policy == "lifecycle"]
+    assert all(isinstance(e.snapshot, LifecycleSnapshot) for e in lifecycle)
+    codes = [e.decision.reason_code for e in lifecycle if isinstance(e.decision, LifecycleDecision)]
+    assert len(codes) == 12 and codes.count("never_ready") == 1 and codes[0] == "steady"
     replaced_at = codes.index("never_ready")
-    scaling = [e for e in log.entries if e[0] == "autoscaling"]
-    snap, decision = scaling[replaced_at][2], scaling[replaced_at][4]
+    scaling = [e for e in log.entries if e.policy == "autoscaling"]
+    snap, decision = scaling[replaced_at].snapshot, scaling[replaced_at].decision
     assert isinstance(snap, AutoscalingSnapshot) and isinstance(decision, ScaleDecision)
     # The stuck replica is not counted in the same tick, so its replacement starts at once.
     assert (decision.current, decision.target, decision.reason_code) == (0, 1, "scale_from_zero")

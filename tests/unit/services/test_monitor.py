@@ -9,7 +9,7 @@ import pytest
 
 from shipit.config.gateway import parse_config
 from shipit.core.clock import FakeClock
-from shipit.core.decisions import MemoryLog
+from shipit.core.decisions import MemoryLog, entry_line, read_entries
 from shipit.core.fleet import ReplicaState
 from shipit.policy.health import HealthDecision, HealthSnapshot, HealthState, ProbeStreak
 from shipit.services.monitor import AdapterLoader, ReplicaMonitor, parse_vllm_metrics
@@ -81,17 +81,18 @@ def test_every_probe_decision_is_logged_before_it_is_applied() -> None:
         clock.advance(1.0)
         asyncio.run(monitor.tick())
     codes = []
-    for policy, deployment, snapshot, state, decision in log.entries:
-        assert (policy, deployment) == ("health", "default")
-        assert isinstance(snapshot, HealthSnapshot) and isinstance(state, HealthState)
-        assert isinstance(decision, HealthDecision)
-        codes.append((snapshot.now_s, snapshot.replica.state, decision.reason_code))
+    for e in log.entries:
+        assert (e.policy, e.deployment) == ("health", "default")
+        assert isinstance(e.snapshot, HealthSnapshot) and isinstance(e.state, HealthState)
+        assert isinstance(e.decision, HealthDecision)
+        codes.append((e.snapshot.now_s, e.snapshot.replica.state, e.decision.reason_code))
+        assert list(read_entries([entry_line(e)])) == [e], "replayable as written"
     assert codes == [
         (10.0, ReplicaState.STARTING, "ready"),
         (11.0, ReplicaState.READY, "probe_failed"),
         (12.0, ReplicaState.READY, "unhealthy"),
     ]
-    assert log.entries[2][3] == HealthState((ProbeStreak("a", failures=1),))
+    assert log.entries[2].state == HealthState((ProbeStreak("a", failures=1),))
     assert router.registry.get("a").state is ReplicaState.UNHEALTHY  # type: ignore[union-attr]
 
 
