@@ -18,10 +18,11 @@ from shipit.capacity.architecture import (
     weight_bytes,
 )
 from shipit.capacity.calibration import DEFAULT_CALIBRATION, Calibration
-from shipit.capacity.catalog import Catalog, load_catalog, model_from_hf_config
+from shipit.capacity.catalog import Catalog, load_catalog
 from shipit.capacity.cost import ProcurementPlan, TokenCost, procurement_mix, token_cost
 from shipit.capacity.deployment import Deployment, valid_tp_degrees
 from shipit.capacity.dtypes import KV_DTYPE_BYTES, WEIGHT_DTYPES, WeightDtype, weight_dtype
+from shipit.capacity.hf_config import model_from_hf_config
 from shipit.capacity.inputs import SloTargets, TrafficProfile
 from shipit.capacity.memory import VramPlan, activation_peak_bytes, plan_vram
 from shipit.capacity.perf import (

@@ -19,7 +19,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from safetensors.numpy import save_file
@@ -147,7 +146,7 @@ def _select_weights(
     return weights
 
 
-def _read_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
+def _read_config(directory: Path) -> ModelConfig:
     path = directory / "config.json"
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -162,17 +161,7 @@ def _read_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
         ) from exc
     if not isinstance(raw, dict):
         raise ModelLoadError(f"{path}: expected a JSON object", field=str(path))
-    scaling = raw.get("rope_scaling")
-    kind = (
-        (scaling.get("rope_type") or scaling.get("type")) if isinstance(scaling, dict) else scaling
-    )
-    if scaling is not None and kind != "default":
-        raise ModelLoadError(
-            f"{path}: rope_scaling {scaling!r} is not supported by shipit's engine; "
-            "use a model without RoPE scaling",
-            field="rope_scaling",
-        )
-    return ModelConfig.from_hf_dict(raw, source=str(path)), raw
+    return ModelConfig.from_hf_dict(raw, source=str(path))
 
 
 def _safetensors_files(directory: Path) -> list[Path]:
@@ -212,7 +201,7 @@ def load_hf_dir(
     """Load a Hugging Face directory: config.json, *.safetensors, tokenizer files."""
     if progress:
         progress(f"loading {directory} ...")
-    config, _ = _read_config(directory)
+    config = _read_config(directory)
     raw: dict[str, np.ndarray] = {}
     for file in _safetensors_files(directory):
         raw.update(read_safetensors(file))
