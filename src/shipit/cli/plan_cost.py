@@ -102,28 +102,35 @@ def cost(
         )
 
     def render(c: Console) -> None:
-        rows = [
-            ("price per GPU-hour", f"${price:,.2f} ({origin})"),
-            ("replica $/h", f"${tc.usd_per_replica_hour:,.2f}"),
-            ("$/M input tokens", f"${tc.usd_per_million_input_tokens:,.4f}"),
-            ("$/M output tokens", f"${tc.usd_per_million_output_tokens:,.4f}"),
-            ("$/M tokens blended", f"${tc.usd_per_million_tokens_blended:,.4f}"),
-        ]
-        if mix is not None:
-            rows += [
-                ("reserved GPUs", str(mix.reserved_gpus)),
-                (
-                    "on-demand / spot GPU-h per day",
-                    f"{mix.on_demand_gpu_hours_per_day:,.0f} / {mix.spot_gpu_hours_per_day:,.0f}",
-                ),
-                (
-                    "$/day (all on-demand)",
-                    f"${mix.usd_per_day:,.0f} (${mix.usd_per_day_all_on_demand:,.0f})",
-                ),
-            ]
+        rows = _rows(price, origin, tc, mix)
         c.print(kv_table(f"Cost: {e.label}, {input_len}/{output_len} tokens", rows))
         c.print(tc.reason, highlight=False)
         if mix is not None:
             c.print(mix.reason, highlight=False)
 
     emit(output, {"perf": e, "token_cost": tc, "procurement": mix, "price_source": origin}, render)
+
+
+def _rows(
+    price: float, origin: str, tc: cap.TokenCost, mix: cap.ProcurementPlan | None
+) -> list[tuple[str, str]]:
+    rows = [
+        ("price per GPU-hour", f"${price:,.2f} ({origin})"),
+        ("replica $/h", f"${tc.usd_per_replica_hour:,.2f}"),
+        ("$/M input tokens", f"${tc.usd_per_million_input_tokens:,.4f}"),
+        ("$/M output tokens", f"${tc.usd_per_million_output_tokens:,.4f}"),
+        ("$/M tokens blended", f"${tc.usd_per_million_tokens_blended:,.4f}"),
+    ]
+    if mix is not None:
+        rows += [
+            ("reserved GPUs", str(mix.reserved_gpus)),
+            (
+                "on-demand / spot GPU-h per day",
+                f"{mix.on_demand_gpu_hours_per_day:,.0f} / {mix.spot_gpu_hours_per_day:,.0f}",
+            ),
+            (
+                "$/day (all on-demand)",
+                f"${mix.usd_per_day:,.0f} (${mix.usd_per_day_all_on_demand:,.0f})",
+            ),
+        ]
+    return rows

@@ -78,29 +78,30 @@ def recommend_cmd(
         )
     )
 
-    def render(c: Console) -> None:
-        tab = Table(
-            title=f"{m.id}: {mean_rps:g} rps, {input_len}/{output_len} tokens, "
-            f"p99 TTFT {ttft_p99_ms:g} ms, TPOT {tpot_p99_ms:g} ms",
-            title_justify="left",
-        )
-        for col in ("#", "GPU", "TP", "dtype", "provider", "GPUs", "$/h", "$/M tok", "why"):
-            tab.add_column(col, overflow="fold")
-        for i, r in enumerate(res.rows[:top], 1):
-            tab.add_row(
-                str(i),
-                r.gpu_id,
-                str(r.tp),
-                r.dtype,
-                r.provider,
-                str(r.gpus),
-                f"{r.usd_per_hour:,.2f}",
-                f"{r.usd_per_million_tokens:,.3f}",
-                r.reason,
-            )
-        c.print(tab)
-        if not res.rows:
-            c.print("[red]no configuration meets the SLO; loosen it or allow more GPUs")
-        c.print(f"{len(res.rows)} options, {len(res.rejected)} rejected (see -o json)")
+    title = (
+        f"{m.id}: {mean_rps:g} rps, {input_len}/{output_len} tokens, "
+        f"p99 TTFT {ttft_p99_ms:g} ms, TPOT {tpot_p99_ms:g} ms"
+    )
+    emit(output, res, lambda c: _render(c, title, res, top))
 
-    emit(output, res, render)
+
+def _render(c: Console, title: str, res: cap.RecommendResult, top: int) -> None:
+    tab = Table(title=title, title_justify="left")
+    for col in ("#", "GPU", "TP", "dtype", "provider", "GPUs", "$/h", "$/M tok", "why"):
+        tab.add_column(col, overflow="fold")
+    for i, r in enumerate(res.rows[:top], 1):
+        tab.add_row(
+            str(i),
+            r.gpu_id,
+            str(r.tp),
+            r.dtype,
+            r.provider,
+            str(r.gpus),
+            f"{r.usd_per_hour:,.2f}",
+            f"{r.usd_per_million_tokens:,.3f}",
+            r.reason,
+        )
+    c.print(tab)
+    if not res.rows:
+        c.print("[red]no configuration meets the SLO; loosen it or allow more GPUs")
+    c.print(f"{len(res.rows)} options, {len(res.rejected)} rejected (see -o json)")

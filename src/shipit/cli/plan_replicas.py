@@ -94,35 +94,29 @@ def replicas(
         )
     )
 
-    def render(c: Console) -> None:
-        a = p.autoscaling
-        c.print(
-            kv_table(
-                f"Replicas: {p.label}",
-                [
-                    ("replicas at peak / mean", f"{p.replicas_peak} / {p.replicas_mean}"),
-                    ("GPUs at peak / mean", f"{p.gpus_peak} / {p.gpus_mean}"),
-                    ("concurrency per replica (max_num_seqs)", str(p.concurrency_per_replica)),
-                    ("slot utilisation at peak", f"{p.utilization_at_peak:.0%}"),
-                    (
-                        f"p{p.percentile:g} TTFT service + queue",
-                        f"{p.ttft_tail_ms:,.0f} + {p.queue_wait_tail_ms:,.0f} ms",
-                    ),
-                    (f"p{p.percentile:g} TPOT", f"{p.tpot_tail_ms:,.1f} ms"),
-                    (
-                        "autoscaler: target in-flight / replica",
-                        str(a.target_concurrency_per_replica),
-                    ),
-                    ("autoscaler: min / max replicas", f"{a.min_replicas} / {a.max_replicas}"),
-                    ("autoscaler: cold start (est.)", f"{a.cold_start_s:,.0f} s"),
-                    (
-                        "autoscaler: scale-up / scale-down delay",
-                        f"{a.scale_up_delay_s:,.0f} s / {a.scale_down_delay_s:,.0f} s",
-                    ),
-                ],
-            )
-        )
-        c.print(p.reason, highlight=False)
-        c.print(a.reason, highlight=False)
+    emit(output, p, lambda c: _render(c, p))
 
-    emit(output, p, render)
+
+def _render(c: Console, p: cap.ReplicaPlan) -> None:
+    a = p.autoscaling
+    rows = [
+        ("replicas at peak / mean", f"{p.replicas_peak} / {p.replicas_mean}"),
+        ("GPUs at peak / mean", f"{p.gpus_peak} / {p.gpus_mean}"),
+        ("concurrency per replica (max_num_seqs)", str(p.concurrency_per_replica)),
+        ("slot utilisation at peak", f"{p.utilization_at_peak:.0%}"),
+        (
+            f"p{p.percentile:g} TTFT service + queue",
+            f"{p.ttft_tail_ms:,.0f} + {p.queue_wait_tail_ms:,.0f} ms",
+        ),
+        (f"p{p.percentile:g} TPOT", f"{p.tpot_tail_ms:,.1f} ms"),
+        ("autoscaler: target in-flight / replica", str(a.target_concurrency_per_replica)),
+        ("autoscaler: min / max replicas", f"{a.min_replicas} / {a.max_replicas}"),
+        ("autoscaler: cold start (est.)", f"{a.cold_start_s:,.0f} s"),
+        (
+            "autoscaler: scale-up / scale-down delay",
+            f"{a.scale_up_delay_s:,.0f} s / {a.scale_down_delay_s:,.0f} s",
+        ),
+    ]
+    c.print(kv_table(f"Replicas: {p.label}", rows))
+    c.print(p.reason, highlight=False)
+    c.print(a.reason, highlight=False)

@@ -230,50 +230,7 @@ def _collect_weights(
     where = f"LoRA adapter {name!r} ({path})"
     halves: dict[tuple[int, str], dict[str, np.ndarray]] = {}
     for key, tensor in tensors.items():
-        match = _KEY.fullmatch(key)
-        if match is None:
-            raise ModelLoadError(
-                f"{where}: tensor {key!r} is not a LoRA weight shipit can apply; expected keys "
-                "like 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' for "
-                f"modules {', '.join(LORA_MODULES)}",
-                field="lora_path",
-            )
-        layer, parent, module, half = int(match[1]), match[2], match[3], match[4]
-        expected_parent = "self_attn" if module in _ATTENTION_MODULES else "mlp"
-        if module not in LORA_MODULES or parent != expected_parent:
-            raise ModelLoadError(
-                f"{where}: tensor {key!r} targets {parent}.{module}; shipit applies LoRA only "
-                f"to {', '.join(LORA_MODULES)}",
-                field="lora_path",
-            )
-        if layer >= config.num_layers:
-            raise ModelLoadError(
-                f"{where}: tensor {key!r} is for layer {layer}, but the base model has "
-                f"{config.num_layers} layers (0..{config.num_layers - 1}); was this adapter "
-                "trained for a different base model?",
-                field="lora_path",
-            )
-        full_name = f"model.layers.{layer}.{parent}.{module}"
-        wanted = (
-            module in targets
-            if isinstance(targets, frozenset)
-            else targets.fullmatch(full_name) is not None
-        )
-        if not wanted:
-            raise ModelLoadError(
-                f"{where}: tensor {key!r} is for {full_name}, which target_modules in "
-                f"{CONFIG_FILE} does not list; the config and the weights disagree",
-                field="lora_path",
-            )
-        in_f, out_f = lora_module_features(config, module)
-        expected = (rank, in_f) if half == "A" else (out_f, rank)
-        if tensor.shape != expected:
-            raise ModelLoadError(
-                f"{where}: tensor {key!r} has shape {list(tensor.shape)}, expected "
-                f"{list(expected)} (r={rank}; {module} maps {in_f} -> {out_f} features in "
-                "this base model); was this adapter trained for a different base model?",
-                field="lora_path",
-            )
+        layer, module, half = _check_tensor(where, key, tensor, config, rank, targets)
         halves.setdefault((layer, module), {})[half] = tensor
     if not halves:
         raise ModelLoadError(f"{where}: holds no LoRA tensors", field="lora_path")
@@ -289,6 +246,59 @@ def _collect_weights(
             )
         weights[(layer, module)] = (_frozen_f32(pair["A"]), _frozen_f32(pair["B"]))
     return weights
+
+
+def _check_tensor(
+    where: str,
+    key: str,
+    tensor: np.ndarray,
+    config: ModelConfig,
+    rank: int,
+    targets: frozenset[str] | re.Pattern[str],
+) -> tuple[int, str, str]:
+    """(layer, module, half) of one adapter tensor, once its name, layer and shape check out."""
+
+    def refuse(why: str) -> ModelLoadError:
+        return ModelLoadError(f"{where}: tensor {key!r} {why}", field="lora_path")
+
+    match = _KEY.fullmatch(key)
+    if match is None:
+        raise refuse(
+            "is not a LoRA weight shipit can apply; expected keys like "
+            "'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' for "
+            f"modules {', '.join(LORA_MODULES)}"
+        )
+    layer, parent, module, half = int(match[1]), match[2], match[3], match[4]
+    expected_parent = "self_attn" if module in _ATTENTION_MODULES else "mlp"
+    if module not in LORA_MODULES or parent != expected_parent:
+        raise refuse(
+            f"targets {parent}.{module}; shipit applies LoRA only to {', '.join(LORA_MODULES)}"
+        )
+    if layer >= config.num_layers:
+        raise refuse(
+            f"is for layer {layer}, but the base model has {config.num_layers} layers "
+            f"(0..{config.num_layers - 1}); was this adapter trained for a different base model?"
+        )
+    full_name = f"model.layers.{layer}.{parent}.{module}"
+    wanted = (
+        module in targets
+        if isinstance(targets, frozenset)
+        else targets.fullmatch(full_name) is not None
+    )
+    if not wanted:
+        raise refuse(
+            f"is for {full_name}, which target_modules in {CONFIG_FILE} does not list; the "
+            "config and the weights disagree"
+        )
+    in_f, out_f = lora_module_features(config, module)
+    expected = (rank, in_f) if half == "A" else (out_f, rank)
+    if tensor.shape != expected:
+        raise refuse(
+            f"has shape {list(tensor.shape)}, expected {list(expected)} (r={rank}; {module} "
+            f"maps {in_f} -> {out_f} features in this base model); was this adapter trained "
+            "for a different base model?"
+        )
+    return layer, module, half
 
 
 def _frozen_f32(array: np.ndarray) -> np.ndarray:
