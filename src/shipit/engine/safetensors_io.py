@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -66,7 +67,7 @@ def read_safetensors(
         )
 
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        data = _read_all(path)
     except OSError as exc:
         raise ModelLoadError(
             f"{context}cannot read {path}: {exc.strerror or exc}", field=where
@@ -99,6 +100,21 @@ def read_safetensors(
             raise corrupt(f"data offsets of {key!r} do not match its shape {list(shape)}")
         tensors[key] = _decode(body[start:end], dtype).reshape(shape)
     return tensors
+
+
+def _read_all(path: Path) -> np.ndarray:
+    """The file's bytes in one writable buffer (``readinto``: no second copy)."""
+    with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        data = np.empty(size, dtype=np.uint8)
+        view = data.data  # a memoryview of the array
+        filled = 0
+        while filled < size:
+            n = handle.readinto(view[filled:])
+            if not n:
+                break
+            filled += n
+    return data[:filled]
 
 
 def _entry(
