@@ -17,10 +17,23 @@ from typing import Any, Literal
 
 import numpy as np
 
-from shipit.engine.lora import LORA_MODULES, LoraAdapter, lora_module_features
+from shipit.engine.lora_files import LORA_MODULES, LoraAdapter, lora_module_features
 from shipit.engine.model_config import ModelConfig
 
 _ATTENTION = frozenset({"q_proj", "k_proj", "v_proj", "o_proj"})
+
+# q_dim (4 * 6 = 24), kv_dim (12), hidden (16) and intermediate (40) all differ, so a
+# transposed or swapped matrix can never pass the shape check by accident.
+DISTINCT_DIMS = ModelConfig(
+    vocab_size=64,
+    hidden_size=16,
+    intermediate_size=40,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=6,
+    max_position_embeddings=128,
+)
 
 
 def module_parent(module: str) -> str:

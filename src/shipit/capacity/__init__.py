@@ -18,10 +18,16 @@ from shipit.capacity.architecture import (
     weight_bytes,
 )
 from shipit.capacity.calibration import DEFAULT_CALIBRATION, Calibration
-from shipit.capacity.catalog import Catalog, load_catalog, model_from_hf_config
+from shipit.capacity.catalog import Catalog, load_catalog
 from shipit.capacity.cost import ProcurementPlan, TokenCost, procurement_mix, token_cost
-from shipit.capacity.deployment import Deployment, valid_tp_degrees
+from shipit.capacity.deployment import (
+    Deployment,
+    GpuModelSpec,
+    parse_gpu_model,
+    valid_tp_degrees,
+)
 from shipit.capacity.dtypes import KV_DTYPE_BYTES, WEIGHT_DTYPES, WeightDtype, weight_dtype
+from shipit.capacity.hf_config import model_from_hf_config
 from shipit.capacity.inputs import SloTargets, TrafficProfile
 from shipit.capacity.memory import VramPlan, activation_peak_bytes, plan_vram
 from shipit.capacity.perf import (
@@ -29,6 +35,12 @@ from shipit.capacity.perf import (
     best_throughput_for_gpus,
     estimate_perf,
     max_concurrency,
+)
+from shipit.capacity.pricing import (
+    GpuHourPrice,
+    cheapest_quote,
+    gpu_hour_price,
+    usd_per_million_tokens,
 )
 from shipit.capacity.queueing import erlang_b, erlang_c, wait_exceed_probability, wait_percentile_s
 from shipit.capacity.recommend import Recommendation, RecommendResult, recommend
@@ -44,6 +56,8 @@ __all__ = [
     "Calibration",
     "Catalog",
     "Deployment",
+    "GpuHourPrice",
+    "GpuModelSpec",
     "GpuSpec",
     "ModelSpec",
     "ParamCounts",
@@ -62,10 +76,12 @@ __all__ = [
     "WeightDtype",
     "activation_peak_bytes",
     "best_throughput_for_gpus",
+    "cheapest_quote",
     "cold_start_s",
     "erlang_b",
     "erlang_c",
     "estimate_perf",
+    "gpu_hour_price",
     "iteration_time",
     "kv_bytes_for_context",
     "kv_bytes_per_token",
@@ -73,6 +89,7 @@ __all__ = [
     "max_concurrency",
     "model_from_hf_config",
     "param_counts",
+    "parse_gpu_model",
     "plan_vram",
     "procurement_mix",
     "recommend",
@@ -80,6 +97,7 @@ __all__ = [
     "step_time_s",
     "token_cost",
     "total_params",
+    "usd_per_million_tokens",
     "valid_tp_degrees",
     "wait_exceed_probability",
     "wait_percentile_s",

@@ -2,8 +2,8 @@
 
 Owns loading the YAML package data under ``capacity/data`` (read once per call of
 ``load_catalog``; callers keep the result), id/alias matching (case-insensitive), close-match
-suggestions, and reading a local Hugging Face ``config.json`` as a model. Must not fetch
-anything over a network, read clocks or cache in module globals.
+suggestions, and reading a local Hugging Face ``config.json`` file as a model (parsed by
+``hf_config``). Must not fetch anything over a network, read clocks or cache in module globals.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from shipit.capacity.hf_config import model_from_hf_config
 from shipit.capacity.records import (
     GpuSpec,
     MlaSpec,
@@ -25,6 +26,7 @@ from shipit.capacity.records import (
     PriceQuote,
     Provider,
     SlidingSpec,
+    normalize_id,
 )
 from shipit.core.errors import InvalidRequestError, ModelLoadError
 
@@ -72,17 +74,13 @@ class Catalog:
         )
 
 
-def _norm(name: str) -> str:
-    return name.strip().lower().replace("_", "-").replace(" ", "-")
-
-
 def _lookup(name: str, items: tuple[_Spec, ...], *, kind: str, field: str) -> _Spec:
-    key = _norm(name)
+    key = normalize_id(name)
     names: dict[str, _Spec] = {}
     for item in items:
-        names[_norm(item.id)] = item
+        names[normalize_id(item.id)] = item
         for alias in item.aliases:
-            names[_norm(alias)] = item
+            names[normalize_id(alias)] = item
     if key in names:
         return names[key]
     close = difflib.get_close_matches(key, list(names), n=5, cutoff=0.5)
@@ -138,63 +136,3 @@ def model_from_hf_config_file(path: Path) -> ModelSpec:
     if not isinstance(raw, dict):
         raise ModelLoadError(f"{path}: config.json is not a JSON object", field="model")
     return model_from_hf_config(raw, source=str(path))
-
-
-def _moe_from_hf(raw: dict[str, Any]) -> MoeSpec | None:
-    experts = raw.get("num_local_experts") or raw.get("num_experts") or raw.get("n_routed_experts")
-    if not experts:
-        return None
-    inter = raw.get("moe_intermediate_size") or raw["intermediate_size"]
-    return MoeSpec(
-        num_experts=int(experts),
-        experts_per_token=int(raw.get("num_experts_per_tok") or raw.get("experts_per_token") or 2),
-        moe_intermediate_size=int(inter),
-        num_shared_experts=int(raw.get("n_shared_experts") or 0),
-        first_dense_layers=int(raw.get("first_k_dense_replace") or 0),
-    )
-
-
-def _mla_from_hf(raw: dict[str, Any]) -> MlaSpec | None:
-    if not raw.get("kv_lora_rank"):
-        return None
-    return MlaSpec(
-        q_lora_rank=int(raw.get("q_lora_rank") or 0),
-        kv_lora_rank=int(raw["kv_lora_rank"]),
-        qk_nope_head_dim=int(raw["qk_nope_head_dim"]),
-        qk_rope_head_dim=int(raw["qk_rope_head_dim"]),
-        v_head_dim=int(raw["v_head_dim"]),
-    )
-
-
-def model_from_hf_config(raw: dict[str, Any], *, source: str = "config.json") -> ModelSpec:
-    """A ``ModelSpec`` from a Hugging Face config mapping; errors name the missing key."""
-    text = raw.get("text_config")
-    cfg: dict[str, Any] = {**raw, **text} if isinstance(text, dict) else raw
-    try:
-        hidden = int(cfg["hidden_size"])
-        heads = int(cfg["num_attention_heads"])
-        name = str(cfg.get("_name_or_path") or Path(source).parent.name or "local-model")
-        return ModelSpec(
-            id=_norm(name.split("/")[-1]) or "local-model",
-            name=name,
-            aliases=(),
-            vocab_size=int(cfg["vocab_size"]),
-            hidden_size=hidden,
-            intermediate_size=int(cfg.get("intermediate_size") or 4 * hidden),
-            num_layers=int(cfg["num_hidden_layers"]),
-            num_heads=heads,
-            num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
-            head_dim=int(cfg.get("head_dim") or hidden // heads),
-            max_context=int(cfg.get("max_position_embeddings") or 2048),
-            native_dtype="bf16",
-            source=source,
-            as_of="local file",
-            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            qkv_bias=bool(cfg.get("attention_bias", False)),
-            moe=_moe_from_hf(cfg),
-            mla=_mla_from_hf(cfg),
-        )
-    except KeyError as exc:
-        raise ModelLoadError(
-            f"{source}: required key {exc.args[0]!r} is missing", field=str(exc.args[0])
-        ) from exc

@@ -4,7 +4,7 @@ Token cost splits a replica's time between prefill (charged to input tokens) and
 (charged to output tokens) at the operating point ``perf`` describes, divided by utilisation.
 The procurement mix picks the reserved GPU count that minimises the cost of a daily demand
 curve: reserving one more GPU pays off when demand exceeds it for more than the reserved/on-demand
-price ratio of the day. Pure: no IO, no clock.
+price ratio of the day. Dollars per million tokens come from ``pricing``. Pure: no IO, no clock.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from shipit.capacity.perf import PerfEstimate
+from shipit.capacity.pricing import usd_per_million_tokens
 from shipit.core.errors import InvalidRequestError
 
 
@@ -35,17 +36,18 @@ def token_cost(
             f"utilization={utilization} must be in (0, 1]", field="utilization"
         )
     per_hour = usd_per_gpu_hour * perf.tp
-    usd_per_s = per_hour / 3600.0 / utilization
+    busy_per_hour = per_hour / utilization  # idle time is paid for by the tokens served
     replica_s_per_request = 1.0 / perf.requests_per_s
     prefill_s = min(perf.prefill_ms_per_request / 1e3, replica_s_per_request)
-    decode_s = replica_s_per_request - prefill_s
-    inp = usd_per_s * prefill_s / perf.input_len * 1e6
-    out = usd_per_s * decode_s / perf.output_len * 1e6
-    blended = usd_per_s * replica_s_per_request / (perf.input_len + perf.output_len) * 1e6
+    prefill_share = prefill_s / replica_s_per_request
+    rps = perf.requests_per_s
+    inp = usd_per_million_tokens(busy_per_hour * prefill_share, rps * perf.input_len)
+    out = usd_per_million_tokens(busy_per_hour * (1.0 - prefill_share), rps * perf.output_len)
+    blended = usd_per_million_tokens(busy_per_hour, rps * (perf.input_len + perf.output_len))
     why = (
         f"${per_hour:.2f}/h for {perf.tp} GPU(s) at {utilization:.0%} utilisation; "
         f"{perf.requests_per_s:.2f} req/s of {perf.input_len}/{perf.output_len} tokens; "
-        f"prefill {prefill_s / replica_s_per_request:.0%} of replica time goes to input tokens"
+        f"prefill {prefill_share:.0%} of replica time goes to input tokens"
     )
     return TokenCost(per_hour, inp, out, blended, utilization, why)
 

@@ -3,7 +3,8 @@
 ``Deployment`` mirrors the vLLM flags that decide memory and speed (``--tensor-parallel-size``,
 ``--quantization``/``--dtype``, ``--kv-cache-dtype``, ``--max-model-len``, ``--max-num-seqs``,
 ``--max-num-batched-tokens``, ``--gpu-memory-utilization``) and validates them with errors that
-name the field and the allowed values. Must not compute memory or performance itself.
+name the field and the allowed values. Also owns the one parser of the ``GPU:MODEL[:tpN]``
+shorthand (``--simulate``, cost figures). Must not compute memory or performance itself.
 """
 
 from __future__ import annotations
@@ -45,6 +46,30 @@ class Deployment:
 
     def label(self) -> str:
         return f"{self.model.id} on {self.tp}x {self.gpu.id} ({self.weights.id})"
+
+
+@dataclass(frozen=True, slots=True)
+class GpuModelSpec:
+    """``GPU:MODEL[:tpN]`` as written: names not yet looked up in a catalog."""
+
+    gpu: str
+    model: str
+    tp: int = 1
+
+
+def parse_gpu_model(text: str, *, flag: str = "--simulate") -> GpuModelSpec:
+    """Parse ``GPU:MODEL[:tpN]``, e.g. ``H100:llama-3.1-70b:tp4``; errors name ``flag``."""
+    parts = [p.strip() for p in text.split(":")]
+    tp = 1
+    if len(parts) == 3 and parts[2].lower().startswith("tp") and parts[2][2:].isdigit():
+        tp = int(parts[2][2:])
+        parts = parts[:2]
+    if len(parts) != 2 or not all(parts):
+        raise InvalidRequestError(
+            f"{flag} expects GPU:MODEL[:tpN] (e.g. H100:llama-3.1-70b:tp4), got {text!r}",
+            field=flag.lstrip("-").replace("-", "_"),
+        )
+    return GpuModelSpec(gpu=parts[0], model=parts[1], tp=tp)
 
 
 def valid_tp_degrees(model: ModelSpec, gpu: GpuSpec) -> tuple[int, ...]:

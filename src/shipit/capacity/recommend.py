@@ -13,6 +13,7 @@ from shipit.capacity.calibration import DEFAULT_CALIBRATION, Calibration
 from shipit.capacity.catalog import Catalog
 from shipit.capacity.deployment import Deployment, valid_tp_degrees
 from shipit.capacity.inputs import SloTargets, TrafficProfile
+from shipit.capacity.pricing import usd_per_million_tokens
 from shipit.capacity.records import GpuSpec, ModelSpec
 from shipit.capacity.sizing import ReplicaPlan, size_replicas
 from shipit.core.errors import CapacityError
@@ -70,7 +71,7 @@ def recommend(
     """Rank configurations by dollars per million tokens (input + output) at ``traffic``."""
     rows: list[Recommendation] = []
     rejected: list[str] = []
-    tokens_per_hour = traffic.mean_rps * (traffic.input_len_mean + traffic.output_len_mean) * 3600
+    tokens_per_s = traffic.mean_rps * (traffic.input_len_mean + traffic.output_len_mean)
     max_len = min(model.max_context, traffic.input_tail + traffic.output_tail)
     for gpu in gpus or catalog.gpus:
         quotes = catalog.prices_for(gpu.id, providers)
@@ -98,7 +99,7 @@ def recommend(
                             replicas=plan.replicas_peak,
                             gpus=plan.gpus_peak,
                             usd_per_hour=per_hour,
-                            usd_per_million_tokens=per_hour / tokens_per_hour * 1e6,
+                            usd_per_million_tokens=usd_per_million_tokens(per_hour, tokens_per_s),
                             price_as_of=q.as_of,
                             plan=plan,
                             reason=_why(d, plan, q.usd_per_gpu_hour, q.provider),

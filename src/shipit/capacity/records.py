@@ -11,6 +11,11 @@ from dataclasses import dataclass
 GIB = 1024**3
 
 
+def normalize_id(name: str) -> str:
+    """How catalog ids and aliases compare: lower case, dashes for spaces and underscores."""
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
 @dataclass(frozen=True, slots=True)
 class GpuSpec:
     """One accelerator: dense peak throughput, memory and link, with source and date."""
@@ -79,7 +84,12 @@ class SlidingSpec:
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """A decoder-only transformer as the planner sees it: shapes, not weights."""
+    """A decoder-only transformer's shape: shapes, not weights. The one model record.
+
+    The planner reads it from the catalog or a ``config.json`` (``hf_config``); the engine
+    builds its run-time view from it (``engine.model_config``). The fields after ``sliding``
+    matter to running the model rather than to sizing it, and default to Llama's.
+    """
 
     id: str
     name: str
@@ -102,6 +112,12 @@ class ModelSpec:
     moe: MoeSpec | None = None
     mla: MlaSpec | None = None
     sliding: SlidingSpec | None = None
+    architecture: str | None = None  # Hugging Face ``architectures[0]``; None when not stated
+    rope_theta: float = 10000.0
+    rope_scaling: str | None = None  # RoPE scaling type (llama3, yarn, ...); None when unscaled
+    rms_norm_eps: float = 1e-5
+    bos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

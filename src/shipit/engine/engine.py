@@ -19,7 +19,8 @@ import numpy as np
 from shipit.core.errors import CapacityError, ContextLengthError, InvalidRequestError
 from shipit.engine.block_manager import BlockManager, KVEvent
 from shipit.engine.loader import LoadedModel
-from shipit.engine.lora import LoraAdapter, LoraRegistry
+from shipit.engine.lora import LoraRegistry
+from shipit.engine.lora_files import LoraAdapter
 from shipit.engine.model import F32, ForwardItem, LlamaModel, PagedKVCache
 from shipit.engine.model_config import ModelConfig
 from shipit.engine.sampling import (

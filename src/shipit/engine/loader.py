@@ -4,8 +4,8 @@ Owns what a model spec means (the default model's name, a Hugging Face safetenso
 directory, a GGUF file), the safetensors-only rule (pickle checkpoints are refused), the
 one-time conversion of the packaged default GGUF into a safetensors cache under
 ``$SHIPIT_HOME``, and checking that every tensor the Llama forward pass needs is present
-with the right shape. It hands back float32 numpy arrays under Hugging Face names; it does
-not run the model.
+with the right shape. It hands back float32 numpy arrays under Hugging Face names (files are
+read by ``safetensors_io``); it does not run the model.
 """
 
 from __future__ import annotations
@@ -15,19 +15,18 @@ import importlib.util
 import json
 import os
 import shutil
-import struct
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from shipit.core.errors import ModelLoadError, UnsafeCheckpointError
 from shipit.engine.gguf_import import GGUFCheckpoint, read_gguf
 from shipit.engine.model_config import ModelConfig
+from shipit.engine.safetensors_io import read_safetensors
 from shipit.engine.tokenizer import Tokenizer
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -143,11 +142,11 @@ def _select_weights(
                 f"implies {shape}; the checkpoint does not match its config",
                 field=name,
             )
-        weights[name] = np.require(raw[name], np.float32, ["C_CONTIGUOUS"])
+        weights[name] = np.require(raw[name], np.float32, ["C_CONTIGUOUS", "ALIGNED"])
     return weights
 
 
-def _read_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
+def _read_config(directory: Path) -> ModelConfig:
     path = directory / "config.json"
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -162,17 +161,7 @@ def _read_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
         ) from exc
     if not isinstance(raw, dict):
         raise ModelLoadError(f"{path}: expected a JSON object", field=str(path))
-    scaling = raw.get("rope_scaling")
-    kind = (
-        (scaling.get("rope_type") or scaling.get("type")) if isinstance(scaling, dict) else scaling
-    )
-    if scaling is not None and kind != "default":
-        raise ModelLoadError(
-            f"{path}: rope_scaling {scaling!r} is not supported by shipit's engine; "
-            "use a model without RoPE scaling",
-            field="rope_scaling",
-        )
-    return ModelConfig.from_hf_dict(raw, source=str(path)), raw
+    return ModelConfig.from_hf_dict(raw, source=str(path))
 
 
 def _safetensors_files(directory: Path) -> list[Path]:
@@ -206,62 +195,13 @@ def _safetensors_files(directory: Path) -> list[Path]:
     )
 
 
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Read one safetensors file as numpy; bfloat16 tensors (numpy has none) become float32."""
-    try:
-        return dict(load_file(str(path)))
-    except TypeError:
-        return _read_safetensors_widening(path)
-    except Exception as exc:  # safetensors raises its own SafetensorError
-        raise ModelLoadError(
-            f"{path}: cannot be read as safetensors ({exc}); the file is corrupt or incomplete",
-            field=str(path),
-        ) from exc
-
-
-_SAFETENSORS_DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "I64": np.int64,
-    "I32": np.int32,
-}
-
-
-def _read_safetensors_widening(path: Path) -> dict[str, np.ndarray]:
-    """Parse the safetensors layout directly: 8-byte header size, JSON header, raw data."""
-    data = np.fromfile(path, dtype=np.uint8)
-    (header_len,) = struct.unpack("<Q", data[:8].tobytes())
-    header = json.loads(data[8 : 8 + header_len].tobytes())
-    body = data[8 + header_len :]
-    tensors: dict[str, np.ndarray] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        chunk = body[start:end]
-        if info["dtype"] == "BF16":
-            # bfloat16 is the top half of a float32.
-            values = (chunk.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-        elif info["dtype"] in _SAFETENSORS_DTYPES:
-            values = chunk.view(_SAFETENSORS_DTYPES[info["dtype"]]).astype(np.float32)
-        else:
-            raise ModelLoadError(
-                f"{path}: tensor {name!r} has dtype {info['dtype']}, which shipit cannot "
-                "load; save the checkpoint as float32, float16 or bfloat16",
-                field=name,
-            )
-        tensors[name] = values.reshape(info["shape"])
-    return tensors
-
-
 def load_hf_dir(
     directory: Path, *, name: str | None = None, progress: Progress | None = None
 ) -> LoadedModel:
     """Load a Hugging Face directory: config.json, *.safetensors, tokenizer files."""
     if progress:
         progress(f"loading {directory} ...")
-    config, _ = _read_config(directory)
+    config = _read_config(directory)
     raw: dict[str, np.ndarray] = {}
     for file in _safetensors_files(directory):
         raw.update(read_safetensors(file))

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from shipit.engine.lora import LoraAdapter
+from shipit.engine.lora_files import LoraAdapter
 from shipit.engine.model_config import ModelConfig
 
 # float32 by construction; numpy's stubs widen mixed arithmetic, so the alias stays loose.

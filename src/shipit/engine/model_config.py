@@ -1,14 +1,19 @@
-"""The shape of a Llama-architecture model, as one frozen record.
+"""The engine's run-time view of a model: ``ModelConfig``, built from the one model record.
 
-Built from a Hugging Face ``config.json`` or from GGUF metadata by ``engine.loader``;
-read by the forward pass, the KV cache and the capacity planner. No IO here.
+The model's shape has one record, ``capacity.ModelSpec``, and one ``config.json`` parser,
+``capacity.model_from_hf_config``; ``ModelConfig.from_spec`` is the one function that turns
+that record into what the forward pass, the KV cache and the LoRA reader need, and refuses
+what the engine cannot run (other architectures, RoPE scaling, mixture-of-experts, latent or
+sliding-window attention). ``ModelConfig.from_hf_dict`` is the two together. No IO here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shipit.capacity import ModelSpec, model_from_hf_config
 from shipit.core.errors import ModelLoadError
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
@@ -16,6 +21,8 @@ SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCa
 
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
+    """What the embedded engine reads of a model's shape (Hugging Face names)."""
+
     vocab_size: int
     hidden_size: int
     intermediate_size: int
@@ -35,49 +42,57 @@ class ModelConfig:
 
     @property
     def kv_bytes_per_token(self) -> int:
-        """float32 K and V for every layer: 2 * layers * kv_heads * head_dim * 4."""
+        """The engine's float32 K and V for every layer: 2 * layers * kv_heads * head_dim * 4."""
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * 4
 
     @classmethod
-    def from_hf_dict(cls, raw: dict[str, Any], *, source: str = "config.json") -> ModelConfig:
-        """Read a Hugging Face ``config.json`` mapping; errors name the missing key."""
-        archs = raw.get("architectures") or ["LlamaForCausalLM"]
-        arch = str(archs[0])
-        if arch not in SUPPORTED_ARCHITECTURES:
-            raise ModelLoadError(
-                f"{source}: architecture {arch!r} is not supported; "
+    def from_spec(cls, spec: ModelSpec) -> ModelConfig:
+        """The engine's view of ``spec``; refuses what the engine cannot run, naming why."""
+        where = spec.source
+        arch = spec.architecture or "LlamaForCausalLM"
+        refusals = (
+            (
+                arch not in SUPPORTED_ARCHITECTURES,
+                "architectures",
+                f"architecture {arch!r} is not supported; "
                 f"shipit's engine runs {', '.join(SUPPORTED_ARCHITECTURES)}",
-                field="architectures",
-            )
-        try:
-            hidden = int(raw["hidden_size"])
-            heads = int(raw["num_attention_heads"])
-            eos = raw.get("eos_token_id")
-            eos_ids = (
-                tuple(int(e) for e in eos)
-                if isinstance(eos, list)
-                else ((int(eos),) if eos is not None else ())
-            )
-            return cls(
-                vocab_size=int(raw["vocab_size"]),
-                hidden_size=hidden,
-                intermediate_size=int(raw["intermediate_size"]),
-                num_layers=int(raw["num_hidden_layers"]),
-                num_heads=heads,
-                num_kv_heads=int(raw.get("num_key_value_heads") or heads),
-                head_dim=int(raw.get("head_dim") or hidden // heads),
-                max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
-                rope_theta=float(raw.get("rope_theta", 10000.0)),
-                rms_norm_eps=float(raw.get("rms_norm_eps", 1e-5)),
-                tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-                attention_bias=bool(raw.get("attention_bias", arch == "Qwen2ForCausalLM")),
-                bos_token_id=(
-                    int(raw["bos_token_id"]) if raw.get("bos_token_id") is not None else None
-                ),
-                eos_token_ids=eos_ids,
-                architecture=arch,
-            )
-        except KeyError as exc:
-            raise ModelLoadError(
-                f"{source}: required key {exc.args[0]!r} is missing", field=str(exc.args[0])
-            ) from exc
+            ),
+            (
+                spec.rope_scaling is not None,
+                "rope_scaling",
+                f"rope_scaling {spec.rope_scaling!r} is not supported by shipit's engine; "
+                "use a model without RoPE scaling",
+            ),
+            (
+                spec.moe is not None or spec.mla is not None or spec.sliding is not None,
+                "architectures",
+                "mixture-of-experts, latent (MLA) and sliding-window attention are not "
+                "supported by shipit's engine; use a dense Llama-family model",
+            ),
+        )
+        for refused, key, why in refusals:
+            if refused:
+                raise ModelLoadError(f"{where}: {why}", field=key)
+        return cls(
+            vocab_size=spec.vocab_size,
+            hidden_size=spec.hidden_size,
+            intermediate_size=spec.intermediate_size,
+            num_layers=spec.num_layers,
+            num_heads=spec.num_heads,
+            num_kv_heads=spec.num_kv_heads,
+            head_dim=spec.head_dim,
+            max_position_embeddings=spec.max_context,
+            rope_theta=spec.rope_theta,
+            rms_norm_eps=spec.rms_norm_eps,
+            tie_word_embeddings=spec.tie_word_embeddings,
+            attention_bias=spec.qkv_bias,
+            bos_token_id=spec.bos_token_id,
+            eos_token_ids=spec.eos_token_ids,
+            architecture=arch,
+        )
+
+    @classmethod
+    def from_hf_dict(cls, raw: Mapping[str, Any], *, source: str = "config.json") -> ModelConfig:
+        """Parse a Hugging Face ``config.json`` mapping with the one parser, then view it."""
+        spec = model_from_hf_config(raw, source=source, architectures=SUPPORTED_ARCHITECTURES)
+        return cls.from_spec(spec)

@@ -32,6 +32,7 @@ from shipit.capacity import (
     Deployment,
     iteration_time,
     load_catalog,
+    parse_gpu_model,
     plan_vram,
 )
 from shipit.core.errors import InvalidRequestError
@@ -197,18 +198,9 @@ class SimulationSpec:
 
     @classmethod
     def parse(cls, spec: str) -> SimulationSpec:
-        """``GPU:MODEL[:tpN]``, e.g. ``H100:llama-3.1-70b:tp4``."""
-        parts = [p.strip() for p in spec.split(":")]
-        tp = 1
-        if len(parts) == 3 and parts[2].lower().startswith("tp") and parts[2][2:].isdigit():
-            tp = int(parts[2][2:])
-            parts = parts[:2]
-        if len(parts) != 2 or not all(parts):
-            raise InvalidRequestError(
-                f"--simulate expects GPU:MODEL[:tpN] (e.g. H100:llama-3.1-70b:tp4), got {spec!r}",
-                field="simulate",
-            )
-        return cls(gpu=parts[0], model=parts[1], tp=tp)
+        """``GPU:MODEL[:tpN]``, e.g. ``H100:llama-3.1-70b:tp4`` (``capacity.parse_gpu_model``)."""
+        names = parse_gpu_model(spec, flag="--simulate")
+        return cls(gpu=names.gpu, model=names.model, tp=names.tp)
 
 
 def simulated_deployment(spec: SimulationSpec, config: EngineConfig) -> Deployment:

@@ -223,6 +223,10 @@ class IncrementalDetokenizer:
     Decodes a small window (the tokens since the last emitted boundary) and emits only what
     is new; when the window ends in an incomplete UTF-8 sequence (a character split across
     byte-level tokens) it holds the text back until the character completes.
+
+    The decoded text cannot tell a split character (which decodes as U+FFFD) from a U+FFFD
+    that is really in the output, so a window ending in U+FFFD is held one token longer (or
+    until ``flush``); the genuine character is then emitted, never a partial one.
     """
 
     def __init__(self, tokenizer: Tokenizer, *, skip_special_tokens: bool = True) -> None:

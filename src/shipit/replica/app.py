@@ -4,7 +4,9 @@
 thread, so ``/health`` answers 503 while loading), the KV-event poller and the metrics
 registry. Handlers are thin: parse the body once into a ``GenerationRequest`` (engine types),
 hand it to the engine, write OpenAI JSON or SSE. Every generation request is tracked by the
-``Lifecycle`` so a drain can wait for it. No import-time side effects.
+``Lifecycle`` so a drain can wait for it. This module serves the OpenAI routes, ``/health``
+and ``/metrics``; the admin routes (LoRA load/unload, KV events, the startup report) are in
+``replica.admin``. No import-time side effects.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shipit.core.errors import ShipitError, UnknownAdapterError
 from shipit.engine.async_engine import AsyncEngine
 from shipit.engine.engine import LLMEngine, RequestOutput
 from shipit.replica import protocol
+from shipit.replica.admin import admin_routes
 from shipit.replica.errors import error_body, error_response, from_exception, unavailable
 from shipit.replica.kv_events import KVEventBuffer
 from shipit.replica.lifecycle import Lifecycle, Phase
@@ -39,7 +42,6 @@ from shipit.replica.streaming import SSEResponse, race_disconnect
 log = logging.getLogger("shipit.replica")
 
 EngineFactory = Callable[[ReplicaSettings], LLMEngine]
-MAX_KV_EVENTS_PAGE = 10_000
 
 
 class Replica:
@@ -99,7 +101,7 @@ class Replica:
         return await self.lifecycle.drain(self.settings.drain_timeout_s)
 
     # ----- helpers ------------------------------------------------------------------------
-    def _not_serving(self) -> Response | None:
+    def not_serving(self) -> Response | None:
         phase = self.lifecycle.phase
         if phase is Phase.READY and self.engine is not None:
             return None
@@ -131,7 +133,7 @@ class Replica:
         return await self._generate(request, "chat")
 
     async def _generate(self, request: Request, kind: Literal["completion", "chat"]) -> Response:
-        refused = self._not_serving()
+        refused = self.not_serving()
         if refused is not None:
             return refused
         assert self.engine is not None
@@ -291,12 +293,8 @@ class Replica:
         return JSONResponse({"object": "list", "data": data})
 
     async def health(self, request: Request) -> Response:
-        refused = self._not_serving()
+        refused = self.not_serving()
         return refused if refused is not None else Response(status_code=200)
-
-    async def startup_endpoint(self, request: Request) -> Response:
-        """The cold start in phases (``shipit.replica.startup``); answers while loading too."""
-        return JSONResponse({"phase": self.lifecycle.phase.value, **self.startup.to_json()})
 
     async def metrics_endpoint(self, request: Request) -> Response:
         stats = None
@@ -304,65 +302,6 @@ class Replica:
             stats = await self.engine.call(lambda e: e.stats())
         body = self.metrics.render(stats)
         return Response(body, media_type=CONTENT_TYPE)
-
-    async def load_lora(self, request: Request) -> Response:
-        refused = self._not_serving()
-        if refused is not None:
-            return refused
-        assert self.engine is not None
-        try:
-            body = protocol.parse_body(await request.body(), protocol.LoadLoraBody)
-            if body.lora_name == self.model_name:
-                return error_response(
-                    400,
-                    f"lora_name {body.lora_name!r} is the base model's name; pick another",
-                    type_="invalid_request_error",
-                    param="lora_name",
-                    code=400,
-                )
-            await self.engine.call(lambda e: e.load_lora(body.lora_name, body.lora_path))
-        except ShipitError as exc:
-            return from_exception(exc)
-        log.info("loaded LoRA adapter %s from %s", body.lora_name, body.lora_path)
-        return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
-
-    async def unload_lora(self, request: Request) -> Response:
-        refused = self._not_serving()
-        if refused is not None:
-            return refused
-        assert self.engine is not None
-        try:
-            body = protocol.parse_body(await request.body(), protocol.UnloadLoraBody)
-            await self.engine.call(lambda e: e.unload_lora(body.lora_name))
-        except ShipitError as exc:
-            return from_exception(exc)
-        log.info("unloaded LoRA adapter %s", body.lora_name)
-        return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
-
-    async def kv_events_endpoint(self, request: Request) -> Response:
-        try:
-            after = int(request.query_params.get("after", "-1"))
-            limit = int(request.query_params.get("limit", "1000"))
-        except ValueError:
-            return error_response(
-                400,
-                "after and limit must be integers",
-                type_="invalid_request_error",
-                param="after",
-                code=400,
-            )
-        if not 1 <= limit <= MAX_KV_EVENTS_PAGE or after < -1:
-            return error_response(
-                400,
-                f"limit must be in 1..{MAX_KV_EVENTS_PAGE} and after >= -1",
-                type_="invalid_request_error",
-                param="limit",
-                code=400,
-            )
-        await self.pull_kv_events()
-        page = self.kv_events.events_after(after, limit=limit)
-        block_size = self.engine.engine.config.block_size if self.engine else 0
-        return JSONResponse(page.to_json(block_size=block_size, instance_id=self.instance_id))
 
 
 def create_app(
@@ -402,11 +341,8 @@ def create_app(
         Route("/v1/chat/completions", replica.chat_completions, methods=["POST"]),
         Route("/v1/models", replica.models, methods=["GET"]),
         Route("/health", replica.health, methods=["GET"]),
-        Route("/shipit/startup", replica.startup_endpoint, methods=["GET"]),
         Route("/metrics", replica.metrics_endpoint, methods=["GET"]),
-        Route("/v1/load_lora_adapter", replica.load_lora, methods=["POST"]),
-        Route("/v1/unload_lora_adapter", replica.unload_lora, methods=["POST"]),
-        Route("/v1/kv_events", replica.kv_events_endpoint, methods=["GET"]),
+        *admin_routes(replica),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.replica = replica

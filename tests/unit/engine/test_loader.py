@@ -17,6 +17,7 @@ from shipit.core.errors import ModelLoadError, UnsafeCheckpointError
 from shipit.engine import loader
 from shipit.engine.gguf_import import permute_rotary, unpermute_rotary
 from shipit.engine.loader import DEFAULT_MODEL, LoadedModel, load_model, shipit_home
+from shipit.engine.safetensors_io import read_safetensors
 from support.reference import reference_logits
 from support.tiny_model import write_tiny_gguf, write_tiny_hf_model
 
@@ -97,7 +98,7 @@ def test_missing_shard_is_named(tmp_path: Path) -> None:
 
 def test_bfloat16_safetensors_are_widened_to_float32(tmp_path: Path) -> None:
     model_dir = write_tiny_hf_model(tmp_path / "m")
-    weights = loader.read_safetensors(model_dir / "model.safetensors")
+    weights = read_safetensors(model_dir / "model.safetensors")
     # Rewrite every tensor as bfloat16 by hand (numpy has no bfloat16 dtype).
     header: dict[str, object] = {}
     chunks: list[bytes] = []
@@ -211,7 +212,7 @@ def test_rope_scaling_is_refused(tmp_path: Path) -> None:
 
 def test_missing_tensor_is_named(tmp_path: Path) -> None:
     model_dir = write_tiny_hf_model(tmp_path / "m")
-    weights = loader.read_safetensors(model_dir / "model.safetensors")
+    weights = read_safetensors(model_dir / "model.safetensors")
     del weights["model.layers.1.mlp.up_proj.weight"]
     save_file(weights, str(model_dir / "model.safetensors"))
     with pytest.raises(ModelLoadError, match=r"model\.layers\.1\.mlp\.up_proj\.weight"):

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from shipit.core.errors import InvalidRequestError, ModelLoadError
@@ -58,13 +58,33 @@ def test_incremental_detokenizer_matches_full_decode_with_spaces() -> None:
     assert any(d.startswith(" ") for d in deltas)  # byte-level 'Ġ' becomes a real space
 
 
+def _assert_streams_as_prefixes(text: str, deltas: list[str]) -> None:
+    """Everything streamed so far is a prefix of the text: a partial character would show up
+    as a U+FFFD the text does not have at that position."""
+    streamed = ""
+    for delta in deltas:
+        streamed += delta
+        assert text.startswith(streamed), (streamed, text)
+    assert streamed == text
+
+
 @settings(max_examples=200, deadline=None)
+@example(text="\ufffd")  # a genuine U+FFFD is text, not a partial character
+@example(text="a\ufffd🚀\ufffdb")
 @given(st.text(max_size=40))
 def test_incremental_detokenizer_never_emits_partial_characters(text: str) -> None:
     tok = _tiny()
-    deltas = _stream(tok, tok.encode(text))
-    assert "".join(deltas) == text
-    assert all("\ufffd" not in d for d in deltas)
+    _assert_streams_as_prefixes(text, _stream(tok, tok.encode(text)))
+
+
+def test_a_genuine_replacement_character_is_streamed_once_the_next_token_arrives() -> None:
+    # A window that decodes to a trailing U+FFFD looks like a split character, so it waits
+    # for one more token (or the flush); the real U+FFFD then comes out, never a partial one.
+    tok = _tiny()
+    deltas = _stream(tok, tok.encode("a\ufffdb"))
+    assert "".join(deltas) == "a\ufffdb"
+    assert [d for d in deltas if d] == ["a", "\ufffdb"]
+    assert _stream(tok, tok.encode("x\ufffd"))[-1] == "\ufffd"  # or at the end, by flush
 
 
 def test_flush_emits_an_unfinished_character_as_replacement() -> None:

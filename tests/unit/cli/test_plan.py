@@ -1,0 +1,46 @@
+"""``shipit plan``: one module per subcommand, registered once on the plan group."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from shipit.cli import plan_cost, plan_perf, plan_recommend, plan_replicas, plan_vram
+from shipit.cli.plan import plan_app
+from shipit.cli.plan_common import jsonable, split_csv
+
+
+def test_every_subcommand_is_registered_from_its_module() -> None:
+    by_name = {c.name: c for c in plan_app.registered_commands}
+    assert sorted(by_name) == ["cost", "perf", "recommend", "replicas", "vram"]
+    modules = {
+        "vram": plan_vram,
+        "perf": plan_perf,
+        "recommend": plan_recommend,
+        "replicas": plan_replicas,
+        "cost": plan_cost,
+    }
+    for name, module in modules.items():
+        assert by_name[name].help == module.HELP and "Examples:" in module.HELP
+        assert by_name[name].callback is not None
+        assert by_name[name].callback.__module__ == module.__name__
+
+
+def test_help_lists_the_subcommands() -> None:
+    res = CliRunner().invoke(plan_app, ["--help"])
+    assert res.exit_code == 0
+    for name in ("vram", "perf", "recommend", "replicas", "cost"):
+        assert name in res.output
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [(["aws,gcp", " lambda "], ("aws", "gcp", "lambda")), (["", ","], ()), ([], ())],
+)
+def test_split_csv(values: list[str], expected: tuple[str, ...]) -> None:
+    assert split_csv(values) == expected
+
+
+def test_jsonable_rounds_floats_and_flattens_records() -> None:
+    out = jsonable({"a": (1.23456789, [2]), 3: None})
+    assert out == {"a": [1.234568, [2]], "3": None}
