@@ -9,15 +9,12 @@ suggestions, and reading a local Hugging Face ``config.json`` file as a model (p
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from shipit.capacity.hf_config import model_from_hf_config
 from shipit.capacity.records import (
     GpuSpec,
     MlaSpec,
@@ -44,12 +41,7 @@ class Catalog:
         return _lookup(name, self.gpus, kind="GPU", field="gpu")
 
     def model(self, name: str) -> ModelSpec:
-        """A catalog id or alias, or a path to a local Hugging Face ``config.json`` (or its dir)."""
-        path = Path(name).expanduser()
-        if path.is_dir():
-            path = path / "config.json"
-        if path.is_file():
-            return model_from_hf_config_file(path)
+        """A catalog id or alias (a local ``config.json`` is read by ``engine.model_files``)."""
         return _lookup(name, self.models, kind="model", field="model")
 
     def prices_for(self, gpu_id: str, providers: tuple[str, ...] = ()) -> tuple[PriceQuote, ...]:
@@ -126,13 +118,3 @@ def load_catalog() -> Catalog:
         providers=tuple(Provider(**p) for p in prices["providers"]),
         prices=tuple(PriceQuote(**q) for q in prices["prices"]),
     )
-
-
-def model_from_hf_config_file(path: Path) -> ModelSpec:
-    try:
-        raw = json.loads(path.read_text("utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{path}: cannot read a config.json ({exc})", field="model") from exc
-    if not isinstance(raw, dict):
-        raise ModelLoadError(f"{path}: config.json is not a JSON object", field="model")
-    return model_from_hf_config(raw, source=str(path))

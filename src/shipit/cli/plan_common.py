@@ -19,6 +19,7 @@ from rich.table import Table
 
 from shipit import capacity as cap
 from shipit.core.errors import ShipitError
+from shipit.engine.model_files import resolve_model
 
 _T = TypeVar("_T")
 
@@ -70,7 +71,9 @@ def emit(output: str, payload: Any, render: Callable[[Console], None]) -> None:
 
 
 def deployment(catalog: cap.Catalog, model: str, gpu: str, **kw: Any) -> cap.Deployment:
-    return run(lambda: cap.Deployment(model=catalog.model(model), gpu=catalog.gpu(gpu), **kw))
+    return run(
+        lambda: cap.Deployment(model=resolve_model(catalog, model), gpu=catalog.gpu(gpu), **kw)
+    )
 
 
 def kv_table(title: str, rows: list[tuple[str, str]]) -> Table:

@@ -20,6 +20,7 @@ from shipit.cli.plan_common import (
     split_csv,
     traffic_profile,
 )
+from shipit.engine.model_files import resolve_model
 
 HELP = (
     "Rank GPU x TP x precision x provider by dollars per million tokens at your SLO, each "
@@ -57,7 +58,7 @@ def recommend_cmd(
         raise fail("give exactly one of --rps or --throughput (output tokens/s)")
     mean_rps = rps if rps is not None else (throughput or 0.0) / output_len
     catalog = cap.load_catalog()
-    m = run(lambda: catalog.model(model))
+    m = run(lambda: resolve_model(catalog, model))
     t = traffic_profile(
         mean_rps=mean_rps,
         input_len_mean=input_len,

@@ -24,6 +24,7 @@ from shipit.cli.plan_common import (
     slo_targets,
     traffic_profile,
 )
+from shipit.engine.model_files import resolve_model
 
 HELP = (
     "Minimum replicas and GPUs for a traffic profile at SLO percentiles, with queueing "
@@ -78,7 +79,7 @@ def replicas(
         prefix_hit_rate=prefix_hit_rate,
         ramp_rps_per_s=ramp_rps_per_s,
     )
-    m = run(lambda: catalog.model(model))
+    m = run(lambda: resolve_model(catalog, model))
     d = deployment(
         catalog,
         model,

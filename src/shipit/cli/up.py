@@ -25,6 +25,7 @@ from rich.table import Table
 from shipit.backends.fleet import Fleet
 from shipit.backends.local import LocalProcessBackend
 from shipit.backends.static import StaticBackend
+from shipit.capacity import parse_gpu_model
 from shipit.config.gateway import (
     ROUTING_POLICIES,
     ConfigError,
@@ -33,6 +34,7 @@ from shipit.config.gateway import (
     load_config,
 )
 from shipit.core.clock import RealClock
+from shipit.core.errors import InvalidRequestError
 from shipit.gateway.app import Gateway, create_gateway
 from shipit.gateway.server import bind_socket, serve
 from shipit.services.router import RouterService
@@ -79,8 +81,11 @@ def build_config(
     over: dict[str, Any] = {}
     if simulate is not None:
         over["simulate"] = simulate
-        if model is None and ":" in simulate:
-            model = simulate.split(":")[1]
+        if model is None:
+            try:
+                model = parse_gpu_model(simulate).model
+            except InvalidRequestError as exc:
+                raise ConfigError(exc.message, field="simulate") from exc
     if model is not None:
         over["model"] = model
     if routing is not None:

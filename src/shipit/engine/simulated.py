@@ -39,6 +39,7 @@ from shipit.core.errors import InvalidRequestError
 from shipit.engine.engine import EngineConfig, LLMEngine
 from shipit.engine.model import F32, ForwardItem
 from shipit.engine.model_config import ModelConfig
+from shipit.engine.model_files import resolve_model
 from shipit.engine.tokenizer import Tokenizer
 
 SIM_VOCAB_SIZE = 1024
@@ -206,7 +207,7 @@ class SimulationSpec:
 def simulated_deployment(spec: SimulationSpec, config: EngineConfig) -> Deployment:
     catalog = load_catalog()
     return Deployment(
-        model=catalog.model(spec.model),
+        model=resolve_model(catalog, spec.model),
         gpu=catalog.gpu(spec.gpu),
         tp=spec.tp,
         max_model_len=config.max_model_len,

@@ -10,6 +10,7 @@ import pytest
 
 from shipit.capacity import GpuSpec, ModelSpec, PriceQuote, load_catalog
 from shipit.core.errors import InvalidRequestError, ModelLoadError
+from shipit.engine.model_files import resolve_model
 
 CATALOG = load_catalog()
 REQUIRED_MODELS = (
@@ -112,16 +113,16 @@ def test_local_hf_config_is_a_model(tmp_path: Path) -> None:
         "max_position_embeddings": 131072,
     }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    by_file = CATALOG.model(str(tmp_path / "config.json"))
-    by_dir = CATALOG.model(str(tmp_path))
+    by_file = resolve_model(CATALOG, str(tmp_path / "config.json"))
+    by_dir = resolve_model(CATALOG, str(tmp_path))
     assert by_file.num_kv_heads == 8 and by_dir.hidden_size == 4096
-    assert by_file.id == CATALOG.model(str(tmp_path)).id
+    assert by_file.id == resolve_model(CATALOG, str(tmp_path)).id
 
 
 def test_local_config_missing_key_names_it(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 8}))
     with pytest.raises(ModelLoadError, match="num_attention_heads"):
-        CATALOG.model(str(tmp_path / "config.json"))
+        resolve_model(CATALOG, str(tmp_path / "config.json"))
 
 
 def test_local_mla_moe_config(tmp_path: Path) -> None:
@@ -143,7 +144,7 @@ def test_local_mla_moe_config(tmp_path: Path) -> None:
         "first_k_dense_replace": 3,
     }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    m = CATALOG.model(str(tmp_path))
+    m = resolve_model(CATALOG, str(tmp_path))
     assert m.mla is not None and m.moe is not None and m.moe.first_dense_layers == 3
 
 
