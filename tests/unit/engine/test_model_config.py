@@ -12,6 +12,7 @@ from shipit.capacity.records import MoeSpec
 from shipit.core.errors import ModelLoadError
 from shipit.engine.loader import load_model
 from shipit.engine.model_config import ModelConfig
+from shipit.engine.model_files import resolve_model
 from support.tiny_model import write_tiny_hf_model
 
 CATALOG = load_catalog()
@@ -20,7 +21,7 @@ CATALOG = load_catalog()
 def test_the_engine_and_the_planner_read_one_config_json_the_same(tmp_path: Path) -> None:
     model_dir = write_tiny_hf_model(tmp_path / "tiny", attention_bias=True, heads=4, kv_heads=2)
     engine = load_model(str(model_dir)).config
-    planner = CATALOG.model(str(model_dir))
+    planner = resolve_model(CATALOG, str(model_dir))
     assert engine == ModelConfig.from_spec(planner)
     assert (engine.num_layers, engine.num_kv_heads, engine.head_dim) == (
         planner.num_layers,
