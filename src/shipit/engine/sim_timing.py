@@ -70,8 +70,41 @@ class StepShape:
             decode_context_tokens=(d_ctx // d_seqs) // b * b if d_seqs else 0,
         )
 
+    @classmethod
+    def of_decodes(cls, num_seqs: int, total_context_tokens: int) -> StepShape:
+        """The shape of a decode-only step of ``num_seqs`` sequences whose KV caches hold
+        ``total_context_tokens`` together (``of_spans`` of their one-token spans)."""
+        b = CONTEXT_BUCKET_TOKENS
+        mean = (total_context_tokens // num_seqs) // b * b if num_seqs else 0
+        return cls(0, 0, 0, num_seqs, mean)
+
 
 StepTimeModel = Callable[[StepShape], float]
+
+
+def decode_step_ends(
+    step_time: StepTimeModel,
+    *,
+    start_s: float,
+    num_seqs: int,
+    total_context_tokens: int,
+    steps: int,
+) -> list[float]:
+    """When each of ``steps`` consecutive decode-only steps of ``num_seqs`` sequences ends
+    (every sequence's context grows by one token a step). The same times, summed in the same
+    order, as timing the steps one by one; the step-time function is asked once per context
+    bucket instead of once per step."""
+    ends: list[float] = []
+    t, i, b = start_s, 0, CONTEXT_BUCKET_TOKENS
+    mean = total_context_tokens // num_seqs  # grows by exactly one a step
+    while i < steps:
+        same = min(steps - i, b - (mean + i) % b)  # steps left in this context bucket
+        duration_s = step_time(StepShape.of_decodes(num_seqs, total_context_tokens + i * num_seqs))
+        for _ in range(same):
+            t += duration_s
+            ends.append(t)
+        i += same
+    return ends
 
 
 def roofline_step_time(

@@ -43,7 +43,8 @@ class _Replica:
     started_s: float
     up_s: float  # /health answers from here on
     alive: bool = True
-    stepping: bool = False
+    step_end_s: float | None = None  # the step event pending, None while idle
+    step_token: int = 0  # a step event counts only while the token is unchanged
     stopped_s: float | None = None
     requests: dict[str, _Req] = field(default_factory=dict)
 
@@ -175,14 +176,20 @@ class FleetSim:
             self._fail_attempt(now, req, "replica died")
 
     def _start_step(self, now: float, rep: _Replica) -> None:
-        duration_s = rep.engine.start_step()
-        rep.stepping = duration_s is not None
-        if duration_s is not None:
-            self._push(now + duration_s, self._on_step, rep.rid)
+        rep.step_end_s = None
+        self._sync_step(rep, rep.engine.start_step(now))
 
-    def _on_step(self, now: float, rid: str) -> None:
+    def _sync_step(self, rep: _Replica, end_s: float | None) -> None:
+        """(Re)schedule the replica's step event: an arrival can cut a decode run short."""
+        if end_s is not None and end_s != rep.step_end_s:
+            rep.step_end_s = end_s
+            rep.step_token += 1
+            self._push(end_s, self._on_step, (rep.rid, rep.step_token))
+
+    def _on_step(self, now: float, payload: tuple[str, int]) -> None:
+        rid, token = payload
         rep = self.replicas[rid]
-        if not rep.alive:
+        if not rep.alive or token != rep.step_token:
             return
         events = rep.engine.finish_step()
         # The engine steps on at once; what completions free is dispatched behind that step.
@@ -370,6 +377,7 @@ class FleetSim:
                 req.spec.prompt_tokens,
                 req.spec.output_tokens,
                 req.spec.priority,
+                now_s=now,
             )
         except ShipitError as exc:  # the replica answers 400 or 429; no retry
             self._push(now, self._on_replica_error, (req, exc))
@@ -377,8 +385,10 @@ class FleetSim:
         rep.requests[req.view.request_id] = req
         timeout_s = self.deployment.retries.first_byte_timeout_s
         self._push(now + timeout_s, self._on_first_byte_timeout, (req, rid, req.attempt))
-        if not rep.stepping:
+        if rep.step_end_s is None:
             self._start_step(now, rep)
+        else:
+            self._sync_step(rep, rep.engine.step_end_s)
 
     def _on_refused(self, now: float, payload: tuple[_Req, str]) -> None:
         req, why = payload
@@ -399,7 +409,8 @@ class FleetSim:
             return
         if req.first_byte:
             return
-        rep.engine.abort(req.view.request_id)
+        rep.engine.abort(req.view.request_id, now_s=now)
+        self._sync_step(rep, rep.engine.step_end_s)
         self._fail_attempt(now, req, "no first byte in time", status=504)
 
     def _fail_attempt(self, now: float, req: _Req, why: str, *, status: int = 502) -> None:
