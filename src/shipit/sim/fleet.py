@@ -12,8 +12,10 @@ SimReplica``: the engine's own scheduler and block manager, stepped with the ste
 ``--simulate`` replica sleeps, so prefill is batched and chunked as on the engine.
 
 Timing, stated: a replica answers ``/health`` ``cold_start_s`` after its start and becomes
-routable at the next probe; a request dispatched while a replica steps joins its next step;
-network and gateway time are zero. It must not sleep, read the clock or do IO.
+routable at the next probe; a request dispatched while a replica steps joins its next step; a
+streamed answer's first byte is its first token, a plain answer's is its last (so a replica
+failure or ``first_byte_timeout_s`` before then is retried, as live); network, tokenization and
+gateway time are zero. It must not sleep, read the clock or do IO.
 """
 
 from __future__ import annotations
@@ -78,9 +80,11 @@ class FleetSim:
         tick_s: float = 1.0,
         initial_replicas: int = 0,
         timing: ReplicaTiming | None = None,
+        decode_runs: bool = True,
         log: DecisionLog = NO_LOG,
     ) -> None:
         self.policy, self.model, self.tick_s, self.log = policy, replica, tick_s, log
+        self.decode_runs = decode_runs
         self.deployment = deployment or DeploymentConfig(name="sim", replicas=0)
         self.name = self.deployment.name
         self.timing = timing or replica.resolve()
@@ -133,7 +137,7 @@ class FleetSim:
     # ----- replicas -------------------------------------------------------------------------
     def _start(self, now: float, *, ready: bool = False) -> None:
         rid = f"r{len(self.replicas)}"
-        engine = SimReplica(self.timing)
+        engine = SimReplica(self.timing, decode_runs=self.decode_runs)
         up_s = now if ready else now + self.model.cold_start_s
         self.replicas[rid] = _Replica(rid, engine, now, up_s)
         self.records[rid] = ReplicaRecord(
@@ -435,6 +439,7 @@ class FleetSim:
             )
             if decision.retry:
                 req.exclude.add(rid)
+                req.first_token_s = None  # a non-streamed answer starts over
                 self._acquire(now, req)
             else:
                 self._finish(req, status, "replica_failed", now)

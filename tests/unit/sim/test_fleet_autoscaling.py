@@ -4,6 +4,8 @@ cold-start hold get the live router's 503; replica-seconds run from start reques
 
 from __future__ import annotations
 
+import random
+
 from shipit.config.autoscaling import AutoscalingConfig
 from shipit.config.gateway import DeploymentConfig, QueueingConfig
 from shipit.core.decisions import MemoryLog
@@ -11,6 +13,7 @@ from shipit.engine.sim_timing import ReplicaModel
 from shipit.policy.autoscaling import AutoscalingSnapshot, ScaleDecision
 from shipit.sim.fleet import FleetSim
 from shipit.sim.policies import FixedFleet, KnativeStyle, OurPolicy
+from shipit.sim.results import ReplicaKill, SimResult
 from shipit.sim.results import SimRequest as R
 
 REPLICA = ReplicaModel(cold_start_s=10.0)
@@ -54,3 +57,32 @@ def test_requests_held_past_the_cold_start_hold_get_503() -> None:
     result = FleetSim(FixedFleet(0), REPLICA, deployment).run(TRACE, end_s=100)
     assert result.dropped == 20 and result.attainment(1.0) == 0.0
     assert result.statuses() == {(503, "cold_start"): 20}
+
+
+def test_decode_runs_change_nothing_but_speed() -> None:
+    """Arrivals, completions, scaling and a death cut decode runs short all along: every
+    request's outcome and times equal those of stepping one step at a time."""
+    rng = random.Random(3)
+    trace = sorted(
+        (
+            R(
+                rng.uniform(0, 60),
+                rng.randint(16, 4_000),
+                rng.randint(1, 300),
+                stream=rng.random() < 0.8,
+            )
+            for _ in range(150)
+        ),
+        key=lambda r: r.arrival_s,
+    )
+    config = AutoscalingConfig(min_replicas=1, max_replicas=3, target_concurrency=4)
+    kills = [ReplicaKill(20.0, "r0")]
+
+    def run(decode_runs: bool) -> SimResult:
+        sim = FleetSim(OurPolicy(config), REPLICA, initial_replicas=1, decode_runs=decode_runs)
+        return sim.run(trace, 120.0, kills=kills)
+
+    stepped, fast = run(False), run(True)
+    assert len(stepped.served) > 100
+    assert sorted(fast.requests, key=str) == sorted(stepped.requests, key=str)
+    assert fast.replica_seconds == stepped.replica_seconds
