@@ -1,13 +1,15 @@
 """Autoscaling benchmark: one bursty arrival trace, three ways to size the fleet, in simulated time.
 
 The same trace (Poisson arrivals at a piecewise rate: quiet, a burst, steady, a long idle gap,
-another burst, a tail) runs through ``shipit.sim.autoscaling`` against replicas timed by the
-capacity planner's roofline (H100, Llama-3.1-8B by default, 30 s cold start), with
+another burst, a tail) runs through the fleet simulator (``shipit.sim.fleet``: the live routing,
+admission and autoscaling code) against replicas that batch as the engine's scheduler does, each
+step timed by the capacity planner's roofline (H100, Llama-3.1-8B by default, 30 s cold start),
+with
 (a) shipit's policy (``policy.autoscaling.decide``: stable + panic windows, scale-down delay,
 scale to zero after ``idle_timeout_s`` with requests held through the cold start),
 (b) a fixed fleet sized for the peak (pre-warmed, never scaled), and
 (c) a Knative-style KPA (stable/panic windows, immediate scale-down, min 1, no hold semantics).
-Reports, side by side: TTFT SLO attainment and P99, requests dropped (held past the limit),
+Reports, side by side: TTFT SLO attainment and P99, requests not served (held past the limit),
 replica-seconds used, peak replicas and replica starts. Prints a table and writes
 ``benchmarks/results/autoscaling.json``.
 
@@ -24,17 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from shipit.config.autoscaling import AutoscalingConfig
-from shipit.sim.autoscaling import (
-    FixedFleet,
-    FleetSim,
-    KnativeStyle,
-    OurPolicy,
-    ReplicaModel,
-    ScalingPolicy,
-    SimRequest,
-    SimResult,
-    Timing,
-)
+from shipit.config.gateway import DeploymentConfig, QueueingConfig
+from shipit.engine.sim_timing import ReplicaModel, StepShape, StepTimeModel
+from shipit.sim.fleet import FleetSim
+from shipit.sim.policies import FixedFleet, KnativeStyle, OurPolicy, ScalingPolicy
+from shipit.sim.results import SimRequest, SimResult
 
 RESULTS = Path(__file__).parent / "results" / "autoscaling.json"
 # (start_s, end_s, requests per second)
@@ -47,6 +43,7 @@ PHASES = [
     (1860, 2400, 1.0),
 ]
 END_S = 2700.0
+MAX_CONCURRENCY = 16  # the gateway's cap per replica (queueing.max_concurrency)
 
 
 def make_trace(seed: int) -> list[SimRequest]:
@@ -64,16 +61,16 @@ def make_trace(seed: int) -> list[SimRequest]:
     return out
 
 
-def peak_fleet(trace: list[SimRequest], timing: Timing, unit: float) -> int:
+def peak_fleet(trace: list[SimRequest], step_time: StepTimeModel, unit: float) -> int:
     """Replicas a fixed fleet needs at the peak rate: Little's law with the E2E at ``unit``
-    concurrency, divided by the same per-replica target the autoscalers use."""
+    concurrency (the prompt in one step beside ``unit`` decodes, then the output at batch
+    ``unit``), divided by the same per-replica target the autoscalers use."""
     peak_rate = max(rate for _, _, rate in PHASES)
-    prompt = sum(r.prompt_tokens for r in trace) / len(trace)
+    prompt = int(sum(r.prompt_tokens for r in trace) / len(trace))
     output = sum(r.output_tokens for r in trace) / len(trace)
-    b = math.ceil(unit)
-    e2e_s = timing.step_s(int(prompt), b, int(prompt + output / 2)) + output * timing.step_s(
-        0, b, int(prompt + output / 2)
-    )
+    b, ctx = math.ceil(unit), int(prompt + output / 2)
+    prefill_s = step_time(StepShape.of_spans([(0, prompt)] + [(ctx, 1)] * b))
+    e2e_s = prefill_s + output * step_time(StepShape.of_spans([(ctx, 1)] * b))
     return math.ceil(peak_rate * e2e_s / unit)
 
 
@@ -101,7 +98,14 @@ def main() -> None:
     args = ap.parse_args()
 
     replica = ReplicaModel(cold_start_s=args.cold_start_s)
-    timing = Timing(replica)
+    timing = replica.resolve()
+    deployment = DeploymentConfig(
+        name="bench",
+        replicas=0,
+        queueing=QueueingConfig(
+            max_concurrency=MAX_CONCURRENCY, cold_start_hold_s=120.0, queue_timeout_s=120.0
+        ),
+    )
     trace = make_trace(args.seed)
     ours = AutoscalingConfig(
         min_replicas=0,
@@ -112,7 +116,7 @@ def main() -> None:
         idle_timeout_s=300,
     )
     unit = ours.target_concurrency * ours.target_utilization
-    n_peak = peak_fleet(trace, timing, unit)
+    n_peak = peak_fleet(trace, timing.step_time, unit)
     # The same policy with Knative-like quick scale-down: the replica-seconds gap between
     # shipit and Knative-style below is this setting, not the algorithm.
     quick = ours.model_copy(update={"scale_down_delay_s": 30.0, "idle_timeout_s": 120.0})
@@ -124,7 +128,7 @@ def main() -> None:
     ]
     rows = []
     for policy, initial in policies:
-        sim = FleetSim(policy, replica, initial_replicas=initial, timing=timing)
+        sim = FleetSim(policy, replica, deployment, initial_replicas=initial, timing=timing)
         rows.append(row(sim.run(trace, END_S), args.ttft_slo_s))
 
     header = (
@@ -147,7 +151,8 @@ def main() -> None:
         "replica": {
             "gpu": replica.gpu,
             "model": replica.model,
-            "slots": replica.slots,
+            "max_concurrency": MAX_CONCURRENCY,
+            "max_num_batched_tokens": replica.engine.max_num_batched_tokens,
             "cold_start_s": replica.cold_start_s,
         },
         "ttft_slo_s": args.ttft_slo_s,

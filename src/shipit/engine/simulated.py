@@ -4,8 +4,9 @@ the numpy model replaced by an executor that waits the step time a GPU would tak
 ``--simulate GPU:MODEL[:tpN]`` (e.g. ``H100:llama-3.1-70b:tp4``) resolves both names in the
 capacity planner's catalogs, sizes the KV cache with the planner's VRAM plan (vLLM's budget:
 ``memory * utilization - weights - activation peak - non-torch - CUDA graphs``) and times
-every step with the planner's roofline (``shipit.capacity.iteration_time``: the step's prefill
-tokens and their context, its decode batch and mean context, weights streamed once per step).
+every step with ``engine.sim_timing`` (the planner's roofline over the step's prefill tokens and
+their context, its decode batch and mean context, weights streamed once per step: the same
+function the fleet simulator times its replicas with).
 The executor ``time.sleep``s that long in the engine's thread, then returns logits whose
 argmax is a chosen token, over a small vocabulary, so the per-step Python cost stays tiny.
 
@@ -26,94 +27,30 @@ from dataclasses import dataclass
 import numpy as np
 import tokenizers
 
-from shipit.capacity import (
-    DEFAULT_CALIBRATION,
-    Calibration,
-    Deployment,
-    iteration_time,
-    load_catalog,
-    parse_gpu_model,
-    plan_vram,
-)
+from shipit.capacity import DEFAULT_CALIBRATION, Calibration, Deployment, parse_gpu_model
 from shipit.core.errors import InvalidRequestError
 from shipit.engine.engine import EngineConfig, LLMEngine
 from shipit.engine.model import F32, ForwardItem
 from shipit.engine.model_config import ModelConfig
-from shipit.engine.model_files import resolve_model
+from shipit.engine.sim_timing import (
+    ReplicaModel,
+    ReplicaTiming,
+    StepShape,
+    StepTimeModel,
+    roofline_step_time,
+)
 from shipit.engine.tokenizer import Tokenizer
 
 SIM_VOCAB_SIZE = 1024
 _FIRST_WORD_ID = 3  # 0 <unk>, 1 <|im_start|>, 2 <|im_end|> (EOS)
 _EOS_ID = 2
 _CHOSEN_LOGIT = 30.0  # e^-30 * vocab: the chosen token wins even when sampling at T=2
-_CONTEXT_BUCKET_TOKENS = 16  # step times are memoised per 16 tokens of context
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n'}}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class StepShape:
-    """What one engine step asks of the accelerator."""
-
-    prefill_tokens: int
-    prefill_seqs: int
-    prefill_context_tokens: int  # mean keys a prefill token attends to
-    decode_seqs: int
-    decode_context_tokens: int  # mean tokens in a decoding sequence's KV cache
-
-    @classmethod
-    def of(cls, items: Sequence[ForwardItem]) -> StepShape:
-        """Items with one new token decode; longer items are prefill chunks."""
-        p_tokens = p_seqs = p_ctx = d_seqs = d_ctx = 0
-        for item in items:
-            n = len(item.token_ids)
-            if n == 1:
-                d_seqs += 1
-                d_ctx += item.start_pos
-            else:
-                p_seqs += 1
-                p_tokens += n
-                p_ctx += item.start_pos + n // 2
-        b = _CONTEXT_BUCKET_TOKENS
-        return cls(
-            prefill_tokens=p_tokens,
-            prefill_seqs=p_seqs,
-            prefill_context_tokens=(p_ctx // p_seqs) // b * b if p_seqs else 0,
-            decode_seqs=d_seqs,
-            decode_context_tokens=(d_ctx // d_seqs) // b * b if d_seqs else 0,
-        )
-
-
-StepTimeModel = Callable[[StepShape], float]
-
-
-def roofline_step_time(
-    deployment: Deployment, calibration: Calibration = DEFAULT_CALIBRATION
-) -> StepTimeModel:
-    """The planner's roofline as a step-time model, memoised per step shape."""
-    memo: dict[StepShape, float] = {}
-
-    def step_time_s(shape: StepShape) -> float:
-        cached = memo.get(shape)
-        if cached is None:
-            cached = iteration_time(
-                deployment,
-                prefill_tokens=shape.prefill_tokens,
-                prefill_seqs=shape.prefill_seqs,
-                prefill_context_tokens=shape.prefill_context_tokens,
-                decode_seqs=shape.decode_seqs,
-                context_tokens=shape.decode_context_tokens,
-                calibration=calibration,
-            ).total_s
-            if len(memo) < 100_000:
-                memo[shape] = cached
-        return cached
-
-    return step_time_s
 
 
 class SimulatedExecutor:
@@ -204,16 +141,13 @@ class SimulationSpec:
         return cls(gpu=names.gpu, model=names.model, tp=names.tp)
 
 
+def replica_model(spec: SimulationSpec, config: EngineConfig) -> ReplicaModel:
+    """The timing module's record of the replica ``spec`` names, on ``config``'s scheduler."""
+    return ReplicaModel(gpu=spec.gpu, model=spec.model, tp=spec.tp, engine=config)
+
+
 def simulated_deployment(spec: SimulationSpec, config: EngineConfig) -> Deployment:
-    catalog = load_catalog()
-    return Deployment(
-        model=resolve_model(catalog, spec.model),
-        gpu=catalog.gpu(spec.gpu),
-        tp=spec.tp,
-        max_model_len=config.max_model_len,
-        max_num_seqs=config.max_num_seqs,
-        max_num_batched_tokens=config.max_num_batched_tokens,
-    )
+    return replica_model(spec, config).deployment()
 
 
 def build_simulated_engine(
@@ -225,10 +159,9 @@ def build_simulated_engine(
 ) -> LLMEngine:
     """An engine whose KV cache holds what ``spec``'s GPU holds for that model, timed by the
     planner's roofline. ``config.kv_cache_bytes`` is ignored (the VRAM plan decides)."""
-    d = simulated_deployment(SimulationSpec.parse(spec), config)
-    plan = plan_vram(d, calibration=calibration)
-    num_blocks = plan.kv_pool_tokens // config.block_size
-    if not plan.fits or num_blocks < 1:
+    timing = replica_model(SimulationSpec.parse(spec), config).resolve(calibration)
+    d, plan, num_blocks = timing.deployment, timing.plan, timing.num_kv_blocks
+    if num_blocks < 1:
         hint = ("; try: " + "; ".join(plan.suggestions)) if plan.suggestions else ""
         raise InvalidRequestError(
             f"--simulate {spec}: {d.label()} does not fit: {plan.reason}{hint}", field="simulate"
@@ -246,5 +179,21 @@ def build_simulated_engine(
         bos_token_id=1,
         eos_token_ids=(_EOS_ID,),
     )
-    executor = SimulatedExecutor(roofline_step_time(d, calibration), sleep=sleep)
+    executor = SimulatedExecutor(timing.step_time, sleep=sleep)
     return LLMEngine(model_config, SimTokenizer(), executor, config=config, num_blocks=num_blocks)
+
+
+__all__ = [
+    "SIM_VOCAB_SIZE",
+    "ReplicaModel",
+    "ReplicaTiming",
+    "SimTokenizer",
+    "SimulatedExecutor",
+    "SimulationSpec",
+    "StepShape",
+    "StepTimeModel",
+    "build_simulated_engine",
+    "replica_model",
+    "roofline_step_time",
+    "simulated_deployment",
+]

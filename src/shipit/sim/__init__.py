@@ -1,1 +1,10 @@
-"""Discrete-event fleet simulator running the same policies as the live system."""
+"""Discrete-event fleet simulator running the same policy code as the live system.
+
+``fleet`` is the event loop of one deployment (requests through the gateway's path, replica
+lifecycles, health probes, autoscaler ticks, replica deaths); ``drivers`` holds every call into
+the live policies (routing, admission, retries, outliers, health, autoscaling) and records each
+decision in a ``DecisionLog``; ``replica`` steps one replica with the engine's own scheduler and
+block manager, timed by ``engine.sim_timing``; ``policies`` are the scaling policies compared
+(ours, a fixed fleet, Knative-style); ``results`` the trace and result records. Nothing here
+sleeps, reads a clock or does IO.
+"""

@@ -1,0 +1,148 @@
+"""``sim.drivers``: each call into the live policy code, with the router's and monitor's rules
+around it (failover exclusion, the cold-start hold, retries, the probe rule), and the record it
+leaves in the decision log."""
+
+from __future__ import annotations
+
+import pytest
+
+from shipit.config.autoscaling import AutoscalingConfig
+from shipit.config.gateway import (
+    DeploymentConfig,
+    HealthCheckConfig,
+    QueueingConfig,
+    RetryConfig,
+)
+from shipit.core.decisions import LogEntry, MemoryLog
+from shipit.core.fleet import ReplicaRecord, ReplicaState
+from shipit.core.views import RequestView
+from shipit.policy.autoscaling import AutoscalingState
+from shipit.policy.health import HealthSnapshot, HealthState, ProbeOutcome
+from shipit.policy.lifecycle import LifecycleSnapshot, LifecycleState
+from shipit.policy.queueing import AdmissionQueue
+from shipit.policy.reliability import RetryBudget
+from shipit.sim import drivers
+
+DEP = DeploymentConfig(name="d", replicas=0)
+Q = QueueingConfig(cold_start_hold_s=100.0, queue_timeout_s=20.0)
+
+
+def rec(rid: str, *, in_flight: int = 0, state: ReplicaState = ReplicaState.READY) -> ReplicaRecord:
+    return ReplicaRecord(rid, f"sim://{rid}", state=state, in_flight=in_flight)
+
+
+def req(rid: str = "q", *, deadline_s: float | None = None) -> RequestView:
+    return RequestView(request_id=rid, deployment="d", model="m", deadline_s=deadline_s)
+
+
+def test_route_avoids_replicas_that_failed_the_request_unless_none_is_left() -> None:
+    log = MemoryLog()
+    policy = drivers.routing_policy(DEP)
+    replicas = [rec("a"), rec("b", in_flight=5)]
+
+    def route(fleet: list[ReplicaRecord], exclude: frozenset[str]) -> str | None:
+        d = drivers.route(policy, req(), fleet, exclude=exclude, now_s=1.0, deployment="d", log=log)
+        return d.replica_id
+
+    assert route(replicas, frozenset()) == "a"
+    assert route(replicas, frozenset({"a"})) == "b"
+    assert route(replicas[:1], frozenset({"a"})) == "a"
+    e1 = log.entries[1]
+    policy_name, dep, snapshot, state, decision = (
+        e1.policy,
+        e1.deployment,
+        e1.snapshot,
+        e1.state,
+        e1.decision,
+    )
+    assert (policy_name, dep, state) == ("routing", "d", None)
+    assert getattr(decision, "replica_id", None) == "b"
+    assert isinstance(snapshot, drivers.RouteSnapshot)
+    assert [r.replica_id for r in snapshot.replicas] == ["b"] and snapshot.exclude == {"a"}
+
+
+@pytest.mark.parametrize(
+    ("cold", "deadline_s", "expected"),
+    [
+        (True, None, (100.0, 503, "cold_start_hold")),
+        (False, None, (20.0, 504, "queue_timeout")),
+        (True, 15.0, (5.0, 504, "deadline")),
+        (False, 200.0, (20.0, 504, "queue_timeout")),
+    ],
+)
+def test_hold(cold: bool, deadline_s: float | None, expected: tuple[float, int, str]) -> None:
+    d = drivers.hold(Q, req(deadline_s=deadline_s), cold=cold, now_s=10.0, deployment="d")
+    assert (d.timeout_s, d.status, d.reason_code) == expected
+
+
+def test_a_hold_that_runs_out_is_503_only_while_still_cold() -> None:
+    held = drivers.hold(Q, req(), cold=True, now_s=0.0, deployment="d")
+    assert drivers.hold_ran_out(held, cold_now=True) == (503, "cold_start")
+    assert drivers.hold_ran_out(held, cold_now=False) == (504, "queue_timeout")
+    busy = drivers.hold(Q, req(), cold=False, now_s=0.0, deployment="d")
+    assert drivers.hold_ran_out(busy, cold_now=True) == (504, "queue_timeout")
+
+
+def test_admission_and_expiry_are_logged() -> None:
+    log = MemoryLog()
+    queue = AdmissionQueue(max_queue=1)
+    first = drivers.admit(queue, req("a", deadline_s=5.0), now_s=0.0, deployment="d", log=log)
+    full = drivers.admit(queue, req("b"), now_s=1.0, deployment="d", log=log)
+    assert first.admitted and not full.admitted
+    assert drivers.refusal_status(full) == 429
+    late = drivers.admit(queue, req("c", deadline_s=1.0), now_s=2.0, deployment="d", log=log)
+    assert drivers.refusal_status(late) == 504
+    expired = drivers.expire(queue, now_s=6.0, deployment="d", log=log)
+    assert [e.request_id for e in expired] == ["a"]
+    assert [e.policy for e in log.entries] == ["admission"] * 3 + ["expiry"]
+    assert log.entries[-1].decision == drivers.ExpiryDecision(
+        ("a",), "deadline", "the deadline passed while queued"
+    )
+
+
+def test_retries_stop_at_max_attempts_and_an_empty_budget() -> None:
+    retries = RetryConfig(max_attempts=3)
+    budget = RetryBudget(ratio=0.0, min_per_s=0.0, cap=1.0)
+
+    def retry(attempt: int) -> drivers.RetryDecision:
+        return drivers.may_retry(
+            budget, retries, request_id="q", attempt=attempt, now_s=0.0, deployment="d"
+        )
+
+    assert retry(3).reason_code == "max_attempts"
+    assert retry(1).retry
+    assert (retry(1).retry, retry(1).reason_code) == (False, "budget_exhausted")
+
+
+def test_health_and_lifecycle_go_through_the_live_policies_and_are_logged() -> None:
+    log = MemoryLog()
+    cfg = HealthCheckConfig(unhealthy_threshold=2)
+    state = HealthState()
+    ready = rec("a")
+    for n, expected in ((1, None), (2, ReplicaState.UNHEALTHY)):
+        snap = HealthSnapshot(float(n), ready, ProbeOutcome(False, None, "refused"))
+        decision, state = drivers.health_check(cfg, snap, state, deployment="d", log=log)
+        assert decision.target is expected, n  # the threshold, not one failed probe
+    life_cfg = drivers.lifecycle_config(DeploymentConfig(startup_timeout_s=30, drain_timeout_s=9))
+    assert (life_cfg.startup_timeout_s, life_cfg.drain_timeout_s) == (30, 9)
+    snap_l = LifecycleSnapshot(5.0, (ready,), dead=frozenset({"a"}))
+    life, _ = drivers.lifecycle_step(life_cfg, snap_l, LifecycleState(), deployment="d", log=log)
+    assert [s.reason_code for s in life.steps] == ["crashed"] and life.starts_held(5.5)
+    assert [e.policy for e in log.entries] == ["health", "health", "lifecycle"]
+
+
+def test_autoscaling_sees_the_records_and_logs_state_in() -> None:
+    records = [
+        rec("a", in_flight=3),
+        rec("b", state=ReplicaState.UNHEALTHY),
+        rec("c", state=ReplicaState.DRAINING),
+    ]
+    snapshot = drivers.autoscaling_snapshot(5.0, records, queued=2)
+    assert snapshot.replicas == tuple(records) and snapshot.queued == 2
+    log = MemoryLog()
+    state = AutoscalingState()
+    decision, new_state = drivers.autoscale(
+        AutoscalingConfig(), snapshot, state, deployment="d", log=log
+    )
+    assert log.entries == [LogEntry("autoscaling", "d", snapshot, state, decision)]
+    assert new_state != state
