@@ -29,15 +29,14 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from shipit.config.autoscaling import AutoscalingConfig
-from shipit.config.gateway import DeploymentConfig
 from shipit.core.clock import Clock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.fleet import ReplicaRecord, ReplicaState
 from shipit.policy import autoscaling, lifecycle
 from shipit.policy.autoscaling import AutoscalingSnapshot, AutoscalingState, ScaleDecision
+from shipit.policy.autoscaling.settings import effective_config, lifecycle_config
 from shipit.policy.lifecycle import (
     LifecycleAction,
-    LifecycleConfig,
     LifecycleDecision,
     LifecycleSnapshot,
     LifecycleState,
@@ -56,20 +55,6 @@ _METRIC_STATE = {
     ReplicaState.DRAINING: "draining",
     ReplicaState.UNHEALTHY: "failed",
 }
-
-
-def effective_config(deployment: DeploymentConfig) -> AutoscalingConfig | None:
-    """What the loop runs on: the ``autoscaling:`` block; for a fixed fleet of local replicas
-    ``min = max = replicas`` (the same loop then only restarts crashed replicas and replaces
-    ones that never become ready); nothing for a deployment of external endpoints only."""
-    if deployment.autoscaling is not None:
-        return deployment.autoscaling
-    if deployment.replicas == 0:
-        return None
-    n = deployment.replicas
-    return AutoscalingConfig(
-        min_replicas=n, max_replicas=n, startup_timeout_s=deployment.startup_timeout_s
-    )
 
 
 class ReplicaPool(Protocol):
@@ -122,10 +107,7 @@ class Autoscaler:
         self.name = router.deployment.name
         self.pool = pool
         self.config = config
-        self.lifecycle_config = LifecycleConfig(
-            startup_timeout_s=config.startup_timeout_s,
-            drain_timeout_s=router.deployment.drain_timeout_s,
-        )
+        self.lifecycle_config = lifecycle_config(router.deployment, config)
         self.clock = clock
         self.metrics = metrics
         self.wall = wall

@@ -296,14 +296,6 @@ def health_check(
     return decision, new_state
 
 
-def lifecycle_config(deployment: DeploymentConfig) -> LifecycleConfig:
-    """The lifecycle policy's settings, built as the live autoscaler builds them (the
-    ``autoscaling:`` block's startup timeout, else the deployment's)."""
-    scaling = deployment.autoscaling
-    startup_s = scaling.startup_timeout_s if scaling is not None else deployment.startup_timeout_s
-    return LifecycleConfig(startup_timeout_s=startup_s, drain_timeout_s=deployment.drain_timeout_s)
-
-
 def lifecycle_step(
     config: LifecycleConfig,
     snapshot: LifecycleSnapshot,

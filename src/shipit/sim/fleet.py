@@ -32,6 +32,7 @@ from shipit.core.fleet import ReplicaRecord, ReplicaState
 from shipit.core.views import RequestView
 from shipit.engine.sim_timing import ReplicaModel, ReplicaTiming
 from shipit.policy import health
+from shipit.policy.autoscaling.settings import lifecycle_config
 from shipit.policy.health import HealthSnapshot, HealthState, ProbeOutcome
 from shipit.policy.lifecycle import LifecycleSnapshot, LifecycleState
 from shipit.policy.routing import RoutingPolicy
@@ -107,7 +108,7 @@ class FleetSim:
         self._tick_token = 0
         self._end_s = 0.0
         self.health_state = HealthState()
-        self.lifecycle = drivers.lifecycle_config(self.deployment)
+        self.lifecycle = lifecycle_config(self.deployment)
         self.lifecycle_state = LifecycleState()
         self._came_up: list[str] = []
         for _ in range(initial_replicas):  # pre-warmed: ready at t=0

@@ -17,6 +17,7 @@ from shipit.core.decisions import LogEntry, MemoryLog
 from shipit.core.fleet import ReplicaRecord, ReplicaState
 from shipit.core.views import RequestView
 from shipit.policy.autoscaling import AutoscalingState
+from shipit.policy.autoscaling.settings import lifecycle_config
 from shipit.policy.health import HealthSnapshot, HealthState, ProbeOutcome
 from shipit.policy.lifecycle import LifecycleSnapshot, LifecycleState
 from shipit.policy.queueing import AdmissionQueue
@@ -123,7 +124,7 @@ def test_health_and_lifecycle_go_through_the_live_policies_and_are_logged() -> N
         snap = HealthSnapshot(float(n), ready, ProbeOutcome(False, None, "refused"))
         decision, state = drivers.health_check(cfg, snap, state, deployment="d", log=log)
         assert decision.target is expected, n  # the threshold, not one failed probe
-    life_cfg = drivers.lifecycle_config(DeploymentConfig(startup_timeout_s=30, drain_timeout_s=9))
+    life_cfg = lifecycle_config(DeploymentConfig(startup_timeout_s=30, drain_timeout_s=9))
     assert (life_cfg.startup_timeout_s, life_cfg.drain_timeout_s) == (30, 9)
     snap_l = LifecycleSnapshot(5.0, (ready,), dead=frozenset({"a"}))
     life, _ = drivers.lifecycle_step(life_cfg, snap_l, LifecycleState(), deployment="d", log=log)
