@@ -51,17 +51,25 @@ def initial_budget(config: RetryConfig) -> RetryBudgetState:
     return RetryBudgetState(balance=budget_cap(config))
 
 
-def _refill(config: RetryConfig, now_s: float, state: RetryBudgetState) -> RetryBudgetState:
+def _refilled(config: RetryConfig, now_s: float, state: RetryBudgetState) -> tuple[float, float]:
+    """The balance after time's deposit since ``last_s``, and the new ``last_s``."""
     balance, last = state.balance, state.last_s
-    if last is not None and now_s > last:
+    if last is None:
+        return balance, now_s
+    if now_s > last:
         balance = min(budget_cap(config), balance + (now_s - last) * config.budget_min_per_s)
-    return RetryBudgetState(balance, now_s if last is None else max(last, now_s))
+        return balance, now_s
+    return balance, last
+
+
+def _refill(config: RetryConfig, now_s: float, state: RetryBudgetState) -> RetryBudgetState:
+    return RetryBudgetState(*_refilled(config, now_s, state))
 
 
 def deposit(config: RetryConfig, now_s: float, state: RetryBudgetState) -> RetryBudgetState:
     """A request arrived: it earns ``budget_ratio`` of a retry (state only; no decision)."""
-    state = _refill(config, now_s, state)
-    return replace(state, balance=min(budget_cap(config), state.balance + config.budget_ratio))
+    balance, last = _refilled(config, now_s, state)
+    return RetryBudgetState(min(budget_cap(config), balance + config.budget_ratio), last)
 
 
 def decide_retry(
@@ -74,7 +82,7 @@ def decide_retry(
         return RetryDecision(False, "max_attempts", why, state.balance), state
     state = _refill(config, snapshot.now_s, state)
     if state.balance >= 1.0 - 1e-9:  # ten deposits of 0.1 make one retry
-        after = replace(state, balance=state.balance - 1.0)
+        after = RetryBudgetState(state.balance - 1.0, state.last_s)
         why = f"attempt {snapshot.attempt + 1}; {after.balance:.2f} retries left in the budget"
         return RetryDecision(True, "retry", why, after.balance), after
     why = (

@@ -108,5 +108,5 @@ def test_a_custom_routing_composition_loads(tmp_path: Path) -> None:
 
 def test_a_preset_flag_over_a_custom_file_says_what_to_drop() -> None:
     cfg = parse_config({"deployments": [{"routing": {"policy": "custom", "picker": "best"}}]})
-    with pytest.raises(ConfigError, match="routing.picker is read only with policy: custom"):
+    with pytest.raises(ConfigError, match=r"routing\.picker is read only with policy: custom"):
         apply_overrides(cfg, deployment={"routing.policy": "prefix_cache"})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from shipit.config.gateway import RoutingConfig
 from shipit.core.fleet import ReplicaRecord
@@ -69,9 +70,9 @@ class RoutingState:
     ring: SessionRing = field(default_factory=SessionRing)
 
 
-@dataclass(frozen=True, slots=True)
-class Pick:
-    """A picker's answer: the replica and the words of the decision."""
+class Pick(NamedTuple):
+    """A picker's answer: the replica and the words of the decision (internal, never logged;
+    a tuple because it is made on every decision)."""
 
     replica: ReplicaRecord
     reason_code: str
@@ -81,11 +82,11 @@ class Pick:
     draws: int = 0  # generator draws this pick used
 
 
-@dataclass(frozen=True, slots=True)
-class RouteContext:
-    """One decision's working view (internal: never logged). ``ready`` are the routable
-    replicas of the snapshot, whatever their load (guards and the ring compare against them);
-    ``weights`` are the composition's scorer weights; ``hits`` the snapshot's prefix hits."""
+class RouteContext(NamedTuple):
+    """One decision's working view (internal, never logged; a tuple because it is made on
+    every decision). ``ready`` are the routable replicas of the snapshot, whatever their load
+    (guards and the ring compare against them); ``weights`` are the composition's scorer
+    weights; ``hits`` the snapshot's prefix hits."""
 
     name: str
     config: RoutingConfig

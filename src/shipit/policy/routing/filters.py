@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from shipit.core.fleet import ReplicaRecord
 from shipit.policy.routing.base import RouteContext, routable, with_free_slot
 
 
-@dataclass(frozen=True, slots=True)
-class Filtered:
+class Filtered(NamedTuple):
     """What a filter kept; when it kept nothing, why (the decision's code and sentence).
-    ``note`` is a clause added to the decision's reason when it kept some."""
+    ``note`` is a clause added to the decision's reason when it kept some. Internal, never
+    logged; a tuple because every filter makes one on every decision."""
 
     kept: tuple[ReplicaRecord, ...]
     reason_code: str = ""
@@ -34,7 +34,9 @@ Filter = Callable[[RouteContext, tuple[ReplicaRecord, ...]], Filtered]
 
 
 def routable_filter(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> Filtered:
-    kept = routable(candidates, ctx.snapshot.now_s)
+    # First in the chain, it sees the snapshot's replicas, whose routable ones are ``ready``.
+    same = candidates is ctx.snapshot.replicas
+    kept = ctx.ready if same else routable(candidates, ctx.snapshot.now_s)
     if kept:
         return Filtered(kept)
     return Filtered((), "no_ready_replica", f"none of {len(candidates)} replicas is ready")
@@ -74,9 +76,9 @@ def choose_version(weights: dict[str, float], versions: set[str], key: str) -> s
 
 
 def version_weight_filter(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> Filtered:
-    weights = dict(ctx.snapshot.version_weights)
-    if not weights:
+    if not ctx.snapshot.version_weights:
         return Filtered(candidates)
+    weights = dict(ctx.snapshot.version_weights)
     request = ctx.request
     key = request.session_key or request.request_id
     # The share is over versions with a ready replica, busy or not: a session keeps its

@@ -16,7 +16,8 @@ never touches.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from types import MappingProxyType
 
 from shipit.config.gateway import ConfigError, RoutingConfig
 from shipit.core.fleet import ReplicaRecord
@@ -57,11 +58,26 @@ class RoutePlan:
     filters: tuple[str, ...]
     scorers: tuple[tuple[str, float], ...]  # (scorer, weight)
     picker: str
+    # The facts it reads, named as the scorers that read them (prefix_cache, lora, session...).
+    reads: frozenset[str] = frozenset()
 
     def uses(self, part: str) -> bool:
         """Whether a scorer named ``part`` (or the picker that reads what it reads) is in
         the plan: the driver looks prefix hits up only for plans that use ``prefix_cache``."""
-        return any(n == part for n, _ in self.scorers) or PICKER_READS.get(self.picker) == part
+        return part in self.reads
+
+
+def _plan(
+    name: str,
+    config: RoutingConfig,
+    filters: tuple[str, ...],
+    scorers: tuple[tuple[str, float], ...],
+    picker: str,
+) -> RoutePlan:
+    reads = {n for n, _ in scorers}
+    if picker in PICKER_READS:
+        reads.add(PICKER_READS[picker])
+    return RoutePlan(name, config, filters, scorers, picker, frozenset(reads))
 
 
 def _choices(registry: Mapping[str, object]) -> str:
@@ -98,7 +114,7 @@ def _custom(config: RoutingConfig) -> RoutePlan:
             f"routing.picker is {picker!r}, not a picker; choose from {_choices(PICKERS)}",
             field="routing.picker",
         )
-    return RoutePlan("custom", config, chain, scorers, picker)
+    return _plan("custom", config, chain, scorers, picker)
 
 
 def plan_for(name: str, config: RoutingConfig) -> RoutePlan:
@@ -112,7 +128,7 @@ def plan_for(name: str, config: RoutingConfig) -> RoutePlan:
             field="routing.policy",
         )
     filters, scorers, picker = preset
-    return RoutePlan(name, config, filters, scorers, picker)
+    return _plan(name, config, filters, scorers, picker)
 
 
 def uses(config: RoutingConfig, part: str, override: str | None = None) -> bool:
@@ -121,7 +137,12 @@ def uses(config: RoutingConfig, part: str, override: str | None = None) -> bool:
     return plan_for(override or config.policy, config).uses(part)
 
 
+_NO_HITS: Mapping[str, int] = MappingProxyType({})
+
+
 def _totals(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> tuple[float, ...]:
+    if len(ctx.weights) == 1 and ctx.weights[0][1] == 1.0:  # one scorer: its scores as they are
+        return SCORERS[ctx.weights[0][0]](ctx, candidates)
     totals = [0.0] * len(candidates)
     for name, weight in ctx.weights:
         for i, s in enumerate(SCORERS[name](ctx, candidates)):
@@ -140,7 +161,7 @@ def decide(
         state=state,
         ready=routable(snapshot.replicas, snapshot.now_s),
         weights=plan.scorers,
-        hits=dict(snapshot.prefix_hits),
+        hits=dict(snapshot.prefix_hits) if snapshot.prefix_hits else _NO_HITS,
     )
     candidates = snapshot.replicas
     notes: list[str] = []
@@ -152,28 +173,27 @@ def decide(
         if out.note:
             notes.append(out.note)
     request = snapshot.request
-    if request.session_key is not None and plan.uses("session"):
+    ring = state.ring
+    if request.session_key is not None and "session" in plan.reads:
         ids = frozenset(r.replica_id for r in ctx.ready)
-        ring = ring_for(state.ring, ids, plan.config.session_affinity.virtual_nodes)
-        ctx = replace(ctx, state=replace(state, ring=ring))
+        ring = ring_for(ring, ids, plan.config.session_affinity.virtual_nodes)
+        if ring is not state.ring:
+            ctx = ctx._replace(state=RoutingState(state.turn, state.last_id, state.draws, ring))
     chosen = PICKERS[plan.picker](ctx, candidates, _totals(ctx, candidates))
     load_adapter = chosen.load_adapter
     adapter = request.adapter
-    if load_adapter is None and adapter is not None and plan.uses("lora"):
+    if load_adapter is None and adapter is not None and "lora" in plan.reads:
         load_adapter = None if adapter in chosen.replica.adapters else adapter
     decision = RouteDecision(
         chosen.replica.replica_id,
         plan.name,
         chosen.reason_code,
-        "; ".join([chosen.reason, *notes]),
+        "; ".join([chosen.reason, *notes]) if notes else chosen.reason,
         load_adapter=load_adapter,
         prefix_hit_blocks=chosen.prefix_hit_blocks,
     )
-    after = replace(
-        ctx.state,
-        turn=state.turn + 1,
-        last_id=chosen.replica.replica_id,
-        draws=state.draws + chosen.draws,
+    after = RoutingState(
+        state.turn + 1, chosen.replica.replica_id, state.draws + chosen.draws, ring
     )
     return decision, after
 

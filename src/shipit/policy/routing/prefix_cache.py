@@ -150,10 +150,10 @@ def prefix_affinity(
     cfg = ctx.config.prefix_cache
     blocks = len(ctx.request.prefix_hashes)
     turn = ctx.state.turn
-    hits = [ctx.hit(r.replica_id) for r in candidates]
+    hits = [ctx.hit(r.replica_id) for r in candidates] if ctx.hits else [0]
     best_hit = max(hits)
     least = candidates[pick(candidates, totals, offset=turn)]
-    if best_hit < cfg.min_hit_blocks:
+    if best_hit < cfg.min_hit_blocks:  # min_hit_blocks >= 1: no hits at all lands here
         return Pick(least, "no_prefix_match", f"no cached prefix of {blocks} blocks; least loaded")
     held = [i for i, h in enumerate(hits) if h == best_hit]
     holders = [candidates[i] for i in held]
