@@ -11,7 +11,7 @@ import pytest
 
 from shipit.config.gateway import ConfigError, parse_config
 from shipit.core.clock import FakeClock
-from shipit.core.decisions import MemoryLog
+from shipit.core.decisions import MemoryLog, entry_line, read_entries
 from shipit.core.fleet import ReplicaState
 from shipit.core.views import RequestView
 from shipit.policy.admission import (
@@ -181,7 +181,9 @@ def test_a_free_slot_costs_one_clock_read_and_one_logged_route() -> None:
     clock.reads = 0
     lease = asyncio.run(r.acquire(req("x")))
     assert clock.reads == 1
-    ((policy, deployment, snapshot, state, decision),) = log.entries
+    ((policy, deployment, snapshot, state, decision),) = [
+        (e.policy, e.deployment, e.snapshot, e.state, e.decision) for e in log.entries
+    ]
     assert (policy, deployment) == ("route", "default")
     assert isinstance(snapshot, RouteSnapshot) and snapshot.request.request_id == "x"
     assert state == RoutingState() and decision == lease.decision
@@ -259,9 +261,9 @@ def test_every_decision_is_logged_as_plain_records_and_replays_to_the_same_decis
         assert retry.replica_id == "b"
 
     asyncio.run(go())
-    policies = {p for p, *_ in log.entries}
+    policies = {e.policy for e in log.entries}
     assert policies == {"route", "admission", "outlier", "retry_budget"}
-    kinds = {type(snapshot).__name__ for _, _, snapshot, _, _ in log.entries}
+    kinds = {type(e.snapshot).__name__ for e in log.entries}
     assert kinds == {
         "RouteSnapshot",
         "OfferSnapshot",
@@ -271,12 +273,20 @@ def test_every_decision_is_logged_as_plain_records_and_replays_to_the_same_decis
         "OutcomeSnapshot",
         "RetrySnapshot",
     }
-    for policy, _, snapshot, state, decision in log.entries:
+    for entry in log.entries:
+        policy, snapshot, state, decision = (
+            entry.policy,
+            entry.snapshot,
+            entry.state,
+            entry.decision,
+        )
         assert_plain(snapshot, policy)
         assert_plain(state, policy)
         assert_plain(decision, policy)
         assert replay(r, policy, snapshot, state) == decision
         assert decision.reason_code and decision.reason  # type: ignore[attr-defined]
+    # and the JSON-lines decision log writes them and reads them back equal
+    assert list(read_entries(entry_line(e) for e in log.entries)) == log.entries
 
 
 def test_a_shed_waiter_gets_429_and_a_cancelled_one_leaves_the_queue() -> None:
@@ -357,4 +367,4 @@ def test_retry_budget_runs_out_and_says_why() -> None:
     r = RouterService(d.deployments[0], clock=FakeClock(), log=log)
     allowed = [r.may_retry(1) for _ in range(11)]
     assert allowed == [True] * 10 + [False]  # the budget starts with 10 banked
-    assert log.entries[-1][4].reason_code == "budget_exhausted"  # type: ignore[attr-defined]
+    assert log.entries[-1].decision.reason_code == "budget_exhausted"  # type: ignore[attr-defined]
