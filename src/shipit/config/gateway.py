@@ -44,8 +44,17 @@ RoutingPolicyName = Literal[
     "prefix_cache",
     "lora_affinity",
     "session_affinity",
+    "custom",
 ]
-ROUTING_POLICIES: tuple[str, ...] = RoutingPolicyName.__args__  # type: ignore[attr-defined]
+# The presets: named compositions of filters, scorers and a picker (``policy.routing``); what
+# ``--routing`` and the ``x-shipit-routing`` header accept. ``custom`` composes the deployment's
+# own ``filters`` / ``scorers`` / ``picker``.
+ROUTING_PRESETS: tuple[str, ...] = tuple(
+    p
+    for p in RoutingPolicyName.__args__  # type: ignore[attr-defined]
+    if p != "custom"
+)
+ROUTING_POLICIES: tuple[str, ...] = ROUTING_PRESETS
 DEFAULT_MODEL = "smollm2-135m-instruct"  # the engine's default (engine.loader)
 
 
@@ -90,13 +99,56 @@ class LoraAffinityConfig(_Strict):
     max_load_for_affinity: float = Field(1.0, gt=0)
 
 
+class ScorerConfig(_Strict):
+    """One weighted scorer of a ``custom`` routing composition."""
+
+    name: str = Field(description="a scorer of policy.routing.SCORERS: load, prefix_cache, ...")
+    weight: float = Field(1.0, ge=0, description="its share of a replica's total score")
+
+
 class RoutingConfig(_Strict):
+    """How a deployment picks a replica: a preset ``policy``, or ``custom`` with its own
+    ``filters`` → weighted ``scorers`` → ``picker``. Names are checked against the registries
+    of ``policy.routing`` when the router is built (they are open for registration)."""
+
     policy: RoutingPolicyName = "least_outstanding"
+    filters: list[str] | None = Field(
+        None, description="custom only; default [routable, free_slot, version_weight]"
+    )
+    scorers: list[ScorerConfig] | None = Field(
+        None, description="custom only; default [{name: load, weight: 1}]"
+    )
+    picker: str | None = Field(None, description="custom only; default best")
+    version_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="traffic share per ReplicaRecord.version (rollouts); empty: all alike",
+    )
     allow_override: bool = Field(True, description="honour the x-shipit-routing header")
     seed: int = 0
     prefix_cache: PrefixCacheConfig = PrefixCacheConfig()
     session_affinity: SessionAffinityConfig = SessionAffinityConfig()
     lora_affinity: LoraAffinityConfig = LoraAffinityConfig()
+
+    @model_validator(mode="after")
+    def _composition_only_for_custom(self) -> Self:
+        if self.policy != "custom":
+            for name in ("filters", "scorers", "picker"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"routing.{name} is read only with policy: custom (policy is "
+                        f"{self.policy!r}); set policy: custom to compose, or drop {name}"
+                    )
+        for version, weight in self.version_weights.items():
+            if weight < 0:
+                raise ValueError(
+                    f"routing.version_weights[{version!r}] is {weight}; weights must be >= 0"
+                )
+        if self.version_weights and not any(self.version_weights.values()):
+            raise ValueError(
+                "routing.version_weights are all 0: no version would get traffic; give at "
+                "least one version a positive weight, or drop version_weights"
+            )
+        return self
 
 
 class QueueingConfig(_Strict):

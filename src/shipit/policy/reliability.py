@@ -1,103 +1,191 @@
 """Retry budget and passive outlier ejection: the two rules that keep retries from melting a fleet.
 
-``RetryBudget`` (as in Finagle and Envoy): every request deposits ``ratio`` of a retry, time
-deposits ``min_per_s``, a retry withdraws one; the balance is capped, so a failing fleet sees
-at most ~``ratio`` extra load. ``OutlierDetector``: ``consecutive_failures`` in a row eject a
-replica for ``base_ejection_s`` x 2^(ejections so far), capped at ``max_ejection_s``, never more
-than ``max_ejected_fraction`` of the fleet. Pure: ``now_s`` comes in, decisions go out.
+Retry budget (as in Finagle and Envoy): every request deposits ``budget_ratio`` of a retry
+(``deposit``), time deposits ``budget_min_per_s``, a retry withdraws one; the balance is
+capped, so a failing fleet sees at most ~``budget_ratio`` extra load. ``decide_retry`` says
+whether another attempt may go (``max_attempts`` first, then the budget). Outlier ejection
+(``decide_outlier``): ``consecutive_failures`` in a row eject a replica for
+``base_ejection_s`` x 2^(ejections so far), capped at ``max_ejection_s``, never more than
+``max_ejected_fraction`` of the fleet. Both are pure ``decide(config, snapshot, state) ->
+(decision, state)`` on frozen records; ``now_s`` comes in the snapshot; every decision carries
+a ``reason_code`` and a ``reason``. Nothing here reads a clock or keeps state of its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
-from shipit.config.gateway import OutlierConfig
+from shipit.config.gateway import OutlierConfig, RetryConfig
+
+# ----- retry budget -----------------------------------------------------------------------
 
 
-class RetryBudget:
-    def __init__(self, *, ratio: float, min_per_s: float, cap: float | None = None) -> None:
-        self.ratio = ratio
-        self.min_per_s = min_per_s
-        self.cap = cap if cap is not None else max(10.0, min_per_s)
-        self._balance = self.cap
-        self._last_s: float | None = None
+@dataclass(frozen=True, slots=True)
+class RetryBudgetState:
+    balance: float  # retries banked
+    last_s: float | None = None  # when time last deposited
 
-    def _refill(self, now_s: float) -> None:
-        if self._last_s is not None and now_s > self._last_s:
-            self._balance = min(self.cap, self._balance + (now_s - self._last_s) * self.min_per_s)
-        self._last_s = now_s if self._last_s is None else max(self._last_s, now_s)
 
-    def on_request(self, now_s: float) -> None:
-        self._refill(now_s)
-        self._balance = min(self.cap, self._balance + self.ratio)
+@dataclass(frozen=True, slots=True)
+class RetrySnapshot:
+    now_s: float
+    attempt: int  # tries made so far, the first one included
 
-    def try_retry(self, now_s: float) -> bool:
-        """Withdraw one retry if the budget holds one."""
-        self._refill(now_s)
-        if self._balance >= 1.0 - 1e-9:  # ten deposits of 0.1 make one retry
-            self._balance -= 1.0
-            return True
-        return False
 
-    @property
-    def balance(self) -> float:
-        return self._balance
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    allowed: bool
+    reason_code: str  # "retry", "max_attempts", "budget_exhausted"
+    reason: str
+    balance: float  # retries banked after this decision
+
+
+def budget_cap(config: RetryConfig) -> float:
+    """Most retries the budget banks: a burst after quiet is bounded too."""
+    return max(10.0, config.budget_min_per_s)
+
+
+def initial_budget(config: RetryConfig) -> RetryBudgetState:
+    """A fresh budget starts full."""
+    return RetryBudgetState(balance=budget_cap(config))
+
+
+def _refilled(config: RetryConfig, now_s: float, state: RetryBudgetState) -> tuple[float, float]:
+    """The balance after time's deposit since ``last_s``, and the new ``last_s``."""
+    balance, last = state.balance, state.last_s
+    if last is None:
+        return balance, now_s
+    if now_s > last:
+        balance = min(budget_cap(config), balance + (now_s - last) * config.budget_min_per_s)
+        return balance, now_s
+    return balance, last
+
+
+def _refill(config: RetryConfig, now_s: float, state: RetryBudgetState) -> RetryBudgetState:
+    return RetryBudgetState(*_refilled(config, now_s, state))
+
+
+def deposit(config: RetryConfig, now_s: float, state: RetryBudgetState) -> RetryBudgetState:
+    """A request arrived: it earns ``budget_ratio`` of a retry (state only; no decision)."""
+    balance, last = _refilled(config, now_s, state)
+    return RetryBudgetState(min(budget_cap(config), balance + config.budget_ratio), last)
+
+
+def decide_retry(
+    config: RetryConfig, snapshot: RetrySnapshot, state: RetryBudgetState
+) -> tuple[RetryDecision, RetryBudgetState]:
+    """Another attempt after ``snapshot.attempt`` tries, if attempts and the budget allow;
+    an allowed retry withdraws one from the budget."""
+    if snapshot.attempt >= config.max_attempts:
+        why = f"{snapshot.attempt} of max_attempts {config.max_attempts} tries made"
+        return RetryDecision(False, "max_attempts", why, state.balance), state
+    state = _refill(config, snapshot.now_s, state)
+    if state.balance >= 1.0 - 1e-9:  # ten deposits of 0.1 make one retry
+        after = RetryBudgetState(state.balance - 1.0, state.last_s)
+        why = f"attempt {snapshot.attempt + 1}; {after.balance:.2f} retries left in the budget"
+        return RetryDecision(True, "retry", why, after.balance), after
+    why = (
+        f"retry budget spent ({state.balance:.2f} banked; earns {config.budget_ratio:g} per "
+        f"request and {config.budget_min_per_s:g}/s)"
+    )
+    return RetryDecision(False, "budget_exhausted", why, state.balance), state
+
+
+# ----- outlier ejection -------------------------------------------------------------------
+
+Outcome = Literal["ok", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
 class Ejection:
+    """A replica taken out of routing until ``until_s`` (what ``RouterService.release`` returns)."""
+
     replica_id: str
     until_s: float
     reason: str
 
 
-@dataclass(slots=True)
-class _Health:
+@dataclass(frozen=True, slots=True)
+class ReplicaOutliers:
+    """What outlier detection knows of one replica."""
+
+    replica_id: str
     consecutive_failures: int = 0
-    ejections: int = 0
+    ejections: int = 0  # so far: the next one lasts base x 2^ejections
     ejected_until_s: float | None = None
 
+    def ejected(self, now_s: float) -> bool:
+        return self.ejected_until_s is not None and self.ejected_until_s > now_s
 
-class OutlierDetector:
-    def __init__(self, config: OutlierConfig) -> None:
-        self.config = config
-        self._health: dict[str, _Health] = {}
 
-    def ejected_until(self, replica_id: str, now_s: float) -> float | None:
-        h = self._health.get(replica_id)
-        if h is None or h.ejected_until_s is None or h.ejected_until_s <= now_s:
-            return None
-        return h.ejected_until_s
+@dataclass(frozen=True, slots=True)
+class OutlierState:
+    replicas: tuple[ReplicaOutliers, ...] = ()
 
-    def on_success(self, replica_id: str) -> None:
-        h = self._health.get(replica_id)
-        if h is not None:
-            h.consecutive_failures = 0
+    def get(self, replica_id: str) -> ReplicaOutliers | None:
+        return next((r for r in self.replicas if r.replica_id == replica_id), None)
 
-    def on_failure(
-        self, replica_id: str, *, now_s: float, fleet_size: int, why: str
-    ) -> Ejection | None:
-        """Count a failure; return an ``Ejection`` when this one crosses the threshold."""
-        h = self._health.setdefault(replica_id, _Health())
-        h.consecutive_failures += 1
-        cfg = self.config
-        if h.consecutive_failures < cfg.consecutive_failures:
-            return None
-        if self.ejected_until(replica_id, now_s) is not None:
-            return None
-        ejected = sum(1 for rid in self._health if self.ejected_until(rid, now_s) is not None)
-        if fleet_size <= 0 or (ejected + 1) > cfg.max_ejected_fraction * fleet_size:
-            return None
-        duration = min(cfg.base_ejection_s * (2**h.ejections), cfg.max_ejection_s)
-        h.ejections += 1
-        h.ejected_until_s = now_s + duration
-        h.consecutive_failures = 0
-        return Ejection(
-            replica_id,
-            h.ejected_until_s,
-            f"{cfg.consecutive_failures} consecutive failures (last: {why}); "
-            f"ejected for {duration:g}s",
+    def put(self, record: ReplicaOutliers) -> OutlierState:
+        others = tuple(r for r in self.replicas if r.replica_id != record.replica_id)
+        return OutlierState((*others, record))
+
+    def without(self, replica_id: str) -> OutlierState:
+        """Forget a replica (it was removed)."""
+        return OutlierState(tuple(r for r in self.replicas if r.replica_id != replica_id))
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeSnapshot:
+    now_s: float
+    replica_id: str
+    outcome: Outcome
+    fleet_size: int  # replicas registered in the deployment
+    why: str = ""  # what failed (for the reason)
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDecision:
+    replica_id: str
+    reason_code: str  # "reset", "counted", "already_ejected", "fraction_cap", "ejected"
+    reason: str
+    ejection: Ejection | None = None
+
+
+def decide_outlier(
+    config: OutlierConfig, snapshot: OutcomeSnapshot, state: OutlierState
+) -> tuple[OutlierDecision, OutlierState]:
+    """Count one request's outcome on a replica; eject it when this failure crosses the
+    threshold, unless it is already out or the fleet would lose too many."""
+    rid, now = snapshot.replica_id, snapshot.now_s
+    record = state.get(rid)
+    if snapshot.outcome == "ok":
+        if record is None or record.consecutive_failures == 0:
+            return OutlierDecision(rid, "reset", "succeeded"), state
+        state = state.put(replace(record, consecutive_failures=0))
+        return OutlierDecision(rid, "reset", "succeeded: failure streak reset"), state
+    record = record or ReplicaOutliers(rid)
+    record = replace(record, consecutive_failures=record.consecutive_failures + 1)
+    state = state.put(record)
+    streak = f"{record.consecutive_failures} consecutive failures (last: {snapshot.why})"
+    if record.consecutive_failures < config.consecutive_failures:
+        why = f"{streak}; ejects at {config.consecutive_failures}"
+        return OutlierDecision(rid, "counted", why), state
+    if record.ejected(now):
+        return OutlierDecision(rid, "already_ejected", f"{streak}; already ejected"), state
+    ejected = sum(1 for r in state.replicas if r.ejected(now))
+    cap = config.max_ejected_fraction * snapshot.fleet_size
+    if snapshot.fleet_size <= 0 or ejected + 1 > cap:
+        why = (
+            f"{streak}; not ejected: {ejected} of {snapshot.fleet_size} already out "
+            f"(max_ejected_fraction {config.max_ejected_fraction:g})"
         )
-
-    def forget(self, replica_id: str) -> None:
-        self._health.pop(replica_id, None)
+        return OutlierDecision(rid, "fraction_cap", why), state
+    duration = min(config.base_ejection_s * (2**record.ejections), config.max_ejection_s)
+    until = now + duration
+    record = ReplicaOutliers(rid, 0, record.ejections + 1, until)
+    reason = f"{streak}; ejected for {duration:g}s"
+    return (
+        OutlierDecision(rid, "ejected", reason, Ejection(rid, until, reason)),
+        state.put(record),
+    )

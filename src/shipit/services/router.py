@@ -1,12 +1,17 @@
-"""The router service of one deployment: replica registry, admission queue, routing, leases.
+"""The router service of one deployment: the thin async driver of admission, routing, retries
+and outlier ejection.
 
-Owns the live state the pure policies read (each replica's state, in-flight count, adapters,
-replica-side queue and KV use), the ``AdmissionQueue`` and the waiters behind it, the outlier
-detector and the retry budget. ``acquire`` returns a ``Lease`` on a replica slot (at once when
-one is free and nobody waits ahead, else after waiting in priority order); ``release`` gives it
-back with the outcome, which feeds outlier ejection and wakes the next waiter. Time comes from
-an injected ``Clock``. It must not do HTTP (the gateway proxies, ``monitor`` probes) and must
-not import a web framework.
+For each decision it reads the clock once, builds a frozen snapshot from ``self.registry``
+(the live ``ReplicaRecord``s) and its own frozen states (the queue, each routing policy's
+state, the retry budget, the outlier records), calls the pure policy
+(``policy.admission``, ``policy.routing``, ``policy.reliability``), hands the decision to its
+``DecisionLog`` and applies it. What it owns beyond that is what cannot be a record: the
+asyncio futures of the waiting requests, the prefix index routing reads (fed after each
+routed request and by KV events), and the leases. ``acquire`` returns a ``Lease`` on a replica
+slot (at once when one is free and nobody waits ahead, else after waiting in the queue);
+``release`` gives it back with the outcome, which feeds outlier ejection and wakes the next
+waiter. It must not do HTTP (the gateway proxies, ``monitor`` probes) and must not import a
+web framework.
 """
 
 from __future__ import annotations
@@ -14,21 +19,24 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from shipit.config.gateway import DeploymentConfig
 from shipit.core.clock import Clock
+from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.fleet import ReplicaRecord, ReplicaState
 from shipit.core.views import RequestView
-from shipit.policy.queueing import AdmissionQueue
-from shipit.policy.reliability import Ejection, OutlierDetector, RetryBudget
-from shipit.policy.routing import PrefixCache, RouteDecision, RoutingPolicy, build_policy
+from shipit.policy import admission, reliability, routing
+from shipit.policy.admission import QueueState
+from shipit.policy.reliability import Ejection, OutlierState
+from shipit.policy.routing import PrefixIndex, RouteDecision, RoutePlan, RoutingState
 from shipit.services.registry import ReplicaRegistry
 
 
 class AdmissionError(Exception):
-    """The request cannot wait here: ``status`` 429 (queue full, shed) or 504 (deadline)."""
+    """The request cannot wait here: ``status`` 429 (queue full, shed), 503 (the cold-start
+    hold ran out) or 504 (deadline, queue timeout)."""
 
     def __init__(self, status: int, reason_code: str, reason: str, retry_after_s: int | None):
         super().__init__(reason)
@@ -51,33 +59,57 @@ class Lease:
 
 
 @dataclass(slots=True)
+class RoutePolicy:
+    """One composed routing policy as the router drives it: its plan, its current state, and
+    the router's prefix index (shared by every plan of the deployment)."""
+
+    plan: RoutePlan
+    state: RoutingState
+    index: PrefixIndex
+
+
+@dataclass(slots=True)
 class _Waiter:
     request: RequestView
-    exclude: frozenset[str]
     future: asyncio.Future[Lease]
 
 
 class RouterService:
-    def __init__(self, deployment: DeploymentConfig, *, clock: Clock) -> None:
+    def __init__(
+        self, deployment: DeploymentConfig, *, clock: Clock, log: DecisionLog = NO_LOG
+    ) -> None:
         self.deployment = deployment
         self.clock = clock
-        q = deployment.queueing
-        self.queue = AdmissionQueue(max_queue=q.max_queue, retry_after_s=q.retry_after_s)
-        self.outliers = OutlierDetector(deployment.outlier)
-        r = deployment.retries
-        self.retry_budget = RetryBudget(ratio=r.budget_ratio, min_per_s=r.budget_min_per_s)
+        self.log = log
+        self.queue_state = QueueState()
+        self.outlier_state = OutlierState()
+        self.budget = reliability.initial_budget(deployment.retries)
         self.registry = ReplicaRegistry(
-            deployment.name, clock=clock, max_concurrency=q.max_concurrency
+            deployment.name, clock=clock, max_concurrency=deployment.queueing.max_concurrency
         )
         self.registry.listeners.append(self.dispatch)
-        self._policies: dict[str, RoutingPolicy] = {}
+        r = deployment.routing
+        self.prefix_index = PrefixIndex(
+            max_blocks_per_replica=r.prefix_cache.max_blocks_per_replica
+        )
+        self.version_weights = tuple(sorted(r.version_weights.items()))
+        self._policies: dict[str, RoutePolicy] = {}
         self._waiters: dict[str, _Waiter] = {}
         self.ejections: list[Ejection] = []
         self.decisions_by_reason: Counter[tuple[str, str]] = Counter()
-        self.default_policy = deployment.routing.policy
+        self.default_policy = r.policy
         # Called when a request has to wait and no replica is ready (scale from zero): the
         # autoscaler listens so it need not wait for its next tick.
         self.cold_listeners: list[Callable[[], None]] = []
+        self.policy()  # compose (and check) the default policy now, not on the first request
+
+    @property
+    def queue(self) -> QueueState:
+        """The admission queue as it stands (a frozen record)."""
+        return self.queue_state
+
+    def _record(self, policy: str, snapshot: object, state: object, decision: object) -> None:
+        self.log.record(policy, self.deployment.name, snapshot, state, decision)
 
     # ----- registry (the records live in ``self.registry``) ------------------------------
     def add_replica(
@@ -93,10 +125,8 @@ class RouterService:
     def remove_replica(self, replica_id: str) -> None:
         """Unregister a replica and forget what the router learned about it."""
         self.registry.remove(replica_id)
-        self.outliers.forget(replica_id)
-        prefix = self._policies.get("prefix_cache")
-        if isinstance(prefix, PrefixCache):
-            prefix.index.forget(replica_id)
+        self.outlier_state = self.outlier_state.without(replica_id)
+        self.prefix_index.forget(replica_id)
 
     def set_state(self, replica_id: str, state: ReplicaState) -> None:
         self.registry.set_state(replica_id, state)
@@ -109,37 +139,46 @@ class RouterService:
         """Every replica's current record (an ejection that ended no longer blocks routing)."""
         return self.registry.records()
 
+    def set_version_weights(self, weights: Mapping[str, float]) -> None:
+        """Traffic share per version from now on (a rollout step); empty: all alike."""
+        self.version_weights = tuple(sorted(weights.items()))
+        self.dispatch()
+
     # ----- routing --------------------------------------------------------------------------
-    def policy(self, name: str | None = None) -> RoutingPolicy:
+    def policy(self, name: str | None = None) -> RoutePolicy:
+        """The composed routing policy ``name`` (default: the deployment's), built once."""
         name = name or self.default_policy
         policy = self._policies.get(name)
         if policy is None:
-            policy = self._policies[name] = build_policy(name, self.deployment.routing)
+            plan = routing.plan_for(name, self.deployment.routing)
+            policy = self._policies[name] = RoutePolicy(plan, RoutingState(), self.prefix_index)
         return policy
 
     def apply_kv_events(
         self, replica_id: str, *, stored: list[int], evicted: list[int], reset: bool
     ) -> None:
         """Precise prefix index: what a replica's KV-event feed reported."""
-        policy = self.policy("prefix_cache")
-        if isinstance(policy, PrefixCache):
-            if reset:
-                policy.index.forget(replica_id)
-            policy.apply_events(replica_id, stored=stored, evicted=evicted)
+        if reset:
+            self.prefix_index.forget(replica_id)
+        routing.apply_events(self.prefix_index, replica_id, stored=stored, evicted=evicted)
 
-    def _try_route(self, request: RequestView, exclude: frozenset[str]) -> Lease | None:
-        views: Sequence[ReplicaRecord] = self.views()
-        if exclude:
-            # Avoid replicas that already failed this request, unless nothing else is left.
-            now = self.clock.now()
-            others = [v for v in views if v.replica_id not in exclude]
-            if any(v.routable(now) for v in others):
-                views = others
+    def _place(self, request: RequestView, avoid: frozenset[str], now: float) -> Lease | None:
+        """Route ``request`` among the replicas it need not avoid; take the slot if one fits."""
+        replicas = self.registry.records()
+        if avoid:
+            replicas = tuple(r for r in replicas if r.replica_id not in avoid)
         policy = self.policy(request.routing)
-        decision = policy.decide(request, views, self.clock.now())
+        hits: tuple[tuple[str, int], ...] = ()
+        if request.prefix_hashes and policy.plan.uses("prefix_cache"):
+            ids = (r.replica_id for r in replicas)
+            hits = routing.prefix_hits(self.prefix_index, request.prefix_hashes, ids)
+        snapshot = routing.RouteSnapshot(now, request, replicas, hits, self.version_weights)
+        decision, state = routing.decide(policy.plan, snapshot, policy.state)
+        self._record("route", snapshot, policy.state, decision)
+        policy.state = state
         if decision.replica_id is None:
             return None
-        policy.observe(request, decision)
+        routing.observe(policy.plan, request, decision, self.prefix_index)
         record = self.registry.take_slot(decision.replica_id)
         if decision.load_adapter is not None:
             # Others follow while it loads.
@@ -152,129 +191,127 @@ class RouterService:
     ) -> Lease:
         """A slot for ``request``: at once when free and nobody waits ahead of it, else after
         waiting in the queue (priority, then FIFO) until its deadline or the queue timeout."""
-        if not self._waiters:
-            lease = self._try_route(request, exclude)
+        if not self.queue_state.entries:
+            now = self.clock.now()
+            avoid = frozenset[str]()
+            if exclude:
+                snapshot = admission.ExclusionSnapshot(now, exclude, self.registry.records())
+                excluded = admission.exclusion(snapshot)
+                self._record("admission", snapshot, None, excluded)
+                avoid = excluded.avoid
+            lease = self._place(request, avoid, now)
             if lease is not None:
                 return lease
         return await self._wait(request, exclude)
 
     async def _wait(self, request: RequestView, exclude: frozenset[str]) -> Lease:
         now = self.clock.now()
-        admission = self.queue.offer(
-            request.request_id, priority=request.priority, now_s=now, deadline_s=request.deadline_s
-        )
-        if not admission.admitted:
-            status = 504 if admission.reason_code == "deadline_passed" else 429
-            raise AdmissionError(
-                status, admission.reason_code, admission.reason, admission.retry_after_s
-            )
-        if admission.shed is not None:
-            self._refuse(
-                admission.shed.request_id,
-                429,
-                "shed",
-                "shed by a higher-priority request",
-                retry_after_s=self.queue.retry_after_s,
-            )
-        future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
-        self._waiters[request.request_id] = _Waiter(request, exclude, future)
-        self.dispatch()
         q = self.deployment.queueing
-        cold = self.cold()
-        if cold:
+        rid = request.request_id
+        snapshot = admission.OfferSnapshot(
+            now, rid, request.priority, request.deadline_s, exclude, self._routable(now)
+        )
+        decision, state = admission.offer(q, snapshot, self.queue_state)
+        self._record("admission", snapshot, self.queue_state, decision)
+        self.queue_state = state
+        if not decision.admitted:
+            status = decision.status or 429
+            raise AdmissionError(
+                status, decision.reason_code, decision.reason, decision.retry_after_s
+            )
+        if decision.shed is not None:
+            why = "shed by a higher-priority request"
+            self._refuse(decision.shed.request_id, 429, "shed", why, q.retry_after_s)
+        future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
+        self._waiters[rid] = _Waiter(request, future)
+        self.dispatch()
+        if decision.cold_hold:
             for listener in self.cold_listeners:
                 listener()
-        # Held, not failed, while replicas cold-start: the hold may outlast the queue timeout.
-        hold_s = q.cold_start_hold_s if cold else q.queue_timeout_s
-        timeout_s = hold_s
-        if request.deadline_s is not None:
-            timeout_s = min(hold_s, max(request.deadline_s - now, 0.0))
         try:
-            lease = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            # Held, not failed, while replicas cold-start: the hold may outlast the queue timeout.
+            lease = await asyncio.wait_for(asyncio.shield(future), decision.wait_s)
         except TimeoutError:
-            self._forget(request.request_id)
             if future.done() and not future.cancelled() and future.exception() is None:
                 return future.result()  # granted at the same instant
-            if self.cold() and timeout_s == hold_s:  # the hold ran out, not the deadline
-                raise self._cold_error(timeout_s) from None
-            raise AdmissionError(
-                504, "queue_timeout", f"no replica slot within {timeout_s:g}s", None
-            ) from None
+            raise self._give_up(rid) from None
         except asyncio.CancelledError:
-            self._forget(request.request_id)
+            self._forget(rid)
             if future.done() and not future.cancelled() and future.exception() is None:
                 self.release(future.result(), outcome="aborted")
             raise
         lease.queue_wait_s = self.clock.now() - now
         return lease
 
+    def _give_up(self, request_id: str) -> AdmissionError:
+        self._waiters.pop(request_id, None)
+        now = self.clock.now()
+        snapshot = admission.GiveUpSnapshot(
+            now, request_id, self._routable(now), self.starting_count()
+        )
+        decision, state = admission.give_up(self.deployment.queueing, snapshot, self.queue_state)
+        self._record("admission", snapshot, self.queue_state, decision)
+        self.queue_state = state
+        status = decision.status or 504
+        return AdmissionError(status, decision.reason_code, decision.reason, decision.retry_after_s)
+
+    def _routable(self, now: float) -> int:
+        return sum(1 for r in self.registry.records() if r.routable(now))
+
     def cold(self) -> bool:
         """No replica can take a request now (scaled to zero, or all still starting)."""
-        now = self.clock.now()
-        return not any(r.routable(now) for r in self.views())
+        return self._routable(self.clock.now()) == 0
 
     def queued(self) -> int:
         """Requests waiting for a slot now."""
-        return len(self.queue)
+        return len(self.queue_state)
 
     def starting_count(self) -> int:
         return self.registry.count(ReplicaState.STARTING)
 
-    def _cold_error(self, held_s: float) -> AdmissionError:
-        q = self.deployment.queueing
-        starting = self.starting_count()
-        if starting:
-            why = (
-                f"no replica became ready within {held_s:g}s; {starting} replica(s) starting, "
-                f"retry after {q.cold_start_retry_after_s}s"
-            )
-        else:
-            why = (
-                f"no replica ready within {held_s:g}s and none starting yet; a replica is "
-                f"being started, retry after {q.cold_start_retry_after_s}s"
-            )
-        return AdmissionError(503, "cold_start", why, q.cold_start_retry_after_s)
-
     def _forget(self, request_id: str) -> None:
-        self.queue.remove(request_id)
+        self.queue_state = self.queue_state.without(request_id)
         self._waiters.pop(request_id, None)
 
     def _refuse(
-        self,
-        request_id: str,
-        status: int,
-        code: str,
-        reason: str,
-        *,
-        retry_after_s: int | None = None,
+        self, request_id: str, status: int, code: str, reason: str, retry_after_s: int | None
     ) -> None:
         waiter = self._waiters.pop(request_id, None)
-        self.queue.remove(request_id)
+        self.queue_state = self.queue_state.without(request_id)
         if waiter is not None and not waiter.future.done():
             waiter.future.set_exception(AdmissionError(status, code, reason, retry_after_s))
 
     def dispatch(self) -> None:
-        """Hand free slots to waiters, best first; one that cannot be placed now (say, only
-        replicas it must avoid are free) does not hold back those behind it."""
-        for expired in self.queue.expire(self.clock.now()):
-            self._refuse(expired.request_id, 504, "deadline", "the deadline passed while queued")
-        for entry in self.queue.entries():
-            waiter = self._waiters.get(entry.request_id)
-            if waiter is None or waiter.future.done():
-                self.queue.remove(entry.request_id)
-                continue
-            lease = self._try_route(waiter.request, waiter.exclude)
-            if lease is None:
-                if not self._any_free_slot():
-                    return
-                continue
-            self.queue.remove(entry.request_id)
-            del self._waiters[entry.request_id]
-            waiter.future.set_result(lease)
-
-    def _any_free_slot(self) -> bool:
+        """Hand free slots to waiters, best first, as ``policy.admission.dispatch`` names them;
+        one that routing cannot place now does not hold back those behind it."""
+        if not self.queue_state.entries:
+            return
         now = self.clock.now()
-        return any(v.routable(now) and v.free_slots for v in self.views())
+        tried: set[str] = set()
+        while True:
+            snapshot = admission.DispatchSnapshot(now, self.registry.records(), frozenset(tried))
+            decision, state = admission.dispatch(
+                self.deployment.queueing, snapshot, self.queue_state
+            )
+            self._record("admission", snapshot, self.queue_state, decision)
+            self.queue_state = state
+            for gone in decision.expired:
+                self._refuse(
+                    gone.request_id, 504, "deadline", "the deadline passed while queued", None
+                )
+            if decision.entry is None:
+                return
+            rid = decision.entry.request_id
+            waiter = self._waiters.get(rid)
+            if waiter is None or waiter.future.done():
+                self._forget(rid)  # its request went away
+                continue
+            lease = self._place(waiter.request, decision.avoid, now)
+            if lease is None:
+                tried.add(rid)
+                continue
+            self._forget(rid)
+            waiter.future.set_result(lease)
 
     def release(self, lease: Lease, *, outcome: str, why: str = "") -> Ejection | None:
         """Give a slot back. ``outcome``: "ok", "failed" (counts toward ejection) or "aborted"."""
@@ -283,33 +320,41 @@ class RouterService:
         lease.released = True
         ejection = None
         record = self.registry.give_slot(lease.replica_id)
-        if record is not None:
-            if outcome == "ok":
-                self.outliers.on_success(lease.replica_id)
-            elif outcome == "failed":
-                ejection = self.outliers.on_failure(
-                    lease.replica_id, now_s=self.clock.now(), fleet_size=len(self.registry), why=why
-                )
-                if ejection is not None:
-                    self.ejections.append(ejection)
-                    self.registry.eject(lease.replica_id, ejection.until_s)
+        if record is not None and outcome in ("ok", "failed"):
+            snapshot = reliability.OutcomeSnapshot(
+                self.clock.now(),
+                lease.replica_id,
+                "ok" if outcome == "ok" else "failed",
+                len(self.registry),
+                why,
+            )
+            cfg = self.deployment.outlier
+            decision, state = reliability.decide_outlier(cfg, snapshot, self.outlier_state)
+            self._record("outlier", snapshot, self.outlier_state, decision)
+            self.outlier_state = state
+            ejection = decision.ejection
+            if ejection is not None:
+                self.ejections.append(ejection)
+                self.registry.eject(lease.replica_id, ejection.until_s)
         self.dispatch()
         return ejection
 
     # ----- retries --------------------------------------------------------------------------
     def on_request(self) -> None:
-        self.retry_budget.on_request(self.clock.now())
+        """A request arrived: it earns the retry budget its share."""
+        self.budget = reliability.deposit(self.deployment.retries, self.clock.now(), self.budget)
 
     def may_retry(self, attempt: int) -> bool:
         """Another attempt after ``attempt`` tries, if attempts and the budget allow."""
-        if attempt >= self.deployment.retries.max_attempts:
-            return False
-        return self.retry_budget.try_retry(self.clock.now())
+        snapshot = reliability.RetrySnapshot(self.clock.now(), attempt)
+        decision, state = reliability.decide_retry(self.deployment.retries, snapshot, self.budget)
+        self._record("retry_budget", snapshot, self.budget, decision)
+        self.budget = state
+        return decision.allowed
 
     # ----- status ---------------------------------------------------------------------------
     def ready_count(self) -> int:
-        now = self.clock.now()
-        return sum(1 for v in self.views() if v.routable(now))
+        return self._routable(self.clock.now())
 
     def total_capacity(self) -> int:
         return sum(r.max_concurrency for r in self.registry.records())

@@ -1,34 +1,39 @@
 """The simulator's calls into the live policy code: every decision the fleet simulator takes goes
 through one small function here, and is recorded in a ``DecisionLog`` as the live drivers do.
 
-Routing (``policy.routing.build_policy`` objects' ``decide``/``observe`` over ``ReplicaRecord``
-snapshots, with the router's failover exclusion: avoid replicas that already failed this request
-unless nothing else is routable), admission (``policy.queueing.AdmissionQueue``: priorities,
+Routing (``policy.routing.decide`` on a composed plan over ``ReplicaRecord`` snapshots, after
+``policy.admission.exclusion``: avoid replicas that already failed this request unless nothing
+else is routable), admission (``policy.admission.offer`` on a frozen queue: priorities,
 deadlines, shedding, queue full; the router's hold: ``cold_start_hold_s`` while no replica is
-ready, else ``queue_timeout_s``), retries (``RetryBudget`` and ``max_attempts``), outlier
-ejection (``OutlierDetector``), health (``policy.health.decide`` on each probe), crashes,
+ready, else ``queue_timeout_s``), retries (``policy.reliability.decide_retry``: the budget and
+``max_attempts``), outlier ejection (``decide_outlier``), health (``policy.health.decide`` on
+each probe), crashes,
 never-ready replicas and drains (``policy.lifecycle.decide``), and autoscaling
 (``policy.autoscaling.decide``). The fleet simulator
 (``sim.fleet``) owns the clock, the replicas and the requests, and never calls policy code
-itself, so switching to new policy APIs happens here alone. No clock, no IO.
+itself, so switching to new policy APIs happens here alone. The policies' states live in the
+small holders below (``SimRoute``, ``SimQueue``, ``SimBudget``, ``SimOutliers``), replaced on
+every decision as the live router replaces its own. No clock, no IO.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shipit.config.autoscaling import AutoscalingConfig
 from shipit.config.gateway import (
     DeploymentConfig,
     HealthCheckConfig,
+    OutlierConfig,
     QueueingConfig,
     RetryConfig,
 )
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.fleet import ReplicaRecord
 from shipit.core.views import RequestView
-from shipit.policy import autoscaling, health, lifecycle
+from shipit.policy import admission, autoscaling, health, lifecycle, reliability, routing
+from shipit.policy.admission import AdmissionDecision, QueueEntry, QueueState
 from shipit.policy.autoscaling import AutoscalingSnapshot, AutoscalingState, ScaleDecision
 from shipit.policy.health import HealthDecision, HealthSnapshot, HealthState
 from shipit.policy.lifecycle import (
@@ -37,28 +42,61 @@ from shipit.policy.lifecycle import (
     LifecycleSnapshot,
     LifecycleState,
 )
-from shipit.policy.queueing import AdmissionDecision, AdmissionQueue, QueueEntry
-from shipit.policy.reliability import Ejection, OutlierDetector, RetryBudget
-from shipit.policy.routing import RouteDecision, RoutingPolicy, build_policy
+from shipit.policy.reliability import Ejection, OutlierState, RetryBudgetState
+from shipit.policy.routing import PrefixIndex, RouteDecision, RoutePlan, RoutingState
 
 
-# ----- snapshots and decisions the current policy APIs do not define yet ----------------------
-@dataclass(frozen=True, slots=True)
-class RouteSnapshot:
-    now_s: float
-    request: RequestView
-    replicas: tuple[ReplicaRecord, ...]  # what the policy was shown (after exclusion)
-    exclude: frozenset[str]  # replicas that already failed this request
+# ----- the policies' states, as the simulator holds them ----------------------------------------
+@dataclass(slots=True)
+class SimRoute:
+    """One composed routing policy: its plan, its current state, its prefix index."""
+
+    plan: RoutePlan
+    state: RoutingState
+    index: PrefixIndex
 
 
-@dataclass(frozen=True, slots=True)
-class AdmissionSnapshot:
-    now_s: float
-    request: RequestView
-    waiting: tuple[QueueEntry, ...]
-    max_queue: int
+RoutingPolicy = SimRoute  # what sim.fleet keeps per policy name
 
 
+@dataclass(slots=True)
+class SimQueue:
+    """The admission queue: its config and its current frozen state."""
+
+    config: QueueingConfig
+    state: QueueState = field(default_factory=QueueState)
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+    @property
+    def max_queue(self) -> int:
+        return self.config.max_queue
+
+    def entries(self) -> tuple[QueueEntry, ...]:
+        return self.state.entries
+
+    def remove(self, request_id: str) -> None:
+        self.state = self.state.without(request_id)
+
+
+@dataclass(slots=True)
+class SimBudget:
+    config: RetryConfig
+    state: RetryBudgetState
+
+    @property
+    def balance(self) -> float:
+        return self.state.balance
+
+
+@dataclass(slots=True)
+class SimOutliers:
+    config: OutlierConfig
+    state: OutlierState = field(default_factory=OutlierState)
+
+
+# ----- snapshots and decisions the policy APIs do not define --------------------------------
 @dataclass(frozen=True, slots=True)
 class HoldSnapshot:
     now_s: float
@@ -89,39 +127,17 @@ class ExpiryDecision:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class RetrySnapshot:
-    now_s: float
-    request_id: str
-    attempt: int  # tries so far
-    max_attempts: int
-    budget_balance: float
-
-
-@dataclass(frozen=True, slots=True)
-class RetryDecision:
-    retry: bool
-    reason_code: str  # "retry", "max_attempts", "budget_exhausted"
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class OutcomeSnapshot:
-    now_s: float
-    replica_id: str
-    ok: bool
-    why: str
-    fleet_size: int
-
-
 # ----- routing --------------------------------------------------------------------------------
-def routing_policy(deployment: DeploymentConfig, name: str | None = None) -> RoutingPolicy:
-    """A fresh routing policy, as the router builds one per name."""
-    return build_policy(name or deployment.routing.policy, deployment.routing)
+def routing_policy(deployment: DeploymentConfig, name: str | None = None) -> SimRoute:
+    """A fresh routing policy, as the router composes one per name."""
+    r = deployment.routing
+    plan = routing.plan_for(name or r.policy, r)
+    index = PrefixIndex(max_blocks_per_replica=r.prefix_cache.max_blocks_per_replica)
+    return SimRoute(plan, RoutingState(), index)
 
 
 def route(
-    policy: RoutingPolicy,
+    policy: SimRoute,
     request: RequestView,
     replicas: Sequence[ReplicaRecord],
     *,
@@ -130,26 +146,33 @@ def route(
     deployment: str,
     log: DecisionLog = NO_LOG,
 ) -> RouteDecision:
-    """One routing decision; when it names a replica the policy is told (``observe``)."""
+    """One routing decision, logged as the router logs it (``admission`` for the failover
+    exclusion of a retry, then ``route``); when it names a replica the prefix index is fed."""
     views = tuple(replicas)
     if exclude:
-        others = tuple(r for r in views if r.replica_id not in exclude)
-        if any(r.routable(now_s) for r in others):
-            views = others
-    decision = policy.decide(request, views, now_s)
-    log.record("routing", deployment, RouteSnapshot(now_s, request, views, exclude), None, decision)
-    if decision.replica_id is not None:
-        policy.observe(request, decision)
+        snapshot = admission.ExclusionSnapshot(now_s, exclude, views)
+        excluded = admission.exclusion(snapshot)
+        log.record("admission", deployment, snapshot, None, excluded)
+        views = tuple(r for r in views if r.replica_id not in excluded.avoid)
+    hits: tuple[tuple[str, int], ...] = ()
+    if request.prefix_hashes and policy.plan.uses("prefix_cache"):
+        ids = (r.replica_id for r in views)
+        hits = routing.prefix_hits(policy.index, request.prefix_hashes, ids)
+    snap = routing.RouteSnapshot(now_s, request, views, hits)
+    decision, state = routing.decide(policy.plan, snap, policy.state)
+    log.record("route", deployment, snap, policy.state, decision)
+    policy.state = state
+    routing.observe(policy.plan, request, decision, policy.index)
     return decision
 
 
 # ----- admission ------------------------------------------------------------------------------
-def admission_queue(queueing: QueueingConfig) -> AdmissionQueue:
-    return AdmissionQueue(max_queue=queueing.max_queue, retry_after_s=queueing.retry_after_s)
+def admission_queue(queueing: QueueingConfig) -> SimQueue:
+    return SimQueue(queueing)
 
 
 def admit(
-    queue: AdmissionQueue,
+    queue: SimQueue,
     request: RequestView,
     *,
     now_s: float,
@@ -157,17 +180,18 @@ def admit(
     log: DecisionLog = NO_LOG,
 ) -> AdmissionDecision:
     """Queue a request that found no free slot: admitted, shed another, or refused."""
-    snapshot = AdmissionSnapshot(now_s, request, queue.entries(), queue.max_queue)
-    decision = queue.offer(
-        request.request_id, priority=request.priority, now_s=now_s, deadline_s=request.deadline_s
+    snapshot = admission.OfferSnapshot(
+        now_s, request.request_id, request.priority, request.deadline_s
     )
-    log.record("admission", deployment, snapshot, None, decision)
+    decision, state = admission.offer(queue.config, snapshot, queue.state)
+    log.record("admission", deployment, snapshot, queue.state, decision)
+    queue.state = state
     return decision
 
 
 def refusal_status(decision: AdmissionDecision) -> int:
     """The HTTP status the router answers a refused admission with."""
-    return 504 if decision.reason_code == "deadline_passed" else 429
+    return decision.status or 429
 
 
 def hold(
@@ -211,12 +235,13 @@ def hold_ran_out(decision: HoldDecision, *, cold_now: bool) -> tuple[int, str]:
 
 
 def expire(
-    queue: AdmissionQueue, *, now_s: float, deployment: str, log: DecisionLog = NO_LOG
+    queue: SimQueue, *, now_s: float, deployment: str, log: DecisionLog = NO_LOG
 ) -> list[QueueEntry]:
     """Entries whose deadline passed while queued (each answered 504)."""
     snapshot = ExpirySnapshot(now_s, queue.entries())
-    expired = queue.expire(now_s)
+    expired = [e for e in queue.entries() if e.deadline_s is not None and e.deadline_s <= now_s]
     if expired:
+        queue.state = queue.state.without(*(e.request_id for e in expired))
         ids = tuple(e.request_id for e in expired)
         decision = ExpiryDecision(ids, "deadline", "the deadline passed while queued")
         log.record("expiry", deployment, snapshot, None, decision)
@@ -224,17 +249,17 @@ def expire(
 
 
 # ----- retries and outliers -------------------------------------------------------------------
-def retry_budget(retries: RetryConfig) -> RetryBudget:
-    return RetryBudget(ratio=retries.budget_ratio, min_per_s=retries.budget_min_per_s)
+def retry_budget(retries: RetryConfig) -> SimBudget:
+    return SimBudget(retries, reliability.initial_budget(retries))
 
 
-def on_request(budget: RetryBudget, *, now_s: float) -> None:
+def on_request(budget: SimBudget, *, now_s: float) -> None:
     """Every request sent deposits into the retry budget."""
-    budget.on_request(now_s)
+    budget.state = reliability.deposit(budget.config, now_s, budget.state)
 
 
 def may_retry(
-    budget: RetryBudget,
+    budget: SimBudget,
     retries: RetryConfig,
     *,
     request_id: str,
@@ -242,25 +267,21 @@ def may_retry(
     now_s: float,
     deployment: str,
     log: DecisionLog = NO_LOG,
-) -> RetryDecision:
+) -> reliability.RetryDecision:
     """Another attempt after ``attempt`` failed tries, if attempts and the budget allow."""
-    snapshot = RetrySnapshot(now_s, request_id, attempt, retries.max_attempts, budget.balance)
-    if attempt >= retries.max_attempts:
-        decision = RetryDecision(False, "max_attempts", f"{attempt} of {attempt} attempts used")
-    elif budget.try_retry(now_s):
-        decision = RetryDecision(True, "retry", f"attempt {attempt + 1} on another replica")
-    else:
-        decision = RetryDecision(False, "budget_exhausted", "the retry budget is spent")
-    log.record("retry", deployment, snapshot, None, decision)
+    snapshot = reliability.RetrySnapshot(now_s, attempt)
+    decision, state = reliability.decide_retry(retries, snapshot, budget.state)
+    log.record("retry_budget", deployment, snapshot, budget.state, decision)
+    budget.state = state
     return decision
 
 
-def outlier_detector(deployment: DeploymentConfig) -> OutlierDetector:
-    return OutlierDetector(deployment.outlier)
+def outlier_detector(deployment: DeploymentConfig) -> SimOutliers:
+    return SimOutliers(deployment.outlier)
 
 
 def outcome(
-    outliers: OutlierDetector,
+    outliers: SimOutliers,
     replica_id: str,
     *,
     ok: bool,
@@ -271,14 +292,13 @@ def outcome(
     log: DecisionLog = NO_LOG,
 ) -> Ejection | None:
     """A request's outcome on a replica: successes reset, failures may eject it."""
-    if ok:
-        outliers.on_success(replica_id)
-        return None
-    ejection = outliers.on_failure(replica_id, now_s=now_s, fleet_size=fleet_size, why=why)
-    if ejection is not None:
-        snapshot = OutcomeSnapshot(now_s, replica_id, ok, why, fleet_size)
-        log.record("outlier", deployment, snapshot, None, ejection)
-    return ejection
+    snapshot = reliability.OutcomeSnapshot(
+        now_s, replica_id, "ok" if ok else "failed", fleet_size, why
+    )
+    decision, state = reliability.decide_outlier(outliers.config, snapshot, outliers.state)
+    log.record("outlier", deployment, snapshot, outliers.state, decision)
+    outliers.state = state
+    return decision.ejection
 
 
 # ----- health and lifecycle -------------------------------------------------------------------

@@ -35,7 +35,6 @@ from shipit.policy import health
 from shipit.policy.autoscaling.settings import lifecycle_config
 from shipit.policy.health import HealthSnapshot, HealthState, ProbeOutcome
 from shipit.policy.lifecycle import LifecycleSnapshot, LifecycleState
-from shipit.policy.routing import RoutingPolicy
 from shipit.sim import drivers
 from shipit.sim.policies import ScalingPolicy
 from shipit.sim.replica import SimReplica
@@ -98,7 +97,7 @@ class FleetSim:
         self.queue = drivers.admission_queue(d.queueing)
         self.budget = drivers.retry_budget(d.retries)
         self.outliers = drivers.outlier_detector(d)
-        self._routing: dict[str, RoutingPolicy] = {}
+        self._routing: dict[str, drivers.RoutingPolicy] = {}
         self.replicas: dict[str, _Replica] = {}
         self.records: dict[str, ReplicaRecord] = {}
         self.waiters: dict[str, _Req] = {}
@@ -296,7 +295,7 @@ class FleetSim:
             return
         self._wait(now, req)
 
-    def _routing_policy(self, name: str | None) -> RoutingPolicy:
+    def _routing_policy(self, name: str | None) -> drivers.RoutingPolicy:
         key = name or self.deployment.routing.policy
         if key not in self._routing:
             self._routing[key] = drivers.routing_policy(self.deployment, key)
@@ -447,7 +446,7 @@ class FleetSim:
                 deployment=self.name,
                 log=self.log,
             )
-            if decision.retry:
+            if decision.allowed:
                 req.exclude.add(rid)
                 req.first_token_s = None  # a non-streamed answer starts over
                 self._acquire(now, req)

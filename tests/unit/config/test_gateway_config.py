@@ -84,3 +84,29 @@ def test_the_old_two_meaning_concurrency_target_names_its_replacement(
     with pytest.raises(ConfigError) as exc:
         parse_config({"deployments": [deployment]})
     assert all(n in str(exc.value) for n in names)
+
+
+def test_a_custom_routing_composition_loads(tmp_path: Path) -> None:
+    path = tmp_path / "shipit.yaml"
+    path.write_text(
+        "deployments:\n"
+        "  - routing:\n"
+        "      policy: custom\n"
+        "      filters: [routable, free_slot, version_weight]\n"
+        "      scorers: [{name: prefix_cache, weight: 2.0}, {name: load}]\n"
+        "      picker: power_of_two\n"
+        "      version_weights: {v1: 90, v2: 10}\n"
+    )
+    routing = load_config(path).deployments[0].routing
+    assert routing.policy == "custom" and routing.picker == "power_of_two"
+    assert [(s.name, s.weight) for s in routing.scorers or ()] == [
+        ("prefix_cache", 2.0),
+        ("load", 1.0),
+    ]
+    assert routing.version_weights == {"v1": 90, "v2": 10}
+
+
+def test_a_preset_flag_over_a_custom_file_says_what_to_drop() -> None:
+    cfg = parse_config({"deployments": [{"routing": {"policy": "custom", "picker": "best"}}]})
+    with pytest.raises(ConfigError, match=r"routing\.picker is read only with policy: custom"):
+        apply_overrides(cfg, deployment={"routing.policy": "prefix_cache"})

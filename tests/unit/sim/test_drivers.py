@@ -16,12 +16,13 @@ from shipit.config.gateway import (
 from shipit.core.decisions import LogEntry, MemoryLog
 from shipit.core.fleet import ReplicaRecord, ReplicaState
 from shipit.core.views import RequestView
+from shipit.policy.admission import ExclusionSnapshot
 from shipit.policy.autoscaling import AutoscalingState
 from shipit.policy.autoscaling.settings import lifecycle_config
 from shipit.policy.health import HealthSnapshot, HealthState, ProbeOutcome
 from shipit.policy.lifecycle import LifecycleSnapshot, LifecycleState
-from shipit.policy.queueing import AdmissionQueue
-from shipit.policy.reliability import RetryBudget
+from shipit.policy.reliability import RetryBudgetState, RetryDecision
+from shipit.policy.routing import RouteSnapshot, RoutingState
 from shipit.sim import drivers
 
 DEP = DeploymentConfig(name="d", replicas=0)
@@ -48,18 +49,16 @@ def test_route_avoids_replicas_that_failed_the_request_unless_none_is_left() -> 
     assert route(replicas, frozenset()) == "a"
     assert route(replicas, frozenset({"a"})) == "b"
     assert route(replicas[:1], frozenset({"a"})) == "a"
-    e1 = log.entries[1]
-    policy_name, dep, snapshot, state, decision = (
-        e1.policy,
-        e1.deployment,
-        e1.snapshot,
-        e1.state,
-        e1.decision,
+    # logged as the router logs it: the retry's exclusion (admission), then the route
+    excluded, routed = log.entries[1], log.entries[2]
+    assert (excluded.policy, routed.policy, routed.deployment) == ("admission", "route", "d")
+    assert isinstance(excluded.snapshot, ExclusionSnapshot)
+    assert excluded.snapshot.exclude == {"a"}
+    assert isinstance(routed.snapshot, RouteSnapshot) and routed.state == RoutingState(
+        turn=1, last_id="a"
     )
-    assert (policy_name, dep, state) == ("routing", "d", None)
-    assert getattr(decision, "replica_id", None) == "b"
-    assert isinstance(snapshot, drivers.RouteSnapshot)
-    assert [r.replica_id for r in snapshot.replicas] == ["b"] and snapshot.exclude == {"a"}
+    assert getattr(routed.decision, "replica_id", None) == "b"
+    assert [r.replica_id for r in routed.snapshot.replicas] == ["b"]
 
 
 @pytest.mark.parametrize(
@@ -86,7 +85,7 @@ def test_a_hold_that_runs_out_is_503_only_while_still_cold() -> None:
 
 def test_admission_and_expiry_are_logged() -> None:
     log = MemoryLog()
-    queue = AdmissionQueue(max_queue=1)
+    queue = drivers.admission_queue(QueueingConfig(max_queue=1))
     first = drivers.admit(queue, req("a", deadline_s=5.0), now_s=0.0, deployment="d", log=log)
     full = drivers.admit(queue, req("b"), now_s=1.0, deployment="d", log=log)
     assert first.admitted and not full.admitted
@@ -102,17 +101,18 @@ def test_admission_and_expiry_are_logged() -> None:
 
 
 def test_retries_stop_at_max_attempts_and_an_empty_budget() -> None:
-    retries = RetryConfig(max_attempts=3)
-    budget = RetryBudget(ratio=0.0, min_per_s=0.0, cap=1.0)
+    retries = RetryConfig(max_attempts=3, budget_ratio=0.0, budget_min_per_s=0.0)
+    budget = drivers.retry_budget(retries)
+    budget.state = RetryBudgetState(balance=1.0)
 
-    def retry(attempt: int) -> drivers.RetryDecision:
+    def retry(attempt: int) -> RetryDecision:
         return drivers.may_retry(
             budget, retries, request_id="q", attempt=attempt, now_s=0.0, deployment="d"
         )
 
     assert retry(3).reason_code == "max_attempts"
-    assert retry(1).retry
-    assert (retry(1).retry, retry(1).reason_code) == (False, "budget_exhausted")
+    assert retry(1).allowed
+    assert (retry(1).allowed, retry(1).reason_code) == (False, "budget_exhausted")
 
 
 def test_health_and_lifecycle_go_through_the_live_policies_and_are_logged() -> None:

@@ -1,50 +1,60 @@
-"""Routing policies: pure decisions over ``RequestView`` and ``ReplicaRecord``s.
+"""Routing: pure decisions over a ``RequestView`` and the replicas' ``ReplicaRecord``s.
 
-``build_policy`` makes a policy from its name and the deployment's ``RoutingConfig``; each
-policy composes the shared filters → weighted scorers → pick of ``base``. Nothing here reads a
-clock, does IO or imports a framework.
+A routing policy is a composition, per deployment in ``shipit.yaml``: filters (``FILTERS``)
+→ weighted scorers (``SCORERS``) → a picker (``PICKERS``). Today's policy names are presets
+(``PRESETS``) of the same parts; ``custom`` composes the deployment's own. ``plan_for`` builds a
+``RoutePlan``; ``decide(plan, snapshot, state) -> (RouteDecision, RoutingState)`` is pure;
+``observe`` feeds the driver-owned ``PrefixIndex`` after a decision was applied. Nothing here
+reads a clock, does IO or imports a framework.
 """
 
-from shipit.config.gateway import ROUTING_POLICIES, RoutingConfig
-from shipit.policy.routing.base import RouteDecision, RoutingPolicy
-from shipit.policy.routing.least_outstanding import LeastOutstanding
-from shipit.policy.routing.lora_affinity import LoraAffinity
-from shipit.policy.routing.power_of_two import PowerOfTwo
-from shipit.policy.routing.prefix_cache import PrefixCache, PrefixIndex, text_block_hashes
-from shipit.policy.routing.round_robin import RoundRobin
-from shipit.policy.routing.session_affinity import SessionAffinity
-
-
-def build_policy(name: str, config: RoutingConfig) -> RoutingPolicy:
-    """A fresh policy of ``name``; unknown names say which exist."""
-    if name == "round_robin":
-        return RoundRobin()
-    if name == "least_outstanding":
-        return LeastOutstanding()
-    if name == "power_of_two":
-        return PowerOfTwo(seed=config.seed)
-    if name == "prefix_cache":
-        return PrefixCache(config.prefix_cache)
-    if name == "lora_affinity":
-        return LoraAffinity(config.lora_affinity)
-    if name == "session_affinity":
-        return SessionAffinity(config.session_affinity)
-    raise ValueError(
-        f"unknown routing policy {name!r}; choose one of {', '.join(ROUTING_POLICIES)}"
-    )
-
+from shipit.policy.routing.base import (
+    Pick,
+    RouteContext,
+    RouteDecision,
+    RouteSnapshot,
+    RoutingState,
+    SessionRing,
+)
+from shipit.policy.routing.filters import FILTERS, Filtered
+from shipit.policy.routing.pickers import PICKERS
+from shipit.policy.routing.pipeline import (
+    PRESETS,
+    STANDARD_FILTERS,
+    RoutePlan,
+    decide,
+    observe,
+    plan_for,
+    uses,
+)
+from shipit.policy.routing.prefix_cache import (
+    PrefixIndex,
+    apply_events,
+    prefix_hits,
+    text_block_hashes,
+)
+from shipit.policy.routing.scorers import SCORERS
 
 __all__ = [
-    "ROUTING_POLICIES",
-    "LeastOutstanding",
-    "LoraAffinity",
-    "PowerOfTwo",
-    "PrefixCache",
+    "FILTERS",
+    "PICKERS",
+    "PRESETS",
+    "SCORERS",
+    "STANDARD_FILTERS",
+    "Filtered",
+    "Pick",
     "PrefixIndex",
-    "RoundRobin",
+    "RouteContext",
     "RouteDecision",
-    "RoutingPolicy",
-    "SessionAffinity",
-    "build_policy",
+    "RoutePlan",
+    "RouteSnapshot",
+    "RoutingState",
+    "SessionRing",
+    "apply_events",
+    "decide",
+    "observe",
+    "plan_for",
+    "prefix_hits",
     "text_block_hashes",
+    "uses",
 ]

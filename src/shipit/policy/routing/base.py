@@ -1,19 +1,22 @@
-"""The shape every routing policy shares: ``RouteDecision``, the ``RoutingPolicy`` protocol,
-and the filters → weighted scorers → pick pipeline the policies are built from.
+"""The records every routing stage shares, and the helpers the stages are built from.
 
-A policy sees a ``RequestView`` and the replicas' ``ReplicaRecord``s and names one replica (or
-none: every replica is busy or not ready, so the request waits in the gateway's queue). It
-never reads a clock (``now_s`` comes in), never does IO and never sees a framework type; its
-only state is in-memory bookkeeping (a cursor, a hash index) that the caller feeds with
-``observe``. The same objects run in the gateway and in the simulator.
+``RouteSnapshot`` (what the driver saw: ``now_s``, the request, the replicas it may use, the
+prefix hits it looked up, the version weights), ``RoutingState`` (what one composed policy
+carries between decisions: a tie-break turn, the round-robin cursor, the power-of-two draw
+counter, the session ring), ``RouteDecision`` (where the request goes and why) and
+``RouteContext`` (one decision's working view, handed to filters, scorers and pickers). The
+helpers are the shared rules: ``routable``, ``with_free_slot``, ``lower_load``, ``pick``
+(best score, ties rotate) and the uniform ``draw`` of a counter-based generator. Nothing here
+reads a clock, does IO, or keeps state outside the returned ``RoutingState``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
+from shipit.config.gateway import RoutingConfig
 from shipit.core.fleet import ReplicaRecord
 from shipit.core.views import RequestView
 
@@ -34,72 +37,110 @@ class RouteDecision:
     prefix_hit_blocks: int = 0
 
 
-class RoutingPolicy(Protocol):
+@dataclass(frozen=True, slots=True)
+class RouteSnapshot:
+    """What the driver saw when it asked: read once, passed whole."""
+
+    now_s: float
+    request: RequestView
+    replicas: tuple[ReplicaRecord, ...]  # those it may use (after failover exclusion)
+    # How many leading blocks of ``request.prefix_hashes`` each replica holds, looked up in
+    # the driver's ``PrefixIndex`` (empty when the policy does not use prefixes).
+    prefix_hits: tuple[tuple[str, int], ...] = ()
+    # Traffic share per ``ReplicaRecord.version`` (rollouts); empty: every version alike.
+    version_weights: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRing:
+    """The consistent-hash ring of ``session_affinity``: rebuilt only when ``ids`` change."""
+
+    ids: frozenset[str] = frozenset()
+    points: tuple[int, ...] = ()  # sorted
+    owners: tuple[str, ...] = ()  # owner of each point
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingState:
+    """What one composed policy carries from one decision to the next."""
+
+    turn: int = 0  # requests routed so far: rotates ties so an idle fleet spreads them
+    last_id: str | None = None  # the replica chosen last (round robin's cursor)
+    draws: int = 0  # power-of-two samples taken: with the seed, the generator's position
+    ring: SessionRing = field(default_factory=SessionRing)
+
+
+class Pick(NamedTuple):
+    """A picker's answer: the replica and the words of the decision (internal, never logged;
+    a tuple because it is made on every decision)."""
+
+    replica: ReplicaRecord
+    reason_code: str
+    reason: str
+    load_adapter: str | None = None
+    prefix_hit_blocks: int = 0
+    draws: int = 0  # generator draws this pick used
+
+
+class RouteContext(NamedTuple):
+    """One decision's working view (internal, never logged; a tuple because it is made on
+    every decision). ``ready`` are the routable replicas of the snapshot, whatever their load
+    (guards and the ring compare against them); ``weights`` are the composition's scorer
+    weights; ``hits`` the snapshot's prefix hits."""
+
     name: str
+    config: RoutingConfig
+    snapshot: RouteSnapshot
+    state: RoutingState
+    ready: tuple[ReplicaRecord, ...]
+    weights: tuple[tuple[str, float], ...]
+    hits: Mapping[str, int]
 
-    def decide(
-        self, request: RequestView, replicas: Sequence[ReplicaRecord], now_s: float
-    ) -> RouteDecision:
-        """Choose a replica; deterministic given the inputs and the policy's own state."""
-        ...
+    @property
+    def request(self) -> RequestView:
+        return self.snapshot.request
 
-    def observe(self, request: RequestView, decision: RouteDecision) -> None:
-        """Told once the request was sent where ``decision`` said (feeds indexes)."""
-        ...
-
-
-Scorer = Callable[[ReplicaRecord], float]  # higher is better
-
-
-def routable(replicas: Sequence[ReplicaRecord], now_s: float) -> list[ReplicaRecord]:
-    """Filter: ready and not ejected."""
-    return [r for r in replicas if r.routable(now_s)]
+    def hit(self, replica_id: str) -> int:
+        return self.hits.get(replica_id, 0)
 
 
-def with_free_slot(replicas: Sequence[ReplicaRecord]) -> list[ReplicaRecord]:
-    """Filter: below its concurrency target (the queue lives at the gateway, not on replicas)."""
-    return [r for r in replicas if r.in_flight < r.max_concurrency]
+def routable(replicas: Sequence[ReplicaRecord], now_s: float) -> tuple[ReplicaRecord, ...]:
+    """Ready and not ejected."""
+    return tuple(r for r in replicas if r.routable(now_s))
+
+
+def with_free_slot(replicas: Sequence[ReplicaRecord]) -> tuple[ReplicaRecord, ...]:
+    """Below its ``max_concurrency`` (the queue lives at the gateway, not on replicas)."""
+    return tuple(r for r in replicas if r.in_flight < r.max_concurrency)
 
 
 def lower_load(replica: ReplicaRecord) -> float:
-    """Scorer: fewer in flight relative to the target; the replica's own queue breaks ties."""
+    """Fewer in flight relative to the cap scores higher (0 idle, -1 full); the replica's own
+    queue breaks ties."""
     return -(replica.load + 0.001 * replica.queue_depth)
 
 
-def pick(
-    candidates: Sequence[ReplicaRecord],
-    scorers: Sequence[tuple[float, Scorer]],
-    *,
-    tiebreak_offset: int = 0,
-) -> ReplicaRecord:
-    """The candidate with the highest weighted score; ties go to the first one at or after
-    ``tiebreak_offset`` (a rotating offset spreads an idle fleet's ties evenly)."""
-    if not candidates:
-        raise ValueError("pick needs at least one candidate")
+def pick(candidates: Sequence[ReplicaRecord], scores: Sequence[float], *, offset: int = 0) -> int:
+    """Index of the candidate with the highest score; ties go to the first one at or after
+    ``offset`` (mod the count), so a rotating offset spreads an idle fleet's ties evenly."""
     n = len(candidates)
-    best: ReplicaRecord | None = None
-    best_score = float("-inf")
+    if n == 0:
+        raise ValueError("pick needs at least one candidate")
+    best, best_score = -1, float("-inf")
     for i in range(n):
-        r = candidates[(i + tiebreak_offset) % n]
-        score = sum(w * s(r) for w, s in scorers)
-        if score > best_score:
-            best, best_score = r, score
-    assert best is not None
+        j = (i + offset) % n
+        if scores[j] > best_score:
+            best, best_score = j, scores[j]
     return best
 
 
-def no_candidate(policy: str, replicas: Sequence[ReplicaRecord], now_s: float) -> RouteDecision:
-    """The decision when nothing can take the request now: say which of the two cases."""
-    ready = routable(replicas, now_s)
-    if not ready:
-        return RouteDecision(
-            None, policy, "no_ready_replica", f"none of {len(replicas)} replicas is ready"
-        )
-    return RouteDecision(
-        None, policy, "all_busy", f"all {len(ready)} ready replicas are at their concurrency target"
-    )
+_MASK = (1 << 64) - 1
 
 
-def candidates_for(replicas: Sequence[ReplicaRecord], now_s: float) -> list[ReplicaRecord]:
-    """The standard filter chain every policy starts with: routable, then a free slot."""
-    return with_free_slot(routable(replicas, now_s))
+def draw(seed: int, counter: int) -> int:
+    """The ``counter``-th 64-bit value of a splitmix64 stream seeded by ``seed``: a generator
+    whose whole state is two ints, so decisions replay from the log."""
+    z = (seed + (counter + 1) * 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)

@@ -1,72 +1,57 @@
-"""``lora_affinity``: send an adapter's requests to replicas that already hold it; otherwise
-pick the least-loaded replica with a free adapter slot and say "load it there".
+"""LoRA routing: send an adapter's requests to replicas that already hold it; otherwise to one
+with a free adapter slot, and say "load it there".
 
-Requests for the base model go to the least-loaded replica. The router service acts on
+Owns the ``lora`` scorer (1 where the adapter is resident, 0.5 where a slot is free, else 0)
+and the ``lora_affinity`` picker (the best-scored holder below ``max_load_for_affinity``; else
+the best-scored replica, preferring a free adapter slot, with ``load_adapter`` set). Requests
+for the base model score 0 and go to the best-scored replica. The router service acts on
 ``RouteDecision.load_adapter`` through the replicas' admin API. Pure: no clock, no IO.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from shipit.config.gateway import LoraAffinityConfig
 from shipit.core.fleet import ReplicaRecord
-from shipit.core.views import RequestView
-from shipit.policy.routing.base import (
-    RouteDecision,
-    candidates_for,
-    lower_load,
-    no_candidate,
-    pick,
-)
+from shipit.policy.routing.base import Pick, RouteContext, pick
 
 
-def _adapter_room(replica: ReplicaRecord) -> float:
-    """Scorer: 1 when the replica has a free adapter slot (no eviction needed)."""
+def adapter_room(replica: ReplicaRecord) -> float:
+    """1 when the replica has a free adapter slot (no eviction needed)."""
     return 1.0 if len(replica.adapters) < replica.max_adapters else 0.0
 
 
-class LoraAffinity:
-    name = "lora_affinity"
+def lora_score(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> tuple[float, ...]:
+    """Scorer ``lora``: 1 where the request's adapter is resident, 0.5 where it could be
+    loaded without evicting another, else 0; 0 everywhere for the base model."""
+    adapter = ctx.request.adapter
+    if adapter is None:
+        return tuple(0.0 for _ in candidates)
+    return tuple(1.0 if adapter in r.adapters else 0.5 * adapter_room(r) for r in candidates)
 
-    def __init__(self, config: LoraAffinityConfig) -> None:
-        self.config = config
-        self._turn = 0
 
-    def decide(
-        self, request: RequestView, replicas: Sequence[ReplicaRecord], now_s: float
-    ) -> RouteDecision:
-        candidates = candidates_for(replicas, now_s)
-        if not candidates:
-            return no_candidate(self.name, replicas, now_s)
-        adapter = request.adapter
-        if adapter is None:
-            chosen = pick(candidates, [(1.0, lower_load)], tiebreak_offset=self._turn)
-            return RouteDecision(chosen.replica_id, self.name, "base_model", "base model")
-        holders = [
-            r
-            for r in candidates
-            if adapter in r.adapters and r.load < self.config.max_load_for_affinity
-        ]
-        if holders:
-            chosen = pick(holders, [(1.0, lower_load)], tiebreak_offset=self._turn)
-            return RouteDecision(
-                chosen.replica_id,
-                self.name,
-                "adapter_resident",
-                f"{adapter!r} is loaded there ({len(holders)} holders with a slot)",
-            )
-        chosen = pick(
-            candidates, [(10.0, _adapter_room), (1.0, lower_load)], tiebreak_offset=self._turn
+def lora_affinity(
+    ctx: RouteContext, candidates: tuple[ReplicaRecord, ...], totals: tuple[float, ...]
+) -> Pick:
+    """Picker: a holder of the adapter below ``max_load_for_affinity``, best-scored first;
+    else the best-scored replica with a free adapter slot weighing 10, told to load it."""
+    turn = ctx.state.turn
+    adapter = ctx.request.adapter
+    if adapter is None:
+        return Pick(candidates[pick(candidates, totals, offset=turn)], "base_model", "base model")
+    limit = ctx.config.lora_affinity.max_load_for_affinity
+    held = [i for i, r in enumerate(candidates) if adapter in r.adapters and r.load < limit]
+    if held:
+        i = held[pick([candidates[i] for i in held], [totals[i] for i in held], offset=turn)]
+        return Pick(
+            candidates[i],
+            "adapter_resident",
+            f"{adapter!r} is loaded there ({len(held)} holders with a slot)",
         )
-        room = "a free adapter slot" if _adapter_room(chosen) else "no free slot (LRU evicts)"
-        return RouteDecision(
-            chosen.replica_id,
-            self.name,
-            "adapter_load",
-            f"no replica with a slot holds {adapter!r}; load it on the least loaded with {room}",
-            load_adapter=adapter,
-        )
-
-    def observe(self, request: RequestView, decision: RouteDecision) -> None:
-        self._turn += 1
+    scores = [10.0 * adapter_room(r) + t for r, t in zip(candidates, totals, strict=True)]
+    chosen = candidates[pick(candidates, scores, offset=turn)]
+    room = "a free adapter slot" if adapter_room(chosen) else "no free slot (LRU evicts)"
+    return Pick(
+        chosen,
+        "adapter_load",
+        f"no replica with a slot holds {adapter!r}; load it on the least loaded with {room}",
+        load_adapter=adapter,
+    )

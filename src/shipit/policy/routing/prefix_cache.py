@@ -1,11 +1,16 @@
-"""``prefix_cache``: send a request where its prompt's prefix is already in the KV cache,
-unless that replica is overloaded (the load-imbalance guard).
+"""Prefix-cache routing: send a request where its prompt's prefix is already in the KV cache.
 
 Owns ``PrefixIndex`` (per replica, an LRU set of chained block hashes; the longest run of a
-request's ``prefix_hashes`` found in a replica's set is its cache hit) and ``text_block_hashes``
-(the approximate hashing of text prompts). The index is fed either approximately, from the
-requests this policy routed (``observe``), or precisely, from the replicas' KV-event feeds
-(``apply_events``, fed by the router service). Pure: no clock, no IO.
+request's ``prefix_hashes`` found in a replica's set is its cache hit), ``text_block_hashes``
+(the approximate hashing of text prompts), the ``prefix_cache`` scorer (the share of the
+prompt's blocks a replica holds) and the ``prefix_affinity`` picker (the replica holding the
+longest prefix, unless that overloads it: the load-imbalance guard).
+
+The index is the one piece of routing state that is not a frozen record: it is large, so it
+stays an object that the *driver* owns and feeds, approximately from the requests it routed
+(``record_routed``, after applying a decision) or precisely from the replicas' KV-event feeds
+(``apply_events``). ``decide`` never reads or mutates it: the driver looks the request's hits
+up (``prefix_hits``) and passes them in the ``RouteSnapshot``. Pure: no clock, no IO.
 """
 
 from __future__ import annotations
@@ -17,14 +22,7 @@ from collections.abc import Iterable, Sequence
 from shipit.config.gateway import PrefixCacheConfig
 from shipit.core.fleet import ReplicaRecord
 from shipit.core.views import RequestView
-from shipit.policy.routing.base import (
-    RouteDecision,
-    candidates_for,
-    lower_load,
-    no_candidate,
-    pick,
-    routable,
-)
+from shipit.policy.routing.base import Pick, RouteContext, pick
 
 _TEXT_SCHEME = b"shipit-text-v1"
 
@@ -84,77 +82,93 @@ class PrefixIndex:
         return len(self._blocks.get(replica_id, ()))
 
 
-class PrefixCache:
-    name = "prefix_cache"
+def prefix_hits(
+    index: PrefixIndex, hashes: Sequence[int], replica_ids: Iterable[str]
+) -> tuple[tuple[str, int], ...]:
+    """For a snapshot: how many leading blocks of ``hashes`` each replica holds (misses left
+    out)."""
+    if not hashes:
+        return ()
+    out = []
+    for rid in replica_ids:
+        n = index.match_blocks(rid, hashes)
+        if n:
+            out.append((rid, n))
+    return tuple(out)
 
-    def __init__(self, config: PrefixCacheConfig) -> None:
-        self.config = config
-        self.index = PrefixIndex(max_blocks_per_replica=config.max_blocks_per_replica)
-        self._turn = 0
 
-    def decide(
-        self, request: RequestView, replicas: Sequence[ReplicaRecord], now_s: float
-    ) -> RouteDecision:
-        candidates = candidates_for(replicas, now_s)
-        if not candidates:
-            return no_candidate(self.name, replicas, now_s)
-        hits = {
-            r.replica_id: self.index.match_blocks(r.replica_id, request.prefix_hashes)
-            for r in candidates
-        }
-        best_hit = max(hits.values())
-        least = pick(candidates, [(1.0, lower_load)], tiebreak_offset=self._turn)
-        if best_hit < self.config.min_hit_blocks:
-            return RouteDecision(
-                least.replica_id,
-                self.name,
-                "no_prefix_match",
-                f"no cached prefix of {len(request.prefix_hashes)} blocks; least loaded",
-            )
-        holders = [r for r in candidates if hits[r.replica_id] == best_hit]
-        best = pick(holders, [(1.0, lower_load)], tiebreak_offset=self._turn)
-        overloaded = self._imbalanced(best, replicas, now_s)
-        if overloaded and least.replica_id != best.replica_id:
-            return RouteDecision(
-                least.replica_id,
-                self.name,
-                "imbalance_guard",
-                f"{best.replica_id} holds {best_hit} blocks but {overloaded}; least loaded instead",
-                prefix_hit_blocks=hits[least.replica_id],
-            )
-        return RouteDecision(
-            best.replica_id,
-            self.name,
-            "prefix_hit",
-            f"{best_hit}/{len(request.prefix_hashes)} prompt blocks cached there",
-            prefix_hit_blocks=best_hit,
+def record_routed(
+    index: PrefixIndex, config: PrefixCacheConfig, request: RequestView, replica_id: str
+) -> None:
+    """Approximate mode: what was sent where is what that replica now (probably) caches.
+    The driver calls it after applying a decision; precise mode ignores it."""
+    if config.source == "approximate":
+        index.record(replica_id, request.prefix_hashes)
+
+
+def apply_events(
+    index: PrefixIndex, replica_id: str, *, stored: Iterable[int], evicted: Iterable[int]
+) -> None:
+    """Precise mode: what a replica's KV-event feed reported."""
+    index.evict(replica_id, evicted)
+    index.record(replica_id, stored)
+
+
+def prefix_score(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> tuple[float, ...]:
+    """Scorer ``prefix_cache``: the share of the prompt's blocks cached on each replica (0 below
+    ``min_hit_blocks``)."""
+    total = len(ctx.request.prefix_hashes)
+    least = ctx.config.prefix_cache.min_hit_blocks
+    if not total:
+        return tuple(0.0 for _ in candidates)
+    return tuple(
+        ctx.hit(r.replica_id) / total if ctx.hit(r.replica_id) >= least else 0.0 for r in candidates
+    )
+
+
+def imbalance(
+    config: PrefixCacheConfig, best: ReplicaRecord, ready: Sequence[ReplicaRecord]
+) -> str | None:
+    """Why sending one more to ``best`` would unbalance the fleet, or None."""
+    total = sum(r.in_flight for r in ready) + 1
+    mean = total / len(ready)
+    after = best.in_flight + 1
+    lightest = min(r.in_flight for r in ready)
+    if after > config.imbalance_ratio * mean and after - lightest > config.imbalance_abs_requests:
+        return (
+            f"it would carry {after} in flight vs a mean of {mean:.1f} "
+            f"(ratio > {config.imbalance_ratio}) and the lightest has {lightest}"
         )
+    return None
 
-    def _imbalanced(
-        self, best: ReplicaRecord, replicas: Sequence[ReplicaRecord], now_s: float
-    ) -> str | None:
-        """Why sending one more to ``best`` would unbalance the fleet, or None."""
-        ready = routable(replicas, now_s)
-        total = sum(r.in_flight for r in ready) + 1
-        mean = total / len(ready)
-        after = best.in_flight + 1
-        lightest = min(r.in_flight for r in ready)
-        cfg = self.config
-        if after > cfg.imbalance_ratio * mean and after - lightest > cfg.imbalance_abs_requests:
-            return (
-                f"it would carry {after} in flight vs a mean of {mean:.1f} "
-                f"(ratio > {cfg.imbalance_ratio}) and the lightest has {lightest}"
-            )
-        return None
 
-    def observe(self, request: RequestView, decision: RouteDecision) -> None:
-        self._turn += 1
-        if decision.replica_id is not None and self.config.source == "approximate":
-            self.index.record(decision.replica_id, request.prefix_hashes)
-
-    def apply_events(
-        self, replica_id: str, *, stored: Iterable[int], evicted: Iterable[int]
-    ) -> None:
-        """Precise mode: what a replica's KV-event feed reported."""
-        self.index.evict(replica_id, evicted)
-        self.index.record(replica_id, stored)
+def prefix_affinity(
+    ctx: RouteContext, candidates: tuple[ReplicaRecord, ...], totals: tuple[float, ...]
+) -> Pick:
+    """Picker: the best-scored of the replicas holding the longest cached prefix; the
+    best-scored of all when nothing matches ``min_hit_blocks`` or the guard trips."""
+    cfg = ctx.config.prefix_cache
+    blocks = len(ctx.request.prefix_hashes)
+    turn = ctx.state.turn
+    hits = [ctx.hit(r.replica_id) for r in candidates] if ctx.hits else [0]
+    best_hit = max(hits)
+    least = candidates[pick(candidates, totals, offset=turn)]
+    if best_hit < cfg.min_hit_blocks:  # min_hit_blocks >= 1: no hits at all lands here
+        return Pick(least, "no_prefix_match", f"no cached prefix of {blocks} blocks; least loaded")
+    held = [i for i, h in enumerate(hits) if h == best_hit]
+    holders = [candidates[i] for i in held]
+    best = holders[pick(holders, [totals[i] for i in held], offset=turn)]
+    overloaded = imbalance(cfg, best, ctx.ready)
+    if overloaded and least.replica_id != best.replica_id:
+        return Pick(
+            least,
+            "imbalance_guard",
+            f"{best.replica_id} holds {best_hit} blocks but {overloaded}; least loaded instead",
+            prefix_hit_blocks=ctx.hit(least.replica_id),
+        )
+    return Pick(
+        best,
+        "prefix_hit",
+        f"{best_hit}/{blocks} prompt blocks cached there",
+        prefix_hit_blocks=best_hit,
+    )

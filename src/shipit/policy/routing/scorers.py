@@ -1,0 +1,40 @@
+"""Routing scorers: how good each candidate replica is for a request. The ``SCORERS`` registry.
+
+A scorer takes the decision's ``RouteContext`` and the candidates the filters kept, and
+returns one score per candidate (higher is better); a composition adds them up with the
+weights of ``routing.scorers``, so scorers combine. Scales: ``load`` is 0 for an idle replica
+and -1 for a full one; ``kv_cache`` is the share of KV cache free; the affinity scorers
+(``prefix_cache``, ``lora``, ``session``) lie in [0, 1]. Adding a scorer is one entry in
+``SCORERS``. Pure: no clock, no IO, no state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from shipit.core.fleet import ReplicaRecord
+from shipit.policy.routing.base import RouteContext, lower_load
+from shipit.policy.routing.lora_affinity import lora_score
+from shipit.policy.routing.prefix_cache import prefix_score
+from shipit.policy.routing.session_affinity import session_score
+
+Scorer = Callable[[RouteContext, tuple[ReplicaRecord, ...]], tuple[float, ...]]
+
+
+def load_score(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> tuple[float, ...]:
+    """Fewer in flight relative to ``max_concurrency``; the replica's own queue breaks ties."""
+    return tuple(lower_load(r) for r in candidates)
+
+
+def kv_score(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> tuple[float, ...]:
+    """The share of the replica's KV cache that is free (vLLM's ``kv_cache_usage_perc``)."""
+    return tuple(1.0 - r.kv_usage for r in candidates)
+
+
+SCORERS: dict[str, Scorer] = {
+    "load": load_score,
+    "kv_cache": kv_score,
+    "prefix_cache": prefix_score,
+    "lora": lora_score,
+    "session": session_score,
+}
