@@ -96,37 +96,6 @@ class SimOutliers:
     state: OutlierState = field(default_factory=OutlierState)
 
 
-# ----- snapshots and decisions the policy APIs do not define --------------------------------
-@dataclass(frozen=True, slots=True)
-class HoldSnapshot:
-    now_s: float
-    request: RequestView
-    cold: bool  # no replica is ready
-
-
-@dataclass(frozen=True, slots=True)
-class HoldDecision:
-    """How long a queued request may wait, and what it gets when the wait runs out."""
-
-    timeout_s: float
-    status: int  # 503 (the cold-start hold ran out) or 504 (queue timeout or deadline)
-    reason_code: str  # "cold_start_hold", "queue_timeout", "deadline"
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ExpirySnapshot:
-    now_s: float
-    waiting: tuple[QueueEntry, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ExpiryDecision:
-    expired: tuple[str, ...]  # request ids, each answered 504
-    reason_code: str
-    reason: str
-
-
 # ----- routing --------------------------------------------------------------------------------
 def routing_policy(deployment: DeploymentConfig, name: str | None = None) -> SimRoute:
     """A fresh routing policy, as the router composes one per name."""
@@ -136,33 +105,46 @@ def routing_policy(deployment: DeploymentConfig, name: str | None = None) -> Sim
     return SimRoute(plan, RoutingState(), index)
 
 
-def route(
+def exclusion(
+    replicas: Sequence[ReplicaRecord],
+    exclude: frozenset[str],
+    *,
+    now_s: float,
+    deployment: str,
+    log: DecisionLog = NO_LOG,
+) -> frozenset[str]:
+    """The replicas a retry avoids (those that failed it, unless nothing else is routable),
+    logged as the router logs it."""
+    snapshot = admission.ExclusionSnapshot(now_s, exclude, tuple(replicas))
+    decision = admission.exclusion(snapshot)
+    log.record("admission", deployment, snapshot, None, decision)
+    return decision.avoid
+
+
+def place(
     policy: SimRoute,
     request: RequestView,
     replicas: Sequence[ReplicaRecord],
     *,
-    exclude: frozenset[str],
+    avoid: frozenset[str],
     now_s: float,
     deployment: str,
+    version_weights: tuple[tuple[str, float], ...] = (),
     log: DecisionLog = NO_LOG,
 ) -> RouteDecision:
-    """One routing decision, logged as the router logs it (``admission`` for the failover
-    exclusion of a retry, then ``route``); when it names a replica the prefix index is fed."""
-    views = tuple(replicas)
-    if exclude:
-        snapshot = admission.ExclusionSnapshot(now_s, exclude, views)
-        excluded = admission.exclusion(snapshot)
-        log.record("admission", deployment, snapshot, None, excluded)
-        views = tuple(r for r in views if r.replica_id not in excluded.avoid)
+    """One routing decision among the replicas ``request`` need not avoid, as the router's
+    ``_place`` takes it; when it names a replica the prefix index is fed."""
+    views = tuple(r for r in replicas if r.replica_id not in avoid) if avoid else tuple(replicas)
     hits: tuple[tuple[str, int], ...] = ()
     if request.prefix_hashes and policy.plan.uses("prefix_cache"):
         ids = (r.replica_id for r in views)
         hits = routing.prefix_hits(policy.index, request.prefix_hashes, ids)
-    snap = routing.RouteSnapshot(now_s, request, views, hits)
+    snap = routing.RouteSnapshot(now_s, request, views, hits, version_weights)
     decision, state = routing.decide(policy.plan, snap, policy.state)
     log.record("route", deployment, snap, policy.state, decision)
     policy.state = state
-    routing.observe(policy.plan, request, decision, policy.index)
+    if decision.replica_id is not None:
+        routing.observe(policy.plan, request, decision, policy.index)
     return decision
 
 
@@ -175,13 +157,16 @@ def admit(
     queue: SimQueue,
     request: RequestView,
     *,
+    exclude: frozenset[str],
+    routable: int,
     now_s: float,
     deployment: str,
     log: DecisionLog = NO_LOG,
 ) -> AdmissionDecision:
-    """Queue a request that found no free slot: admitted, shed another, or refused."""
+    """Queue a request that found no free slot: admitted (with how long it may wait: the
+    cold-start hold while nothing is routable), shed another, or refused."""
     snapshot = admission.OfferSnapshot(
-        now_s, request.request_id, request.priority, request.deadline_s
+        now_s, request.request_id, request.priority, request.deadline_s, exclude, routable
     )
     decision, state = admission.offer(queue.config, snapshot, queue.state)
     log.record("admission", deployment, snapshot, queue.state, decision)
@@ -189,63 +174,40 @@ def admit(
     return decision
 
 
-def refusal_status(decision: AdmissionDecision) -> int:
-    """The HTTP status the router answers a refused admission with."""
-    return decision.status or 429
-
-
-def hold(
-    queueing: QueueingConfig,
-    request: RequestView,
+def next_waiter(
+    queue: SimQueue,
+    replicas: Sequence[ReplicaRecord],
     *,
-    cold: bool,
+    tried: frozenset[str],
     now_s: float,
     deployment: str,
     log: DecisionLog = NO_LOG,
-) -> HoldDecision:
-    """How long an admitted request waits for a slot."""
-    decision = _hold(queueing, request, cold=cold, now_s=now_s)
-    log.record("hold", deployment, HoldSnapshot(now_s, request, cold), None, decision)
+) -> admission.DispatchDecision:
+    """Expire deadlines and name the next waiter a free slot can take, as the router's
+    ``dispatch`` asks ``policy.admission.dispatch``."""
+    snapshot = admission.DispatchSnapshot(now_s, tuple(replicas), tried)
+    decision, state = admission.dispatch(queue.config, snapshot, queue.state)
+    log.record("admission", deployment, snapshot, queue.state, decision)
+    queue.state = state
     return decision
 
 
-def _hold(
-    queueing: QueueingConfig, request: RequestView, *, cold: bool, now_s: float
-) -> HoldDecision:
-    """The router's wait rule: held (not failed) up to ``cold_start_hold_s`` while no replica is
-    ready, else up to ``queue_timeout_s``; never past the request's deadline."""
-    if cold:
-        hold_s, status, code = queueing.cold_start_hold_s, 503, "cold_start_hold"
-        why = f"no replica is ready: held up to {hold_s:g}s, then 503"
-    else:
-        hold_s, status, code = queueing.queue_timeout_s, 504, "queue_timeout"
-        why = f"every ready replica is busy: waits up to {hold_s:g}s, then 504"
-    if request.deadline_s is not None and request.deadline_s - now_s < hold_s:
-        left_s = max(request.deadline_s - now_s, 0.0)
-        return HoldDecision(left_s, 504, "deadline", f"waits until its deadline, {left_s:g}s")
-    return HoldDecision(hold_s, status, code, why)
-
-
-def hold_ran_out(decision: HoldDecision, *, cold_now: bool) -> tuple[int, str]:
-    """The status and reason code a request gets when its wait ends unserved: 503 when the
-    cold-start hold ran out and still no replica is ready, else 504."""
-    if decision.status == 503 and cold_now:
-        return 503, "cold_start"
-    return 504, "queue_timeout"
-
-
-def expire(
-    queue: SimQueue, *, now_s: float, deployment: str, log: DecisionLog = NO_LOG
-) -> list[QueueEntry]:
-    """Entries whose deadline passed while queued (each answered 504)."""
-    snapshot = ExpirySnapshot(now_s, queue.entries())
-    expired = [e for e in queue.entries() if e.deadline_s is not None and e.deadline_s <= now_s]
-    if expired:
-        queue.state = queue.state.without(*(e.request_id for e in expired))
-        ids = tuple(e.request_id for e in expired)
-        decision = ExpiryDecision(ids, "deadline", "the deadline passed while queued")
-        log.record("expiry", deployment, snapshot, None, decision)
-    return expired
+def give_up(
+    queue: SimQueue,
+    request_id: str,
+    *,
+    routable: int,
+    starting: int,
+    now_s: float,
+    deployment: str,
+    log: DecisionLog = NO_LOG,
+) -> AdmissionDecision:
+    """A waiter's wait ran out: 503 when the cold-start hold ran out, else 504."""
+    snapshot = admission.GiveUpSnapshot(now_s, request_id, routable, starting)
+    decision, state = admission.give_up(queue.config, snapshot, queue.state)
+    log.record("admission", deployment, snapshot, queue.state, decision)
+    queue.state = state
+    return decision
 
 
 # ----- retries and outliers -------------------------------------------------------------------

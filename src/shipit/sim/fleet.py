@@ -62,7 +62,6 @@ class _Req:
     exclude: set[str] = field(default_factory=set)
     replica: str | None = None
     wait_token: int = 0  # a wait's timeout counts only while the token is unchanged
-    hold: drivers.HoldDecision | None = None
     first_token_s: float | None = None
 
     @property
@@ -290,9 +289,20 @@ class FleetSim:
         self._acquire(now, _Req(spec, view))
 
     def _acquire(self, now: float, req: _Req) -> None:
+        """The router's ``acquire``: a slot at once when free and nobody waits, else wait."""
         req.attempt += 1
-        if not self.waiters and self._try_route(now, req):
-            return
+        if not self.queue.state.entries:
+            avoid = frozenset[str]()
+            if req.exclude:
+                avoid = drivers.exclusion(
+                    self._view(),
+                    frozenset(req.exclude),
+                    now_s=now,
+                    deployment=self.name,
+                    log=self.log,
+                )
+            if self._place(now, req, avoid):
+                return
         self._wait(now, req)
 
     def _routing_policy(self, name: str | None) -> drivers.RoutingPolicy:
@@ -301,12 +311,12 @@ class FleetSim:
             self._routing[key] = drivers.routing_policy(self.deployment, key)
         return self._routing[key]
 
-    def _try_route(self, now: float, req: _Req) -> bool:
-        decision = drivers.route(
+    def _place(self, now: float, req: _Req, avoid: frozenset[str]) -> bool:
+        decision = drivers.place(
             self._routing_policy(req.view.routing),
             req.view,
             self._view(),
-            exclude=frozenset(req.exclude),
+            avoid=avoid,
             now_s=now,
             deployment=self.name,
             log=self.log,
@@ -316,16 +326,28 @@ class FleetSim:
         self._send(now, req, decision.replica_id)
         return True
 
+    def _routable(self, now: float) -> int:
+        return sum(1 for r in self.records.values() if r.routable(now))
+
     def _wait(self, now: float, req: _Req) -> None:
+        """The router's ``_wait``: offer to the admission queue, dispatch, then wait as long
+        as the admission decision says."""
         rid = req.view.request_id
-        admission = drivers.admit(
-            self.queue, req.view, now_s=now, deployment=self.name, log=self.log
+        decision = drivers.admit(
+            self.queue,
+            req.view,
+            exclude=frozenset(req.exclude),
+            routable=self._routable(now),
+            now_s=now,
+            deployment=self.name,
+            log=self.log,
         )
-        if not admission.admitted:
-            self._finish(req, drivers.refusal_status(admission), admission.reason_code, now)
+        if not decision.admitted:
+            self._finish(req, decision.status or 429, decision.reason_code, now)
             return
-        if admission.shed is not None:
-            shed = self.waiters.pop(admission.shed.request_id, None)
+        if decision.shed is not None:
+            shed = self.waiters.pop(decision.shed.request_id, None)
+            self.queue.remove(decision.shed.request_id)
             if shed is not None:
                 self._finish(shed, 429, "shed", now)
         self.waiters[rid] = req
@@ -333,48 +355,58 @@ class FleetSim:
         self._dispatch(now)
         if rid not in self.waiters:
             return  # placed at once
-        cold = self._cold(now)
-        if cold and self.policy.wake_on_cold_arrival:
+        if decision.cold_hold and self.policy.wake_on_cold_arrival:
             self._wake_autoscaler(now)
-        req.hold = drivers.hold(
-            self.deployment.queueing,
-            req.view,
-            cold=cold,
-            now_s=now,
-            deployment=self.name,
-            log=self.log,
-        )
-        self._push(now + req.hold.timeout_s, self._on_wait_over, (rid, req.wait_token))
+        self._push(now + decision.wait_s, self._on_wait_over, (rid, req.wait_token))
 
     def _on_wait_over(self, now: float, payload: tuple[str, int]) -> None:
         rid, token = payload
         req = self.waiters.get(rid)
-        if req is None or req.wait_token != token or req.hold is None:
+        if req is None or req.wait_token != token:
             return
         del self.waiters[rid]
-        self.queue.remove(rid)
-        status, code = drivers.hold_ran_out(req.hold, cold_now=self._cold(now))
-        self._finish(req, status, code, now)
+        starting = sum(1 for r in self.records.values() if r.state is ReplicaState.STARTING)
+        decision = drivers.give_up(
+            self.queue,
+            rid,
+            routable=self._routable(now),
+            starting=starting,
+            now_s=now,
+            deployment=self.name,
+            log=self.log,
+        )
+        self._finish(req, decision.status or 504, decision.reason_code, now)
 
     def _dispatch(self, now: float) -> None:
-        """Free slots to waiters, best first; one that cannot be placed now (only replicas it
-        must avoid are free) does not hold back those behind it."""
-        for entry in drivers.expire(self.queue, now_s=now, deployment=self.name, log=self.log):
-            req = self.waiters.pop(entry.request_id, None)
-            if req is not None:
-                self._finish(req, 504, "deadline", now)
-        for entry in self.queue.entries():
-            req = self.waiters.get(entry.request_id)
-            if req is None:
-                self.queue.remove(entry.request_id)
-                continue
-            if self._try_route(now, req):
-                self.queue.remove(entry.request_id)
-                del self.waiters[entry.request_id]
-                req.wait_token += 1
-                continue
-            if not any(r.routable(now) and r.free_slots for r in self.records.values()):
+        """The router's ``dispatch``: free slots to waiters, best first, as the admission
+        policy names them; one routing cannot place now does not hold back those behind it."""
+        tried: set[str] = set()
+        while self.queue.state.entries:
+            decision = drivers.next_waiter(
+                self.queue,
+                self._view(),
+                tried=frozenset(tried),
+                now_s=now,
+                deployment=self.name,
+                log=self.log,
+            )
+            for gone in decision.expired:
+                req = self.waiters.pop(gone.request_id, None)
+                if req is not None:
+                    self._finish(req, 504, "deadline", now)
+            if decision.entry is None:
                 return
+            rid = decision.entry.request_id
+            req = self.waiters.get(rid)
+            if req is None:
+                self.queue.remove(rid)  # its request went away
+                continue
+            if not self._place(now, req, decision.avoid):
+                tried.add(rid)
+                continue
+            self.queue.remove(rid)
+            del self.waiters[rid]
+            req.wait_token += 1
 
     def _send(self, now: float, req: _Req, rid: str) -> None:
         record = self.records[rid]

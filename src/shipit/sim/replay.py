@@ -20,6 +20,7 @@ from typing import Any
 
 from shipit.config.gateway import DeploymentConfig
 from shipit.core.decisions import LogEntry
+from shipit.policy import admission, reliability, routing
 from shipit.policy.autoscaling.settings import effective_config, lifecycle_config
 from shipit.sim import drivers
 
@@ -41,15 +42,52 @@ def _autoscaling(d: DeploymentConfig, snapshot: Any, state: Any) -> tuple[Any, A
     return drivers.autoscale(config, snapshot, state, deployment=d.name)
 
 
+def _route(d: DeploymentConfig, snapshot: Any, state: Any) -> tuple[Any, Any]:
+    plan = routing.plan_for(snapshot.request.routing or d.routing.policy, d.routing)
+    return routing.decide(plan, snapshot, state)
+
+
+def _admission(d: DeploymentConfig, snapshot: Any, state: Any) -> tuple[Any, Any]:
+    q = d.queueing
+    if isinstance(snapshot, admission.ExclusionSnapshot):
+        return admission.exclusion(snapshot), state
+    if isinstance(snapshot, admission.OfferSnapshot):
+        return admission.offer(q, snapshot, state)
+    if isinstance(snapshot, admission.DispatchSnapshot):
+        return admission.dispatch(q, snapshot, state)
+    if isinstance(snapshot, admission.GiveUpSnapshot):
+        return admission.give_up(q, snapshot, state)
+    raise ValueError(f"no admission decision takes a {type(snapshot).__name__}")
+
+
+def _outlier(d: DeploymentConfig, snapshot: Any, state: Any) -> tuple[Any, Any]:
+    return reliability.decide_outlier(d.outlier, snapshot, state)
+
+
+def _retry(d: DeploymentConfig, snapshot: Any, state: Any) -> tuple[Any, Any]:
+    return reliability.decide_retry(d.retries, snapshot, state)
+
+
 REPLAYERS: dict[str, Replayer] = {
+    "route": _route,
+    "admission": _admission,
+    "outlier": _outlier,
+    "retry_budget": _retry,
     "health": _health,
     "lifecycle": _lifecycle,
     "autoscaling": _autoscaling,
 }
 # Policies whose state changes only through their own decisions: the state one decision
-# returns is exactly the state the next one of the same deployment starts from. (The health
-# state also loses the streaks of replicas that went away between probes, so it is not here.)
-CHAINED = frozenset({"lifecycle", "autoscaling"})
+# returns is exactly the state the next one of the same deployment (and routing plan) starts
+# from. Not here: health and outlier states also drop replicas that went away, the queue also
+# loses requests whose clients left, and the retry budget also earns a deposit per request.
+CHAINED = frozenset({"lifecycle", "autoscaling", "route"})
+
+
+def _plan_name(e: LogEntry) -> str:
+    """Each routing plan (the deployment's, or a per-request override) keeps its own state."""
+    request = getattr(e.snapshot, "request", None)
+    return (getattr(request, "routing", None) or "") if e.policy == "route" else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +120,14 @@ def replay(
     counts: Counter[str] = Counter()
     unknown: Counter[str] = Counter()
     mismatches: list[Mismatch] = []
-    next_state: dict[tuple[str, str], object] = {}
+    next_state: dict[tuple[str, str, str], object] = {}
     for i, e in enumerate(entries):
         counts[e.policy] += 1
         run = replayers.get(e.policy)
         if run is None:
             unknown[e.policy] += 1
             continue
-        key = (e.policy, e.deployment)
+        key = (e.policy, e.deployment, _plan_name(e))
         if e.policy in CHAINED and key in next_state and next_state[key] != e.state:
             mismatches.append(
                 Mismatch(i, e.policy, e.deployment, "state", e.state, next_state[key])

@@ -16,7 +16,7 @@ from shipit.config.gateway import (
 from shipit.core.decisions import LogEntry, MemoryLog
 from shipit.core.fleet import ReplicaRecord, ReplicaState
 from shipit.core.views import RequestView
-from shipit.policy.admission import ExclusionSnapshot
+from shipit.policy.admission import AdmissionDecision, ExclusionSnapshot
 from shipit.policy.autoscaling import AutoscalingState
 from shipit.policy.autoscaling.settings import lifecycle_config
 from shipit.policy.health import HealthSnapshot, HealthState, ProbeOutcome
@@ -37,20 +37,21 @@ def req(rid: str = "q", *, deadline_s: float | None = None) -> RequestView:
     return RequestView(request_id=rid, deployment="d", model="m", deadline_s=deadline_s)
 
 
-def test_route_avoids_replicas_that_failed_the_request_unless_none_is_left() -> None:
+def test_a_retry_avoids_replicas_that_failed_it_unless_none_is_left() -> None:
     log = MemoryLog()
     policy = drivers.routing_policy(DEP)
     replicas = [rec("a"), rec("b", in_flight=5)]
 
     def route(fleet: list[ReplicaRecord], exclude: frozenset[str]) -> str | None:
-        d = drivers.route(policy, req(), fleet, exclude=exclude, now_s=1.0, deployment="d", log=log)
+        avoid = drivers.exclusion(fleet, exclude, now_s=1.0, deployment="d", log=log)
+        d = drivers.place(policy, req(), fleet, avoid=avoid, now_s=1.0, deployment="d", log=log)
         return d.replica_id
 
     assert route(replicas, frozenset()) == "a"
     assert route(replicas, frozenset({"a"})) == "b"
     assert route(replicas[:1], frozenset({"a"})) == "a"
     # logged as the router logs it: the retry's exclusion (admission), then the route
-    excluded, routed = log.entries[1], log.entries[2]
+    excluded, routed = log.entries[2], log.entries[3]
     assert (excluded.policy, routed.policy, routed.deployment) == ("admission", "route", "d")
     assert isinstance(excluded.snapshot, ExclusionSnapshot)
     assert excluded.snapshot.exclude == {"a"}
@@ -62,42 +63,45 @@ def test_route_avoids_replicas_that_failed_the_request_unless_none_is_left() -> 
 
 
 @pytest.mark.parametrize(
-    ("cold", "deadline_s", "expected"),
+    ("routable", "deadline_s", "expected"),
     [
-        (True, None, (100.0, 503, "cold_start_hold")),
-        (False, None, (20.0, 504, "queue_timeout")),
-        (True, 15.0, (5.0, 504, "deadline")),
-        (False, 200.0, (20.0, 504, "queue_timeout")),
+        (0, None, (100.0, True, 503, "cold_start")),
+        # Still nothing routable when the wait ends: the hold ran out (as live).
+        (1, None, (20.0, False, 503, "cold_start")),
+        (0, 15.0, (5.0, True, 504, "queue_timeout")),  # the deadline bounds it, not the hold
+        (1, 200.0, (20.0, False, 503, "cold_start")),
     ],
 )
-def test_hold(cold: bool, deadline_s: float | None, expected: tuple[float, int, str]) -> None:
-    d = drivers.hold(Q, req(deadline_s=deadline_s), cold=cold, now_s=10.0, deployment="d")
-    assert (d.timeout_s, d.status, d.reason_code) == expected
+def test_the_wait_and_what_a_waiter_gets_when_it_runs_out(
+    routable: int, deadline_s: float | None, expected: tuple[float, bool, int, str]
+) -> None:
+    queue = drivers.admission_queue(Q)
+    admitted = drivers.admit(
+        queue, req(deadline_s=deadline_s), exclude=frozenset(), routable=routable,
+        now_s=10.0, deployment="d",
+    )  # fmt: skip
+    gone = drivers.give_up(queue, "q", routable=0, starting=1, now_s=10.0, deployment="d")
+    assert (admitted.wait_s, admitted.cold_hold, gone.status, gone.reason_code) == expected
+    assert len(queue) == 0
 
 
-def test_a_hold_that_runs_out_is_503_only_while_still_cold() -> None:
-    held = drivers.hold(Q, req(), cold=True, now_s=0.0, deployment="d")
-    assert drivers.hold_ran_out(held, cold_now=True) == (503, "cold_start")
-    assert drivers.hold_ran_out(held, cold_now=False) == (504, "queue_timeout")
-    busy = drivers.hold(Q, req(), cold=False, now_s=0.0, deployment="d")
-    assert drivers.hold_ran_out(busy, cold_now=True) == (504, "queue_timeout")
-
-
-def test_admission_and_expiry_are_logged() -> None:
+def test_admission_dispatch_and_expiry_are_logged() -> None:
     log = MemoryLog()
     queue = drivers.admission_queue(QueueingConfig(max_queue=1))
-    first = drivers.admit(queue, req("a", deadline_s=5.0), now_s=0.0, deployment="d", log=log)
-    full = drivers.admit(queue, req("b"), now_s=1.0, deployment="d", log=log)
-    assert first.admitted and not full.admitted
-    assert drivers.refusal_status(full) == 429
-    late = drivers.admit(queue, req("c", deadline_s=1.0), now_s=2.0, deployment="d", log=log)
-    assert drivers.refusal_status(late) == 504
-    expired = drivers.expire(queue, now_s=6.0, deployment="d", log=log)
-    assert [e.request_id for e in expired] == ["a"]
-    assert [e.policy for e in log.entries] == ["admission"] * 3 + ["expiry"]
-    assert log.entries[-1].decision == drivers.ExpiryDecision(
-        ("a",), "deadline", "the deadline passed while queued"
-    )
+
+    def admit(rid: str, now: float, deadline_s: float | None = None) -> AdmissionDecision:
+        return drivers.admit(
+            queue, req(rid, deadline_s=deadline_s), exclude=frozenset(), routable=1,
+            now_s=now, deployment="d", log=log,
+        )  # fmt: skip
+
+    first, full = admit("a", 0.0, 5.0), admit("b", 1.0)
+    assert first.admitted and (full.admitted, full.status) == (False, 429)
+    assert admit("c", 2.0, deadline_s=1.0).status == 504
+    busy = [rec("r", in_flight=8)]
+    d = drivers.next_waiter(queue, busy, tried=frozenset(), now_s=6.0, deployment="d", log=log)
+    assert [e.request_id for e in d.expired] == ["a"] and d.entry is None and len(queue) == 0
+    assert [e.policy for e in log.entries] == ["admission"] * 4
 
 
 def test_retries_stop_at_max_attempts_and_an_empty_budget() -> None:

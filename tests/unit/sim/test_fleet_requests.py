@@ -13,6 +13,7 @@ from shipit.config.gateway import DeploymentConfig, QueueingConfig, RetryConfig
 from shipit.core.decisions import MemoryLog
 from shipit.core.fleet import ReplicaState
 from shipit.engine.sim_timing import ReplicaModel
+from shipit.policy.admission import AdmissionDecision, OfferSnapshot
 from shipit.policy.health import HealthDecision
 from shipit.policy.reliability import Ejection
 from shipit.sim.fleet import FleetSim
@@ -43,10 +44,12 @@ def test_waiting_requests_are_served_by_priority_then_arrival() -> None:
     assert set(by_id(result).values()) == {(200, "ok")}
     t = first_token_at(result)
     assert t["q0"] < t["q2"] < t["q3"] < t["q1"]
-    queued = [
-        getattr(e.decision, "reason_code", None) for e in log.entries if e.policy == "admission"
+    offers = [
+        e.decision.reason_code
+        for e in log.entries
+        if isinstance(e.snapshot, OfferSnapshot) and isinstance(e.decision, AdmissionDecision)
     ]
-    assert queued == ["queued"] * 3
+    assert offers == ["queued"] * 3
 
 
 def test_a_full_queue_sheds_the_lower_priority_and_refuses_the_rest() -> None:
@@ -160,7 +163,7 @@ def test_every_logged_decision_is_frozen_data() -> None:
     result = sim.run(trace, 30.0, kills=[ReplicaKill(4.5, "r0")])
     assert {s for s, _ in result.statuses()} == {200, 429, 502, 504}
     kinds = {e.policy for e in log.entries}
-    assert {"route", "admission", "hold", "retry_budget", "autoscaling", "health"} <= kinds
+    assert {"route", "admission", "retry_budget", "autoscaling", "health", "lifecycle"} <= kinds
     for e in log.entries:
         policy, deployment_name, snapshot, state, decision = (
             e.policy,

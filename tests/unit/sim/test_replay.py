@@ -32,15 +32,16 @@ def _recorded_run() -> tuple[DeploymentConfig, list[LogEntry]]:
     return d, log.entries
 
 
-def test_the_simulators_own_log_replays_to_identical_control_decisions() -> None:
+def test_the_simulators_own_log_replays_to_identical_decisions() -> None:
     d, entries = _recorded_run()
-    control = [e for e in entries if e.policy in ("health", "lifecycle", "autoscaling")]
-    report = replay(control, {"d": d})
+    report = replay(entries, {"d": d})
     kinds = dict(report.by_policy)
-    assert kinds["health"] > 10 and kinds["lifecycle"] > 10 and kinds["autoscaling"] > 10
+    for policy in ("route", "admission", "outlier", "health", "lifecycle", "autoscaling"):
+        assert kinds.get(policy, 0) > 10, policy
     assert report.mismatches == () and report.identical
-    codes = {getattr(e.decision, "reason_code", "") for e in control}
-    assert {"crashed", "panic", "scale_down", "ready"} <= codes  # a kill, a burst, a quiet end
+    codes = {getattr(e.decision, "reason_code", "") for e in entries}
+    # a kill, a burst, a quiet end, a queue, failures
+    assert {"crashed", "panic", "scale_down", "ready", "queued", "next_waiter", "counted"} <= codes
 
 
 def test_a_changed_decision_a_broken_state_chain_and_an_unknown_policy_are_reported() -> None:
