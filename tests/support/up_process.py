@@ -118,7 +118,7 @@ def start_up(root: Path, *, replicas: int = 2, extra: dict[str, Any] | None = No
 
 
 def launch(
-    root: Path, cfg: dict[str, Any], *, ready_replicas: int
+    root: Path, cfg: dict[str, Any], *, ready_replicas: int, args: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     """Write ``cfg`` as ``root/shipit.yaml``, start ``shipit up`` on a free port and wait until
     ``ready_replicas`` replicas are ready; on failure stop it and raise with its log."""
@@ -127,7 +127,7 @@ def launch(
     log = root / "up.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [SHIPIT, "up", "--config", str(root / "shipit.yaml"), "--port", str(port)],
+            [SHIPIT, "up", "--config", str(root / "shipit.yaml"), "--port", str(port), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
         )

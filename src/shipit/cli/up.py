@@ -34,9 +34,11 @@ from shipit.config.gateway import (
     load_config,
 )
 from shipit.core.clock import RealClock
+from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import InvalidRequestError
 from shipit.gateway.app import Gateway, create_gateway
 from shipit.gateway.server import bind_socket, serve
+from shipit.services.decision_log import JsonlDecisionLog
 from shipit.services.router import RouterService
 
 EXAMPLES = """
@@ -48,6 +50,21 @@ Examples:
   shipit up --config shipit.yaml --port 9000
   shipit up --simulate H100:llama-3.1-8b --min-replicas 0 --max-replicas 3   # autoscaled
 """
+
+
+def _decision_log(path: Path | None, console: Console) -> DecisionLog:
+    if path is None:
+        return NO_LOG
+    try:
+        log = JsonlDecisionLog(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"--record-decisions {path}: cannot write there ({exc.strerror}); give a path in a "
+            "writable directory",
+            field="record_decisions",
+        ) from exc
+    console.print(f"recording decisions in {path}")
+    return log
 
 
 class _StopError(Exception):
@@ -160,6 +177,12 @@ def up(
         help="Autoscaling: in-flight + queued requests per replica to aim at (a float; the "
         "gateway's per-replica cap is queueing.max_concurrency in shipit.yaml).",
     ),
+    record_decisions: Path | None = typer.Option(
+        None,
+        "--record-decisions",
+        help="Write every routing, admission, health, lifecycle and autoscaling decision, with "
+        "the snapshot it was taken from, to this JSON-lines file (replayable in the simulator).",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
 ) -> None:
     logging.basicConfig(
@@ -184,11 +207,12 @@ def up(
                 "target_concurrency": target_concurrency,
             },
         )
+        clock = RealClock()
+        decisions = _decision_log(record_decisions, console)
+        routers = {d.name: RouterService(d, clock=clock, log=decisions) for d in cfg.deployments}
     except ConfigError as exc:
         console.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc
-    clock = RealClock()
-    routers = {d.name: RouterService(d, clock=clock) for d in cfg.deployments}
     local = LocalProcessBackend()
     external = StaticBackend({d.name: d.replica_urls for d in cfg.deployments})
     fleet = Fleet(
@@ -204,6 +228,7 @@ def up(
         on_startup=[fleet.start],
         on_shutdown=[fleet.stop],
         pool=fleet,
+        decisions=decisions,
     )
     try:
         sock = bind_socket(cfg.gateway.host, cfg.gateway.port)
@@ -257,5 +282,8 @@ def up(
             asyncio.run(fleet.stop())
         for task in reporter:
             task.cancel()
+        if isinstance(decisions, JsonlDecisionLog):
+            decisions.close()
+            console.print(f"{decisions.count} decisions recorded in {decisions.path}")
     console.print("shipit gateway stopped; replicas drained and stopped")
     sys.stdout.flush()

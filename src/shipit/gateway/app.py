@@ -23,6 +23,7 @@ from typing import Any
 
 from shipit.config.gateway import ShipitConfig
 from shipit.core.clock import Clock, RealClock
+from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError, UnknownAdapterError
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
@@ -68,8 +69,10 @@ class Gateway:
         on_shutdown: list[Hook],
         monitor: bool,
         pool: ReplicaPool | None = None,
+        decisions: DecisionLog = NO_LOG,
     ) -> None:
         self.config = config
+        self.decisions = decisions
         self.routers = dict(routers)
         self.deployments = {d.name: d for d in config.deployments}
         self.clock = clock
@@ -106,6 +109,7 @@ class Gateway:
                     clock=self.clock,
                     metrics=metrics,
                     probe=self._startup_report,
+                    log=self.decisions,
                 )
 
     async def _startup_report(self, url: str) -> dict[str, Any] | None:
@@ -132,7 +136,7 @@ class Gateway:
             paths.update(d.routing.lora_affinity.adapters)
         self.adapters = AdapterLoader(self.upstream, paths)
         for name, router in self.routers.items():
-            self.monitors[name] = ReplicaMonitor(router, self.upstream)
+            self.monitors[name] = ReplicaMonitor(router, self.upstream, log=self.decisions)
         for hook in self._on_startup:
             await hook()
         if self._monitor:
@@ -325,12 +329,13 @@ def create_gateway(
     on_shutdown: list[Hook] | None = None,
     monitor: bool = True,
     pool: ReplicaPool | None = None,
+    decisions: DecisionLog = NO_LOG,
 ) -> Gateway:
     """A gateway app (an ASGI callable). Routers default to one per deployment. With a
     ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler."""
     clock = clock or RealClock()
     if routers is None:
-        routers = {d.name: RouterService(d, clock=clock) for d in config.deployments}
+        routers = {d.name: RouterService(d, clock=clock, log=decisions) for d in config.deployments}
     first = config.deployments[0].retries
 
     def default_upstream() -> Upstream:
@@ -347,6 +352,7 @@ def create_gateway(
         on_shutdown=list(on_shutdown or []),
         monitor=monitor,
         pool=pool,
+        decisions=decisions,
     )
 
 

@@ -19,7 +19,7 @@ from shipit.config.gateway import ROUTING_POLICIES, DeploymentConfig
 from shipit.core.errors import InvalidRequestError, UnknownAdapterError
 from shipit.core.views import RequestView
 from shipit.engine.block_manager import hash_prompt_blocks
-from shipit.policy.routing import text_block_hashes
+from shipit.policy.routing import text_block_hashes, uses
 
 
 def _prompt_text(body: Mapping[str, Any]) -> tuple[str, list[int] | None]:
@@ -42,6 +42,19 @@ def _prompt_text(body: Mapping[str, Any]) -> tuple[str, list[int] | None]:
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
         return str(prompt[0]), None
     return "", None
+
+
+# What each preset reads beyond load; a ``custom`` composition is asked (``routing.uses``).
+_PRESET_READS = {"prefix_cache": "prefix_cache", "lora_affinity": "lora"}
+
+
+def _reads(dep: DeploymentConfig, part: str, override: str | None) -> bool:
+    """Whether the policy this request runs needs ``part`` (prompt prefix hashes, the
+    adapter check), so that a request pays for them only when routing reads them."""
+    name = override or dep.routing.policy
+    if name == "custom":
+        return uses(dep.routing, part)
+    return _PRESET_READS.get(name) == part
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:
@@ -127,10 +140,10 @@ def parse_request(
     session = headers.get(dep.routing.session_affinity.header) or data.get("user")
     text, token_ids = _prompt_text(data)
     adapter = model if model != dep.model_name else None
-    if adapter is not None and (routing or dep.routing.policy) == "lora_affinity":
+    if adapter is not None and _reads(dep, "lora", routing):
         _check_adapter(adapter, dep, adapters.get(dep.name, set()))
     hashes: tuple[int, ...] = ()
-    if (routing or dep.routing.policy) == "prefix_cache":
+    if _reads(dep, "prefix_cache", routing):
         pc = dep.routing.prefix_cache
         if token_ids is not None:
             hashes = tuple(hash_prompt_blocks(token_ids, pc.block_size_tokens, lora_name=adapter))
