@@ -140,7 +140,7 @@ def test_bad_requests_fail_before_queueing(
 
 def test_context_error_names_both_lengths(tiny: LoadedModel) -> None:
     engine = engine_for(tiny)
-    with pytest.raises(ContextLengthError, match=r"299 tokens.*context length is 256"):
+    with pytest.raises(ContextLengthError, match=r"maximum context length is 256 tokens; your request has 299 tokens in the prompt"):
         engine.add_request("long", list(range(1, 300)), GREEDY)
 
 
