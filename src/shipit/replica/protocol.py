@@ -218,6 +218,7 @@ _TAGS = frozenset(
     ("system", "developer", "user", "assistant", "tool", "text", "json_object", "json_schema")
 )
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TYPE_BRANCHES = frozenset(("str", "int", "float", "bool", "list", "dict", "none"))
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -228,8 +229,10 @@ def _where(loc: tuple[int | str, ...]) -> str:
         prev = loc[i - 1] if i > 0 else None
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _NAME.match(part) and not (
-            part in _TAGS and (isinstance(prev, int) or prev == "response_format")
+        elif (
+            _NAME.match(part)
+            and part not in _TYPE_BRANCHES
+            and not (part in _TAGS and (isinstance(prev, int) or prev == "response_format"))
         ):
             out += ("." if out else "") + part
     return out
