@@ -214,7 +214,7 @@ class ResponseWriter:
             choice = {"index": c.index, "text": c.echo + text}
         else:
             content, _ = self._split(c, text, finished=True)
-            message: dict[str, Any] = {"role": "assistant", "content": content}
+            message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
             if c.calls:
                 message["content"] = content if content.strip() else None
                 message["tool_calls"] = [call.to_json() for call in c.calls]

@@ -86,7 +86,7 @@ def test_whole_bodies_and_logprobs() -> None:
     w.add(out("y", 2, done=True, lps=lp))
     body = w.body()
     assert body["object"] == "chat.completion"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": "xy"}
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "xy", "refusal": None}
     content = body["choices"][0]["logprobs"]["content"]
     assert len(content) == 2 and content[0]["logprob"] == -0.5
     assert [t["logprob"] for t in content[0]["top_logprobs"]] == [-0.5, -1.0]
