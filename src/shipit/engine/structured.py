@@ -18,13 +18,16 @@ import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import llguidance
 import numpy as np
 
 from shipit.core.errors import InvalidRequestError
 from shipit.engine.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    # Imported where used: loading the binding costs ~0.1 s, which only constrained requests pay.
+    import llguidance
 
 # Compact JSON, as models most often write it; no free whitespace (see the module docstring).
 JSON_STYLE: dict[str, Any] = {
@@ -77,6 +80,8 @@ def _call_schema(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
 
 def grammar_source(constraint: Constraint) -> str:
     """The llguidance grammar (a Lark grammar, or its JSON form) for ``constraint``."""
+    import llguidance  # lazy: see the TYPE_CHECKING import above
+
     if constraint.kind == "json_object":
         return str(llguidance.LLMatcher.grammar_from_json_schema(_styled({"type": "object"})))
     if constraint.kind == "json_schema":
@@ -149,6 +154,8 @@ class Grammars:
         ll = self._ll_tokenizer()
         if ll is None:
             return None
+        import llguidance  # lazy: see the TYPE_CHECKING import above
+
         try:
             source = grammar_source(constraint)
         except (ValueError, TypeError) as exc:
@@ -175,6 +182,8 @@ def _build(
 ) -> tuple[llguidance.LLTokenizer | None, str | None]:
     if tokenizer.inner.get_vocab_size(with_added_tokens=True) != tokenizer.vocab_size:
         return None, "the tokenizer's ids are not those of its tokenizer.json"
+    import llguidance  # lazy: see the TYPE_CHECKING import above
+
     try:
         ll = llguidance.LLTokenizer(
             tokenizer.inner.to_str(),

@@ -111,3 +111,21 @@ def test_merge_ends_when_every_choice_finished() -> None:
 
     order = asyncio.run(main())
     assert sorted(order) == [0, 0, 0, 0, 1, 1]
+
+
+def test_choice_zero_of_a_seeded_request_is_the_same_request_with_n_1(model_dir: Path) -> None:
+    async def main() -> tuple[list[str], list[str]]:
+        app = create_app(ReplicaSettings(model=str(model_dir), served_model_name="tiny"))
+        replica = app.state.replica
+        await replica.load()
+        body = {"model": "tiny", "prompt": "hello", "max_tokens": 8, "seed": 42}
+        one = await call(app, "POST", "/v1/completions", body)
+        three = await call(app, "POST", "/v1/completions", body | {"n": 3})
+        await replica.close()
+        return [c["text"] for c in one.json()["choices"]], [
+            c["text"] for c in three.json()["choices"]
+        ]
+
+    one, three = asyncio.run(main())
+    assert three[0] == one[0]
+    assert len(set(three)) == 3  # seeds 42, 43, 44: three different samples
