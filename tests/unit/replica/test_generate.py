@@ -46,8 +46,10 @@ def test_leaving_a_stream_of_three_choices_aborts_all_three(model_dir: Path) -> 
         request = asyncio.ensure_future(
             call(app, "POST", "/v1/completions", body, disconnect=leave)
         )
-        while replica.engine.num_streams < 3:
+        # Leave mid-stream: after every choice is running and some tokens were sent.
+        while (await replica.engine.stats()).generation_tokens < 30:
             await asyncio.sleep(0.01)
+        assert replica.engine.num_streams == 3
         leave.set()
         result = await request
         stats = await replica.engine.stats()
