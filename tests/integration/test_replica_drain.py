@@ -68,7 +68,7 @@ def test_sigterm_under_load_finishes_streams_and_refuses_new_work(tmp_path: Path
     results, refused, health = asyncio.run(main())
     assert results == [(80, "length")] * 6
     assert refused.headers["retry-after"] == "5"
-    assert refused.json()["error"]["code"] == 503
+    assert refused.json()["error"]["code"] == "service_unavailable"
     assert health == 503
     assert replica.proc.wait(timeout=30) == 0, replica.log.read_text()
     assert "draining: 6 request(s) in flight" in replica.log.read_text()

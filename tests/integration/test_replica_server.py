@@ -155,13 +155,17 @@ def test_errors_have_openai_shape_and_status(tiny: Replica) -> None:
     with pytest.raises(openai.BadRequestError) as long:
         client.completions.create(model="tiny", prompt=[5] * 250, max_tokens=50)
     assert long.value.body["code"] == "context_length_exceeded"  # type: ignore[index]
-    assert "250" in long.value.message and "256" in long.value.message
+    assert (
+        "maximum context length is 256 tokens; your request has 300 tokens (250 in the prompt, "
+        "50 for the completion)" in long.value.message
+    )
     with pytest.raises(openai.BadRequestError) as unknown:
         client.completions.create(model="tiny", prompt="x", extra_body={"tempertaure": 0})
     assert unknown.value.body["param"] == "tempertaure"  # type: ignore[index]
-    with pytest.raises(openai.BadRequestError) as n:
-        client.completions.create(model="tiny", prompt="x", n=2)
-    assert n.value.body["param"] == "n"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as best_of:
+        client.completions.create(model="tiny", prompt="x", best_of=3)
+    assert best_of.value.body["param"] == "best_of"  # type: ignore[index]
+    assert best_of.value.body["code"] == "unsupported_value"  # type: ignore[index]
 
 
 def test_metrics_move_and_prefix_hits_rise_when_a_prefix_repeats(tiny: Replica) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from shipit.core.errors import CapacityError, ContextLengthError, InvalidRequestError
 from shipit.engine.block_manager import BlockManager, KVEvent
 from shipit.engine.loader import LoadedModel
+from shipit.engine.logits import TokenCounts, adjust_batch
 from shipit.engine.lora import LoraRegistry
 from shipit.engine.lora_files import LoraAdapter
 from shipit.engine.model import F32, ForwardItem, LlamaModel, PagedKVCache
@@ -33,6 +34,7 @@ from shipit.engine.sampling import (
 from shipit.engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
 from shipit.engine.sequence import FinishReason
 from shipit.engine.sequence import Sequence as Seq
+from shipit.engine.structured import GrammarMatcher, Grammars
 from shipit.engine.tokenizer import IncrementalDetokenizer, Tokenizer
 
 MIB = 1024 * 1024
@@ -128,7 +130,8 @@ class _Request:
     detok: IncrementalDetokenizer
     stops: StopStringMatcher
     lora: LoraAdapter | None
-    pending_text: list[str] = field(default_factory=list)
+    matcher: GrammarMatcher | None = None
+    counts: TokenCounts = field(default_factory=TokenCounts)
 
 
 class LLMEngine:
@@ -174,6 +177,9 @@ class LLMEngine:
         self._prompt_tokens = 0
         self._generation_tokens = 0
         self._eos = frozenset(tokenizer.eos_token_ids) | frozenset(model_config.eos_token_ids)
+        # Constrained decoding (response_format, forced tool calls); a tokenizer llguidance
+        # cannot read (the simulated engine's) leaves constraints ignored.
+        self.grammars = Grammars(tokenizer, model_config.vocab_size)
 
     @classmethod
     def from_weights(
@@ -224,6 +230,7 @@ class LLMEngine:
                 f"the waiting queue is full ({self.config.max_waiting} requests); retry later",
                 field="max_waiting",
             )
+        matcher = self.grammars.matcher(params.constraint) if params.constraint else None
         lora = self.loras.acquire(lora_name) if lora_name else None
         seq = Seq(
             request_id,
@@ -241,6 +248,7 @@ class LLMEngine:
             IncrementalDetokenizer(self.tokenizer),
             StopStringMatcher(params.stop),
             lora,
+            matcher,
         )
         self.scheduler.add(seq)
 
@@ -256,6 +264,13 @@ class LLMEngine:
             raise InvalidRequestError(
                 f"token id {bad[0]} is outside the vocabulary [0, {self.model_config.vocab_size})",
                 field="prompt",
+            )
+        vocab = self.model_config.vocab_size
+        out_of_vocab = [t for t, _ in params.logit_bias if t >= vocab]
+        if out_of_vocab:
+            raise InvalidRequestError(
+                f"logit_bias: token id {out_of_vocab[0]} is outside the vocabulary [0, {vocab})",
+                field="logit_bias",
             )
         self.blocks.check_fits(min(len(token_ids) + params.max_tokens, self.max_model_len))
 
@@ -300,7 +315,10 @@ class LLMEngine:
     def _postprocess(self, out: SchedulerOutput, logits: F32) -> list[RequestOutput]:
         sampling = [c.seq for c in out.chunks if c.completes_sequence]
         reqs = [self._requests[s.seq_id] for s in sampling]
-        results = sample(logits, [s.sampling for s in sampling], [r.generator for r in reqs])
+        params = [s.sampling for s in sampling]
+        masks = [r.matcher.allowed() if r.matcher is not None else None for r in reqs]
+        logits = adjust_batch(logits, params, [r.counts for r in reqs], masks)
+        results = sample(logits, params, [r.generator for r in reqs])
         outputs = []
         for req, result in zip(reqs, results, strict=True):
             outputs.append(self._append_token(req, result))
@@ -310,6 +328,7 @@ class LLMEngine:
         seq, params = req.seq, req.seq.sampling
         token = result.token_id
         seq.output_token_ids.append(token)
+        req.counts.add(token)
         self._generation_tokens += 1
         reason: FinishReason | None = None
         text, by_stop_string = "", False
@@ -317,7 +336,7 @@ class LLMEngine:
             reason = FinishReason.STOP
         else:
             text, by_stop_string = req.stops.push(req.detok.push(token))
-            if by_stop_string:
+            if by_stop_string or self._grammar_done(req, token):
                 reason = FinishReason.STOP
         if reason is None and (
             len(seq.output_token_ids) >= params.max_tokens or seq.num_tokens >= self.max_model_len
@@ -345,6 +364,14 @@ class LLMEngine:
             num_cached_tokens=seq.num_cached_tokens,
             logprobs=logprobs,
         )
+
+    @staticmethod
+    def _grammar_done(req: _Request, token: int) -> bool:
+        """Advance the request's grammar; True once it is complete (nothing may follow).
+        A refused token cannot be sampled under the mask; should it happen, stop there."""
+        if req.matcher is None:
+            return False
+        return not req.matcher.consume(token) or req.matcher.done
 
     # ----- conveniences ------------------------------------------------------------------
     def generate(

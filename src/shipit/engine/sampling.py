@@ -17,8 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from shipit.core.errors import InvalidRequestError
+from shipit.engine.structured import Constraint
 
 MAX_STOP_STRINGS = 8
+MAX_PENALTY = 2.0  # OpenAI's range for presence_penalty and frequency_penalty: [-2, 2]
+MAX_LOGIT_BIAS = 100.0  # OpenAI's range for one logit_bias value: [-100, 100]
+MAX_LOGIT_BIAS_ENTRIES = 300
 MAX_LOGPROBS = 20
 MAX_TEMPERATURE = 2.0
 # First guess at how many tokens a nucleus needs; grown 8x until the mass is reached, so a
@@ -49,6 +53,12 @@ class SamplingParams:
     ignore_eos: bool = False
     seed: int | None = None  # reproducible per request, whatever the batch holds
     logprobs: int | None = None  # None = off; k => chosen token's logprob + k alternatives
+    # OpenAI semantics, over the tokens generated so far: each logit drops by
+    # count * frequency_penalty + (count > 0) * presence_penalty.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
+    constraint: Constraint | None = None  # the output must follow this grammar
 
     def __post_init__(self) -> None:
         # Callers often hand in JSON lists (or OpenAI's bare string for ``stop``); store tuples
@@ -63,6 +73,12 @@ class SamplingParams:
         if isinstance(stop_ids, list):
             stop_ids = tuple(stop_ids)
         object.__setattr__(self, "stop_token_ids", stop_ids)
+        bias: object = self.logit_bias
+        if isinstance(bias, dict):
+            bias = tuple(bias.items())
+        if isinstance(bias, list):
+            bias = tuple(tuple(pair) for pair in bias)
+        object.__setattr__(self, "logit_bias", bias)
         self._validate()
 
     def _validate(self) -> None:
@@ -104,6 +120,32 @@ class SamplingParams:
             raise InvalidRequestError(
                 f"ignore_eos must be true or false; got {self.ignore_eos!r}", field="ignore_eos"
             )
+        self._validate_penalties()
+
+    def _validate_penalties(self) -> None:
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not _is_number(value) or not -MAX_PENALTY <= float(value) <= MAX_PENALTY:
+                raise InvalidRequestError(
+                    f"{name} must be a number between -{MAX_PENALTY:g} and {MAX_PENALTY:g}; "
+                    f"got {value!r}",
+                    field=name,
+                )
+        bias: object = self.logit_bias
+        if not isinstance(bias, tuple) or len(bias) > MAX_LOGIT_BIAS_ENTRIES:
+            raise InvalidRequestError(
+                f"logit_bias must map at most {MAX_LOGIT_BIAS_ENTRIES} token ids to numbers; "
+                f"got {bias!r}",
+                field="logit_bias",
+            )
+        for pair in bias:
+            ok = isinstance(pair, tuple) and len(pair) == 2 and _is_int(pair[0]) and pair[0] >= 0
+            if not ok or not _is_number(pair[1]) or abs(float(pair[1])) > MAX_LOGIT_BIAS:
+                raise InvalidRequestError(
+                    f"logit_bias maps token ids (integers >= 0) to numbers between "
+                    f"-{MAX_LOGIT_BIAS:g} and {MAX_LOGIT_BIAS:g}; got {pair!r}",
+                    field="logit_bias",
+                )
 
     def _validate_stops(self) -> None:
         stop: object = self.stop
@@ -127,6 +169,16 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def adjusts_logits(self) -> bool:
+        """Whether penalties, a bias or a constraint change the logits before sampling."""
+        return bool(
+            self.presence_penalty
+            or self.frequency_penalty
+            or self.logit_bias
+            or self.constraint is not None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +372,8 @@ def _with_logprobs(row: np.ndarray, token_id: int, k: int) -> SampleResult:
     if k == 0:
         return SampleResult(token_id=token_id, logprob=chosen, top_logprobs=())
     top = _top_ids(row, k)
-    alts = tuple((int(t), float(x[t] - lse)) for t in top)
+    # Tokens a constraint or a -100 bias ruled out are no alternatives.
+    alts = tuple((int(t), float(x[t] - lse)) for t in top if math.isfinite(float(x[t])))
     return SampleResult(token_id=token_id, logprob=chosen, top_logprobs=alts)
 
 

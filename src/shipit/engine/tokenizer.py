@@ -116,9 +116,14 @@ class Tokenizer:
         return None if token_id is None else int(token_id)
 
     def apply_chat_template(
-        self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
     ) -> str:
-        """Render ``messages`` with the model's chat template, as transformers would."""
+        """Render ``messages`` with the model's chat template, as transformers would
+        (``tools`` reach the template as its ``tools`` variable)."""
         if not self.chat_template:
             raise InvalidRequestError(
                 "this model has no chat template (none in tokenizer_config.json, "
@@ -134,7 +139,7 @@ class Tokenizer:
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token or "",
                 eos_token=self.eos_token or "",
-                tools=None,
+                tools=tools,
                 documents=None,
             )
         except jinja2.TemplateError as exc:

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from shipit.core import openai_errors as oe
 from shipit.core.errors import ShipitError
 from shipit.replica import protocol
 from shipit.replica.errors import error_response, from_exception
@@ -62,11 +63,9 @@ class ReplicaAdmin:
             body = protocol.parse_body(await request.body(), protocol.LoadLoraBody)
             if body.lora_name == r.model_name:
                 return error_response(
-                    400,
+                    oe.INVALID_VALUE,
                     f"lora_name {body.lora_name!r} is the base model's name; pick another",
-                    type_="invalid_request_error",
                     param="lora_name",
-                    code=400,
                 )
             await engine.call(lambda e: e.load_lora(body.lora_name, body.lora_path))
         except ShipitError as exc:
@@ -96,19 +95,13 @@ class ReplicaAdmin:
             limit = int(request.query_params.get("limit", "1000"))
         except ValueError:
             return error_response(
-                400,
-                "after and limit must be integers",
-                type_="invalid_request_error",
-                param="after",
-                code=400,
+                oe.INVALID_TYPE, "after and limit must be integers", param="after"
             )
         if not 1 <= limit <= MAX_KV_EVENTS_PAGE or after < -1:
             return error_response(
-                400,
+                oe.INVALID_VALUE,
                 f"limit must be in 1..{MAX_KV_EVENTS_PAGE} and after >= -1",
-                type_="invalid_request_error",
                 param="limit",
-                code=400,
             )
         await r.pull_kv_events()
         page = r.kv_events.events_after(after, limit=limit)

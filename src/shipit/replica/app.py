@@ -2,11 +2,13 @@
 
 ``create_app`` builds a Starlette app whose lifespan owns the engine (loaded in a worker
 thread, so ``/health`` answers 503 while loading), the KV-event poller and the metrics
-registry. Handlers are thin: parse the body once into a ``GenerationRequest`` (engine types),
-hand it to the engine, write OpenAI JSON or SSE. Every generation request is tracked by the
-``Lifecycle`` so a drain can wait for it. This module serves the OpenAI routes, ``/health``
-and ``/metrics``; the admin routes (LoRA load/unload, KV events, the startup report) are in
-``replica.admin``. No import-time side effects.
+registry. Handlers are thin: parse the body once into a ``GenerationRequest`` (engine types)
+and hand it to ``replica.generate``, which runs it and writes OpenAI JSON or SSE; every
+generation request is tracked by the ``Lifecycle`` so a drain can wait for it. This module
+serves the OpenAI routes (completions, chat, ``/v1/models`` and ``/v1/models/{id}``), vLLM's
+``/tokenize`` and ``/detokenize``, ``/health`` and ``/metrics``, with every error (a wrong path
+or method included) in OpenAI's shape; the admin routes (LoRA load/unload, KV events, the
+startup report) are in ``replica.admin``. No import-time side effects.
 """
 
 from __future__ import annotations
@@ -20,24 +22,26 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from shipit.core import openai_errors as oe
 from shipit.core.errors import ShipitError, UnknownAdapterError
 from shipit.engine.async_engine import AsyncEngine
-from shipit.engine.engine import LLMEngine, RequestOutput
-from shipit.replica import protocol
+from shipit.engine.engine import LLMEngine
+from shipit.replica import protocol, requests, tokens
 from shipit.replica.admin import admin_routes
-from shipit.replica.errors import error_body, error_response, from_exception, unavailable
+from shipit.replica.errors import error_response, from_exception, http_exception, unavailable
+from shipit.replica.generate import generate
 from shipit.replica.kv_events import KVEventBuffer
 from shipit.replica.lifecycle import Lifecycle, Phase
-from shipit.replica.metrics import CONTENT_TYPE, ReplicaMetrics, RequestTimer
-from shipit.replica.openai_format import DONE, ResponseWriter, new_request_id, sse
+from shipit.replica.metrics import CONTENT_TYPE, ReplicaMetrics
+from shipit.replica.requests import GenerationRequest
 from shipit.replica.runtime import build_engine
 from shipit.replica.settings import ReplicaSettings
 from shipit.replica.startup import StartupTimes
-from shipit.replica.streaming import SSEResponse, race_disconnect
 
 log = logging.getLogger("shipit.replica")
 
@@ -143,155 +147,81 @@ class Replica:
             lora_name = self._lora_for(req.model)
         except ShipitError as exc:
             return from_exception(exc)
-        rid = new_request_id(kind)
-        writer = ResponseWriter(
-            request_id=rid,
-            kind=kind,
-            model=req.model,
-            tokenizer=engine.engine.tokenizer,
-            include_usage=req.include_usage,
-        )
-        stream = engine.generate(
-            rid,
-            req.prompt_token_ids,
-            req.params,
-            priority=req.priority,
-            lora_name=lora_name,
-            cache_salt=req.cache_salt,
-        )
-        task: asyncio.Task[Any] | None = asyncio.current_task()
-        assert task is not None
-        self.lifecycle.enter(task)
-        try:
-            return await self._respond(request, req, stream, writer, task)
-        except BaseException:
-            self.lifecycle.leave(task)
-            raise
+        return await generate(self, request, req, lora_name)
 
     def _parse(
         self, raw: bytes, kind: Literal["completion", "chat"], engine: AsyncEngine
-    ) -> protocol.GenerationRequest:
+    ) -> GenerationRequest:
         tokenizer, max_len = engine.engine.tokenizer, engine.engine.max_model_len
         if kind == "completion":
             body = protocol.parse_body(raw, protocol.CompletionBody)
-            return protocol.completion_request(body, tokenizer, max_len)
-        body = protocol.parse_body(raw, protocol.ChatBody)
-        return protocol.chat_request(body, tokenizer, max_len)
+            return requests.completion_request(body, tokenizer, max_len)
+        chat = protocol.parse_body(raw, protocol.ChatBody)
+        return requests.chat_request(chat, tokenizer, max_len)
 
-    async def _respond(
-        self,
-        request: Request,
-        req: protocol.GenerationRequest,
-        stream: AsyncIterator[RequestOutput],
-        writer: ResponseWriter,
-        task: asyncio.Task[Any],
-    ) -> Response:
-        timer = self.metrics.timer()
-        try:
-            ok, first = await race_disconnect(anext(stream), request.receive)
-        except ShipitError as exc:
-            self.lifecycle.leave(task)
-            return from_exception(exc)
-        except Exception as exc:  # the engine's step failed: an OpenAI-shaped 500, counted
-            return self._failed(task, timer, exc)
-        if not ok or first is None:
-            self.lifecycle.leave(task)
-            timer.done("abort")
-            return Response(status_code=499)
-        timer.tokens(len(first.new_token_ids))
-        if req.stream:
-            events = self._sse_events(first, stream, writer, timer)
-            return SSEResponse(events, on_close=lambda: self.lifecycle.leave(task))
-        try:
-            ok, _ = await race_disconnect(
-                self._collect(first, stream, writer, timer), request.receive
-            )
-        except Exception as exc:
-            return self._failed(task, timer, exc)
-        self.lifecycle.leave(task)
-        if not ok:
-            timer.done("abort")
-            return Response(status_code=499)
-        return JSONResponse(writer.body())
+    # ----- models and tokens ----------------------------------------------------------------
+    def _card(self, name: str) -> dict[str, Any]:
+        parent = None if name == self.model_name else self.model_name
+        return {
+            "id": name,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "shipit",
+            "root": name,
+            "parent": parent,
+            "max_model_len": self.engine.engine.max_model_len if self.engine else None,
+        }
 
-    def _failed(self, task: asyncio.Task[Any], timer: RequestTimer, exc: Exception) -> Response:
-        self.lifecycle.leave(task)
-        timer.done("error")
-        log.error("generation failed: %s: %s", type(exc).__name__, exc)
-        return error_response(
-            500, f"generation failed: {type(exc).__name__}: {exc}", type_="internal_error", code=500
-        )
-
-    async def _collect(
-        self,
-        first: RequestOutput,
-        stream: AsyncIterator[RequestOutput],
-        writer: ResponseWriter,
-        timer: RequestTimer,
-    ) -> None:
-        writer.add(first)
-        out = first
-        while not out.finished:
-            out = await anext(stream)
-            timer.tokens(len(out.new_token_ids))
-            writer.add(out)
-        timer.done(out.finish_reason)
-
-    async def _sse_events(
-        self,
-        first: RequestOutput,
-        stream: AsyncIterator[RequestOutput],
-        writer: ResponseWriter,
-        timer: RequestTimer,
-    ) -> AsyncIterator[bytes]:
-        finished = False
-        try:
-            if writer.kind == "chat":
-                yield writer.role_chunk()
-            out = first
-            while True:
-                chunk = writer.chunk(out)
-                if chunk:
-                    yield chunk
-                if out.finished:
-                    break
-                out = await anext(stream)
-                timer.tokens(len(out.new_token_ids))
-            finished = True
-            timer.done(out.finish_reason)
-            if writer.include_usage:
-                yield writer.usage_chunk()
-            yield DONE
-        except Exception as exc:  # a failed engine step: tell the client in-band
-            log.exception("request %s failed mid-stream", writer.request_id)
-            yield sse(error_body(f"generation failed: {exc}", type_="internal_error", code=500))
-            yield DONE
-        finally:
-            if not finished:
-                timer.done("abort")
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-    # ----- everything else ----------------------------------------------------------------
-    async def models(self, request: Request) -> Response:
-        max_len = self.engine.engine.max_model_len if self.engine else None
+    def _model_names(self) -> list[str]:
         names = self.engine.engine.loras.names() if self.engine else []
+        return [self.model_name, *names]
 
-        def card(name: str, parent: str | None) -> dict[str, Any]:
-            return {
-                "id": name,
-                "object": "model",
-                "created": self.created,
-                "owned_by": "shipit",
-                "root": name,
-                "parent": parent,
-                "max_model_len": max_len,
-            }
-
-        data = [card(self.model_name, None)] + [card(n, self.model_name) for n in names]
+    async def models(self, request: Request) -> Response:
+        data = [self._card(name) for name in self._model_names()]
         return JSONResponse({"object": "list", "data": data})
 
+    async def model(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        if name not in self._model_names():
+            return error_response(
+                oe.MODEL_NOT_FOUND,
+                f"The model `{name}` does not exist; this replica serves "
+                f"{', '.join(self._model_names())}",
+                param="model",
+            )
+        return JSONResponse(self._card(name))
+
+    async def tokenize(self, request: Request) -> Response:
+        refused = self.not_serving()
+        if refused is not None:
+            return refused
+        assert self.engine is not None
+        engine = self.engine.engine
+        try:
+            body = tokens.parse_tokenize(await request.body())
+            if body.model is not None:
+                self._lora_for(body.model)
+            result = tokens.tokenize(body, engine.tokenizer, engine.max_model_len)
+        except ShipitError as exc:
+            return from_exception(exc)
+        return JSONResponse(result)
+
+    async def detokenize(self, request: Request) -> Response:
+        refused = self.not_serving()
+        if refused is not None:
+            return refused
+        assert self.engine is not None
+        engine = self.engine.engine
+        try:
+            body = protocol.parse_body(await request.body(), protocol.DetokenizeBody)
+            if body.model is not None:
+                self._lora_for(body.model)
+            result = tokens.detokenize(body, engine.tokenizer, engine.model_config.vocab_size)
+        except ShipitError as exc:
+            return from_exception(exc)
+        return JSONResponse(result)
+
+    # ----- everything else ----------------------------------------------------------------
     async def health(self, request: Request) -> Response:
         refused = self.not_serving()
         return refused if refused is not None else Response(status_code=200)
@@ -340,10 +270,15 @@ def create_app(
         Route("/v1/completions", replica.completions, methods=["POST"]),
         Route("/v1/chat/completions", replica.chat_completions, methods=["POST"]),
         Route("/v1/models", replica.models, methods=["GET"]),
+        Route("/v1/models/{model:path}", replica.model, methods=["GET"]),
+        Route("/tokenize", replica.tokenize, methods=["POST"]),
+        Route("/detokenize", replica.detokenize, methods=["POST"]),
         Route("/health", replica.health, methods=["GET"]),
         Route("/metrics", replica.metrics_endpoint, methods=["GET"]),
         *admin_routes(replica),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_exception}
+    )
     app.state.replica = replica
     return app

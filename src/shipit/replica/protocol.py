@@ -1,30 +1,31 @@
-"""OpenAI request bodies, parsed once into the engine's types.
+"""OpenAI request bodies as the replica accepts them, parsed once with OpenAI's strictness.
 
-Owns the accepted shape of ``/v1/completions``, ``/v1/chat/completions`` and vLLM's LoRA admin
-bodies (pydantic, ``extra="forbid"``, so a misspelt parameter is a 400 naming it), and the
-turn from a body into a ``GenerationRequest``: prompt token ids, ``SamplingParams`` and
-response options. Parameters OpenAI defines but this replica does not implement are accepted
-only at their neutral value. It must not touch HTTP objects or the engine's state.
+Owns the accepted shape of ``/v1/completions``, ``/v1/chat/completions``, vLLM's
+``/tokenize`` and ``/detokenize`` and its LoRA admin bodies: pydantic models with
+``extra="forbid"`` (a misspelt parameter is a 400 naming it, ``unknown_parameter``) and
+``strict=True`` (``"stream": "yes"`` or ``"max_tokens": "5"`` are 400s, ``invalid_type``, as at
+OpenAI). Messages are told apart by ``role`` (``system``, ``developer``, ``user``, ``assistant``,
+``tool``); anything else is a 400. Parameters OpenAI defines that change nothing here are
+accepted and ignored (``user``, ``metadata``, ``store``...; docs/replica.md lists them). Turning
+a body into engine types is ``replica.requests``'s job. It must not touch HTTP objects or the
+engine.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shipit.core.errors import ContextLengthError, InvalidRequestError
-from shipit.engine.sampling import SamplingParams
-from shipit.engine.tokenizer import Tokenizer
+from shipit.core.errors import InvalidRequestError
 
-DEFAULT_COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
-MAX_TOP_LOGPROBS_COMPLETIONS = 5  # OpenAI's limit for the legacy logprobs parameter
+FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's rule for function and schema names
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class StreamOptions(_Body):
@@ -38,40 +39,167 @@ class _SamplingBody(_Body):
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
-    n: int = 1
-    stream: bool = False
+    n: int | None = None
+    stream: bool | None = None
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     stop_token_ids: list[int] | None = None
     ignore_eos: bool = False
     seed: int | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
-    user: str | None = None
     priority: int = 0
     cache_salt: str | None = None
+    # OpenAI parameters accepted and ignored: they change nothing a replica computes.
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
 
 
 class CompletionBody(_SamplingBody):
     prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = None
-    echo: bool = False
+    echo: bool | None = None
     best_of: int | None = None
     suffix: str | None = None
 
 
-class ChatMessage(_Body):
-    role: str
-    content: str | list[dict[str, Any]] | None = None
+# ----- chat messages -------------------------------------------------------------------------
+Content = str | list[dict[str, Any]]
+
+
+class SystemMessage(_Body):
+    role: Literal["system"]
+    content: Content
     name: str | None = None
+
+
+class DeveloperMessage(_Body):
+    role: Literal["developer"]
+    content: Content
+    name: str | None = None
+
+
+class UserMessage(_Body):
+    role: Literal["user"]
+    content: Content
+    name: str | None = None
+
+
+class FunctionCall(_Body):
+    name: str
+    arguments: str
+
+
+class ToolCallIn(_Body):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class AssistantMessage(_Body):
+    role: Literal["assistant"]
+    content: Content | None = None
+    name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    refusal: str | None = None
+
+
+class ToolMessage(_Body):
+    role: Literal["tool"]
+    content: Content
+    tool_call_id: str
+
+
+ChatMessage = Annotated[
+    SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage,
+    Field(discriminator="role"),
+]
+
+
+# ----- tools and response formats ------------------------------------------------------------
+class FunctionDef(_Body):
+    name: Annotated[str, Field(pattern=FUNCTION_NAME)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(_Body):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_Body):
+    name: str
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaSpec(_Body):
+    name: Annotated[str, Field(pattern=FUNCTION_NAME)]
+    description: str | None = None
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class TextFormat(_Body):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(_Body):
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(_Body):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")
+]
 
 
 class ChatBody(_SamplingBody):
     messages: list[ChatMessage]
     max_completion_tokens: int | None = None
-    logprobs: bool = False
+    logprobs: bool | None = None
     top_logprobs: int | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    modalities: list[Literal["text"]] | None = None
+
+
+# ----- vLLM's tokenizer endpoints and LoRA admin ----------------------------------------------
+class TokenizeCompletionBody(_Body):
+    model: str | None = None
+    prompt: str
+    add_special_tokens: bool = True
+    return_token_strs: bool = False
+
+
+class TokenizeChatBody(_Body):
+    model: str | None = None
+    messages: list[ChatMessage]
+    tools: list[ToolDef] | None = None
+    add_generation_prompt: bool = True
+    add_special_tokens: bool = False
+    return_token_strs: bool = False
+
+
+class DetokenizeBody(_Body):
+    model: str | None = None
+    tokens: list[int]
 
 
 class LoadLoraBody(_Body):
@@ -85,168 +213,62 @@ class UnloadLoraBody(_Body):
     lora_int_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class GenerationRequest:
-    """Everything the engine and the response writer need, in their own types."""
+# ----- parsing ----------------------------------------------------------------------------------
+_TAGS = frozenset(
+    ("system", "developer", "user", "assistant", "tool", "text", "json_object", "json_schema")
+)
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TYPE_BRANCHES = frozenset(("str", "int", "float", "bool", "list", "dict", "none"))
 
-    kind: Literal["completion", "chat"]
-    model: str
-    prompt_token_ids: list[int]
-    params: SamplingParams
-    stream: bool
-    include_usage: bool
-    priority: int
-    cache_salt: str | None
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """A pydantic location as OpenAI writes it (``messages[0].content``), without the union
+    branch names pydantic adds (``user``, ``str``, ``list[...]``)."""
+    out = ""
+    for i, part in enumerate(loc):
+        prev = loc[i - 1] if i > 0 else None
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif (
+            _NAME.match(part)
+            and part not in _TYPE_BRANCHES
+            and not (part in _TAGS and (isinstance(prev, int) or prev == "response_format"))
+        ):
+            out += ("." if out else "") + part
+    return out
+
+
+def _code(error_type: str) -> str:
+    if error_type == "extra_forbidden":
+        return "unknown_parameter"
+    if error_type == "missing":
+        return "missing_required_parameter"
+    if error_type.endswith(("_type", "_parsing")) or error_type == "model_attributes_type":
+        return "invalid_type"
+    return "invalid_value"
 
 
 def parse_body(raw: bytes, model: type[_Body]) -> Any:
-    """JSON bytes into a body model; errors name the offending parameter."""
+    """JSON bytes into a body model; errors name the offending parameter and its code."""
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from exc
+        raise InvalidRequestError(
+            f"the request body is not valid JSON: {exc}", code="invalid_json"
+        ) from exc
     if not isinstance(data, dict):
-        raise InvalidRequestError("the request body must be a JSON object")
+        raise InvalidRequestError("the request body must be a JSON object", code="invalid_json")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or None
+        where = _where(tuple(first["loc"])) or None
         param = str(first["loc"][0]) if first["loc"] else None
-        if first["type"] == "extra_forbidden":
-            raise InvalidRequestError(
-                f"unrecognized request argument supplied: {loc}", field=param
-            ) from exc
-        raise InvalidRequestError(f"{loc}: {first['msg']}", field=param) from exc
-
-
-def _refuse_unsupported(body: _SamplingBody) -> None:
-    checks: list[tuple[str, bool]] = [
-        ("n", body.n != 1),
-        ("presence_penalty", body.presence_penalty != 0.0),
-        ("frequency_penalty", body.frequency_penalty != 0.0),
-        ("logit_bias", bool(body.logit_bias)),
-    ]
-    if isinstance(body, CompletionBody):
-        checks += [
-            ("echo", body.echo),
-            ("best_of", body.best_of not in (None, 1)),
-            ("suffix", body.suffix is not None),
-        ]
-    for name, bad in checks:
-        if bad:
-            value = getattr(body, name)
-            raise InvalidRequestError(
-                f"{name}={value!r} is not supported by this replica; omit it or send its "
-                "default (n=1, penalties 0, no logit_bias/echo/best_of/suffix)",
-                field=name,
-            )
-
-
-def _sampling(body: _SamplingBody, max_tokens: int, logprobs: int | None) -> SamplingParams:
-    return SamplingParams(
-        max_tokens=max_tokens,
-        temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
-        top_k=0 if body.top_k is None or body.top_k < 0 else body.top_k,
-        stop=tuple([body.stop] if isinstance(body.stop, str) else body.stop or ()),
-        stop_token_ids=tuple(body.stop_token_ids or ()),
-        ignore_eos=body.ignore_eos,
-        seed=body.seed,
-        logprobs=logprobs,
-    )
-
-
-def _max_tokens(requested: int | None, default: int, prompt_len: int, max_model_len: int) -> int:
-    if prompt_len >= max_model_len:
-        raise ContextLengthError(prompt_tokens=prompt_len, max_model_len=max_model_len)
-    if requested is None:
-        return max(1, min(default, max_model_len - prompt_len))
-    if requested >= 1 and prompt_len + requested > max_model_len:
-        raise ContextLengthError(
-            prompt_tokens=prompt_len, max_model_len=max_model_len, max_tokens=requested
-        )
-    return requested  # < 1 is refused by SamplingParams, naming max_tokens
-
-
-def _completion_prompt(body: CompletionBody, tokenizer: Tokenizer) -> list[int]:
-    prompt = body.prompt
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
-        prompt = prompt[0]  # a batch of one
-    if isinstance(prompt, str):
-        return tokenizer.encode(prompt)
-    if all(isinstance(t, int) for t in prompt):
-        return [int(t) for t in prompt]  # type: ignore[arg-type]
-    raise InvalidRequestError(
-        "prompt: batched prompts are not supported; send one string or one list of token ids",
-        field="prompt",
-    )
-
-
-def completion_request(
-    body: CompletionBody, tokenizer: Tokenizer, max_model_len: int
-) -> GenerationRequest:
-    _refuse_unsupported(body)
-    if body.logprobs is not None and not 0 <= body.logprobs <= MAX_TOP_LOGPROBS_COMPLETIONS:
-        raise InvalidRequestError(
-            f"logprobs must be between 0 and {MAX_TOP_LOGPROBS_COMPLETIONS}; got {body.logprobs}",
-            field="logprobs",
-        )
-    ids = _completion_prompt(body, tokenizer)
-    if not ids:
-        raise InvalidRequestError("prompt is empty; send at least one token", field="prompt")
-    max_tokens = _max_tokens(
-        body.max_tokens, DEFAULT_COMPLETION_MAX_TOKENS, len(ids), max_model_len
-    )
-    return _request("completion", body, ids, _sampling(body, max_tokens, body.logprobs))
-
-
-def _message_text(message: ChatMessage) -> str:
-    if message.content is None or isinstance(message.content, str):
-        return message.content or ""
-    parts = []
-    for part in message.content:
-        if part.get("type") != "text" or not isinstance(part.get("text"), str):
-            raise InvalidRequestError(
-                f"messages: content part of type {part.get('type')!r} is not supported; "
-                "send text parts only",
-                field="messages",
-            )
-        parts.append(part["text"])
-    return "".join(parts)
-
-
-def chat_request(body: ChatBody, tokenizer: Tokenizer, max_model_len: int) -> GenerationRequest:
-    _refuse_unsupported(body)
-    if not body.messages:
-        raise InvalidRequestError("messages must hold at least one message", field="messages")
-    messages = [{"role": m.role, "content": _message_text(m)} for m in body.messages]
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    ids = tokenizer.encode(text)
-    requested = body.max_completion_tokens if body.max_completion_tokens is not None else None
-    requested = body.max_tokens if requested is None else requested
-    max_tokens = _max_tokens(requested, max_model_len, len(ids), max_model_len)
-    if body.top_logprobs is not None and not body.logprobs:
-        raise InvalidRequestError("top_logprobs needs logprobs=true", field="top_logprobs")
-    logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    return _request("chat", body, ids, _sampling(body, max_tokens, logprobs))
-
-
-def _request(
-    kind: Literal["completion", "chat"], body: _SamplingBody, ids: list[int], params: SamplingParams
-) -> GenerationRequest:
-    options = body.stream_options
-    if options is not None and not body.stream:
-        raise InvalidRequestError(
-            "stream_options is only allowed when stream is true", field="stream_options"
-        )
-    return GenerationRequest(
-        kind=kind,
-        model=body.model,
-        prompt_token_ids=ids,
-        params=params,
-        stream=body.stream,
-        include_usage=bool(options and options.include_usage),
-        priority=body.priority,
-        cache_salt=body.cache_salt,
-    )
+        code = _code(first["type"])
+        if code == "unknown_parameter":
+            message = f"Unrecognized request argument supplied: {where}"
+        elif code == "missing_required_parameter":
+            message = f"Missing required parameter: '{where}'"
+        else:
+            message = f"Invalid value for '{where}': {first['msg']}"
+        raise InvalidRequestError(message, field=param, code=code) from exc

@@ -140,7 +140,8 @@ def test_bad_requests_fail_before_queueing(
 
 def test_context_error_names_both_lengths(tiny: LoadedModel) -> None:
     engine = engine_for(tiny)
-    with pytest.raises(ContextLengthError, match=r"299 tokens.*context length is 256"):
+    expected = r"maximum context length is 256 tokens; your request has 299 tokens in the prompt"
+    with pytest.raises(ContextLengthError, match=expected):
         engine.add_request("long", list(range(1, 300)), GREEDY)
 
 

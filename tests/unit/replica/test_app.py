@@ -126,7 +126,7 @@ def test_a_failing_engine_step_is_an_openai_shaped_500_and_counted() -> None:
             r = client.post("/v1/completions", json=body | {"stream": stream})
             assert r.status_code == 500
             error = r.json()["error"]
-            assert error["type"] == "internal_error"
+            assert (error["type"], error["code"]) == ("server_error", "internal_error")
             assert "executor exploded" in error["message"]
         metrics = client.get("/metrics").text
     assert (

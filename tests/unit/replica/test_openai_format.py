@@ -65,14 +65,18 @@ def test_completion_stream_chunks_usage_and_done() -> None:
     assert DONE == b"data: [DONE]\n\n"
 
 
+def sse_events(data: bytes) -> list[dict[str, object]]:
+    return [json.loads(e.removeprefix(b"data: ")) for e in data.split(b"\n\n") if e]
+
+
 def test_chat_stream_opens_with_the_role_and_ends_with_an_empty_delta() -> None:
     w = ResponseWriter(request_id="c", kind="chat", model="m", tokenizer=TOK)
-    role = events(w.role_chunk())
-    assert role["object"] == "chat.completion.chunk"  # type: ignore[index]
+    role, end = sse_events(w.chunk(out("", 1, done=True)))
+    assert role["object"] == "chat.completion.chunk"
     assert role["choices"][0]["delta"] == {"role": "assistant", "content": ""}  # type: ignore[index]
-    assert "usage" not in role  # type: ignore[operator]
-    end = events(w.chunk(out("", 1, done=True)))
+    assert "usage" not in role
     assert end["choices"][0]["delta"] == {}  # type: ignore[index]
+    assert end["choices"][0]["finish_reason"] == "length"  # type: ignore[index]
 
 
 def test_whole_bodies_and_logprobs() -> None:
@@ -82,7 +86,7 @@ def test_whole_bodies_and_logprobs() -> None:
     w.add(out("y", 2, done=True, lps=lp))
     body = w.body()
     assert body["object"] == "chat.completion"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": "xy"}
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "xy", "refusal": None}
     content = body["choices"][0]["logprobs"]["content"]
     assert len(content) == 2 and content[0]["logprob"] == -0.5
     assert [t["logprob"] for t in content[0]["top_logprobs"]] == [-0.5, -1.0]

@@ -1,4 +1,4 @@
-"""Request bodies become engine types once; every refusal names the parameter."""
+"""Request bodies become engine types once; every refusal names the parameter and its code."""
 
 from __future__ import annotations
 
@@ -6,23 +6,24 @@ import json
 
 import pytest
 
+from shipit.core import openai_errors as oe
 from shipit.core.errors import ContextLengthError, InvalidRequestError
 from shipit.engine.simulated import SimTokenizer
-from shipit.replica import protocol
+from shipit.replica import protocol, requests
 
 TOK = SimTokenizer()
 
 
-def completion(max_model_len: int = 64, **body: object) -> protocol.GenerationRequest:
+def completion(max_model_len: int = 64, **body: object) -> requests.GenerationRequest:
     raw = json.dumps({"model": "m", "prompt": "a b c", **body}).encode()
     parsed = protocol.parse_body(raw, protocol.CompletionBody)
-    return protocol.completion_request(parsed, TOK, max_model_len)
+    return requests.completion_request(parsed, TOK, max_model_len)
 
 
-def chat(max_model_len: int = 64, **body: object) -> protocol.GenerationRequest:
+def chat(max_model_len: int = 64, **body: object) -> requests.GenerationRequest:
     messages = [{"role": "user", "content": "hi there"}]
     raw = json.dumps({"model": "m", "messages": messages, **body}).encode()
-    return protocol.chat_request(protocol.parse_body(raw, protocol.ChatBody), TOK, max_model_len)
+    return requests.chat_request(protocol.parse_body(raw, protocol.ChatBody), TOK, max_model_len)
 
 
 def test_completion_defaults_and_options() -> None:
@@ -65,29 +66,40 @@ def test_chat_renders_the_template_and_defaults_max_tokens_to_the_rest_of_the_co
 
 
 @pytest.mark.parametrize(
-    ("body", "param"),
+    ("body", "param", "code"),
     [
-        ({"temperatur": 0}, "temperatur"),
-        ({"n": 2}, "n"),
-        ({"presence_penalty": 0.5}, "presence_penalty"),
-        ({"echo": True}, "echo"),
-        ({"best_of": 3}, "best_of"),
-        ({"temperature": 5}, "temperature"),
-        ({"top_p": 0}, "top_p"),
-        ({"max_tokens": 0}, "max_tokens"),
-        ({"max_tokens": "many"}, "max_tokens"),
-        ({"seed": -1}, "seed"),
-        ({"logprobs": 9}, "logprobs"),
-        ({"stop": ["a"] * 9}, "stop"),
-        ({"stream_options": {"include_usage": True}}, "stream_options"),
-        ({"prompt": ["a", "b"]}, "prompt"),
-        ({"prompt": ""}, "prompt"),
+        ({"temperatur": 0}, "temperatur", "unknown_parameter"),
+        ({"n": 0}, "n", "invalid_value"),
+        ({"n": 65}, "n", "invalid_value"),
+        ({"presence_penalty": 2.5}, "presence_penalty", "invalid_value"),
+        ({"frequency_penalty": -3}, "frequency_penalty", "invalid_value"),
+        ({"logit_bias": {"x": 1}}, "logit_bias", "invalid_value"),
+        ({"logit_bias": {"5": 101}}, "logit_bias", "invalid_value"),
+        ({"echo": True, "logprobs": 1}, "echo", "unsupported_value"),
+        ({"best_of": 3}, "best_of", "unsupported_value"),
+        ({"suffix": "x"}, "suffix", "unsupported_value"),
+        ({"temperature": 5}, "temperature", "invalid_value"),
+        ({"top_p": 0}, "top_p", "invalid_value"),
+        ({"max_tokens": 0}, "max_tokens", "invalid_value"),
+        ({"max_tokens": "many"}, "max_tokens", "invalid_type"),
+        ({"max_tokens": "5"}, "max_tokens", "invalid_type"),
+        ({"stream": "yes"}, "stream", "invalid_type"),
+        ({"seed": -1}, "seed", "invalid_value"),
+        ({"logprobs": 9}, "logprobs", "invalid_value"),
+        ({"stop": ["a"] * 9}, "stop", "invalid_value"),
+        ({"stream_options": {"include_usage": True}}, "stream_options", "invalid_value"),
+        ({"prompt": []}, "prompt", "invalid_value"),
+        ({"prompt": ""}, "prompt", "invalid_value"),
+        ({"prompt": None}, "prompt", "invalid_type"),
     ],
 )
-def test_completion_refusals_name_the_parameter(body: dict[str, object], param: str) -> None:
+def test_completion_refusals_name_the_parameter(
+    body: dict[str, object], param: str, code: str
+) -> None:
     with pytest.raises(InvalidRequestError) as err:
         completion(**body)
     assert err.value.field == param
+    assert oe.kind_of(err.value).code == code
 
 
 def test_chat_refusals_name_the_parameter() -> None:
@@ -103,7 +115,7 @@ def test_chat_refusals_name_the_parameter() -> None:
         }
     ).encode()
     with pytest.raises(InvalidRequestError) as err:
-        protocol.chat_request(protocol.parse_body(raw, protocol.ChatBody), TOK, 64)
+        requests.chat_request(protocol.parse_body(raw, protocol.ChatBody), TOK, 64)
     assert err.value.field == "messages"
 
 
