@@ -14,13 +14,14 @@ the metrics need from the bytes (TTFT, ITL, usage, goodput) is ``accounting.Tall
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from shipit.core import openai_errors as oe
 from shipit.core.views import RequestView
 from shipit.gateway.accounting import Tally
+from shipit.gateway.errors import admission_kind, error_json, upstream_kind
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.services.monitor import AdapterLoader
 from shipit.services.router import AdmissionError, Lease, RouterService
@@ -38,14 +39,7 @@ _HELD = [
     (b"cache-control", b"no-cache"),
     (b"x-shipit-held", b"cold-start"),
 ]
-_ERROR_TYPES = {429: "rate_limit_error", 503: "service_unavailable"}
 _JSON = (b"content-type", b"application/json")
-
-
-def error_body(message: str, *, type_: str, code: int | str, param: str | None = None) -> bytes:
-    """OpenAI's error shape."""
-    err = {"message": message, "type": type_, "param": param, "code": code}
-    return json.dumps({"error": err}).encode()
 
 
 async def send_json(
@@ -93,8 +87,7 @@ class Proxy:
                 extra = (
                     [(b"retry-after", str(exc.retry_after_s).encode())] if exc.retry_after_s else []
                 )
-                type_ = _ERROR_TYPES.get(exc.status, "timeout")
-                body = error_body(exc.reason, type_=type_, code=exc.status)
+                body = error_json(admission_kind(exc.status), exc.reason)
                 await self._reply_error(send, guard, exc.status, body, extra)
                 return Outcome(exc.status)
             d = lease.decision
@@ -115,7 +108,7 @@ class Proxy:
                     continue
                 status = 504 if exc.kind == "timeout" else 502
                 msg = f"replica {lease.replica_id} failed after {attempt} attempt(s): {exc.message}"
-                body = error_body(msg, type_="upstream_error", code=status)
+                body = error_json(upstream_kind(status), msg)
                 await self._reply_error(send, guard, status, body, [])
                 return Outcome(status, d.policy)
             except BaseException:
@@ -163,7 +156,7 @@ class Proxy:
         self, send: Send, guard: Guard, status: int, body: bytes, extra: list[tuple[bytes, bytes]]
     ) -> None:
         """A JSON error, or an SSE error event when a held stream's 200 is already sent (a
-        status cannot change after the headers); the event carries the status as its code."""
+        status cannot change after the headers); the event carries the error code."""
         if not guard.started:
             await send_json(send, status, body, extra)
             return
@@ -264,7 +257,7 @@ class Proxy:
         guard.active = False
         if view.stream:
             msg = f"replica {lease.replica_id} failed mid-stream ({why}); the answer is incomplete"
-            event = b"data: " + error_body(msg, type_="upstream_error", code=502) + b"\n\n"
+            event = b"data: " + error_json(oe.UPSTREAM_ERROR, msg) + b"\n\n"
             await send(
                 {"type": "http.response.body", "body": event + DONE_TAIL, "more_body": False}
             )
