@@ -66,6 +66,9 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
                 "replicas": 1,
                 "health_interval_s": 0.2,
                 "replica_args": ["--log-level", "warning"],
+                # As many in flight as the replica batches (its --max-num-seqs), so the 20
+                # concurrent prompts run as they do directly; a loaded machine may be slow.
+                "queueing": {"max_concurrency": 32, "queue_timeout_s": 600},
             }
         ]
     }
