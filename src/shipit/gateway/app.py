@@ -22,9 +22,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from shipit.config.gateway import ShipitConfig
+from shipit.config.upstream_auth import resolve_upstream_auth
 from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.core.urls import redact_url
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
@@ -95,6 +97,10 @@ class Gateway:
             upstream=self._get_upstream,
             adapters=self._get_adapters,
             now=clock.now,
+            upstream_headers={  # read once, here: a missing variable or file stops the start
+                d.name: resolve_upstream_auth(d.upstream_auth, deployment=d.name)
+                for d in config.deployments
+            },
         )
 
     def _build_autoscalers(self, pool: ReplicaPool) -> None:
@@ -302,7 +308,7 @@ class Gateway:
                     "replicas": [
                         {
                             "id": v.replica_id,
-                            "url": v.url,
+                            "url": redact_url(v.url),
                             "state": v.state.value,
                             "in_flight": v.in_flight,
                             "state_for_s": round(now - v.state_since_s, 3),
