@@ -155,7 +155,8 @@ class RequestCore:
                     except BaseException:
                         if task.done() and not task.cancelled() and task.exception() is None:
                             router.release(task.result(), outcome="aborted")  # granted meanwhile
-                        task.cancel()  # the router forgets the waiter
+                        task.cancel()  # the router forgets the waiter ...
+                        await asyncio.wait({task})  # ... before the iterator is closed
                         raise
             except AdmissionError as exc:
                 self.metrics.rejections.labels(dep.name, exc.reason_code).inc()
