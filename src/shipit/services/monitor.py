@@ -22,6 +22,7 @@ from typing import Any
 
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.fleet import ReplicaState
+from shipit.core.urls import redact_url
 from shipit.policy import health
 from shipit.policy.health import HealthDecision, HealthSnapshot, HealthState, ProbeOutcome
 from shipit.services.router import RouterService
@@ -189,4 +190,4 @@ class AdapterLoader:
         if status != 200:
             text = body.decode("utf-8", "replace")[:300]
             raise UpstreamError("adapter", f"loading {adapter!r} failed ({status}): {text}")
-        logger.info("loaded adapter %s on %s", adapter, url)
+        logger.info("loaded adapter %s on %s", adapter, redact_url(url))
