@@ -92,15 +92,17 @@ class Gateway:
         self.alerts = build_alert_service(config, self.metrics, self.routers, self._get_upstream)
         if pool is not None:
             self._build_autoscalers(pool)
+        # Read once, here: a missing variable or file stops the start.
+        self.upstream_auth = {
+            d.name: resolve_upstream_auth(d.upstream_auth, deployment=d.name)
+            for d in config.deployments
+        }
         self.proxy = Proxy(
             metrics=self.metrics,
             upstream=self._get_upstream,
             adapters=self._get_adapters,
             now=clock.now,
-            upstream_headers={  # read once, here: a missing variable or file stops the start
-                d.name: resolve_upstream_auth(d.upstream_auth, deployment=d.name)
-                for d in config.deployments
-            },
+            upstream_headers=self.upstream_auth,
         )
 
     def _build_autoscalers(self, pool: ReplicaPool) -> None:
@@ -142,7 +144,10 @@ class Gateway:
             paths.update(d.routing.lora_affinity.adapters)
         self.adapters = AdapterLoader(self.upstream, paths)
         for name, router in self.routers.items():
-            self.monitors[name] = ReplicaMonitor(router, self.upstream, log=self.decisions)
+            auth = self.upstream_auth.get(name)
+            self.monitors[name] = ReplicaMonitor(
+                router, self.upstream, log=self.decisions, headers=auth.headers if auth else None
+            )
         for hook in self._on_startup:
             await hook()
         if self._monitor:

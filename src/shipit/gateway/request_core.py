@@ -267,15 +267,16 @@ class RequestCore:
     async def _open(
         self, view: RequestView, body: bytes, lease: Lease, router: RouterService
     ) -> UpstreamResponse:
+        auth = self._auth.get(router.deployment.name)
         adapter = lease.decision.load_adapter
         if adapter is not None:
+            creds = auth.headers if auth is not None else None
             try:
-                await self._adapters().ensure(lease.replica_id, lease.url, adapter)
+                await self._adapters().ensure(lease.replica_id, lease.url, adapter, creds)
             except UpstreamError:
                 router.adapter_failed(lease.replica_id, adapter)
                 raise
         headers = {"content-type": "application/json", "x-request-id": view.forward_id}
-        auth = self._auth.get(router.deployment.name)
         if auth is not None:
             headers = {**auth.headers, **headers}
         return await self._upstream().open(

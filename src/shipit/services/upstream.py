@@ -59,10 +59,17 @@ class Upstream(Protocol):
         first_byte_timeout_s: float,
     ) -> UpstreamResponse: ...
 
-    async def get(self, url: str, *, timeout_s: float) -> tuple[int, bytes]: ...
+    async def get(
+        self, url: str, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]: ...
 
     async def post_json(
-        self, url: str, payload: object, *, timeout_s: float
+        self,
+        url: str,
+        payload: object,
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]: ...
 
     async def close(self) -> None: ...
@@ -125,19 +132,35 @@ class AiohttpUpstream:
             raise UpstreamError("protocol", redact_url(f"{type(exc).__name__}: {exc}")) from exc
         return _AiohttpResponse(resp)
 
-    async def get(self, url: str, *, timeout_s: float) -> tuple[int, bytes]:
-        return await self._call("GET", url, None, timeout_s)
+    async def get(
+        self, url: str, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        return await self._call("GET", url, None, timeout_s, headers)
 
-    async def post_json(self, url: str, payload: object, *, timeout_s: float) -> tuple[int, bytes]:
-        return await self._call("POST", url, payload, timeout_s)
+    async def post_json(
+        self,
+        url: str,
+        payload: object,
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        return await self._call("POST", url, payload, timeout_s, headers)
 
     async def _call(
-        self, method: str, url: str, payload: object, timeout_s: float
+        self,
+        method: str,
+        url: str,
+        payload: object,
+        timeout_s: float,
+        headers: Mapping[str, str] | None,
     ) -> tuple[int, bytes]:
         shown = redact_url(url)  # the message may be logged
         try:
             async with asyncio.timeout(timeout_s):
-                async with self._session.request(method, url, json=payload) as resp:
+                async with self._session.request(
+                    method, url, json=payload, headers=headers
+                ) as resp:
                     return resp.status, await resp.read()
         except TimeoutError as exc:
             why = f"{method} {shown}: no answer in {timeout_s:g}s"

@@ -158,3 +158,44 @@ def test_credentials_in_a_replica_url_are_redacted_in_status() -> None:
 )
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_adapter_loads_and_health_probes_carry_the_credentials_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHIPIT_TEST_REPLICA_KEY", SECRET)
+    cfg = parse_config(
+        {
+            "deployments": [
+                {
+                    "model": "m",
+                    "replicas": 0,
+                    "routing": {
+                        "policy": "lora_affinity",
+                        "lora_affinity": {"adapters": {"sql": "/p/sql"}},
+                    },
+                    "upstream_auth": {
+                        "bearer_token_env": "SHIPIT_TEST_REPLICA_KEY",
+                        "headers": {"x-team": "search"},
+                    },
+                }
+            ]
+        }
+    )
+    a = FakeReplica()
+    upstream = FakeUpstream({"http://a": a})
+    gw = create_gateway(cfg, clock=FakeClock(), upstream_factory=lambda: upstream, monitor=False)
+    gw.routers["default"].add_replica("a", "http://a", state=ReplicaState.READY)
+    want = {"authorization": f"Bearer {SECRET}", "x-team": "search"}
+
+    async def go() -> None:
+        async with running(gw):
+            res = await call(gw, "POST", "/v1/chat/completions", {**CHAT, "model": "sql"})
+            assert res.status == 200
+            await gw.monitors["default"].tick()
+
+    asyncio.run(go())
+    assert [url for url, _ in a.admin_calls] == ["http://a/v1/load_lora_adapter"]
+    assert len(a.admin_headers) >= 2  # the load, then the probe's /health and /metrics
+    assert all(h.items() >= want.items() for h in a.admin_headers)
+    assert a.headers[0].items() >= want.items()
