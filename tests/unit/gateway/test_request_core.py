@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from shipit.config.gateway import parse_config
@@ -30,24 +29,9 @@ from shipit.gateway.request_core import (
 )
 from shipit.services.monitor import AdapterLoader
 from shipit.services.router import RouterService
-from shipit.services.upstream import UpstreamResponse
 from shipit.services.upstream_fake import FakeReplica, FakeUpstream
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-
-
-class RecordingUpstream(FakeUpstream):
-    """Also keeps the headers of every request it was asked to open."""
-
-    def __init__(self, replicas: Mapping[str, FakeReplica]) -> None:
-        super().__init__(replicas)
-        self.headers: list[dict[str, str]] = []
-
-    async def open(
-        self, url: str, body: bytes, headers: Mapping[str, str], *, first_byte_timeout_s: float
-    ) -> UpstreamResponse:
-        self.headers.append(dict(headers))
-        return await super().open(url, body, headers, first_byte_timeout_s=first_byte_timeout_s)
 
 
 class Rig:
@@ -64,7 +48,7 @@ class Rig:
         self.dep = cfg.deployments[0]
         self.clock = clock or FakeClock()
         self.router = RouterService(self.dep, clock=self.clock)
-        self.upstream = RecordingUpstream({f"http://{rid}": r for rid, r in replicas.items()})
+        self.upstream = FakeUpstream({f"http://{rid}": r for rid, r in replicas.items()})
         self.metrics = GatewayMetrics({"default": self.router})
         self.core = RequestCore(
             metrics=self.metrics,
@@ -262,10 +246,39 @@ def test_cancelling_the_consumer_mid_answer_frees_the_slot() -> None:
 
 def test_upstream_headers_ride_on_every_request_to_the_deployment() -> None:
     auth = UpstreamHeaders({"authorization": "Bearer s3cret", "x-team": "search"})
-    rig = Rig({"a": FakeReplica(fail="connect"), "b": FakeReplica()}, auth=auth)
+    a, b = FakeReplica(fail="connect"), FakeReplica()
+    rig = Rig({"a": a, "b": b}, auth=auth)
     run(rig.events())
-    assert len(rig.upstream.headers) == 2  # the retry too
-    for sent in rig.upstream.headers:
+    assert len(a.headers) == 1 and len(b.headers) == 1  # the retry too
+    for sent in a.headers + b.headers:
         assert sent["authorization"] == "Bearer s3cret" and sent["x-team"] == "search"
         assert sent["content-type"] == "application/json" and sent["x-request-id"]
     assert "s3cret" not in repr(auth) and "s3cret" not in str(rig.core.__dict__)
+
+
+def test_held_then_a_replica_4xx_is_failed_with_its_answer_and_not_retried() -> None:
+    answer = b'{"error": {"message": "bad max_tokens"}}'
+    a = FakeReplica(status=400, chunks=[answer])
+    rig = Rig(
+        {"a": a},
+        clock=RealClock(),
+        ready=False,
+        queueing={"cold_start_keepalive_s": 0.01, "cold_start_hold_s": 30},
+    )
+
+    async def go() -> list[Event]:
+        async def ready_later() -> None:
+            await asyncio.sleep(0.05)
+            rig.router.add_replica("a", "http://a", state=ReplicaState.READY)
+
+        later = asyncio.ensure_future(ready_later())
+        events = await rig.events()
+        await later
+        return events
+
+    events = run(go())
+    *held, failed, finished = events
+    assert held and all(ev is HELD for ev in held)
+    assert failed == Failed(400, answer, "a")
+    assert isinstance(finished, Finished) and finished.outcome == "client_error"
+    assert len(a.bodies) == 1 and rig.router.registry.get("a").in_flight == 0
