@@ -448,3 +448,29 @@ def test_tokenize_without_a_model_goes_to_the_only_deployment_and_retries_a_fail
             assert 'shipit_requests_total{deployment="default"' not in metrics
 
     run(go())
+
+
+def test_tokenize_carries_the_upstream_credentials_and_a_4xx_is_not_retried() -> None:
+    a = FakeReplica(status=400, chunks=[b'{"error": {"code": "invalid_value"}}'])
+    b = FakeReplica()
+    auth = {"headers": {"x-api-key": "sekrit"}}
+    deps = [
+        {
+            "name": "default",
+            "model": "m",
+            "replicas": 0,
+            "routing": {"policy": "round_robin"},
+            "upstream_auth": auth,
+        }
+    ]
+    gw, up = make({"a": a, "b": b}, deployments=deps)
+
+    async def go() -> None:
+        async with running(gw):
+            res = await call(gw, "POST", "/tokenize", {"model": "m", "prompt": "x"})
+            assert res.status == 400 and res.json() == {"error": {"code": "invalid_value"}}
+            assert up.opened == ["http://a/tokenize"]  # the client's error: not retried
+            assert a.headers[0]["x-api-key"] == "sekrit"
+            assert gw.routers["default"].ejections == []
+
+    run(go())
