@@ -67,8 +67,10 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
                 "health_interval_s": 0.2,
                 "replica_args": ["--log-level", "warning"],
                 # As many in flight as the replica batches (its --max-num-seqs), so the 20
-                # concurrent prompts run as they do directly; a loaded machine may be slow.
+                # concurrent prompts run as they do directly; and as long to wait as the
+                # client does (a non-streamed answer's first byte comes when it is complete).
                 "queueing": {"max_concurrency": 32, "queue_timeout_s": 600},
+                "retries": {"first_byte_timeout_s": 600},
             }
         ]
     }
