@@ -25,11 +25,14 @@ from shipit.config.gateway import ShipitConfig
 from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.gateway.auth import Security, open_stores
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, error_body, send_json
+from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
+from shipit.services.keystore import KeyStore
 from shipit.services.monitor import AdapterLoader, ReplicaMonitor
 from shipit.services.router import RouterService
 from shipit.services.upstream import AiohttpUpstream, Upstream
@@ -70,6 +73,8 @@ class Gateway:
         monitor: bool,
         pool: ReplicaPool | None = None,
         decisions: DecisionLog = NO_LOG,
+        keys: KeyStore | None = None,
+        audit: AuditLog = NO_AUDIT,
     ) -> None:
         self.config = config
         self.decisions = decisions
@@ -95,6 +100,15 @@ class Gateway:
             upstream=self._get_upstream,
             adapters=self._get_adapters,
             now=clock.now,
+        )
+        # Keys, tenants, rate limits and edge limits run before any handler (gateway.auth).
+        self.security = Security(
+            self._serve_http,
+            config,
+            keys=keys,
+            now=clock.now,
+            audit=audit,
+            on_refused=lambda status: self.metrics.request_done("-", status, "-"),
         )
 
     def _build_autoscalers(self, pool: ReplicaPool) -> None:
@@ -178,16 +192,19 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            path, method = scope["path"], scope["method"]
-            if method == "POST" and path in PROXY_PATHS:
-                await self.handle_inference(scope, receive, send)
-            elif method == "GET":
-                await self.handle_admin(path, send)
-            else:
-                msg = f"{method} {path} is not served here"
-                await send_json(send, 404, error_body(msg, type_="not_found", code=404))
+            await self.security(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        if method == "POST" and path in PROXY_PATHS:
+            await self.handle_inference(scope, receive, send)
+        elif method == "GET":
+            await self.handle_admin(path, send)
+        else:
+            msg = f"{method} {path} is not served here"
+            await send_json(send, 404, error_body(msg, type_="not_found", code=404))
 
     async def handle_inference(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
@@ -330,10 +347,14 @@ def create_gateway(
     monitor: bool = True,
     pool: ReplicaPool | None = None,
     decisions: DecisionLog = NO_LOG,
+    keys: KeyStore | None = None,
+    audit: AuditLog | None = None,
 ) -> Gateway:
     """A gateway app (an ASGI callable). Routers default to one per deployment. With a
-    ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler."""
+    ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler.
+    ``keys`` and ``audit`` default to the files ``gateway.auth`` names (``gateway.auth``)."""
     clock = clock or RealClock()
+    keys, audit = open_stores(config, keys, audit)
     if routers is None:
         routers = {d.name: RouterService(d, clock=clock, log=decisions) for d in config.deployments}
     first = config.deployments[0].retries
@@ -353,6 +374,8 @@ def create_gateway(
         monitor=monitor,
         pool=pool,
         decisions=decisions,
+        keys=keys,
+        audit=audit,
     )
 
 

@@ -182,6 +182,8 @@ class Proxy:
                 router.adapter_failed(lease.replica_id, adapter)
                 raise
         headers = {"content-type": "application/json", "x-request-id": view.forward_id}
+        if view.cache_salt is not None:
+            headers["x-shipit-cache-salt"] = view.cache_salt
         return await self._upstream().open(
             lease.url + view.path,
             body,
