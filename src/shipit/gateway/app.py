@@ -171,6 +171,7 @@ class Gateway:
                 log.exception("a shutdown hook failed")
         if self.upstream is not None:
             await self.upstream.close()
+        self.security.audit.close()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -2,7 +2,7 @@
 
 Owns appending records (``ts``, ``event`` and the fields given: key id, tenant, path, model,
 status, tokens) to a file opened in append mode with mode 0600, flushed per line so that a
-crash loses nothing already answered. A record never holds a key or a prompt: callers pass ids.
+crash loses nothing already answered (``close`` at shutdown; a later record reopens it). A record never holds a key or a prompt: callers pass ids.
 ``NO_AUDIT`` writes nothing. It must not decide anything.
 """
 
@@ -20,15 +20,22 @@ class AuditLog:
         self.path = path
         self._file: TextIO | None = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            self._file = os.fdopen(fd, "a", encoding="utf-8")
+            self._open(path)
+
+    def _open(self, path: Path) -> TextIO:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._file = os.fdopen(fd, "a", encoding="utf-8")
+        return self._file
 
     def record(self, event: str, **fields: Any) -> None:
-        if self._file is None:
+        if self.path is None:
             return
+        if self._file is None:  # closed (a gateway stopped and started again): reopen
+            self._open(self.path)
         line = {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event}
         line.update(fields)
+        assert self._file is not None
         self._file.write(json.dumps(line, separators=(",", ":")) + "\n")
         self._file.flush()
 

@@ -33,6 +33,7 @@ class FakeReplica:
     models: list[str] = field(default_factory=list)  # adapter names
     kv_pages: list[dict[str, object]] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
+    request_headers: list[dict[str, str]] = field(default_factory=list)
     admin_calls: list[tuple[str, object]] = field(default_factory=list)
     aborted: int = 0
 
@@ -87,6 +88,7 @@ class FakeUpstream:
         replica = self._find(url)
         self.opened.append(url)
         replica.bodies.append(body)
+        replica.request_headers.append(dict(headers))
         if replica.fail is not None:
             raise UpstreamError(replica.fail, f"injected {replica.fail} failure")
         return _FakeResponse(replica)
