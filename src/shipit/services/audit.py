@@ -2,8 +2,9 @@
 
 Owns appending records (``ts``, ``event`` and the fields given: key id, tenant, path, model,
 status, tokens) to a file opened in append mode with mode 0600, flushed per line so that a
-crash loses nothing already answered (``close`` at shutdown; a later record reopens it). A record never holds a key or a prompt: callers pass ids.
-``NO_AUDIT`` writes nothing. It must not decide anything.
+crash loses nothing already answered (``close`` at shutdown; a later record reopens it). A
+record never holds a key or a prompt: callers pass ids. ``NO_AUDIT`` writes nothing. It must
+not decide anything.
 """
 
 from __future__ import annotations
