@@ -7,7 +7,8 @@ the audit log next to the key file. A running gateway picks up changes within a 
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import typer
@@ -130,17 +131,28 @@ def create(
     typer.echo(key)
 
 
-def list_keys(keys_file: Path | None = KEYS_FILE) -> None:
+def list_keys(
+    keys_file: Path | None = KEYS_FILE,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per key, for scripts."),
+) -> None:
     """The keys (ids, never the keys) and their tenants' limits."""
     console = Console()
     try:
         kf = read_key_file(_path(keys_file))
     except KeyStoreError as exc:
         raise _fail(Console(stderr=True), exc) from exc
+    if as_json:
+        for k in kf.keys.values():
+            t = kf.tenants.get(k.tenant, Tenant(name=k.tenant))
+            row = {"id": k.id, "name": k.name, "tenant": k.tenant, "role": k.role}
+            row |= {"created": k.created, "revoked": k.revoked, "limits": asdict(t)}
+            typer.echo(json.dumps(row))
+        return
     table = Table(title=f"keys in {_path(keys_file)}", title_justify="left")
     for col in ("id", "name", "tenant", "role", "models", "priority", "rpm", "tpm", "budget"):
         table.add_column(col)
     table.add_column("status")
+    table.columns[0].no_wrap = True
     for k in kf.keys.values():
         t = kf.tenants.get(k.tenant, Tenant(name=k.tenant))
         table.add_row(
