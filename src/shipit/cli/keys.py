@@ -144,7 +144,8 @@ def list_keys(
     if as_json:
         for k in kf.keys.values():
             t = kf.tenants.get(k.tenant, Tenant(name=k.tenant))
-            row = {"id": k.id, "name": k.name, "tenant": k.tenant, "role": k.role}
+            row: dict[str, object] = {"id": k.id, "name": k.name, "tenant": k.tenant}
+            row["role"] = k.role
             row |= {"created": k.created, "revoked": k.revoked, "limits": asdict(t)}
             typer.echo(json.dumps(row))
         return
