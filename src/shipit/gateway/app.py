@@ -25,7 +25,7 @@ from shipit.config.gateway import ShipitConfig
 from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError, UnknownAdapterError
-from shipit.gateway.auth import Security, open_stores
+from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
@@ -109,6 +109,7 @@ class Gateway:
             now=clock.now,
             audit=audit,
             on_refused=lambda status: self.metrics.request_done("-", status, "-"),
+            usage=usage_store(keys),
         )
 
     def _build_autoscalers(self, pool: ReplicaPool) -> None:
@@ -172,6 +173,8 @@ class Gateway:
         if self.upstream is not None:
             await self.upstream.close()
         self.security.audit.close()
+        if self.security.usage is not None:
+            self.security.usage.flush()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -7,10 +7,11 @@ what the key's tenant may do (models: 403; priority and deadline headers within 
 the routing override: 403 unless allowed; ``/shipit/*`` and, when so configured, ``/metrics``
 need an admin key), the tenant's rate limits (``policy.ratelimit``; 429 with ``Retry-After``
 and OpenAI's ``x-ratelimit-*`` headers on every keyed answer; tokens charged from the usage of
-the answer once it finishes), per-tenant prefix-cache isolation (the tenant's salt replaces any
-client salt in ``x-shipit-cache-salt`` and the body's ``cache_salt``, except for admin keys)
-and the audit log. With keys off (the loopback default) only the edge limits and the
-priority/deadline checks apply. It must not route, queue or proxy.
+the answer once it finishes, and kept across restarts by ``services.usage``), per-tenant
+prefix-cache isolation (the tenant's salt replaces any client salt in ``x-shipit-cache-salt``
+and the body's ``cache_salt``, except for admin keys) and the audit log. With keys off (the
+loopback default) only the edge limits and the priority/deadline checks apply. It must not
+route, queue or proxy.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from shipit.gateway.edge import EdgeError, int_in_range, parse_json, read_body, 
 from shipit.policy.ratelimit import RateLimits, RateState, charge_tokens, decide
 from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.keystore import KeyStore, Principal, default_keys_file
+from shipit.services.usage import UsageStore
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -72,6 +74,7 @@ class Security:
         now: Callable[[], float],
         audit: AuditLog = NO_AUDIT,
         on_refused: Callable[[int], None] | None = None,
+        usage: UsageStore | None = None,
     ) -> None:
         self.inner = inner
         self.config = config
@@ -84,7 +87,9 @@ class Security:
         self.now = now
         self.audit = audit
         self._on_refused = on_refused
-        self.rate: dict[str, RateState] = {}
+        self.usage = usage
+        spent = usage.load() if usage is not None and self.keys is not None else {}
+        self.rate: dict[str, RateState] = {t: RateState(spent_tokens=n) for t, n in spent.items()}
 
     def state(self, tenant: str) -> RateState:
         return self.rate.get(tenant, RateState())
@@ -293,7 +298,10 @@ class Security:
         finally:
             tokens = _tokens(tally, prep, status)
             if tokens:
-                self.rate[tenant] = charge_tokens(limits, self.state(tenant), tokens, self.now())
+                now_s = self.now()
+                self.rate[tenant] = state = charge_tokens(limits, self.state(tenant), tokens, now_s)
+                if self.usage is not None:
+                    self.usage.note(tenant, state.spent_tokens, now_s)
             self.audit.record(
                 "request",
                 key_id=p.key_id,
@@ -342,6 +350,13 @@ def _tokens(tally: Tally, prep: _Prepared, status: int) -> int:
         parts = [usage.get(k) for k in ("prompt_tokens", "completion_tokens")]
         return sum(v for v in parts if isinstance(v, int) and v >= 0)
     return len(prep.body) // 4 + max(0, tally.events - 1)
+
+
+def usage_store(keys: KeyStore | None) -> UsageStore | None:
+    """Tokens used per tenant persist in ``usage.json`` next to the key file (budgets)."""
+    if keys is None or keys.path is None:
+        return None
+    return UsageStore(keys.path.parent / "usage.json")
 
 
 def open_stores(

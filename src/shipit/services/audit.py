@@ -2,9 +2,9 @@
 
 Owns appending records (``ts``, ``event`` and the fields given: key id, tenant, path, model,
 status, tokens) to a file opened in append mode with mode 0600, flushed per line so that a
-crash loses nothing already answered (``close`` at shutdown; a later record reopens it). A
-record never holds a key or a prompt: callers pass ids. ``NO_AUDIT`` writes nothing. It must
-not decide anything.
+crash loses nothing already answered. The file opens at the first record and closes at the
+gateway's shutdown (a later record reopens it). A record never holds a key or a prompt:
+callers pass ids. ``NO_AUDIT`` writes nothing. It must not decide anything.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ class AuditLog:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._file: TextIO | None = None
-        if path is not None:
-            self._open(path)
 
     def _open(self, path: Path) -> TextIO:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,13 +30,11 @@ class AuditLog:
     def record(self, event: str, **fields: Any) -> None:
         if self.path is None:
             return
-        if self._file is None:  # closed (a gateway stopped and started again): reopen
-            self._open(self.path)
+        file = self._file or self._open(self.path)
         line = {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event}
         line.update(fields)
-        assert self._file is not None
-        self._file.write(json.dumps(line, separators=(",", ":")) + "\n")
-        self._file.flush()
+        file.write(json.dumps(line, separators=(",", ":")) + "\n")
+        file.flush()
 
     def close(self) -> None:
         if self._file is not None:

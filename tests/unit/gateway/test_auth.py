@@ -14,7 +14,7 @@ from shipit.core.clock import FakeClock
 from shipit.core.fleet import ReplicaState
 from shipit.gateway.app import Gateway, create_gateway, running
 from shipit.services.audit import AuditLog
-from shipit.services.keystore import KeyFile, KeyStore, Tenant, new_key
+from shipit.services.keystore import KeyFile, KeyStore, Tenant, new_key, write_key_file
 from shipit.services.upstream_fake import FakeReplica, FakeUpstream
 from support.asgi import call
 
@@ -352,3 +352,29 @@ def test_the_audit_log_names_key_ids_and_tenants_never_keys(tmp_path: Path) -> N
     assert records[0]["key_id"] == acme_id and records[0]["tenant"] == "acme"
     assert records[0]["tokens"] == 50 and records[0]["status"] == 200
     assert records[1]["path"] == "/shipit/status" and records[1]["tenant"] == "ops"
+
+
+def test_a_spent_budget_survives_a_gateway_restart(tmp_path: Path) -> None:
+    env = Env(tmp_path, tenants={"acme": {"token_budget": 50}})
+    write_key_file(tmp_path / "keys.json", env.kf)
+    cfg = env.gw.config
+
+    def gateway() -> Gateway:
+        gw = create_gateway(
+            cfg,
+            clock=env.clock,
+            upstream_factory=lambda: env.upstream,
+            monitor=False,
+            keys=KeyStore.open(tmp_path / "keys.json"),
+            audit=AuditLog(None),
+        )
+        gw.routers["default"].add_replica("a", "http://a", state=ReplicaState.READY)
+        return gw
+
+    env.gw = gateway()
+    (ok,) = run(env, ("POST", "/v1/chat/completions", CHAT, env.auth()))
+    assert ok.status == 200
+    assert json.loads((tmp_path / "usage.json").read_text()) == {"tenants": {"acme": 50}}
+    env.gw = gateway()  # a restart: a new process reads usage.json
+    (refused,) = run(env, ("POST", "/v1/chat/completions", CHAT, env.auth()))
+    assert refused.status == 429 and refused.json()["error"]["code"] == "insufficient_quota"
