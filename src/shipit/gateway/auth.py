@@ -156,6 +156,8 @@ class Security:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
         principal = self._authenticate(scope, headers)
         if scope["method"] in ("GET", "HEAD"):
+            if principal is not None and principal.tenant.models and scope["path"] == "/v1/models":
+                send = _models_filter(send, principal.tenant.models)
             await self.inner(scope, receive, send)
             return
         body = await read_body(
@@ -375,6 +377,33 @@ def open_stores(
     if required and keys is not None and keys.path is not None:
         return keys, AuditLog(keys.path.parent / "audit.jsonl")
     return keys, NO_AUDIT
+
+
+def _models_filter(send: Send, allowed: tuple[str, ...]) -> Send:
+    """``/v1/models`` lists only the models a tenant may use (a small JSON answer, buffered)."""
+    start: Message = {}
+    parts: list[bytes] = []
+
+    async def filtered(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            start.update(message)
+            return
+        parts.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        body = b"".join(parts)
+        try:
+            data = json.loads(body)
+            data["data"] = [m for m in data["data"] if m.get("id") in allowed]
+            body = json.dumps(data).encode()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass  # not the model list (an error): pass it through unchanged
+        headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return filtered
 
 
 def _client(scope: Scope) -> str | None:

@@ -378,3 +378,14 @@ def test_a_spent_budget_survives_a_gateway_restart(tmp_path: Path) -> None:
     env.gw = gateway()  # a restart: a new process reads usage.json
     (refused,) = run(env, ("POST", "/v1/chat/completions", CHAT, env.auth()))
     assert refused.status == 429 and refused.json()["error"]["code"] == "insufficient_quota"
+
+
+def test_v1_models_lists_only_what_the_tenant_may_use(tmp_path: Path) -> None:
+    env = Env(tmp_path, tenants={"acme": {"models": ("m",)}, "all": {}})
+    env.gw.routers["default"].registry.set_adapters("a", ["fr"])
+    acme, every = run(
+        env, ("GET", "/v1/models", None, env.auth()), ("GET", "/v1/models", None, env.auth("all"))
+    )
+    assert [m["id"] for m in acme.json()["data"]] == ["m"]
+    assert [m["id"] for m in every.json()["data"]] == ["m", "fr"]
+    assert acme.headers["content-length"] == str(len(acme.body))
