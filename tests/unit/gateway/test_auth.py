@@ -209,7 +209,7 @@ def test_each_tenant_gets_its_salt_and_a_client_salt_is_replaced(tmp_path: Path)
         ("POST", "/v1/chat/completions", sneaky, env.auth("ops")),
     )
     salts = [json.loads(b)["cache_salt"] for b in env.replica.bodies]
-    headers = [h["x-shipit-cache-salt"] for h in env.replica.request_headers]
+    headers = [h["x-shipit-cache-salt"] for h in env.replica.headers]
     a_salt, b_salt = (env.store.check(env.keys[t]).cache_salt for t in "ab")  # type: ignore[union-attr]
     assert salts == [a_salt, b_salt, "victim-salt"]  # admins may pick a salt
     assert headers == salts
