@@ -8,6 +8,7 @@ the audit log next to the key file. A running gateway picks up changes within a 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -37,6 +38,13 @@ Examples:
 """
 
 KEYS_FILE = typer.Option(None, "--keys-file", help="The key file (default $SHIPIT_HOME/keys.json).")
+
+
+def api_key_headers() -> dict[str, str]:
+    """``Authorization`` for a gateway that requires keys: ``$SHIPIT_API_KEY`` when set (an
+    admin key for ``shipit status`` and ``shipit top``). Sent to the gateway only."""
+    key = os.environ.get("SHIPIT_API_KEY")
+    return {"authorization": f"Bearer {key}"} if key else {}
 
 
 def _path(keys_file: Path | None) -> Path:

@@ -112,3 +112,22 @@ def test_no_auth_on_a_public_address_warns_loudly(
 def test_tls_flags_need_existing_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="TLS cert file"):
         _cfg(tmp_path, "127.0.0.1", tls_cert=tmp_path / "no.pem", tls_key=tmp_path / "no.key")
+
+
+def test_status_sends_the_admin_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    from shipit.cli import status
+
+    seen: list[dict[str, str]] = []
+
+    def fake_get(url: str, *, timeout: float, headers: dict[str, str]) -> httpx.Response:
+        seen.append(headers)
+        return httpx.Response(200, json={"deployments": []}, request=httpx.Request("GET", url))
+
+    monkeypatch.setattr(httpx, "get", fake_get)
+    monkeypatch.delenv("SHIPIT_API_KEY", raising=False)
+    status.fetch("http://gw")
+    monkeypatch.setenv("SHIPIT_API_KEY", "sk-shipit-abc-def")
+    status.fetch("http://gw")
+    assert seen == [{}, {"authorization": "Bearer sk-shipit-abc-def"}]
