@@ -248,6 +248,8 @@ class Security:
             if data.get("cache_salt") != salt:
                 data["cache_salt"] = salt
                 body = json.dumps(data, separators=(",", ":")).encode()
+                drop.add(b"content-length")
+                extra.append((b"content-length", str(len(body)).encode()))
             drop.add(SALT_HEADER.encode())
             extra.append((SALT_HEADER.encode(), salt.encode()))
         out = [(k, v) for k, v in raw if k not in drop] + extra

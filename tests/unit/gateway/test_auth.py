@@ -212,6 +212,7 @@ def test_each_tenant_gets_its_salt_and_a_client_salt_is_replaced(tmp_path: Path)
     headers = [h["x-shipit-cache-salt"] for h in env.replica.headers]
     a_salt, b_salt = (env.store.check(env.keys[t]).cache_salt for t in "ab")  # type: ignore[union-attr]
     assert salts == [a_salt, b_salt, "victim-salt"]  # admins may pick a salt
+    assert json.loads(env.replica.bodies[0])["messages"] == CHAT["messages"]
     assert headers == salts
 
 
