@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from shipit.config.gateway import ShipitConfig
-from shipit.config.security import auth_required
+from shipit.config.security import auth_required, is_loopback
 from shipit.core import openai_errors as oe
 from shipit.gateway.accounting import Tally
 from shipit.gateway.edge import EdgeError, int_in_range, parse_json, read_body, send_error
@@ -84,6 +84,13 @@ class Security:
         if self.required and keys is None:
             raise ValueError("keys are required here but no key store was given")
         self.keys = keys if self.required else None
+        host = config.gateway.host
+        if not self.required and not is_loopback(host):
+            log.warning(
+                "API keys are OFF on %s: anyone who can reach this port can use every model "
+                "and the admin endpoints (gateway.auth.required: false / --no-auth)",
+                host,
+            )
         self.now = now
         self.audit = audit
         self._on_refused = on_refused

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from shipit.config.gateway import parse_config
 from shipit.core.clock import FakeClock
 from shipit.core.fleet import ReplicaState
@@ -104,8 +106,11 @@ def test_keys_are_required_on_other_addresses_401_in_openai_shape(tmp_path: Path
     assert len(env.replica.bodies) == 2  # the refused requests never reached a replica
 
 
-def test_auth_required_false_turns_keys_off_on_any_address(tmp_path: Path) -> None:
+def test_auth_required_false_turns_keys_off_on_any_address_and_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     env = Env(tmp_path, gateway={"auth": {"required": False}})
+    assert "API keys are OFF on 0.0.0.0" in caplog.text
     (res,) = run(env, ("POST", "/v1/chat/completions", CHAT, {}))
     assert res.status == 200
 
