@@ -51,7 +51,13 @@ def _limits(p: Principal) -> RateLimits:
 
 
 def _reset(seconds: float) -> bytes:
-    return f"{seconds:.3g}s".encode()
+    """OpenAI's duration format: ``0.5s``, ``6s``, ``1m30s``, ``2h0m5s``."""
+    if seconds < 60:
+        return f"{round(seconds, 3):g}s".encode()
+    whole = math.ceil(seconds)
+    h, rest = divmod(whole, 3600)
+    m, sec = divmod(rest, 60)
+    return (f"{h}h{m}m{sec}s" if h else f"{m}m{sec}s").encode()
 
 
 @dataclass(slots=True)

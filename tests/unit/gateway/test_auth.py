@@ -148,6 +148,7 @@ def test_requests_per_minute_429_with_retry_after_and_openai_headers(tmp_path: P
     first, second, third = run(env, *[("POST", "/v1/chat/completions", CHAT, env.auth())] * 3)
     assert first.headers["x-ratelimit-limit-requests"] == "2"
     assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert first.headers["x-ratelimit-reset-requests"] == "30s"
     assert second.headers["x-ratelimit-remaining-requests"] == "0"
     assert third.status == 429
     assert third.headers["retry-after"] == "30"
@@ -166,6 +167,7 @@ def test_tokens_per_minute_counts_the_usage_of_finished_answers(tmp_path: Path) 
     assert second.status == 200 and second.headers["x-ratelimit-remaining-tokens"] == "10"
     assert third.status == 429  # 100 tokens used: the bucket is 40 in debt
     assert third.headers["x-ratelimit-limit-tokens"] == "60"
+    assert third.headers["x-ratelimit-reset-tokens"] == "1m40s"  # 40 in debt: 100 to refill
     assert "60 tokens per minute" in third.json()["error"]["message"]
     assert env.gw.security.state("acme").spent_tokens == 100
 
