@@ -1,4 +1,4 @@
-"""``shipit keys create|list|revoke``: the gateway's API keys and their tenants.
+"""``shipit keys create|list|revoke|tenant``: the gateway's API keys and their tenants.
 
 Thin: reads and writes the key file (``services.keystore``; ``$SHIPIT_HOME/keys.json`` unless
 ``--keys-file``), prints a new key once (only its hash is stored), and records every change in
@@ -34,6 +34,7 @@ Examples:
   shipit keys create --tenant acme --models smollm2-135m-instruct --rpm 60 --tpm 100000
   shipit keys create --tenant ops --admin          # for /shipit/* and /metrics
   shipit keys list
+  shipit keys tenant acme --token-budget 10000000   # change a tenant's limits
   shipit keys revoke 3f9a1c2b7d4e
 """
 
@@ -85,23 +86,91 @@ def key_id_of(key: str) -> str:
     return parts[0] if parts else "?"
 
 
+def _updated(
+    t: Tenant,
+    models: str | None,
+    priority: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    token_budget: int | None,
+    allow_routing: bool | None,
+) -> Tenant:
+    """``t`` with the limits given (``None``: unchanged)."""
+    changes: dict[str, object] = {}
+    if models is not None:
+        changes["models"] = tuple(m.strip() for m in models.split(",") if m.strip())
+    if (prio := _priority(priority)) is not None:
+        changes["priority_min"], changes["priority_max"] = prio
+    for field, value in (
+        ("requests_per_min", _positive("--rpm", rpm)),
+        ("tokens_per_min", _positive("--tpm", tpm)),
+        ("token_budget", _positive("--token-budget", token_budget)),
+    ):
+        if value is not None:
+            changes[field] = value
+    if allow_routing is not None:
+        changes["allow_routing_override"] = allow_routing
+    return replace(t, **changes)  # type: ignore[arg-type]
+
+
+MODELS = typer.Option(
+    None, "--models", help="Comma-separated models the tenant may use (default: all)."
+)
+PRIORITY = typer.Option(
+    None, "--priority", help="LOW:HIGH priorities the tenant may ask for (default 0:10)."
+)
+RPM = typer.Option(None, "--rpm", help="Requests per minute (default: none).")
+TPM = typer.Option(None, "--tpm", help="Tokens per minute (default: none).")
+BUDGET = typer.Option(
+    None, "--token-budget", help="Total tokens the tenant may use (default: none)."
+)
+ROUTING = typer.Option(
+    None, "--allow-routing/--no-allow-routing", help="May send x-shipit-routing."
+)
+
+
+def tenant_cmd(
+    tenant: str = typer.Argument(..., help="The tenant to change."),
+    models: str | None = MODELS,
+    priority: str | None = PRIORITY,
+    rpm: int | None = RPM,
+    tpm: int | None = TPM,
+    token_budget: int | None = BUDGET,
+    allow_routing: bool | None = ROUTING,
+    keys_file: Path | None = KEYS_FILE,
+) -> None:
+    """Change an existing tenant's limits (the ones given; a running gateway sees them within
+    a second) without creating a key."""
+    console = Console(stderr=True)
+    path = _path(keys_file)
+    try:
+        kf = read_key_file(path)
+        if tenant not in kf.tenants:
+            raise KeyStoreError(
+                f"tenant {tenant!r} does not exist; `shipit keys create --tenant {tenant}` "
+                "creates it with its first key",
+                field="tenant",
+            )
+        t = _updated(kf.tenants[tenant], models, priority, rpm, tpm, token_budget, allow_routing)
+        kf.tenants[tenant] = t
+        write_key_file(path, kf)
+    except KeyStoreError as exc:
+        raise _fail(console, exc) from exc
+    audit = AuditLog(path.parent / "audit.jsonl")
+    audit.record("tenant_changed", tenant=tenant, limits=asdict(t), via="cli")
+    audit.close()
+    console.print(f"tenant {tenant!r}: {asdict(t)}")
+
+
 def create(
     tenant: str = typer.Option(..., "--tenant", "-t", help="Who the key belongs to."),
     admin: bool = typer.Option(False, "--admin", help="An admin key (/shipit/*, /metrics)."),
-    models: str | None = typer.Option(
-        None, "--models", help="Comma-separated models the tenant may use (default: all)."
-    ),
-    priority: str | None = typer.Option(
-        None, "--priority", help="LOW:HIGH priorities the tenant may ask for (default 0:10)."
-    ),
-    rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute (default: none)."),
-    tpm: int | None = typer.Option(None, "--tpm", help="Tokens per minute (default: none)."),
-    token_budget: int | None = typer.Option(
-        None, "--token-budget", help="Total tokens the tenant may use (default: none)."
-    ),
-    allow_routing: bool | None = typer.Option(
-        None, "--allow-routing/--no-allow-routing", help="May send x-shipit-routing."
-    ),
+    models: str | None = MODELS,
+    priority: str | None = PRIORITY,
+    rpm: int | None = RPM,
+    tpm: int | None = TPM,
+    token_budget: int | None = BUDGET,
+    allow_routing: bool | None = ROUTING,
     name: str = typer.Option("", "--name", help="A label for the key (shown by list)."),
     keys_file: Path | None = KEYS_FILE,
 ) -> None:
@@ -111,22 +180,15 @@ def create(
     path = _path(keys_file)
     try:
         kf = read_key_file(path)
-        t = kf.tenants.get(tenant, Tenant(name=tenant))
-        changes: dict[str, object] = {}
-        if models is not None:
-            changes["models"] = tuple(m.strip() for m in models.split(",") if m.strip())
-        if (prio := _priority(priority)) is not None:
-            changes["priority_min"], changes["priority_max"] = prio
-        for field, value in (
-            ("requests_per_min", _positive("--rpm", rpm)),
-            ("tokens_per_min", _positive("--tpm", tpm)),
-            ("token_budget", _positive("--token-budget", token_budget)),
-        ):
-            if value is not None:
-                changes[field] = value
-        if allow_routing is not None:
-            changes["allow_routing_override"] = allow_routing
-        kf.tenants[tenant] = replace(t, **changes)  # type: ignore[arg-type]
+        kf.tenants[tenant] = _updated(
+            kf.tenants.get(tenant, Tenant(name=tenant)),
+            models,
+            priority,
+            rpm,
+            tpm,
+            token_budget,
+            allow_routing,
+        )
         kf, key = new_key(kf, tenant, "admin" if admin else "user", name)
         write_key_file(path, kf)
     except KeyStoreError as exc:
@@ -207,4 +269,5 @@ def register(app: typer.Typer) -> None:
     keys.command("create")(create)
     keys.command("list")(list_keys)
     keys.command("revoke")(revoke_key)
+    keys.command("tenant")(tenant_cmd)
     app.add_typer(keys)

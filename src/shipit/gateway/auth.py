@@ -338,7 +338,7 @@ class Security:
                 oe.INSUFFICIENT_QUOTA,
                 f"tenant {t.name!r} has used its token budget of {t.token_budget} tokens; no "
                 "further requests are served until an admin raises it "
-                f"(`shipit keys create --tenant {t.name} --token-budget N`)",
+                f"(`shipit keys tenant {t.name} --token-budget N`)",
                 headers=rl,
             )
         retry = max(1, math.ceil(retry_after_s))

@@ -131,3 +131,15 @@ def test_status_sends_the_admin_key_from_the_environment(monkeypatch: pytest.Mon
     monkeypatch.setenv("SHIPIT_API_KEY", "sk-shipit-abc-def")
     status.fetch("http://gw")
     assert seen == [{}, {"authorization": "Bearer sk-shipit-abc-def"}]
+
+
+def test_tenant_changes_limits_without_a_new_key(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    key = _keys("create", "-t", "acme", "--rpm", "5", "--keys-file", str(path)).split()[-1]
+    _keys("tenant", "acme", "--token-budget", "900", "--keys-file", str(path))
+    store = KeyStore.open(path)
+    p = store.check(key)
+    assert p is not None and (p.tenant.requests_per_min, p.tenant.token_budget) == (5, 900)
+    assert store.active_keys() == 1
+    res = runner.invoke(build_app(), ["keys", "tenant", "ghost", "--keys-file", str(path)])
+    assert res.exit_code == 2 and "tenant 'ghost' does not exist" in res.output
