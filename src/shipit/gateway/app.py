@@ -29,6 +29,7 @@ from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError
 from shipit.core.urls import redact_url
 from shipit.gateway import routes
+from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.catalog import Catalog
 from shipit.gateway.errors import error_json, kind_of
 from shipit.gateway.metrics import GatewayMetrics
@@ -36,7 +37,9 @@ from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request, parse_token_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, send_json
 from shipit.gateway.tokens import forward_tokens
+from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
+from shipit.services.keystore import KeyStore
 from shipit.services.monitor import AdapterLoader, ReplicaMonitor
 from shipit.services.router import RouterService
 from shipit.services.upstream import AiohttpUpstream, Upstream
@@ -76,6 +79,8 @@ class Gateway:
         monitor: bool,
         pool: ReplicaPool | None = None,
         decisions: DecisionLog = NO_LOG,
+        keys: KeyStore | None = None,
+        audit: AuditLog = NO_AUDIT,
     ) -> None:
         self.config = config
         self.decisions = decisions
@@ -108,6 +113,16 @@ class Gateway:
             adapters=self._get_adapters,
             now=clock.now,
             upstream_headers=self.upstream_auth,
+        )
+        # Keys, tenants, rate limits and edge limits run before any handler (gateway.auth).
+        self.security = Security(
+            self._serve_http,
+            config,
+            keys=keys,
+            now=clock.now,
+            audit=audit,
+            on_refused=lambda status: self.metrics.request_done("-", status, "-"),
+            usage=usage_store(keys),
         )
 
     def _build_autoscalers(self, pool: ReplicaPool) -> None:
@@ -173,6 +188,9 @@ class Gateway:
                 log.exception("a shutdown hook failed")
         if self.upstream is not None:
             await self.upstream.close()
+        self.security.audit.close()
+        if self.security.usage is not None:
+            self.security.usage.flush()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -194,9 +212,13 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await routes.dispatch(self, scope, receive, send)
+            await self.security(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """After the security layer: the route table (``gateway.routes``)."""
+        await routes.dispatch(self, scope, receive, send)
 
     def _request_ids(self, scope: Scope) -> tuple[str, dict[str, str]]:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -330,10 +352,14 @@ def create_gateway(
     monitor: bool = True,
     pool: ReplicaPool | None = None,
     decisions: DecisionLog = NO_LOG,
+    keys: KeyStore | None = None,
+    audit: AuditLog | None = None,
 ) -> Gateway:
     """A gateway app (an ASGI callable). Routers default to one per deployment. With a
-    ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler."""
+    ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler.
+    ``keys`` and ``audit`` default to the files ``gateway.auth`` names (``gateway.auth``)."""
     clock = clock or RealClock()
+    keys, audit = open_stores(config, keys, audit)
     if routers is None:
         routers = {d.name: RouterService(d, clock=clock, log=decisions) for d in config.deployments}
     first = config.deployments[0].retries
@@ -353,6 +379,8 @@ def create_gateway(
         monitor=monitor,
         pool=pool,
         decisions=decisions,
+        keys=keys,
+        audit=audit,
     )
 
 

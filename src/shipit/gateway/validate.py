@@ -54,11 +54,13 @@ def load_body(raw: bytes) -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(
-            f"the request body is not valid JSON: {exc}", code="invalid_json"
+            f"the request body is not valid JSON: {exc}", field="body", code="invalid_json"
         ) from None
     if not isinstance(data, dict):
         raise InvalidRequestError(
-            f"the request body must be a JSON object, got {_type_name(data)}", code="invalid_json"
+            f"the request body must be a JSON object, got {_type_name(data)}",
+            field="body",
+            code="invalid_json",
         )
     return data
 

@@ -225,8 +225,8 @@ def test_before_any_replica_is_ready_an_unknown_name_waits_for_the_replica_to_an
 
 # ----- edge validation ----------------------------------------------------------------------------
 BAD = [
-    ("/v1/chat/completions", b"[1, 2]", None, "invalid_json"),
-    ("/v1/chat/completions", b"{", None, "invalid_json"),
+    ("/v1/chat/completions", b"[1, 2]", "body", "invalid_json"),
+    ("/v1/chat/completions", b"{", "body", "invalid_json"),
     ("/v1/chat/completions", {"messages": USER}, "model", "missing_required_parameter"),
     ("/v1/chat/completions", {"model": 7, "messages": USER}, "model", "invalid_type"),
     ("/v1/chat/completions", {"model": "", "messages": USER}, "model", "invalid_value"),
@@ -254,7 +254,7 @@ BAD = [
     ("/v1/completions", {"model": "m"}, "prompt", "missing_required_parameter"),
     ("/v1/completions", {"model": "m", "prompt": {"text": "hi"}}, "prompt", "invalid_type"),
     ("/v1/completions", {"model": "m", "prompt": ["a", 1]}, "prompt", "invalid_type"),
-    ("/tokenize", b"nope", None, "invalid_json"),
+    ("/tokenize", b"nope", "body", "invalid_json"),
     ("/tokenize", {"model": 1, "prompt": "x"}, "model", "invalid_type"),
 ]  # fmt: skip
 

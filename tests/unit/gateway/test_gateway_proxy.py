@@ -252,7 +252,7 @@ def test_deadline_while_queued_gives_504() -> None:
 @pytest.mark.parametrize(
     ("body", "headers", "field", "code"),
     [
-        (b"{not json", {}, None, "invalid_json"),
+        (b"{not json", {}, "body", "invalid_json"),
         ({"messages": []}, {}, "model", "missing_required_parameter"),
         (CHAT, {"x-shipit-routing": "random"}, "x-shipit-routing", "invalid_value"),
         (CHAT, {"x-shipit-priority": "high"}, "x-shipit-priority", "invalid_value"),

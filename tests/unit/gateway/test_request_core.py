@@ -284,3 +284,41 @@ def test_held_then_a_replica_4xx_is_failed_with_its_answer_and_not_retried() -> 
     assert failed == Failed(400, answer, "a")
     assert isinstance(finished, Finished) and finished.outcome == "client_error"
     assert len(a.bodies) == 1 and rig.router.registry.get("a").in_flight == 0
+
+
+def test_against_a_real_http_replica_success_then_aclose_midway() -> None:
+    from shipit.services.upstream import AiohttpUpstream
+    from support.fake_openai import FakeTiming, serve
+
+    with serve(FakeTiming(itl_s=0.02)) as url:
+        rig = Rig({})
+        rig.router.add_replica("a", url, state=ReplicaState.READY)
+
+        async def go() -> None:
+            upstream = AiohttpUpstream()
+            rig.upstream = upstream  # type: ignore[assignment]
+            try:
+                short = {**CHAT, "max_tokens": 3}
+                events = [
+                    ev
+                    async for ev in rig.core.run(
+                        rig.view(short), json.dumps(short).encode(), rig.router
+                    )
+                ]
+                body = b"".join(ev for ev in events if isinstance(ev, bytes))
+                assert isinstance(events[0], Started) and events[0].status == 200
+                assert body.count(b"tok") == 3 and body.endswith(b"data: [DONE]\n\n")
+                assert isinstance(events[-1], Finished) and events[-1].output_tokens == 3
+
+                long = {**CHAT, "max_tokens": 40}
+                stream = rig.core.run(rig.view(long), json.dumps(long).encode(), rig.router)
+                assert isinstance(await anext(stream), Started)
+                assert isinstance(await anext(stream), bytes)
+                assert rig.router.registry.get("a").in_flight == 1
+                await stream.aclose()  # 40 tokens 20 ms apart were still to come
+                assert rig.router.registry.get("a").in_flight == 0
+                assert rig.router.ejections == []
+            finally:
+                await upstream.close()
+
+        run(go())
