@@ -29,6 +29,7 @@ from shipit.config.security import auth_required, is_loopback
 from shipit.core import openai_errors as oe
 from shipit.gateway.accounting import Tally
 from shipit.gateway.edge import EdgeError, int_in_range, parse_json, read_body, send_error
+from shipit.gateway.validate import INFERENCE_PATHS
 from shipit.policy.ratelimit import RateLimits, RateState, charge_tokens, decide
 from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.keystore import KeyStore, Principal, default_keys_file
@@ -180,7 +181,8 @@ class Security:
             timeout_s=self.limits.body_timeout_s,
         )
         prepared: _Prepared | None = None
-        if scope["path"].startswith("/v1/") and scope["method"] == "POST":
+        # Only generation bodies: a wrong method or path is the route table's 404/405.
+        if scope["path"] in INFERENCE_PATHS and scope["method"] == "POST":
             prepared = self._prepare(principal, raw_headers, headers, body)
             body = prepared.body
             scope = {**scope, "headers": prepared.headers}

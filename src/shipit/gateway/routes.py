@@ -21,11 +21,11 @@ from shipit.gateway.errors import error_json
 from shipit.gateway.metrics import CONTENT_TYPE
 from shipit.gateway.proxy import Message, Receive, Scope, Send, send_json
 from shipit.gateway.tokens import TOKEN_PATHS
+from shipit.gateway.validate import INFERENCE_PATHS
 
 if TYPE_CHECKING:
     from shipit.gateway.app import Gateway
 
-INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 POST_PATHS = INFERENCE_PATHS | TOKEN_PATHS
 GET_PATHS = frozenset({"/v1/models", "/health", "/metrics", "/shipit/status", "/shipit/ready"})
 MODEL_PREFIX = "/v1/models/"

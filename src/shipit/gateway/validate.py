@@ -19,6 +19,7 @@ from shipit.core.errors import InvalidRequestError
 ROLES = ("system", "developer", "user", "assistant", "tool")
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
+INFERENCE_PATHS = frozenset({CHAT_PATH, COMPLETIONS_PATH})  # the generation endpoints
 
 
 def _type_name(value: Any) -> str:
