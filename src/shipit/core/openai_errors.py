@@ -1,11 +1,12 @@
 """The one error vocabulary of shipit's OpenAI-compatible servers: status, ``type`` and ``code``.
 
 Every error body a replica or the gateway writes is ``{"error": {"message", "type", "param",
-"code"}}`` with ``type`` one of four words (``invalid_request_error`` for 400 and 405,
-``not_found_error`` for 404, ``rate_limit_error`` for 429, ``server_error`` for every 5xx) and
-``code`` always a short string from the table below (never an int, never null), so clients and
-dashboards can branch on it. ``kind_of`` maps shipit's own errors (``core.errors``) to a kind;
-servers only turn a kind into a response. Standard library only; no HTTP objects here.
+"code"}}`` with ``type`` one of four words (``invalid_request_error`` for 400, 401, 403,
+405, 409 and 413, ``not_found_error`` for 404, ``rate_limit_error`` for 429, ``server_error``
+for every 5xx) and ``code`` always a short string from the table below (never an int, never
+null), so clients and dashboards can branch on it. ``kind_of`` maps shipit's own errors
+(``core.errors``) to a kind; servers only turn a kind into a response. Standard library
+only; no HTTP objects here.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ MISSING_PARAMETER = ErrorKind(400, INVALID_REQUEST, "missing_required_parameter"
 UNKNOWN_PARAMETER = ErrorKind(400, INVALID_REQUEST, "unknown_parameter")
 UNSUPPORTED_VALUE = ErrorKind(400, INVALID_REQUEST, "unsupported_value")
 CONTEXT_LENGTH_EXCEEDED = ErrorKind(400, INVALID_REQUEST, "context_length_exceeded")
+# 401 / 403: no valid credentials, or credentials that do not allow this.
+INVALID_API_KEY = ErrorKind(401, INVALID_REQUEST, "invalid_api_key")
+PERMISSION_DENIED = ErrorKind(403, INVALID_REQUEST, "permission_denied")
+# 409 / 413: the request conflicts with the server's state; the body is too large.
+CONFLICT = ErrorKind(409, INVALID_REQUEST, "conflict")
+REQUEST_TOO_LARGE = ErrorKind(413, INVALID_REQUEST, "request_too_large")
 # 404 / 405: the model or the path is not here, or the path takes another method.
 MODEL_NOT_FOUND = ErrorKind(404, NOT_FOUND, "model_not_found")
 PATH_NOT_FOUND = ErrorKind(404, NOT_FOUND, "not_found")
@@ -66,6 +73,10 @@ VOCABULARY: tuple[ErrorKind, ...] = (
     UNKNOWN_PARAMETER,
     UNSUPPORTED_VALUE,
     CONTEXT_LENGTH_EXCEEDED,
+    INVALID_API_KEY,
+    PERMISSION_DENIED,
+    CONFLICT,
+    REQUEST_TOO_LARGE,
     MODEL_NOT_FOUND,
     PATH_NOT_FOUND,
     METHOD_NOT_ALLOWED,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -31,10 +33,12 @@ from shipit.core import openai_errors as oe
 from shipit.core.errors import ShipitError, UnknownAdapterError
 from shipit.engine.async_engine import AsyncEngine
 from shipit.engine.engine import LLMEngine
-from shipit.replica import protocol, requests, tokens
+from shipit.replica import limits, protocol, requests, tokens
 from shipit.replica.admin import admin_routes
+from shipit.replica.auth import CACHE_SALT_HEADER, AdminAuth
 from shipit.replica.errors import error_response, from_exception, http_exception, unavailable
 from shipit.replica.generate import generate
+from shipit.replica.guard import Guard
 from shipit.replica.kv_events import KVEventBuffer
 from shipit.replica.lifecycle import Lifecycle, Phase
 from shipit.replica.metrics import CONTENT_TYPE, ReplicaMetrics
@@ -68,6 +72,7 @@ class Replica:
         self.created = int(time.time())
         self.engine: AsyncEngine | None = None
         self.startup = StartupTimes()
+        self.auth = AdminAuth(settings)
 
     # ----- lifespan -----------------------------------------------------------------------
     async def load(self) -> None:
@@ -142,11 +147,18 @@ class Replica:
             return refused
         assert self.engine is not None
         engine = self.engine
+        salt = request.headers.get(CACHE_SALT_HEADER)
+        if salt is not None:
+            refused = self.auth.refusal(request.headers, f"the {CACHE_SALT_HEADER} header")
+            if refused is not None:
+                return refused
         try:
             req = self._parse(await request.body(), kind, engine)
             lora_name = self._lora_for(req.model)
         except ShipitError as exc:
             return from_exception(exc)
+        if salt is not None:  # the gateway's tenant salt wins over a body's cache_salt
+            req = dataclasses.replace(req, cache_salt=salt)
         return await generate(self, request, req, lora_name)
 
     def _parse(
@@ -155,9 +167,17 @@ class Replica:
         tokenizer, max_len = engine.engine.tokenizer, engine.engine.max_model_len
         if kind == "completion":
             body = protocol.parse_body(raw, protocol.CompletionBody)
+            limits.check_prompt(body.prompt, max_prompt_chars=self.settings.max_prompt_chars)
             return requests.completion_request(body, tokenizer, max_len)
         chat = protocol.parse_body(raw, protocol.ChatBody)
+        self.check_messages(chat.messages)
         return requests.chat_request(chat, tokenizer, max_len)
+
+    def check_messages(self, messages: list[Any]) -> None:
+        s = self.settings
+        limits.check_messages(
+            messages, max_messages=s.max_messages, max_prompt_chars=s.max_prompt_chars
+        )
 
     # ----- models and tokens ----------------------------------------------------------------
     def _card(self, name: str) -> dict[str, Any]:
@@ -199,6 +219,10 @@ class Replica:
         engine = self.engine.engine
         try:
             body = tokens.parse_tokenize(await request.body())
+            if isinstance(body, protocol.TokenizeChatBody):
+                self.check_messages(body.messages)
+            else:
+                limits.check_prompt(body.prompt, max_prompt_chars=self.settings.max_prompt_chars)
             if body.model is not None:
                 self._lora_for(body.model)
             result = tokens.tokenize(body, engine.tokenizer, engine.max_model_len)
@@ -277,8 +301,14 @@ def create_app(
         Route("/metrics", replica.metrics_endpoint, methods=["GET"]),
         *admin_routes(replica),
     ]
+    guard = Middleware(
+        Guard, max_body_bytes=settings.max_body_bytes, on_error=replica.metrics.error
+    )
     app = Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_exception}
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[guard],
+        exception_handlers={HTTPException: http_exception},
     )
     app.state.replica = replica
     return app
