@@ -53,18 +53,15 @@ def test_lora_admin_is_refused_while_loading() -> None:
 
 
 def test_lora_load_and_unload_errors_name_the_parameter(tmp_path: Path) -> None:
-    settings = dataclasses.replace(
-        SETTINGS, enable_lora_loading=True, lora_roots=(str(tmp_path),)
-    )
+    settings = dataclasses.replace(SETTINGS, enable_lora_loading=True, lora_roots=(str(tmp_path),))
     with TestClient(create_app(settings, engine_factory=sim_engine), headers=AUTH) as client:
         wait_ready(client)
         base = client.post(
             "/v1/load_lora_adapter", json={"lora_name": "llama-3.1-8b", "lora_path": "/x"}
         )
         assert base.status_code == 400 and base.json()["error"]["param"] == "lora_name"
-        missing = client.post(
-            "/v1/load_lora_adapter", json={"lora_name": "a", "lora_path": str(tmp_path / "no-such-adapter")}
-        )
+        body = {"lora_name": "a", "lora_path": str(tmp_path / "no-such-adapter")}
+        missing = client.post("/v1/load_lora_adapter", json=body)
         assert missing.status_code == 400 and missing.json()["error"]["param"] == "lora_path"
         unknown = client.post("/v1/unload_lora_adapter", json={"lora_name": "a"})
         assert unknown.status_code == 404 and "not loaded" in unknown.json()["error"]["message"]

@@ -25,7 +25,6 @@ from shipit.engine.loader import load_model
 from shipit.engine.simulated import build_simulated_engine
 from shipit.replica.app import create_app
 from shipit.replica.settings import ReplicaSettings
-from support.tiny_lora import write_tiny_lora
 from support.tiny_model import write_tiny_hf_model
 
 TOKEN = "test-admin-token-0123456789"
@@ -69,14 +68,15 @@ def chat_with(content: str) -> bytes:
     )
 
 
+DEEP = b"[" * 50_000 + b"]" * 50_000
 POISON = {
     "lone surrogate in chat": (CHAT, chat_with("\\ud800")),
     "lone low surrogate mid-text": (CHAT, chat_with("ok \\udfff ok")),
     "lone surrogate in a completion": ("/v1/completions", b'{"model": "m", "prompt": "\\ud800"}'),
     "lone surrogate to /tokenize": ("/tokenize", b'{"prompt": "a \\ud83d"}'),
     "lone surrogate in a key": (CHAT, b'{"model": "m", "\\ud800": 1, "messages": []}'),
-    "50,000-deep nesting": (CHAT, b'{"model": "m", "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"),
-    "50,000-deep to /tokenize": ("/tokenize", b'{"prompt": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"),
+    "50,000-deep nesting": (CHAT, b'{"model": "m", "x": ' + DEEP + b"}"),
+    "50,000-deep to /tokenize": ("/tokenize", b'{"prompt": ' + DEEP + b"}"),
     "5,000-digit integer": (CHAT, b'{"model": "m", "max_tokens": ' + b"9" * 5000 + b"}"),
     "NaN": ("/v1/completions", b'{"model": "m", "prompt": "a", "temperature": NaN}'),
     "Infinity": ("/v1/completions", b'{"model": "m", "prompt": "a", "top_p": -Infinity}'),
@@ -240,7 +240,8 @@ def test_an_unhandled_error_is_an_openai_500_that_closes_the_connection() -> Non
         assert r.json()["error"]["type"] == "server_error"
         assert "RuntimeError" in r.json()["error"]["message"]
         assert errors_counted(client)[("500", "internal_error")] == 1
-        assert client.post("/v1/completions", json={"model": "m", "prompt": "ok"}).status_code == 200
+        ok = client.post("/v1/completions", json={"model": "m", "prompt": "ok"})
+        assert ok.status_code == 200
 
 
 def test_settings_refuse_nonsense_limits() -> None:
