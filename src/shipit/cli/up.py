@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import signal
 import sys
 import time
@@ -23,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shipit.backends.fleet import Fleet
-from shipit.backends.local import LocalProcessBackend
+from shipit.backends.local import ADMIN_TOKEN_ENV, LocalProcessBackend
 from shipit.backends.static import StaticBackend
 from shipit.capacity import parse_gpu_model
 from shipit.config.gateway import (
@@ -213,7 +215,10 @@ def up(
     except ConfigError as exc:
         console.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc
-    local = LocalProcessBackend()
+    # One admin token per run (or the operator's, for external shipit replicas): the local
+    # replicas get it in their environment, the gateway sends it on its control calls.
+    admin_token = os.environ.get(ADMIN_TOKEN_ENV) or secrets.token_urlsafe(32)
+    local = LocalProcessBackend(admin_token=admin_token)
     external = StaticBackend({d.name: d.replica_urls for d in cfg.deployments})
     fleet = Fleet(
         cfg.deployments,
@@ -229,6 +234,7 @@ def up(
         on_shutdown=[fleet.stop],
         pool=fleet,
         decisions=decisions,
+        replica_admin_token=admin_token,
     )
     try:
         sock = bind_socket(cfg.gateway.host, cfg.gateway.port)

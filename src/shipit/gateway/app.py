@@ -330,17 +330,24 @@ def create_gateway(
     monitor: bool = True,
     pool: ReplicaPool | None = None,
     decisions: DecisionLog = NO_LOG,
+    replica_admin_token: str | None = None,
 ) -> Gateway:
     """A gateway app (an ASGI callable). Routers default to one per deployment. With a
-    ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler."""
+    ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler.
+    ``replica_admin_token`` is sent as a bearer token on every control call to replicas
+    (health, metrics, adapters, KV events, startup reports), never on proxied requests."""
     clock = clock or RealClock()
     if routers is None:
         routers = {d.name: RouterService(d, clock=clock, log=decisions) for d in config.deployments}
     first = config.deployments[0].retries
 
+    control = {"Authorization": f"Bearer {replica_admin_token}"} if replica_admin_token else {}
+
     def default_upstream() -> Upstream:
         return AiohttpUpstream(
-            connect_timeout_s=first.connect_timeout_s, read_timeout_s=first.read_timeout_s
+            connect_timeout_s=first.connect_timeout_s,
+            read_timeout_s=first.read_timeout_s,
+            control_headers=control,
         )
 
     return Gateway(
