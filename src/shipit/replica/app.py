@@ -6,9 +6,9 @@ registry. Handlers are thin: parse the body once into a ``GenerationRequest`` (e
 and hand it to ``replica.generate``, which runs it and writes OpenAI JSON or SSE; every
 generation request is tracked by the ``Lifecycle`` so a drain can wait for it. This module
 serves the OpenAI routes (completions, chat, ``/v1/models`` and ``/v1/models/{id}``), vLLM's
-``/tokenize`` and ``/detokenize``, ``/health`` and ``/metrics``, with every error (a wrong path
-or method included) in OpenAI's shape; the admin routes (LoRA load/unload, KV events, the
-startup report) are in ``replica.admin``. No import-time side effects.
+``/tokenize`` and ``/detokenize``, ``/health``, ``/metrics`` and ``/openapi.json``, with every
+error (a wrong path or method included) in OpenAI's shape; the admin routes (LoRA load/unload,
+KV events, the startup report) are in ``replica.admin``. No import-time side effects.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from shipit.replica.guard import Guard
 from shipit.replica.kv_events import KVEventBuffer
 from shipit.replica.lifecycle import Lifecycle, Phase
 from shipit.replica.metrics import CONTENT_TYPE, ReplicaMetrics
+from shipit.replica.openapi import openapi_document
 from shipit.replica.requests import GenerationRequest
 from shipit.replica.runtime import build_engine
 from shipit.replica.settings import ReplicaSettings
@@ -250,6 +251,9 @@ class Replica:
         refused = self.not_serving()
         return refused if refused is not None else Response(status_code=200)
 
+    async def openapi(self, request: Request) -> Response:
+        return Response(openapi_document(), media_type="application/json")
+
     async def metrics_endpoint(self, request: Request) -> Response:
         stats = None
         if self.engine is not None:
@@ -299,6 +303,7 @@ def create_app(
         Route("/detokenize", replica.detokenize, methods=["POST"]),
         Route("/health", replica.health, methods=["GET"]),
         Route("/metrics", replica.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", replica.openapi, methods=["GET"]),
         *admin_routes(replica),
     ]
     guard = Middleware(
