@@ -16,6 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from shipit.core.errors import InvalidRequestError
+from shipit.engine.block_manager import hash_prompt_blocks, salt_key
 from shipit.engine.engine import EngineConfig, LLMEngine
 from shipit.engine.loader import LoadedModel, load_model
 from shipit.engine.simulated import build_simulated_engine
@@ -199,10 +200,21 @@ def test_a_loaded_name_cannot_be_repointed(tiny: LoadedModel, layout: dict[str, 
 
 
 # ----- cache salt -----------------------------------------------------------------------------
-def stored_hashes(client: TestClient, after: int) -> tuple[set[int], int]:
+def stored_hashes(client: TestClient, after: int, salt: str | None = None) -> tuple[set[int], int]:
     page = client.get("/v1/kv_events", params={"after": after}, headers=AUTH).json()
     stored = {e["block_hash"] for e in page["events"] if e["kind"] == "stored"}
+    assert all(e["salt_key"] == salt_key(salt) for e in page["events"])
     return stored, page["next_after"]
+
+
+def token_ids(prompt: str) -> list[int]:
+    return sim_engine(SIM).tokenizer.encode(prompt)
+
+
+def test_salt_keys_name_salts_without_revealing_them() -> None:
+    assert salt_key(None) is None and salt_key("") is None
+    assert salt_key("tenant-1") == salt_key("tenant-1") != salt_key("tenant-2")
+    assert "tenant" not in str(salt_key("tenant-1"))
 
 
 def test_the_cache_salt_header_needs_the_token_and_keys_the_prefix_cache() -> None:
@@ -216,10 +228,11 @@ def test_the_cache_salt_header_needs_the_token_and_keys_the_prefix_cache() -> No
         plain, after = stored_hashes(client, -1)
         salted = {**AUTH, "x-shipit-cache-salt": "tenant-1"}
         assert client.post("/v1/completions", json=body, headers=salted).status_code == 200
-        tenant1, after = stored_hashes(client, after)
+        tenant1, after = stored_hashes(client, after, "tenant-1")
         assert len(tenant1) == 2 and not tenant1 & plain  # no block shared across salts
+        assert tenant1 == set(hash_prompt_blocks(token_ids(prompt), 16, cache_salt="tenant-1"))
         assert client.post("/v1/completions", json=body, headers=salted).status_code == 200
-        again, after = stored_hashes(client, after)
+        again, after = stored_hashes(client, after, "tenant-1")
         assert not again  # the same salt hits its own cached blocks
 
 
