@@ -48,7 +48,12 @@ def loads(raw: bytes | str) -> Any:
             "send numbers in their usual ranges",
             code="invalid_json",
         ) from exc
-    check(data)
+    if isinstance(data, dict | list):
+        check(data)
+    elif isinstance(data, str):
+        _check_text(data, ())
+    elif isinstance(data, float) and not math.isfinite(data):
+        _not_finite(data, ())
     return data
 
 
@@ -61,34 +66,41 @@ def _path(parts: tuple[str | int, ...]) -> str:
 
 def check(data: Any) -> None:
     """Refuse nesting past ``MAX_DEPTH``, non-finite floats and lone surrogates (iteratively,
-    so the check itself cannot recurse too deeply)."""
+    so the check itself cannot recurse too deeply). Scalars are checked where they sit, so a
+    long list of token ids costs one pass without building a path per element."""
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
     while stack:
         value, where = stack.pop()
-        if isinstance(value, str):
-            _check_text(value, where)
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise InvalidRequestError(
-                    f"{_path(where)}: number out of range (it overflows to {value}); "
-                    "send a finite number",
-                    field=_field(where),
-                    code="invalid_value",
-                )
-        elif isinstance(value, dict | list):
-            if len(where) >= MAX_DEPTH:
-                raise InvalidRequestError(
-                    f"{_path(where)}: the request body nests arrays/objects deeper than "
-                    f"{MAX_DEPTH} levels; flatten it",
-                    field=_field(where),
-                    code="invalid_value",
-                )
-            if isinstance(value, dict):
-                for key, item in value.items():
-                    _check_text(key, where)
-                    stack.append((item, (*where, key)))
-            else:
-                stack.extend((item, (*where, i)) for i, item in enumerate(value))
+        if len(where) >= MAX_DEPTH:
+            raise InvalidRequestError(
+                f"{_path(where)}: the request body nests arrays/objects deeper than "
+                f"{MAX_DEPTH} levels; flatten it",
+                field=_field(where),
+                code="invalid_value",
+            )
+        pairs = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in pairs:
+            if isinstance(key, str) and not key.isascii():
+                _check_text(key, where)
+            kind = type(item)
+            if kind is int or kind is bool or item is None:
+                continue
+            if kind is str:
+                if not item.isascii():
+                    _check_text(item, (*where, key))
+            elif kind is float:
+                if not math.isfinite(item):
+                    _not_finite(item, (*where, key))
+            else:  # a list or an object
+                stack.append((item, (*where, key)))
+
+
+def _not_finite(value: float, where: tuple[str | int, ...]) -> None:
+    raise InvalidRequestError(
+        f"{_path(where)}: number out of range (it overflows to {value}); send a finite number",
+        field=_field(where),
+        code="invalid_value",
+    )
 
 
 def _field(where: tuple[str | int, ...]) -> str | None:
