@@ -35,6 +35,7 @@ from shipit.config.gateway import (
     apply_overrides,
     load_config,
 )
+from shipit.config.upstream_auth import UpstreamAuthError
 from shipit.core.clock import RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import InvalidRequestError
@@ -226,16 +227,20 @@ def up(
         local=local,
         external=external,
     )
-    gateway = create_gateway(
-        cfg,
-        routers=routers,
-        clock=clock,
-        on_startup=[fleet.start],
-        on_shutdown=[fleet.stop],
-        pool=fleet,
-        decisions=decisions,
-        replica_admin_token=admin_token,
-    )
+    try:
+        gateway = create_gateway(
+            cfg,
+            routers=routers,
+            clock=clock,
+            on_startup=[fleet.start],
+            on_shutdown=[fleet.stop],
+            pool=fleet,
+            decisions=decisions,
+            replica_admin_token=admin_token,
+        )
+    except UpstreamAuthError as exc:  # a credential named in upstream_auth cannot be read
+        console.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from exc
     try:
         sock = bind_socket(cfg.gateway.host, cfg.gateway.port)
     except OSError as exc:

@@ -3,11 +3,11 @@
 Owns three rules for every HTTP request, whatever route serves it: a body larger than
 ``max_body_bytes`` is refused with 413 before a handler sees it (by ``Content-Length`` at once,
 else while reading, so a chunked upload cannot grow past the limit); an exception no handler
-caught becomes an OpenAI-shaped 500 instead of Starlette's plain-text page; and every 500 carries
-``Connection: close``, so a pooled client connection that saw a failure is not reused for the
-next, innocent request. Every 4xx/5xx response (not a client's own disconnect, 499) is counted
-in ``shipit_replica_errors_total`` by status and code. It must not know about routes or the
-engine.
+caught becomes an OpenAI-shaped 500 instead of Starlette's plain-text page; and every 5xx
+carries ``Connection: close``, so a pooled client connection that saw a failure is not reused
+for the next, innocent request. Every 4xx/5xx response (not a client's own disconnect, 499)
+is counted in ``shipit_replica_errors_total`` by status and code. It must not know about routes
+or the engine.
 """
 
 from __future__ import annotations
