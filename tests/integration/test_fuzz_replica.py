@@ -9,6 +9,7 @@ token so the admin routes are fuzzed too. Bounded by ``MAX_EXAMPLES`` per operat
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -29,7 +30,7 @@ from shipit.replica.settings import ReplicaSettings
 
 TOKEN = "fuzz-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = int(os.environ.get("SHIPIT_FUZZ_EXAMPLES", "25"))
 
 schema = schemathesis.openapi.from_dict(json.loads(openapi_document()))
 

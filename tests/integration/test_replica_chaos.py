@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
+from shipit.engine.engine import EngineConfig, LLMEngine
+from shipit.engine.simulated import build_simulated_engine
+from shipit.replica.app import create_app
+from shipit.replica.settings import ReplicaSettings
 from support.replica_process import SIM, Replica, start_replica
 
 MODEL = "llama-3.1-70b"
@@ -135,3 +142,48 @@ def test_poison_under_load_never_fails_a_good_request(replica: Replica, tmp_path
     # (a 503 from the start-up health probe, while loading, is expected)
     assert not any("status=5" in k and "status=503" not in k for k in errors), errors
     assert sum(v for k, v in errors.items() if "status=4" in k) >= len(refused)
+
+
+def test_a_500_closes_its_connection_and_the_pool_recovers() -> None:
+    """A replica bug answered on a pooled keep-alive connection: the 500 says
+    ``Connection: close``, and the next request on the same one-connection pool succeeds."""
+
+    def exploding(settings: ReplicaSettings) -> LLMEngine:
+        engine = build_simulated_engine("H100:llama-3.1-8b", EngineConfig(), sleep=lambda s: None)
+        real = engine.tokenizer.encode
+
+        def encode(text: str, *, add_special_tokens: bool = False) -> list[int]:
+            if "boom" in text:
+                raise RuntimeError("a bug")
+            return real(text, add_special_tokens=add_special_tokens)
+
+        engine.tokenizer.encode = encode  # type: ignore[method-assign]
+        return engine
+
+    settings = ReplicaSettings(model="m", simulate="H100:llama-3.1-8b")
+    app = create_app(settings, engine_factory=exploding)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        with httpx.Client(base_url=url, limits=limits, timeout=30) as client:
+            for _ in range(300):
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                threading.Event().wait(0.05)
+            for _ in range(3):
+                bad = client.post("/v1/completions", json={"model": "m", "prompt": "boom"})
+                assert bad.status_code == 500 and bad.headers["connection"] == "close"
+                assert bad.json()["error"]["code"] == "internal_error"
+                good = client.post("/v1/completions", json={"model": "m", "prompt": "fine"})
+                assert good.status_code == 200, good.text
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
