@@ -16,6 +16,7 @@ adapter's name cannot be pointed at another path until it is unloaded (409).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ log = logging.getLogger("shipit.replica")
 Handler = Callable[[Request], Awaitable[Response]]
 
 MAX_KV_EVENTS_PAGE = 10_000
+ADAPTER_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,128}")  # it becomes a model name and a log field
 
 
 def admin_routes(replica: Replica) -> list[Route]:
@@ -90,6 +92,13 @@ class ReplicaAdmin:
         engine = r.engine
         try:
             body = protocol.parse_body(await request.body(), protocol.LoadLoraBody)
+            if not ADAPTER_NAME.fullmatch(body.lora_name):
+                return error_response(
+                    oe.INVALID_VALUE,
+                    f"lora_name {body.lora_name[:140]!r} is not a usable model name; use 1 to "
+                    "128 printable characters (it is what clients send as `model`)",
+                    param="lora_name",
+                )
             if body.lora_name == r.model_name:
                 return error_response(
                     oe.INVALID_VALUE,

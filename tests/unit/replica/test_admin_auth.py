@@ -247,3 +247,13 @@ def test_admin_token_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert _admin_token(f) == "from-file-0123456789"
     with pytest.raises(InvalidRequestError, match="cannot read"):
         _admin_token(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("name", ["", "a\nb", "x" * 129, "\x1b[31mred"])
+def test_adapter_names_are_printable_and_short(
+    tiny: LoadedModel, layout: dict[str, Path], name: str
+) -> None:
+    with tiny_client(tiny, layout["root"]) as client:
+        wait_ready(client)
+        r = load(client, name, layout["a"])
+        assert r.status_code == 400 and r.json()["error"]["param"] == "lora_name"
