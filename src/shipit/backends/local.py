@@ -20,9 +20,9 @@ import tempfile
 from pathlib import Path
 
 from shipit.backends.base import ReplicaHandle, ReplicaSpec
+from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 
 KILL_GRACE_S = 5.0
-ADMIN_TOKEN_ENV = "SHIPIT_REPLICA_ADMIN_TOKEN"  # what ``shipit replica`` reads its token from
 
 
 def free_port(host: str = "127.0.0.1") -> int:

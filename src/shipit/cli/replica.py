@@ -14,10 +14,10 @@ from pathlib import Path
 import typer
 
 from shipit.core.errors import InvalidRequestError, ShipitError
+from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 from shipit.engine.loader import DEFAULT_MODEL
 from shipit.engine.simulated import SimulationSpec
 from shipit.replica.settings import (
-    ADMIN_TOKEN_ENV,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_MESSAGES,
     DEFAULT_MAX_PROMPT_CHARS,

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shipit.backends.fleet import Fleet
-from shipit.backends.local import ADMIN_TOKEN_ENV, LocalProcessBackend
+from shipit.backends.local import LocalProcessBackend
 from shipit.backends.static import StaticBackend
 from shipit.capacity import parse_gpu_model
 from shipit.config.gateway import (
@@ -39,6 +39,7 @@ from shipit.config.upstream_auth import UpstreamAuthError
 from shipit.core.clock import RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import InvalidRequestError
+from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 from shipit.gateway.app import Gateway, create_gateway
 from shipit.gateway.server import bind_socket, serve
 from shipit.services.decision_log import JsonlDecisionLog

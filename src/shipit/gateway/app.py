@@ -26,6 +26,7 @@ from shipit.config.upstream_auth import resolve_upstream_auth
 from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.core.replica_admin import bearer
 from shipit.core.urls import redact_url
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
@@ -352,7 +353,7 @@ def create_gateway(
         routers = {d.name: RouterService(d, clock=clock, log=decisions) for d in config.deployments}
     first = config.deployments[0].retries
 
-    control = {"Authorization": f"Bearer {replica_admin_token}"} if replica_admin_token else {}
+    control = bearer(replica_admin_token) if replica_admin_token else {}
 
     def default_upstream() -> Upstream:
         return AiohttpUpstream(

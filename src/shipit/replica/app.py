@@ -31,11 +31,12 @@ from starlette.routing import Route
 
 from shipit.core import openai_errors as oe
 from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.core.replica_admin import CACHE_SALT_HEADER
 from shipit.engine.async_engine import AsyncEngine
 from shipit.engine.engine import LLMEngine
 from shipit.replica import limits, protocol, requests, tokens
 from shipit.replica.admin import admin_routes
-from shipit.replica.auth import CACHE_SALT_HEADER, AdminAuth
+from shipit.replica.auth import AdminAuth
 from shipit.replica.errors import error_response, from_exception, http_exception, unavailable
 from shipit.replica.generate import generate
 from shipit.replica.guard import Guard

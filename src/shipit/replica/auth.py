@@ -17,10 +17,9 @@ from collections.abc import Mapping
 from starlette.responses import Response
 
 from shipit.core import openai_errors as oe
+from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 from shipit.replica.errors import error_response
-from shipit.replica.settings import ADMIN_TOKEN_ENV, ReplicaSettings
-
-CACHE_SALT_HEADER = "x-shipit-cache-salt"
+from shipit.replica.settings import ReplicaSettings
 
 
 class AdminAuth:

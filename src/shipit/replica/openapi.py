@@ -16,8 +16,8 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from shipit.core import openai_errors as oe
+from shipit.core.replica_admin import CACHE_SALT_HEADER
 from shipit.replica import protocol
-from shipit.replica.auth import CACHE_SALT_HEADER
 
 _REF = "#/components/schemas/{model}"
 _BODIES: dict[str, type[protocol._Body]] = {

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shipit.core.errors import InvalidRequestError
+from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 
 MIB = 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = 4 * MIB
 DEFAULT_MAX_MESSAGES = 2048
 DEFAULT_MAX_PROMPT_CHARS = 2_000_000
-ADMIN_TOKEN_ENV = "SHIPIT_REPLICA_ADMIN_TOKEN"
 LOOPBACK_HOSTS = frozenset(("127.0.0.1", "::1", "localhost"))
 
 

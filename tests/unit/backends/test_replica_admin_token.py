@@ -12,9 +12,9 @@ from aiohttp import web
 
 from shipit.backends.base import ReplicaSpec
 from shipit.backends.fleet import Fleet
-from shipit.backends.local import ADMIN_TOKEN_ENV, LocalProcessBackend
+from shipit.backends.local import LocalProcessBackend
 from shipit.config.gateway import DeploymentConfig
-from shipit.replica import settings as replica_settings
+from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 from shipit.services.upstream import AiohttpUpstream
 
 TOKEN = "gateway-admin-token-0123456789"
@@ -24,7 +24,6 @@ def test_local_replicas_get_the_token_in_their_environment_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
-    assert ADMIN_TOKEN_ENV == replica_settings.ADMIN_TOKEN_ENV
     backend = LocalProcessBackend(log_dir=tmp_path, admin_token=TOKEN)
     spec = ReplicaSpec("d", "m", simulate="H100:llama-3.1-8b")
     assert backend.environment(spec)[ADMIN_TOKEN_ENV] == TOKEN
