@@ -28,6 +28,7 @@ from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError, UnknownAdapterError
 from shipit.core.urls import redact_url
 from shipit.gateway.auth import Security, open_stores, usage_store
+from shipit.gateway.edge import PARSED_BODY
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
@@ -232,6 +233,7 @@ class Gateway:
                 path=scope["path"],
                 headers=headers,
                 body=body,
+                data=scope.get(PARSED_BODY),
                 deployments=self.deployments,
                 adapters={n: self._adapter_names(r) for n, r in self.routers.items()},
                 now_s=self.clock.now(),
