@@ -20,7 +20,7 @@ from shipit.config.gateway import ROUTING_POLICIES, DeploymentConfig
 from shipit.core.errors import InvalidRequestError, UnknownAdapterError
 from shipit.core.views import RequestView
 from shipit.engine.block_manager import hash_prompt_blocks
-from shipit.gateway.validate import check_generation, load_body, model_of
+from shipit.gateway.validate import as_object, check_generation, load_body, model_of
 from shipit.policy.routing import text_block_hashes, uses
 
 
@@ -130,6 +130,7 @@ def parse_request(
     path: str,
     headers: Mapping[str, str],
     body: bytes,
+    data: Any = None,
     deployments: Mapping[str, DeploymentConfig],
     adapters: Mapping[str, set[str]],
     now_s: float,
@@ -137,8 +138,9 @@ def parse_request(
     names_known: bool = True,
 ) -> RequestView:
     """The request's view, or ``InvalidRequestError`` (400) for a body the replica would
-    refuse for a field the gateway reads, ``UnknownAdapterError`` (404) for an unknown model."""
-    data = load_body(body)
+    refuse for a field the gateway reads, ``UnknownAdapterError`` (404) for an unknown model.
+    ``data``: the body already parsed at the edge, when it was."""
+    data = load_body(body) if data is None else as_object(data)  # None: not parsed at the edge
     model = model_of(data, required=True)
     assert model is not None
     check_generation(path, data)

@@ -57,6 +57,11 @@ def load_body(raw: bytes) -> dict[str, Any]:
         raise InvalidRequestError(
             f"the request body is not valid JSON: {exc}", field="body", code="invalid_json"
         ) from None
+    return as_object(data)
+
+
+def as_object(data: Any) -> dict[str, Any]:
+    """A parsed body that must be a JSON object (400 ``invalid_json`` otherwise)."""
     if not isinstance(data, dict):
         raise InvalidRequestError(
             f"the request body must be a JSON object, got {_type_name(data)}",
