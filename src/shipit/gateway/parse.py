@@ -1,14 +1,14 @@
 """The edge: one HTTP request (path, headers, JSON body) becomes a ``RequestView``, once.
 
 Owns reading the shipit headers (``x-shipit-priority``, ``x-shipit-deadline-ms``,
-``x-shipit-routing``, the session header, ``x-shipit-cache-salt``) and the few body fields
-routing needs (``model``, ``stream``, ``priority``, ``user``, ``cache_salt``, the prompt; their
-types are checked by ``validate``), choosing the deployment by ``model`` (404 for a name it
-does not serve; under ``lora_affinity``, also for an adapter the gateway could not load), and
-computing prefix block hashes only when the effective policy is ``prefix_cache`` (token blocks
-with the engine's scheme when the client sent token ids, text chunks otherwise; keyed by the
-cache salt, so tenants isolated by salt never share an index entry). The body itself is
-forwarded unchanged. It must not route or do IO.
+``x-shipit-routing``, the session header) and the few body fields routing needs (``model``,
+``stream``, ``priority``, ``user``, ``cache_salt``, the prompt; their types are checked by
+``validate``), choosing the deployment by ``model`` (404 for a name it does not serve; under
+``lora_affinity``, also for an adapter the gateway could not load), and computing prefix block
+hashes only when the effective policy is ``prefix_cache`` (token blocks with the engine's
+scheme when the client sent token ids, text chunks otherwise; keyed by the cache salt, so
+tenants isolated by salt never share an index entry). The body itself is forwarded unchanged.
+It must not route or do IO.
 """
 
 from __future__ import annotations
@@ -163,7 +163,9 @@ def parse_request(
     session = headers.get(dep.routing.session_affinity.header) or data.get("user")
     text, token_ids = _prompt_text(data)
     body_salt = data.get("cache_salt")
-    salt = headers.get("x-shipit-cache-salt") or (body_salt if isinstance(body_salt, str) else None)
+    # The body's cache_salt is what the replica keys its cache by (the gateway rewrites it to the
+    # tenant's when keys isolate tenants), so the prefix index is keyed by the same value.
+    salt = body_salt if isinstance(body_salt, str) else None
     adapter = model if model != dep.model_name else None
     if adapter is not None and _reads(dep, "lora", routing):
         _check_adapter(adapter, dep, adapters.get(dep.name, set()))
