@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from shipit.config.autoscaling import AutoscalingConfig
+from shipit.config.jobs import JobsConfig
 from shipit.config.observability import AlertsConfig, SloConfig
 from shipit.config.upstream_auth import UpstreamAuthConfig
 from shipit.core.errors import ShipitError
@@ -275,6 +276,7 @@ class ShipitConfig(_Strict):
     gateway: GatewayServerConfig = GatewayServerConfig()
     deployments: list[DeploymentConfig] = Field(default_factory=lambda: [DeploymentConfig()])
     alerts: AlertsConfig = AlertsConfig()
+    jobs: JobsConfig = JobsConfig()
 
     @field_validator("deployments")
     @classmethod

@@ -27,10 +27,13 @@ from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError, UnknownAdapterError
 from shipit.core.urls import redact_url
+from shipit.gateway.jobs_service import JobsService
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, error_body, send_json
+from shipit.gateway.routes_jobs import PREFIXES as JOB_PREFIXES
+from shipit.gateway.routes_jobs import JobsApi
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
 from shipit.services.monitor import AdapterLoader, ReplicaMonitor
 from shipit.services.router import RouterService
@@ -104,6 +107,8 @@ class Gateway:
             now=clock.now,
             upstream_headers=self.upstream_auth,
         )
+        self.jobs = JobsService(config, self.routers, self.proxy.core, self.metrics, clock)
+        self.jobs_api = JobsApi(self.jobs)
 
     def _build_autoscalers(self, pool: ReplicaPool) -> None:
         metrics = build_control_plane_metrics(self.metrics.registry)
@@ -150,6 +155,7 @@ class Gateway:
             )
         for hook in self._on_startup:
             await hook()
+        await self.jobs.start()
         if self._monitor:
             self._tasks = [asyncio.create_task(m.run()) for m in self.monitors.values()]
             if self.alerts is not None:
@@ -157,6 +163,7 @@ class Gateway:
         self._tasks += [asyncio.create_task(a.run()) for a in self.autoscalers.values()]
 
     async def shutdown(self) -> None:
+        await self.jobs.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -192,6 +199,8 @@ class Gateway:
             path, method = scope["path"], scope["method"]
             if method == "POST" and path in PROXY_PATHS:
                 await self.handle_inference(scope, receive, send)
+            elif path.startswith(JOB_PREFIXES):
+                await self.jobs_api.handle(scope, receive, send)
             elif method == "GET":
                 await self.handle_admin(path, send)
             else:
