@@ -41,10 +41,14 @@ def make(tmp: Path, replica: FakeReplica, **jobs: Any) -> Gateway:
 def multipart(content: bytes, purpose: str = "batch") -> tuple[bytes, dict[str, str]]:
     b = "XyZbOuNdArY"
     body = (
-        f'--{b}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n{purpose}\r\n'
-        f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="in.jsonl"\r\n'
-        f"Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + content + f"\r\n--{b}--\r\n".encode()
+        (
+            f'--{b}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n{purpose}\r\n'
+            f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="in.jsonl"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{b}--\r\n".encode()
+    )
     return body, {"content-type": f"multipart/form-data; boundary={b}"}
 
 
