@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import openai
+from typer.testing import CliRunner
 
+from shipit.cli.main import build_app
 from support.up_process import SIM_MODEL, launch
 
 
@@ -104,11 +106,35 @@ def test_openai_client_files_and_batches_end_to_end(tmp_path: Path) -> None:
             assert line["response"]["body"]["choices"][0]["message"]["role"] == "assistant"
         assert done.id in [b.id for b in client.batches.list()]
         assert client.files.delete(f.id).deleted
+        _cli(tmp_path, port)
     except BaseException:
         print(log.read_text())
         raise
     finally:
         _stop(proc)
+
+
+def _cli(root: Path, port: int) -> None:
+    """``shipit jobs submit --wait`` then ``results`` against the same gateway."""
+    url = f"http://127.0.0.1:{port}"
+    requests = root / "requests.jsonl"
+    requests.write_bytes(_jsonl(3))
+    runner = CliRunner()
+    app = build_app()
+    res = runner.invoke(app, ["jobs", "submit", str(requests), "--wait", "--url", url])
+    assert res.exit_code == 0, res.output
+    assert "completed  3/3 done, 0 failed" in res.output
+    batch_id = res.output.split()[0]
+    out = root / "answers.jsonl"
+    res = runner.invoke(app, ["jobs", "results", batch_id, "-o", str(out), "--url", url])
+    assert res.exit_code == 0, res.output
+    assert len(out.read_bytes().splitlines()) == 3
+    res = runner.invoke(app, ["jobs", "results", batch_id, "--errors", "--url", url])
+    assert res.exit_code == 1
+    assert "has no error file" in res.output
+    res = runner.invoke(app, ["jobs", "status", "batch_nope", "--url", url])
+    assert res.exit_code == 1
+    assert "No batch found" in res.output
 
 
 def _stop(proc: Any) -> None:
