@@ -59,4 +59,8 @@ class JobsConfig(_Strict):
     poll_interval_s: float = Field(0.2, gt=0, description="how often the worker looks for work")
     max_attempts: int = Field(5, ge=1, description="tries per line when replicas fail (5xx)")
     max_file_bytes: int = Field(200 * 1024 * 1024, ge=1, description="largest upload")
+    scale_for_jobs: bool = Field(
+        True,
+        description="with one autoscaled deployment, queued job lines count as queued requests",
+    )
     webhook: WebhookConfig = WebhookConfig()

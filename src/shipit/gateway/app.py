@@ -109,6 +109,9 @@ class Gateway:
         )
         self.jobs = JobsService(config, self.routers, self.proxy.core, self.metrics, clock)
         self.jobs_api = JobsApi(self.jobs)
+        if len(self.autoscalers) == 1 == len(self.routers) and config.jobs.scale_for_jobs:
+            # Queued job lines are demand (one deployment: they can only be for it).
+            next(iter(self.autoscalers.values())).extra_demand = self.jobs.queued_work
 
     def _build_autoscalers(self, pool: ReplicaPool) -> None:
         metrics = build_control_plane_metrics(self.metrics.registry)

@@ -113,8 +113,10 @@ class JobsService:
             self.runner.wake()
 
     def queued_work(self) -> int:
-        """Job lines queued or running (as of the worker's last look)."""
-        return self.runner.pending if self.runner is not None else 0
+        """Job lines waiting to run (as of the worker's last look), for the autoscaler."""
+        if self.runner is None:
+            return 0
+        return max(0, self.runner.pending - len(self.runner.running))
 
     # ----- scheduling ----------------------------------------------------------------------
     def slots(self, jobs_in_flight: int) -> int:
