@@ -288,8 +288,9 @@ class SqliteJobStore:
 
     # ----- work -------------------------------------------------------------------------
     def claim(self, owner: str, n: int, lease_s: float, now: float) -> list[WorkItem]:
-        """Up to ``n`` items to run, oldest first: queued ones, and running ones whose lease
-        ran out (their worker died), unless their batch was cancelled or expired meanwhile."""
+        """Up to ``n`` items to run: queued ones, and running ones whose lease ran out (their
+        worker died), unless their batch was cancelled or expired meanwhile. Single async
+        requests go first, then batch lines by the end of their window, then in order."""
         if n <= 0:
             return []
         with self._tx():
@@ -298,7 +299,8 @@ class SqliteJobStore:
                 "WHERE ((i.state = 'queued' AND i.not_before <= ?) "
                 "   OR (i.state = 'running' AND i.lease_until < ?)) "
                 "  AND (i.batch_id IS NULL OR b.status = 'in_progress') "
-                "ORDER BY i.seq LIMIT ?",
+                # Single requests first, then the batch whose window ends first, in order.
+                "ORDER BY i.batch_id IS NOT NULL, b.expires_at, i.seq LIMIT ?",
                 (now, now, n),
             ).fetchall()
             seqs = [r[0] for r in rows]

@@ -206,3 +206,17 @@ def test_a_second_connection_sees_the_same_queue(tmp_path: Path) -> None:
     finally:
         one.close()
         two.close()
+
+
+def test_claims_single_requests_first_then_the_earliest_window(store: SqliteJobStore) -> None:
+    late = _batch(store, 2, window="24h")
+    soon = _batch(store, 2, window="1h")
+    single = store.submit("default", EP, b"{}", None, 1000.0)
+
+    def batch_of(item_id: str) -> str | None:
+        row = store._db.execute("SELECT batch_id FROM items WHERE id = ?", (item_id,)).fetchone()
+        return row[0] if row else None
+
+    assert [x.id for x in store.claim("w", 1, 30.0, 1001.0)] == [single.id]
+    assert [batch_of(x.id) for x in store.claim("w", 2, 30.0, 1001.0)] == [soon, soon]
+    assert [batch_of(x.id) for x in store.claim("w", 3, 30.0, 1001.0)] == [late, late]
