@@ -1,40 +1,31 @@
-"""The durable job store: files, batches and work items, with leases so that each input line is
-answered exactly once.
-
-``JobStore`` is the protocol (synchronous: the gateway runs it on one worker thread through
-``AsyncJobStore``); ``SqliteJobStore`` is the embedded implementation (stdlib ``sqlite3``, WAL,
-one file that several gateways on one host may share). Exactly once: a worker ``claim``s
-queued items with a lease (owner + expiry) in one ``BEGIN IMMEDIATE`` transaction, renews the
-lease while the request runs, and ``complete`` writes the answer and marks the item done in
-one transaction, only while it still holds the lease. An item whose lease ran out (its gateway
-was killed) is claimed again by the next worker. The output file is built from the items
-table, one row per input line, when ``tick`` finalizes the batch, in the same transaction that
-marks it completed, expired or cancelled. A request may thus reach a replica twice after a
-crash, but its line appears once in the output. Every call is scoped to a ``tenant``.
+"""The embedded job store: ``SqliteJobStore``, one SQLite file in WAL mode (stdlib
+``sqlite3``) that several gateways on one host may share; the logic is ``jobs.sql``.
+``open_store`` picks the store the config names: PostgreSQL (``jobs.store_url``) or SQLite.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from shipit.jobs import formats
-from shipit.jobs.formats import BatchLine, BatchRecord, FileRecord, ItemRecord, WorkItem
 from shipit.jobs.protocol import JobStore
+from shipit.jobs.sql import SqlJobStore
 
-__all__ = ["JobStore", "SqliteJobStore"]
+__all__ = ["JobStore", "SqliteJobStore", "open_store"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files(
-  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, purpose TEXT NOT NULL, filename TEXT NOT NULL,
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL,
+  purpose TEXT NOT NULL, filename TEXT NOT NULL,
   bytes INTEGER NOT NULL, created_at INTEGER NOT NULL, content BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS files_tenant ON files(tenant, created_at);
 CREATE TABLE IF NOT EXISTS batches(
-  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, input_file_id TEXT NOT NULL, endpoint TEXT NOT NULL,
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL,
+  input_file_id TEXT NOT NULL, endpoint TEXT NOT NULL,
   completion_window TEXT NOT NULL, status TEXT NOT NULL, created_at INTEGER NOT NULL,
   expires_at INTEGER NOT NULL, total INTEGER NOT NULL DEFAULT 0,
   completed INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
@@ -55,18 +46,8 @@ CREATE INDEX IF NOT EXISTS items_batch ON items(batch_id, state);
 CREATE INDEX IF NOT EXISTS items_webhook ON items(webhook_state, webhook_next_at);
 """
 
-_BATCH_COLS = ", ".join(BatchRecord.__slots__)
-_ITEM_COLS = (
-    "id, tenant, batch_id, line, custom_id, url, state, attempts, status_code, response, "
-    "created_at, done_at, webhook_url, webhook_state"
-)
-# Statuses in which a batch's lines may run (or still finish).
-_LIVE = ("in_progress", "cancelling")
 
-
-class SqliteJobStore:
-    """The embedded store: one SQLite file in WAL mode."""
-
+class SqliteJobStore(SqlJobStore):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,398 +64,30 @@ class SqliteJobStore:
     def close(self) -> None:
         self._db.close()
 
-    # ----- helpers ----------------------------------------------------------------------
-    def _tx(self) -> _Tx:
-        return _Tx(self._db, self._lock)
+    def _x(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        return self._db.execute(sql, args)
 
-    def _one(self, sql: str, args: Sequence[Any]) -> Any:
-        return self._db.execute(sql, args).fetchone()
+    def _xmany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self._db.executemany(sql, rows)
 
-    # ----- files ------------------------------------------------------------------------
-    def put_file(
-        self, tenant: str, filename: str, purpose: str, content: bytes, now: float
-    ) -> FileRecord:
-        rec = FileRecord(formats.new_id("file-"), tenant, purpose, filename, len(content), int(now))
-        with self._tx():
-            self._insert_file(rec, content)
-        return rec
-
-    def _insert_file(self, rec: FileRecord, content: bytes) -> None:
-        self._db.execute(
-            "INSERT INTO files(id, tenant, purpose, filename, bytes, created_at, content) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (rec.id, rec.tenant, rec.purpose, rec.filename, rec.bytes, rec.created_at, content),
-        )
-
-    def get_file(self, tenant: str, file_id: str) -> FileRecord | None:
-        row = self._one(
-            "SELECT id, tenant, purpose, filename, bytes, created_at FROM files "
-            "WHERE id = ? AND tenant = ?",
-            (file_id, tenant),
-        )
-        return FileRecord(*row) if row else None
-
-    def file_content(self, tenant: str, file_id: str) -> bytes | None:
-        row = self._one("SELECT content FROM files WHERE id = ? AND tenant = ?", (file_id, tenant))
-        return bytes(row[0]) if row else None
-
-    def list_files(
-        self, tenant: str, purpose: str | None, limit: int, after: str | None
-    ) -> list[FileRecord]:
-        sql = "SELECT id, tenant, purpose, filename, bytes, created_at FROM files WHERE tenant = ?"
-        args: list[Any] = [tenant]
-        if purpose:
-            sql += " AND purpose = ?"
-            args.append(purpose)
-        if after:
-            sql += " AND rowid < (SELECT rowid FROM files WHERE id = ?)"
-            args.append(after)
-        sql += " ORDER BY rowid DESC LIMIT ?"
-        args.append(limit)
-        return [FileRecord(*r) for r in self._db.execute(sql, args)]
-
-    def delete_file(self, tenant: str, file_id: str) -> bool:
-        with self._tx():
-            cur = self._db.execute(
-                "DELETE FROM files WHERE id = ? AND tenant = ?", (file_id, tenant)
-            )
-        return cur.rowcount == 1
-
-    # ----- batches ----------------------------------------------------------------------
-    def create_batch(
-        self,
-        tenant: str,
-        input_file_id: str,
-        endpoint: str,
-        completion_window: str,
-        metadata: dict[str, str] | None,
-        now: float,
-    ) -> BatchRecord:
-        """Validate the input file and queue its lines, in one transaction: the batch is
-        ``in_progress`` with every line queued, or ``failed`` with the errors."""
-        content = self.file_content(tenant, input_file_id)
-        if content is None:
-            raise KeyError(input_file_id)
-        window_s = formats.window_seconds(completion_window)
-        lines, errors = formats.parse_batch_input(content, endpoint)
-        t = int(now)
-        bid = formats.new_id("batch_")
-        meta = json.dumps(metadata) if metadata else None
-        with self._tx():
-            if errors:
-                self._db.execute(
-                    "INSERT INTO batches(id, tenant, input_file_id, endpoint, completion_window, "
-                    "status, created_at, expires_at, errors, metadata, failed_at) "
-                    "VALUES (?, ?, ?, ?, ?, 'failed', ?, ?, ?, ?, ?)",
-                    (
-                        bid,
-                        tenant,
-                        input_file_id,
-                        endpoint,
-                        completion_window,
-                        t,
-                        t + window_s,
-                        json.dumps([e.json() for e in errors]),
-                        meta,
-                        t,
-                    ),
-                )
-            else:
-                self._db.execute(
-                    "INSERT INTO batches(id, tenant, input_file_id, endpoint, completion_window, "
-                    "status, created_at, expires_at, total, metadata, in_progress_at) "
-                    "VALUES (?, ?, ?, ?, ?, 'in_progress', ?, ?, ?, ?, ?)",
-                    (
-                        bid,
-                        tenant,
-                        input_file_id,
-                        endpoint,
-                        completion_window,
-                        t,
-                        t + window_s,
-                        len(lines),
-                        meta,
-                        t,
-                    ),
-                )
-                self._insert_lines(tenant, bid, lines, now)
-        batch = self.get_batch(tenant, bid)
-        assert batch is not None
-        return batch
-
-    def _insert_lines(self, tenant: str, batch_id: str, lines: list[BatchLine], now: float) -> None:
-        self._db.executemany(
-            "INSERT INTO items(id, tenant, batch_id, line, custom_id, url, body, state, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
-            [
-                (
-                    formats.new_id("batch_req_"),
-                    tenant,
-                    batch_id,
-                    x.line,
-                    x.custom_id,
-                    x.url,
-                    x.body,
-                    now,
-                )
-                for x in lines
-            ],
-        )
-
-    def get_batch(self, tenant: str, batch_id: str) -> BatchRecord | None:
-        row = self._one(
-            f"SELECT {_BATCH_COLS} FROM batches WHERE id = ? AND tenant = ?", (batch_id, tenant)
-        )
-        return BatchRecord(*row) if row else None
-
-    def list_batches(self, tenant: str, limit: int, after: str | None) -> list[BatchRecord]:
-        sql = f"SELECT {_BATCH_COLS} FROM batches WHERE tenant = ?"
-        args: list[Any] = [tenant]
-        if after:
-            sql += " AND rowid < (SELECT rowid FROM batches WHERE id = ?)"
-            args.append(after)
-        sql += " ORDER BY rowid DESC LIMIT ?"
-        args.append(limit)
-        return [BatchRecord(*r) for r in self._db.execute(sql, args)]
-
-    def cancel_batch(self, tenant: str, batch_id: str, now: float) -> BatchRecord | None:
-        """``cancelling`` now; queued lines are dropped, running ones may finish; ``tick``
-        makes it ``cancelled`` with the files of what was answered."""
-        with self._tx():
-            cur = self._db.execute(
-                "UPDATE batches SET status = 'cancelling', cancelling_at = ? "
-                "WHERE id = ? AND tenant = ? AND status IN ('validating', 'in_progress')",
-                (int(now), batch_id, tenant),
-            )
-            if cur.rowcount:
-                self._db.execute(
-                    "UPDATE items SET state = 'cancelled', done_at = ? "
-                    "WHERE batch_id = ? AND state = 'queued'",
-                    (now, batch_id),
-                )
-        return self.get_batch(tenant, batch_id)
-
-    # ----- single async requests ----------------------------------------------------------
-    def submit(
-        self, tenant: str, url: str, body: bytes, webhook_url: str | None, now: float
-    ) -> ItemRecord:
-        iid = formats.new_id("areq_")
-        with self._tx():
-            self._db.execute(
-                "INSERT INTO items(id, tenant, url, body, state, created_at, webhook_url) "
-                "VALUES (?, ?, ?, ?, 'queued', ?, ?)",
-                (iid, tenant, url, body, now, webhook_url),
-            )
-        item = self.get_item(tenant, iid)
-        assert item is not None
-        return item
-
-    def get_item(self, tenant: str, item_id: str) -> ItemRecord | None:
-        row = self._one(
-            f"SELECT {_ITEM_COLS} FROM items WHERE id = ? AND tenant = ? AND batch_id IS NULL",
-            (item_id, tenant),
-        )
-        return _item(row) if row else None
-
-    def cancel_item(self, tenant: str, item_id: str, now: float) -> ItemRecord | None:
-        """A queued request is cancelled; one already running or done is left as it is."""
-        with self._tx():
-            self._db.execute(
-                "UPDATE items SET state = 'cancelled', done_at = ? "
-                "WHERE id = ? AND tenant = ? AND batch_id IS NULL AND state = 'queued'",
-                (now, item_id, tenant),
-            )
-        return self.get_item(tenant, item_id)
-
-    # ----- work -------------------------------------------------------------------------
-    def claim(self, owner: str, n: int, lease_s: float, now: float) -> list[WorkItem]:
-        """Up to ``n`` items to run: queued ones, and running ones whose lease ran out (their
-        worker died), unless their batch was cancelled or expired meanwhile. Single async
-        requests go first, then batch lines by the end of their window, then in order."""
-        if n <= 0:
-            return []
-        with self._tx():
-            rows = self._db.execute(
-                "SELECT i.seq FROM items i LEFT JOIN batches b ON b.id = i.batch_id "
-                "WHERE ((i.state = 'queued' AND i.not_before <= ?) "
-                "   OR (i.state = 'running' AND i.lease_until < ?)) "
-                "  AND (i.batch_id IS NULL OR b.status = 'in_progress') "
-                # Single requests first, then the batch whose window ends first, in order.
-                "ORDER BY i.batch_id IS NOT NULL, b.expires_at, i.seq LIMIT ?",
-                (now, now, n),
-            ).fetchall()
-            seqs = [r[0] for r in rows]
-            if not seqs:
-                return []
-            marks = ",".join("?" * len(seqs))
-            self._db.execute(
-                "UPDATE items SET state = 'running', owner = ?, lease_until = ?, "
-                f"attempts = attempts + 1 WHERE seq IN ({marks})",
-                (owner, now + lease_s, *seqs),
-            )
-            got = self._db.execute(
-                f"SELECT id, tenant, url, body, attempts FROM items WHERE seq IN ({marks}) "
-                "ORDER BY seq",
-                seqs,
-            ).fetchall()
-        return [WorkItem(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in got]
-
-    def renew(self, owner: str, ids: Sequence[str], lease_s: float, now: float) -> None:
-        if not ids:
-            return
-        marks = ",".join("?" * len(ids))
-        with self._tx():
-            self._db.execute(
-                f"UPDATE items SET lease_until = ? WHERE owner = ? AND state = 'running' "
-                f"AND id IN ({marks})",
-                (now + lease_s, owner, *ids),
-            )
-
-    def complete(self, owner: str, item_id: str, status: int, response: bytes, now: float) -> bool:
-        """Write the answer and mark the item done, only if ``owner`` still holds it: False
-        means another worker took it over (its answer, not this one, will count)."""
-        with self._tx():
-            cur = self._db.execute(
-                "UPDATE items SET state = 'done', status_code = ?, response = ?, done_at = ?, "
-                "owner = NULL, lease_until = NULL, "
-                "webhook_state = CASE WHEN webhook_url IS NULL THEN NULL ELSE 'pending' END, "
-                "webhook_next_at = ? "
-                "WHERE id = ? AND owner = ? AND state = 'running'",
-                (status, response, now, now, item_id, owner),
-            )
-            if cur.rowcount != 1:
-                return False
-            column = "completed" if status < 400 else "failed"
-            self._db.execute(
-                f"UPDATE batches SET {column} = {column} + 1 "
-                "WHERE id = (SELECT batch_id FROM items WHERE id = ?)",
-                (item_id,),
-            )
-        return True
-
-    def release(self, owner: str, item_id: str, not_before: float, *, count_attempt: bool) -> None:
-        """Give a claimed item back to the queue (admission refused it, or a retry later)."""
-        with self._tx():
-            self._db.execute(
-                "UPDATE items SET state = 'queued', owner = NULL, lease_until = NULL, "
-                "not_before = ?, attempts = attempts - ? "
-                "WHERE id = ? AND owner = ? AND state = 'running'",
-                (not_before, 0 if count_attempt else 1, item_id, owner),
-            )
-
-    def pending(self) -> int:
-        """Items queued or running (the demand job work adds to the fleet)."""
-        row = self._one("SELECT COUNT(*) FROM items WHERE state IN ('queued', 'running')", ())
-        return int(row[0])
-
-    def tick(self, now: float) -> list[str]:
-        """Expire batches past their window, then finalize every live batch with no line left
-        to run; returns the ids of the batches finalized."""
-        done: list[str] = []
-        live = self._db.execute(
-            f"SELECT id, status, expires_at FROM batches WHERE status IN {_LIVE}"
-        ).fetchall()
-        for bid, status, expires_at in live:
-            with self._tx():
-                row = self._one("SELECT status FROM batches WHERE id = ?", (bid,))
-                if row is None or row[0] != status:
-                    continue  # another gateway moved it meanwhile
-                end = "cancelled" if status == "cancelling" else "completed"
-                if status == "in_progress" and now >= expires_at:
-                    end = "expired"
-                if end != "completed":
-                    state = "cancelled" if end == "cancelled" else "expired"
-                    self._db.execute(
-                        "UPDATE items SET state = ?, done_at = ? WHERE batch_id = ? AND "
-                        "(state = 'queued' OR (state = 'running' AND lease_until < ?))",
-                        (state, now, bid, now),
-                    )
-                left = self._one(
-                    "SELECT COUNT(*) FROM items WHERE batch_id = ? "
-                    "AND state IN ('queued', 'running')",
-                    (bid,),
-                )[0]
-                if left:
-                    continue
-                self._finalize(bid, end, now)
-                done.append(bid)
-        return done
-
-    def _finalize(self, batch_id: str, end: str, now: float) -> None:
-        """Inside a transaction: the output and error files, and the final status."""
-        (tenant,) = self._one("SELECT tenant FROM batches WHERE id = ?", (batch_id,))
-        out: list[bytes] = []
-        err: list[bytes] = []
-        rows = self._db.execute(
-            f"SELECT {_ITEM_COLS} FROM items WHERE batch_id = ? ORDER BY line", (batch_id,)
-        )
-        for row in rows:
-            ok, line = formats.output_line(_item(row))
-            (out if ok else err).append(line)
-        t = int(now)
-        ids: list[str | None] = []
-        for lines, suffix in ((out, "output"), (err, "errors")):
-            if not lines:
-                ids.append(None)
-                continue
-            content = b"".join(lines)
-            name = f"{batch_id}_{suffix}.jsonl"
-            rec = FileRecord(formats.new_id("file-"), tenant, "batch_output", name, len(content), t)
-            self._insert_file(rec, content)
-            ids.append(rec.id)
-        self._db.execute(
-            f"UPDATE batches SET status = ?, output_file_id = ?, error_file_id = ?, "
-            f"finalizing_at = ?, {end}_at = ? WHERE id = ?",
-            (end, ids[0], ids[1], t, t, batch_id),
-        )
-
-    # ----- webhooks ---------------------------------------------------------------------
-    def due_webhooks(self, now: float, n: int) -> list[tuple[ItemRecord, int]]:
-        """The items whose callback is due now, with the deliveries tried so far."""
-        rows = self._db.execute(
-            f"SELECT {_ITEM_COLS}, webhook_attempts FROM items "
-            "WHERE webhook_state = 'pending' AND webhook_next_at <= ? ORDER BY webhook_next_at "
-            "LIMIT ?",
-            (now, n),
-        ).fetchall()
-        return [(_item(r[:-1]), int(r[-1])) for r in rows]
-
-    def webhook_result(
-        self, item_id: str, delivered: bool, next_at: float | None, now: float
-    ) -> None:
-        """After one delivery attempt: delivered, retried at ``next_at``, or given up (None)."""
-        state = "delivered" if delivered else ("pending" if next_at is not None else "failed")
-        with self._tx():
-            self._db.execute(
-                "UPDATE items SET webhook_state = ?, webhook_attempts = webhook_attempts + 1, "
-                "webhook_next_at = ? WHERE id = ?",
-                (state, next_at if next_at is not None else now, item_id),
-            )
-
-
-def _item(row: Sequence[Any]) -> ItemRecord:
-    values = list(row)
-    values[9] = bytes(values[9]) if values[9] is not None else None
-    return ItemRecord(*values)
-
-
-class _Tx:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on an error): writers queue up on the
-    database lock, so two gateways never claim the same line."""
-
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
-        self._db, self._lock = db, lock
-
-    def __enter__(self) -> None:
-        self._lock.acquire()
-        try:
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on an error): writers queue up on
+        the database lock, so two gateways never claim the same line."""
+        with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._lock.release()
-            raise
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
-    def __exit__(self, kind: object, exc: object, tb: object) -> None:
-        try:
-            self._db.execute("COMMIT" if kind is None else "ROLLBACK")
-        finally:
-            self._lock.release()
+
+def open_store(path: str | Path, url: str | None) -> JobStore:
+    """PostgreSQL at ``url`` when given (the ``postgres`` extra), else SQLite at ``path``."""
+    if url:
+        from shipit.jobs.store_pg import PostgresJobStore
+
+        return PostgresJobStore(url)
+    return SqliteJobStore(path)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import threading
+from typing import Any
 
 import pytest
 
-from shipit.jobs.store import SqliteJobStore
+from shipit.jobs.sql import SqlJobStore
 
 EP = "/v1/chat/completions"
 
@@ -25,28 +26,21 @@ def _jsonl(n: int, *, url: str = EP) -> bytes:
     return b"".join(json.dumps(x).encode() + b"\n" for x in lines)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SqliteJobStore:
-    s = SqliteJobStore(tmp_path / "jobs.sqlite3")
-    yield s
-    s.close()
-
-
-def _batch(store: SqliteJobStore, n: int, *, window: str = "24h", tenant: str = "default") -> str:
+def _batch(store: SqlJobStore, n: int, *, window: str = "24h", tenant: str = "default") -> str:
     f = store.put_file(tenant, "in.jsonl", "batch", _jsonl(n), 1000.0)
     b = store.create_batch(tenant, f.id, EP, window, {"k": "v"}, 1000.0)
     assert b.status == "in_progress", b.errors
     return b.id
 
 
-def _lines(store: SqliteJobStore, file_id: str | None) -> list[dict[str, object]]:
+def _lines(store: SqlJobStore, file_id: str | None) -> list[dict[str, object]]:
     assert file_id is not None
     content = store.file_content("default", file_id)
     assert content is not None
     return [json.loads(x) for x in content.splitlines()]
 
 
-def test_two_workers_never_claim_the_same_line(store: SqliteJobStore) -> None:
+def test_two_workers_never_claim_the_same_line(store: SqlJobStore) -> None:
     _batch(store, 10)
     a = store.claim("a", 6, 30.0, 1001.0)
     b = store.claim("b", 6, 30.0, 1001.0)
@@ -57,7 +51,7 @@ def test_two_workers_never_claim_the_same_line(store: SqliteJobStore) -> None:
 
 
 def test_expired_lease_is_taken_over_and_the_old_owner_cannot_answer(
-    store: SqliteJobStore,
+    store: SqlJobStore,
 ) -> None:
     bid = _batch(store, 3)
     first = store.claim("dead", 3, 10.0, 1001.0)
@@ -82,7 +76,7 @@ def test_expired_lease_is_taken_over_and_the_old_owner_cannot_answer(
     assert batch.error_file_id is None
 
 
-def test_failed_lines_go_to_the_error_file(store: SqliteJobStore) -> None:
+def test_failed_lines_go_to_the_error_file(store: SqlJobStore) -> None:
     bid = _batch(store, 2)
     a, b = store.claim("w", 2, 30.0, 1001.0)
     store.complete("w", a.id, 200, b'{"ok": 1}', 1002.0)
@@ -97,7 +91,7 @@ def test_failed_lines_go_to_the_error_file(store: SqliteJobStore) -> None:
     assert err["response"]["status_code"] == 400  # type: ignore[index]
 
 
-def test_released_line_runs_again_after_its_delay(store: SqliteJobStore) -> None:
+def test_released_line_runs_again_after_its_delay(store: SqlJobStore) -> None:
     _batch(store, 1)
     (x,) = store.claim("w", 1, 30.0, 1001.0)
     store.release("w", x.id, 1010.0, count_attempt=False)
@@ -106,7 +100,7 @@ def test_released_line_runs_again_after_its_delay(store: SqliteJobStore) -> None
     assert again.attempts == 1  # an admission refusal is not an attempt
 
 
-def test_invalid_input_fails_the_batch_with_line_errors(store: SqliteJobStore) -> None:
+def test_invalid_input_fails_the_batch_with_line_errors(store: SqlJobStore) -> None:
     bad = _jsonl(2) + b"not json\n" + _jsonl(1, url="/v1/completions")
     f = store.put_file("default", "in.jsonl", "batch", bad, 1000.0)
     b = store.create_batch("default", f.id, EP, "24h", None, 1000.0)
@@ -118,14 +112,14 @@ def test_invalid_input_fails_the_batch_with_line_errors(store: SqliteJobStore) -
     assert store.claim("w", 10, 30.0, 1001.0) == []
 
 
-def test_duplicate_custom_id_is_refused(store: SqliteJobStore) -> None:
+def test_duplicate_custom_id_is_refused(store: SqlJobStore) -> None:
     f = store.put_file("default", "in.jsonl", "batch", _jsonl(2) + _jsonl(1), 1000.0)
     b = store.create_batch("default", f.id, EP, "24h", None, 1000.0)
     assert b.status == "failed"
     assert json.loads(b.errors or "[]")[0]["code"] == "duplicate_custom_id"
 
 
-def test_cancel_keeps_what_was_answered(store: SqliteJobStore) -> None:
+def test_cancel_keeps_what_was_answered(store: SqlJobStore) -> None:
     bid = _batch(store, 4)
     a, b = store.claim("w", 2, 30.0, 1001.0)
     store.complete("w", a.id, 200, b"{}", 1002.0)
@@ -144,7 +138,7 @@ def test_cancel_keeps_what_was_answered(store: SqliteJobStore) -> None:
     assert [e["error"]["code"] for e in errs] == ["batch_cancelled"] * 2  # type: ignore[index]
 
 
-def test_window_expiry_answers_the_rest_as_expired(store: SqliteJobStore) -> None:
+def test_window_expiry_answers_the_rest_as_expired(store: SqlJobStore) -> None:
     bid = _batch(store, 3, window="60s")
     (a,) = store.claim("w", 1, 30.0, 1001.0)
     store.complete("w", a.id, 200, b"{}", 1002.0)
@@ -158,7 +152,7 @@ def test_window_expiry_answers_the_rest_as_expired(store: SqliteJobStore) -> Non
     assert codes == ["batch_expired", "batch_expired"]
 
 
-def test_tenants_see_only_their_own(store: SqliteJobStore) -> None:
+def test_tenants_see_only_their_own(store: SqlJobStore) -> None:
     f = store.put_file("acme", "in.jsonl", "batch", _jsonl(1), 1000.0)
     assert store.get_file("other", f.id) is None
     assert store.file_content("other", f.id) is None
@@ -173,7 +167,7 @@ def test_tenants_see_only_their_own(store: SqliteJobStore) -> None:
     assert store.get_item("other", item.id) is None
 
 
-def test_async_request_lifecycle_and_webhook_state(store: SqliteJobStore) -> None:
+def test_async_request_lifecycle_and_webhook_state(store: SqlJobStore) -> None:
     item = store.submit("default", EP, b'{"model": "m"}', "http://127.0.0.1:9/hook", 1000.0)
     assert item.state == "queued"
     (w,) = store.claim("w", 5, 30.0, 1001.0)
@@ -193,28 +187,44 @@ def test_async_request_lifecycle_and_webhook_state(store: SqliteJobStore) -> Non
     assert store.get_item("default", item.id).webhook_state == "delivered"  # type: ignore[union-attr]
 
 
-def test_a_second_connection_sees_the_same_queue(tmp_path: Path) -> None:
-    one = SqliteJobStore(tmp_path / "j.sqlite3")
-    two = SqliteJobStore(tmp_path / "j.sqlite3")
-    try:
-        _batch(one, 4)
-        got_one = one.claim("a", 2, 30.0, 1001.0)
-        got_two = two.claim("b", 4, 30.0, 1001.0)
-        assert len(got_one) == 2
-        assert len(got_two) == 2
-        assert not {x.id for x in got_one} & {x.id for x in got_two}
-    finally:
-        one.close()
-        two.close()
+def test_a_second_connection_sees_the_same_queue(store_factory: Any) -> None:
+    one, two = store_factory(), store_factory()
+    _batch(one, 4)
+    got_one = one.claim("a", 2, 30.0, 1001.0)
+    got_two = two.claim("b", 4, 30.0, 1001.0)
+    assert len(got_one) == 2
+    assert len(got_two) == 2
+    assert not {x.id for x in got_one} & {x.id for x in got_two}
 
 
-def test_claims_single_requests_first_then_the_earliest_window(store: SqliteJobStore) -> None:
+def test_concurrent_claims_from_many_connections_split_the_lines(store_factory: Any) -> None:
+    """Workers on separate connections claiming at once: every line to exactly one."""
+    _batch(store_factory(), 200)
+    workers = [store_factory() for _ in range(4)]
+    claimed: dict[str, list[str]] = {}
+
+    def work(k: int) -> None:
+        s = workers[k]
+        while got := s.claim(f"w{k}", 7, 30.0, 1001.0):
+            claimed.setdefault(f"w{k}", []).extend(x.id for x in got)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    ids = [i for got in claimed.values() for i in got]
+    assert len(ids) == 200
+    assert len(set(ids)) == 200
+
+
+def test_claims_single_requests_first_then_the_earliest_window(store: SqlJobStore) -> None:
     late = _batch(store, 2, window="24h")
     soon = _batch(store, 2, window="1h")
     single = store.submit("default", EP, b"{}", None, 1000.0)
 
     def batch_of(item_id: str) -> str | None:
-        row = store._db.execute("SELECT batch_id FROM items WHERE id = ?", (item_id,)).fetchone()
+        row = store._one("SELECT batch_id FROM items WHERE id = ?", (item_id,))
         return row[0] if row else None
 
     assert [x.id for x in store.claim("w", 1, 30.0, 1001.0)] == [single.id]
