@@ -1,7 +1,7 @@
 """Batches against a real ``shipit up`` with simulated replicas: the official ``openai``
 client's Files + Batches calls work end to end, and a gateway killed with SIGKILL while a
-1,000-line batch runs, restarted on the same store, completes it with every line answered
-exactly once."""
+1,000-line batch runs, restarted on the same store (the embedded SQLite file, or a
+PostgreSQL server), completes it with every line answered exactly once."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 from typer.testing import CliRunner
 
 from shipit.cli.main import build_app
+from support.postgres import PostgresServer, postgres_server
 from support.up_process import SIM_MODEL, launch
 
 
@@ -143,9 +146,24 @@ def _stop(proc: Any) -> None:
         proc.wait(timeout=60)
 
 
-def test_batch_survives_a_killed_gateway_and_answers_each_line_once(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[PostgresServer]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_batch_survives_a_killed_gateway_and_answers_each_line_once(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     n = 1000
-    cfg = _config(tmp_path, replicas=2, lease_s=2.0)
+    server: dict[str, Any] = {}
+    if store == "postgres":
+        monkeypatch.setenv(
+            "SHIPIT_TEST_JOBS_DB", request.getfixturevalue("pg_server").new_database()
+        )
+        server = {"store_url_env": "SHIPIT_TEST_JOBS_DB"}
+    cfg = _config(tmp_path, replicas=2, lease_s=2.0, **server)
     proc, port, log = launch(tmp_path, cfg, ready_replicas=2)
     try:
         client = _client(port)

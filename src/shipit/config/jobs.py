@@ -46,6 +46,11 @@ class JobsConfig(_Strict):
         None,
         description="the SQLite file; default ~/.local/state/shipit/jobs-<gateway port>.sqlite3",
     )
+    store_url_env: str | None = Field(
+        None,
+        description="environment variable holding a postgresql:// URL: a server-backed store "
+        "several gateways share (needs the postgres extra); unset: the SQLite file",
+    )
     priority: int = Field(LOWEST_PRIORITY, description="admission priority of job requests")
     max_share: float = Field(
         0.5,

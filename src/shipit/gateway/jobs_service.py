@@ -37,7 +37,7 @@ from shipit.gateway.request_core import (
 )
 from shipit.jobs.formats import WorkItem
 from shipit.jobs.runner import AsyncJobStore, JobRunner, Outcome
-from shipit.jobs.store import SqliteJobStore
+from shipit.jobs.store import open_store
 from shipit.jobs.webhooks import WebhookSender
 from shipit.policy.jobs import JobSlotsSnapshot, job_slots
 from shipit.services.router import RouterService
@@ -63,6 +63,7 @@ class JobsService:
     ) -> None:
         self.config = config.jobs
         self.path = default_store_path(config)
+        self.url: str | None = None
         self.routers = routers
         self.deployments: dict[str, DeploymentConfig] = {d.name: d for d in config.deployments}
         self.core = core
@@ -79,13 +80,22 @@ class JobsService:
     # ----- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         """Resume the work of a store left by an earlier run (or another gateway)."""
-        if self.path.exists():
+        url_env = self.config.store_url_env
+        if url_env:
+            self.url = os.environ.get(url_env)
+            if not self.url:
+                raise ShipitError(
+                    f"jobs.store_url_env names {url_env}, which is not set; set it to a "
+                    "postgresql:// URL, or drop store_url_env to use the SQLite store",
+                    field="jobs.store_url_env",
+                )
+        if self.url or self.path.exists():
             self.open()
 
     def open(self) -> AsyncJobStore:
         """The store, opened (and the worker started) on first use."""
         if self.jobs is None:
-            self.jobs = AsyncJobStore(SqliteJobStore(self.path))
+            self.jobs = AsyncJobStore(open_store(self.path, self.url))
             self.runner = JobRunner(
                 self.jobs,
                 self.execute,
@@ -95,7 +105,7 @@ class JobsService:
                 webhooks=self.webhooks,
             )
             self._task = asyncio.create_task(self.runner.run())
-            log.info("job store %s open", self.path)
+            log.info("job store %s open", "(PostgreSQL)" if self.url else self.path)
         return self.jobs
 
     async def stop(self) -> None:

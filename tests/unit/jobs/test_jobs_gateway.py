@@ -267,3 +267,34 @@ def test_job_slots(in_flight: int, queued: int, jobs: int, limit: int, code: str
     d = job_slots(cfg, JobSlotsSnapshot(16, in_flight, queued, jobs))
     assert (d.limit, d.reason_code) == (limit, code)
     assert job_slots(cfg, JobSlotsSnapshot(0, 0, 0, 0)).limit == 0
+
+
+def test_two_gateways_share_one_postgres_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_server: Any
+) -> None:
+    """Gateway one's replica is stuck on the lines it took; gateway two, on the same
+    server-backed store, answers the rest; the output has each line once."""
+    monkeypatch.setenv("JOBS_DB", pg_server.new_database())
+    hold = asyncio.Event()
+    stuck, free = FakeReplica(chunks=ANSWER, hold=hold), FakeReplica(chunks=ANSWER)
+    one = make(tmp_path / "1", stuck, store_url_env="JOBS_DB")
+    two = make(tmp_path / "2", free, store_url_env="JOBS_DB")
+
+    async def go() -> None:
+        async with running(one), running(two):
+            body, headers = multipart(jsonl(40))
+            f = (await call(one, "POST", "/v1/files", body, headers=headers)).json()
+            req = {"input_file_id": f["id"], "endpoint": "/v1/chat/completions"}
+            bid = (await call(one, "POST", "/v1/batches", req)).json()["id"]
+            deadline = time.monotonic() + 20
+            while len(free.bodies) + len(stuck.bodies) < 40 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            hold.set()
+            batch = await wait_for(two, f"/v1/batches/{bid}", {"completed"})
+            out = await call(one, "GET", f"/v1/files/{batch['output_file_id']}/content")
+            ids = [json.loads(x)["custom_id"] for x in out.body.splitlines()]
+            assert sorted(ids) == sorted(f"c{i}" for i in range(40))
+
+    asyncio.run(go())
+    assert len(stuck.bodies) == 8  # max_concurrency: what gateway one could take
+    assert len(free.bodies) == 32
