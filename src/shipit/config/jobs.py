@@ -58,6 +58,13 @@ class JobsConfig(_Strict):
         le=1.0,
         description="most of the fleet's slots jobs hold while interactive requests run or wait",
     )
+    idle_share: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="most of the slots jobs hold with no interactive load; below 1 keeps "
+        "slots free for the next interactive request",
+    )
     lease_s: float = Field(
         30.0, gt=0, description="a claimed line is taken over by another gateway after this"
     )

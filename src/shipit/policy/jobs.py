@@ -1,10 +1,10 @@
 """How many job requests (batch lines, async requests) may run now: a pure decision.
 
-Jobs fill idle capacity: with no interactive request in flight or waiting, they may take every
-replica slot; under interactive load they keep to ``max_share`` of the slots (rounded down), so
-interactive requests always find most slots free. Jobs already running above the share finish;
-no new ones start until the count falls below it. ``decide(config, snapshot, state)`` shape,
-without state; ``now`` is not needed.
+Jobs fill idle capacity: with no interactive request in flight or waiting, they may take
+``idle_share`` of the replica slots (all of them by default); under interactive load they keep
+to ``max_share`` of the slots (rounded down), so interactive requests always find most slots
+free. Jobs already running above the share finish; no new ones start until the count falls
+below it. ``decide(config, snapshot)`` shape, without state; ``now`` is not needed.
 """
 
 from __future__ import annotations
@@ -35,8 +35,12 @@ def job_slots(config: JobsConfig, snapshot: JobSlotsSnapshot) -> JobSlotsDecisio
         return JobSlotsDecision(0, "no_capacity", "no routable replica")
     interactive = max(0, snapshot.in_flight - snapshot.jobs_in_flight)
     if interactive == 0 and snapshot.queued == 0:
-        why = f"no interactive load: jobs may take all {snapshot.capacity} slots"
-        return JobSlotsDecision(snapshot.capacity, "idle", why)
+        limit = math.floor(config.idle_share * snapshot.capacity)
+        why = (
+            f"no interactive load: jobs may take idle_share {config.idle_share:g} of "
+            f"{snapshot.capacity} slots"
+        )
+        return JobSlotsDecision(limit, "idle", why)
     limit = math.floor(config.max_share * snapshot.capacity)
     why = (
         f"{interactive} interactive in flight, {snapshot.queued} waiting: jobs keep to "

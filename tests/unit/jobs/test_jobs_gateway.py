@@ -269,6 +269,12 @@ def test_job_slots(in_flight: int, queued: int, jobs: int, limit: int, code: str
     assert job_slots(cfg, JobSlotsSnapshot(0, 0, 0, 0)).limit == 0
 
 
+def test_idle_share_keeps_slots_free_for_the_next_interactive_request() -> None:
+    cfg = parse_config({"jobs": {"idle_share": 0.75, "max_share": 0.25}}).jobs
+    assert job_slots(cfg, JobSlotsSnapshot(16, 0, 0, 0)).limit == 12
+    assert job_slots(cfg, JobSlotsSnapshot(16, 13, 0, 12)).limit == 4
+
+
 def test_two_gateways_share_one_postgres_queue(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_server: Any
 ) -> None:
