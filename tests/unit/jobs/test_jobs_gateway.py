@@ -17,6 +17,7 @@ from shipit.config.gateway import parse_config
 from shipit.core.clock import FakeClock
 from shipit.core.fleet import ReplicaState
 from shipit.gateway.app import Gateway, create_gateway, running
+from shipit.gateway.routes_jobs import parse_multipart
 from shipit.jobs.webhooks import verify
 from shipit.policy.jobs import JobSlotsSnapshot, job_slots
 from shipit.services.upstream_fake import FakeReplica, FakeUpstream
@@ -304,3 +305,13 @@ def test_two_gateways_share_one_postgres_queue(
     asyncio.run(go())
     assert len(stuck.bodies) == 8  # max_concurrency: what gateway one could take
     assert len(free.bodies) == 32
+
+
+@pytest.mark.parametrize(
+    "content", [b"a\r\nb\nc\r\n", bytes(range(256)) * 3, b"x\r\n--XyZbOuNdAr\r\n", b""]
+)
+def test_uploads_keep_their_bytes(content: bytes) -> None:
+    body, headers = multipart(content)
+    fields = parse_multipart(headers["content-type"], body)
+    assert fields["file"] == ("in.jsonl", content)
+    assert fields["purpose"][1] == b"batch"
