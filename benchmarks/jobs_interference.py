@@ -87,12 +87,9 @@ async def one_stream(client: httpx.AsyncClient, url: str, i: int, max_tokens: in
     ttft = None
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
         async for line in r.aiter_lines():
-            if (
-                ttft is None
-                and line.startswith("data: {")
-                and '"content":"' in line.replace(" ", "")
-            ):
-                ttft = time.perf_counter() - t0
+            compact = line.replace(" ", "")
+            if ttft is None and '"content":"' in compact and '"content":""' not in compact:
+                ttft = time.perf_counter() - t0  # the first chunk with text
     if ttft is None:
         raise RuntimeError(f"stream {i} ended without a token (HTTP {r.status_code})")
     return ttft
