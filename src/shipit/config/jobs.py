@@ -65,6 +65,11 @@ class JobsConfig(_Strict):
         description="most of the slots jobs hold with no interactive load; below 1 keeps "
         "slots free for the next interactive request",
     )
+    idle_after_s: float = Field(
+        5.0,
+        ge=0.0,
+        description="interactive quiet this long before jobs may take idle_share of the slots",
+    )
     lease_s: float = Field(
         30.0, gt=0, description="a claimed line is taken over by another gateway after this"
     )

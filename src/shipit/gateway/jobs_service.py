@@ -39,7 +39,7 @@ from shipit.jobs.formats import WorkItem
 from shipit.jobs.runner import AsyncJobStore, JobRunner, Outcome
 from shipit.jobs.store import open_store
 from shipit.jobs.webhooks import WebhookSender
-from shipit.policy.jobs import JobSlotsSnapshot, job_slots
+from shipit.policy.jobs import JobSlotsSnapshot, JobSlotsState, job_slots
 from shipit.services.router import RouterService
 
 log = logging.getLogger("shipit.gateway.jobs")
@@ -73,6 +73,7 @@ class JobsService:
         self.jobs: AsyncJobStore | None = None
         self.runner: JobRunner | None = None
         self._task: asyncio.Task[None] | None = None
+        self.slots_state = JobSlotsState()
         secret_env = self.config.webhook.secret_env
         secret = os.environ.get(secret_env, "") if secret_env else ""
         self.webhooks = WebhookSender(self.config.webhook, secret.encode()) if secret else None
@@ -138,8 +139,9 @@ class JobsService:
                     capacity += r.max_concurrency
                     in_flight += r.in_flight
             queued += router.queued()
-        snapshot = JobSlotsSnapshot(capacity, in_flight, queued, jobs_in_flight)
-        return job_slots(self.config, snapshot).limit
+        snapshot = JobSlotsSnapshot(now, capacity, in_flight, queued, jobs_in_flight)
+        decision, self.slots_state = job_slots(self.config, snapshot, self.slots_state)
+        return decision.limit
 
     async def execute(self, item: WorkItem) -> Outcome:
         """One line through the request core; the answer, or why to try it again later."""

@@ -19,7 +19,7 @@ from shipit.core.fleet import ReplicaState
 from shipit.gateway.app import Gateway, create_gateway, running
 from shipit.gateway.routes_jobs import parse_multipart
 from shipit.jobs.webhooks import verify
-from shipit.policy.jobs import JobSlotsSnapshot, job_slots
+from shipit.policy.jobs import JobSlotsSnapshot, JobSlotsState, job_slots
 from shipit.services.upstream_fake import FakeReplica, FakeUpstream
 from support.asgi import call
 
@@ -254,57 +254,31 @@ def test_webhook_is_signed_and_retried_until_delivered(
     assert not verify(b"wrong", ts, body, headers["x-shipit-signature"])
 
 
-@pytest.mark.parametrize(
-    ("in_flight", "queued", "jobs", "limit", "code"),
-    [
-        (0, 0, 0, 16, "idle"),
-        (6, 0, 6, 16, "idle"),  # only jobs run: they may fill every slot
-        (7, 0, 6, 8, "shared"),  # one interactive request: back to the share
-        (0, 3, 0, 8, "shared"),
-    ],
-)
-def test_job_slots(in_flight: int, queued: int, jobs: int, limit: int, code: str) -> None:
-    cfg = parse_config({"jobs": {"max_share": 0.5}}).jobs
-    d = job_slots(cfg, JobSlotsSnapshot(16, in_flight, queued, jobs))
-    assert (d.limit, d.reason_code) == (limit, code)
-    assert job_slots(cfg, JobSlotsSnapshot(0, 0, 0, 0)).limit == 0
+def test_job_slots_fill_idle_capacity_and_keep_to_the_share_under_load() -> None:
+    cfg = parse_config({"jobs": {"max_share": 0.5, "idle_after_s": 5}}).jobs
+    state = JobSlotsState()
+
+    def slots(now: float, in_flight: int, queued: int, jobs: int) -> tuple[int, str]:
+        nonlocal state
+        snap = JobSlotsSnapshot(now, 16, in_flight, queued, jobs)
+        d, state = job_slots(cfg, snap, state)
+        return d.limit, d.reason_code
+
+    assert slots(0.0, 0, 0, 0) == (16, "idle")  # never any interactive load
+    assert slots(1.0, 6, 0, 6) == (16, "idle")  # only jobs run: they may fill every slot
+    assert slots(2.0, 7, 0, 6) == (8, "shared")  # one interactive request: back to the share
+    assert slots(3.0, 6, 0, 6) == (8, "shared")  # it finished, but not 5 s ago
+    assert slots(6.9, 6, 0, 6) == (8, "shared")
+    assert slots(7.0, 6, 0, 6) == (16, "idle")  # quiet for idle_after_s
+    assert slots(8.0, 0, 3, 0) == (8, "shared")  # requests waiting count as load
+    assert job_slots(cfg, JobSlotsSnapshot(9.0, 0, 0, 0, 0), state)[0].limit == 0
 
 
 def test_idle_share_keeps_slots_free_for_the_next_interactive_request() -> None:
     cfg = parse_config({"jobs": {"idle_share": 0.75, "max_share": 0.25}}).jobs
-    assert job_slots(cfg, JobSlotsSnapshot(16, 0, 0, 0)).limit == 12
-    assert job_slots(cfg, JobSlotsSnapshot(16, 13, 0, 12)).limit == 4
-
-
-def test_two_gateways_share_one_postgres_queue(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_server: Any
-) -> None:
-    """Gateway one's replica is stuck on the lines it took; gateway two, on the same
-    server-backed store, answers the rest; the output has each line once."""
-    monkeypatch.setenv("JOBS_DB", pg_server.new_database())
-    hold = asyncio.Event()
-    stuck, free = FakeReplica(chunks=ANSWER, hold=hold), FakeReplica(chunks=ANSWER)
-    one = make(tmp_path / "1", stuck, store_url_env="JOBS_DB")
-    two = make(tmp_path / "2", free, store_url_env="JOBS_DB")
-
-    async def go() -> None:
-        async with running(one), running(two):
-            body, headers = multipart(jsonl(40))
-            f = (await call(one, "POST", "/v1/files", body, headers=headers)).json()
-            req = {"input_file_id": f["id"], "endpoint": "/v1/chat/completions"}
-            bid = (await call(one, "POST", "/v1/batches", req)).json()["id"]
-            deadline = time.monotonic() + 20
-            while len(free.bodies) + len(stuck.bodies) < 40 and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-            hold.set()
-            batch = await wait_for(two, f"/v1/batches/{bid}", {"completed"})
-            out = await call(one, "GET", f"/v1/files/{batch['output_file_id']}/content")
-            ids = [json.loads(x)["custom_id"] for x in out.body.splitlines()]
-            assert sorted(ids) == sorted(f"c{i}" for i in range(40))
-
-    asyncio.run(go())
-    assert len(stuck.bodies) == 8  # max_concurrency: what gateway one could take
-    assert len(free.bodies) == 32
+    idle, _ = job_slots(cfg, JobSlotsSnapshot(0.0, 16, 0, 0, 0), JobSlotsState())
+    busy, _ = job_slots(cfg, JobSlotsSnapshot(0.0, 16, 13, 0, 12), JobSlotsState())
+    assert (idle.limit, busy.limit) == (12, 4)
 
 
 @pytest.mark.parametrize(
