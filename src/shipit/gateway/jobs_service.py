@@ -110,14 +110,20 @@ class JobsService:
         return self.jobs
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._task is not None and self.runner is not None:
+            self.runner.shutdown()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 30.0)
+            except TimeoutError:
+                log.warning("the job worker did not stop within 30 s; cancelling it")
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         if self.webhooks is not None:
             await self.webhooks.close()
         if self.jobs is not None:
             await self.jobs.close()
+        self.jobs, self.runner, self._task = None, None, None  # a restart opens it again
 
     def wake(self) -> None:
         if self.runner is not None:

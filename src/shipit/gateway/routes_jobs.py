@@ -9,26 +9,28 @@
   ``GET /v1/async/{id}`` (status, and the answer once done), ``GET /v1/async/{id}/result``
   (the answer as the replica gave it), ``POST /v1/async/{id}/cancel``.
 
-Everything is scoped to the tenant in the ASGI scope under ``TENANT_KEY`` (set by API-key
-authentication; ``"default"`` without it): a tenant never sees another's files or jobs. It
-parses and answers; ``JobsService`` and the store do the work.
+Everything is scoped to the tenant of the API key (the ``Principal`` that ``gateway.auth`` puts
+in the scope; ``"default"`` with keys off): a tenant never sees another's files or jobs, and a
+batch line may only name a model its tenant may use. It parses and answers; ``JobsService``
+and the store do the work.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qs
 
+from shipit.gateway.edge import PRINCIPAL
 from shipit.gateway.jobs_service import JobsService
 from shipit.gateway.proxy import Receive, Scope, Send, error_body, send_json
 from shipit.jobs import formats
 from shipit.jobs.webhooks import check_url
 
-TENANT_KEY = "shipit.tenant"
 PREFIXES = ("/v1/files", "/v1/batches", "/v1/async")
 _ID = r"([A-Za-z0-9_\-]+)"
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
@@ -111,7 +113,17 @@ class JobsApi:
     # ----- helpers -----------------------------------------------------------------------
     @staticmethod
     def tenant(scope: Scope) -> str:
-        return str(scope.get(TENANT_KEY) or "default")
+        principal = scope.get(PRINCIPAL)
+        return str(principal.tenant.name) if principal is not None else "default"
+
+    @staticmethod
+    def allows(scope: Scope) -> Callable[[str], bool] | None:
+        """The models the key's tenant may use (None: any)."""
+        principal = scope.get(PRINCIPAL)
+        if principal is None or not principal.tenant.models:
+            return None
+        allows: Callable[[str], bool] = principal.tenant.allows_model
+        return allows
 
     async def _body(self, receive: Receive) -> bytes:
         parts: list[bytes] = []
@@ -226,6 +238,7 @@ class JobsApi:
                 str(window),
                 metadata,
                 self._now(),
+                self.allows(scope),
             )
         except KeyError:
             raise _missing("file", input_file_id) from None

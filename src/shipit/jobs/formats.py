@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,7 +133,11 @@ class LineError:
 
 
 def parse_batch_input(
-    content: bytes, endpoint: str, *, max_errors: int = 20
+    content: bytes,
+    endpoint: str,
+    *,
+    max_errors: int = 20,
+    allows: Callable[[str], bool] | None = None,
 ) -> tuple[list[BatchLine], list[LineError]]:
     """Every line of a batch input file, or why it cannot run (the batch then fails)."""
     lines: list[BatchLine] = []
@@ -165,8 +170,11 @@ def parse_batch_input(
             why = "body must be a JSON object (the request to send)"
         elif item["body"].get("stream"):
             why = "body.stream is not supported in a batch; drop it"
+        elif allows is not None and not allows(str(item["body"].get("model", ""))):
+            why = f"this key may not use the model {item['body'].get('model')!r}"
         if why is not None:
             code = "duplicate_custom_id" if "used twice" in why else "invalid_request"
+            code = "model_not_allowed" if "may not use" in why else code
             errors.append(LineError(code, f"line {n}: {why}", n))
             continue
         assert isinstance(custom_id, str)

@@ -4,7 +4,7 @@ to a tenant where a client's data is read. ``jobs.store.SqliteJobStore`` impleme
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from shipit.jobs.formats import BatchRecord, FileRecord, ItemRecord, WorkItem
@@ -28,6 +28,7 @@ class JobStore(Protocol):
         completion_window: str,
         metadata: dict[str, str] | None,
         now: float,
+        allows: Callable[[str], bool] | None = None,
     ) -> BatchRecord: ...
     def get_batch(self, tenant: str, batch_id: str) -> BatchRecord | None: ...
     def list_batches(self, tenant: str, limit: int, after: str | None) -> list[BatchRecord]: ...

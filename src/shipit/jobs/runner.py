@@ -94,23 +94,30 @@ class JobRunner:
         self.pending = 0  # queued + running lines in the store, as of the last poll
         self._wake = asyncio.Event()
         self._last_renew = 0.0
+        self._stopping = False
 
     def wake(self) -> None:
         """New work arrived (or a slot came free): look now, not at the next poll."""
         self._wake.set()
 
     async def run(self) -> None:
-        try:
-            while True:
-                try:
-                    await self.step()
-                except Exception:
-                    log.exception("the job worker failed a step; trying again")
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_s)
-        finally:
-            await self.stop()
+        """Until ``shutdown``: then the lines it runs go back to the queue."""
+        while not self._stopping:
+            try:
+                await self.step()
+            except Exception:
+                log.exception("the job worker failed a step; trying again")
+            self._wake.clear()
+            if self._stopping:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_s)
+        await self.stop()
+
+    def shutdown(self) -> None:
+        """Ask ``run`` to finish its step, give its lines back and return."""
+        self._stopping = True
+        self._wake.set()
 
     async def step(self) -> None:
         now = self.wall()

@@ -16,7 +16,7 @@ the connection, the schema and the dialect's few differences.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -114,14 +114,16 @@ class SqlJobStore:
         completion_window: str,
         metadata: dict[str, str] | None,
         now: float,
+        allows: Callable[[str], bool] | None = None,
     ) -> BatchRecord:
         """Validate the input file and queue its lines, in one transaction: the batch is
-        ``in_progress`` with every line queued, or ``failed`` with the errors."""
+        ``in_progress`` with every line queued, or ``failed`` with the errors (``allows``:
+        the models the tenant may use)."""
         content = self.file_content(tenant, input_file_id)
         if content is None:
             raise KeyError(input_file_id)
         window_s = formats.window_seconds(completion_window)
-        lines, errors = formats.parse_batch_input(content, endpoint)
+        lines, errors = formats.parse_batch_input(content, endpoint, allows=allows)
         t = int(now)
         bid = formats.new_id("batch_")
         meta = json.dumps(metadata) if metadata else None
