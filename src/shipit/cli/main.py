@@ -58,6 +58,9 @@ def build_app() -> typer.Typer:
     from shipit.cli import top
 
     top.register(app)
+    from shipit.cli import render
+
+    render.register(app)
     return app
 
 
