@@ -28,7 +28,11 @@ KEYS_SECRET = "shipit-gateway-keys"
 STATE_DIR = "/var/lib/shipit"
 # The verbs the replica backend on the Kubernetes API uses, and nothing else.
 ROLE_RULES: list[Obj] = [
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "delete", "get", "list", "watch"]},
+    {
+        "apiGroups": [""],
+        "resources": ["pods"],
+        "verbs": ["create", "delete", "get", "list", "watch"],
+    },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 CORDON_RULES: list[Obj] = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]
@@ -92,14 +96,22 @@ def auth_required(cfg: ShipitConfig) -> bool:
 
 
 def namespace(cfg: ShipitConfig) -> Obj:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta(cfg.kubernetes.namespace, None)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": meta(cfg.kubernetes.namespace, None),
+    }
 
 
 def rbac(cfg: ShipitConfig) -> list[Obj]:
     ns = cfg.kubernetes.namespace
     subject = {"kind": "ServiceAccount", "name": GATEWAY, "namespace": ns}
     out: list[Obj] = [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(GATEWAY, ns, gateway_labels())},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": meta(GATEWAY, ns, gateway_labels()),
+        },
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
@@ -216,7 +228,10 @@ def gateway(cfg: ShipitConfig) -> list[Obj]:
         "spec": {
             "replicas": k.gateway_replicas,
             "selector": {"matchLabels": labels},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
             "template": {
                 "metadata": {"labels": {**common_labels(), **labels}},
                 "spec": {

@@ -66,7 +66,9 @@ def prometheus_rule(cfg: ShipitConfig) -> Obj:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": meta("shipit", cfg.kubernetes.namespace, dict(cfg.kubernetes.monitoring.labels)),
+        "metadata": meta(
+            "shipit", cfg.kubernetes.namespace, dict(cfg.kubernetes.monitoring.labels)
+        ),
         "spec": {
             "groups": [
                 {"name": "shipit-recording", "rules": rules.recording_rules(targets)},

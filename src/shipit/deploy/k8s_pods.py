@@ -239,7 +239,7 @@ def volumes(w: Workload) -> tuple[list[Obj], list[Obj]]:
         vols.append({"name": "weights", "emptyDir": {"sizeLimit": wc.size_limit}})
         mounts.append({"name": "weights", "mountPath": wc.mount_path, "readOnly": True})
     if w.k8s.engine != "embedded":
-        # Tensor-parallel workers share tensors through /dev/shm; the runtime's 64 MiB is not enough.
+        # Tensor-parallel workers share tensors through /dev/shm (the runtime gives 64 MiB).
         vols.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     return vols, mounts
@@ -301,7 +301,10 @@ def replica_deployment(cfg: ShipitConfig, w: Workload) -> Obj:
         "spec": {
             "replicas": w.replicas,
             "selector": {"matchLabels": selector},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
             "template": {
                 "metadata": {"labels": {**common_labels(), **labels, OWNER_LABEL: "workload"}},
                 "spec": spec,
