@@ -26,6 +26,8 @@ STARTUP_PERIOD_S = 5
 RUN_AS = 10001
 STATE_DIR = "/var/lib/shipit"
 GPU = "nvidia.com/gpu"
+# vLLM's and SGLang's flag for safetensors only: a pickle checkpoint is refused, never unpickled.
+SAFETENSORS_ONLY = ("--load-format", "safetensors")
 # Pods the rendered workloads own carry owner=workload in their selector, so pods the replica
 # backend creates itself (owner=gateway) are never adopted or deleted by a ReplicaSet.
 OWNER_LABEL = "shipit.dev/owner"
@@ -149,10 +151,10 @@ def engine_command(w: Workload) -> tuple[list[str] | None, list[str]]:
         return None, [*args, *d.replica_args, *k.engine_args]
     if k.engine == "vllm":
         args = [model_arg(w), "--served-model-name", name, "--host", "0.0.0.0", "--port", port]
-        args += ["--tensor-parallel-size", str(k.gpus)]
+        args += ["--tensor-parallel-size", str(k.gpus), *SAFETENSORS_ONLY]
         return ["vllm", "serve"], [*args, *k.engine_args]
     args = ["--model-path", model_arg(w), "--served-model-name", name]
-    args += ["--host", "0.0.0.0", "--port", port, "--tp-size", str(k.gpus)]
+    args += ["--host", "0.0.0.0", "--port", port, "--tp-size", str(k.gpus), *SAFETENSORS_ONLY]
     return ["python3", "-m", "sglang.launch_server"], [*args, *k.engine_args]
 
 
