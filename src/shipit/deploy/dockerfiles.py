@@ -87,8 +87,10 @@ def project_image(image: str, *, with_demo_model: bool) -> BuildFile:
     """The gateway or the embedded replica: this project from uv.lock on slim Python."""
     skip = "" if with_demo_model else f" --no-install-package {DEMO_MODEL_PACKAGE}"
     gateway = image == "gateway"
-    cmd = '["up", "--host", "0.0.0.0"]' if gateway else (
-        f'["replica", "--host", "0.0.0.0", "--port", "{PORT}", "--model", "/models"]'
+    cmd = (
+        '["up", "--host", "0.0.0.0"]'
+        if gateway
+        else (f'["replica", "--host", "0.0.0.0", "--port", "{PORT}", "--model", "/models"]')
     )
     check = _TCP_CHECK if gateway else _HTTP_CHECK
     weights = (

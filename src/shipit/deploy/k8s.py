@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from shipit.config.gateway import ConfigError, DeploymentConfig, ShipitConfig
+from shipit.config.gateway import DEFAULT_MODEL, ConfigError, DeploymentConfig, ShipitConfig
 from shipit.config.kubernetes import K8sDeploymentConfig, NodePoolConfig, check_label
 from shipit.deploy import k8s_monitoring, k8s_pods
 from shipit.deploy.k8s_pods import HTTP_PORT, Workload, common_labels, meta
@@ -60,6 +60,15 @@ def check_names(cfg: ShipitConfig) -> None:
             check_label(d.name, "deployment name")
         except ValueError as exc:
             raise ConfigError(str(exc), field="deployments.name") from None
+        place = placement_for(cfg, d)
+        packaged = d.model.strip().lower() == DEFAULT_MODEL or d.simulate
+        if place.engine == "embedded" and place.weights.source == "none" and not packaged:
+            raise ConfigError(
+                f"deployment {d.name!r} runs model {d.model!r} on the embedded engine, which "
+                "cannot fetch it in the cluster: set kubernetes.deployments."
+                f"{d.name}.weights (source: volume or object_storage)",
+                field=f"kubernetes.deployments.{d.name}.weights",
+            )
 
 
 def replica_service_name(deployment: str) -> str:

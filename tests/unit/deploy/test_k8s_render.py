@@ -271,6 +271,20 @@ def test_unknown_deployment_in_kubernetes_section_is_an_error_naming_it() -> Non
         k8s.render(cfg)
 
 
+def test_embedded_engine_with_an_unreachable_model_is_an_error() -> None:
+    cfg = parse_config({"deployments": [{"name": "d", "model": "./my-model"}]})
+    with pytest.raises(ConfigError, match=r"cannot fetch it in the cluster.*weights"):
+        k8s.render(cfg)
+    mounted = parse_config(
+        {
+            "deployments": [{"name": "d", "model": "./my-model"}],
+            "kubernetes": {"deployments": {"d": {"weights": {"source": "volume", "claim": "w"}}}},
+        }
+    )
+    (w,) = _replica_workloads(k8s.render(mounted)).values()
+    assert w["spec"]["template"]["spec"]["containers"][0]["args"][2] == "/models"
+
+
 @pytest.mark.parametrize(
     ("section", "message"),
     [
