@@ -10,6 +10,7 @@ Pure: takes the parsed config, returns dicts; the CLI writes them as YAML.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -94,9 +95,13 @@ def gateway_shipit_yaml(cfg: ShipitConfig) -> str:
     gw = data.setdefault("gateway", {})
     gw["host"] = "0.0.0.0"
     gw["port"] = HTTP_PORT
-    auth = gw.setdefault("auth", {})
-    auth.setdefault("keys_file", f"{KEYS_DIR}/keys.json")
-    auth.setdefault("audit_log", f"{STATE_DIR}/audit.jsonl")
+    if auth_required(cfg):
+        # A keys_file in the file is a path on the machine it was written on: in the cluster
+        # the keys come from the mounted Secret. An audit log turned off ("") stays off.
+        auth = gw.setdefault("auth", {})
+        auth["keys_file"] = f"{KEYS_DIR}/keys.json"
+        if auth.get("audit_log") != "":
+            auth["audit_log"] = f"{STATE_DIR}/audit.jsonl"
     return str(yaml.safe_dump(data, sort_keys=False))
 
 
@@ -196,6 +201,7 @@ def gateway(cfg: ShipitConfig) -> list[Obj]:
         "metadata": meta(GATEWAY, ns, labels),
         "data": {"shipit.yaml": gateway_shipit_yaml(cfg)},
     }
+    config_hash = hashlib.sha256(config_map["data"]["shipit.yaml"].encode()).hexdigest()
     grace = math.ceil(cfg.gateway.graceful_shutdown_s) + k8s_pods.GRACE_MARGIN_S
     volumes: list[Obj] = [
         {"name": "config", "configMap": {"name": GATEWAY}},
@@ -242,7 +248,12 @@ def gateway(cfg: ShipitConfig) -> list[Obj]:
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
             },
             "template": {
-                "metadata": {"labels": {**common_labels(), **labels}},
+                "metadata": {
+                    "labels": {**common_labels(), **labels},
+                    # A changed shipit.yaml changes the pod template: kubectl apply rolls the
+                    # gateways onto it instead of leaving them on the old file.
+                    "annotations": {"shipit.dev/config-sha256": config_hash},
+                },
                 "spec": {
                     "serviceAccountName": GATEWAY,
                     "terminationGracePeriodSeconds": grace,

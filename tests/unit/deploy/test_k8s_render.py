@@ -319,3 +319,27 @@ def test_cli_bad_config_exits_2_with_the_field() -> None:
     res = CliRunner().invoke(build_app(), ["render", "k8s", "-c", "/nonexistent/shipit.yaml"])
     assert res.exit_code == 2
     assert "does not exist" in res.output
+
+
+def test_gateway_rolls_when_its_config_changes_and_uses_the_mounted_keys() -> None:
+    def pod_hash(data: dict[str, Any]) -> str:
+        gw = _of(k8s.render(parse_config(data)), "Deployment")["shipit-gateway"]
+        return str(gw["spec"]["template"]["metadata"]["annotations"]["shipit.dev/config-sha256"])
+
+    base = {"deployments": [{"name": "a"}]}
+    changed = {"deployments": [{"name": "a", "queueing": {"max_queue": 7}}]}
+    assert pod_hash(base) == pod_hash(base)
+    assert pod_hash(base) != pod_hash(changed)
+    laptop = parse_config({**base, "gateway": {"auth": {"keys_file": "/home/me/keys.json"}}})
+    text = _of(k8s.render(laptop), "ConfigMap")["shipit-gateway"]["data"]["shipit.yaml"]
+    assert parse_config(yaml.safe_load(text)).gateway.auth.keys_file == "/etc/shipit/keys/keys.json"
+    open_gw = parse_config({**base, "gateway": {"auth": {"required": False}}})
+    objects = k8s.render(open_gw)
+    text = _of(objects, "ConfigMap")["shipit-gateway"]["data"]["shipit.yaml"]
+    assert parse_config(yaml.safe_load(text)).gateway.auth.keys_file is None
+    volumes = _of(objects, "Deployment")["shipit-gateway"]["spec"]["template"]["spec"]["volumes"]
+    assert "keys" not in [v["name"] for v in volumes]
+    assert (
+        "authorization"
+        not in _of(objects, "ServiceMonitor")["shipit-gateway"]["spec"]["endpoints"][0]
+    )

@@ -9,6 +9,7 @@ installed; ``.ci/run`` installs it).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -105,3 +106,48 @@ def test_prometheus_rule_groups_pass_promtool(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
+
+
+KUBECTL = shutil.which("kubectl")
+
+
+@pytest.mark.skipif(
+    not (KUBECTL and os.environ.get("KUBECONFIG")),
+    reason="opt-in: needs kubectl and KUBECONFIG pointing at a real cluster (kind, k3s)",
+)
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_a_real_api_server_accepts_the_objects(example: Path, tmp_path: Path) -> None:
+    """Server-side dry run: the API server's own validation and admission. Only the namespace
+    is created for real (a dry run cannot see a namespace created in the same dry run), and
+    deleted after. The Prometheus Operator's kinds are left out unless its CRDs are installed."""
+    objects = k8s.render(load_config(example))
+    namespace = objects[0]["metadata"]["name"]
+    existed = (
+        subprocess.run(
+            [str(KUBECTL), "get", "namespace", namespace], capture_output=True
+        ).returncode
+        == 0
+    )
+    if not existed:
+        subprocess.run([str(KUBECTL), "create", "namespace", namespace], check=True)
+    crds = subprocess.run(
+        [str(KUBECTL), "get", "crd", "servicemonitors.monitoring.coreos.com"],
+        capture_output=True,
+        check=False,
+    )
+    if crds.returncode != 0:
+        objects = [o for o in objects if o["kind"] not in CRD_KINDS]
+    path = tmp_path / "all.yaml"
+    path.write_text(k8s.to_yaml(objects[1:]))
+    try:
+        done = subprocess.run(
+            [str(KUBECTL), "apply", "--dry-run=server", "-f", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        if not existed:
+            subprocess.run([str(KUBECTL), "delete", "namespace", namespace, "--wait=false"])
+    assert done.returncode == 0, done.stdout + done.stderr
