@@ -195,7 +195,7 @@ def gateway(cfg: ShipitConfig) -> list[Obj]:
     k = cfg.kubernetes
     ns = k.namespace
     labels = gateway_labels()
-    config_map = {
+    config_map: Obj = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": meta(GATEWAY, ns, labels),
