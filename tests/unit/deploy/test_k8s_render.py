@@ -343,3 +343,15 @@ def test_gateway_rolls_when_its_config_changes_and_uses_the_mounted_keys() -> No
         "authorization"
         not in _of(objects, "ServiceMonitor")["shipit-gateway"]["spec"]["endpoints"][0]
     )
+
+
+def test_the_docs_example_section_is_valid() -> None:
+    text = (ROOT / "docs" / "kubernetes.md").read_text()
+    block = text.split("## The `kubernetes:` section", 1)[1].split("```yaml\n", 1)[1]
+    section = yaml.safe_load(block.split("```", 1)[0])
+    cfg = parse_config({"deployments": [{"name": "llama-70b", "model": "x"}], **section})
+    assert sorted(_replica_workloads(k8s.render(cfg))) == [
+        "llama-70b-v1-h100-reserved",
+        "llama-70b-v1-h100-spot",
+        "llama-70b-v2-h100-reserved",
+    ]
