@@ -69,6 +69,14 @@ def build(
         typer.echo(f"wrote {out / f.name}{mark}")
     if not run_build:
         return
+    missing = [n for n in ("pyproject.toml", "uv.lock", "src") if not Path(n).exists()]
+    if missing:
+        typer.echo(
+            f"error: --build runs from the repository root (the build context), but "
+            f"{', '.join(missing)} is not in {Path.cwd()}; cd there and run it again",
+            err=True,
+        )
+        raise typer.Exit(2)
     builder = find_builder()
     if builder is None:
         typer.echo(

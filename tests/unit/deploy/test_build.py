@@ -130,7 +130,10 @@ def test_cli_writes_files_per_engine(tmp_path: Path) -> None:
     ]
 
 
-def test_cli_build_refuses_unverified_bases(tmp_path: Path) -> None:
+def test_cli_build_refuses_unverified_bases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[3])
     if not images.unpinned():
         pytest.skip("every base is pinned now")
     env = _fake_builder(tmp_path)
@@ -142,7 +145,20 @@ def test_cli_build_refuses_unverified_bases(tmp_path: Path) -> None:
     assert not (tmp_path / "calls.log").exists()
 
 
-def test_cli_build_without_a_builder_says_so(tmp_path: Path) -> None:
+def test_cli_build_outside_the_repository_root_says_where_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(build_app(), ["build", "--out", "o", "--build"])
+    assert res.exit_code == 2
+    assert "runs from the repository root" in res.output
+    assert (tmp_path / "o" / "Dockerfile.gateway").is_file()
+
+
+def test_cli_build_without_a_builder_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[3])
     res = CliRunner().invoke(
         build_app(),
         ["build", "--out", str(tmp_path), "--build"],
