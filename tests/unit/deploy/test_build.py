@@ -185,7 +185,7 @@ def _docker_engine_error() -> str | None:
     return None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["?"])[-1]
 
 
-def test_embedded_image_builds_and_serves(tmp_path: Path) -> None:
+def test_embedded_image_builds_and_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Opt-in: build the embedded image with the demo model, run it, ask /health on 127.0.0.1.
 
     Runs only where a Docker engine answers and the Python and uv bases are pinned; on the
@@ -197,6 +197,7 @@ def test_embedded_image_builds_and_serves(tmp_path: Path) -> None:
     if images.unpinned(("python-slim", "uv")):
         pytest.skip("the python-slim and uv bases have no verified digest yet")
     root = Path(__file__).resolve().parents[3]
+    monkeypatch.chdir(root)
     env = dict(os.environ)
     res = CliRunner().invoke(
         build_app(),
@@ -243,3 +244,29 @@ def test_embedded_image_builds_and_serves(tmp_path: Path) -> None:
             pytest.fail("the container never became healthy")
     finally:
         subprocess.run(["docker", "rm", "-f", name], check=False, capture_output=True)
+
+
+def test_render_and_build_name_the_same_images() -> None:
+    from shipit.config.gateway import parse_config
+    from shipit.deploy import k8s
+
+    cfg = parse_config(
+        {
+            "deployments": [{"name": "a"}, {"name": "b"}, {"name": "c"}],
+            "kubernetes": {
+                "images": {"registry": "r.example/s", "tag": "1.2"},
+                "deployments": {
+                    "b": {"engine": "vllm", "gpus": 1},
+                    "c": {"engine": "sglang", "gpus": 1},
+                },
+            },
+        }
+    )
+    rendered = {
+        c["image"]
+        for o in k8s.render(cfg)
+        if o["kind"] == "Deployment"
+        for c in o["spec"]["template"]["spec"]["containers"]
+    }
+    built = {f"r.example/s/{f.image}:1.2" for f in dockerfiles.build_files()}
+    assert rendered == built
