@@ -61,6 +61,12 @@ def build_app() -> typer.Typer:
     from shipit.cli import jobs
 
     jobs.register(app)
+    from shipit.cli import render
+
+    render.register(app)
+    from shipit.cli import build
+
+    build.register(app)
     return app
 
 

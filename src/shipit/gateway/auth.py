@@ -277,8 +277,7 @@ class Security:
                 body = json.dumps(data, separators=(",", ":")).encode()
                 drop.add(b"content-length")
                 extra.append((b"content-length", str(len(body)).encode()))
-            drop.add(SALT_HEADER.encode())
-            extra.append((SALT_HEADER.encode(), salt.encode()))
+            drop.add(SALT_HEADER.encode())  # the salt travels in the body, never this header
         out = [(k, v) for k, v in raw if k not in drop] + extra
         return _Prepared(body, out, model, bool(data.get("stream", False)), data)
 
