@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from shipit.config.paths import shipit_home
 from shipit.core.errors import ModelLoadError, UnsafeCheckpointError
 from shipit.engine.gguf_import import GGUFCheckpoint, read_gguf
 from shipit.engine.model_config import ModelConfig
@@ -44,12 +45,6 @@ class LoadedModel:
     weights: dict[str, np.ndarray]  # Hugging Face names, float32, C-contiguous, HF layout
     tokenizer: Tokenizer
     source: str
-
-
-def shipit_home() -> Path:
-    """Where shipit keeps caches: ``$SHIPIT_HOME`` or ``~/.cache/shipit``."""
-    env = os.environ.get("SHIPIT_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "shipit"
 
 
 def load_model(

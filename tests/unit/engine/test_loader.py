@@ -13,10 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
+from shipit.config.paths import shipit_home
 from shipit.core.errors import ModelLoadError, UnsafeCheckpointError
 from shipit.engine import loader
 from shipit.engine.gguf_import import permute_rotary, unpermute_rotary
-from shipit.engine.loader import DEFAULT_MODEL, LoadedModel, load_model, shipit_home
+from shipit.engine.loader import DEFAULT_MODEL, LoadedModel, load_model
 from shipit.engine.safetensors_io import read_safetensors
 from support.reference import reference_logits
 from support.tiny_model import write_tiny_gguf, write_tiny_hf_model
