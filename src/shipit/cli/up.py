@@ -116,7 +116,23 @@ def build_config(
     for field, value in (autoscaling or {}).items():
         if value is not None:
             over[f"autoscaling.{field}"] = value
-    return apply_overrides(cfg, port=port, host=host, deployment=over)
+    cfg = apply_overrides(cfg, port=port, host=host, deployment=over)
+    _check_servable(cfg)
+    return cfg
+
+
+def _check_servable(cfg: ShipitConfig) -> None:
+    """A deployment with no local replica, no external one and no autoscaling could never
+    answer: every request would wait out the cold-start hold for a 503."""
+    for d in cfg.deployments:
+        if d.replicas == 0 and not d.replica_urls and d.autoscaling is None:
+            raise ConfigError(
+                f"deployment {d.name!r}: replicas is 0, with no replica_urls and no "
+                "autoscaling block, so nothing could ever serve it; start local replicas "
+                "(--replicas N), register external ones (--replica-url URL), or let it scale "
+                "from zero (--min-replicas 0 --max-replicas N)",
+                field="replicas",
+            )
 
 
 def _table(gateway: Gateway) -> Table:
