@@ -5,7 +5,9 @@ Thin: reads ``shipit.yaml`` (flags override it), builds one router per deploymen
 registry; autoscaled when a deployment has an ``autoscaling:`` block or an autoscaling flag is
 given) and the gateway app, serves it, and prints
 where it listens and the replicas' states. Ctrl-C or SIGTERM: the server stops accepting,
-finishes open requests, then the fleet drains and stops the replicas it started.
+finishes open requests, then the fleet drains and stops the replicas it started; a second
+signal only says the drain is in progress, a third forces the stop. Exit status: 0 when
+everything drained, 1 when ``graceful_shutdown_s`` cut requests, 130 when forced.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from shipit.core.clock import RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import InvalidRequestError
 from shipit.gateway.app import Gateway, create_gateway
-from shipit.gateway.server import bind_socket, serve
+from shipit.gateway.server import Stopped, bind_socket, serve
 from shipit.services.decision_log import JsonlDecisionLog
 from shipit.services.router import RouterService
 
@@ -281,8 +283,9 @@ def up(
         raise _StopError()
 
     signal.signal(signal.SIGTERM, _term)
+    stopped = Stopped.DRAINED
     try:
-        asyncio.run(
+        stopped = asyncio.run(
             serve(
                 gateway,
                 sock,
@@ -292,14 +295,40 @@ def up(
             )
         )
     except (KeyboardInterrupt, _StopError):
-        pass
+        stopped = Stopped.FORCED  # a signal before the server could handle it
     finally:
         if fleet.handles:  # interrupted before the lifespan could stop them
-            asyncio.run(fleet.stop())
+            asyncio.run(_stop_fleet(fleet, local, force=stopped is Stopped.FORCED))
         for task in reporter:
             task.cancel()
         if isinstance(decisions, JsonlDecisionLog):
             decisions.close()
             console.print(f"{decisions.count} decisions recorded in {decisions.path}")
-    console.print("shipit gateway stopped; replicas drained and stopped")
+    code = _EXIT[stopped]
+    if stopped is Stopped.DRAINED:
+        console.print("shipit gateway stopped; replicas drained and stopped")
+    elif stopped is Stopped.CUT:
+        console.print(
+            f"[yellow]shipit gateway stopped; requests still open after graceful_shutdown_s "
+            f"({cfg.gateway.graceful_shutdown_s:g}s) were cut[/] (exit {code})"
+        )
+    else:
+        console.print(
+            f"[yellow]shipit gateway stop forced; open requests were cut[/] (exit {code})"
+        )
     sys.stdout.flush()
+    if code:
+        raise typer.Exit(code)
+
+
+# 0: everything open finished; 1: the graceful-shutdown timeout cut requests; 130 (128 + SIGINT,
+# the shell's convention for an interrupted command): a repeated signal forced the stop.
+_EXIT = {Stopped.DRAINED: 0, Stopped.CUT: 1, Stopped.FORCED: 130}
+
+
+async def _stop_fleet(fleet: Fleet, local: LocalProcessBackend, *, force: bool) -> None:
+    if force:
+        for backend, handle in list(fleet.handles):
+            if backend is local:
+                await local.kill(handle)
+    await fleet.stop()
