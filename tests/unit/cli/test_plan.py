@@ -44,3 +44,11 @@ def test_split_csv(values: list[str], expected: tuple[str, ...]) -> None:
 def test_jsonable_rounds_floats_and_flattens_records() -> None:
     out = jsonable({"a": (1.23456789, [2]), 3: None})
     assert out == {"a": [1.234568, [2]], "3": None}
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "SmolLM2-135M-Instruct", "smollm2-135m"])
+def test_plan_accepts_the_served_model_name(name: str) -> None:
+    """What `shipit up` serves and clients send as `model` is a model id for plan too."""
+    res = CliRunner().invoke(plan_app, ["vram", "-m", name, "--gpu", "L4", "-o", "json"])
+    assert res.exit_code == 0, res.output
+    assert '"smollm2-135m"' in res.output

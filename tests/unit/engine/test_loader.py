@@ -332,3 +332,12 @@ def test_two_loaders_at_once_convert_the_default_model_once(
     assert sorted(p.name for p in (home / "models").iterdir() if not p.name.startswith(".")) == [
         DEFAULT_MODEL
     ]
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"])
+def test_the_default_model_answers_to_its_served_and_hugging_face_names(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gguf_path = write_tiny_gguf(tmp_path / "packaged.gguf")
+    monkeypatch.setattr(loader, "packaged_default_gguf", lambda: gguf_path)
+    assert load_model(name, home=tmp_path / "home").name == DEFAULT_MODEL
