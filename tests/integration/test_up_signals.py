@@ -1,10 +1,13 @@
 """``shipit up`` stopped by repeated signals, as ``timeout -s INT`` or a supervisor sends them:
 a second SIGINT during the drain does not cut the open stream (it finishes, the exit status is
-0, no traceback); a third forces the stop, says so, and the exit status says it was forced."""
+0, no traceback); a third forces the stop, says so, and the exit status says it was forced.
+And what a stop leaves behind: the temporary replica log directory is removed, unless
+``--log-dir`` names one."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from support.up_process import SIM_MODEL, Up, start_up
+from support.up_process import SIM_MODEL, Up, launch, start_up
 
 
 def _stream(up: Up, got: dict[str, object], first: threading.Event) -> None:
@@ -69,6 +72,22 @@ def test_a_second_sigint_does_not_cut_the_drain(tmp_path: Path) -> None:
     assert code == 0, log
     assert "Traceback" not in log and "CancelledError" not in log, log
     assert "still draining" in log
+    [log_dir] = re.findall(r"replica logs: (\S+)", log)
+    assert not Path(log_dir).exists(), "the temporary replica log directory was left behind"
+
+
+def test_log_dir_keeps_the_replica_logs(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    cfg = {
+        "deployments": [
+            {"name": "sim", "model": SIM_MODEL, "simulate": f"H100:{SIM_MODEL}", "replicas": 1}
+        ]
+    }
+    proc, port, _ = launch(tmp_path, cfg, ready_replicas=1, args=("--log-dir", str(logs)))
+    up = Up(proc, port, tmp_path / "up.log", 1)
+    up.stop()
+    assert proc.returncode == 0
+    assert [p.name for p in logs.iterdir()] == ["sim-0.log"]
 
 
 def test_a_third_signal_forces_and_says_so(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 import sys
 import time
@@ -201,6 +202,15 @@ def up(
         help="Write every routing, admission, health, lifecycle and autoscaling decision, with "
         "the snapshot it was taken from, to this JSON-lines file (replayable in the simulator).",
     ),
+    log_dir: Path | None = typer.Option(
+        None,
+        "--log-dir",
+        help="Write the local replicas' logs here and keep them (default: a temporary "
+        "directory removed on exit).",
+    ),
+    keep_logs: bool = typer.Option(
+        False, "--keep-logs", help="Keep the temporary replica log directory on exit."
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
 ) -> None:
     logging.basicConfig(
@@ -231,7 +241,15 @@ def up(
     except ConfigError as exc:
         console.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc
-    local = LocalProcessBackend()
+    try:
+        sock = bind_socket(cfg.gateway.host, cfg.gateway.port)
+    except OSError as exc:
+        console.print(
+            f"[red]error:[/] cannot listen on {cfg.gateway.host}:{cfg.gateway.port}: {exc}"
+        )
+        raise typer.Exit(2) from exc
+    local = LocalProcessBackend(log_dir=log_dir)
+    remove_logs = log_dir is None and not keep_logs
     external = StaticBackend({d.name: d.replica_urls for d in cfg.deployments})
     fleet = Fleet(
         cfg.deployments,
@@ -248,13 +266,6 @@ def up(
         pool=fleet,
         decisions=decisions,
     )
-    try:
-        sock = bind_socket(cfg.gateway.host, cfg.gateway.port)
-    except OSError as exc:
-        console.print(
-            f"[red]error:[/] cannot listen on {cfg.gateway.host}:{cfg.gateway.port}: {exc}"
-        )
-        raise typer.Exit(2) from exc
     listen = f"http://{cfg.gateway.host}:{sock.getsockname()[1]}"
 
     def on_listening() -> None:
@@ -273,7 +284,8 @@ def up(
                     f"{a.autoscaling_window_s:g}s (panic {a.panic_window_s:g}s), scale-down "
                     f"delay {a.scale_down_delay_s:g}s, idle timeout {a.idle_timeout_s:g}s"
                 )
-        console.print(f"replica logs: {local.log_dir}")
+        kept = "" if not remove_logs else " (removed on exit; --keep-logs keeps them)"
+        console.print(f"replica logs: {local.log_dir}{kept}")
         timeout_s = max(d.startup_timeout_s for d in cfg.deployments)
         reporter.append(asyncio.ensure_future(_report(gateway, console, timeout_s)))
 
@@ -304,6 +316,8 @@ def up(
         if isinstance(decisions, JsonlDecisionLog):
             decisions.close()
             console.print(f"{decisions.count} decisions recorded in {decisions.path}")
+        if remove_logs:
+            shutil.rmtree(local.log_dir, ignore_errors=True)
     code = _EXIT[stopped]
     if stopped is Stopped.DRAINED:
         console.print("shipit gateway stopped; replicas drained and stopped")
