@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -76,6 +77,8 @@ class Gateway:
         self.routers = dict(routers)
         self.deployments = {d.name: d for d in config.deployments}
         self.clock = clock
+        self.started_at_s = time.time()  # Unix time, for /shipit/status
+        self._started_clock_s = clock.now()
         self.metrics = GatewayMetrics(self.routers)
         self._upstream_factory = upstream_factory
         self._on_startup, self._on_shutdown = on_startup, on_shutdown
@@ -286,8 +289,12 @@ class Gateway:
 
     def status(self) -> dict[str, Any]:
         """What ``shipit up`` prints and operators read: every deployment and replica."""
-        out: dict[str, Any] = {"deployments": []}
         now = self.clock.now()
+        out: dict[str, Any] = {
+            "started_at_s": round(self.started_at_s, 3),
+            "uptime_s": round(now - self._started_clock_s, 3),
+            "deployments": [],
+        }
         for name, router in self.routers.items():
             out["deployments"].append(
                 {
