@@ -300,3 +300,13 @@ def test_the_scale_down_delay_counts_from_the_first_tick() -> None:
     assert "down held at 3" in d.history[0][1].reason
     d.run(lambda t: 0, 30, 40)
     assert d.size < 3
+
+
+def test_a_fixed_fleet_says_it_is_fixed_not_held_by_a_delay() -> None:
+    """min = max (a fixed ``replicas: 2`` runs the same loop): no load arithmetic, no delay."""
+    d = Deployment(cfg(min_replicas=2, max_replicas=2, scale_down_delay_s=120))
+    d.start(0, 2)
+    d.run(lambda t: 0, 0, 200)
+    assert d.size == 2
+    reasons = {dec.reason for _, dec in d.history}
+    assert reasons == {"fixed at 2 replicas (min_replicas = max_replicas)"}, reasons

@@ -106,12 +106,19 @@ def decide(
         why = f"load {stable:.1f} over {config.autoscaling_window_s:g}s / {unit:g} per replica"
     why += f" -> {desired}"
 
+    if config.min_replicas == config.max_replicas:
+        # A fixed fleet (``replicas: N`` without autoscaling runs this same loop): the load
+        # arithmetic and the delays cannot change the answer, so they are not the reason.
+        desired = config.min_replicas
+        why = f"fixed at {desired} replicas (min_replicas = max_replicas)"
     horizon = max(config.scale_up_delay_s, config.scale_down_delay_s)
     proposals = _window((*state.proposals, (now, desired)), now, horizon)
     target, why = _apply_delays(config, proposals, now, first_tick, current, desired, why)
     idle_since = max(t for t in (last_active, serving_since, first_tick) if t is not None)
     target, why = _apply_zero(config, target, current, load, idle_since, now, why)
     target, why = _apply_bounds(config, target, current, why)
+    if config.min_replicas == config.max_replicas:
+        why = f"fixed at {config.min_replicas} replicas (min_replicas = max_replicas)"
     decision = ScaleDecision(
         target=target,
         current=current,
