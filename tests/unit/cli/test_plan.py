@@ -52,3 +52,29 @@ def test_plan_accepts_the_served_model_name(name: str) -> None:
     res = CliRunner().invoke(plan_app, ["vram", "-m", name, "--gpu", "L4", "-o", "json"])
     assert res.exit_code == 0, res.output
     assert '"smollm2-135m"' in res.output
+
+
+def test_plan_cost_labels_the_mix_and_the_all_on_demand_figures() -> None:
+    args = ["cost", "-m", "llama-3.1-8b", "--gpu", "H100", "--input-len", "500"]
+    args += [
+        "--output-len",
+        "200",
+        "--provider",
+        "aws",
+        "--demand",
+        ",".join(["2"] * 12 + ["6"] * 12),
+    ]
+    as_json = CliRunner().invoke(plan_app, [*args, "-o", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    import json
+
+    mix = json.loads(as_json.output)["procurement"]
+    assert mix["usd_per_day"] != mix["usd_per_day_all_on_demand"]
+    table = CliRunner().invoke(plan_app, args, env={"COLUMNS": "200"})
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in table.output.splitlines()
+        if line.count("│") == 3
+    }
+    assert rows["$/day all on-demand"] == f"${mix['usd_per_day_all_on_demand']:,.0f}"
+    assert rows["$/day with this mix"] == f"${mix['usd_per_day']:,.0f}"
