@@ -26,6 +26,7 @@ from shipit.config.gateway import ShipitConfig
 from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.gateway.history import CounterHistory, registry_reader, window_param
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
@@ -91,6 +92,7 @@ class Gateway:
         self._id_prefix = f"gw-{os.getpid():x}-"
         self.autoscalers: dict[str, Autoscaler] = {}
         self.alerts = build_alert_service(config, self.metrics, self.routers, self._get_upstream)
+        self.history = CounterHistory(registry_reader(self.metrics.registry), clock.now)
         if pool is not None:
             self._build_autoscalers(pool)
         self.proxy = Proxy(
@@ -147,6 +149,7 @@ class Gateway:
             if self.alerts is not None:
                 self._tasks.append(asyncio.create_task(self.alerts.run()))
         self._tasks += [asyncio.create_task(a.run()) for a in self.autoscalers.values()]
+        self._tasks.append(asyncio.create_task(self.history.run()))
 
     async def shutdown(self) -> None:
         for task in self._tasks:
@@ -185,7 +188,7 @@ class Gateway:
             if method == "POST" and path in PROXY_PATHS:
                 await self.handle_inference(scope, receive, send)
             elif method == "GET":
-                await self.handle_admin(path, send)
+                await self.handle_admin(path, send, scope.get("query_string", b""))
             else:
                 msg = f"{method} {path} is not served here"
                 await send_json(send, 404, error_body(msg, type_="not_found", code=404))
@@ -251,7 +254,7 @@ class Gateway:
             names |= r.adapters
         return names
 
-    async def handle_admin(self, path: str, send: Send) -> None:
+    async def handle_admin(self, path: str, send: Send, query: bytes = b"") -> None:
         if path == "/metrics":
             body = self.metrics.render()
             await send(
@@ -269,7 +272,7 @@ class Gateway:
         elif path == "/v1/models":
             await send_json(send, 200, json.dumps(self.models()).encode())
         elif path == "/shipit/status":
-            await send_json(send, 200, json.dumps(self.status()).encode())
+            await send_json(send, 200, json.dumps(self.status(window_param(query))).encode())
         else:
             await send_json(send, 404, error_body(f"{path} not found", type_="not_found", code=404))
 
@@ -287,8 +290,9 @@ class Gateway:
             ]
         return {"object": "list", "data": data}
 
-    def status(self) -> dict[str, Any]:
-        """What ``shipit up`` prints and operators read: every deployment and replica."""
+    def status(self, window_s: float | None = None) -> dict[str, Any]:
+        """What ``shipit up`` prints and operators read: every deployment and replica; with
+        ``window_s`` (``?window_s=10``), the request figures over that window too."""
         now = self.clock.now()
         out: dict[str, Any] = {
             "started_at_s": round(self.started_at_s, 3),
@@ -323,6 +327,8 @@ class Gateway:
                 }
             )
         out["alerts"] = self.alerts.active() if self.alerts is not None else []
+        if window_s is not None:
+            out["window"] = self.history.window(window_s)
         return out
 
 
