@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from shipit.backends.base import Registrar, ReplicaBackend, ReplicaHandle, ReplicaSpec
 from shipit.config.gateway import DeploymentConfig
 from shipit.core.fleet import ReplicaState
+from shipit.core.urls import redact_url
 
 log = logging.getLogger("shipit.gateway.fleet")
 
@@ -55,7 +56,8 @@ class Fleet:
     def _register(self, backend: ReplicaBackend, h: ReplicaHandle) -> None:
         self.handles.append((backend, h))
         self.registrars[h.deployment].add(h.replica_id, h.url, external=h.external)
-        log.info("replica %s of %s at %s (pid %s)", h.replica_id, h.deployment, h.url, h.pid)
+        url = redact_url(h.url)
+        log.info("replica %s of %s at %s (pid %s)", h.replica_id, h.deployment, url, h.pid)
 
     async def start(self) -> None:
         for d in self.deployments.values():

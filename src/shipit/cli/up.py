@@ -36,6 +36,7 @@ from shipit.config.gateway import (
     apply_overrides,
     load_config,
 )
+from shipit.config.upstream_auth import UpstreamAuthError
 from shipit.core.clock import RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import InvalidRequestError
@@ -257,15 +258,21 @@ def up(
         local=local,
         external=external,
     )
-    gateway = create_gateway(
-        cfg,
-        routers=routers,
-        clock=clock,
-        on_startup=[fleet.start],
-        on_shutdown=[fleet.stop],
-        pool=fleet,
-        decisions=decisions,
-    )
+    try:
+        gateway = create_gateway(
+            cfg,
+            routers=routers,
+            clock=clock,
+            on_startup=[fleet.start],
+            on_shutdown=[fleet.stop],
+            pool=fleet,
+            decisions=decisions,
+        )
+    except UpstreamAuthError as exc:  # a credential named in upstream_auth cannot be read
+        console.print(f"[red]error:[/] {exc.message}")
+        if remove_logs:
+            shutil.rmtree(local.log_dir, ignore_errors=True)
+        raise typer.Exit(2) from exc
     listen = f"http://{cfg.gateway.host}:{sock.getsockname()[1]}"
 
     def on_listening() -> None:
