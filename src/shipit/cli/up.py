@@ -270,6 +270,7 @@ def up(
         )
     except UpstreamAuthError as exc:  # a credential named in upstream_auth cannot be read
         console.print(f"[red]error:[/] {exc.message}")
+        sock.close()
         if remove_logs:
             shutil.rmtree(local.log_dir, ignore_errors=True)
         raise typer.Exit(2) from exc
