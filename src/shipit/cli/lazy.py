@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Deployments, replicas, recent scale decisions and cold starts of a running gateway.",
     ),
     "top": ("shipit.cli.top", "Live view of a running shipit."),
+    "keys": ("shipit.cli.keys", "Manage the gateway's API keys and tenants."),
     "bench": (
         "shipit.cli.bench",
         "Load-test any OpenAI-compatible endpoint: TTFT, TPOT, ITL, E2E, goodput.",

@@ -63,10 +63,14 @@ def console_for(*, is_terminal: bool | None = None) -> Console:
 def scrape(
     client: httpx.Client, url: str, *, replicas: bool, window_s: float | None = None
 ) -> Scrape:
-    base = url.rstrip("/")
+    from shipit.cli.keys import api_key_headers
+
+    base, auth = url.rstrip("/"), api_key_headers()  # to the gateway only, never to replicas
     query = f"?window_s={window_s:g}" if window_s else ""
-    status: dict[str, Any] = client.get(base + "/shipit/status" + query).raise_for_status().json()
-    gateway = _samples(client.get(base + "/metrics").raise_for_status().text)
+    status: dict[str, Any] = (
+        client.get(base + "/shipit/status" + query, headers=auth).raise_for_status().json()
+    )
+    gateway = _samples(client.get(base + "/metrics", headers=auth).raise_for_status().text)
     per_replica: dict[str, tuple[Sample, ...]] = {}
     if replicas:
         for d in status.get("deployments", []):
