@@ -183,6 +183,7 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []  # a gateway may be started again (on another event loop)
         await asyncio.gather(*(a.close() for a in self.autoscalers.values()))
         for hook in self._on_shutdown:
             try:
