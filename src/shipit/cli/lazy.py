@@ -31,6 +31,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "top": ("shipit.cli.top", "Live view of a running shipit."),
     "keys": ("shipit.cli.keys", "Manage the gateway's API keys and tenants."),
+    "render": (
+        "shipit.cli.render",
+        "Render deployment files from a shipit.yaml (Kubernetes manifests).",
+    ),
+    "build": (
+        "shipit.cli.build",
+        "Write Dockerfiles for the gateway and the replica images (embedded engine on slim "
+        "Python, vLLM and SGLang on their official images), uv-locked, non-root, with a "
+        "HEALTHCHECK and no weights inside; --build builds them with docker, podman or buildah.",
+    ),
     "bench": (
         "shipit.cli.bench",
         "Load-test any OpenAI-compatible endpoint: TTFT, TPOT, ITL, E2E, goodput.",
