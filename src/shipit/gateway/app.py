@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -34,10 +35,14 @@ from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.catalog import Catalog
 from shipit.gateway.edge import PARSED_BODY
 from shipit.gateway.errors import error_json, kind_of
+from shipit.gateway.history import CounterHistory, registry_reader
+from shipit.gateway.jobs_service import JobsService
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request, parse_token_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, send_json
+from shipit.gateway.routes_jobs import PREFIXES as JOB_PREFIXES
+from shipit.gateway.routes_jobs import JobsApi
 from shipit.gateway.tokens import forward_tokens
 from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
@@ -90,6 +95,8 @@ class Gateway:
         self.deployments = {d.name: d for d in config.deployments}
         self.catalog = Catalog(self.deployments, self.routers)
         self.clock = clock
+        self.started_at_s = time.time()  # Unix time, for /shipit/status
+        self._started_clock_s = clock.now()
         self.metrics = GatewayMetrics(self.routers)
         self._upstream_factory = upstream_factory
         self._on_startup, self._on_shutdown = on_startup, on_shutdown
@@ -102,6 +109,7 @@ class Gateway:
         self._id_prefix = f"gw-{os.getpid():x}-"
         self.autoscalers: dict[str, Autoscaler] = {}
         self.alerts = build_alert_service(config, self.metrics, self.routers, self._get_upstream)
+        self.history = CounterHistory(registry_reader(self.metrics.registry), clock.now)
         if pool is not None:
             self._build_autoscalers(pool)
         # Read once, here: a missing variable or file stops the start.
@@ -116,6 +124,11 @@ class Gateway:
             now=clock.now,
             upstream_headers=self.upstream_auth,
         )
+        self.jobs = JobsService(config, self.routers, self.proxy.core, self.metrics, clock)
+        self.jobs_api = JobsApi(self.jobs)
+        if len(self.autoscalers) == 1 == len(self.routers) and config.jobs.scale_for_jobs:
+            # Queued job lines are demand (one deployment: they can only be for it).
+            next(iter(self.autoscalers.values())).extra_demand = self.jobs.queued_work
         # Keys, tenants, rate limits and edge limits run before any handler (gateway.auth).
         self.security = Security(
             self._serve_http,
@@ -172,16 +185,20 @@ class Gateway:
             )
         for hook in self._on_startup:
             await hook()
+        await self.jobs.start()
         if self._monitor:
             self._tasks = [asyncio.create_task(m.run()) for m in self.monitors.values()]
             if self.alerts is not None:
                 self._tasks.append(asyncio.create_task(self.alerts.run()))
         self._tasks += [asyncio.create_task(a.run()) for a in self.autoscalers.values()]
+        self._tasks.append(asyncio.create_task(self.history.run()))
 
     async def shutdown(self) -> None:
+        await self.jobs.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []  # a gateway may be started again (on another event loop)
         await asyncio.gather(*(a.close() for a in self.autoscalers.values()))
         for hook in self._on_shutdown:
             try:
@@ -219,8 +236,12 @@ class Gateway:
             await self._lifespan(receive, send)
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """After the security layer: the route table (``gateway.routes``)."""
-        await routes.dispatch(self, scope, receive, send)
+        """After the security layer: the batch and async job API (``gateway.routes_jobs``),
+        then the route table (``gateway.routes``)."""
+        if scope["path"].startswith(JOB_PREFIXES):
+            await self.jobs_api.handle(scope, receive, send)
+        else:
+            await routes.dispatch(self, scope, receive, send)
 
     def _request_ids(self, scope: Scope) -> tuple[str, dict[str, str]]:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -309,10 +330,15 @@ class Gateway:
         """``GET /v1/models``: the models a replica can serve now."""
         return self.catalog.models()
 
-    def status(self) -> dict[str, Any]:
-        """What ``shipit up`` prints and operators read: every deployment and replica."""
-        out: dict[str, Any] = {"deployments": []}
+    def status(self, window_s: float | None = None) -> dict[str, Any]:
+        """What ``shipit up`` prints and operators read: every deployment and replica; with
+        ``window_s`` (``?window_s=10``), the request figures over that window too."""
         now = self.clock.now()
+        out: dict[str, Any] = {
+            "started_at_s": round(self.started_at_s, 3),
+            "uptime_s": round(now - self._started_clock_s, 3),
+            "deployments": [],
+        }
         for name, router in self.routers.items():
             out["deployments"].append(
                 {
@@ -341,6 +367,8 @@ class Gateway:
                 }
             )
         out["alerts"] = self.alerts.active() if self.alerts is not None else []
+        if window_s is not None:
+            out["window"] = self.history.window(window_s)
         return out
 
 

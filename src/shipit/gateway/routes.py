@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, unquote
 
 from shipit.core import openai_errors as oe
 from shipit.gateway.errors import error_json
+from shipit.gateway.history import window_param
 from shipit.gateway.metrics import CONTENT_TYPE
 from shipit.gateway.proxy import Message, Receive, Scope, Send, send_json
 from shipit.gateway.tokens import TOKEN_PATHS
@@ -72,11 +73,11 @@ async def dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> N
     elif path in TOKEN_PATHS:
         await gw.handle_tokens(scope, receive, send)
     else:
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        query: bytes = scope.get("query_string", b"")
         await answer_get(gw, path, query, send if method == "GET" else _headless(send))
 
 
-async def answer_get(gw: Gateway, path: str, query: dict[str, list[str]], send: Send) -> None:
+async def answer_get(gw: Gateway, path: str, query: bytes, send: Send) -> None:
     if path == "/metrics":
         body = gw.metrics.render()
         headers = [(b"content-type", CONTENT_TYPE.encode())]
@@ -90,9 +91,9 @@ async def answer_get(gw: Gateway, path: str, query: dict[str, list[str]], send: 
     elif path.startswith(MODEL_PREFIX):
         await _model(gw, unquote(path[len(MODEL_PREFIX) :]), send)
     elif path == "/shipit/status":
-        await send_json(send, 200, json.dumps(gw.status()).encode())
+        await send_json(send, 200, json.dumps(gw.status(window_param(query))).encode())
     elif path == "/shipit/ready":
-        await _ready(gw, query, send)
+        await _ready(gw, parse_qs(query.decode("latin-1")), send)
 
 
 async def _model(gw: Gateway, model_id: str, send: Send) -> None:
