@@ -63,6 +63,7 @@ class _Req:
     replica: str | None = None
     wait_token: int = 0  # a wait's timeout counts only while the token is unchanged
     first_token_s: float | None = None
+    sent_s: float = 0.0  # the last dispatch to a replica: service time runs from here
 
     @property
     def first_byte(self) -> bool:
@@ -109,6 +110,11 @@ class FleetSim:
         self.lifecycle = lifecycle_config(self.deployment)
         self.lifecycle_state = LifecycleState()
         self._came_up: list[str] = []
+        self.counters: list[float] = [
+            0,
+            0,
+            0.0,
+        ]  # arrivals, completed, service seconds (the autoscaler's)
         for _ in range(initial_replicas):  # pre-warmed: ready at t=0
             self._start(0.0, ready=True)
 
@@ -252,7 +258,17 @@ class FleetSim:
         gone = {step.replica_id for step in life.steps}
         for rid in gone:
             self._stop(now, rid)
-        snapshot = drivers.autoscaling_snapshot(now, self._view(), len(self.queue))
+        arrivals, completed, service_s = self.counters
+        waits = (now - e.enqueued_s for e in self.queue.entries())
+        snapshot = drivers.autoscaling_snapshot(
+            now,
+            self._view(),
+            len(self.queue),
+            arrivals=int(arrivals),
+            completed=int(completed),
+            service_s=service_s,
+            oldest_wait_s=max(waits, default=0.0),
+        )
         order = self.policy.tick(snapshot, deployment=self.name, log=self.log)
         for rid in order.replace:
             self._stop(now, rid)
@@ -286,6 +302,7 @@ class FleetSim:
             arrived_s=now,
         )
         drivers.on_request(self.budget, now_s=now)
+        self.counters[0] += 1
         self._acquire(now, _Req(spec, view))
 
     def _acquire(self, now: float, req: _Req) -> None:
@@ -411,7 +428,7 @@ class FleetSim:
     def _send(self, now: float, req: _Req, rid: str) -> None:
         record = self.records[rid]
         self.records[rid] = record.evolve(in_flight=record.in_flight + 1)
-        req.replica = rid
+        req.replica, req.sent_s = rid, now
         rep = self.replicas[rid]
         if not rep.alive:  # the connection is refused: fails as soon as it is tried
             self._push(now, self._on_refused, (req, "cannot connect"))
@@ -508,6 +525,9 @@ class FleetSim:
     def _finish(self, req: _Req, status: int, code: str, now: float) -> None:
         arrival = req.spec.arrival_s
         ttft = req.first_token_s - arrival if req.first_token_s is not None else None
+        if status == 200:
+            self.counters[1] += 1
+            self.counters[2] += now - req.sent_s
         self.result.requests.append(
             RequestResult(
                 req.view.request_id,

@@ -44,6 +44,13 @@ class AutoscalingSnapshot:
     now_s: float
     replicas: tuple[ReplicaRecord, ...]  # the replicas this deployment's pool manages
     queued: int  # requests held at the gateway for this deployment
+    # Counters since the deployment began (0 where the caller does not count them): requests
+    # arrived at the gateway, requests completed, and their summed service time (dispatch to
+    # last token, queueing excluded). The policy differentiates them over its windows.
+    arrivals: int = 0
+    completed: int = 0
+    service_s: float = 0.0
+    oldest_wait_s: float = 0.0  # how long the longest-queued request has waited
 
 
 @dataclass(frozen=True, slots=True)
