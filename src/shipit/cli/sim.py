@@ -168,6 +168,10 @@ def _table(s: ReplayScore, slo_ms: float) -> Table:
     for k, v in (
         ("requests", f"{s.requests:,}"),
         (f"TTFT <= {slo_ms:g} ms", f"{s.slo_attainment:.2%}"),
+        (
+            "  of those whose prompt alone fits",
+            f"{s.feasible_attainment:.2%} ({s.infeasible:,} cannot: prefill > SLO)",
+        ),
         ("TTFT P50 / P99", f"{p50} / {p99}"),
         ("dropped", f"{s.dropped:,}"),
         ("replica-seconds", f"{s.replica_seconds:,.0f}"),

@@ -36,18 +36,23 @@ class Oracle:
         return max(self.replicas, default=0)
 
 
-def request_work_s(timing: ReplicaTiming, req: SimRequest, batch: int) -> float:
-    """Replica-seconds ``req`` takes on a replica that batches ``batch`` decodes."""
+def prefill_s(timing: ReplicaTiming, req: SimRequest) -> float:
+    """``req``'s prompt alone on a replica: its time to first token with nothing else running."""
     chunk = timing.model.engine.max_num_batched_tokens
-    prefill_s, pos = 0.0, 0
+    total, pos = 0.0, 0
     while pos < req.prompt_tokens:
         n = min(chunk, req.prompt_tokens - pos)
         # A one-token chunk would read as a decode; a two-token one costs the same.
-        prefill_s += timing.step_time(StepShape.of_spans([(pos, max(n, 2))]))
+        total += timing.step_time(StepShape.of_spans([(pos, max(n, 2))]))
         pos += n
+    return total
+
+
+def request_work_s(timing: ReplicaTiming, req: SimRequest, batch: int) -> float:
+    """Replica-seconds ``req`` takes on a replica that batches ``batch`` decodes."""
     context = req.prompt_tokens + req.output_tokens // 2
     step_s = timing.step_time(StepShape.of_decodes(batch, batch * context))
-    return prefill_s + req.output_tokens * step_s / batch
+    return prefill_s(timing, req) + req.output_tokens * step_s / batch
 
 
 def oracle(

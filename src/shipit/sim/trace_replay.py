@@ -24,7 +24,7 @@ from shipit.engine.sim_timing import ReplicaModel, ReplicaTiming
 from shipit.policy.autoscaling import AutoscalingSnapshot
 from shipit.sim import peers
 from shipit.sim.fleet import FleetSim
-from shipit.sim.oracle import oracle
+from shipit.sim.oracle import oracle, prefill_s
 from shipit.sim.policies import FixedFleet, KnativeStyle, OurPolicy, ScaleOrder, ScalingPolicy
 from shipit.sim.results import SimRequest, SimResult, percentile
 
@@ -48,6 +48,10 @@ class ReplayScore:
     policy: str
     requests: int
     slo_attainment: float
+    # Among the requests whose prompt alone (on an idle replica) fits the SLO: no fleet can
+    # serve the others in time, so this is the share a scaling policy is accountable for.
+    feasible_attainment: float
+    infeasible: int
     ttft_p50_s: float | None
     ttft_p99_s: float | None  # None: more than 1 % not served
     dropped: int
@@ -66,6 +70,8 @@ class ReplayScore:
             "policy": self.policy,
             "requests": self.requests,
             "slo_attainment": round(self.slo_attainment, 4),
+            "feasible_attainment": round(self.feasible_attainment, 4),
+            "infeasible_requests": self.infeasible,
             "ttft_p50_s": _r(self.ttft_p50_s),
             "ttft_p99_s": _r(self.ttft_p99_s),
             "dropped": self.dropped,
@@ -166,9 +172,11 @@ def replay_trace(
         end_s=trace[-1].arrival_s + 1e-9,
         max_concurrency=setup.deployment.queueing.max_concurrency,
     )
+    slow = frozenset(f"q{i}" for i, q in enumerate(full) if prefill_s(timing, q) > setup.ttft_slo_s)
     return score(
         result,
         spans,
+        infeasible=slow,
         start_s=start,
         end_s=end,
         slo_s=setup.ttft_slo_s,
@@ -181,6 +189,7 @@ def score(
     result: SimResult,
     spans: Sequence[tuple[float, float]],
     *,
+    infeasible: frozenset[str] = frozenset(),
     start_s: float,
     end_s: float,
     slo_s: float,
@@ -192,11 +201,15 @@ def score(
     ttfts = [r.ttft_s for r in reqs if r.status == 200 and r.ttft_s is not None]
     dropped = sum(1 for r in reqs if r.status != 200)
     met = sum(1 for t in ttfts if t <= slo_s)
+    ok = [r for r in reqs if r.request_id not in infeasible]
+    ok_met = sum(1 for r in ok if r.status == 200 and r.ttft_s is not None and r.ttft_s <= slo_s)
     used = sum(max(min(b, end_s) - max(a, start_s), 0.0) for a, b in spans)
     return ReplayScore(
         policy=result.policy,
         requests=len(reqs),
         slo_attainment=met / len(reqs) if reqs else 1.0,
+        feasible_attainment=ok_met / len(ok) if ok else 1.0,
+        infeasible=len(reqs) - len(ok),
         ttft_p50_s=percentile(ttfts, 50) if ttfts else None,
         ttft_p99_s=None if dropped * 100 > len(reqs) else percentile(ttfts, 99),
         dropped=dropped,

@@ -59,6 +59,9 @@ class AutoscalingState:
     proposals: tuple[tuple[float, float], ...] = ()  # (time, desired before delays)
     panic_until_s: float | None = None
     last_active_s: float | None = None  # the last time load was above zero
+    # (time, arrivals, completed, service seconds) over the stable window
+    counters: tuple[tuple[float, int, int, float], ...] = ()
+    service_s: float | None = None  # the last known mean service time
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,24 +87,40 @@ def decide(
     live = [r for r in snapshot.replicas if r.state in _COUNTED and r.replica_id not in stuck]
     ready = sum(r.state is ReplicaState.READY for r in live)
     current = len(live)
-    load = float(sum(r.in_flight for r in live) + snapshot.queued)
-    samples = _window((*state.samples, (now, load)), now, config.autoscaling_window_s)
-    stable = _mean(samples)
-    short = _mean(_window(samples, now, config.panic_window_s))
-    unit = config.target_concurrency * config.target_utilization
+    running = float(sum(r.in_flight for r in live))
+    load = running + snapshot.queued
+    samples = _window((*state.samples, (now, running)), now, config.autoscaling_window_s)
+    counters = tuple(
+        c
+        for c in (*state.counters, (now, snapshot.arrivals, snapshot.completed, snapshot.service_s))
+        if now - c[0] <= config.autoscaling_window_s
+    )
+    service_s = _service_s(counters, state.service_s)
+    hold = target_concurrency(config, live)
+    unit = hold * config.target_utilization
     last_active = now if load > 0 else state.last_active_s
+    demand = Demand(
+        stable=_demand(samples, counters, now, config.autoscaling_window_s, service_s),
+        short=_demand(samples, counters, now, config.panic_window_s, service_s),
+    )
 
     panic_until = state.panic_until_s
-    if ready > 0 and math.ceil(short / unit) >= config.panic_threshold * ready:
+    short_need = math.ceil(demand.short / unit)
+    if ready > 0 and short_need >= config.panic_threshold * ready:
         panic_until = now + config.autoscaling_window_s
     panic = panic_until is not None and now < panic_until
     if panic:
-        desired = max(math.ceil(short / unit), current)
-        why = f"panic: load {short:.1f} over {config.panic_window_s:g}s / {unit:g} per replica"
+        # The short-window need itself, so the scale-down delay runs from the burst.
+        desired = short_need
+        why = f"panic: demand {demand.short:.1f} over {config.panic_window_s:g}s / {unit:g}"
     else:
-        desired = math.ceil(stable / unit)
-        why = f"load {stable:.1f} over {config.autoscaling_window_s:g}s / {unit:g} per replica"
-    why += f" -> {desired}"
+        desired = math.ceil(demand.stable / unit)
+        why = f"demand {demand.stable:.1f} over {config.autoscaling_window_s:g}s / {unit:g}"
+    why += f" per replica -> {desired}"
+    lam = _rate(counters, now, config.panic_window_s)
+    desired, why = _cold_start_aware(
+        config, desired, current, snapshot.queued, lam, service_s, hold, why
+    )
 
     horizon = max(config.scale_up_delay_s, config.scale_down_delay_s)
     proposals = _window((*state.proposals, (now, desired)), now, horizon)
@@ -117,8 +136,90 @@ def decide(
         stop=choose_victims(live, current - target) if target < current else (),
         replace=stuck,
     )
-    new_state = AutoscalingState(samples, proposals, panic_until if panic else None, last_active)
+    new_state = AutoscalingState(
+        samples, proposals, panic_until if panic else None, last_active, counters, service_s
+    )
     return decision, new_state
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    stable: float  # requests a fleet carries at steady state, over the stable window
+    short: float  # the same over the panic window
+
+
+def target_concurrency(config: AutoscalingConfig, replicas: list[ReplicaRecord]) -> float:
+    """What one replica should carry: the configured target when set, else what a replica
+    holds (the gateway's ``max_concurrency`` for it)."""
+    if "target_concurrency" in config.model_fields_set or not replicas:
+        return config.target_concurrency
+    return float(max(r.max_concurrency for r in replicas))
+
+
+def _rate(counters: tuple[tuple[float, int, int, float], ...], now: float, span_s: float) -> float:
+    """Arrivals per second over the last ``span_s`` (0 before two samples)."""
+    inside = [c for c in counters if now - c[0] <= span_s]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return 0.0
+    return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+def _service_s(
+    counters: tuple[tuple[float, int, int, float], ...], last: float | None
+) -> float | None:
+    """Mean service time of the requests completed over the window; the last known one when
+    none completed; None before any."""
+    if len(counters) >= 2:
+        done = counters[-1][2] - counters[0][2]
+        if done > 0:
+            return (counters[-1][3] - counters[0][3]) / done
+    return last
+
+
+def _demand(
+    samples: tuple[tuple[float, float], ...],
+    counters: tuple[tuple[float, int, int, float], ...],
+    now: float,
+    span_s: float,
+    service_s: float | None,
+) -> float:
+    """Little's law: the requests the arrivals keep in service (rate x mean service time),
+    or those in service now when more; queued requests are not demand, they are the delay
+    of demand already counted."""
+    in_service = _mean(_window(samples, now, span_s))
+    if service_s is None:
+        return in_service
+    return max(in_service, _rate(counters, now, span_s) * service_s)
+
+
+def _cold_start_aware(
+    config: AutoscalingConfig,
+    desired: int,
+    current: int,
+    queued: int,
+    rate: float,
+    service_s: float | None,
+    hold: float,
+    why: str,
+) -> tuple[int, str]:
+    """A queue drives scale-up only when it will still be there when new replicas are
+    ready: the capacity running or starting serves ``current x hold / service_s`` requests a
+    second; what of the queue and the arrivals it cannot serve within ``cold_start_s`` is
+    what new replicas are for. A burst those replicas would only see drained starts none."""
+    if current == 0 or service_s is None or service_s <= 0:
+        return desired, why
+    served = current * hold / service_s
+    left = queued + (rate - served) * config.cold_start_s
+    if left > 0 and queued > 0:
+        extra = math.ceil(left / hold)
+        if current + extra > desired:
+            return current + extra, why + f"; {queued} queued outlast the cold start: +{extra}"
+    if desired > current and left <= 0 and rate <= served:
+        return current, why + (
+            f"; capacity running or starting drains the queue within "
+            f"{config.cold_start_s:g}s cold start"
+        )
+    return desired, why
 
 
 def _reason_code(target: int, current: int, panic: bool) -> str:
