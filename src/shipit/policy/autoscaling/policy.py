@@ -118,8 +118,9 @@ def decide(
         why = f"demand {demand.stable:.1f} over {config.autoscaling_window_s:g}s / {unit:g}"
     why += f" per replica -> {desired}"
     lam = _rate(counters, now, config.panic_window_s)
+    sustained = math.ceil(demand.stable / unit)
     desired, why = _cold_start_aware(
-        config, desired, current, snapshot.queued, lam, service_s, hold, why
+        config, desired, current, sustained, snapshot.queued, lam, service_s, unit, why
     )
 
     horizon = max(config.scale_up_delay_s, config.scale_down_delay_s)
@@ -196,26 +197,28 @@ def _cold_start_aware(
     config: AutoscalingConfig,
     desired: int,
     current: int,
+    sustained: int,
     queued: int,
     rate: float,
     service_s: float | None,
-    hold: float,
+    unit: float,
     why: str,
 ) -> tuple[int, str]:
     """A queue drives scale-up only when it will still be there when new replicas are
-    ready: the capacity running or starting serves ``current x hold / service_s`` requests a
+    ready: the capacity running or starting serves ``current x unit / service_s`` requests a
     second; what of the queue and the arrivals it cannot serve within ``cold_start_s`` is
-    what new replicas are for. A burst those replicas would only see drained starts none."""
+    what new replicas are for. A burst (a need of the short window only, not ``sustained``
+    over the stable one) those replicas would only see drained starts none."""
     if current == 0 or service_s is None or service_s <= 0:
         return desired, why
-    served = current * hold / service_s
+    served = current * unit / service_s
     left = queued + (rate - served) * config.cold_start_s
     if left > 0 and queued > 0:
-        extra = math.ceil(left / hold)
+        extra = math.ceil(left / unit)
         if current + extra > desired:
             return current + extra, why + f"; {queued} queued outlast the cold start: +{extra}"
-    if desired > current and left <= 0 and rate <= served:
-        return current, why + (
+    if desired > max(current, sustained) and left <= 0 and rate <= served:
+        return max(current, sustained), why + (
             f"; capacity running or starting drains the queue within "
             f"{config.cold_start_s:g}s cold start"
         )
