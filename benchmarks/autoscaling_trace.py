@@ -72,8 +72,8 @@ def one(job: tuple[str, str, list[SimRequest], ReplaySetup]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trace", type=Path, default=TRACE)
-    ap.add_argument("--duration-s", type=float, default=240.0)
-    ap.add_argument("--scaled-duration-s", type=float, default=150.0)
+    ap.add_argument("--duration-s", type=float, default=180.0)
+    ap.add_argument("--scaled-duration-s", type=float, default=60.0)
     ap.add_argument("--time-scale", type=float, default=4.0)
     ap.add_argument("--warmup-s", type=float, default=120.0)
     ap.add_argument("--workers", type=int, default=2)
@@ -91,7 +91,7 @@ def main() -> None:
     # Fixed fleets tried per scenario (about the oracle's peak and above).
     scenarios = {
         "mooncake 1x": (one_x, args.warmup_s, (6, 10)),
-        f"mooncake {args.time_scale:g}x": (scaled, args.warmup_s / 2, (16, 28)),
+        f"mooncake {args.time_scale:g}x": (scaled, args.warmup_s, (16, 28)),
         "bursty (benchmarks/autoscaling.py)": (
             [q for q in make_trace(7) if q.arrival_s < END_S],
             0.0,
@@ -101,10 +101,12 @@ def main() -> None:
     jobs = []
     for name, (trace, warm, fixed) in scenarios.items():
         for cold in (30.0, 120.0):
-            jobs.append((name, "shipit", trace, setup("shipit", cold, warm)))
-            jobs.append((name, "shipit quick", trace, setup("shipit", cold, warm, **QUICK)))
+            # Warm up for at least a cold start and a stable window, so the fleet is sized.
+            w = max(warm, cold + 60.0) if warm else 0.0
+            jobs.append((name, "shipit", trace, setup("shipit", cold, w)))
+            jobs.append((name, "shipit quick", trace, setup("shipit", cold, w, **QUICK)))
             for peer in PEERS:
-                jobs.append((name, peer, trace, setup(peer, cold, warm)))
+                jobs.append((name, peer, trace, setup(peer, cold, w)))
         for n in fixed:
             jobs.append((name, f"fixed:{n}", trace, setup(f"fixed:{n}", 30.0, warm)))
     print(f"{len(jobs)} replays on {args.workers} workers", file=sys.stderr)

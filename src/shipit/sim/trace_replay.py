@@ -135,12 +135,18 @@ class _Reporting:
 
 
 def with_warmup(trace: Sequence[SimRequest], warmup_s: float) -> list[SimRequest]:
-    """The trace's last ``warmup_s`` seconds first, then the whole trace ``warmup_s`` later."""
+    """The trace's last ``warmup_s`` seconds first (the trace repeated when shorter), then the
+    whole trace ``warmup_s`` later."""
     if warmup_s <= 0 or not trace:
         return list(trace)
-    end = trace[-1].arrival_s
-    tail = [replace(q, arrival_s=q.arrival_s - (end - warmup_s)) for q in trace]
-    head = [q for q in tail if q.arrival_s >= 0]
+    period = trace[-1].arrival_s + (trace[-1].arrival_s / max(len(trace) - 1, 1))
+    head: list[SimRequest] = []
+    shift = warmup_s - period  # where the copy that ends at warmup_s starts
+    while shift + period > 0:
+        head = [
+            replace(q, arrival_s=q.arrival_s + shift) for q in trace if q.arrival_s + shift >= 0
+        ] + head
+        shift -= period
     return head + [replace(q, arrival_s=q.arrival_s + warmup_s) for q in trace]
 
 
