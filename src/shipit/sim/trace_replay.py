@@ -184,7 +184,7 @@ def replay_trace(
         spans,
         infeasible=slow,
         start_s=start,
-        end_s=end,
+        end_s=full[-1].arrival_s,  # the oracle's span: the drain after it is not counted
         slo_s=setup.ttft_slo_s,
         oracle_replica_seconds=floor.replica_seconds,
         oracle_peak=floor.peak,
