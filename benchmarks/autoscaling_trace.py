@@ -90,21 +90,25 @@ def main() -> None:
     ]
     # Fixed fleets tried per scenario (about the oracle's peak and above).
     scenarios = {
-        "mooncake 1x": (one_x, args.warmup_s, (6, 10)),
-        f"mooncake {args.time_scale:g}x": (scaled, args.warmup_s, (16, 28)),
+        "mooncake 1x": (one_x, args.warmup_s, (8,)),
+        f"mooncake {args.time_scale:g}x": (scaled, args.warmup_s, (24,)),
         "bursty (benchmarks/autoscaling.py)": (
             [q for q in make_trace(7) if q.arrival_s < END_S],
             0.0,
-            (4, 6),
+            (6,),
         ),
     }
     jobs = []
     for name, (trace, warm, fixed) in scenarios.items():
         for cold in (30.0, 120.0):
-            # Warm up for at least a cold start and a stable window, so the fleet is sized.
-            w = max(warm, cold + 60.0) if warm else 0.0
+            # Warm up for a cold start, a stable window and a scale-down delay: the fleet is
+            # sized, and what the start from zero overshot is gone, before scoring begins.
+            w = max(warm, cold + 60.0 + 120.0) if warm else 0.0
             jobs.append((name, "shipit", trace, setup("shipit", cold, w)))
             jobs.append((name, "shipit quick", trace, setup("shipit", cold, w, **QUICK)))
+            if warm:  # long prompts: a lower per-replica target, the knob for TTFT
+                tuned = setup("shipit", cold, w, target_concurrency=6.0)
+                jobs.append((name, "shipit target 6", trace, tuned))
             for peer in PEERS:
                 jobs.append((name, peer, trace, setup(peer, cold, w)))
         for n in fixed:
