@@ -19,8 +19,21 @@ from collections.abc import Iterable, Mapping
 from shipit.backends.base import Registrar, ReplicaBackend, ReplicaHandle, ReplicaSpec
 from shipit.config.gateway import DeploymentConfig
 from shipit.core.fleet import ReplicaState
+from shipit.core.urls import redact_url
 
 log = logging.getLogger("shipit.gateway.fleet")
+
+
+def lora_loading_args(d: DeploymentConfig) -> tuple[str, ...]:
+    """Replica flags that let the gateway load the deployment's configured adapters (LoRA
+    affinity) at run time, from exactly those directories and nowhere else."""
+    adapters = d.routing.lora_affinity.adapters
+    if not adapters:
+        return ()
+    out = ["--enable-lora-loading"]
+    for path in sorted(set(adapters.values())):
+        out += ["--lora-root", path]
+    return tuple(out)
 
 
 class Fleet:
@@ -48,14 +61,16 @@ class Fleet:
             d.model,
             simulate=d.simulate,
             extra_args=tuple(d.replica_args)
-            + (("--served-model-name", d.served_model_name) if d.served_model_name else ()),
+            + (("--served-model-name", d.served_model_name) if d.served_model_name else ())
+            + lora_loading_args(d),
             drain_timeout_s=d.drain_timeout_s,
         )
 
     def _register(self, backend: ReplicaBackend, h: ReplicaHandle) -> None:
         self.handles.append((backend, h))
         self.registrars[h.deployment].add(h.replica_id, h.url, external=h.external)
-        log.info("replica %s of %s at %s (pid %s)", h.replica_id, h.deployment, h.url, h.pid)
+        url = redact_url(h.url)
+        log.info("replica %s of %s at %s (pid %s)", h.replica_id, h.deployment, url, h.pid)
 
     async def start(self) -> None:
         for d in self.deployments.values():

@@ -35,6 +35,8 @@ from pydantic import (
 
 from shipit.config.autoscaling import AutoscalingConfig
 from shipit.config.observability import AlertsConfig, SloConfig
+from shipit.config.security import AuthConfig, EdgeLimitsConfig, TlsConfig
+from shipit.config.upstream_auth import UpstreamAuthConfig
 from shipit.core.errors import ShipitError
 
 RoutingPolicyName = Literal[
@@ -219,6 +221,9 @@ class DeploymentConfig(_Strict):
     )
     replicas: int = Field(2, ge=0, description="local replica processes to start")
     replica_urls: list[str] = Field(default_factory=list, description="external replicas")
+    upstream_auth: UpstreamAuthConfig | None = Field(
+        None, description="credentials sent to every replica (config.upstream_auth)"
+    )
     simulate: str | None = Field(None, description="GPU:MODEL, a simulated accelerator")
     replica_args: list[str] = Field(default_factory=list, description="extra replica flags")
     routing: RoutingConfig = RoutingConfig()
@@ -265,6 +270,9 @@ class GatewayServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     graceful_shutdown_s: float = Field(30.0, ge=0)
+    auth: AuthConfig = AuthConfig()
+    limits: EdgeLimitsConfig = EdgeLimitsConfig()
+    tls: TlsConfig = TlsConfig()
 
 
 class ShipitConfig(_Strict):

@@ -2,10 +2,10 @@
 
 Owns opening a streamed upstream request (``open``: connect, send, wait for the status line
 under a first-byte timeout, then hand back an iterator of body chunks exactly as they arrive)
-and small JSON calls for the control path (``get``, ``post_json``). Failures before the first
-byte are ``UpstreamError`` with a ``kind`` ("connect", "timeout", "protocol") so the caller can
-decide to retry. It must not route, retry or know about deployments; ``upstream_fake`` holds the
-in-process fake for tests.
+and small JSON calls for the control path (``get``, ``post_json``, which carry the replicas'
+admin token when one is given). Failures before the first byte are ``UpstreamError`` with a
+``kind`` ("connect", "timeout", "protocol") so the caller can decide to retry. It must not
+route, retry or know about deployments; ``upstream_fake`` holds the in-process fake for tests.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 import aiohttp
+
+from shipit.core.urls import redact_url
 
 
 class UpstreamError(Exception):
@@ -57,10 +59,17 @@ class Upstream(Protocol):
         first_byte_timeout_s: float,
     ) -> UpstreamResponse: ...
 
-    async def get(self, url: str, *, timeout_s: float) -> tuple[int, bytes]: ...
+    async def get(
+        self, url: str, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]: ...
 
     async def post_json(
-        self, url: str, payload: object, *, timeout_s: float
+        self,
+        url: str,
+        payload: object,
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]: ...
 
     async def close(self) -> None: ...
@@ -79,7 +88,7 @@ class _AiohttpResponse:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise MidStreamError(f"{type(exc).__name__}: {exc}") from exc
+            raise MidStreamError(redact_url(f"{type(exc).__name__}: {exc}")) from exc
 
     def close(self) -> None:
         self._resp.close()
@@ -92,8 +101,17 @@ class AiohttpUpstream:
     """One pooled aiohttp session; build it inside a running loop (a lifespan)."""
 
     def __init__(
-        self, *, connect_timeout_s: float = 2.0, read_timeout_s: float = 300.0, limit: int = 0
+        self,
+        *,
+        connect_timeout_s: float = 2.0,
+        read_timeout_s: float = 300.0,
+        limit: int = 0,
+        control_headers: Mapping[str, str] | None = None,
     ) -> None:
+        # Sent on the control calls (``get``, ``post_json``) only, never on proxied requests:
+        # the replicas' admin token (``Authorization: Bearer ...``). A call's own headers (a
+        # replica's upstream credential) win over them.
+        self._control_headers = dict(control_headers or {})
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit, keepalive_timeout=30.0),
             timeout=aiohttp.ClientTimeout(
@@ -120,28 +138,46 @@ class AiohttpUpstream:
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamError("connect", f"cannot connect: {exc.os_error}") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError("protocol", f"{type(exc).__name__}: {exc}") from exc
+            raise UpstreamError("protocol", redact_url(f"{type(exc).__name__}: {exc}")) from exc
         return _AiohttpResponse(resp)
 
-    async def get(self, url: str, *, timeout_s: float) -> tuple[int, bytes]:
-        return await self._call("GET", url, None, timeout_s)
+    async def get(
+        self, url: str, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        return await self._call("GET", url, None, timeout_s, headers)
 
-    async def post_json(self, url: str, payload: object, *, timeout_s: float) -> tuple[int, bytes]:
-        return await self._call("POST", url, payload, timeout_s)
+    async def post_json(
+        self,
+        url: str,
+        payload: object,
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        return await self._call("POST", url, payload, timeout_s, headers)
 
     async def _call(
-        self, method: str, url: str, payload: object, timeout_s: float
+        self,
+        method: str,
+        url: str,
+        payload: object,
+        timeout_s: float,
+        headers: Mapping[str, str] | None,
     ) -> tuple[int, bytes]:
+        shown = redact_url(url)  # the message may be logged
         try:
             async with asyncio.timeout(timeout_s):
-                async with self._session.request(method, url, json=payload) as resp:
+                async with self._session.request(
+                    method, url, json=payload, headers={**self._control_headers, **(headers or {})}
+                ) as resp:
                     return resp.status, await resp.read()
         except TimeoutError as exc:
-            raise UpstreamError("timeout", f"{method} {url}: no answer in {timeout_s:g}s") from exc
+            why = f"{method} {shown}: no answer in {timeout_s:g}s"
+            raise UpstreamError("timeout", why) from exc
         except aiohttp.ClientConnectorError as exc:
-            raise UpstreamError("connect", f"{method} {url}: {exc.os_error}") from exc
+            raise UpstreamError("connect", f"{method} {shown}: {exc.os_error}") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError("protocol", f"{method} {url}: {exc}") from exc
+            raise UpstreamError("protocol", f"{method} {shown}: {redact_url(str(exc))}") from exc
 
     async def close(self) -> None:
         await self._session.close()

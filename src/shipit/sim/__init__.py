@@ -1,7 +1,8 @@
 """Discrete-event fleet simulator running the same policy code as the live system.
 
-``fleet`` is the event loop of one deployment (requests through the gateway's path, replica
-lifecycles, health probes, autoscaler ticks, replica deaths); ``drivers`` holds every call into
+``fleet`` is the event loop of one deployment (replica lifecycles, health probes, autoscaler
+ticks, replica deaths); ``gateway`` takes each request through the gateway's path (admission,
+routing, hold, retries, ejection); ``drivers`` holds every call into
 the live policies (routing, admission, retries, outliers, health, autoscaling) and records each
 decision in a ``DecisionLog``; ``replica`` steps one replica with the engine's own scheduler and
 block manager, timed by ``engine.sim_timing``; ``policies`` are the scaling policies compared

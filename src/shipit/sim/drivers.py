@@ -7,13 +7,12 @@ else is routable), admission (``policy.admission.offer`` on a frozen queue: prio
 deadlines, shedding, queue full; the router's hold: ``cold_start_hold_s`` while no replica is
 ready, else ``queue_timeout_s``), retries (``policy.reliability.decide_retry``: the budget and
 ``max_attempts``), outlier ejection (``decide_outlier``), health (``policy.health.decide`` on
-each probe), crashes,
-never-ready replicas and drains (``policy.lifecycle.decide``), and autoscaling
-(``policy.autoscaling.decide``). The fleet simulator
-(``sim.fleet``) owns the clock, the replicas and the requests, and never calls policy code
-itself, so switching to new policy APIs happens here alone. The policies' states live in the
-small holders below (``SimRoute``, ``SimQueue``, ``SimBudget``, ``SimOutliers``), replaced on
-every decision as the live router replaces its own. No clock, no IO.
+each probe), crashes, never-ready replicas and drains (``policy.lifecycle.decide``), and
+autoscaling (``policy.autoscaling.decide``). The fleet simulator (``sim.fleet``: the clock and
+the replicas; ``sim.gateway``: the requests) never calls policy code itself, so switching to new
+policy APIs happens here alone. The policies' states live in the small holders below
+(``SimRoute``, ``SimQueue``, ``SimBudget``, ``SimOutliers``), replaced on every decision as the
+live router replaces its own. No clock, no IO.
 """
 
 from __future__ import annotations
@@ -56,7 +55,7 @@ class SimRoute:
     index: PrefixIndex
 
 
-RoutingPolicy = SimRoute  # what sim.fleet keeps per policy name
+RoutingPolicy = SimRoute  # what sim.gateway keeps per policy name
 
 
 @dataclass(slots=True)
