@@ -135,3 +135,12 @@ def test_concurrency_target_defaults_to_what_a_replica_holds() -> None:
     explicit = AutoscalingConfig(min_replicas=1, max_replicas=10, target_concurrency=8)
     d, _ = decide(explicit, AutoscalingSnapshot(0.0, replicas, 0), AutoscalingState())
     assert d.target == 6
+
+
+def test_without_counters_the_queue_still_counts() -> None:
+    """A caller that counts no arrivals (the live gateway today) shows demand beyond what
+    runs only as a queue: a saturated replica with 20 waiting must still scale up."""
+    config = cfg(max_scale_up_rate=10)
+    snap = AutoscalingSnapshot(1.0, (rec("a", READY, 8),), 20)
+    d, _ = decide(config, snap, AutoscalingState())
+    assert d.target == 4  # (8 in service + 20 queued) / 8 per replica

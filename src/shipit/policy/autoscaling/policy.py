@@ -89,13 +89,16 @@ def decide(
     current = len(live)
     running = float(sum(r.in_flight for r in live))
     load = running + snapshot.queued
-    samples = _window((*state.samples, (now, running)), now, config.autoscaling_window_s)
     counters = tuple(
         c
         for c in (*state.counters, (now, snapshot.arrivals, snapshot.completed, snapshot.service_s))
         if now - c[0] <= config.autoscaling_window_s
     )
     service_s = _service_s(counters, state.service_s)
+    # A caller that does not count arrivals (the counters stay 0) shows no demand beyond
+    # what runs but the queue: then the queue is counted as load.
+    seen = running if snapshot.arrivals > 0 else load
+    samples = _window((*state.samples, (now, seen)), now, config.autoscaling_window_s)
     hold = target_concurrency(config, live)
     unit = hold * config.target_utilization
     last_active = now if load > 0 else state.last_active_s
