@@ -58,6 +58,15 @@ def build_app() -> typer.Typer:
     from shipit.cli import top
 
     top.register(app)
+    from shipit.cli import jobs
+
+    jobs.register(app)
+    from shipit.cli import render
+
+    render.register(app)
+    from shipit.cli import build
+
+    build.register(app)
     from shipit.cli import sim
 
     sim.register(app)

@@ -30,10 +30,13 @@ from shipit.core.replica_admin import bearer
 from shipit.core.urls import redact_url
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.edge import PARSED_BODY
+from shipit.gateway.jobs_service import JobsService
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, error_body, send_json
+from shipit.gateway.routes_jobs import PREFIXES as JOB_PREFIXES
+from shipit.gateway.routes_jobs import JobsApi
 from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
 from shipit.services.keystore import KeyStore
@@ -111,6 +114,11 @@ class Gateway:
             now=clock.now,
             upstream_headers=self.upstream_auth,
         )
+        self.jobs = JobsService(config, self.routers, self.proxy.core, self.metrics, clock)
+        self.jobs_api = JobsApi(self.jobs)
+        if len(self.autoscalers) == 1 == len(self.routers) and config.jobs.scale_for_jobs:
+            # Queued job lines are demand (one deployment: they can only be for it).
+            next(iter(self.autoscalers.values())).extra_demand = self.jobs.queued_work
         # Keys, tenants, rate limits and edge limits run before any handler (gateway.auth).
         self.security = Security(
             self._serve_http,
@@ -167,6 +175,7 @@ class Gateway:
             )
         for hook in self._on_startup:
             await hook()
+        await self.jobs.start()
         if self._monitor:
             self._tasks = [asyncio.create_task(m.run()) for m in self.monitors.values()]
             if self.alerts is not None:
@@ -174,6 +183,7 @@ class Gateway:
         self._tasks += [asyncio.create_task(a.run()) for a in self.autoscalers.values()]
 
     async def shutdown(self) -> None:
+        await self.jobs.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -217,6 +227,8 @@ class Gateway:
         path, method = scope["path"], scope["method"]
         if method == "POST" and path in PROXY_PATHS:
             await self.handle_inference(scope, receive, send)
+        elif path.startswith(JOB_PREFIXES):
+            await self.jobs_api.handle(scope, receive, send)
         elif method == "GET":
             await self.handle_admin(path, send)
         else:
