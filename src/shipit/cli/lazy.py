@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Python, vLLM and SGLang on their official images), uv-locked, non-root, with a "
         "HEALTHCHECK and no weights inside; --build builds them with docker, podman or buildah.",
     ),
+    "sim": (
+        "shipit.cli.sim",
+        "The fleet simulator: the live policies in simulated time, on simulated GPUs.",
+    ),
     "bench": (
         "shipit.cli.bench",
         "Load-test any OpenAI-compatible endpoint: TTFT, TPOT, ITL, E2E, goodput.",
