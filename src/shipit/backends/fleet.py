@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 
 from shipit.backends.base import Registrar, ReplicaBackend, ReplicaHandle, ReplicaSpec
 from shipit.config.gateway import DeploymentConfig
+from shipit.config.rollout import VersionConfig
 from shipit.core.fleet import ReplicaState
 
 log = logging.getLogger("shipit.gateway.fleet")
@@ -52,9 +53,11 @@ class Fleet:
             drain_timeout_s=d.drain_timeout_s,
         )
 
-    def _register(self, backend: ReplicaBackend, h: ReplicaHandle) -> None:
+    def _register(
+        self, backend: ReplicaBackend, h: ReplicaHandle, version: str | None = None
+    ) -> None:
         self.handles.append((backend, h))
-        self.registrars[h.deployment].add(h.replica_id, h.url, external=h.external)
+        self.registrars[h.deployment].add(h.replica_id, h.url, external=h.external, version=version)
         log.info("replica %s of %s at %s (pid %s)", h.replica_id, h.deployment, h.url, h.pid)
 
     async def start(self) -> None:
@@ -73,6 +76,32 @@ class Fleet:
         for h in handles:
             self._register(self.local, h)
         return [h.replica_id for h in handles]
+
+    # ----- the rollout controller's VersionPool (services.rollouts) --------------------------
+    @staticmethod
+    def version_of(d: DeploymentConfig, version: VersionConfig) -> DeploymentConfig:
+        """The deployment as ``version`` runs it: its model, accelerator and replica flags."""
+        changes: dict[str, object] = {}
+        if version.model is not None:
+            changes["model"] = version.model
+            if d.served_model_name is None:
+                # Clients keep sending the deployment's model name to the new version.
+                changes["served_model_name"] = d.model_name
+        if version.simulate is not None:
+            changes["simulate"] = version.simulate
+        if version.replica_args is not None:
+            changes["replica_args"] = list(version.replica_args)
+        return d.model_copy(update=changes)
+
+    async def start_version(self, deployment: str, version: VersionConfig) -> list[str]:
+        d = self.version_of(self.deployments[deployment], version)
+        handles = await self.local.start(self.spec(d), version.replicas or 1)
+        for h in handles:
+            self._register(self.local, h, version.name)
+        return [h.replica_id for h in handles]
+
+    def adopt_version(self, deployment: str, version: VersionConfig) -> None:
+        self.deployments[deployment] = self.version_of(self.deployments[deployment], version)
 
     async def stop_replica(self, deployment: str, replica_id: str) -> None:
         """Drain and stop one replica (the backend waits for it to exit), then unregister it."""

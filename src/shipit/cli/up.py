@@ -67,6 +67,13 @@ def _decision_log(path: Path | None, console: Console) -> DecisionLog:
     return log
 
 
+def _rollout_home() -> Path:
+    """Where rollouts persist their state: ``$SHIPIT_HOME/rollouts``."""
+    from shipit.engine.loader import shipit_home
+
+    return shipit_home() / "rollouts"
+
+
 class _StopError(Exception):
     """SIGTERM arrived outside the server's own signal handling."""
 
@@ -229,6 +236,8 @@ def up(
         on_shutdown=[fleet.stop],
         pool=fleet,
         decisions=decisions,
+        versions=fleet,
+        rollout_home=_rollout_home(),
     )
     try:
         sock = bind_socket(cfg.gateway.host, cfg.gateway.port)

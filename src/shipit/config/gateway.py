@@ -35,6 +35,7 @@ from pydantic import (
 
 from shipit.config.autoscaling import AutoscalingConfig
 from shipit.config.observability import AlertsConfig, SloConfig
+from shipit.config.rollout import RolloutSettings
 from shipit.core.errors import ShipitError
 
 RoutingPolicyName = Literal[
@@ -233,6 +234,9 @@ class DeploymentConfig(_Strict):
         None, description="scale between min_replicas and max_replicas; absent: fixed fleet"
     )
     slo: SloConfig | None = Field(None, description="goodput thresholds (config.observability)")
+    rollout: RolloutSettings = Field(
+        default_factory=RolloutSettings, description="versions and rollouts (config.rollout)"
+    )
 
     @model_validator(mode="after")
     def _replicas_within_bounds(self) -> Self:

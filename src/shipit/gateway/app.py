@@ -19,18 +19,21 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from shipit.config.gateway import ShipitConfig
 from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.gateway import rollout_routes
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, error_body, send_json
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
 from shipit.services.monitor import AdapterLoader, ReplicaMonitor
+from shipit.services.rollouts import RolloutController, VersionPool
 from shipit.services.router import RouterService
 from shipit.services.upstream import AiohttpUpstream, Upstream
 from shipit.telemetry.instruments import build_control_plane_metrics
@@ -70,6 +73,8 @@ class Gateway:
         monitor: bool,
         pool: ReplicaPool | None = None,
         decisions: DecisionLog = NO_LOG,
+        versions: VersionPool | None = None,
+        rollout_home: Path | None = None,
     ) -> None:
         self.config = config
         self.decisions = decisions
@@ -90,6 +95,16 @@ class Gateway:
         self.alerts = build_alert_service(config, self.metrics, self.routers, self._get_upstream)
         if pool is not None:
             self._build_autoscalers(pool)
+        self.rollouts: RolloutController | None = None
+        if versions is not None:
+            self.rollouts = RolloutController(
+                self.routers,
+                versions,
+                upstream=self._get_upstream,
+                clock=clock,
+                home=rollout_home,
+                decisions=decisions,
+            )
         self.proxy = Proxy(
             metrics=self.metrics,
             upstream=self._get_upstream,
@@ -137,6 +152,8 @@ class Gateway:
         self.adapters = AdapterLoader(self.upstream, paths)
         for name, router in self.routers.items():
             self.monitors[name] = ReplicaMonitor(router, self.upstream, log=self.decisions)
+        if self.rollouts is not None:
+            self.rollouts.load()  # before replicas start: a finished rollout set the version
         for hook in self._on_startup:
             await hook()
         if self._monitor:
@@ -144,12 +161,16 @@ class Gateway:
             if self.alerts is not None:
                 self._tasks.append(asyncio.create_task(self.alerts.run()))
         self._tasks += [asyncio.create_task(a.run()) for a in self.autoscalers.values()]
+        if self.rollouts is not None:
+            self._tasks.append(asyncio.create_task(self.rollouts.run()))
 
     async def shutdown(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(a.close() for a in self.autoscalers.values()))
+        if self.rollouts is not None:
+            await self.rollouts.close()
         for hook in self._on_shutdown:
             try:
                 await hook()
@@ -181,6 +202,9 @@ class Gateway:
             path, method = scope["path"], scope["method"]
             if method == "POST" and path in PROXY_PATHS:
                 await self.handle_inference(scope, receive, send)
+            elif path.startswith(rollout_routes.PREFIX):
+                body = await _read_body(receive) if method == "POST" else b""
+                await rollout_routes.handle(self.rollouts, method, path, body, send)
             elif method == "GET":
                 await self.handle_admin(path, send)
             else:
@@ -303,6 +327,7 @@ class Gateway:
                         {
                             "id": v.replica_id,
                             "url": v.url,
+                            "version": v.version,
                             "state": v.state.value,
                             "in_flight": v.in_flight,
                             "state_for_s": round(now - v.state_since_s, 3),
@@ -330,6 +355,8 @@ def create_gateway(
     monitor: bool = True,
     pool: ReplicaPool | None = None,
     decisions: DecisionLog = NO_LOG,
+    versions: VersionPool | None = None,
+    rollout_home: Path | None = None,
 ) -> Gateway:
     """A gateway app (an ASGI callable). Routers default to one per deployment. With a
     ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler."""
@@ -353,6 +380,8 @@ def create_gateway(
         monitor=monitor,
         pool=pool,
         decisions=decisions,
+        versions=versions,
+        rollout_home=rollout_home,
     )
 
 

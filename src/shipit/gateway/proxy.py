@@ -256,6 +256,9 @@ class Proxy:
             chat=view.path.endswith("chat/completions"),
             slo=dep.slo,
         )
+        if 200 <= resp.status < 300:
+            ttft_s = tally.ttft_s if view.stream else None
+            router.answered(lease, ttft_s=ttft_s, tpot_s=tally.tpot_s, slo_met=tally.slo_met)
         return Outcome(resp.status, d.policy)
 
     async def _end_broken(

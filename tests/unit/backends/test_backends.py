@@ -70,6 +70,7 @@ class RecordingRegistrar:
         *,
         state: ReplicaState = ReplicaState.STARTING,
         external: bool = False,
+        version: str | None = None,
     ) -> None:
         self.calls.append(("add", replica_id, url, state.value, str(external)))
 
