@@ -55,6 +55,9 @@ def build_app() -> typer.Typer:
     from shipit.cli import top
 
     top.register(app)
+    from shipit.cli import rollout
+
+    rollout.register(app)
     return app
 
 
