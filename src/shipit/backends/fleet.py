@@ -41,6 +41,11 @@ class Fleet:
         self.local = local
         self.external = external
         self.handles: list[tuple[ReplicaBackend, ReplicaHandle]] = []
+        # The version each replica runs (None: the deployment's first) and each deployment's
+        # current one: the autoscaler manages only the current version's replicas, so a
+        # rollout's candidate (or the old version being drained) is never scaled away.
+        self.current: dict[str, str | None] = {}
+        self._versions: dict[str, str | None] = {}
 
     @staticmethod
     def spec(d: DeploymentConfig) -> ReplicaSpec:
@@ -57,6 +62,7 @@ class Fleet:
         self, backend: ReplicaBackend, h: ReplicaHandle, version: str | None = None
     ) -> None:
         self.handles.append((backend, h))
+        self._versions[h.replica_id] = version or self.current.get(h.deployment)
         self.registrars[h.deployment].add(h.replica_id, h.url, external=h.external, version=version)
         log.info("replica %s of %s at %s (pid %s)", h.replica_id, h.deployment, h.url, h.pid)
 
@@ -102,6 +108,7 @@ class Fleet:
 
     def adopt_version(self, deployment: str, version: VersionConfig) -> None:
         self.deployments[deployment] = self.version_of(self.deployments[deployment], version)
+        self.current[deployment] = version.name
 
     async def stop_replica(self, deployment: str, replica_id: str) -> None:
         """Drain and stop one replica (the backend waits for it to exit), then unregister it."""
@@ -120,7 +127,10 @@ class Fleet:
         return [
             h.replica_id
             for b, h in self.handles
-            if b is self.local and h.deployment == deployment and not h.external
+            if b is self.local
+            and h.deployment == deployment
+            and not h.external
+            and self._versions.get(h.replica_id) == self.current.get(deployment)
         ]
 
     def alive(self, deployment: str, replica_id: str) -> bool:

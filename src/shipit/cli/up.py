@@ -190,6 +190,12 @@ def up(
         help="Write every routing, admission, health, lifecycle and autoscaling decision, with "
         "the snapshot it was taken from, to this JSON-lines file (replayable in the simulator).",
     ),
+    state_dir: Path | None = typer.Option(
+        None,
+        "--state-dir",
+        help="Where rollouts keep their state, so a restart resumes them (default "
+        "$SHIPIT_HOME/rollouts).",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
 ) -> None:
     logging.basicConfig(
@@ -237,7 +243,7 @@ def up(
         pool=fleet,
         decisions=decisions,
         versions=fleet,
-        rollout_home=_rollout_home(),
+        rollout_home=state_dir or _rollout_home(),
     )
     try:
         sock = bind_socket(cfg.gateway.host, cfg.gateway.port)
