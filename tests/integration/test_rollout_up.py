@@ -204,7 +204,7 @@ def test_full_canary_under_streaming_load(up: Up) -> None:
 
 
 def test_slower_candidate_is_rolled_back_live(up: Up) -> None:
-    start = {"version": "v2", "replicas": 2, "simulate": f"L4:{SIM_MODEL}"}
+    start = {"version": "v2", "replicas": 2, "simulate": f"A100:{SIM_MODEL}"}
     final, load = run_rollout(up, start, {"complete", "rolled_back"})
     assert final["phase"] == "rolled_back", final
     assert "worse" in final["reason"] and "Mann-Whitney" in final["reason"]
