@@ -477,13 +477,19 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     notes: list[str] = []
     try:
-        for _ in range(args.repeats):
+        for i in range(args.repeats):
             if args.baseline_src is not None:
+                # Alternate which goes first, so neither always runs on a warmer machine.
+                if i % 2:
+                    shipit = measure_shipit(args, fake_urls)
                 before = measure_shipit(args, fake_urls, args.baseline_src)
                 before["streamed_req_s_one_core"] = before["gateway_streamed_req_s_one_core"]
+                before["version"] = str(args.baseline_src)
                 peers = {"baseline": before}
-            shipit = measure_shipit(args, fake_urls)
-            if args.baseline_src is None:
+                if not i % 2:
+                    shipit = measure_shipit(args, fake_urls)
+            else:
+                shipit = measure_shipit(args, fake_urls)
                 peers, notes = compare_peers(args, fake_urls)
             runs.append({**shipit, "peers": peers})
     finally:

@@ -33,6 +33,7 @@ class FakeTiming:
     output_tokens: int | None = None  # None: honour the request's max_tokens
     send_usage: bool = True  # False: ignore include_usage, like an old server
     fail_every: int = 0  # every Nth request answers HTTP 500 (0: never)
+    api_key: str | None = None  # set: every request must carry "Authorization: Bearer <it>"
 
 
 @dataclass
@@ -46,6 +47,11 @@ class FakeOpenAI:
         if scope["method"] == "GET" and scope["path"] == "/_received":
             await _send_plain(send, 200, json.dumps(self.received).encode())
             return
+        if self.timing.api_key is not None:
+            headers = dict(scope["headers"])
+            if headers.get(b"authorization") != f"Bearer {self.timing.api_key}".encode():
+                await _send_plain(send, 401, b'{"error": {"message": "Unauthorized"}}')
+                return
         body = b""
         while True:
             message = await receive()

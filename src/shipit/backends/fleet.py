@@ -20,6 +20,7 @@ from shipit.backends.base import Registrar, ReplicaBackend, ReplicaHandle, Repli
 from shipit.config.gateway import DeploymentConfig
 from shipit.config.rollout import VersionConfig
 from shipit.core.fleet import ReplicaState
+from shipit.core.urls import redact_url
 
 log = logging.getLogger("shipit.gateway.fleet")
 
@@ -64,7 +65,8 @@ class Fleet:
         self.handles.append((backend, h))
         self._versions[h.replica_id] = version or self.current.get(h.deployment)
         self.registrars[h.deployment].add(h.replica_id, h.url, external=h.external, version=version)
-        log.info("replica %s of %s at %s (pid %s)", h.replica_id, h.deployment, h.url, h.pid)
+        url = redact_url(h.url)
+        log.info("replica %s of %s at %s (pid %s)", h.replica_id, h.deployment, url, h.pid)
 
     async def start(self) -> None:
         for d in self.deployments.values():

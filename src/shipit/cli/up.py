@@ -33,6 +33,7 @@ from shipit.config.gateway import (
     apply_overrides,
     load_config,
 )
+from shipit.config.upstream_auth import UpstreamAuthError
 from shipit.core.clock import RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import InvalidRequestError
@@ -234,17 +235,21 @@ def up(
         local=local,
         external=external,
     )
-    gateway = create_gateway(
-        cfg,
-        routers=routers,
-        clock=clock,
-        on_startup=[fleet.start],
-        on_shutdown=[fleet.stop],
-        pool=fleet,
-        decisions=decisions,
-        versions=fleet,
-        rollout_home=state_dir or _rollout_home(),
-    )
+    try:
+        gateway = create_gateway(
+            cfg,
+            routers=routers,
+            clock=clock,
+            on_startup=[fleet.start],
+            on_shutdown=[fleet.stop],
+            pool=fleet,
+            decisions=decisions,
+            versions=fleet,
+            rollout_home=state_dir or _rollout_home(),
+        )
+    except UpstreamAuthError as exc:  # a credential named in upstream_auth cannot be read
+        console.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from exc
     try:
         sock = bind_socket(cfg.gateway.host, cfg.gateway.port)
     except OSError as exc:

@@ -36,6 +36,7 @@ from pydantic import (
 from shipit.config.autoscaling import AutoscalingConfig
 from shipit.config.observability import AlertsConfig, SloConfig
 from shipit.config.rollout import RolloutSettings
+from shipit.config.upstream_auth import UpstreamAuthConfig
 from shipit.core.errors import ShipitError
 
 RoutingPolicyName = Literal[
@@ -220,6 +221,9 @@ class DeploymentConfig(_Strict):
     )
     replicas: int = Field(2, ge=0, description="local replica processes to start")
     replica_urls: list[str] = Field(default_factory=list, description="external replicas")
+    upstream_auth: UpstreamAuthConfig | None = Field(
+        None, description="credentials sent to every replica (config.upstream_auth)"
+    )
     simulate: str | None = Field(None, description="GPU:MODEL, a simulated accelerator")
     replica_args: list[str] = Field(default_factory=list, description="extra replica flags")
     routing: RoutingConfig = RoutingConfig()

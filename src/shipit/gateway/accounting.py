@@ -116,12 +116,13 @@ class Tally:
         status: int,
         chat: bool,
         slo: SloConfig | None,
-    ) -> None:
-        """Observe E2E always; TTFT, TPOT, ITL for streams; tokens and goodput for a 2xx."""
+    ) -> tuple[int | None, int | None]:
+        """Observe E2E always; TTFT, TPOT, ITL for streams; tokens and goodput for a 2xx.
+        Returns the (prompt, output) tokens counted (``None``: not known)."""
         e2e_s = now_s - self.arrived_s
         m.e2e.observe(e2e_s)
         if not 200 <= status < 300:
-            return
+            return None, None
         usage = self.usage()
         prompt, output = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
         tpot_s: float | None = None
@@ -143,6 +144,7 @@ class Tally:
         if _meets(slo, ttft_s=self.ttft_s if self.stream else e2e_s, tpot_s=tpot_s):
             self.slo_met = True
             m.slo_met.inc()
+        return prompt, output
 
 
 def _meets(slo: SloConfig | None, *, ttft_s: float | None, tpot_s: float | None) -> bool:

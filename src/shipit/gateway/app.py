@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from shipit.config.gateway import ShipitConfig
+from shipit.config.upstream_auth import resolve_upstream_auth
 from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.core.urls import redact_url
 from shipit.gateway import rollout_routes
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
@@ -95,6 +97,11 @@ class Gateway:
         self.alerts = build_alert_service(config, self.metrics, self.routers, self._get_upstream)
         if pool is not None:
             self._build_autoscalers(pool)
+        # Read once, here: a missing variable or file stops the start.
+        self.upstream_auth = {
+            d.name: resolve_upstream_auth(d.upstream_auth, deployment=d.name)
+            for d in config.deployments
+        }
         self.rollouts: RolloutController | None = None
         if versions is not None:
             self.rollouts = RolloutController(
@@ -110,6 +117,7 @@ class Gateway:
             upstream=self._get_upstream,
             adapters=self._get_adapters,
             now=clock.now,
+            upstream_headers=self.upstream_auth,
         )
 
     def _build_autoscalers(self, pool: ReplicaPool) -> None:
@@ -151,7 +159,10 @@ class Gateway:
             paths.update(d.routing.lora_affinity.adapters)
         self.adapters = AdapterLoader(self.upstream, paths)
         for name, router in self.routers.items():
-            self.monitors[name] = ReplicaMonitor(router, self.upstream, log=self.decisions)
+            auth = self.upstream_auth.get(name)
+            self.monitors[name] = ReplicaMonitor(
+                router, self.upstream, log=self.decisions, headers=auth.headers if auth else None
+            )
         if self.rollouts is not None:
             self.rollouts.load()  # before replicas start: a finished rollout set the version
         for hook in self._on_startup:
@@ -326,7 +337,7 @@ class Gateway:
                     "replicas": [
                         {
                             "id": v.replica_id,
-                            "url": v.url,
+                            "url": redact_url(v.url),
                             "version": v.version,
                             "state": v.state.value,
                             "in_flight": v.in_flight,

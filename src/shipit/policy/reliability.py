@@ -9,6 +9,12 @@ whether another attempt may go (``max_attempts`` first, then the budget). Outlie
 ``max_ejected_fraction`` of the fleet. Both are pure ``decide(config, snapshot, state) ->
 (decision, state)`` on frozen records; ``now_s`` comes in the snapshot; every decision carries
 a ``reason_code`` and a ``reason``. Nothing here reads a clock or keeps state of its own.
+
+A replica's 4xx answer (400, 404, 413, 422, ...) is the client's fault, not the replica's:
+``decide_retry`` never retries it (``client_error_no_retry``, nothing withdrawn from the
+budget), ``classify_status`` calls it ``client_error``, and ``decide_outlier`` neither counts
+nor resets a failure streak for it. A 5xx and a failure before any status are retried and
+counted.
 """
 
 from __future__ import annotations
@@ -31,12 +37,13 @@ class RetryBudgetState:
 class RetrySnapshot:
     now_s: float
     attempt: int  # tries made so far, the first one included
+    status: int | None = None  # the replica's HTTP status; None: no answer (connect, timeout)
 
 
 @dataclass(frozen=True, slots=True)
 class RetryDecision:
     allowed: bool
-    reason_code: str  # "retry", "max_attempts", "budget_exhausted"
+    reason_code: str  # "retry", "client_error_no_retry", "max_attempts", "budget_exhausted"
     reason: str
     balance: float  # retries banked after this decision
 
@@ -76,7 +83,15 @@ def decide_retry(
     config: RetryConfig, snapshot: RetrySnapshot, state: RetryBudgetState
 ) -> tuple[RetryDecision, RetryBudgetState]:
     """Another attempt after ``snapshot.attempt`` tries, if attempts and the budget allow;
-    an allowed retry withdraws one from the budget."""
+    an allowed retry withdraws one from the budget. A 4xx is never retried: another replica
+    would refuse the same request, and the budget is left alone."""
+    status = snapshot.status
+    if status is not None and 400 <= status < 500:
+        why = f"HTTP {status} is the client's error: relayed as is, not retried"
+        return RetryDecision(False, "client_error_no_retry", why, state.balance), state
+    if status is not None and status < 400:
+        why = f"HTTP {status} is an answer, not a failure: nothing to retry"
+        return RetryDecision(False, "not_a_failure", why, state.balance), state
     if snapshot.attempt >= config.max_attempts:
         why = f"{snapshot.attempt} of max_attempts {config.max_attempts} tries made"
         return RetryDecision(False, "max_attempts", why, state.balance), state
@@ -94,7 +109,17 @@ def decide_retry(
 
 # ----- outlier ejection -------------------------------------------------------------------
 
-Outcome = Literal["ok", "failed"]
+Outcome = Literal["ok", "failed", "client_error"]
+
+
+def classify_status(status: int) -> Outcome:
+    """What a replica's answer says of the replica: a 5xx failed, a 4xx is the client's
+    error (says nothing of the replica), anything else is ok."""
+    if status >= 500:
+        return "failed"
+    if status >= 400:
+        return "client_error"
+    return "ok"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +172,8 @@ class OutcomeSnapshot:
 @dataclass(frozen=True, slots=True)
 class OutlierDecision:
     replica_id: str
-    reason_code: str  # "reset", "counted", "already_ejected", "fraction_cap", "ejected"
+    # "reset", "client_error", "counted", "already_ejected", "fraction_cap", "ejected"
+    reason_code: str
     reason: str
     ejection: Ejection | None = None
 
@@ -156,9 +182,13 @@ def decide_outlier(
     config: OutlierConfig, snapshot: OutcomeSnapshot, state: OutlierState
 ) -> tuple[OutlierDecision, OutlierState]:
     """Count one request's outcome on a replica; eject it when this failure crosses the
-    threshold, unless it is already out or the fleet would lose too many."""
+    threshold, unless it is already out or the fleet would lose too many. A client error
+    changes nothing."""
     rid, now = snapshot.replica_id, snapshot.now_s
     record = state.get(rid)
+    if snapshot.outcome == "client_error":
+        why = f"a client error ({snapshot.why or '4xx'}): not counted, streak unchanged"
+        return OutlierDecision(rid, "client_error", why), state
     if snapshot.outcome == "ok":
         if record is None or record.consecutive_failures == 0:
             return OutlierDecision(rid, "reset", "succeeded"), state

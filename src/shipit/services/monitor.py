@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.fleet import ReplicaState
+from shipit.core.urls import redact_url
 from shipit.policy import health
 from shipit.policy.health import HealthDecision, HealthSnapshot, HealthState, ProbeOutcome
 from shipit.services.router import RouterService
@@ -49,10 +51,16 @@ def parse_vllm_metrics(text: str) -> dict[str, float]:
 
 class ReplicaMonitor:
     def __init__(
-        self, router: RouterService, upstream: Upstream, *, log: DecisionLog = NO_LOG
+        self,
+        router: RouterService,
+        upstream: Upstream,
+        *,
+        log: DecisionLog = NO_LOG,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.router = router
         self.upstream = upstream
+        self._headers = dict(headers) if headers else None  # upstream_auth, when configured
         self.config = router.deployment.health
         self.log = log
         self.state = HealthState()
@@ -95,9 +103,14 @@ class ReplicaMonitor:
             if self.router.deployment.routing.prefix_cache.source == "kv_events":
                 await self.pull_kv_events(replica_id)
 
+    async def _get(self, url: str) -> tuple[int, bytes]:
+        if self._headers is None:
+            return await self.upstream.get(url, timeout_s=PROBE_TIMEOUT_S)
+        return await self.upstream.get(url, timeout_s=PROBE_TIMEOUT_S, headers=self._headers)
+
     async def _check(self, url: str) -> ProbeOutcome:
         try:
-            status, _ = await self.upstream.get(url + "/health", timeout_s=PROBE_TIMEOUT_S)
+            status, _ = await self._get(url + "/health")
         except UpstreamError as exc:
             return ProbeOutcome(False, None, exc.message)
         return ProbeOutcome(status == 200, status)
@@ -112,7 +125,7 @@ class ReplicaMonitor:
 
     async def _refresh_load(self, replica_id: str, url: str) -> None:
         try:
-            status, body = await self.upstream.get(url + "/metrics", timeout_s=PROBE_TIMEOUT_S)
+            status, body = await self._get(url + "/metrics")
         except UpstreamError:
             return
         if status == 200:
@@ -125,7 +138,7 @@ class ReplicaMonitor:
 
     async def _refresh_adapters(self, replica_id: str, url: str) -> None:
         try:
-            status, body = await self.upstream.get(url + "/v1/models", timeout_s=PROBE_TIMEOUT_S)
+            status, body = await self._get(url + "/v1/models")
             data: list[dict[str, Any]] = json.loads(body).get("data", []) if status == 200 else []
         except (UpstreamError, ValueError, AttributeError):
             return
@@ -141,7 +154,7 @@ class ReplicaMonitor:
         after = self._kv_after.get(replica_id, -1)
         url = f"{record.url}/v1/kv_events?after={after}&limit=10000"
         try:
-            status, body = await self.upstream.get(url, timeout_s=PROBE_TIMEOUT_S)
+            status, body = await self._get(url)
             page = json.loads(body) if status == 200 else None
         except (UpstreamError, ValueError):
             return
@@ -166,16 +179,19 @@ class AdapterLoader:
         self.paths = paths
         self._loads: dict[tuple[str, str], asyncio.Future[None]] = {}
 
-    async def ensure(self, replica_id: str, url: str, adapter: str) -> None:
-        """Raise ``UpstreamError`` when the adapter cannot be loaded there."""
+    async def ensure(
+        self, replica_id: str, url: str, adapter: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Raise ``UpstreamError`` when the adapter cannot be loaded there; ``headers``: the
+        deployment's upstream credentials."""
         key = (replica_id, adapter)
         pending = self._loads.get(key)
         if pending is None:
-            pending = self._loads[key] = asyncio.ensure_future(self._load(url, adapter))
+            pending = self._loads[key] = asyncio.ensure_future(self._load(url, adapter, headers))
             pending.add_done_callback(lambda _: self._loads.pop(key, None))
         await asyncio.shield(pending)
 
-    async def _load(self, url: str, adapter: str) -> None:
+    async def _load(self, url: str, adapter: str, headers: Mapping[str, str] | None) -> None:
         path = self.paths.get(adapter)
         if path is None:
             raise UpstreamError(
@@ -183,10 +199,14 @@ class AdapterLoader:
                 f"adapter {adapter!r} has no path: add it under routing.lora_affinity.adapters",
             )
         payload = {"lora_name": adapter, "lora_path": path}
-        status, body = await self.upstream.post_json(
-            url + "/v1/load_lora_adapter", payload, timeout_s=60.0
-        )
+        load = url + "/v1/load_lora_adapter"
+        if headers:
+            status, body = await self.upstream.post_json(
+                load, payload, timeout_s=60.0, headers=headers
+            )
+        else:
+            status, body = await self.upstream.post_json(load, payload, timeout_s=60.0)
         if status != 200:
             text = body.decode("utf-8", "replace")[:300]
             raise UpstreamError("adapter", f"loading {adapter!r} failed ({status}): {text}")
-        logger.info("loaded adapter %s on %s", adapter, url)
+        logger.info("loaded adapter %s on %s", adapter, redact_url(url))

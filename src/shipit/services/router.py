@@ -321,7 +321,8 @@ class RouterService:
             waiter.future.set_result(lease)
 
     def release(self, lease: Lease, *, outcome: str, why: str = "") -> Ejection | None:
-        """Give a slot back. ``outcome``: "ok", "failed" (counts toward ejection) or "aborted"."""
+        """Give a slot back. ``outcome``: "ok", "failed" (counts toward ejection),
+        "client_error" (a 4xx: logged, counts for nothing) or "aborted"."""
         if lease.released:
             return None
         lease.released = True
@@ -329,11 +330,18 @@ class RouterService:
             listener(lease, outcome)
         ejection = None
         record = self.registry.give_slot(lease.replica_id)
-        if record is not None and outcome in ("ok", "failed"):
+        if record is not None and outcome in ("ok", "failed", "client_error"):
+            kind: reliability.Outcome = (
+                "ok"
+                if outcome == "ok"
+                else "client_error"
+                if outcome == "client_error"
+                else "failed"
+            )
             snapshot = reliability.OutcomeSnapshot(
                 self.clock.now(),
                 lease.replica_id,
-                "ok" if outcome == "ok" else "failed",
+                kind,
                 len(self.registry),
                 why,
             )
@@ -360,9 +368,10 @@ class RouterService:
         """A request arrived: it earns the retry budget its share."""
         self.budget = reliability.deposit(self.deployment.retries, self.clock.now(), self.budget)
 
-    def may_retry(self, attempt: int) -> bool:
-        """Another attempt after ``attempt`` tries, if attempts and the budget allow."""
-        snapshot = reliability.RetrySnapshot(self.clock.now(), attempt)
+    def may_retry(self, attempt: int, *, status: int | None = None) -> bool:
+        """Another attempt after ``attempt`` tries, if attempts and the budget allow; never
+        for a replica's 4xx ``status`` (the client's error)."""
+        snapshot = reliability.RetrySnapshot(self.clock.now(), attempt, status)
         decision, state = reliability.decide_retry(self.deployment.retries, snapshot, self.budget)
         self._record("retry_budget", snapshot, self.budget, decision)
         self.budget = state

@@ -16,6 +16,8 @@ from typing import Protocol
 
 import aiohttp
 
+from shipit.core.urls import redact_url
+
 
 class UpstreamError(Exception):
     """Nothing usable came back: ``kind`` is "connect", "timeout" or "protocol"."""
@@ -57,10 +59,17 @@ class Upstream(Protocol):
         first_byte_timeout_s: float,
     ) -> UpstreamResponse: ...
 
-    async def get(self, url: str, *, timeout_s: float) -> tuple[int, bytes]: ...
+    async def get(
+        self, url: str, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]: ...
 
     async def post_json(
-        self, url: str, payload: object, *, timeout_s: float
+        self,
+        url: str,
+        payload: object,
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]: ...
 
     async def close(self) -> None: ...
@@ -79,7 +88,7 @@ class _AiohttpResponse:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise MidStreamError(f"{type(exc).__name__}: {exc}") from exc
+            raise MidStreamError(redact_url(f"{type(exc).__name__}: {exc}")) from exc
 
     def close(self) -> None:
         self._resp.close()
@@ -120,28 +129,46 @@ class AiohttpUpstream:
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamError("connect", f"cannot connect: {exc.os_error}") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError("protocol", f"{type(exc).__name__}: {exc}") from exc
+            raise UpstreamError("protocol", redact_url(f"{type(exc).__name__}: {exc}")) from exc
         return _AiohttpResponse(resp)
 
-    async def get(self, url: str, *, timeout_s: float) -> tuple[int, bytes]:
-        return await self._call("GET", url, None, timeout_s)
+    async def get(
+        self, url: str, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        return await self._call("GET", url, None, timeout_s, headers)
 
-    async def post_json(self, url: str, payload: object, *, timeout_s: float) -> tuple[int, bytes]:
-        return await self._call("POST", url, payload, timeout_s)
+    async def post_json(
+        self,
+        url: str,
+        payload: object,
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        return await self._call("POST", url, payload, timeout_s, headers)
 
     async def _call(
-        self, method: str, url: str, payload: object, timeout_s: float
+        self,
+        method: str,
+        url: str,
+        payload: object,
+        timeout_s: float,
+        headers: Mapping[str, str] | None,
     ) -> tuple[int, bytes]:
+        shown = redact_url(url)  # the message may be logged
         try:
             async with asyncio.timeout(timeout_s):
-                async with self._session.request(method, url, json=payload) as resp:
+                async with self._session.request(
+                    method, url, json=payload, headers=headers
+                ) as resp:
                     return resp.status, await resp.read()
         except TimeoutError as exc:
-            raise UpstreamError("timeout", f"{method} {url}: no answer in {timeout_s:g}s") from exc
+            why = f"{method} {shown}: no answer in {timeout_s:g}s"
+            raise UpstreamError("timeout", why) from exc
         except aiohttp.ClientConnectorError as exc:
-            raise UpstreamError("connect", f"{method} {url}: {exc.os_error}") from exc
+            raise UpstreamError("connect", f"{method} {shown}: {exc.os_error}") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError("protocol", f"{method} {url}: {exc}") from exc
+            raise UpstreamError("protocol", f"{method} {shown}: {redact_url(str(exc))}") from exc
 
     async def close(self) -> None:
         await self._session.close()

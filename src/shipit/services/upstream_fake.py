@@ -34,6 +34,8 @@ class FakeReplica:
     kv_pages: list[dict[str, object]] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
     admin_calls: list[tuple[str, object]] = field(default_factory=list)
+    admin_headers: list[dict[str, str]] = field(default_factory=list)  # of every get/post_json
+    headers: list[dict[str, str]] = field(default_factory=list)  # of every proxied request
     aborted: int = 0
 
 
@@ -87,12 +89,16 @@ class FakeUpstream:
         replica = self._find(url)
         self.opened.append(url)
         replica.bodies.append(body)
+        replica.headers.append(dict(headers))
         if replica.fail is not None:
             raise UpstreamError(replica.fail, f"injected {replica.fail} failure")
         return _FakeResponse(replica)
 
-    async def get(self, url: str, *, timeout_s: float) -> tuple[int, bytes]:
+    async def get(
+        self, url: str, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
         replica = self._find(url)
+        replica.admin_headers.append(dict(headers or {}))
         if replica.fail is not None:
             raise UpstreamError(replica.fail, "injected")
         if url.endswith("/health"):
@@ -111,8 +117,16 @@ class FakeUpstream:
             return 200, json.dumps(page).encode()
         return 404, b""
 
-    async def post_json(self, url: str, payload: object, *, timeout_s: float) -> tuple[int, bytes]:
+    async def post_json(
+        self,
+        url: str,
+        payload: object,
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, bytes]:
         replica = self._find(url)
+        replica.admin_headers.append(dict(headers or {}))
         replica.admin_calls.append((url, payload))
         if replica.fail is not None:
             raise UpstreamError(replica.fail, "injected")

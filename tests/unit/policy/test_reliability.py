@@ -12,6 +12,7 @@ from shipit.policy.reliability import (
     OutlierState,
     RetryBudgetState,
     RetrySnapshot,
+    classify_status,
     decide_outlier,
     decide_retry,
     deposit,
@@ -110,3 +111,42 @@ def test_outlier_limits(steps: list[OutcomeSnapshot], codes: list[str]) -> None:
 def test_forgetting_a_replica_drops_its_record() -> None:
     _, state = run(OutlierConfig(), [outcome("a", "failed"), outcome("b", "failed")])
     assert [r.replica_id for r in state.without("a").replicas] == ["b"]
+
+
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
+def test_a_4xx_is_never_retried_and_leaves_the_budget_alone(status: int) -> None:
+    state = RetryBudgetState(balance=5.0)
+    d, after = decide_retry(retries(), RetrySnapshot(0.0, 1, status), state)
+    assert (d.allowed, d.reason_code) == (False, "client_error_no_retry")
+    assert f"HTTP {status}" in d.reason and after == state
+
+
+@pytest.mark.parametrize("status", [None, 500, 502, 503])
+def test_a_5xx_or_no_answer_is_retried_from_the_budget(status: int | None) -> None:
+    d, after = decide_retry(retries(), RetrySnapshot(0.0, 1, status), RetryBudgetState(5.0))
+    assert (d.allowed, d.reason_code) == (True, "retry") and after.balance == 4.0
+
+
+def test_classify_status() -> None:
+    assert [classify_status(s) for s in (200, 302, 400, 422, 499, 500, 503)] == [
+        "ok",
+        "ok",
+        "client_error",
+        "client_error",
+        "client_error",
+        "failed",
+        "failed",
+    ]
+
+
+def test_a_client_error_neither_counts_nor_resets_a_failure_streak() -> None:
+    config = OutlierConfig(consecutive_failures=2, max_ejected_fraction=1.0)
+    state = OutlierState()
+    d, state = decide_outlier(config, OutcomeSnapshot(0.0, "a", "failed", 2, "connect"), state)
+    assert d.reason_code == "counted"
+    d, after = decide_outlier(
+        config, OutcomeSnapshot(0.0, "a", "client_error", 2, "HTTP 400"), state
+    )
+    assert d.reason_code == "client_error" and after == state and d.ejection is None
+    d, state = decide_outlier(config, OutcomeSnapshot(0.0, "a", "failed", 2, "connect"), after)
+    assert d.reason_code == "ejected"
