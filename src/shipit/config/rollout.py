@@ -33,7 +33,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Metric = Literal["ttft", "tpot", "errors", "goodput"]
-Strategy = Literal["canary", "blue_green"]
+Strategy = Literal["canary", "blue_green", "shadow"]
 ALL_METRICS: tuple[Metric, ...] = ("ttft", "tpot", "errors", "goodput")
 
 
@@ -137,6 +137,10 @@ class RolloutSettings(_Strict):
         "none: hold until promoted or aborted by hand",
     )
     auto_promote: bool = Field(True, description="false: wait for `shipit rollout promote`")
+    shadow_percent: float = Field(
+        10.0, gt=0, le=100, description="shadow: share of live requests mirrored to the candidate"
+    )
+    shadow_max_in_flight: int = Field(8, ge=1, description="shadow: mirrored requests at once")
     analysis: AnalysisConfig = AnalysisConfig()
     versions: list[VersionConfig] = Field(
         default_factory=list, description="versions a rollout may bring up, by name"
@@ -174,6 +178,8 @@ class RolloutSpec(_Strict):
     warmup_timeout_s: float = Field(300.0, gt=0)
     max_hold_s: float | None = Field(None, gt=0)
     auto_promote: bool = True
+    shadow_percent: float = Field(10.0, gt=0, le=100)
+    shadow_max_in_flight: int = Field(8, ge=1)
     analysis: AnalysisConfig = AnalysisConfig()
 
     @model_validator(mode="after")
@@ -215,6 +221,8 @@ def spec_for(
         "warmup_timeout_s": settings.warmup_timeout_s,
         "max_hold_s": settings.max_hold_s,
         "auto_promote": settings.auto_promote,
+        "shadow_percent": settings.shadow_percent,
+        "shadow_max_in_flight": settings.shadow_max_in_flight,
         "analysis": settings.analysis,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})

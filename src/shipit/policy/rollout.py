@@ -39,6 +39,7 @@ from shipit.policy.analysis import Analysis, Verdict, VersionWindow, compare
 class Phase(enum.Enum):
     WARMING = "warming"  # the candidate's replicas start and warm up; no traffic on them
     CANARY = "canary"  # stepping through steps_percent
+    SHADOW = "shadow"  # no user traffic on the candidate; a share of requests mirrored to it
     KEPT = "kept"  # all traffic on the candidate; the baseline kept for instant rollback
     COMPLETE = "complete"  # the baseline is stopped: the candidate is the deployment
     ROLLED_BACK = "rolled_back"  # all traffic on the baseline; the candidate is stopped
@@ -157,6 +158,8 @@ def decide(
         return _warming(spec, snapshot, state)
     if state.phase is Phase.KEPT:
         return _kept(spec, snapshot, state)
+    if state.phase is Phase.SHADOW:
+        return _shadow(spec, snapshot, state)
     return _canary(spec, snapshot, state)
 
 
@@ -178,6 +181,13 @@ def _warming(
             f"after {waited:.0f} s; no traffic on them yet"
         )
         return _decision(spec, state, "warming", why), state
+    if spec.strategy == "shadow" and snapshot.command is not Command.PROMOTE:
+        after = replace(state, phase=Phase.SHADOW, step_started_s=now)
+        why = (
+            f"{wanted} {spec.candidate.name} replicas warmed up in {waited:.0f} s; mirroring "
+            f"{spec.shadow_percent:g} % of requests to them, users served by {spec.baseline}"
+        )
+        return _decision(spec, after, "shadow", why, reset=frozenset({spec.candidate.name})), after
     if spec.strategy == "blue_green" or snapshot.command is Command.PROMOTE:
         why = (
             f"switched all traffic to {spec.candidate.name}: {wanted} replicas warmed up "
@@ -274,6 +284,22 @@ def _kept(
     return _decision(
         spec, after, "complete", why, stop_version=spec.baseline, analysis=result
     ), after
+
+
+def _shadow(
+    spec: RolloutSpec, snapshot: RolloutSnapshot, state: RolloutState
+) -> tuple[RolloutDecision, RolloutState]:
+    """Mirroring until the operator decides: ``promote`` switches all traffic to the candidate
+    (as blue-green does), ``abort`` stops it. The diff report is the driver's."""
+    now = snapshot.now_s
+    if snapshot.command is Command.PROMOTE:
+        why = f"promoted by the operator after {now - state.step_started_s:.0f} s of shadow"
+        return _promote(spec, state, now, "promote", why)
+    why = (
+        f"shadow for {now - state.step_started_s:.0f} s: {spec.shadow_percent:g} % mirrored to "
+        f"{spec.candidate.name}; promote or abort when the diff report satisfies you"
+    )
+    return _decision(spec, state, "shadow", why), state
 
 
 def _short(result: Analysis) -> str:

@@ -284,3 +284,20 @@ def test_spec_from_settings_and_bad_input() -> None:
         spec(steps_percent=[0.0, 50.0])
     with pytest.raises(ValidationError, match="letters, digits"):
         VersionConfig(name="v 2")
+
+
+def test_shadow_mirrors_without_user_traffic_until_the_operator_decides() -> None:
+    world = World(spec(strategy="shadow"))
+    world.run(300)
+    assert world.state.phase is Phase.SHADOW
+    assert world.codes() == ["warming", "shadow"]
+    assert all(dict(d.weights)["v2"] == 0.0 for d in world.history)
+    assert world.exposed == 0
+    d = world.tick(Command.PROMOTE)
+    assert d.reason_code == "promote" and dict(d.weights)["v2"] == 100.0
+    assert world.state.phase is Phase.KEPT
+
+    world = World(spec(strategy="shadow"))
+    world.run(60)
+    d = world.tick(Command.ABORT)
+    assert world.state.phase is Phase.ROLLED_BACK and d.stop_version == "v2"
