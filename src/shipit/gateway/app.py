@@ -244,6 +244,8 @@ class Gateway:
             return
         router = self.routers[view.deployment]
         router.on_request()
+        if self.rollouts is not None:
+            self.rollouts.offer(view, body)  # a shadow rollout may mirror it, off this path
         guard = Guard()
         task = asyncio.current_task()
         watcher = asyncio.ensure_future(_until_disconnect(receive))

@@ -211,9 +211,12 @@ class RequestCore:
                 return
             yield Started(resp.status, self._headers(view, resp, lease), lease.replica_id, d.policy)
             now = self.now
+            capture = router.captures.get(view.request_id)  # mirrored to a shadow version
             try:
                 async for chunk in resp.chunks():
                     tally.chunk(chunk, now())
+                    if capture is not None:
+                        capture.append(chunk)
                     yield chunk
             except MidStreamError as exc:
                 resp.close()

@@ -25,7 +25,6 @@ import asyncio
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,14 +35,22 @@ from shipit.core.clock import Clock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError
 from shipit.core.fleet import ReplicaState
+from shipit.core.views import RequestView
 from shipit.policy import rollout
-from shipit.policy.analysis import VersionWindow
 from shipit.policy.rollout import Command, Phase, RolloutDecision, RolloutSnapshot, RolloutState
+from shipit.policy.shadow import MirrorConfig
+from shipit.services.rollout_records import (
+    Windows,
+    analysis_dict,
+    shadow_dict,
+    state_dict,
+    state_from,
+)
 from shipit.services.router import Lease, RouterService
+from shipit.services.shadow import ShadowMirror
 from shipit.services.upstream import Upstream
 
 log = logging.getLogger("shipit.rollouts")
-WINDOW_CAP = 4000  # samples kept per version and metric
 
 
 class RolloutError(ShipitError):
@@ -64,51 +71,6 @@ class VersionPool(Protocol):
         ...
 
 
-class Windows:
-    """Per-version figures since the last reset (the analysis window), capped."""
-
-    def __init__(self, cap: int = WINDOW_CAP) -> None:
-        self.cap = cap
-        self._data: dict[str, dict[str, Any]] = {}
-
-    def _of(self, version: str) -> dict[str, Any]:
-        data = self._data.get(version)
-        if data is None:
-            data = self._data[version] = {
-                "ttft": deque(maxlen=self.cap),
-                "tpot": deque(maxlen=self.cap),
-                "requests": 0,
-                "errors": 0,
-                "answered": 0,
-                "slo_met": 0,
-            }
-        return data
-
-    def outcome(self, version: str, ok: bool) -> None:
-        data = self._of(version)
-        data["requests"] += 1
-        data["errors"] += not ok
-
-    def answer(self, version: str, ttft_s: float | None, tpot_s: float | None, met: bool) -> None:
-        data = self._of(version)
-        data["answered"] += 1
-        data["slo_met"] += met
-        if ttft_s is not None:
-            data["ttft"].append(ttft_s)
-        if tpot_s is not None:
-            data["tpot"].append(tpot_s)
-
-    def view(self, version: str) -> VersionWindow:
-        d = self._of(version)
-        return VersionWindow(
-            tuple(d["ttft"]), tuple(d["tpot"]), d["requests"], d["errors"], d["answered"],
-            d["slo_met"],
-        )  # fmt: skip
-
-    def reset(self, version: str) -> None:
-        self._data.pop(version, None)
-
-
 @dataclass(slots=True)
 class Active:
     """One deployment's rollout as the controller drives it."""
@@ -124,29 +86,7 @@ class Active:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopping: set[str] = field(default_factory=set)
     launched: bool = False  # the candidate's replicas were asked for
-
-
-def _state_dict(state: RolloutState, now_s: float) -> dict[str, Any]:
-    return {
-        "phase": state.phase.value,
-        "step": state.step,
-        "looks": state.looks,
-        "candidate_percent": state.candidate_percent,
-        "elapsed_in_step_s": now_s - state.step_started_s,
-    }
-
-
-def _state_from(raw: Mapping[str, Any], now_s: float) -> RolloutState:
-    base = RolloutState(
-        Phase(raw["phase"]),
-        now_s,
-        int(raw["step"]),
-        now_s,
-        None,
-        int(raw["looks"]),
-        float(raw["candidate_percent"]),
-    )
-    return rollout.resume(base, now_s, float(raw["elapsed_in_step_s"]))
+    shadow: ShadowMirror | None = None  # strategy shadow: the mirror and its pairs
 
 
 class RolloutController:
@@ -204,6 +144,8 @@ class RolloutController:
             version = self._version(deployment, lease) if active is not None else None
             if active is not None and version is not None:
                 active.windows.answer(version, ttft_s, tpot_s, met)
+                if active.shadow is not None:
+                    active.shadow.on_answer(lease, ttft_s, tpot_s)
 
         return listener
 
@@ -269,6 +211,12 @@ class RolloutController:
         active.launched = True
         ids = await self.pool.start_version(name, active.spec.candidate)
         log.info("rollout of %s: started %s", active.spec.candidate.name, ", ".join(ids))
+
+    def offer(self, view: RequestView, body: bytes) -> None:
+        """The request path: a shadow rollout may mirror this request (never waits)."""
+        active = self.active.get(view.deployment)
+        if active is not None and active.shadow is not None and active.state.phase is Phase.SHADOW:
+            active.shadow.offer(view, body)
 
     def command(self, deployment: str | None, command: Command) -> dict[str, Any]:
         name, _ = self._router(deployment)
@@ -359,6 +307,11 @@ class RolloutController:
             active.windows.reset(version)
         if decision.stop_version is not None:
             self._stop_version(name, active, decision.stop_version)
+        if state.phase is Phase.SHADOW and active.shadow is None:
+            config = MirrorConfig(spec.shadow_percent, spec.shadow_max_in_flight)
+            active.shadow = ShadowMirror(
+                router, cand, config, upstream=self._upstream, clock=self.clock, warm=active.warm
+            )
         if state.phase is Phase.COMPLETE:
             self.current[name] = cand
             router.registry.version = cand
@@ -404,7 +357,10 @@ class RolloutController:
             "started_at": active.started_at,
             "reason_code": last.reason_code if last else "start",
             "reason": last.reason if last else "starting the candidate's replicas",
-            "analysis": _analysis(last),
+            "analysis": analysis_dict(last),
+            "shadow": shadow_dict(active.shadow.report(), active.shadow.decisions)
+            if active.shadow is not None
+            else None,
             "events": active.history[-50:],
         }
 
@@ -427,7 +383,7 @@ class RolloutController:
         self.home.mkdir(parents=True, exist_ok=True)
         doc = {
             "spec": active.spec.model_dump(mode="json"),
-            "state": _state_dict(active.state, now_s),
+            "state": state_dict(active.state, now_s),
             "started_at": active.started_at,
             "history": active.history,
             "current_version": self.current[name],
@@ -459,7 +415,7 @@ class RolloutController:
             self.current[name] = doc.get("current_version") or self.current[name]
             router.registry.version = self.current[name]
             spec = RolloutSpec.model_validate(doc["spec"])
-            state = _state_from(doc["state"], now)
+            state = state_from(doc["state"], now)
             if state.phase.done:
                 continue
             active = Active(spec, state, float(doc["started_at"]), history=list(doc["history"]))
@@ -474,31 +430,9 @@ class RolloutController:
         for active in self.active.values():
             for task in active.warming.values():
                 task.cancel()
+            if active.shadow is not None:
+                await active.shadow.close()
         now = self.clock.now()
         for name, active in self.active.items():
             if not active.state.phase.done:
                 self._save(name, active, now)
-
-
-def _analysis(decision: RolloutDecision | None) -> dict[str, Any] | None:
-    if decision is None or decision.analysis is None:
-        return None
-    a = decision.analysis
-    return {
-        "verdict": a.verdict.value,
-        "reason": a.reason,
-        "checks": [
-            {
-                "metric": c.metric,
-                "verdict": c.verdict.value,
-                "candidate": c.candidate,
-                "baseline": c.baseline,
-                "effect": c.effect,
-                "p_value": c.p_value,
-                "alpha": c.alpha,
-                "n_candidate": c.n_candidate,
-                "n_baseline": c.n_baseline,
-            }
-            for c in a.checks
-        ],
-    }

@@ -107,6 +107,9 @@ class RouterService:
         # Told every attempt's outcome, and every answer's TTFT / TPOT / SLO verdict (rollout
         # analysis reads them per version).
         self.outcome_listeners: list[Callable[[Lease, str], None]] = []
+        # Request id -> the live answer's bytes, for requests mirrored to a shadow version
+        # (the request core appends what it relays).
+        self.captures: dict[str, list[bytes]] = {}
         self.answer_listeners: list[Callable[[Lease, float | None, float | None, bool], None]] = []
         self.policy()  # compose (and check) the default policy now, not on the first request
 
