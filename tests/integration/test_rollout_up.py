@@ -213,3 +213,37 @@ def test_slower_candidate_is_rolled_back_live(up: Up) -> None:
     while set(versions(up).values()) != {"v1"} and time.monotonic() < deadline:
         time.sleep(0.3)
     assert set(versions(up).values()) == {"v1"}
+
+
+def test_shadow_mirrors_off_the_user_path_and_reports_identical_versions(up: Up) -> None:
+    start = {"version": "v2", "replicas": 1, "strategy": "shadow", "shadow_percent": 50}
+    r = httpx.post(up.url + "/shipit/rollouts", json=start, timeout=30)
+    assert r.status_code == 201, r.text
+    wait_phase(up, {"shadow"}, timeout_s=90)
+    served: set[str] = set()
+    with httpx.Client(timeout=60) as client:
+        for i in range(60):
+            body = {
+                "model": SIM_MODEL,
+                "messages": [{"role": "user", "content": f"question {i}"}],
+                "max_tokens": 8,
+                "temperature": 0,
+                "stream": True,
+            }
+            with client.stream("POST", up.url + "/v1/chat/completions", json=body) as resp:
+                assert resp.status_code == 200
+                served.add(resp.headers["x-shipit-replica"])
+                data = b"".join(resp.iter_bytes())
+                assert data.rstrip().endswith(b"data: [DONE]")
+    time.sleep(1)
+    state = rollouts(up)[0]
+    shadow = state["shadow"]
+    v2 = {rid for rid, v in versions(up).items() if v == "v2"}
+    assert v2 and not (served & v2)  # users were served by v1 only
+    assert shadow["pairs"] >= 12 and shadow["compared"] == shadow["pairs"]
+    assert shadow["exact_match_rate"] == 1.0 and shadow["mean_edit_distance"] == 0.0
+    assert shadow["mirror_decisions"].get("mirror", 0) >= shadow["pairs"]
+    assert "identical" in shadow["reason"]
+    out = cli(up, "abort")
+    assert "rolled_back" in out or "abort" in out
+    wait_phase(up, {"rolled_back"}, timeout_s=30)

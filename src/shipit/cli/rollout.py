@@ -23,6 +23,7 @@ app = typer.Typer(
     "analysis and rollback.\n\nExamples:\n\n"
     "  shipit rollout start v2 --simulate H100:llama-3.1-8b --replicas 2\n\n"
     "  shipit rollout start v2 --strategy blue_green --keep-old-s 120\n\n"
+    "  shipit rollout start v2 --strategy shadow --shadow-percent 20\n\n"
     "  shipit rollout start v2 --steps 1,10,50 --bake-s 120 --replica-arg=--max-num-seqs "
     "--replica-arg=16\n\n"
     "  shipit rollout status\n\n  shipit rollout promote\n\n  shipit rollout abort\n\n"
@@ -85,6 +86,8 @@ def _render(rollouts: list[dict[str, Any]], console: Console) -> None:
             table.add_row("step", f"{r['step']} of {len(r['steps_percent'])} {r['steps_percent']}")
         table.add_row("traffic", _split(r))
         table.add_row("last decision", f"{r['reason_code']}: {r['reason']}")
+        if r.get("shadow"):
+            table.add_row("shadow report", r["shadow"]["reason"])
         console.print(table)
         analysis = r.get("analysis")
         if analysis:
@@ -135,13 +138,16 @@ def start(
         [], "--replica-arg", help="A replica flag for it (repeatable)."
     ),
     replicas: int | None = typer.Option(None, "--replicas", "-n", help="How many replicas of it."),
-    strategy: str | None = typer.Option(None, "--strategy", help="canary or blue_green."),
+    strategy: str | None = typer.Option(None, "--strategy", help="canary, blue_green or shadow."),
     steps: str | None = typer.Option(
         None, "--steps", help="Canary shares in percent, e.g. 1,5,25,50."
     ),
     bake_s: float | None = typer.Option(None, "--bake-s", help="Time at each step (s)."),
     keep_old_s: float | None = typer.Option(
         None, "--keep-old-s", help="Keep the old version this long after the switch (s)."
+    ),
+    shadow_percent: float | None = typer.Option(
+        None, "--shadow-percent", help="shadow: the share of requests mirrored (percent)."
     ),
     manual: bool = typer.Option(
         False, "--manual", help="Wait for `shipit rollout promote` after the last step."
@@ -153,7 +159,8 @@ def start(
     """Start a rollout to VERSION."""  # fmt: skip
     payload: dict[str, Any] = {"version": version, "deployment": deployment, "model": model,
                                "simulate": simulate, "replicas": replicas, "strategy": strategy,
-                               "bake_s": bake_s, "keep_old_s": keep_old_s}  # fmt: skip
+                               "bake_s": bake_s, "keep_old_s": keep_old_s,
+                               "shadow_percent": shadow_percent}  # fmt: skip
     if replica_arg:
         payload["replica_args"] = replica_arg
     if manual:

@@ -5,7 +5,7 @@
 - ``GET  /shipit/rollouts/history``: finished rollouts;
 - ``POST /shipit/rollouts``: start one (JSON: ``version`` and optionally ``deployment``,
   ``model``, ``simulate``, ``replica_args``, ``replicas``, ``strategy``, ``steps_percent``,
-  ``bake_s``, ``keep_old_s``, ``auto_promote``);
+  ``bake_s``, ``keep_old_s``, ``auto_promote``, ``shadow_percent``);
 - ``POST /shipit/rollouts/{deployment}/promote`` and ``.../abort``.
 
 Thin: parse, call ``services.rollouts.RolloutController``, answer JSON; a refused request is a

@@ -192,7 +192,14 @@ class RolloutController:
             version = version.model_copy(update={"replicas": router.deployment.replicas or 1})
         overrides = {
             k: request.get(k)
-            for k in ("strategy", "steps_percent", "bake_s", "keep_old_s", "auto_promote")
+            for k in (
+                "strategy",
+                "steps_percent",
+                "bake_s",
+                "keep_old_s",
+                "auto_promote",
+                "shadow_percent",
+            )
         }
         try:
             spec = spec_for(settings, name, version, **overrides)
