@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shipit.cli.keys import api_key_headers
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 app = typer.Typer(
@@ -27,7 +29,8 @@ app = typer.Typer(
     "  shipit rollout start v2 --steps 1,10,50 --bake-s 120 --replica-arg=--max-num-seqs "
     "--replica-arg=16\n\n"
     "  shipit rollout status\n\n  shipit rollout promote\n\n  shipit rollout abort\n\n"
-    "  shipit rollout history --output json",
+    "  shipit rollout history --output json\n\n"
+    "A gateway that requires API keys needs an admin key in $SHIPIT_API_KEY.",
     no_args_is_help=True,
 )
 
@@ -44,7 +47,11 @@ DEPLOYMENT = typer.Option(None, "--deployment", "-d", help="Default: the first d
 def _call(method: str, url: str, path: str, payload: object | None = None) -> Any:
     try:
         response = httpx.request(
-            method, url.rstrip("/") + "/shipit/rollouts" + path, json=payload, timeout=30.0
+            method,
+            url.rstrip("/") + "/shipit/rollouts" + path,
+            json=payload,
+            timeout=30.0,
+            headers=api_key_headers(),
         )
     except httpx.HTTPError as exc:
         Console(stderr=True).print(

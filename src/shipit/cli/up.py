@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import signal
 import sys
 import time
@@ -26,6 +28,7 @@ from shipit.backends.fleet import Fleet
 from shipit.backends.local import LocalProcessBackend
 from shipit.backends.static import StaticBackend
 from shipit.capacity import parse_gpu_model
+from shipit.cli.up_security import apply_security_flags, check_security
 from shipit.config.gateway import (
     ROUTING_POLICIES,
     ConfigError,
@@ -37,6 +40,7 @@ from shipit.config.upstream_auth import UpstreamAuthError
 from shipit.core.clock import RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import InvalidRequestError
+from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 from shipit.gateway.app import Gateway, create_gateway
 from shipit.gateway.server import bind_socket, serve
 from shipit.services.decision_log import JsonlDecisionLog
@@ -50,6 +54,7 @@ Examples:
   shipit up --replica-url http://10.0.0.5:8000/v1 --replica-url http://10.0.0.6:8000/v1 --model m
   shipit up --config shipit.yaml --port 9000
   shipit up --simulate H100:llama-3.1-8b --min-replicas 0 --max-replicas 3   # autoscaled
+  shipit up --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem   # keys required (shipit keys)
 """
 
 
@@ -98,6 +103,7 @@ def build_config(
     simulate: str | None,
     replica_url: list[str],
     autoscaling: dict[str, float | None] | None = None,
+    security: dict[str, Any] | None = None,
 ) -> ShipitConfig:
     """The file, then the flags (applied to the first deployment). Any autoscaling flag turns
     autoscaling on (defaults for the fields not given); ``--replicas`` then sets how many
@@ -124,7 +130,8 @@ def build_config(
     for field, value in (autoscaling or {}).items():
         if value is not None:
             over[f"autoscaling.{field}"] = value
-    return apply_overrides(cfg, port=port, host=host, deployment=over)
+    cfg = apply_overrides(cfg, port=port, host=host, deployment=over)
+    return apply_security_flags(cfg, **(security or {}))
 
 
 def _table(gateway: Gateway) -> Table:
@@ -197,6 +204,17 @@ def up(
         help="Where rollouts keep their state, so a restart resumes them (default "
         "$SHIPIT_HOME/rollouts).",
     ),
+    no_auth: bool = typer.Option(
+        False,
+        "--no-auth",
+        help="Serve without API keys even on a non-loopback --host (anyone who can reach the "
+        "port can use it; keys are otherwise required there).",
+    ),
+    keys_file: Path | None = typer.Option(
+        None, "--keys-file", help="API key file (default $SHIPIT_HOME/keys.json)."
+    ),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate: HTTPS."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM key for --tls-cert."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
 ) -> None:
     logging.basicConfig(
@@ -220,14 +238,24 @@ def up(
                 "scale_down_delay_s": scale_down_delay_s,
                 "target_concurrency": target_concurrency,
             },
+            security={
+                "no_auth": no_auth,
+                "keys_file": keys_file,
+                "tls_cert": tls_cert,
+                "tls_key": tls_key,
+            },
         )
+        check_security(cfg, console)
         clock = RealClock()
         decisions = _decision_log(record_decisions, console)
         routers = {d.name: RouterService(d, clock=clock, log=decisions) for d in cfg.deployments}
     except ConfigError as exc:
         console.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc
-    local = LocalProcessBackend()
+    # One admin token per run (or the operator's, for external shipit replicas): the local
+    # replicas get it in their environment, the gateway sends it on its control calls.
+    admin_token = os.environ.get(ADMIN_TOKEN_ENV) or secrets.token_urlsafe(32)
+    local = LocalProcessBackend(admin_token=admin_token)
     external = StaticBackend({d.name: d.replica_urls for d in cfg.deployments})
     fleet = Fleet(
         cfg.deployments,
@@ -246,6 +274,7 @@ def up(
             decisions=decisions,
             versions=fleet,
             rollout_home=state_dir or _rollout_home(),
+            replica_admin_token=admin_token,
         )
     except UpstreamAuthError as exc:  # a credential named in upstream_auth cannot be read
         console.print(f"[red]error:[/] {exc.message}")
@@ -257,7 +286,8 @@ def up(
             f"[red]error:[/] cannot listen on {cfg.gateway.host}:{cfg.gateway.port}: {exc}"
         )
         raise typer.Exit(2) from exc
-    listen = f"http://{cfg.gateway.host}:{sock.getsockname()[1]}"
+    scheme = "https" if cfg.gateway.tls.enabled else "http"
+    listen = f"{scheme}://{cfg.gateway.host}:{sock.getsockname()[1]}"
 
     def on_listening() -> None:
         for d in cfg.deployments:

@@ -27,13 +27,18 @@ from shipit.config.upstream_auth import resolve_upstream_auth
 from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.core.replica_admin import bearer
 from shipit.core.urls import redact_url
 from shipit.gateway import rollout_routes
+from shipit.gateway.auth import Security, open_stores, usage_store
+from shipit.gateway.edge import PARSED_BODY
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, error_body, send_json
+from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
+from shipit.services.keystore import KeyStore
 from shipit.services.monitor import AdapterLoader, ReplicaMonitor
 from shipit.services.rollouts import RolloutController, VersionPool
 from shipit.services.router import RouterService
@@ -77,6 +82,8 @@ class Gateway:
         decisions: DecisionLog = NO_LOG,
         versions: VersionPool | None = None,
         rollout_home: Path | None = None,
+        keys: KeyStore | None = None,
+        audit: AuditLog = NO_AUDIT,
     ) -> None:
         self.config = config
         self.decisions = decisions
@@ -118,6 +125,16 @@ class Gateway:
             adapters=self._get_adapters,
             now=clock.now,
             upstream_headers=self.upstream_auth,
+        )
+        # Keys, tenants, rate limits and edge limits run before any handler (gateway.auth).
+        self.security = Security(
+            self._serve_http,
+            config,
+            keys=keys,
+            now=clock.now,
+            audit=audit,
+            on_refused=lambda status: self.metrics.request_done("-", status, "-"),
+            usage=usage_store(keys),
         )
 
     def _build_autoscalers(self, pool: ReplicaPool) -> None:
@@ -189,6 +206,9 @@ class Gateway:
                 log.exception("a shutdown hook failed")
         if self.upstream is not None:
             await self.upstream.close()
+        self.security.audit.close()
+        if self.security.usage is not None:
+            self.security.usage.flush()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -210,19 +230,22 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            path, method = scope["path"], scope["method"]
-            if method == "POST" and path in PROXY_PATHS:
-                await self.handle_inference(scope, receive, send)
-            elif path.startswith(rollout_routes.PREFIX):
-                body = await _read_body(receive) if method == "POST" else b""
-                await rollout_routes.handle(self.rollouts, method, path, body, send)
-            elif method == "GET":
-                await self.handle_admin(path, send)
-            else:
-                msg = f"{method} {path} is not served here"
-                await send_json(send, 404, error_body(msg, type_="not_found", code=404))
+            await self.security(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        if method == "POST" and path in PROXY_PATHS:
+            await self.handle_inference(scope, receive, send)
+        elif path.startswith(rollout_routes.PREFIX):
+            body = await _read_body(receive) if method == "POST" else b""
+            await rollout_routes.handle(self.rollouts, method, path, body, send)
+        elif method == "GET":
+            await self.handle_admin(path, send)
+        else:
+            msg = f"{method} {path} is not served here"
+            await send_json(send, 404, error_body(msg, type_="not_found", code=404))
 
     async def handle_inference(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
@@ -235,6 +258,7 @@ class Gateway:
                 path=scope["path"],
                 headers=headers,
                 body=body,
+                data=scope.get(PARSED_BODY),
                 deployments=self.deployments,
                 adapters={n: self._adapter_names(r) for n, r in self.routers.items()},
                 now_s=self.clock.now(),
@@ -370,17 +394,28 @@ def create_gateway(
     decisions: DecisionLog = NO_LOG,
     versions: VersionPool | None = None,
     rollout_home: Path | None = None,
+    keys: KeyStore | None = None,
+    audit: AuditLog | None = None,
+    replica_admin_token: str | None = None,
 ) -> Gateway:
     """A gateway app (an ASGI callable). Routers default to one per deployment. With a
-    ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler."""
+    ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler.
+    ``keys`` and ``audit`` default to the files ``gateway.auth`` names (``gateway.auth``).
+    ``replica_admin_token`` is sent as a bearer token on every control call to replicas
+    (health, metrics, adapters, KV events, startup reports), never on proxied requests."""
     clock = clock or RealClock()
+    keys, audit = open_stores(config, keys, audit)
     if routers is None:
         routers = {d.name: RouterService(d, clock=clock, log=decisions) for d in config.deployments}
     first = config.deployments[0].retries
 
+    control = bearer(replica_admin_token) if replica_admin_token else {}
+
     def default_upstream() -> Upstream:
         return AiohttpUpstream(
-            connect_timeout_s=first.connect_timeout_s, read_timeout_s=first.read_timeout_s
+            connect_timeout_s=first.connect_timeout_s,
+            read_timeout_s=first.read_timeout_s,
+            control_headers=control,
         )
 
     return Gateway(
@@ -395,6 +430,8 @@ def create_gateway(
         decisions=decisions,
         versions=versions,
         rollout_home=rollout_home,
+        keys=keys,
+        audit=audit,
     )
 
 
