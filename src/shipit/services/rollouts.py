@@ -300,11 +300,14 @@ class RolloutController:
         )
         active.command = None
         decision, state = rollout.decide(spec, snapshot, active.state)
-        self.decisions.record("rollout", name, snapshot, active.state, decision)
         changed = active.last is None or (
             decision.reason_code,
             decision.weights,
         ) != (active.last.reason_code, active.last.weights)
+        if changed or decision.analysis is not None:
+            # Only the ticks that judged or changed something: a snapshot holds the windows'
+            # samples, and a bake tick in between decides nothing new.
+            self.decisions.record("rollout", name, snapshot, active.state, decision)
         active.state, active.last = state, decision
         split = dict(decision.weights)
         if snapshot.candidate_ready == 0 and not state.phase.done:

@@ -301,3 +301,16 @@ def test_shadow_mirrors_without_user_traffic_until_the_operator_decides() -> Non
     world.run(60)
     d = world.tick(Command.ABORT)
     assert world.state.phase is Phase.ROLLED_BACK and d.stop_version == "v2"
+
+
+def test_decisions_round_trip_through_the_decision_log() -> None:
+    from shipit.core.decisions import LogEntry, entry_line, read_entries
+
+    world = World(spec(), candidate=Model(tpot_scale=1.4))
+    world.run(1000)
+    decision = world.history[-1]
+    snap = RolloutSnapshot(1.0, 2, 2, world.window("v1"), world.window("v2"), Command.ABORT)
+    entry = next(
+        read_entries([entry_line(LogEntry("rollout", "chat", snap, world.state, decision))])
+    )
+    assert (entry.snapshot, entry.state, entry.decision) == (snap, world.state, decision)
