@@ -117,3 +117,33 @@ def test_shadow_of_a_lora_candidate_shows_differences_and_of_an_equal_one_none(
     assert same["exact_match_rate"] == 1.0 and same["mean_edit_distance"] == 0.0
     print("lora:", lora["reason"])
     print("same:", same["reason"])
+
+
+def test_blue_green_with_the_real_model_under_load_drops_nothing(
+    up: tuple[Up, Path],
+) -> None:
+    from support.open_loop import OpenLoop
+
+    handle, _ = up
+    load = OpenLoop(handle.url, DEFAULT_MODEL, rate_per_s=2, max_tokens=6)
+    load.start()
+    try:
+        time.sleep(2)
+        start = {"version": "v2", "strategy": "blue_green", "keep_old_s": 3}
+        r = httpx.post(handle.url + "/shipit/rollouts", json=start, timeout=30)
+        assert r.status_code == 201, r.text
+        deadline = time.monotonic() + 240
+        phase = ""
+        while phase not in ("complete", "rolled_back"):
+            assert time.monotonic() < deadline, handle.log.read_text()[-3000:]
+            time.sleep(0.5)
+            phase = httpx.get(handle.url + "/shipit/rollouts", timeout=10).json()["rollouts"][0][
+                "phase"
+            ]
+        time.sleep(2)
+    finally:
+        load.stop()
+    assert phase == "complete"
+    assert len(load.results) > 20 and load.failed() == []
+    replicas = handle.status()["deployments"][0]["replicas"]
+    assert {r["version"] for r in replicas} == {"v2"}
