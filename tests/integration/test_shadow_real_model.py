@@ -125,7 +125,7 @@ def test_blue_green_with_the_real_model_under_load_drops_nothing(
     from support.open_loop import OpenLoop
 
     handle, _ = up
-    load = OpenLoop(handle.url, DEFAULT_MODEL, rate_per_s=2, max_tokens=6)
+    load = OpenLoop(handle.url, DEFAULT_MODEL, rate_per_s=0.5, max_tokens=6, timeout_s=300)
     load.start()
     try:
         time.sleep(2)
@@ -144,6 +144,7 @@ def test_blue_green_with_the_real_model_under_load_drops_nothing(
     finally:
         load.stop()
     assert phase == "complete"
-    assert len(load.results) > 20 and load.failed() == []
+    assert len(load.results) >= 10
+    assert load.failed() == [], load.failed()[:3]
     replicas = handle.status()["deployments"][0]["replicas"]
     assert {r["version"] for r in replicas} == {"v2"}

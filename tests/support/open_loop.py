@@ -17,6 +17,7 @@ class Result:
     status: int
     complete: bool
     replica: str
+    error: str = ""
 
 
 @dataclass
@@ -27,6 +28,7 @@ class OpenLoop:
     model: str
     rate_per_s: float
     max_tokens: int = 12
+    timeout_s: float = 60.0  # the client's patience per request
     results: list[Result] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -39,7 +41,7 @@ class OpenLoop:
             "stream": True,
         }
         headers = {"x-shipit-session": f"s{i % 40}"}
-        status, replica, data = 0, "-", b""
+        status, replica, data, error = 0, "-", b"", ""
         try:
             async with client.stream(
                 "POST", self.url + "/v1/chat/completions", json=body, headers=headers
@@ -47,15 +49,15 @@ class OpenLoop:
                 status, replica = r.status_code, r.headers.get("x-shipit-replica", "-")
                 async for chunk in r.aiter_bytes():
                     data += chunk
-        except httpx.HTTPError:
-            status = -1
+        except httpx.HTTPError as exc:
+            status, error = -1, f"{type(exc).__name__}: {exc}"
         complete = data.rstrip().endswith(b"data: [DONE]") and b'"error"' not in data
-        self.results.append(Result(status, complete, replica))
+        self.results.append(Result(status, complete, replica, error))
 
     async def _run(self) -> None:
         tasks: set[asyncio.Task[None]] = set()
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
             i = 0
             start = time.monotonic()
             while not self._stop.is_set():
