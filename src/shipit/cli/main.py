@@ -61,6 +61,15 @@ def build_app() -> typer.Typer:
     from shipit.cli import rollout
 
     rollout.register(app)
+    from shipit.cli import jobs
+
+    jobs.register(app)
+    from shipit.cli import render
+
+    render.register(app)
+    from shipit.cli import build
+
+    build.register(app)
     return app
 
 

@@ -32,10 +32,13 @@ from shipit.core.urls import redact_url
 from shipit.gateway import rollout_routes
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.edge import PARSED_BODY
+from shipit.gateway.jobs_service import JobsService
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, error_body, send_json
+from shipit.gateway.routes_jobs import PREFIXES as JOB_PREFIXES
+from shipit.gateway.routes_jobs import JobsApi
 from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
 from shipit.services.keystore import KeyStore
@@ -126,6 +129,11 @@ class Gateway:
             now=clock.now,
             upstream_headers=self.upstream_auth,
         )
+        self.jobs = JobsService(config, self.routers, self.proxy.core, self.metrics, clock)
+        self.jobs_api = JobsApi(self.jobs)
+        if len(self.autoscalers) == 1 == len(self.routers) and config.jobs.scale_for_jobs:
+            # Queued job lines are demand (one deployment: they can only be for it).
+            next(iter(self.autoscalers.values())).extra_demand = self.jobs.queued_work
         # Keys, tenants, rate limits and edge limits run before any handler (gateway.auth).
         self.security = Security(
             self._serve_http,
@@ -184,6 +192,7 @@ class Gateway:
             self.rollouts.load()  # before replicas start: a finished rollout set the version
         for hook in self._on_startup:
             await hook()
+        await self.jobs.start()
         if self._monitor:
             self._tasks = [asyncio.create_task(m.run()) for m in self.monitors.values()]
             if self.alerts is not None:
@@ -193,6 +202,7 @@ class Gateway:
             self._tasks.append(asyncio.create_task(self.rollouts.run()))
 
     async def shutdown(self) -> None:
+        await self.jobs.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -241,6 +251,8 @@ class Gateway:
         elif path.startswith(rollout_routes.PREFIX):
             body = await _read_body(receive) if method == "POST" else b""
             await rollout_routes.handle(self.rollouts, method, path, body, send)
+        elif path.startswith(JOB_PREFIXES):
+            await self.jobs_api.handle(scope, receive, send)
         elif method == "GET":
             await self.handle_admin(path, send)
         else:
