@@ -21,8 +21,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 app = typer.Typer(
     name="rollout",
-    help="Roll a deployment out to a new version: blue-green or canary with automatic "
-    "analysis and rollback.\n\nExamples:\n\n"
+    help="Roll a deployment out to a new version: blue-green, canary with automatic "
+    "analysis and rollback, or shadow traffic with a diff report.\n\nExamples:\n\n"
     "  shipit rollout start v2 --simulate H100:llama-3.1-8b --replicas 2\n\n"
     "  shipit rollout start v2 --strategy blue_green --keep-old-s 120\n\n"
     "  shipit rollout start v2 --strategy shadow --shadow-percent 20\n\n"

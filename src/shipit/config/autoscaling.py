@@ -64,7 +64,10 @@ class AutoscalingConfig(BaseModel):
         300.0, ge=0, description="With min_replicas 0: no traffic for this long scales to zero."
     )
     startup_timeout_s: float = Field(
-        600.0, gt=0, description="A replica not ready after this long is replaced."
+        300.0,
+        gt=0,
+        description="A replica not ready after this long is replaced; when absent, the "
+        "deployment's startup_timeout_s.",
     )
     tick_interval_s: float = Field(
         1.0, gt=0, description="How often the live autoscaler samples load and decides."

@@ -44,7 +44,8 @@ class JobsConfig(_Strict):
     enabled: bool = Field(True, description="serve /v1/files, /v1/batches and /v1/async")
     store_path: str | None = Field(
         None,
-        description="the SQLite file; default ~/.local/state/shipit/jobs-<gateway port>.sqlite3",
+        description="the SQLite file; default $SHIPIT_HOME/jobs-<gateway port>.sqlite3 "
+        "(~/.cache/shipit without SHIPIT_HOME)",
     )
     store_url_env: str | None = Field(
         None,

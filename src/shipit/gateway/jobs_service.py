@@ -22,6 +22,7 @@ from contextlib import aclosing
 from pathlib import Path
 
 from shipit.config.gateway import DeploymentConfig, ShipitConfig
+from shipit.config.paths import shipit_home
 from shipit.core.clock import Clock
 from shipit.core.errors import ShipitError, UnknownAdapterError
 from shipit.gateway.metrics import GatewayMetrics
@@ -48,8 +49,7 @@ log = logging.getLogger("shipit.gateway.jobs")
 def default_store_path(config: ShipitConfig) -> Path:
     if config.jobs.store_path:
         return Path(config.jobs.store_path).expanduser()
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "shipit" / f"jobs-{config.gateway.port}.sqlite3"
+    return shipit_home() / f"jobs-{config.gateway.port}.sqlite3"
 
 
 class JobsService:

@@ -275,6 +275,8 @@ class Autoscaler:
         c = self.config
         last = self.last
         return {
+            # replicas: N without an autoscaling block: the loop only keeps N running
+            "fixed": self.router.deployment.autoscaling is None,
             "min_replicas": c.min_replicas,
             "max_replicas": c.max_replicas,
             "target_concurrency": c.target_concurrency,

@@ -13,8 +13,12 @@ The rules, each a small function below:
    the short-window need at once and do not scale down until the panic has been quiet for
    a whole stable window;
 4. hysteresis: a higher target must hold for ``scale_up_delay_s``, a lower one for
-   ``scale_down_delay_s`` (the policy takes the max of the recent proposals);
-5. scale to zero only after ``idle_timeout_s`` without load; scale from zero at once;
+   ``scale_down_delay_s`` (the policy takes the max of the recent proposals; before the
+   policy has seen a whole delay, the time before its first tick counts as wanting the
+   replicas it found);
+5. scale to zero only after ``idle_timeout_s`` without load, counted from the last load, or
+   from when a replica was first ready if none came yet (never "idle forever" while the
+   fleet starts); scale from zero at once;
 6. bounds and rate limits;
 7. whom to stop: replicas still starting first, then the ready ones with the fewest
    requests in flight (they drain fastest); replicas that never became ready are replaced.
@@ -52,6 +56,8 @@ class AutoscalingState:
     proposals: tuple[tuple[float, float], ...] = ()  # (time, desired before delays)
     panic_until_s: float | None = None
     last_active_s: float | None = None  # the last time load was above zero
+    first_tick_s: float | None = None  # when the policy first ran for this deployment
+    serving_since_s: float | None = None  # when a replica was first ready
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,10 @@ def decide(
     short = _mean(_window(samples, now, config.panic_window_s))
     unit = config.target_concurrency * config.target_utilization
     last_active = now if load > 0 else state.last_active_s
+    first_tick = state.first_tick_s if state.first_tick_s is not None else now
+    serving_since = state.serving_since_s
+    if serving_since is None and ready > 0:
+        serving_since = now
 
     panic_until = state.panic_until_s
     if ready > 0 and math.ceil(short / unit) >= config.panic_threshold * ready:
@@ -96,11 +106,19 @@ def decide(
         why = f"load {stable:.1f} over {config.autoscaling_window_s:g}s / {unit:g} per replica"
     why += f" -> {desired}"
 
+    if config.min_replicas == config.max_replicas:
+        # A fixed fleet (``replicas: N`` without autoscaling runs this same loop): the load
+        # arithmetic and the delays cannot change the answer, so they are not the reason.
+        desired = config.min_replicas
+        why = f"fixed at {desired} replicas (min_replicas = max_replicas)"
     horizon = max(config.scale_up_delay_s, config.scale_down_delay_s)
     proposals = _window((*state.proposals, (now, desired)), now, horizon)
-    target, why = _apply_delays(config, proposals, now, current, desired, why)
-    target, why = _apply_zero(config, target, current, load, last_active, now, why)
+    target, why = _apply_delays(config, proposals, now, first_tick, current, desired, why)
+    idle_since = max(t for t in (last_active, serving_since, first_tick) if t is not None)
+    target, why = _apply_zero(config, target, current, load, idle_since, now, why)
     target, why = _apply_bounds(config, target, current, why)
+    if config.min_replicas == config.max_replicas:
+        why = f"fixed at {config.min_replicas} replicas (min_replicas = max_replicas)"
     decision = ScaleDecision(
         target=target,
         current=current,
@@ -110,7 +128,14 @@ def decide(
         stop=choose_victims(live, current - target) if target < current else (),
         replace=stuck,
     )
-    new_state = AutoscalingState(samples, proposals, panic_until if panic else None, last_active)
+    new_state = AutoscalingState(
+        samples,
+        proposals,
+        panic_until if panic else None,
+        last_active,
+        first_tick,
+        serving_since,
+    )
     return decision, new_state
 
 
@@ -138,12 +163,14 @@ def _apply_delays(
     config: AutoscalingConfig,
     proposals: tuple[tuple[float, float], ...],
     now: float,
+    first_tick: float,
     current: int,
     desired: int,
     why: str,
 ) -> tuple[int, str]:
     """Up: the lowest proposal over the up-delay must exceed current. Down: the highest
-    proposal over the down-delay is where we go — the lower target must have held."""
+    proposal over the down-delay is where we go — the lower target must have held. Before
+    the policy has run for a whole down-delay, the time it has not seen wants ``current``."""
     if desired > current and current > 0:
         recent = [v for t, v in proposals if now - t <= config.scale_up_delay_s]
         held = int(min(recent))
@@ -152,6 +179,8 @@ def _apply_delays(
     if desired < current:
         recent = [v for t, v in proposals if now - t <= config.scale_down_delay_s]
         held = int(max(recent))
+        if now - first_tick < config.scale_down_delay_s:
+            held = max(held, current)
         if held > desired:
             return min(held, current), (
                 why + f"; down held at {min(held, current)} by {config.scale_down_delay_s:g}s delay"
@@ -164,7 +193,7 @@ def _apply_zero(
     target: int,
     current: int,
     load: float,
-    last_active: float | None,
+    idle_since: float,
     now: float,
     why: str,
 ) -> tuple[int, str]:
@@ -175,7 +204,7 @@ def _apply_zero(
     if load > 0:
         return 1, why + "; requests waiting: keep or start one replica"
     if config.min_replicas == 0 and current > 0:
-        idle_s = now - last_active if last_active is not None else math.inf
+        idle_s = now - idle_since
         if idle_s < config.idle_timeout_s:
             return 1, why + f"; idle {idle_s:.0f}s < idle_timeout {config.idle_timeout_s:g}s"
         return 0, why + f"; idle {idle_s:.0f}s: scale to zero"
