@@ -31,6 +31,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "top": ("shipit.cli.top", "Live view of a running shipit."),
     "keys": ("shipit.cli.keys", "Manage the gateway's API keys and tenants."),
+    "rollout": (
+        "shipit.cli.rollout",
+        "Roll a deployment out to a new version: blue-green, canary with automatic analysis "
+        "and rollback, or shadow traffic with a diff report.",
+    ),
     "jobs": (
         "shipit.cli.jobs",
         "Run batch files through a gateway (OpenAI's Batch API): submit, status, cancel, results.",
@@ -44,6 +49,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Write Dockerfiles for the gateway and the replica images (embedded engine on slim "
         "Python, vLLM and SGLang on their official images), uv-locked, non-root, with a "
         "HEALTHCHECK and no weights inside; --build builds them with docker, podman or buildah.",
+    ),
+    "sim": (
+        "shipit.cli.sim",
+        "The fleet simulator: the live policies in simulated time, on simulated GPUs.",
     ),
     "bench": (
         "shipit.cli.bench",

@@ -76,6 +76,13 @@ def _decision_log(path: Path | None, console: Console) -> DecisionLog:
     return log
 
 
+def _rollout_home() -> Path:
+    """Where rollouts persist their state: ``$SHIPIT_HOME/rollouts``."""
+    from shipit.config.paths import shipit_home
+
+    return shipit_home() / "rollouts"
+
+
 class _StopError(Exception):
     """SIGTERM arrived outside the server's own signal handling."""
 
@@ -210,6 +217,12 @@ def up(
         help="Write every routing, admission, health, lifecycle and autoscaling decision, with "
         "the snapshot it was taken from, to this JSON-lines file (replayable in the simulator).",
     ),
+    state_dir: Path | None = typer.Option(
+        None,
+        "--state-dir",
+        help="Where rollouts keep their state, so a restart resumes them (default "
+        "$SHIPIT_HOME/rollouts).",
+    ),
     no_auth: bool = typer.Option(
         False,
         "--no-auth",
@@ -295,6 +308,8 @@ def up(
             on_shutdown=[fleet.stop],
             pool=fleet,
             decisions=decisions,
+            versions=fleet,
+            rollout_home=state_dir or _rollout_home(),
             replica_admin_token=admin_token,
         )
     except UpstreamAuthError as exc:  # a credential named in upstream_auth cannot be read

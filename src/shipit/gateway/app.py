@@ -21,6 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from shipit.config.gateway import ShipitConfig
@@ -30,7 +31,7 @@ from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError
 from shipit.core.replica_admin import bearer
 from shipit.core.urls import redact_url
-from shipit.gateway import routes
+from shipit.gateway import rollout_routes, routes
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.catalog import Catalog
 from shipit.gateway.edge import PARSED_BODY
@@ -48,6 +49,7 @@ from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
 from shipit.services.keystore import KeyStore
 from shipit.services.monitor import AdapterLoader, ReplicaMonitor
+from shipit.services.rollouts import RolloutController, VersionPool
 from shipit.services.router import RouterService
 from shipit.services.upstream import AiohttpUpstream, Upstream
 from shipit.telemetry.instruments import build_control_plane_metrics
@@ -86,6 +88,8 @@ class Gateway:
         monitor: bool,
         pool: ReplicaPool | None = None,
         decisions: DecisionLog = NO_LOG,
+        versions: VersionPool | None = None,
+        rollout_home: Path | None = None,
         keys: KeyStore | None = None,
         audit: AuditLog = NO_AUDIT,
     ) -> None:
@@ -117,6 +121,16 @@ class Gateway:
             d.name: resolve_upstream_auth(d.upstream_auth, deployment=d.name)
             for d in config.deployments
         }
+        self.rollouts: RolloutController | None = None
+        if versions is not None:
+            self.rollouts = RolloutController(
+                self.routers,
+                versions,
+                upstream=self._get_upstream,
+                clock=clock,
+                home=rollout_home,
+                decisions=decisions,
+            )
         self.proxy = Proxy(
             metrics=self.metrics,
             upstream=self._get_upstream,
@@ -183,6 +197,8 @@ class Gateway:
             self.monitors[name] = ReplicaMonitor(
                 router, self.upstream, log=self.decisions, headers=auth.headers if auth else None
             )
+        if self.rollouts is not None:
+            self.rollouts.load()  # before replicas start: a finished rollout set the version
         for hook in self._on_startup:
             await hook()
         await self.jobs.start()
@@ -191,6 +207,8 @@ class Gateway:
             if self.alerts is not None:
                 self._tasks.append(asyncio.create_task(self.alerts.run()))
         self._tasks += [asyncio.create_task(a.run()) for a in self.autoscalers.values()]
+        if self.rollouts is not None:
+            self._tasks.append(asyncio.create_task(self.rollouts.run()))
         self._tasks.append(asyncio.create_task(self.history.run()))
 
     async def shutdown(self) -> None:
@@ -200,6 +218,8 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []  # a gateway may be started again (on another event loop)
         await asyncio.gather(*(a.close() for a in self.autoscalers.values()))
+        if self.rollouts is not None:
+            await self.rollouts.close()
         for hook in self._on_shutdown:
             try:
                 await hook()
@@ -236,9 +256,13 @@ class Gateway:
             await self._lifespan(receive, send)
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """After the security layer: the batch and async job API (``gateway.routes_jobs``),
-        then the route table (``gateway.routes``)."""
-        if scope["path"].startswith(JOB_PREFIXES):
+        """After the security layer: rollouts (``gateway.rollout_routes``), the batch and
+        async job API (``gateway.routes_jobs``), then the route table (``gateway.routes``)."""
+        path, method = scope["path"], scope["method"]
+        if path.startswith(rollout_routes.PREFIX):
+            body = await _read_body(receive) if method == "POST" else b""
+            await rollout_routes.handle(self.rollouts, method, path, body, send)
+        elif path.startswith(JOB_PREFIXES):
             await self.jobs_api.handle(scope, receive, send)
         else:
             await routes.dispatch(self, scope, receive, send)
@@ -268,6 +292,8 @@ class Gateway:
             return
         router = self.routers[view.deployment]
         router.on_request()
+        if self.rollouts is not None:
+            self.rollouts.offer(view, body)  # a shadow rollout may mirror it, off this path
         guard = Guard()
         task = asyncio.current_task()
         watcher = asyncio.ensure_future(_until_disconnect(receive))
@@ -354,6 +380,7 @@ class Gateway:
                         {
                             "id": v.replica_id,
                             "url": redact_url(v.url),
+                            "version": v.version,
                             "state": v.state.value,
                             "in_flight": v.in_flight,
                             "state_for_s": round(now - v.state_since_s, 3),
@@ -383,6 +410,8 @@ def create_gateway(
     monitor: bool = True,
     pool: ReplicaPool | None = None,
     decisions: DecisionLog = NO_LOG,
+    versions: VersionPool | None = None,
+    rollout_home: Path | None = None,
     keys: KeyStore | None = None,
     audit: AuditLog | None = None,
     replica_admin_token: str | None = None,
@@ -417,6 +446,8 @@ def create_gateway(
         monitor=monitor,
         pool=pool,
         decisions=decisions,
+        versions=versions,
+        rollout_home=rollout_home,
         keys=keys,
         audit=audit,
     )

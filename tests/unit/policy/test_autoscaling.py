@@ -105,7 +105,7 @@ def test_steady_load_converges_to_load_over_target() -> None:
     d.start(0, 1)
     d.run(lambda t: 20, 0, 200)
     assert d.size == 5
-    assert "load 20.0" in d.history[-1][1].reason
+    assert "demand 20.0" in d.history[-1][1].reason
 
 
 def test_burst_enters_panic_and_scales_up_at_once() -> None:
