@@ -31,6 +31,7 @@ from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, error_body, send_json
+from shipit.gateway.ws import WebSocketDoor
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
 from shipit.services.monitor import AdapterLoader, ReplicaMonitor
 from shipit.services.router import RouterService
@@ -103,6 +104,13 @@ class Gateway:
             adapters=self._get_adapters,
             now=clock.now,
             upstream_headers=self.upstream_auth,
+        )
+        self.websocket = WebSocketDoor(
+            core=self.proxy.core,
+            routers=self.routers,
+            deployments=self.deployments,
+            metrics=self.metrics,
+            clock=clock,
         )
 
     def _build_autoscalers(self, pool: ReplicaPool) -> None:
@@ -199,6 +207,8 @@ class Gateway:
                 await send_json(send, 404, error_body(msg, type_="not_found", code=404))
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await self.websocket(scope, receive, send)
 
     async def handle_inference(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)

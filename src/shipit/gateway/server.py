@@ -33,7 +33,7 @@ def make_server(app: Gateway, *, graceful_shutdown_s: float, log_level: str) -> 
         app,
         loop="uvloop",
         http="httptools",
-        ws="none",
+        ws="websockets-sansio",
         lifespan="on",
         log_level=log_level,
         access_log=False,
