@@ -19,7 +19,6 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -29,6 +28,7 @@ from shipit.gateway.parse import parse_request
 from shipit.gateway.request_core import BrokenMidStream, Failed, Finished, Rejected, Started
 from shipit.gateway.sse import SSEData
 from shipit.proto import shipit_pb2, shipit_pb2_grpc
+from shipit.proto.convert import to_body, to_message
 
 if TYPE_CHECKING:
     from shipit.gateway.app import Gateway, Hook
@@ -57,52 +57,6 @@ def grpc_code(status: int) -> grpc.StatusCode:
     if status in _CODES:
         return _CODES[status]
     return grpc.StatusCode.INVALID_ARGUMENT if status < 500 else grpc.StatusCode.INTERNAL
-
-
-def _plain(msg: Message) -> dict[str, Any]:
-    """A request message as an OpenAI body: the fields set, with OpenAI's names and types."""
-    out: dict[str, Any] = {}
-    for field, value in msg.ListFields():
-        if field.name == "extra_json":
-            continue
-        if field.name == "messages":
-            out["messages"] = [
-                {"role": m.role, "content": m.content}
-                | ({"name": m.name} if m.HasField("name") else {})
-                for m in value
-            ]
-        elif field.is_repeated:
-            out[field.name] = list(value)
-        else:
-            out[field.name] = value
-    return out
-
-
-def request_body(msg: Message, *, stream: bool) -> bytes:
-    """The OpenAI JSON body of a request message; ``extra_json`` adds fields the typed ones
-    do not cover (typed fields win). Raises ``ValueError`` on an ``extra_json`` that is not a
-    JSON object."""
-    data = _plain(msg)
-    extra_json: str = getattr(msg, "extra_json", "")
-    if extra_json:
-        try:
-            extra = json.loads(extra_json)
-        except ValueError as exc:
-            raise ValueError(f"extra_json is not JSON ({exc}); send a JSON object") from None
-        if not isinstance(extra, dict):
-            raise ValueError(f"extra_json must be a JSON object, got {extra_json[:80]!r}")
-        data = {**extra, **data}
-    data["stream"] = stream
-    return json.dumps(data).encode()
-
-
-def to_message(payload: bytes, cls: type[M]) -> M:
-    """A replica's JSON answer (or stream chunk) as ``cls``; fields it does not know are
-    dropped. Raises ``ValueError`` when the payload does not fit."""
-    try:
-        return json_format.ParseDict(json.loads(payload), cls(), ignore_unknown_fields=True)
-    except (ValueError, json_format.ParseError) as exc:
-        raise ValueError(f"the replica's answer does not fit {cls.__name__}: {exc}") from None
 
 
 def _error_message(body: bytes) -> str:
@@ -177,7 +131,7 @@ class InferenceService(shipit_pb2_grpc.InferenceServicer):
         headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         self._n += 1
         try:
-            body = request_body(request, stream=stream)
+            body = to_body(request, stream=stream)
             view = parse_request(
                 request_id=f"{gw._id_prefix}grpc-{self._n}",
                 client_request_id=headers.get("x-request-id") or None,

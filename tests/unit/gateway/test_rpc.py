@@ -20,8 +20,9 @@ from shipit.config.gateway import parse_config
 from shipit.core.clock import RealClock
 from shipit.core.fleet import ReplicaState
 from shipit.gateway.app import Gateway, create_gateway, running
-from shipit.gateway.rpc import GrpcDoor, grpc_code, request_body
+from shipit.gateway.rpc import GrpcDoor, grpc_code
 from shipit.proto import shipit_pb2, shipit_pb2_grpc
+from shipit.proto.convert import to_body, to_dict, to_request
 from shipit.services.upstream_fake import FakeReplica, FakeUpstream
 
 
@@ -228,10 +229,39 @@ def test_status_mapping_and_body_conversion() -> None:
         extra_json='{"max_tokens": 9, "tools": []}',
     )
     # An explicitly set 0 is kept, and typed fields win over extra_json.
-    assert json.loads(request_body(msg, stream=True)) == {
+    assert json.loads(to_body(msg, stream=True)) == {
         "model": "m",
         "messages": [{"role": "assistant", "content": "", "name": "bot"}],
         "max_tokens": 0,
         "tools": [],
         "stream": True,
     }
+
+
+def test_an_openai_body_round_trips_through_the_request_message() -> None:
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stop": "\n",
+        "seed": 3,
+        "temperature": 0.5,
+        "tools": [{"type": "function"}],
+        "max_tokens": None,
+        "stream": True,
+    }
+    msg = to_request(body, shipit_pb2.ChatCompletionRequest)
+    assert (
+        msg.seed == 3
+        and list(msg.stop) == ["\n"]
+        and json.loads(msg.extra_json) == {"tools": [{"type": "function"}]}
+    )
+    assert json.loads(to_body(msg, stream=False)) == {
+        **{k: v for k, v in body.items() if k != "max_tokens"},
+        "stop": ["\n"],
+        "stream": False,
+    }
+    # A prompt that is not one string (token ids) does not fit the typed field: extra_json.
+    parts = to_request({"model": "m", "prompt": [1, 2]}, shipit_pb2.CompletionRequest)
+    assert parts.prompt == "" and json.loads(parts.extra_json) == {"prompt": [1, 2]}
+    chunk = shipit_pb2.ChatCompletionChunk(id="c", created=5)
+    assert to_dict(chunk) == {"id": "c", "created": 5}
