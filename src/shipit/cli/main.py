@@ -49,6 +49,9 @@ def build_app() -> typer.Typer:
     from shipit.cli import up
 
     up.register(app)
+    from shipit.cli import keys
+
+    keys.register(app)
     from shipit.cli import status
 
     status.register(app)

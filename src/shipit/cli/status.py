@@ -24,12 +24,17 @@ def register(app: typer.Typer) -> None:
         "status",
         help="Deployments, replicas, recent scale decisions and cold starts of a running "
         "gateway.\n\nExamples:\n\n  shipit status\n\n"
-        "  shipit status --url http://10.0.0.5:8000 --output json",
+        "  shipit status --url http://10.0.0.5:8000 --output json\n\n"
+        "A gateway that requires API keys needs an admin key in $SHIPIT_API_KEY.",
     )(status)
 
 
 def fetch(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
-    response = httpx.get(url.rstrip("/") + "/shipit/status", timeout=timeout_s)
+    from shipit.cli.keys import api_key_headers
+
+    response = httpx.get(
+        url.rstrip("/") + "/shipit/status", timeout=timeout_s, headers=api_key_headers()
+    )
     response.raise_for_status()
     data: dict[str, Any] = response.json()
     return data

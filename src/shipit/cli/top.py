@@ -43,9 +43,13 @@ def _replica_base(url: str) -> str:
 
 
 def scrape(client: httpx.Client, url: str, *, replicas: bool) -> Scrape:
-    base = url.rstrip("/")
-    status: dict[str, Any] = client.get(base + "/shipit/status").raise_for_status().json()
-    gateway = _samples(client.get(base + "/metrics").raise_for_status().text)
+    from shipit.cli.keys import api_key_headers
+
+    base, auth = url.rstrip("/"), api_key_headers()  # to the gateway only, never to replicas
+    status: dict[str, Any] = (
+        client.get(base + "/shipit/status", headers=auth).raise_for_status().json()
+    )
+    gateway = _samples(client.get(base + "/metrics", headers=auth).raise_for_status().text)
     per_replica: dict[str, tuple[Sample, ...]] = {}
     if replicas:
         for d in status.get("deployments", []):

@@ -26,6 +26,7 @@ from shipit.backends.fleet import Fleet
 from shipit.backends.local import LocalProcessBackend
 from shipit.backends.static import StaticBackend
 from shipit.capacity import parse_gpu_model
+from shipit.cli.up_security import apply_security_flags, check_security
 from shipit.config.gateway import (
     ROUTING_POLICIES,
     ConfigError,
@@ -52,6 +53,7 @@ Examples:
   shipit up --replica-url http://10.0.0.5:8000/v1 --replica-url http://10.0.0.6:8000/v1 --model m
   shipit up --config shipit.yaml --port 9000
   shipit up --simulate H100:llama-3.1-8b --min-replicas 0 --max-replicas 3   # autoscaled
+  shipit up --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem   # keys required (shipit keys)
 """
 
 
@@ -93,6 +95,7 @@ def build_config(
     simulate: str | None,
     replica_url: list[str],
     autoscaling: dict[str, float | None] | None = None,
+    security: dict[str, Any] | None = None,
 ) -> ShipitConfig:
     """The file, then the flags (applied to the first deployment). Any autoscaling flag turns
     autoscaling on (defaults for the fields not given); ``--replicas`` then sets how many
@@ -119,7 +122,8 @@ def build_config(
     for field, value in (autoscaling or {}).items():
         if value is not None:
             over[f"autoscaling.{field}"] = value
-    return apply_overrides(cfg, port=port, host=host, deployment=over)
+    cfg = apply_overrides(cfg, port=port, host=host, deployment=over)
+    return apply_security_flags(cfg, **(security or {}))
 
 
 def _table(gateway: Gateway) -> Table:
@@ -192,6 +196,17 @@ def up(
         help="Also serve the gRPC API (shipit.v1.Inference, health, reflection) on this port of "
         "the gateway's address (0: any free port); off by default. See docs/protocols.md.",
     ),
+    no_auth: bool = typer.Option(
+        False,
+        "--no-auth",
+        help="Serve without API keys even on a non-loopback --host (anyone who can reach the "
+        "port can use it; keys are otherwise required there).",
+    ),
+    keys_file: Path | None = typer.Option(
+        None, "--keys-file", help="API key file (default $SHIPIT_HOME/keys.json)."
+    ),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate: HTTPS."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM key for --tls-cert."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
 ) -> None:
     logging.basicConfig(
@@ -215,7 +230,14 @@ def up(
                 "scale_down_delay_s": scale_down_delay_s,
                 "target_concurrency": target_concurrency,
             },
+            security={
+                "no_auth": no_auth,
+                "keys_file": keys_file,
+                "tls_cert": tls_cert,
+                "tls_key": tls_key,
+            },
         )
+        check_security(cfg, console)
         clock = RealClock()
         decisions = _decision_log(record_decisions, console)
         routers = {d.name: RouterService(d, clock=clock, log=decisions) for d in cfg.deployments}
@@ -257,7 +279,8 @@ def up(
             f"[red]error:[/] cannot listen on {cfg.gateway.host}:{cfg.gateway.port}: {exc}"
         )
         raise typer.Exit(2) from exc
-    listen = f"http://{cfg.gateway.host}:{sock.getsockname()[1]}"
+    scheme = "https" if cfg.gateway.tls.enabled else "http"
+    listen = f"{scheme}://{cfg.gateway.host}:{sock.getsockname()[1]}"
 
     def on_listening() -> None:
         for d in cfg.deployments:

@@ -35,6 +35,7 @@ from pydantic import (
 
 from shipit.config.autoscaling import AutoscalingConfig
 from shipit.config.observability import AlertsConfig, SloConfig
+from shipit.config.security import AuthConfig, EdgeLimitsConfig, TlsConfig
 from shipit.config.upstream_auth import UpstreamAuthConfig
 from shipit.core.errors import ShipitError
 
@@ -269,6 +270,9 @@ class GatewayServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     graceful_shutdown_s: float = Field(30.0, ge=0)
+    auth: AuthConfig = AuthConfig()
+    limits: EdgeLimitsConfig = EdgeLimitsConfig()
+    tls: TlsConfig = TlsConfig()
 
 
 class ShipitConfig(_Strict):

@@ -1,7 +1,8 @@
 """The one error vocabulary of shipit's OpenAI-compatible servers: status, ``type`` and ``code``.
 
 Every error body a replica or the gateway writes is ``{"error": {"message", "type", "param",
-"code"}}`` with ``type`` one of four words (``invalid_request_error`` for 400 and 405,
+"code"}}`` with ``type`` one of four words (``invalid_request_error`` for 400, 401, 403, 405,
+408 and 413,
 ``not_found_error`` for 404, ``rate_limit_error`` for 429, ``server_error`` for every 5xx) and
 ``code`` always a short string from the table below (never an int, never null), so clients and
 dashboards can branch on it. ``kind_of`` maps shipit's own errors (``core.errors``) to a kind;
@@ -45,6 +46,13 @@ MISSING_PARAMETER = ErrorKind(400, INVALID_REQUEST, "missing_required_parameter"
 UNKNOWN_PARAMETER = ErrorKind(400, INVALID_REQUEST, "unknown_parameter")
 UNSUPPORTED_VALUE = ErrorKind(400, INVALID_REQUEST, "unsupported_value")
 CONTEXT_LENGTH_EXCEEDED = ErrorKind(400, INVALID_REQUEST, "context_length_exceeded")
+# 401 / 403: no valid API key, or the key may not do this (OpenAI's invalid_api_key).
+INVALID_API_KEY = ErrorKind(401, INVALID_REQUEST, "invalid_api_key")
+PERMISSION_DENIED = ErrorKind(403, INVALID_REQUEST, "permission_denied")
+MODEL_NOT_ALLOWED = ErrorKind(403, INVALID_REQUEST, "model_not_allowed")
+# 408 / 413: the request arrived too slowly or is too large to read.
+REQUEST_TIMEOUT = ErrorKind(408, INVALID_REQUEST, "request_timeout")
+REQUEST_TOO_LARGE = ErrorKind(413, INVALID_REQUEST, "request_too_large")
 # 404 / 405: the model or the path is not here, or the path takes another method.
 MODEL_NOT_FOUND = ErrorKind(404, NOT_FOUND, "model_not_found")
 PATH_NOT_FOUND = ErrorKind(404, NOT_FOUND, "not_found")
@@ -52,6 +60,7 @@ METHOD_NOT_ALLOWED = ErrorKind(405, INVALID_REQUEST, "method_not_allowed")
 # 429: busy now; the same request succeeds later (a Retry-After header says when to retry).
 QUEUE_FULL = ErrorKind(429, RATE_LIMIT, "queue_full")
 RATE_LIMITED = ErrorKind(429, RATE_LIMIT, "rate_limit_exceeded")
+INSUFFICIENT_QUOTA = ErrorKind(429, RATE_LIMIT, "insufficient_quota")  # the budget is spent
 # 5xx: our fault or a replica's; retrying elsewhere may help.
 INTERNAL_ERROR = ErrorKind(500, SERVER_ERROR, "internal_error")
 UPSTREAM_ERROR = ErrorKind(502, SERVER_ERROR, "upstream_error")
@@ -66,11 +75,17 @@ VOCABULARY: tuple[ErrorKind, ...] = (
     UNKNOWN_PARAMETER,
     UNSUPPORTED_VALUE,
     CONTEXT_LENGTH_EXCEEDED,
+    INVALID_API_KEY,
+    PERMISSION_DENIED,
+    MODEL_NOT_ALLOWED,
+    REQUEST_TIMEOUT,
+    REQUEST_TOO_LARGE,
     MODEL_NOT_FOUND,
     PATH_NOT_FOUND,
     METHOD_NOT_ALLOWED,
     QUEUE_FULL,
     RATE_LIMITED,
+    INSUFFICIENT_QUOTA,
     INTERNAL_ERROR,
     UPSTREAM_ERROR,
     UNAVAILABLE,

@@ -37,6 +37,9 @@ class RequestView:
     # The client's ``x-request-id``: forwarded and echoed, never used as a key (clients may
     # repeat one); ``request_id`` is the gateway's own, unique id.
     client_request_id: str | None = None
+    # The prefix-cache salt (the tenant's, set by the gateway's auth): sent to the replica as
+    # ``x-shipit-cache-salt`` and folded into ``prefix_hashes`` so tenants never share prefixes.
+    cache_salt: str | None = None
 
     @property
     def forward_id(self) -> str:

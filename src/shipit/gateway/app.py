@@ -27,12 +27,15 @@ from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError, UnknownAdapterError
 from shipit.core.urls import redact_url
+from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, error_body, send_json
 from shipit.gateway.ws import WebSocketDoor
+from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
+from shipit.services.keystore import KeyStore
 from shipit.services.monitor import AdapterLoader, ReplicaMonitor
 from shipit.services.router import RouterService
 from shipit.services.upstream import AiohttpUpstream, Upstream
@@ -73,6 +76,8 @@ class Gateway:
         monitor: bool,
         pool: ReplicaPool | None = None,
         decisions: DecisionLog = NO_LOG,
+        keys: KeyStore | None = None,
+        audit: AuditLog = NO_AUDIT,
     ) -> None:
         self.config = config
         self.decisions = decisions
@@ -104,6 +109,16 @@ class Gateway:
             adapters=self._get_adapters,
             now=clock.now,
             upstream_headers=self.upstream_auth,
+        )
+        # Keys, tenants, rate limits and edge limits run before any handler (gateway.auth).
+        self.security = Security(
+            self._serve_http,
+            config,
+            keys=keys,
+            now=clock.now,
+            audit=audit,
+            on_refused=lambda status: self.metrics.request_done("-", status, "-"),
+            usage=usage_store(keys),
         )
         self.websocket = WebSocketDoor(
             core=self.proxy.core,
@@ -176,6 +191,9 @@ class Gateway:
                 log.exception("a shutdown hook failed")
         if self.upstream is not None:
             await self.upstream.close()
+        self.security.audit.close()
+        if self.security.usage is not None:
+            self.security.usage.flush()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -197,18 +215,21 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            path, method = scope["path"], scope["method"]
-            if method == "POST" and path in PROXY_PATHS:
-                await self.handle_inference(scope, receive, send)
-            elif method == "GET":
-                await self.handle_admin(path, send)
-            else:
-                msg = f"{method} {path} is not served here"
-                await send_json(send, 404, error_body(msg, type_="not_found", code=404))
+            await self.security(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":
             await self.websocket(scope, receive, send)
+
+    async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        if method == "POST" and path in PROXY_PATHS:
+            await self.handle_inference(scope, receive, send)
+        elif method == "GET":
+            await self.handle_admin(path, send)
+        else:
+            msg = f"{method} {path} is not served here"
+            await send_json(send, 404, error_body(msg, type_="not_found", code=404))
 
     async def handle_inference(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
@@ -351,10 +372,14 @@ def create_gateway(
     monitor: bool = True,
     pool: ReplicaPool | None = None,
     decisions: DecisionLog = NO_LOG,
+    keys: KeyStore | None = None,
+    audit: AuditLog | None = None,
 ) -> Gateway:
     """A gateway app (an ASGI callable). Routers default to one per deployment. With a
-    ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler."""
+    ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler.
+    ``keys`` and ``audit`` default to the files ``gateway.auth`` names (``gateway.auth``)."""
     clock = clock or RealClock()
+    keys, audit = open_stores(config, keys, audit)
     if routers is None:
         routers = {d.name: RouterService(d, clock=clock, log=decisions) for d in config.deployments}
     first = config.deployments[0].retries
@@ -374,6 +399,8 @@ def create_gateway(
         monitor=monitor,
         pool=pool,
         decisions=decisions,
+        keys=keys,
+        audit=audit,
     )
 
 

@@ -1,12 +1,13 @@
 """The edge: one HTTP request (path, headers, JSON body) becomes a ``RequestView``, once.
 
 Owns reading the shipit headers (``x-shipit-priority``, ``x-shipit-deadline-ms``,
-``x-shipit-routing``, the session header) and the few body fields routing needs (``model``,
-``stream``, ``priority``, ``user``, the prompt), choosing the deployment (and, under
-``lora_affinity``, refusing an adapter the gateway could not load), and computing prefix
-block hashes only when the effective policy is ``prefix_cache`` (token blocks with the engine's
-scheme when the client sent token ids, text chunks otherwise). The body itself is forwarded
-unchanged. It must not route or do IO.
+``x-shipit-routing``, the session header, ``x-shipit-cache-salt``) and the few body fields
+routing needs (``model``, ``stream``, ``priority``, ``user``, ``cache_salt``, the prompt),
+choosing the deployment (and, under ``lora_affinity``, refusing an adapter the gateway could
+not load), and computing prefix block hashes only when the effective policy is
+``prefix_cache`` (token blocks with the engine's scheme when the client sent token ids, text
+chunks otherwise; keyed by the cache salt, so tenants isolated by salt never share an index
+entry). The body itself is forwarded unchanged. It must not route or do IO.
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ def parse_request(
     deadline_ms = _int_header(headers, "x-shipit-deadline-ms")
     session = headers.get(dep.routing.session_affinity.header) or data.get("user")
     text, token_ids = _prompt_text(data)
+    body_salt = data.get("cache_salt")
+    salt = headers.get("x-shipit-cache-salt") or (body_salt if isinstance(body_salt, str) else None)
     adapter = model if model != dep.model_name else None
     if adapter is not None and _reads(dep, "lora", routing):
         _check_adapter(adapter, dep, adapters.get(dep.name, set()))
@@ -146,10 +149,15 @@ def parse_request(
     if _reads(dep, "prefix_cache", routing):
         pc = dep.routing.prefix_cache
         if token_ids is not None:
-            hashes = tuple(hash_prompt_blocks(token_ids, pc.block_size_tokens, lora_name=adapter))
+            hashes = tuple(
+                hash_prompt_blocks(
+                    token_ids, pc.block_size_tokens, lora_name=adapter, cache_salt=salt
+                )
+            )
         else:
             block_chars = max(1, int(pc.block_size_tokens * pc.chars_per_token))
-            hashes = text_block_hashes(text, block_chars=block_chars, salt=adapter or "")
+            key = f"{adapter or ''}\x00{salt}" if salt else adapter or ""
+            hashes = text_block_hashes(text, block_chars=block_chars, salt=key)
     max_tokens = data.get("max_tokens") or data.get("max_completion_tokens")
     return RequestView(
         request_id=request_id,
@@ -169,4 +177,5 @@ def parse_request(
         arrived_s=now_s,
         path=path,
         client_request_id=client_request_id,
+        cache_salt=salt or None,
     )

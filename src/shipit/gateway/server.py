@@ -4,7 +4,8 @@ Owns the listening socket (bound before the server starts, so port 0 works and t
 is known; TCP_NODELAY set on it, which accepted connections inherit on Linux, so small SSE
 chunks are never held back by Nagle's algorithm) and ``serve``, which runs until SIGINT or
 SIGTERM and then shuts down gracefully (the app's lifespan drains and stops replicas). It must
-not build the app or know what it serves.
+not build the app or know what it serves. Slow or oversized request headers are cut off by
+``gateway.protocol``; HTTPS is uvicorn's, with the certificate ``gateway.tls`` names.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 import uvicorn
 
 from shipit.gateway.app import Gateway
+from shipit.gateway.protocol import protocol_class
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -29,17 +31,25 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def make_server(app: Gateway, *, graceful_shutdown_s: float, log_level: str) -> uvicorn.Server:
+    """uvicorn with the gateway's edge limits (``gateway.limits``: header timeout and size,
+    keep-alive) and, when ``gateway.tls`` names a certificate, HTTPS."""
+    edge = app.config.gateway
     config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(
+            header_timeout_s=edge.limits.header_timeout_s,
+            max_header_bytes=edge.limits.max_header_bytes,
+        ),
         ws="websockets-sansio",
         lifespan="on",
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=int(graceful_shutdown_s) or None,
-        timeout_keep_alive=30,
+        timeout_keep_alive=int(edge.limits.keep_alive_s) or 1,
         backlog=2048,
+        ssl_certfile=edge.tls.cert,
+        ssl_keyfile=edge.tls.key,
     )
     return uvicorn.Server(config)
 

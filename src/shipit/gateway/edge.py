@@ -1,0 +1,172 @@
+"""What the gateway checks before it trusts a request's bytes: size, time, JSON shape, headers.
+
+Owns reading a request body under a byte limit (``Content-Length`` over the limit is refused
+before a byte is read; a body that grows past it is refused as soon as it does, never buffered
+further) and a time limit, parsing JSON with a depth limit and without integers that no API
+field can hold, reading an integer header within a range, and the ``EdgeError`` that carries a
+refusal as an OpenAI error. The auth middleware (``gateway.auth``) calls these; it must not
+know about keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from shipit.core import openai_errors as oe
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_INT = 2**63 - 1  # no field of the API holds more; larger values are refused, not sent on
+_JSON = (b"content-type", b"application/json")
+
+
+class EdgeError(Exception):
+    """A refusal: an HTTP status with OpenAI's error body, and headers (``Retry-After``)."""
+
+    def __init__(
+        self,
+        kind: oe.ErrorKind,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.param = param
+        self.headers = headers or []
+
+    @property
+    def status(self) -> int:
+        return self.kind.status
+
+    def body(self) -> bytes:
+        return json.dumps(oe.error_body(self.message, self.kind, self.param)).encode()
+
+
+async def send_error(send: Send, exc: EdgeError) -> None:
+    body = exc.body()
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), *exc.headers]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _too_large(limit: int, seen: str) -> EdgeError:
+    return EdgeError(
+        oe.REQUEST_TOO_LARGE,
+        f"the request body is {seen}, over the gateway's limit of {limit} bytes "
+        "(gateway.limits.max_body_bytes); send a smaller request",
+        param="body",
+    )
+
+
+async def read_body(
+    receive: Receive, content_length: str | None, *, max_bytes: int, timeout_s: float
+) -> bytes:
+    """The whole body, or ``EdgeError`` 413 (too large) / 408 (too slow)."""
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise EdgeError(
+                oe.INVALID_VALUE,
+                f"Content-Length {content_length!r} is not an integer",
+                param="content-length",
+            ) from None
+        if declared > max_bytes:
+            raise _too_large(max_bytes, f"{declared} bytes (Content-Length)")
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    break
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size > max_bytes:
+                    raise _too_large(max_bytes, f"over {max_bytes} bytes")
+                parts.append(chunk)
+                if not message.get("more_body"):
+                    break
+    except TimeoutError:
+        raise EdgeError(
+            oe.REQUEST_TIMEOUT,
+            f"the request body did not arrive within {timeout_s:g}s "
+            "(gateway.limits.body_timeout_s); send it at once",
+            param="body",
+        ) from None
+    return b"".join(parts)
+
+
+def _bad_json(message: str, param: str | None = "body") -> EdgeError:
+    return EdgeError(oe.INVALID_JSON, message, param=param)
+
+
+def parse_json(body: bytes, *, max_depth: int) -> Any:
+    """The body's JSON: objects and arrays nested at most ``max_depth`` deep, integers that fit
+    in 64 bits. Anything else is a 400 naming what was wrong (never a 500)."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise _bad_json(f"the body is JSON nested deeper than {max_depth} levels") from None
+    except ValueError as exc:  # includes integers with more digits than Python parses
+        raise _bad_json(f"the body is not valid JSON: {exc}") from None
+    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, dict):
+            if depth > max_depth:
+                raise _bad_json(
+                    f"the body is JSON nested deeper than {max_depth} levels (at {where or '$'})"
+                )
+            stack.extend(
+                (v, depth + 1, f"{where}.{k}" if where else str(k)) for k, v in value.items()
+            )
+        elif isinstance(value, list):
+            if depth > max_depth:
+                raise _bad_json(
+                    f"the body is JSON nested deeper than {max_depth} levels (at {where or '$'})"
+                )
+            stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            raise EdgeError(
+                oe.INVALID_VALUE,
+                f"{where or 'the body'} is {value}, outside the 64-bit integer range "
+                f"[{-MAX_INT}, {MAX_INT}]",
+                param=where or "body",
+            )
+    return data
+
+
+def int_in_range(raw: object, name: str, lo: int, hi: int, what: str) -> int:
+    """``raw`` (a header string or a JSON value) as an integer in ``[lo, hi]``, else a 400 that
+    names the value and the range."""
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise EdgeError(
+            oe.INVALID_TYPE, f"{name} must be an integer in [{lo}, {hi}], got {raw!r}", param=name
+        )
+    try:
+        value = int(raw) if isinstance(raw, str) and len(raw) <= 40 else raw
+        if not isinstance(value, int):
+            raise ValueError
+    except ValueError:
+        raise EdgeError(
+            oe.INVALID_VALUE,
+            f"{name} must be an integer in [{lo}, {hi}], got {str(raw)[:40]!r}",
+            param=name,
+        ) from None
+    if not lo <= value <= hi:
+        raise EdgeError(
+            oe.INVALID_VALUE,
+            f"{name} {value} is outside {what} [{lo}, {hi}]; send a value in that range",
+            param=name,
+        )
+    return value

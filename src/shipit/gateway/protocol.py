@@ -1,0 +1,110 @@
+"""The gateway's HTTP/1.1 connection protocol: uvicorn's httptools one, with slowloris guards.
+
+uvicorn closes a connection idle between requests (``timeout_keep_alive``), but any byte that
+arrives cancels that timer and nothing bounds how long a request's headers may take or how
+large they may grow. This subclass arms a header timer when a connection opens and when each
+new request begins, and cancels it once the headers are complete: a client that trickles
+headers is closed after ``header_timeout_s`` however often it sends a byte. Request line and
+headers beyond ``max_header_bytes`` get a 431 and the connection is closed. ``protocol_class``
+binds the limits into a class for ``uvicorn.Config(http=...)``. It must not see requests'
+bodies or the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+_431 = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
+)
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    header_timeout_s: float = 10.0
+    max_header_bytes: int = 64 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+        self._in_headers = False
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._in_headers = True
+        self._header_bytes = 0
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        self._in_headers = False
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        # The first byte of a request (on a fresh or a kept-alive connection) starts its clock;
+        # an idle kept-alive connection is uvicorn's ``timeout_keep_alive``'s to close.
+        if not self._in_headers:
+            self._arm()
+        super().on_message_begin()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.transport.is_closing():
+            super().data_received(data)
+
+    def _count(self, n: int) -> None:
+        self._header_bytes += n
+        if self._in_headers and self._header_bytes > self.max_header_bytes:
+            self._disarm()
+            msg = f"request headers over {self.max_header_bytes} bytes".encode()
+            if not self.transport.is_closing():
+                self.transport.write(_431 % (len(msg), msg))
+                self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        if not self.transport.is_closing():
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.transport.is_closing() and self.cycle is not None:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.transport.is_closing() and self.cycle is not None:
+            super().on_message_complete()
+
+
+def protocol_class(*, header_timeout_s: float, max_header_bytes: int) -> type[HttpToolsProtocol]:
+    """The protocol with these limits, as a class uvicorn can instantiate per connection."""
+    return type(
+        "GatewayHttpProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes},
+    )

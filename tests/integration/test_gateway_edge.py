@@ -1,0 +1,194 @@
+"""The gateway's edge on a real socket (uvicorn on 127.0.0.1): slowloris connections closed
+after the header timeout, oversized headers refused, idle keep-alive closed, a too-large body
+refused from its Content-Length, and HTTPS with a self-signed certificate made here."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipit.config.gateway import parse_config
+from shipit.core.fleet import ReplicaState
+from shipit.gateway.app import create_gateway
+from shipit.gateway.server import bind_socket, make_server
+from shipit.services.upstream_fake import FakeReplica, FakeUpstream
+
+LIMITS = {"header_timeout_s": 0.5, "keep_alive_s": 1, "max_header_bytes": 8192}
+BOUND_S = 10.0  # generous: every check below waits at most this long for the server to act
+
+
+class Running:
+    def __init__(self, gateway: dict[str, Any]) -> None:
+        cfg = parse_config({"gateway": gateway, "deployments": [{"model": "m", "replicas": 0}]})
+        upstream = FakeUpstream({"http://a": FakeReplica()})
+        self.app = create_gateway(cfg, upstream_factory=lambda: upstream, monitor=False)
+        self.app.routers["default"].add_replica("a", "http://a", state=ReplicaState.READY)
+        self.sock = bind_socket("127.0.0.1", 0)
+        self.port = self.sock.getsockname()[1]
+        self.server = make_server(self.app, graceful_shutdown_s=1, log_level="error")
+        self.thread = threading.Thread(
+            target=lambda: asyncio.run(self.server.serve(sockets=[self.sock])), daemon=True
+        )
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        deadline = time.monotonic() + BOUND_S
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.server.started
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(BOUND_S)
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=BOUND_S)
+
+
+@pytest.fixture
+def server() -> Iterator[Running]:
+    with Running({"host": "127.0.0.1", "limits": LIMITS}) as running:
+        yield running
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the peer closed: a read returns EOF (or a reset) instead of timing out."""
+    try:
+        sock.settimeout(0.0)
+        return sock.recv(65536) == b""
+    except BlockingIOError:
+        return False
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+
+
+def _get_health(sock: socket.socket) -> bytes:
+    """One whole response (headers and a Content-Length body)."""
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.settimeout(BOUND_S)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return data
+
+
+def test_200_slowloris_connections_are_closed_after_the_header_timeout(server: Running) -> None:
+    conns = [server.connect() for _ in range(200)]
+    for c in conns:
+        c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+    open_ = set(range(len(conns)))
+    deadline = time.monotonic() + BOUND_S
+    while open_ and time.monotonic() < deadline:
+        for i in list(open_):
+            try:
+                conns[i].sendall(b"x")  # one more header byte: never finishes the headers
+            except OSError:
+                open_.discard(i)
+                continue
+            if _closed(conns[i]):
+                open_.discard(i)
+        time.sleep(0.05)
+    for c in conns:
+        c.close()
+    assert not open_, f"{len(open_)} of 200 trickling connections still open"
+    fresh = server.connect()
+    assert _get_health(fresh).startswith(b"HTTP/1.1 200")  # the server still serves
+    fresh.close()
+
+
+def test_a_connection_that_sends_nothing_is_closed(server: Running) -> None:
+    silent = server.connect()
+    silent.settimeout(BOUND_S)
+    assert silent.recv(65536) == b""  # the server closed it; a timeout here would raise
+    silent.close()
+
+
+def test_oversized_headers_get_431(server: Running) -> None:
+    c = server.connect()
+    c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nx-pad: " + b"a" * 20000 + b"\r\n\r\n")
+    c.settimeout(BOUND_S)
+    assert c.recv(65536).startswith(b"HTTP/1.1 431")
+    c.close()
+
+
+def test_an_idle_keep_alive_connection_is_closed(server: Running) -> None:
+    c = server.connect()
+    assert _get_health(c).startswith(b"HTTP/1.1 200")
+    c.settimeout(BOUND_S)
+    assert c.recv(65536) == b""  # closed by the server after keep_alive_s, not by us
+    c.close()
+
+
+def test_a_declared_body_over_the_limit_is_413_before_it_is_sent(server: Running) -> None:
+    c = server.connect()
+    c.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 999999999\r\n\r\n{"
+    )
+    c.settimeout(BOUND_S)
+    answer = c.recv(65536)
+    while b"request_too_large" not in answer and (more := c.recv(65536)):
+        answer += more
+    assert answer.startswith(b"HTTP/1.1 413") and b"request_too_large" in answer
+    c.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+def test_tls_with_a_self_signed_certificate(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    tls = {"cert": str(cert), "key": str(key)}
+    with Running({"host": "127.0.0.1", "tls": tls}) as running:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        with ctx.wrap_socket(running.connect(), server_hostname="127.0.0.1") as s:
+            assert _get_health(s).startswith(b"HTTP/1.1 200")
+        plain = running.connect()
+        plain.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        plain.settimeout(BOUND_S)
+        try:
+            answer = plain.recv(65536)
+        except ConnectionResetError:
+            answer = b""
+        assert not answer.startswith(b"HTTP/1.1 200")
+        plain.close()
