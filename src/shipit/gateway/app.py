@@ -126,6 +126,7 @@ class Gateway:
             deployments=self.deployments,
             metrics=self.metrics,
             clock=clock,
+            security=self.security,
         )
 
     def _build_autoscalers(self, pool: ReplicaPool) -> None:

@@ -353,6 +353,74 @@ class Security:
             headers=[(b"retry-after", str(retry).encode()), *rl],
         )
 
+    # ----- front doors other than HTTP (WebSocket, gRPC) --------------------------------
+    def admit(
+        self, path: str, headers: dict[str, str], body: bytes, *, client: str | None = None
+    ) -> Admitted:
+        """The checks an HTTP POST of ``body`` to ``path`` gets (body size, key, tenant,
+        priority and deadline ranges, cache salt, rate limits), for one request that came
+        another way; raises ``EdgeError``. ``settle`` charges it once answered."""
+        if len(body) > self.limits.max_body_bytes:
+            raise EdgeError(
+                oe.REQUEST_TOO_LARGE,
+                f"the request body is {len(body)} bytes, over the gateway's limit of "
+                f"{self.limits.max_body_bytes} bytes (gateway.limits.max_body_bytes)",
+                param="body",
+            )
+        scope: Scope = {"type": "http", "method": "POST", "path": path, "client": None}
+        principal = self._authenticate(scope, headers)
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        prep = self._prepare(principal, raw, headers, body)
+        if principal is not None:
+            limits, tenant = _limits(principal), principal.tenant.name
+            decision, self.rate[tenant] = decide(limits, self.now(), self.state(tenant))
+            if not decision.allowed:
+                self.audit.record(
+                    "rate_limited",
+                    key_id=principal.key_id,
+                    tenant=tenant,
+                    reason=decision.reason_code,
+                    client=client,
+                )
+                raise self._refusal(principal, decision.reason_code, decision.retry_after_s, [])
+        out = {k.decode("latin-1"): v.decode("latin-1") for k, v in prep.headers}
+        return Admitted(principal, prep.body, out, prep.model)
+
+    def settle(self, admitted: Admitted, path: str, status: int, tokens: int | None) -> None:
+        """Charge an admitted request's tokens (its usage, else an estimate from the body)
+        to its tenant, and audit it."""
+        p = admitted.principal
+        if p is None:
+            return
+        spent = 0
+        if 200 <= status < 300:
+            spent = tokens if tokens else len(admitted.body) // 4
+        tenant = p.tenant.name
+        if spent:
+            now_s = self.now()
+            self.rate[tenant] = state = charge_tokens(_limits(p), self.state(tenant), spent, now_s)
+            if self.usage is not None:
+                self.usage.note(tenant, state.spent_tokens, now_s)
+        self.audit.record(
+            "request",
+            key_id=p.key_id,
+            tenant=tenant,
+            path=path,
+            model=admitted.model,
+            status=status,
+            tokens=spent,
+        )
+
+
+@dataclass(slots=True)
+class Admitted:
+    """A request that passed ``Security.admit``: the body and headers to serve it with."""
+
+    principal: Principal | None
+    body: bytes
+    headers: dict[str, str]
+    model: str
+
 
 def _tokens(tally: Tally, prep: _Prepared, status: int) -> int:
     """The answer's tokens: its usage, else an estimate (prompt bytes / 4 plus one token per

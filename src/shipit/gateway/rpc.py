@@ -9,6 +9,9 @@ object, or SSE events when streaming) becomes the response messages. Errors end 
 status code mapped from the HTTP status (429 RESOURCE_EXHAUSTED, 502/503 UNAVAILABLE, ...), the
 HTTP status in the trailing metadata key ``x-shipit-status`` and ``retry-after`` when
 admission gives one. A client cancelling the call aborts the replica and frees its slot.
+Each call passes the gateway's checks first (``Security.admit``: API key in the
+``authorization`` or ``x-api-key`` metadata, tenant, ranges, rate limits) and is charged to its
+tenant once answered, as an HTTP request is.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.gateway.auth import Admitted
+from shipit.gateway.edge import EdgeError
 from shipit.gateway.parse import parse_request
 from shipit.gateway.request_core import BrokenMidStream, Failed, Finished, Rejected, Started
 from shipit.gateway.sse import SSEData
@@ -130,8 +135,11 @@ class InferenceService(shipit_pb2_grpc.InferenceServicer):
         gw = self.gw
         headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         self._n += 1
+        admitted: Admitted | None = None
         try:
             body = to_body(request, stream=stream)
+            admitted = gw.security.admit(path, headers, body, client=context.peer())
+            body, headers = admitted.body, admitted.headers
             view = parse_request(
                 request_id=f"{gw._id_prefix}grpc-{self._n}",
                 client_request_id=headers.get("x-request-id") or None,
@@ -142,6 +150,12 @@ class InferenceService(shipit_pb2_grpc.InferenceServicer):
                 adapters={n: gw._adapter_names(r) for n, r in gw.routers.items()},
                 now_s=gw.clock.now(),
             )
+        except EdgeError as exc:
+            gw.metrics.request_done("-", exc.status, "-")
+            trailers = [("x-shipit-status", str(exc.status))]
+            trailers += [(k.decode(), v.decode()) for k, v in exc.headers if k == b"retry-after"]
+            await context.abort(grpc_code(exc.status), exc.message, tuple(trailers))
+            return
         except (ShipitError, ValueError) as exc:
             status = 404 if isinstance(exc, UnknownAdapterError) else 400
             gw.metrics.request_done("-", status, "-")
@@ -150,7 +164,7 @@ class InferenceService(shipit_pb2_grpc.InferenceServicer):
             return
         router = gw.routers[view.deployment]
         router.on_request()
-        status, policy = 499, "-"
+        status, policy, tokens = 499, "-", 0
         error: tuple[int, str, int | None] | None = None
         sse = SSEData()
         answer: list[bytes] = []
@@ -169,6 +183,7 @@ class InferenceService(shipit_pb2_grpc.InferenceServicer):
                         await context.send_initial_metadata(meta[1:])  # not the content type
                     elif isinstance(ev, Finished):
                         status, policy = ev.status, ev.policy
+                        tokens = (ev.prompt_tokens or 0) + (ev.output_tokens or 0)
                         if error is None and status >= 400:
                             error = (status, _error_message(b"".join(answer)), None)
                     elif isinstance(ev, Rejected):
@@ -179,6 +194,7 @@ class InferenceService(shipit_pb2_grpc.InferenceServicer):
                         error = (502, _error_message(ev.body), None)
         finally:
             gw.metrics.request_done(view.deployment, status, policy)
+            gw.security.settle(admitted, path, status, tokens or None)
         if error is not None:
             code, message, retry_after_s = error
             trailers = [("x-shipit-status", str(code))]

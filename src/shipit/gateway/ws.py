@@ -22,6 +22,9 @@ slower than replicas write, the requests of that socket stop reading their repli
 slows the replicas down) instead of the gateway buffering without limit. Control answers
 (``pong``, errors, ``done``) never wait behind that bound, so a cancel always gets through; a
 client that floods control messages without reading is disconnected (close code 1008).
+Each request passes the gateway's checks as an HTTP request does (``Security.admit``: the
+API key from the handshake's ``Authorization`` or ``x-api-key`` header, or from the request's
+own ``headers``; tenant, ranges, rate limits) and is charged to its tenant once answered.
 The work is ``RequestCore``'s; this module only speaks the protocol.
 """
 
@@ -41,6 +44,8 @@ from shipit.config.gateway import DeploymentConfig
 from shipit.core.clock import Clock
 from shipit.core.errors import ShipitError, UnknownAdapterError
 from shipit.core.views import RequestView
+from shipit.gateway.auth import Admitted, Security
+from shipit.gateway.edge import EdgeError
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.parse import parse_request
 from shipit.gateway.proxy import Receive, Scope, Send
@@ -122,6 +127,13 @@ def _error_object(body: bytes, status: int) -> str:
     return json.dumps({"message": text, "type": "upstream_error", "param": None, "code": status})
 
 
+def _retry_after(exc: EdgeError) -> int | None:
+    for key, value in exc.headers:
+        if key == b"retry-after":
+            return int(value)
+    return None
+
+
 def _error(id_: str, status: int, error: str, retry_after_s: int | None = None) -> str:
     extra = f',"retry_after_s":{retry_after_s}' if retry_after_s else ""
     return f'{{"type":"error","id":{id_},"status":{status},"error":{error}{extra}}}'
@@ -149,6 +161,7 @@ class WebSocketDoor:
         deployments: Mapping[str, DeploymentConfig],
         metrics: GatewayMetrics,
         clock: Clock,
+        security: Security | None = None,
         send_buffer: int = 256,
         max_in_flight: int = 256,
     ) -> None:
@@ -157,6 +170,7 @@ class WebSocketDoor:
         self.deployments = deployments
         self.metrics = metrics
         self.clock = clock
+        self.security = security
         self.send_buffer = send_buffer
         self.max_in_flight = max_in_flight
         self._ids = itertools.count()
@@ -306,7 +320,19 @@ class _Socket:
         door = self.door
         body = json.dumps(data).encode()
         status, policy, deployment = 499, "-", "-"
+        tokens: int | None = None
+        admitted: Admitted | None = None
         try:
+            if door.security is not None:
+                try:
+                    admitted = door.security.admit(path, headers, body)
+                except EdgeError as exc:
+                    status = exc.status
+                    err = _error_object(exc.body(), status)
+                    self.outbox.put_control(_error(id_, status, err, _retry_after(exc)))
+                    self.outbox.put_control(_done(id_, status, "rejected", None))
+                    return
+                body, headers = admitted.body, admitted.headers
             try:
                 view = parse_request(
                     request_id=door.new_id(),
@@ -326,7 +352,7 @@ class _Socket:
             deployment = view.deployment
             router = door.routers[view.deployment]
             router.on_request()
-            status, policy = await self._relay(id_, view, body, router)
+            status, policy, tokens = await self._relay(id_, view, body, router)
         except asyncio.CancelledError:
             if self.closing or id_ not in self.cancelled:
                 raise  # the socket closed, or the server stops: nobody to tell
@@ -335,11 +361,14 @@ class _Socket:
             self.tasks.pop(id_, None)
             self.cancelled.discard(id_)
             door.metrics.request_done(deployment, status, policy)
+            if admitted is not None and door.security is not None:
+                door.security.settle(admitted, path, status, tokens)
 
     async def _relay(
         self, id_: str, view: RequestView, body: bytes, router: RouterService
-    ) -> tuple[int, str]:
-        """Write one request's events; returns the status and the routing policy."""
+    ) -> tuple[int, str, int | None]:
+        """Write one request's events; returns the status, the routing policy and the
+        tokens of the answer (when the replica reported them)."""
         outbox = self.outbox
         stream = view.stream
         sse = SSEData()
@@ -366,7 +395,8 @@ class _Socket:
                             f'{{"type":"response","id":{id_},"data":{_raw_json(whole)}}}'
                         )
                     outbox.put_control(_done(id_, ev.status, ev.outcome, ev.replica_id))
-                    return ev.status, ev.policy
+                    used = (ev.prompt_tokens or 0) + (ev.output_tokens or 0)
+                    return ev.status, ev.policy, used or None
                 elif isinstance(ev, Held):
                     await outbox.put(f'{{"type":"held","id":{id_}}}')
                 elif isinstance(ev, Rejected):
