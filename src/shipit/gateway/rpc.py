@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -214,7 +215,8 @@ class GrpcDoor:
         self.health: Any = None
 
     async def start(self, gateway: Gateway) -> int:
-        """Listen on ``host:port`` (0 picks a free port); returns the port."""
+        """Listen on ``host:port`` (0 picks a free port), with TLS when the gateway has a
+        certificate (``gateway.tls``); returns the port."""
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.keepalive_permit_without_calls", 1)]
         )
@@ -225,8 +227,14 @@ class GrpcDoor:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
+        address = f"{self.host}:{self.port}"
+        tls = gateway.config.gateway.tls
         try:
-            port = server.add_insecure_port(f"{self.host}:{self.port}")
+            if tls.cert is not None and tls.key is not None:  # the gateway's certificate
+                pair = (Path(tls.key).read_bytes(), Path(tls.cert).read_bytes())
+                port = server.add_secure_port(address, grpc.ssl_server_credentials([pair]))
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise RuntimeError(
                 f"cannot listen for gRPC on {self.host}:{self.port} ({exc}); "

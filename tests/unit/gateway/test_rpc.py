@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -265,3 +268,48 @@ def test_an_openai_body_round_trips_through_the_request_message() -> None:
     assert parts.prompt == "" and json.loads(parts.extra_json) == {"prompt": [1, 2]}
     chunk = shipit_pb2.ChatCompletionChunk(id="c", created=5)
     assert to_dict(chunk) == {"id": "c", "created": 5}
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+def test_grpc_uses_the_gateways_tls_certificate(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    a = FakeReplica(chunks=[b'{"choices":[{"index":0,"message":{"content":"ok"}}]}'])
+    cfg = parse_config(
+        {
+            "gateway": {"tls": {"cert": str(cert), "key": str(key)}},
+            "deployments": [{"model": "m", "replicas": 0}],
+        }
+    )
+    upstream = FakeUpstream({"http://a": a})
+    gw = create_gateway(cfg, clock=RealClock(), upstream_factory=lambda: upstream, monitor=False)
+    gw.routers["default"].add_replica("a", "http://a", state=ReplicaState.READY)
+
+    async def go() -> None:
+        door = GrpcDoor("127.0.0.1", 0)
+        async with running(gw):
+            port = await door.start(gw)
+            try:
+                creds = grpc.ssl_channel_credentials(cert.read_bytes())
+                async with grpc.aio.secure_channel(f"localhost:{port}", creds) as channel:
+                    stub = shipit_pb2_grpc.InferenceStub(channel)
+                    answer = await stub.CreateChatCompletion(chat())
+                    assert answer.choices[0].message.content == "ok"
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as plain:
+                    with pytest.raises(grpc.aio.AioRpcError):
+                        await shipit_pb2_grpc.InferenceStub(plain).CreateChatCompletion(
+                            chat(), timeout=5
+                        )
+            finally:
+                await door.stop(0)
+
+    asyncio.run(go())
