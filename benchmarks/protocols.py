@@ -100,23 +100,29 @@ class Clients:
     # ----- one request per protocol ---------------------------------------------------------
     async def http_unary(self, url: str) -> float | None:
         t0 = time.perf_counter()
-        async with self.session.post(
-            url + "/v1/chat/completions", data=UNARY_BODY, headers=HEADERS
-        ) as resp:
-            await resp.read()
-            return time.perf_counter() - t0 if resp.status == 200 else None
+        try:
+            async with self.session.post(
+                url + "/v1/chat/completions", data=UNARY_BODY, headers=HEADERS
+            ) as resp:
+                await resp.read()
+                return time.perf_counter() - t0 if resp.status == 200 else None
+        except aiohttp.ClientError:  # e.g. a keep-alive connection closed as it was reused
+            return None
 
     async def sse(self, url: str) -> float | None:
         t0 = time.perf_counter()
         ttft = None
-        async with self.session.post(
-            url + "/v1/chat/completions", data=STREAM_BODY, headers=HEADERS
-        ) as resp:
-            if resp.status != 200:
-                return None
-            async for _chunk in resp.content.iter_any():
-                if ttft is None:
-                    ttft = time.perf_counter() - t0
+        try:
+            async with self.session.post(
+                url + "/v1/chat/completions", data=STREAM_BODY, headers=HEADERS
+            ) as resp:
+                if resp.status != 200:
+                    return None
+                async for _chunk in resp.content.iter_any():
+                    if ttft is None:
+                        ttft = time.perf_counter() - t0
+        except aiohttp.ClientError:
+            return None
         return ttft
 
     async def ws(self) -> float | None:

@@ -39,8 +39,14 @@ class Served:
 
 
 @contextmanager
-def serve_gateway(replicas: dict[str, FakeReplica], **deployment: Any) -> Iterator[Served]:
-    cfg = parse_config({"deployments": [{"model": "m", "replicas": 0, **deployment}]})
+def serve_gateway(
+    replicas: dict[str, FakeReplica], gateway: dict[str, Any] | None = None, **deployment: Any
+) -> Iterator[Served]:
+    """``gateway``: the config's ``gateway`` section (``tls``, ...); ``deployment``: fields of
+    its one deployment."""
+    cfg = parse_config(
+        {"gateway": gateway or {}, "deployments": [{"model": "m", "replicas": 0, **deployment}]}
+    )
     upstream = FakeUpstream({f"http://{rid}": r for rid, r in replicas.items()})
     gw = create_gateway(cfg, clock=RealClock(), upstream_factory=lambda: upstream, monitor=False)
     for rid in replicas:
@@ -70,7 +76,9 @@ def serve_gateway(replicas: dict[str, FakeReplica], **deployment: Any) -> Iterat
     if not ports:
         raise RuntimeError("the gateway did not start")
     try:
-        yield Served(gw, f"http://127.0.0.1:{sock.getsockname()[1]}", f"127.0.0.1:{ports[0]}", loop)
+        scheme = "https" if cfg.gateway.tls.cert else "http"
+        http = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
+        yield Served(gw, http, f"127.0.0.1:{ports[0]}", loop)
     finally:
         server.should_exit = True
         thread.join(30)

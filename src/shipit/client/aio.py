@@ -45,19 +45,23 @@ class RetryPolicy:
         return max(backoff, retry_after_s or 0.0)
 
 
-def _transport(protocol: Protocol, endpoint: str, api_key: str | None) -> Transport:
+def _transport(
+    protocol: Protocol, endpoint: str, api_key: str | None, tls_ca: str | None
+) -> Transport:
     if protocol == "http":
-        return HttpTransport(endpoint, api_key=api_key)
+        return HttpTransport(endpoint, api_key=api_key, tls_ca=tls_ca)
     if protocol == "ws":
-        return WebSocketTransport(endpoint, api_key=api_key)
+        return WebSocketTransport(endpoint, api_key=api_key, tls_ca=tls_ca)
     if protocol == "grpc":
-        return GrpcTransport(endpoint, api_key=api_key)
+        return GrpcTransport(endpoint, api_key=api_key, tls_ca=tls_ca)
     raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
 
 
 class AsyncClient:
     """``AsyncClient(["http://a:8000", "http://b:8000"], protocol="http")``; gRPC endpoints
-    are ``host:port`` of the gateway's ``--grpc-port``. Use as ``async with``."""
+    are ``host:port`` of the gateway's ``--grpc-port`` (``grpcs://host:port`` with TLS).
+    ``tls_ca``: a PEM file to trust (a gateway's self-signed certificate). Use as
+    ``async with``."""
 
     def __init__(
         self,
@@ -68,6 +72,7 @@ class AsyncClient:
         timeout_s: float = 60.0,
         retry: RetryPolicy | None = None,
         headers: dict[str, str] | None = None,
+        tls_ca: str | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -77,7 +82,7 @@ class AsyncClient:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
         self.protocol = protocol
-        self.transports = [_transport(protocol, url, api_key) for url in urls]
+        self.transports = [_transport(protocol, url, api_key, tls_ca) for url in urls]
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self.headers = dict(headers or {})

@@ -30,6 +30,7 @@ class Client:
         timeout_s: float = 60.0,
         retry: RetryPolicy | None = None,
         headers: dict[str, str] | None = None,
+        tls_ca: str | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -45,6 +46,7 @@ class Client:
                 timeout_s=timeout_s,
                 retry=retry,
                 headers=headers,
+                tls_ca=tls_ca,
             )
 
         try:

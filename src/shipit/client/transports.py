@@ -16,7 +16,9 @@ import inspect
 import itertools
 import json
 import socket
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import aiohttp
@@ -48,6 +50,11 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
+def _ssl_context(tls_ca: str | None) -> ssl.SSLContext | None:
+    """A context that trusts ``tls_ca`` (a PEM file: a gateway's self-signed certificate)."""
+    return ssl.create_default_context(cafile=tls_ca) if tls_ca is not None else None
+
+
 def _base(endpoint: str) -> str:
     """``http://host:port`` from an endpoint given with or without ``/v1``."""
     base = endpoint.rstrip("/")
@@ -58,12 +65,20 @@ def _base(endpoint: str) -> str:
 
 
 class HttpTransport:
-    def __init__(self, endpoint: str, *, api_key: str | None, max_connections: int = 100) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        api_key: str | None,
+        tls_ca: str | None = None,
+        max_connections: int = 100,
+    ) -> None:
         self.endpoint = endpoint
         limits = httpx2.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        transport = httpx2.AsyncHTTPTransport(limits=limits, socket_options=NODELAY)
+        verify: ssl.SSLContext | bool = _ssl_context(tls_ca) or True
+        transport = httpx2.AsyncHTTPTransport(verify=verify, limits=limits, socket_options=NODELAY)
         self._http = httpx2.AsyncClient(transport=transport)
         self.openai = openai.AsyncOpenAI(
             base_url=_base(endpoint) + "/v1",
@@ -128,8 +143,9 @@ class WebSocketTransport:
     """One socket to ``/v1/ws``, opened on first use and again after it breaks; a reader task
     hands each message to the request it names."""
 
-    def __init__(self, endpoint: str, *, api_key: str | None) -> None:
+    def __init__(self, endpoint: str, *, api_key: str | None, tls_ca: str | None = None) -> None:
         self.endpoint = endpoint
+        self._ssl: ssl.SSLContext | bool = _ssl_context(tls_ca) or True
         base = _base(endpoint)
         self.url = ("ws" + base[4:] if base.startswith("http") else base) + "/v1/ws"
         self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
@@ -154,6 +170,7 @@ class WebSocketTransport:
                     heartbeat=30.0,
                     timeout=aiohttp.ClientWSTimeout(ws_close=timeout_s),
                     max_msg_size=0,
+                    ssl=self._ssl,
                 )
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 raise APIConnectionError(
@@ -247,15 +264,20 @@ _GRPC_STATUS = {
 
 
 class GrpcTransport:
-    """A channel to ``host:port`` (``grpc://host:port`` also accepted)."""
+    """A channel to ``host:port`` (or ``grpc://host:port``); ``grpcs://host:port`` for a
+    gateway with a TLS certificate (verified against the system's roots, or ``tls_ca``, a
+    PEM file)."""
 
-    def __init__(self, endpoint: str, *, api_key: str | None) -> None:
+    def __init__(self, endpoint: str, *, api_key: str | None, tls_ca: str | None = None) -> None:
         self.endpoint = endpoint
         target = endpoint.split("://", 1)[-1].rstrip("/")
-        self._channel = grpc.aio.insecure_channel(
-            target,
-            options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0)],
-        )
+        options = [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0)]
+        if endpoint.startswith("grpcs://") or tls_ca is not None:
+            roots = Path(tls_ca).read_bytes() if tls_ca is not None else None
+            creds = grpc.ssl_channel_credentials(roots)
+            self._channel = grpc.aio.secure_channel(target, creds, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
         self._stub = shipit_pb2_grpc.InferenceStub(self._channel)  # type: ignore[no-untyped-call]
         self._auth = [("authorization", f"Bearer {api_key}")] if api_key else []
 

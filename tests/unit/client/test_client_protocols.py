@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shipit.client import APIError, AsyncClient, Client, RetryPolicy
+from shipit.client import APIError, AsyncClient, Client, RetryPolicy, ShipitClientError
 from shipit.services.upstream_fake import FakeReplica
 from support.gateway_thread import serve_gateway
 
@@ -129,3 +132,33 @@ def test_failover_to_the_next_endpoint_when_one_does_not_answer(protocol: Any) -
             assert len(chunks) == 2 and len(a.bodies) == 1
             list(c.chat_stream(model="m", messages=MESSAGES))  # goes to the live one first
             assert len(a.bodies) == 2
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+def test_a_gateway_with_a_self_signed_certificate_over_every_protocol(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    a = FakeReplica(chunks=CHUNKS)
+    tls = {"tls": {"cert": str(cert), "key": str(key)}}
+    with serve_gateway({"a": a}, gateway=tls) as gw:
+        assert gw.http.startswith("https://")
+        for protocol, ep in (("http", gw.http), ("ws", gw.http), ("grpc", f"grpcs://{gw.grpc}")):
+            with Client(ep, protocol=protocol, tls_ca=str(cert), retry=NO_WAIT) as c:  # type: ignore[arg-type]
+                chunks = list(c.chat_stream(model="m", messages=MESSAGES))
+                assert len(chunks) == 2, protocol
+            with (
+                Client(ep, protocol=protocol, retry=NO_WAIT) as c,
+                pytest.raises(  # type: ignore[arg-type]
+                    ShipitClientError
+                ),
+            ):
+                list(c.chat_stream(model="m", messages=MESSAGES))  # not trusted: refused
