@@ -19,7 +19,7 @@ import pytest
 
 from shipit.engine.block_manager import hash_prompt_blocks
 from shipit.engine.loader import load_model
-from support.replica_process import SIM, Replica, start_replica
+from support.replica_process import ADMIN, SIM, Replica, start_replica
 from support.tiny_lora import write_tiny_lora
 from support.tiny_model import write_tiny_hf_model
 
@@ -39,6 +39,9 @@ def tiny(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
         "tiny",
         "--max-num-seqs",
         "4",
+        "--enable-lora-loading",
+        "--lora-root",
+        str(tmp_path_factory.getbasetemp()),
         model="tiny",
     )
     yield r
@@ -204,7 +207,9 @@ def test_lora_loaded_over_http_changes_its_model_only(
     base_before = client.completions.create(model="tiny", **ask).choices[0].text
 
     r = httpx.post(
-        tiny.v1 + "/load_lora_adapter", json={"lora_name": "fr", "lora_path": str(adapter)}
+        tiny.v1 + "/load_lora_adapter",
+        json={"lora_name": "fr", "lora_path": str(adapter)},
+        headers=ADMIN,
     )
     assert r.status_code == 200, r.text
     assert [m.id for m in client.models.list()] == ["tiny", "fr"]
@@ -215,20 +220,22 @@ def test_lora_loaded_over_http_changes_its_model_only(
     info = tiny.metrics()
     assert any(k.startswith("vllm:lora_requests_info{max_lora=4") for k in info)
 
-    r = httpx.post(tiny.v1 + "/unload_lora_adapter", json={"lora_name": "fr"})
+    r = httpx.post(tiny.v1 + "/unload_lora_adapter", json={"lora_name": "fr"}, headers=ADMIN)
     assert r.status_code == 200, r.text
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="fr", **ask)
-    r = httpx.post(tiny.v1 + "/unload_lora_adapter", json={"lora_name": "fr"})
+    r = httpx.post(tiny.v1 + "/unload_lora_adapter", json={"lora_name": "fr"}, headers=ADMIN)
     assert r.status_code == 404
 
 
 def test_kv_events_match_the_documented_block_hashes(tiny: Replica) -> None:
-    first = httpx.get(tiny.v1 + "/kv_events", params={"after": -1, "limit": 10_000}).json()
+    first = httpx.get(
+        tiny.v1 + "/kv_events", params={"after": -1, "limit": 10_000}, headers=ADMIN
+    ).json()
     cursor = first["events"][-1]["seq_no"] if first["events"] else -1
     prompt = list(range(100, 140))  # 40 tokens: two full blocks, then a partial one
     tiny.client().completions.create(model="tiny", prompt=prompt, **GREEDY)
-    page = httpx.get(tiny.v1 + "/kv_events", params={"after": cursor}).json()
+    page = httpx.get(tiny.v1 + "/kv_events", params={"after": cursor}, headers=ADMIN).json()
     assert page["block_size"] == 16 and page["hash_scheme"] == "shipit-kv-v1"
     assert not page["truncated"]
     stored = [e["block_hash"] for e in page["events"] if e["kind"] == "stored"]
@@ -236,7 +243,9 @@ def test_kv_events_match_the_documented_block_hashes(tiny: Replica) -> None:
     assert stored[:2] == expected
     seq = [e["seq_no"] for e in page["events"]]
     assert seq == list(range(cursor + 1, cursor + 1 + len(seq)))
-    again = httpx.get(tiny.v1 + "/kv_events", params={"after": page["next_after"]}).json()
+    again = httpx.get(
+        tiny.v1 + "/kv_events", params={"after": page["next_after"]}, headers=ADMIN
+    ).json()
     assert again["events"] == [] and again["instance_id"] == page["instance_id"]
 
 

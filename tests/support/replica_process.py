@@ -17,6 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 SHIPIT = str(Path(sys.executable).with_name("shipit"))
 SIM = "H100:llama-3.1-70b:tp4"
+# Every test replica has this admin token (in its environment, as ``shipit up`` does).
+ADMIN_TOKEN = "integration-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def free_port() -> int:
@@ -69,7 +72,11 @@ def start_replica(log_dir: Path, *args: str, model: str) -> Replica:
             [SHIPIT, "replica", "--port", str(port), *args],
             stdout=sink,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "SHIPIT_REPLICA_ADMIN_TOKEN": ADMIN_TOKEN,
+            },
         )
     replica = Replica(proc, f"http://127.0.0.1:{port}", model, log)
     deadline = time.monotonic() + 90

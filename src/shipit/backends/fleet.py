@@ -24,6 +24,18 @@ from shipit.core.urls import redact_url
 log = logging.getLogger("shipit.gateway.fleet")
 
 
+def lora_loading_args(d: DeploymentConfig) -> tuple[str, ...]:
+    """Replica flags that let the gateway load the deployment's configured adapters (LoRA
+    affinity) at run time, from exactly those directories and nowhere else."""
+    adapters = d.routing.lora_affinity.adapters
+    if not adapters:
+        return ()
+    out = ["--enable-lora-loading"]
+    for path in sorted(set(adapters.values())):
+        out += ["--lora-root", path]
+    return tuple(out)
+
+
 class Fleet:
     def __init__(
         self,
@@ -49,7 +61,8 @@ class Fleet:
             d.model,
             simulate=d.simulate,
             extra_args=tuple(d.replica_args)
-            + (("--served-model-name", d.served_model_name) if d.served_model_name else ()),
+            + (("--served-model-name", d.served_model_name) if d.served_model_name else ())
+            + lora_loading_args(d),
             drain_timeout_s=d.drain_timeout_s,
         )
 

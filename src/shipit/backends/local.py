@@ -4,7 +4,8 @@ Owns the child processes: each gets a free port (bound to port 0 and released ju
 spawn), its own session (so a terminal's Ctrl-C reaches the gateway, which then drains the
 replicas in order, rather than every process at once), and a log file. ``stop`` sends SIGTERM
 to that pid (the replica drains) and SIGKILL only after the drain timeout. It never kills by
-name and never touches a process it did not start.
+name and never touches a process it did not start. The replicas' admin token, when given, reaches
+each child in its environment (``SHIPIT_REPLICA_ADMIN_TOKEN``), never on its command line.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from shipit.backends.base import ReplicaHandle, ReplicaSpec
+from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 
 KILL_GRACE_S = 5.0
 
@@ -31,8 +33,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class LocalProcessBackend:
-    def __init__(self, *, log_dir: str | Path | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        *,
+        log_dir: str | Path | None = None,
+        host: str = "127.0.0.1",
+        admin_token: str | None = None,
+    ) -> None:
         self.host = host
+        self._admin_token = admin_token
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="shipit-replicas-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -48,6 +57,14 @@ class LocalProcessBackend:
             cmd += ["--simulate", spec.simulate]
         return cmd + list(spec.extra_args)
 
+    def environment(self, spec: ReplicaSpec) -> dict[str, str]:
+        """The child's environment: ours, the spec's, and the admin token (in the environment,
+        never on the command line, where every user of the machine could read it)."""
+        env = {**os.environ, **dict(spec.env)}
+        if self._admin_token:
+            env[ADMIN_TOKEN_ENV] = self._admin_token
+        return env
+
     async def start(self, spec: ReplicaSpec, count: int) -> list[ReplicaHandle]:
         handles = []
         for _ in range(count):
@@ -61,7 +78,7 @@ class LocalProcessBackend:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env={**os.environ, **dict(spec.env)},
+                    env=self.environment(spec),
                     start_new_session=True,
                 )
             handle = ReplicaHandle(

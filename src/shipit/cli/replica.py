@@ -8,13 +8,23 @@ its code. Everything else lives in ``shipit.replica``.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import typer
 
-from shipit.core.errors import ShipitError
+from shipit.core.errors import InvalidRequestError, ShipitError
+from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 from shipit.engine.loader import DEFAULT_MODEL
 from shipit.engine.simulated import SimulationSpec
-from shipit.replica.settings import MIB, LoraSpec, ReplicaSettings
+from shipit.replica.settings import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_MESSAGES,
+    DEFAULT_MAX_PROMPT_CHARS,
+    MIB,
+    LoraSpec,
+    ReplicaSettings,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -26,9 +36,28 @@ def register(app: typer.Typer) -> None:
             "Examples:\n\n"
             "  shipit replica --port 8000\n\n"
             "  shipit replica --model ./my-hf-dir --lora sql=./adapters/sql --max-num-seqs 8\n\n"
-            "  shipit replica --simulate H100:llama-3.1-70b:tp4 --port 9001"
+            "  shipit replica --simulate H100:llama-3.1-70b:tp4 --port 9001\n\n"
+            f"Admin routes need a bearer token ({ADMIN_TOKEN_ENV} or --admin-token-file); "
+            "`shipit up` sets one for the replicas it starts."
         ),
     )(replica)
+
+
+def _admin_token(path: Path | None) -> str | None:
+    """The admin token: from ``--admin-token-file``, else the environment; never a flag value."""
+    if path is None:
+        return os.environ.get(ADMIN_TOKEN_ENV) or None
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(
+            f"--admin-token-file {path}: cannot read it ({type(exc).__name__}); point it at a "
+            "readable text file holding the token",
+            field="admin_token",
+        ) from None
+    if not token:
+        raise InvalidRequestError(f"--admin-token-file {path} is empty", field="admin_token")
+    return token
 
 
 def replica(
@@ -65,6 +94,37 @@ def replica(
     drain_timeout_s: float = typer.Option(
         30.0, "--drain-timeout-s", help="On SIGTERM, wait this long for in-flight requests."
     ),
+    admin_token_file: Path | None = typer.Option(
+        None,
+        "--admin-token-file",
+        help=f"File holding the bearer token admin routes require (LoRA load/unload, KV "
+        f"events, startup report). Default: the {ADMIN_TOKEN_ENV} environment variable. "
+        "Never pass the token itself on the command line.",
+    ),
+    allow_unauthenticated_admin: bool = typer.Option(
+        False,
+        "--allow-unauthenticated-admin",
+        help="Serve admin routes without a token when none is set (only with a loopback --host).",
+    ),
+    enable_lora_loading: bool = typer.Option(
+        False,
+        "--enable-lora-loading",
+        help="Allow POST /v1/load_lora_adapter (admin token required), from --lora-root dirs.",
+    ),
+    lora_root: list[str] = typer.Option(
+        [], "--lora-root", help="A directory adapters may be loaded from at run time (repeatable)."
+    ),
+    max_body_bytes: int = typer.Option(
+        DEFAULT_MAX_BODY_BYTES, "--max-body-bytes", help="Larger request bodies get 413."
+    ),
+    max_messages: int = typer.Option(
+        DEFAULT_MAX_MESSAGES, "--max-messages", help="Chats with more messages get 400."
+    ),
+    max_prompt_chars: int = typer.Option(
+        DEFAULT_MAX_PROMPT_CHARS,
+        "--max-prompt-chars",
+        help="Prompts (or all messages' text) longer than this get 400.",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
 ) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
@@ -87,6 +147,13 @@ def replica(
             loras=tuple(LoraSpec.parse(s) for s in lora),
             simulate=simulate,
             drain_timeout_s=drain_timeout_s,
+            admin_token=_admin_token(admin_token_file),
+            allow_unauthenticated_admin=allow_unauthenticated_admin,
+            enable_lora_loading=enable_lora_loading,
+            lora_roots=tuple(lora_root),
+            max_body_bytes=max_body_bytes,
+            max_messages=max_messages,
+            max_prompt_chars=max_prompt_chars,
         )
     except ShipitError as exc:
         typer.echo(f"error: {exc.message}", err=True)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import signal
 import sys
 import time
@@ -38,6 +40,7 @@ from shipit.config.upstream_auth import UpstreamAuthError
 from shipit.core.clock import RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import InvalidRequestError
+from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 from shipit.gateway.app import Gateway, Hook, create_gateway
 from shipit.gateway.rpc import GrpcDoor
 from shipit.gateway.rpc import hooks as grpc_hooks
@@ -244,7 +247,10 @@ def up(
     except ConfigError as exc:
         console.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc
-    local = LocalProcessBackend()
+    # One admin token per run (or the operator's, for external shipit replicas): the local
+    # replicas get it in their environment, the gateway sends it on its control calls.
+    admin_token = os.environ.get(ADMIN_TOKEN_ENV) or secrets.token_urlsafe(32)
+    local = LocalProcessBackend(admin_token=admin_token)
     external = StaticBackend({d.name: d.replica_urls for d in cfg.deployments})
     fleet = Fleet(
         cfg.deployments,
@@ -268,6 +274,7 @@ def up(
             on_shutdown=stop_hooks,
             pool=fleet,
             decisions=decisions,
+            replica_admin_token=admin_token,
         )
     except UpstreamAuthError as exc:  # a credential named in upstream_auth cannot be read
         console.print(f"[red]error:[/] {exc.message}")

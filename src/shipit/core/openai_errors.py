@@ -2,11 +2,11 @@
 
 Every error body a replica or the gateway writes is ``{"error": {"message", "type", "param",
 "code"}}`` with ``type`` one of four words (``invalid_request_error`` for 400, 401, 403, 405,
-408 and 413,
-``not_found_error`` for 404, ``rate_limit_error`` for 429, ``server_error`` for every 5xx) and
-``code`` always a short string from the table below (never an int, never null), so clients and
-dashboards can branch on it. ``kind_of`` maps shipit's own errors (``core.errors``) to a kind;
-servers only turn a kind into a response. Standard library only; no HTTP objects here.
+408, 409 and 413, ``not_found_error`` for 404, ``rate_limit_error`` for 429, ``server_error``
+for every 5xx) and ``code`` always a short string from the table below (never an int, never
+null), so clients and dashboards can branch on it. ``kind_of`` maps shipit's own errors
+(``core.errors``) to a kind; servers only turn a kind into a response. Standard library
+only; no HTTP objects here.
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ CONTEXT_LENGTH_EXCEEDED = ErrorKind(400, INVALID_REQUEST, "context_length_exceed
 INVALID_API_KEY = ErrorKind(401, INVALID_REQUEST, "invalid_api_key")
 PERMISSION_DENIED = ErrorKind(403, INVALID_REQUEST, "permission_denied")
 MODEL_NOT_ALLOWED = ErrorKind(403, INVALID_REQUEST, "model_not_allowed")
-# 408 / 413: the request arrived too slowly or is too large to read.
+# 408 / 409 / 413: the request arrived too slowly, conflicts with the server's state, or is
+# too large to read.
 REQUEST_TIMEOUT = ErrorKind(408, INVALID_REQUEST, "request_timeout")
+CONFLICT = ErrorKind(409, INVALID_REQUEST, "conflict")
 REQUEST_TOO_LARGE = ErrorKind(413, INVALID_REQUEST, "request_too_large")
 # 404 / 405: the model or the path is not here, or the path takes another method.
 MODEL_NOT_FOUND = ErrorKind(404, NOT_FOUND, "model_not_found")
@@ -79,6 +81,7 @@ VOCABULARY: tuple[ErrorKind, ...] = (
     PERMISSION_DENIED,
     MODEL_NOT_ALLOWED,
     REQUEST_TIMEOUT,
+    CONFLICT,
     REQUEST_TOO_LARGE,
     MODEL_NOT_FOUND,
     PATH_NOT_FOUND,

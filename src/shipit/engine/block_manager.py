@@ -11,7 +11,8 @@ contents and its hash and goes to the free list; it can be claimed again by a pr
 until it is evicted (least recently freed first) to make room for new tokens.
 
 Every stored and evicted hash is appended, in order, to ``events`` so a replica can publish
-a KV-event feed from which a router rebuilds the same index.
+a KV-event feed from which a router rebuilds the same index; each event names its chain's
+salt by ``salt_key`` (a hash, never the salt), so the index can be kept per tenant.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ def root_hash(lora_name: str | None, cache_salt: str | None) -> int:
         (HASH_SCHEME, (lora_name or "").encode("utf-8"), (cache_salt or "").encode("utf-8"))
     )
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def salt_key(cache_salt: str | None) -> str | None:
+    """A short public name for a cache salt (16 hex digits), as KV events carry it: a router
+    can key its prefix index by tenant without ever seeing the salt itself."""
+    if not cache_salt:
+        return None
+    data = b"\x00".join((HASH_SCHEME, b"salt", cache_salt.encode("utf-8")))
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def hash_block(parent_hash: int, token_ids: list[int]) -> int:
@@ -68,6 +78,7 @@ class KVEvent:
     kind: str  # "stored" or "evicted"
     block_hash: int
     parent_hash: int | None = None
+    salt_key: str | None = None  # ``salt_key(cache_salt)`` of the block's chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +105,7 @@ class BlockManager:
         self.enable_prefix_caching = enable_prefix_caching
         self._ref_counts = [0] * num_blocks
         self._block_hash: list[int | None] = [None] * num_blocks
+        self._block_salt: list[str | None] = [None] * num_blocks
         self._hash_to_block: dict[int, int] = {}
         # Free blocks in eviction order: the first is taken first. Blocks without a cached
         # prefix sit at the front so cached prefixes are evicted last.
@@ -196,7 +208,8 @@ class BlockManager:
         self._block_hash[block] = None
         if self._hash_to_block.get(block_hash) == block:
             del self._hash_to_block[block_hash]
-            self._emit("evicted", block_hash)
+            self._emit("evicted", block_hash, salt=self._block_salt[block])
+        self._block_salt[block] = None
 
     def cache_full_blocks(self, seq: Sequence) -> None:
         """Register the blocks that ``seq.num_computed_tokens`` has filled completely."""
@@ -204,6 +217,7 @@ class BlockManager:
             return
         self._update_hashes(seq, seq.num_computed_tokens)
         n_full = min(seq.num_computed_tokens // self.block_size, len(seq.block_table))
+        salt = salt_key(seq.cache_salt)
         for i in range(n_full):
             block = seq.block_table[i]
             if self._block_hash[block] is not None:
@@ -213,7 +227,8 @@ class BlockManager:
                 continue  # the same content already lives in another block
             self._block_hash[block] = block_hash
             self._hash_to_block[block_hash] = block
-            self._emit("stored", block_hash, seq.block_hashes[i - 1] if i else None)
+            self._block_salt[block] = salt
+            self._emit("stored", block_hash, seq.block_hashes[i - 1] if i else None, salt=salt)
 
     def free(self, seq: Sequence) -> None:
         """Drop ``seq``'s references. Tail blocks are freed first, so they are evicted
@@ -236,8 +251,15 @@ class BlockManager:
                 dropped += 1
         return dropped
 
-    def _emit(self, kind: str, block_hash: int, parent_hash: int | None = None) -> None:
-        self.events.append(KVEvent(self._next_event, kind, block_hash, parent_hash))
+    def _emit(
+        self,
+        kind: str,
+        block_hash: int,
+        parent_hash: int | None = None,
+        *,
+        salt: str | None = None,
+    ) -> None:
+        self.events.append(KVEvent(self._next_event, kind, block_hash, parent_hash, salt))
         self._next_event += 1
 
     def drain_events(self) -> list[KVEvent]:

@@ -39,7 +39,7 @@ from shipit.engine.sim_timing import (
     StepTimeModel,
     roofline_step_time,
 )
-from shipit.engine.tokenizer import Tokenizer
+from shipit.engine.tokenizer import Tokenizer, not_text
 
 SIM_VOCAB_SIZE = 1024
 _FIRST_WORD_ID = 3  # 0 <unk>, 1 <|im_start|>, 2 <|im_end|> (EOS)
@@ -114,11 +114,14 @@ class SimTokenizer(Tokenizer):
 
     def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
         span = self._size - _FIRST_WORD_ID
-        return [
-            _FIRST_WORD_ID
-            + int.from_bytes(hashlib.blake2b(w.encode(), digest_size=4).digest(), "big") % span
-            for w in text.split()
-        ]
+        try:
+            return [
+                _FIRST_WORD_ID
+                + int.from_bytes(hashlib.blake2b(w.encode(), digest_size=4).digest(), "big") % span
+                for w in text.split()
+            ]
+        except UnicodeEncodeError as exc:  # a lone surrogate is not text
+            raise not_text(text) from exc
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         words = self._words

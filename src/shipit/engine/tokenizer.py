@@ -62,6 +62,20 @@ def _compile_chat_template(source: str) -> jinja2.Template:
     return env.from_string(source)
 
 
+def not_text(text: str) -> InvalidRequestError:
+    """The error for a string a tokenizer cannot encode (a lone UTF-16 surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        where = f"\\u{ord(text[exc.start]):04x} at character {exc.start}"
+        return InvalidRequestError(
+            f"the prompt holds a lone UTF-16 surrogate ({where}), which is not text and cannot "
+            "be tokenized; send valid Unicode (surrogates only in pairs)",
+            field="prompt",
+        )
+    return InvalidRequestError("the prompt cannot be tokenized; send plain text", field="prompt")
+
+
 class Tokenizer:
     """A model's tokenizer: encode/decode, special token ids and the chat template."""
 
@@ -106,7 +120,10 @@ class Tokenizer:
         return int(self._inner.get_vocab_size(with_added_tokens=True))
 
     def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
-        return list(self._inner.encode(text, add_special_tokens=add_special_tokens).ids)
+        try:
+            return list(self._inner.encode(text, add_special_tokens=add_special_tokens).ids)
+        except (TypeError, UnicodeEncodeError) as exc:  # tokenizers refuses lone surrogates
+            raise not_text(text) from exc
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         return str(self._inner.decode(list(ids), skip_special_tokens=skip_special_tokens))

@@ -26,8 +26,10 @@ from shipit.config.upstream_auth import resolve_upstream_auth
 from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.core.replica_admin import bearer
 from shipit.core.urls import redact_url
 from shipit.gateway.auth import Security, open_stores, usage_store
+from shipit.gateway.edge import PARSED_BODY
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
@@ -243,6 +245,7 @@ class Gateway:
                 path=scope["path"],
                 headers=headers,
                 body=body,
+                data=scope.get(PARSED_BODY),
                 deployments=self.deployments,
                 adapters={n: self._adapter_names(r) for n, r in self.routers.items()},
                 now_s=self.clock.now(),
@@ -375,19 +378,26 @@ def create_gateway(
     decisions: DecisionLog = NO_LOG,
     keys: KeyStore | None = None,
     audit: AuditLog | None = None,
+    replica_admin_token: str | None = None,
 ) -> Gateway:
     """A gateway app (an ASGI callable). Routers default to one per deployment. With a
     ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler.
-    ``keys`` and ``audit`` default to the files ``gateway.auth`` names (``gateway.auth``)."""
+    ``keys`` and ``audit`` default to the files ``gateway.auth`` names (``gateway.auth``).
+    ``replica_admin_token`` is sent as a bearer token on every control call to replicas
+    (health, metrics, adapters, KV events, startup reports), never on proxied requests."""
     clock = clock or RealClock()
     keys, audit = open_stores(config, keys, audit)
     if routers is None:
         routers = {d.name: RouterService(d, clock=clock, log=decisions) for d in config.deployments}
     first = config.deployments[0].retries
 
+    control = bearer(replica_admin_token) if replica_admin_token else {}
+
     def default_upstream() -> Upstream:
         return AiohttpUpstream(
-            connect_timeout_s=first.connect_timeout_s, read_timeout_s=first.read_timeout_s
+            connect_timeout_s=first.connect_timeout_s,
+            read_timeout_s=first.read_timeout_s,
+            control_headers=control,
         )
 
     return Gateway(

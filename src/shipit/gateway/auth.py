@@ -28,7 +28,14 @@ from shipit.config.gateway import ShipitConfig
 from shipit.config.security import auth_required, is_loopback
 from shipit.core import openai_errors as oe
 from shipit.gateway.accounting import Tally
-from shipit.gateway.edge import EdgeError, int_in_range, parse_json, read_body, send_error
+from shipit.gateway.edge import (
+    PARSED_BODY,
+    EdgeError,
+    int_in_range,
+    parse_json,
+    read_body,
+    send_error,
+)
 from shipit.policy.ratelimit import RateLimits, RateState, charge_tokens, decide
 from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.keystore import KeyStore, Principal, default_keys_file
@@ -66,6 +73,7 @@ class _Prepared:
     headers: list[tuple[bytes, bytes]]
     model: str
     stream: bool
+    data: dict[str, Any]  # the parsed body, handed on so the gateway parses it once
 
 
 class Security:
@@ -183,7 +191,7 @@ class Security:
         if scope["path"].startswith("/v1/") and scope["method"] == "POST":
             prepared = self._prepare(principal, raw_headers, headers, body)
             body = prepared.body
-            scope = {**scope, "headers": prepared.headers}
+            scope = {**scope, "headers": prepared.headers, PARSED_BODY: prepared.data}
         replayed = False
 
         async def replay() -> Message:
@@ -266,7 +274,7 @@ class Security:
             drop.add(SALT_HEADER.encode())
             extra.append((SALT_HEADER.encode(), salt.encode()))
         out = [(k, v) for k, v in raw if k not in drop] + extra
-        return _Prepared(body, out, model, bool(data.get("stream", False)))
+        return _Prepared(body, out, model, bool(data.get("stream", False)), data)
 
     def _default_priority(self, model: str) -> int:
         deps = self.config.deployments

@@ -106,15 +106,17 @@ def parse_request(
     path: str,
     headers: Mapping[str, str],
     body: bytes,
+    data: Any = None,
     deployments: Mapping[str, DeploymentConfig],
     adapters: Mapping[str, set[str]],
     now_s: float,
     client_request_id: str | None = None,
 ) -> RequestView:
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise InvalidRequestError(f"the body is not valid JSON: {exc}", field="body") from None
+    if data is None:  # not parsed at the edge already
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise InvalidRequestError(f"the body is not valid JSON: {exc}", field="body") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("the body must be a JSON object", field="body")
     model = data.get("model")

@@ -6,15 +6,16 @@ registry. Handlers are thin: parse the body once into a ``GenerationRequest`` (e
 and hand it to ``replica.generate``, which runs it and writes OpenAI JSON or SSE; every
 generation request is tracked by the ``Lifecycle`` so a drain can wait for it. This module
 serves the OpenAI routes (completions, chat, ``/v1/models`` and ``/v1/models/{id}``), vLLM's
-``/tokenize`` and ``/detokenize``, ``/health`` and ``/metrics``, with every error (a wrong path
-or method included) in OpenAI's shape; the admin routes (LoRA load/unload, KV events, the
-startup report) are in ``replica.admin``. No import-time side effects.
+``/tokenize`` and ``/detokenize``, ``/health``, ``/metrics`` and ``/openapi.json``, with every
+error (a wrong path or method included) in OpenAI's shape; the admin routes (LoRA load/unload,
+KV events, the startup report) are in ``replica.admin``. No import-time side effects.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -23,21 +24,26 @@ from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shipit.core import openai_errors as oe
 from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.core.replica_admin import CACHE_SALT_HEADER
 from shipit.engine.async_engine import AsyncEngine
 from shipit.engine.engine import LLMEngine
-from shipit.replica import protocol, requests, tokens
+from shipit.replica import limits, protocol, requests, tokens
 from shipit.replica.admin import admin_routes
+from shipit.replica.auth import AdminAuth
 from shipit.replica.errors import error_response, from_exception, http_exception, unavailable
 from shipit.replica.generate import generate
+from shipit.replica.guard import Guard
 from shipit.replica.kv_events import KVEventBuffer
 from shipit.replica.lifecycle import Lifecycle, Phase
 from shipit.replica.metrics import CONTENT_TYPE, ReplicaMetrics
+from shipit.replica.openapi import openapi_document
 from shipit.replica.requests import GenerationRequest
 from shipit.replica.runtime import build_engine
 from shipit.replica.settings import ReplicaSettings
@@ -68,6 +74,7 @@ class Replica:
         self.created = int(time.time())
         self.engine: AsyncEngine | None = None
         self.startup = StartupTimes()
+        self.auth = AdminAuth(settings)
 
     # ----- lifespan -----------------------------------------------------------------------
     async def load(self) -> None:
@@ -142,11 +149,18 @@ class Replica:
             return refused
         assert self.engine is not None
         engine = self.engine
+        salt = request.headers.get(CACHE_SALT_HEADER)
+        if salt is not None:
+            refused = self.auth.refusal(request.headers, f"the {CACHE_SALT_HEADER} header")
+            if refused is not None:
+                return refused
         try:
             req = self._parse(await request.body(), kind, engine)
             lora_name = self._lora_for(req.model)
         except ShipitError as exc:
             return from_exception(exc)
+        if salt is not None:  # the gateway's tenant salt wins over a body's cache_salt
+            req = dataclasses.replace(req, cache_salt=salt)
         return await generate(self, request, req, lora_name)
 
     def _parse(
@@ -155,9 +169,17 @@ class Replica:
         tokenizer, max_len = engine.engine.tokenizer, engine.engine.max_model_len
         if kind == "completion":
             body = protocol.parse_body(raw, protocol.CompletionBody)
+            limits.check_prompt(body.prompt, max_prompt_chars=self.settings.max_prompt_chars)
             return requests.completion_request(body, tokenizer, max_len)
         chat = protocol.parse_body(raw, protocol.ChatBody)
+        self.check_messages(chat.messages)
         return requests.chat_request(chat, tokenizer, max_len)
+
+    def check_messages(self, messages: list[Any]) -> None:
+        s = self.settings
+        limits.check_messages(
+            messages, max_messages=s.max_messages, max_prompt_chars=s.max_prompt_chars
+        )
 
     # ----- models and tokens ----------------------------------------------------------------
     def _card(self, name: str) -> dict[str, Any]:
@@ -199,6 +221,10 @@ class Replica:
         engine = self.engine.engine
         try:
             body = tokens.parse_tokenize(await request.body())
+            if isinstance(body, protocol.TokenizeChatBody):
+                self.check_messages(body.messages)
+            else:
+                limits.check_prompt(body.prompt, max_prompt_chars=self.settings.max_prompt_chars)
             if body.model is not None:
                 self._lora_for(body.model)
             result = tokens.tokenize(body, engine.tokenizer, engine.max_model_len)
@@ -225,6 +251,9 @@ class Replica:
     async def health(self, request: Request) -> Response:
         refused = self.not_serving()
         return refused if refused is not None else Response(status_code=200)
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(openapi_document(), media_type="application/json")
 
     async def metrics_endpoint(self, request: Request) -> Response:
         stats = None
@@ -275,10 +304,17 @@ def create_app(
         Route("/detokenize", replica.detokenize, methods=["POST"]),
         Route("/health", replica.health, methods=["GET"]),
         Route("/metrics", replica.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", replica.openapi, methods=["GET"]),
         *admin_routes(replica),
     ]
+    guard = Middleware(
+        Guard, max_body_bytes=settings.max_body_bytes, on_error=replica.metrics.error
+    )
     app = Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_exception}
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[guard],
+        exception_handlers={HTTPException: http_exception},
     )
     app.state.replica = replica
     return app

@@ -39,6 +39,7 @@ class KVEventPage:
                     "kind": e.kind,
                     "block_hash": e.block_hash,
                     "parent_hash": e.parent_hash,
+                    "salt_key": e.salt_key,
                 }
                 for e in self.events
             ],

@@ -70,6 +70,7 @@ class ReplicaMetrics:
         self.itl_s = m.itl.labels(model_name)
         self.e2e_s = m.e2e.labels(model_name)
         self._success = m.request_success
+        self._errors = m.errors
         if process:
             self.registry.register(ProcessCollector("replica"))
 
@@ -79,6 +80,10 @@ class ReplicaMetrics:
 
     def finished(self, reason: str) -> None:
         self._success.labels(self.model_name, reason).inc()
+
+    def error(self, status: int, code: str) -> None:
+        """One error response sent (4xx/5xx), whatever path produced it."""
+        self._errors.labels(self.model_name, str(status), code).inc()
 
     def timer(self) -> RequestTimer:
         return RequestTimer(self)

@@ -13,13 +13,13 @@ engine.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shipit.core.errors import InvalidRequestError
+from shipit.replica import safe_json
 
 FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's rule for function and schema names
 
@@ -250,12 +250,11 @@ def _code(error_type: str) -> str:
 
 def parse_body(raw: bytes, model: type[_Body]) -> Any:
     """JSON bytes into a body model; errors name the offending parameter and its code."""
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(
-            f"the request body is not valid JSON: {exc}", code="invalid_json"
-        ) from exc
+    return validate_body(safe_json.loads(raw), model)
+
+
+def validate_body(data: Any, model: type[_Body]) -> Any:
+    """Decoded JSON (``safe_json.loads``) into a body model, errors as ``parse_body``'s."""
     if not isinstance(data, dict):
         raise InvalidRequestError("the request body must be a JSON object", code="invalid_json")
     try:

@@ -8,26 +8,22 @@ answers ``{"prompt"}``. It must not touch HTTP objects or the engine's state.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from shipit.core.errors import InvalidRequestError
 from shipit.engine.tokenizer import Tokenizer
-from shipit.replica import protocol
+from shipit.replica import protocol, safe_json
 from shipit.replica.requests import chat_messages
 from shipit.replica.tools import render_chat
 
 
 def parse_tokenize(raw: bytes) -> protocol.TokenizeCompletionBody | protocol.TokenizeChatBody:
     """A completion-style body if it has ``prompt``, else a chat-style one."""
-    try:
-        has_prompt = isinstance(data := json.loads(raw), dict) and "prompt" in data
-    except (ValueError, UnicodeDecodeError):
-        has_prompt = True  # parse_body reports the JSON error
-    if has_prompt:
-        body: Any = protocol.parse_body(raw, protocol.TokenizeCompletionBody)
+    data = safe_json.loads(raw)
+    if isinstance(data, dict) and "prompt" not in data:
+        body: Any = protocol.validate_body(data, protocol.TokenizeChatBody)
     else:
-        body = protocol.parse_body(raw, protocol.TokenizeChatBody)
+        body = protocol.validate_body(data, protocol.TokenizeCompletionBody)
     return body  # type: ignore[no-any-return]
 
 

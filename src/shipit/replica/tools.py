@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shipit.core.errors import InvalidRequestError
 from shipit.engine.structured import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from shipit.engine.tokenizer import Tokenizer
+from shipit.replica import safe_json
 
 TOOLS_SYSTEM_PROMPT = (
     "You are a function calling AI model. You may call one or more functions to assist with "
@@ -37,9 +39,9 @@ def template_supports_tools(template: str | None) -> bool:
 
 
 def _arguments_object(arguments: str) -> Any:
-    try:
-        return json.loads(arguments)
-    except ValueError:
+    try:  # strict: a client's arguments must not nest past the limit or hold lone surrogates
+        return safe_json.loads(arguments)
+    except InvalidRequestError:
         return arguments
 
 
@@ -126,16 +128,16 @@ class ToolCall:
 def parse_call(body: str, names: frozenset[str]) -> ToolCall | None:
     """``{"name": ..., "arguments": {...}}`` naming one of ``names``, or None."""
     try:
-        obj = json.loads(body)
-    except ValueError:
+        obj = safe_json.loads(body)
+    except InvalidRequestError:
         return None
     if not isinstance(obj, dict) or obj.get("name") not in names:
         return None
     args = obj.get("arguments", obj.get("parameters", {}))
     if isinstance(args, str):
         try:
-            args = json.loads(args)
-        except ValueError:
+            args = safe_json.loads(args)
+        except InvalidRequestError:
             return None
     if not isinstance(args, dict):
         return None

@@ -2,10 +2,10 @@
 
 Owns opening a streamed upstream request (``open``: connect, send, wait for the status line
 under a first-byte timeout, then hand back an iterator of body chunks exactly as they arrive)
-and small JSON calls for the control path (``get``, ``post_json``). Failures before the first
-byte are ``UpstreamError`` with a ``kind`` ("connect", "timeout", "protocol") so the caller can
-decide to retry. It must not route, retry or know about deployments; ``upstream_fake`` holds the
-in-process fake for tests.
+and small JSON calls for the control path (``get``, ``post_json``, which carry the replicas'
+admin token when one is given). Failures before the first byte are ``UpstreamError`` with a
+``kind`` ("connect", "timeout", "protocol") so the caller can decide to retry. It must not
+route, retry or know about deployments; ``upstream_fake`` holds the in-process fake for tests.
 """
 
 from __future__ import annotations
@@ -101,8 +101,17 @@ class AiohttpUpstream:
     """One pooled aiohttp session; build it inside a running loop (a lifespan)."""
 
     def __init__(
-        self, *, connect_timeout_s: float = 2.0, read_timeout_s: float = 300.0, limit: int = 0
+        self,
+        *,
+        connect_timeout_s: float = 2.0,
+        read_timeout_s: float = 300.0,
+        limit: int = 0,
+        control_headers: Mapping[str, str] | None = None,
     ) -> None:
+        # Sent on the control calls (``get``, ``post_json``) only, never on proxied requests:
+        # the replicas' admin token (``Authorization: Bearer ...``). A call's own headers (a
+        # replica's upstream credential) win over them.
+        self._control_headers = dict(control_headers or {})
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit, keepalive_timeout=30.0),
             timeout=aiohttp.ClientTimeout(
@@ -159,7 +168,7 @@ class AiohttpUpstream:
         try:
             async with asyncio.timeout(timeout_s):
                 async with self._session.request(
-                    method, url, json=payload, headers=headers
+                    method, url, json=payload, headers={**self._control_headers, **(headers or {})}
                 ) as resp:
                     return resp.status, await resp.read()
         except TimeoutError as exc:

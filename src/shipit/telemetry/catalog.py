@@ -323,6 +323,12 @@ VLLM_LORA_INFO = _spec(
     "Running and waiting LoRA adapters; the value is the scrape time.",
     ("model_name", "max_lora", "running_lora_adapters", "waiting_lora_adapters"), update=_SNAP,
 )  # fmt: skip
+REPLICA_ERRORS = _spec(
+    "shipit_replica_errors_total", _C, _REP, "responses",
+    "Error responses a replica sent (4xx and 5xx), by HTTP status and error code: refused "
+    "input, refused admin calls, and failures, which also close the connection.",
+    ("model_name", "status", "code"),
+)  # fmt: skip
 
 # --- process and accelerator (scrape-time collectors in telemetry.process) ---------------------
 _PROC = ("component",)

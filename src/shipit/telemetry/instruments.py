@@ -171,6 +171,7 @@ class ReplicaRequestMetrics:
     itl: Histogram
     e2e: Histogram
     request_success: Counter
+    errors: Counter
 
 
 def build_replica_metrics(registry: CollectorRegistry) -> ReplicaRequestMetrics:
@@ -180,6 +181,7 @@ def build_replica_metrics(registry: CollectorRegistry) -> ReplicaRequestMetrics:
         itl=s.histogram(cat.VLLM_ITL),
         e2e=s.histogram(cat.VLLM_E2E),
         request_success=s.counter(cat.VLLM_REQUEST_SUCCESS),
+        errors=s.counter(cat.REPLICA_ERRORS),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shipit.core.errors import CapacityError
-from shipit.engine.block_manager import BlockManager, hash_prompt_blocks
+from shipit.engine.block_manager import BlockManager, hash_prompt_blocks, salt_key
 from shipit.engine.sampling import SamplingParams
 from shipit.engine.sequence import Sequence
 
@@ -140,3 +140,20 @@ def test_reset_prefix_cache_drops_only_free_blocks() -> None:
     bm.free(gone)
     assert bm.reset_prefix_cache() == 2
     assert admit(bm, seq([*list(range(8)), 1], 2)) == 8
+
+
+def test_events_name_the_salt_by_key_when_stored_and_evicted() -> None:
+    bm = BlockManager(8, BS)
+    salted = seq(list(range(8)), 0, salt="tenant-a")
+    admit(bm, salted)
+    plain = seq(list(range(8)), 1)
+    admit(bm, plain)
+    bm.free(salted)
+    bm.free(plain)
+    bm.reset_prefix_cache()
+    events = bm.drain_events()
+    by_kind = {
+        kind: {e.salt_key for e in events if e.kind == kind} for kind in ("stored", "evicted")
+    }
+    assert by_kind["stored"] == by_kind["evicted"] == {salt_key("tenant-a"), None}
+    assert len([e for e in events if e.kind == "evicted"]) == 4

@@ -3,7 +3,9 @@ parameter checks, the startup report. The engine is the simulated one with a no-
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -14,7 +16,11 @@ from shipit.replica.admin import MAX_KV_EVENTS_PAGE
 from shipit.replica.app import create_app
 from shipit.replica.settings import ReplicaSettings
 
-SETTINGS = ReplicaSettings(model="llama-3.1-8b", simulate="H100:llama-3.1-8b", retry_after_s=7)
+TOKEN = "test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SETTINGS = ReplicaSettings(
+    model="llama-3.1-8b", simulate="H100:llama-3.1-8b", retry_after_s=7, admin_token=TOKEN
+)
 
 
 def sim_engine(settings: ReplicaSettings) -> LLMEngine:
@@ -36,7 +42,8 @@ def test_lora_admin_is_refused_while_loading() -> None:
         gate.wait(10)
         return sim_engine(settings)
 
-    with TestClient(create_app(SETTINGS, engine_factory=slow)) as client:
+    settings = dataclasses.replace(SETTINGS, enable_lora_loading=True, lora_roots=("/",))
+    with TestClient(create_app(settings, engine_factory=slow), headers=AUTH) as client:
         body = {"lora_name": "a", "lora_path": "/nowhere"}
         r = client.post("/v1/load_lora_adapter", json=body)
         assert r.status_code == 503 and r.headers["retry-after"] == "7"
@@ -45,23 +52,23 @@ def test_lora_admin_is_refused_while_loading() -> None:
         wait_ready(client)
 
 
-def test_lora_load_and_unload_errors_name_the_parameter() -> None:
-    with TestClient(create_app(SETTINGS, engine_factory=sim_engine)) as client:
+def test_lora_load_and_unload_errors_name_the_parameter(tmp_path: Path) -> None:
+    settings = dataclasses.replace(SETTINGS, enable_lora_loading=True, lora_roots=(str(tmp_path),))
+    with TestClient(create_app(settings, engine_factory=sim_engine), headers=AUTH) as client:
         wait_ready(client)
         base = client.post(
             "/v1/load_lora_adapter", json={"lora_name": "llama-3.1-8b", "lora_path": "/x"}
         )
         assert base.status_code == 400 and base.json()["error"]["param"] == "lora_name"
-        missing = client.post(
-            "/v1/load_lora_adapter", json={"lora_name": "a", "lora_path": "/no/such/adapter"}
-        )
+        body = {"lora_name": "a", "lora_path": str(tmp_path / "no-such-adapter")}
+        missing = client.post("/v1/load_lora_adapter", json=body)
         assert missing.status_code == 400 and missing.json()["error"]["param"] == "lora_path"
         unknown = client.post("/v1/unload_lora_adapter", json={"lora_name": "a"})
         assert unknown.status_code == 404 and "not loaded" in unknown.json()["error"]["message"]
 
 
 def test_kv_events_page_after_a_request() -> None:
-    with TestClient(create_app(SETTINGS, engine_factory=sim_engine)) as client:
+    with TestClient(create_app(SETTINGS, engine_factory=sim_engine), headers=AUTH) as client:
         wait_ready(client)
         prompt = " ".join(f"w{i}" for i in range(40))  # more than two 16-token blocks
         r = client.post("/v1/completions", json={"model": "llama-3.1-8b", "prompt": prompt})
@@ -83,6 +90,6 @@ def test_kv_events_page_after_a_request() -> None:
     ],
 )
 def test_kv_events_parameters_are_checked(params: dict[str, object], param: str) -> None:
-    with TestClient(create_app(SETTINGS, engine_factory=sim_engine)) as client:
+    with TestClient(create_app(SETTINGS, engine_factory=sim_engine), headers=AUTH) as client:
         r = client.get("/v1/kv_events", params=params)
         assert r.status_code == 400 and r.json()["error"]["param"] == param

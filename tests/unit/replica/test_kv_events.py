@@ -47,5 +47,13 @@ def test_json_shape() -> None:
         "block_size": 16,
         "truncated": False,
         "next_after": 0,
-        "events": [{"seq_no": 0, "kind": "stored", "block_hash": 1000, "parent_hash": None}],
+        "events": [
+            {
+                "seq_no": 0,
+                "kind": "stored",
+                "block_hash": 1000,
+                "parent_hash": None,
+                "salt_key": None,
+            }
+        ],
     }

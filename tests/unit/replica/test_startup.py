@@ -46,7 +46,9 @@ def test_weights_source() -> None:
 
 
 def test_startup_endpoint_reports_every_phase_once_ready() -> None:
-    settings = ReplicaSettings(model="llama-3.1-8b", simulate="H100:llama-3.1-8b")
+    settings = ReplicaSettings(
+        model="llama-3.1-8b", simulate="H100:llama-3.1-8b", allow_unauthenticated_admin=True
+    )
     with TestClient(create_app(settings)) as client:
         for _ in range(500):
             body = client.get("/shipit/startup").json()

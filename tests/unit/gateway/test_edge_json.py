@@ -1,0 +1,32 @@
+"""The edge's JSON check: one parse on the hot path, the same refusals as a full walk."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shipit.gateway.edge import EdgeError, parse_json
+
+
+def test_many_sibling_objects_are_not_mistaken_for_deep_nesting() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": str(i)} for i in range(100)]}
+    assert parse_json(json.dumps(body).encode(), max_depth=4) == body
+
+
+def test_nesting_past_the_limit_is_found_even_among_many_brackets() -> None:
+    body = {"model": "m", "messages": [{} for _ in range(50)], "x": [[[[[1]]]]]}
+    with pytest.raises(EdgeError, match=r"nested deeper than 4 levels \(at x\[0\]\[0\]\[0\]\)"):
+        parse_json(json.dumps(body).encode(), max_depth=4)
+
+
+def test_an_integer_out_of_range_is_refused_by_its_path() -> None:
+    raw = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"seed":' + b"9" * 25 + b"}"
+    with pytest.raises(EdgeError) as err:
+        parse_json(raw, max_depth=32)
+    assert err.value.status == 400 and err.value.param == "seed"
+
+
+def test_integers_at_the_64_bit_bounds_pass() -> None:
+    raw = b'{"a":9223372036854775807,"b":-9223372036854775807}'
+    assert parse_json(raw, max_depth=32) == {"a": 2**63 - 1, "b": -(2**63 - 1)}
