@@ -72,8 +72,12 @@ def test_the_client_streams_over_every_protocol(gateway: tuple[str, str], protoc
 
 
 def test_grpc_health_says_serving(gateway: tuple[str, str]) -> None:
+    """SERVING once the replica is ready (followed every second)."""
+    ask = health_pb2.HealthCheckRequest(service="shipit.v1.Inference")
     with grpc.insecure_channel(gateway[1]) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="shipit.v1.Inference"), timeout=10
-        )
-    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(100):
+            if stub.Check(ask, timeout=10).status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            time.sleep(0.1)
+        assert stub.Check(ask, timeout=10).status == health_pb2.HealthCheckResponse.SERVING

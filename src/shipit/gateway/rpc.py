@@ -1,8 +1,9 @@
 """The gRPC front door: ``shipit.v1.Inference`` (``shipit/proto/shipit.proto``) in the gateway.
 
 ``GrpcDoor.start(gateway)`` runs a ``grpc.aio`` server on the gateway's event loop with the
-inference service, the standard health service (``grpc.health.v1.Health``: SERVING while the
-gateway runs, NOT_SERVING once it stops) and server reflection (``grpcurl``, ``grpcui``).
+inference service, the standard health service (``grpc.health.v1.Health``: SERVING while a
+replica is ready, as ``GET /health`` answers 200, checked every second; NOT_SERVING otherwise
+and once the gateway stops) and server reflection (``grpcurl``, ``grpcui``).
 Each call becomes the OpenAI JSON body (typed fields, then ``extra_json`` merged in) and its
 metadata the request's headers; ``RequestCore`` does the work; the replica's answer (a JSON
 object, or SSE events when streaming) becomes the response messages. Errors end the call with a
@@ -16,6 +17,8 @@ tenant once answered, as an HTTP request is.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
@@ -209,10 +212,12 @@ class InferenceService(shipit_pb2_grpc.InferenceServicer):
 class GrpcDoor:
     """The gRPC server of one gateway, started and stopped with its lifespan."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, health_interval_s: float = 1.0) -> None:
         self.host, self.port = host, port
         self.server: grpc.aio.Server | None = None
         self.health: Any = None
+        self.health_interval_s = health_interval_s
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self, gateway: Gateway) -> int:
         """Listen on ``host:port`` (0 picks a free port), with TLS when the gateway has a
@@ -241,14 +246,35 @@ class GrpcDoor:
                 "choose another --grpc-port"
             ) from None
         await server.start()
-        for name in ("", SERVICE):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.server, self.port = server, port
+        await self._set_health(gateway)
+        self._watch = asyncio.create_task(self._follow_health(gateway))
         return port
+
+    async def _set_health(self, gateway: Gateway) -> None:
+        """SERVING while some replica is ready (as ``GET /health`` answers 200), else
+        NOT_SERVING."""
+        ready = any(r.ready_count() for r in gateway.routers.values())
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else (health_pb2.HealthCheckResponse.NOT_SERVING)
+        )
+        for name in ("", SERVICE):
+            await self.health.set(name, status)
+
+    async def _follow_health(self, gateway: Gateway) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval_s)
+            await self._set_health(gateway)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         if self.server is None:
             return
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         for name in ("", SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace_s)

@@ -313,3 +313,31 @@ def test_grpc_uses_the_gateways_tls_certificate(tmp_path: Path) -> None:
                 await door.stop(0)
 
     asyncio.run(go())
+
+
+def test_health_follows_the_replicas_readiness() -> None:
+    gw = make({})
+
+    async def go() -> None:
+        door = GrpcDoor("127.0.0.1", 0, health_interval_s=0.05)
+        async with running(gw):
+            port = await door.start(gw)
+            try:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    health = health_pb2_grpc.HealthStub(channel)
+
+                    async def status() -> int:
+                        ask = health_pb2.HealthCheckRequest(service="shipit.v1.Inference")
+                        return int((await health.Check(ask)).status)
+
+                    assert await status() == health_pb2.HealthCheckResponse.NOT_SERVING
+                    gw.routers["default"].add_replica("a", "http://a", state=ReplicaState.READY)
+                    for _ in range(200):
+                        if await status() == health_pb2.HealthCheckResponse.SERVING:
+                            break
+                        await asyncio.sleep(0.02)
+                    assert await status() == health_pb2.HealthCheckResponse.SERVING
+            finally:
+                await door.stop(0)
+
+    asyncio.run(go())
