@@ -69,6 +69,7 @@ def serve_gateway(
         ready.set()
         await task
         await door.stop(0)
+        await asyncio.sleep(0.2)  # connections aborted at shutdown finish closing
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
     thread.start()

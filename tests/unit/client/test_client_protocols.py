@@ -6,6 +6,7 @@ failover from an endpoint that does not answer."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
 import socket
@@ -135,6 +136,10 @@ def test_failover_to_the_next_endpoint_when_one_does_not_answer(protocol: Any) -
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+# Now and then a TLS connection the client refused is left to the garbage collector by the
+# server side of this in-test gateway (an asyncio transport); it is collected here, inside
+# the test, so that the warning cannot land on a later test.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_gateway_with_a_self_signed_certificate_over_every_protocol(tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
@@ -162,3 +167,4 @@ def test_a_gateway_with_a_self_signed_certificate_over_every_protocol(tmp_path: 
                 ),
             ):
                 list(c.chat_stream(model="m", messages=MESSAGES))  # not trusted: refused
+    gc.collect()
