@@ -135,6 +135,20 @@ def test_keys_tls_and_limits_through_shipit_up(tmp_path: Path) -> None:
         assert limited.value.response.headers["x-ratelimit-remaining-requests"] == "0"
         assert int(limited.value.response.headers["retry-after"]) >= 1
         assert client(other).chat.completions.create(**CHAT).choices  # type: ignore[call-overload]
+        # Tenants get separate prefix caches on the replica: beta's second identical prompt hits
+        # beta's cache, the same prompt from another tenant (ops) hits nothing.
+        long = {
+            **CHAT,
+            "messages": [{"role": "user", "content": " ".join(f"word{i}" for i in range(300))}],
+        }
+
+        def cached(key: str) -> int:
+            usage = client(key).chat.completions.create(**long).usage  # type: ignore[call-overload]
+            details = usage.prompt_tokens_details if usage is not None else None
+            return (details.cached_tokens or 0) if details is not None else 0
+
+        first_beta, second_beta, ops = cached(other), cached(other), cached(admin)
+        assert second_beta > 0 and ops == 0, (first_beta, second_beta, ops)
         with pytest.raises(openai.AuthenticationError):
             client(user + "x").chat.completions.create(**CHAT)  # type: ignore[call-overload]
         status = httpx.get(

@@ -34,6 +34,8 @@ from pydantic import (
 )
 
 from shipit.config.autoscaling import AutoscalingConfig
+from shipit.config.jobs import JobsConfig
+from shipit.config.kubernetes import KubernetesConfig
 from shipit.config.observability import AlertsConfig, SloConfig
 from shipit.config.security import AuthConfig, EdgeLimitsConfig, TlsConfig
 from shipit.config.upstream_auth import UpstreamAuthConfig
@@ -279,6 +281,8 @@ class ShipitConfig(_Strict):
     gateway: GatewayServerConfig = GatewayServerConfig()
     deployments: list[DeploymentConfig] = Field(default_factory=lambda: [DeploymentConfig()])
     alerts: AlertsConfig = AlertsConfig()
+    jobs: JobsConfig = JobsConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()  # read by `shipit render k8s` only
 
     @field_validator("deployments")
     @classmethod

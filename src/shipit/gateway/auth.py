@@ -29,7 +29,9 @@ from shipit.config.security import auth_required, is_loopback
 from shipit.core import openai_errors as oe
 from shipit.gateway.accounting import Tally
 from shipit.gateway.edge import (
+    NOT_MODEL_REQUESTS,
     PARSED_BODY,
+    PRINCIPAL,
     EdgeError,
     int_in_range,
     parse_json,
@@ -176,19 +178,23 @@ class Security:
         raw_headers: list[tuple[bytes, bytes]] = list(scope.get("headers", []))
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
         principal = self._authenticate(scope, headers)
+        if principal is not None:
+            scope = {**scope, PRINCIPAL: principal}
         if scope["method"] in ("GET", "HEAD"):
             if principal is not None and principal.tenant.models and scope["path"] == "/v1/models":
                 send = _models_filter(send, principal.tenant.models)
             await self.inner(scope, receive, send)
             return
+        upload = scope["path"] == "/v1/files"
         body = await read_body(
             receive,
             headers.get("content-length"),
-            max_bytes=self.limits.max_body_bytes,
+            max_bytes=self.config.jobs.max_file_bytes if upload else self.limits.max_body_bytes,
             timeout_s=self.limits.body_timeout_s,
         )
         prepared: _Prepared | None = None
-        if scope["path"].startswith("/v1/") and scope["method"] == "POST":
+        model_request = not scope["path"].startswith(NOT_MODEL_REQUESTS)
+        if scope["path"].startswith("/v1/") and scope["method"] == "POST" and model_request:
             prepared = self._prepare(principal, raw_headers, headers, body)
             body = prepared.body
             scope = {**scope, "headers": prepared.headers, PARSED_BODY: prepared.data}
@@ -271,8 +277,7 @@ class Security:
                 body = json.dumps(data, separators=(",", ":")).encode()
                 drop.add(b"content-length")
                 extra.append((b"content-length", str(len(body)).encode()))
-            drop.add(SALT_HEADER.encode())
-            extra.append((SALT_HEADER.encode(), salt.encode()))
+            drop.add(SALT_HEADER.encode())  # the salt travels in the body, never this header
         out = [(k, v) for k, v in raw if k not in drop] + extra
         return _Prepared(body, out, model, bool(data.get("stream", False)), data)
 
@@ -360,74 +365,6 @@ class Security:
             f"Rate limit reached for tenant {t.name!r}: {limit}. Retry after {retry}s.",
             headers=[(b"retry-after", str(retry).encode()), *rl],
         )
-
-    # ----- front doors other than HTTP (WebSocket, gRPC) --------------------------------
-    def admit(
-        self, path: str, headers: dict[str, str], body: bytes, *, client: str | None = None
-    ) -> Admitted:
-        """The checks an HTTP POST of ``body`` to ``path`` gets (body size, key, tenant,
-        priority and deadline ranges, cache salt, rate limits), for one request that came
-        another way; raises ``EdgeError``. ``settle`` charges it once answered."""
-        if len(body) > self.limits.max_body_bytes:
-            raise EdgeError(
-                oe.REQUEST_TOO_LARGE,
-                f"the request body is {len(body)} bytes, over the gateway's limit of "
-                f"{self.limits.max_body_bytes} bytes (gateway.limits.max_body_bytes)",
-                param="body",
-            )
-        scope: Scope = {"type": "http", "method": "POST", "path": path, "client": None}
-        principal = self._authenticate(scope, headers)
-        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        prep = self._prepare(principal, raw, headers, body)
-        if principal is not None:
-            limits, tenant = _limits(principal), principal.tenant.name
-            decision, self.rate[tenant] = decide(limits, self.now(), self.state(tenant))
-            if not decision.allowed:
-                self.audit.record(
-                    "rate_limited",
-                    key_id=principal.key_id,
-                    tenant=tenant,
-                    reason=decision.reason_code,
-                    client=client,
-                )
-                raise self._refusal(principal, decision.reason_code, decision.retry_after_s, [])
-        out = {k.decode("latin-1"): v.decode("latin-1") for k, v in prep.headers}
-        return Admitted(principal, prep.body, out, prep.model)
-
-    def settle(self, admitted: Admitted, path: str, status: int, tokens: int | None) -> None:
-        """Charge an admitted request's tokens (its usage, else an estimate from the body)
-        to its tenant, and audit it."""
-        p = admitted.principal
-        if p is None:
-            return
-        spent = 0
-        if 200 <= status < 300:
-            spent = tokens if tokens else len(admitted.body) // 4
-        tenant = p.tenant.name
-        if spent:
-            now_s = self.now()
-            self.rate[tenant] = state = charge_tokens(_limits(p), self.state(tenant), spent, now_s)
-            if self.usage is not None:
-                self.usage.note(tenant, state.spent_tokens, now_s)
-        self.audit.record(
-            "request",
-            key_id=p.key_id,
-            tenant=tenant,
-            path=path,
-            model=admitted.model,
-            status=status,
-            tokens=spent,
-        )
-
-
-@dataclass(slots=True)
-class Admitted:
-    """A request that passed ``Security.admit``: the body and headers to serve it with."""
-
-    principal: Principal | None
-    body: bytes
-    headers: dict[str, str]
-    model: str
 
 
 def _tokens(tally: Tally, prep: _Prepared, status: int) -> int:

@@ -1,7 +1,7 @@
 """The edge: one HTTP request (path, headers, JSON body) becomes a ``RequestView``, once.
 
 Owns reading the shipit headers (``x-shipit-priority``, ``x-shipit-deadline-ms``,
-``x-shipit-routing``, the session header, ``x-shipit-cache-salt``) and the few body fields
+``x-shipit-routing``, the session header) and the few body fields
 routing needs (``model``, ``stream``, ``priority``, ``user``, ``cache_salt``, the prompt),
 choosing the deployment (and, under ``lora_affinity``, refusing an adapter the gateway could
 not load), and computing prefix block hashes only when the effective policy is
@@ -143,7 +143,9 @@ def parse_request(
     session = headers.get(dep.routing.session_affinity.header) or data.get("user")
     text, token_ids = _prompt_text(data)
     body_salt = data.get("cache_salt")
-    salt = headers.get("x-shipit-cache-salt") or (body_salt if isinstance(body_salt, str) else None)
+    # The body's cache_salt is what the replica keys its cache by (the gateway rewrites it to the
+    # tenant's when keys isolate tenants), so the prefix index is keyed by the same value.
+    salt = body_salt if isinstance(body_salt, str) else None
     adapter = model if model != dep.model_name else None
     if adapter is not None and _reads(dep, "lora", routing):
         _check_adapter(adapter, dep, adapters.get(dep.name, set()))

@@ -277,8 +277,6 @@ class RequestCore:
                 router.adapter_failed(lease.replica_id, adapter)
                 raise
         headers = {"content-type": "application/json", "x-request-id": view.forward_id}
-        if view.cache_salt is not None:  # the tenant's (gateway.auth): its own prefix cache
-            headers["x-shipit-cache-salt"] = view.cache_salt
         if auth is not None:
             headers = {**auth.headers, **headers}
         return await self._upstream().open(

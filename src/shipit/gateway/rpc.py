@@ -10,7 +10,7 @@ object, or SSE events when streaming) becomes the response messages. Errors end 
 status code mapped from the HTTP status (429 RESOURCE_EXHAUSTED, 502/503 UNAVAILABLE, ...), the
 HTTP status in the trailing metadata key ``x-shipit-status`` and ``retry-after`` when
 admission gives one. A client cancelling the call aborts the replica and frees its slot.
-Each call passes the gateway's checks first (``Security.admit``: API key in the
+Each call passes the gateway's checks first (``door_auth.admit``: API key in the
 ``authorization`` or ``x-api-key`` metadata, tenant, ranges, rate limits) and is charged to its
 tenant once answered, as an HTTP request is.
 """
@@ -31,7 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shipit.core.errors import ShipitError, UnknownAdapterError
-from shipit.gateway.auth import Admitted
+from shipit.gateway.door_auth import Admitted, admit, settle
 from shipit.gateway.edge import EdgeError
 from shipit.gateway.parse import parse_request
 from shipit.gateway.request_core import BrokenMidStream, Failed, Finished, Rejected, Started
@@ -142,7 +142,7 @@ class InferenceService(shipit_pb2_grpc.InferenceServicer):
         admitted: Admitted | None = None
         try:
             body = to_body(request, stream=stream)
-            admitted = gw.security.admit(path, headers, body, client=context.peer())
+            admitted = admit(gw.security, path, headers, body, client=context.peer())
             body, headers = admitted.body, admitted.headers
             view = parse_request(
                 request_id=f"{gw._id_prefix}grpc-{self._n}",
@@ -198,7 +198,7 @@ class InferenceService(shipit_pb2_grpc.InferenceServicer):
                         error = (502, _error_message(ev.body), None)
         finally:
             gw.metrics.request_done(view.deployment, status, policy)
-            gw.security.settle(admitted, path, status, tokens or None)
+            settle(gw.security, admitted, path, status, tokens or None)
         if error is not None:
             code, message, retry_after_s = error
             trailers = [("x-shipit-status", str(code))]

@@ -22,7 +22,7 @@ slower than replicas write, the requests of that socket stop reading their repli
 slows the replicas down) instead of the gateway buffering without limit. Control answers
 (``pong``, errors, ``done``) never wait behind that bound, so a cancel always gets through; a
 client that floods control messages without reading is disconnected (close code 1008).
-Each request passes the gateway's checks as an HTTP request does (``Security.admit``: the
+Each request passes the gateway's checks as an HTTP request does (``door_auth.admit``: the
 API key from the handshake's ``Authorization`` or ``x-api-key`` header, or from the request's
 own ``headers``; tenant, ranges, rate limits) and is charged to its tenant once answered.
 The work is ``RequestCore``'s; this module only speaks the protocol.
@@ -44,7 +44,8 @@ from shipit.config.gateway import DeploymentConfig
 from shipit.core.clock import Clock
 from shipit.core.errors import ShipitError, UnknownAdapterError
 from shipit.core.views import RequestView
-from shipit.gateway.auth import Admitted, Security
+from shipit.gateway.auth import Security
+from shipit.gateway.door_auth import Admitted, admit, settle
 from shipit.gateway.edge import EdgeError
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.parse import parse_request
@@ -325,7 +326,7 @@ class _Socket:
         try:
             if door.security is not None:
                 try:
-                    admitted = door.security.admit(path, headers, body)
+                    admitted = admit(door.security, path, headers, body)
                 except EdgeError as exc:
                     status = exc.status
                     err = _error_object(exc.body(), status)
@@ -362,7 +363,7 @@ class _Socket:
             self.cancelled.discard(id_)
             door.metrics.request_done(deployment, status, policy)
             if admitted is not None and door.security is not None:
-                door.security.settle(admitted, path, status, tokens)
+                settle(door.security, admitted, path, status, tokens)
 
     async def _relay(
         self, id_: str, view: RequestView, body: bytes, router: RouterService

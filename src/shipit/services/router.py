@@ -208,8 +208,9 @@ class RouterService:
         now = self.clock.now()
         q = self.deployment.queueing
         rid = request.request_id
+        startable = len(self.registry) > 0 or bool(self.cold_listeners)
         snapshot = admission.OfferSnapshot(
-            now, rid, request.priority, request.deadline_s, exclude, self._routable(now)
+            now, rid, request.priority, request.deadline_s, exclude, self._routable(now), startable
         )
         decision, state = admission.offer(q, snapshot, self.queue_state)
         self._record("admission", snapshot, self.queue_state, decision)
