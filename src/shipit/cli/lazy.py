@@ -31,6 +31,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "top": ("shipit.cli.top", "Live view of a running shipit."),
     "keys": ("shipit.cli.keys", "Manage the gateway's API keys and tenants."),
+    "rollout": (
+        "shipit.cli.rollout",
+        "Roll a deployment out to a new version: blue-green, canary with automatic analysis "
+        "and rollback, or shadow traffic with a diff report.",
+    ),
     "jobs": (
         "shipit.cli.jobs",
         "Run batch files through a gateway (OpenAI's Batch API): submit, status, cancel, results.",

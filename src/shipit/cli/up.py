@@ -78,6 +78,13 @@ def _decision_log(path: Path | None, console: Console) -> DecisionLog:
     return log
 
 
+def _rollout_home() -> Path:
+    """Where rollouts persist their state: ``$SHIPIT_HOME/rollouts``."""
+    from shipit.config.paths import shipit_home
+
+    return shipit_home() / "rollouts"
+
+
 class _StopError(Exception):
     """SIGTERM arrived outside the server's own signal handling."""
 
@@ -218,6 +225,12 @@ def up(
         help="Also serve the gRPC API (shipit.v1.Inference, health, reflection) on this port of "
         "the gateway's address (0: any free port); off by default. See docs/protocols.md.",
     ),
+    state_dir: Path | None = typer.Option(
+        None,
+        "--state-dir",
+        help="Where rollouts keep their state, so a restart resumes them (default "
+        "$SHIPIT_HOME/rollouts).",
+    ),
     no_auth: bool = typer.Option(
         False,
         "--no-auth",
@@ -310,6 +323,8 @@ def up(
             on_shutdown=stop_hooks,
             pool=fleet,
             decisions=decisions,
+            versions=fleet,
+            rollout_home=state_dir or _rollout_home(),
             replica_admin_token=admin_token,
         )
     except UpstreamAuthError as exc:  # a credential named in upstream_auth cannot be read

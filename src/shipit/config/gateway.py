@@ -37,6 +37,7 @@ from shipit.config.autoscaling import AutoscalingConfig
 from shipit.config.jobs import JobsConfig
 from shipit.config.kubernetes import KubernetesConfig
 from shipit.config.observability import AlertsConfig, SloConfig
+from shipit.config.rollout import RolloutSettings
 from shipit.config.security import AuthConfig, EdgeLimitsConfig, TlsConfig
 from shipit.config.upstream_auth import UpstreamAuthConfig
 from shipit.core.errors import ShipitError
@@ -240,6 +241,9 @@ class DeploymentConfig(_Strict):
         None, description="scale between min_replicas and max_replicas; absent: fixed fleet"
     )
     slo: SloConfig | None = Field(None, description="goodput thresholds (config.observability)")
+    rollout: RolloutSettings = Field(
+        default_factory=RolloutSettings, description="versions and rollouts (config.rollout)"
+    )
 
     @model_validator(mode="after")
     def _replicas_within_bounds(self) -> Self:

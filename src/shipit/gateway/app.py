@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from shipit.config.gateway import ShipitConfig
@@ -29,6 +30,7 @@ from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError, UnknownAdapterError
 from shipit.core.replica_admin import bearer
 from shipit.core.urls import redact_url
+from shipit.gateway import rollout_routes
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.edge import PARSED_BODY
 from shipit.gateway.history import CounterHistory, registry_reader, window_param
@@ -44,6 +46,7 @@ from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
 from shipit.services.keystore import KeyStore
 from shipit.services.monitor import AdapterLoader, ReplicaMonitor
+from shipit.services.rollouts import RolloutController, VersionPool
 from shipit.services.router import RouterService
 from shipit.services.upstream import AiohttpUpstream, Upstream
 from shipit.telemetry.instruments import build_control_plane_metrics
@@ -83,6 +86,8 @@ class Gateway:
         monitor: bool,
         pool: ReplicaPool | None = None,
         decisions: DecisionLog = NO_LOG,
+        versions: VersionPool | None = None,
+        rollout_home: Path | None = None,
         keys: KeyStore | None = None,
         audit: AuditLog = NO_AUDIT,
     ) -> None:
@@ -113,6 +118,16 @@ class Gateway:
             d.name: resolve_upstream_auth(d.upstream_auth, deployment=d.name)
             for d in config.deployments
         }
+        self.rollouts: RolloutController | None = None
+        if versions is not None:
+            self.rollouts = RolloutController(
+                self.routers,
+                versions,
+                upstream=self._get_upstream,
+                clock=clock,
+                home=rollout_home,
+                decisions=decisions,
+            )
         self.proxy = Proxy(
             metrics=self.metrics,
             upstream=self._get_upstream,
@@ -187,6 +202,8 @@ class Gateway:
             self.monitors[name] = ReplicaMonitor(
                 router, self.upstream, log=self.decisions, headers=auth.headers if auth else None
             )
+        if self.rollouts is not None:
+            self.rollouts.load()  # before replicas start: a finished rollout set the version
         for hook in self._on_startup:
             await hook()
         await self.jobs.start()
@@ -195,6 +212,8 @@ class Gateway:
             if self.alerts is not None:
                 self._tasks.append(asyncio.create_task(self.alerts.run()))
         self._tasks += [asyncio.create_task(a.run()) for a in self.autoscalers.values()]
+        if self.rollouts is not None:
+            self._tasks.append(asyncio.create_task(self.rollouts.run()))
         self._tasks.append(asyncio.create_task(self.history.run()))
 
     async def shutdown(self) -> None:
@@ -204,6 +223,8 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []  # a gateway may be started again (on another event loop)
         await asyncio.gather(*(a.close() for a in self.autoscalers.values()))
+        if self.rollouts is not None:
+            await self.rollouts.close()
         for hook in self._on_shutdown:
             try:
                 await hook()
@@ -245,6 +266,9 @@ class Gateway:
         path, method = scope["path"], scope["method"]
         if method == "POST" and path in PROXY_PATHS:
             await self.handle_inference(scope, receive, send)
+        elif path.startswith(rollout_routes.PREFIX):
+            body = await _read_body(receive) if method == "POST" else b""
+            await rollout_routes.handle(self.rollouts, method, path, body, send)
         elif path.startswith(JOB_PREFIXES):
             await self.jobs_api.handle(scope, receive, send)
         elif method == "GET":
@@ -274,6 +298,8 @@ class Gateway:
             return
         router = self.routers[view.deployment]
         router.on_request()
+        if self.rollouts is not None:
+            self.rollouts.offer(view, body)  # a shadow rollout may mirror it, off this path
         guard = Guard()
         task = asyncio.current_task()
         watcher = asyncio.ensure_future(_until_disconnect(receive))
@@ -373,6 +399,7 @@ class Gateway:
                         {
                             "id": v.replica_id,
                             "url": redact_url(v.url),
+                            "version": v.version,
                             "state": v.state.value,
                             "in_flight": v.in_flight,
                             "state_for_s": round(now - v.state_since_s, 3),
@@ -402,6 +429,8 @@ def create_gateway(
     monitor: bool = True,
     pool: ReplicaPool | None = None,
     decisions: DecisionLog = NO_LOG,
+    versions: VersionPool | None = None,
+    rollout_home: Path | None = None,
     keys: KeyStore | None = None,
     audit: AuditLog | None = None,
     replica_admin_token: str | None = None,
@@ -436,6 +465,8 @@ def create_gateway(
         monitor=monitor,
         pool=pool,
         decisions=decisions,
+        versions=versions,
+        rollout_home=rollout_home,
         keys=keys,
         audit=audit,
     )
