@@ -45,8 +45,6 @@ from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import InvalidRequestError
 from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 from shipit.gateway.app import Gateway, Hook, create_gateway
-from shipit.gateway.rpc import GrpcDoor
-from shipit.gateway.rpc import hooks as grpc_hooks
 from shipit.gateway.server import Stopped, bind_socket, serve
 from shipit.services.decision_log import JsonlDecisionLog
 from shipit.services.router import RouterService
@@ -309,8 +307,11 @@ def up(
     )
     start_hooks: list[Hook] = [fleet.start]
     stop_hooks: list[Hook] = [fleet.stop]
-    door = GrpcDoor(cfg.gateway.host, grpc_port) if grpc_port is not None else None
-    if door is not None:
+    if grpc_port is not None:  # grpc is imported only when its door is asked for
+        from shipit.gateway.rpc import GrpcDoor
+        from shipit.gateway.rpc import hooks as grpc_hooks
+
+        door = GrpcDoor(cfg.gateway.host, grpc_port)
         grpc_start, grpc_stop = grpc_hooks(door, lambda: gateway)
         start_hooks.append(grpc_start)
         stop_hooks.insert(0, grpc_stop)
