@@ -121,7 +121,10 @@ class K8sEmulator:
             "clusters": [{"name": "emu", "cluster": {"server": self.url}}],
             "users": [{"name": "emu", "user": {}}],
             "contexts": [
-                {"name": "emu", "context": {"cluster": "emu", "user": "emu", "namespace": namespace}}
+                {
+                    "name": "emu",
+                    "context": {"cluster": "emu", "user": "emu", "namespace": namespace},
+                }
             ],
             "current-context": "emu",
         }
@@ -290,7 +293,9 @@ class K8sEmulator:
             return self._status(404, "NotFound", f"{key[0]} {key[2]!r} not found")
         body = copy.deepcopy(obj)
         left = self.on_get.get((key[0], key[2]))
-        if left:  # another writer changes it right after this read: the reader's next write is stale
+        if (
+            left
+        ):  # another writer changes it right after this read: the reader's next write is stale
             self.on_get[(key[0], key[2])] = left - 1
             self.update(key[0], key[1], key[2], _annotate_interference)
         return web.json_response(body)
@@ -405,7 +410,7 @@ class K8sEmulator:
         def run(o: Obj) -> None:
             st = o["status"]
             st["phase"] = "Running"
-            st["podIP"] = "10.0.0.%d" % (self.uid % 250 + 1)
+            st["podIP"] = f"10.0.0.{self.uid % 250 + 1}"
             st["conditions"] = [
                 {"type": "PodScheduled", "status": "True"},
                 {"type": "Initialized", "status": "True"},
@@ -436,8 +441,10 @@ class K8sEmulator:
         if ("pods", ns, name) in self.objects:
             self.run_to_ready(name, ns=ns)
 
-    def kill(self, pod: str, reason: str = "OOMKilled", message: str = "", ns: str = "default") -> None:
-        """The container is terminated (OOMKilled, Error ...); restartPolicy Never: the pod fails."""
+    def kill(
+        self, pod: str, reason: str = "OOMKilled", message: str = "", ns: str = "default"
+    ) -> None:
+        """The container is terminated (OOMKilled, Error ...); restartPolicy Never: it fails."""
 
         def die(o: Obj) -> None:
             st = o["status"]
@@ -482,7 +489,9 @@ class K8sEmulator:
 
 
 def _annotate_interference(o: Obj) -> None:
-    o["metadata"].setdefault("annotations", {})["emulator/touched"] = str(o["metadata"]["resourceVersion"])
+    o["metadata"].setdefault("annotations", {})["emulator/touched"] = str(
+        o["metadata"]["resourceVersion"]
+    )
 
 
 def _container(
