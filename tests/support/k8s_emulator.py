@@ -83,7 +83,7 @@ class K8sEmulator:
         self.log: list[tuple[int, str, str, Obj]] = []  # (rv, plural, type, object)
         self.watches: list[_Watch] = []
         self.down = False
-        self.requests: list[tuple[str, str]] = []  # (method, path) of every request served
+        self.requests: list[tuple[str, str]] = []  # (method, path?query) of every request served
         self.on_get: dict[tuple[str, str], int] = {}  # interfere: modify after N gets
         self.uid = 0
         self.url = ""
@@ -149,7 +149,7 @@ class K8sEmulator:
             if request.transport is not None:
                 request.transport.close()
             raise web.HTTPServiceUnavailable()
-        self.requests.append((request.method, request.path))
+        self.requests.append((request.method, request.path_qs))
         resp: web.StreamResponse = await handler(request)
         return resp
 
@@ -218,7 +218,7 @@ class K8sEmulator:
     def _status(code: int, reason: str, message: str) -> web.Response:
         body = {"kind": "Status", "apiVersion": "v1", "status": "Failure"}
         body |= {"code": code, "reason": reason, "message": message, "metadata": {}}
-        return web.json_response(body, status=code)
+        return _json(body, status=code)
 
     def _plural(self, request: web.Request) -> str:
         return request.path.rstrip("/").split("/")[-1 if "name" not in request.match_info else -2]
@@ -236,7 +236,7 @@ class K8sEmulator:
             "metadata": {"resourceVersion": str(self.rv)},
             "items": items,
         }
-        return web.json_response(body)
+        return _json(body)
 
     async def _watch(
         self, request: web.Request, plural: str, ns: str | None, selector: str | None
@@ -298,7 +298,7 @@ class K8sEmulator:
         ):  # another writer changes it right after this read: the reader's next write is stale
             self.on_get[(key[0], key[2])] = left - 1
             self.update(key[0], key[1], key[2], _annotate_interference)
-        return web.json_response(body)
+        return _json(body)
 
     async def _create(self, request: web.Request) -> web.Response:
         plural = self._plural(request)
@@ -317,7 +317,7 @@ class K8sEmulator:
         self.put(plural, obj)
         if plural == "pods" and self.autopilot:
             asyncio.get_running_loop().call_soon(self._autopilot, meta["namespace"], meta["name"])
-        return web.json_response(copy.deepcopy(obj), status=201)
+        return _json(copy.deepcopy(obj), status=201)
 
     def _stale(self, current: Obj, incoming: Obj) -> bool:
         want = (incoming.get("metadata") or {}).get("resourceVersion")
@@ -334,7 +334,7 @@ class K8sEmulator:
         (patch.get("metadata") or {}).pop("resourceVersion", None)
         merge(obj, patch)
         self._emit(key[0], "MODIFIED", obj)
-        return web.json_response(copy.deepcopy(obj))
+        return _json(copy.deepcopy(obj))
 
     async def _replace(self, request: web.Request) -> web.Response:
         key = self._lookup(request)
@@ -346,14 +346,14 @@ class K8sEmulator:
             return self._status(409, "Conflict", "the object has been modified; re-read it")
         self.objects[key] = new
         self._emit(key[0], "MODIFIED", new)
-        return web.json_response(copy.deepcopy(new))
+        return _json(copy.deepcopy(new))
 
     async def _delete(self, request: web.Request) -> web.Response:
         key = self._lookup(request)
         obj = self.remove(*key)
         if obj is None:
             return self._status(404, "NotFound", f"{key[0]} {key[2]!r} not found")
-        return web.json_response(copy.deepcopy(obj))
+        return _json(copy.deepcopy(obj))
 
     # ----- scheduler and kubelet --------------------------------------------------------------
     def add_node(self, name: str, labels: dict[str, str] | None = None, gpus: int = 8) -> Obj:
@@ -486,6 +486,13 @@ class K8sEmulator:
 
     def delete_pod(self, pod: str, ns: str = "default") -> None:
         self.remove("pods", ns, pod)
+
+
+def _json(body: Obj, status: int = 200) -> web.Response:
+    # Exactly ``application/json``, as the API server sends it (clients compare the header).
+    return web.Response(
+        body=json.dumps(body).encode(), status=status, content_type="application/json"
+    )
 
 
 def _annotate_interference(o: Obj) -> None:

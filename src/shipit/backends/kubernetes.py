@@ -29,8 +29,10 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
+import httpx2
 from lightkube import AsyncClient, KubeConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.models.core_v1 import EventSource, ObjectReference
@@ -149,7 +151,7 @@ class KubernetesBackend:
             self.replicas[name] = _Replica(handle, self.clock())
             pod = replica_pod(spec, self.cfg, name)
             try:
-                await self._api(lambda pod=pod: self.client.create(pod))  # type: ignore[misc]
+                await self._api(partial(self.client.create, pod))
             except ApiError as exc:
                 if exc.status.code != 409:  # 409: an earlier attempt did create it
                     self.replicas.pop(name, None)
@@ -221,7 +223,7 @@ class KubernetesBackend:
                 result = await call()
                 self.connected = True
                 return result
-            except ApiError:
+            except httpx2.HTTPStatusError:  # an answer (ApiError is one), not an outage
                 raise
             except Exception as exc:  # transport: refused, reset, timed out
                 self.connected = False
@@ -357,9 +359,8 @@ class KubernetesBackend:
                 "spec": {"unschedulable": True},
             }
             try:
-                await self._api(
-                    lambda: self.client.patch(Node, node, patch, patch_type=PatchType.MERGE)
-                )
+                merge = PatchType.MERGE
+                await self._api(partial(self.client.patch, Node, node, patch, patch_type=merge))
                 break
             except ApiError as exc:
                 if exc.status.code != 409:
