@@ -100,7 +100,8 @@ class K8sEmulator:
             app.router.add_route("PATCH", base + plural + "/{name}", self._patch)
             app.router.add_route("PUT", base + plural + "/{name}", self._replace)
             app.router.add_route("DELETE", base + plural + "/{name}", self._delete)
-        self._runner = web.AppRunner(app)
+        # A client that goes away cancels its watch; shutdown does not wait on open watches.
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
