@@ -44,6 +44,7 @@ class Fleet:
         *,
         local: ReplicaBackend,
         external: ReplicaBackend,
+        backends: Mapping[str, ReplicaBackend] | None = None,
     ) -> None:
         self.deployments = {d.name: d for d in deployments}
         missing = set(self.deployments) - set(registrars)
@@ -52,6 +53,8 @@ class Fleet:
         self.registrars = registrars
         self.local = local
         self.external = external
+        # Per deployment, where its replicas start instead of ``local`` (e.g. Kubernetes pods).
+        self.backends = dict(backends or {})
         self.handles: list[tuple[ReplicaBackend, ReplicaHandle]] = []
 
     @staticmethod
@@ -72,10 +75,22 @@ class Fleet:
         url = redact_url(h.url)
         log.info("replica %s of %s at %s (pid %s)", h.replica_id, h.deployment, url, h.pid)
 
+    def backend_for(self, deployment: str) -> ReplicaBackend:
+        """Where ``deployment``'s replicas start: its own backend, else the local one."""
+        return self.backends.get(deployment, self.local)
+
     async def start(self) -> None:
         for d in self.deployments.values():
             spec = self.spec(d)
-            counts = ((self.external, len(d.replica_urls)), (self.local, d.initial_replicas))
+            own = self.backend_for(d.name)
+            adopted = 0
+            discover = getattr(own, "discover", None)
+            if discover is not None:  # replicas a previous gateway left running
+                for h in await discover(d.name):
+                    self._register(own, h)
+                    adopted += 1
+            wanted = max(d.initial_replicas - adopted, 0)
+            counts = ((self.external, len(d.replica_urls)), (own, wanted))
             for backend, count in counts:
                 if count == 0:
                     continue
@@ -84,9 +99,10 @@ class Fleet:
 
     # ----- the autoscaler's ReplicaPool (services.autoscaler) --------------------------------
     async def start_replicas(self, deployment: str, count: int) -> list[str]:
-        handles = await self.local.start(self.spec(self.deployments[deployment]), count)
+        backend = self.backend_for(deployment)
+        handles = await backend.start(self.spec(self.deployments[deployment]), count)
         for h in handles:
-            self._register(self.local, h)
+            self._register(backend, h)
         return [h.replica_id for h in handles]
 
     async def stop_replica(self, deployment: str, replica_id: str) -> None:
@@ -106,7 +122,7 @@ class Fleet:
         return [
             h.replica_id
             for b, h in self.handles
-            if b is self.local and h.deployment == deployment and not h.external
+            if b is self.backend_for(deployment) and h.deployment == deployment and not h.external
         ]
 
     def alive(self, deployment: str, replica_id: str) -> bool:
@@ -117,12 +133,16 @@ class Fleet:
         return [h for b, h in self.handles if not b.alive(h)]
 
     async def stop(self) -> None:
-        for _, h in self.handles:
+        """Drain and stop every replica, except those of a backend that keeps its replicas
+        when the gateway exits (Kubernetes pods: the next gateway adopts them)."""
+        ours = [(b, h) for b, h in self.handles if not getattr(b, "keeps_replicas_on_exit", False)]
+        for _, h in ours:
             self._set_state(h, ReplicaState.DRAINING)
-        await asyncio.gather(*(b.stop(h) for b, h in self.handles), return_exceptions=True)
-        for _, h in self.handles:
+        await asyncio.gather(*(b.stop(h) for b, h in ours), return_exceptions=True)
+        for _, h in ours:
             self._set_state(h, ReplicaState.STOPPED)
         self.handles.clear()
+        await asyncio.gather(*(b.close() for b in self.backends.values()), return_exceptions=True)
 
     def _set_state(self, h: ReplicaHandle, state: ReplicaState) -> None:
         registrar = self.registrars.get(h.deployment)

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 import httpx2
 from lightkube import AsyncClient, KubeConfig
+from lightkube.core.client import LabelSelector
 from lightkube.core.exceptions import ApiError
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
@@ -43,6 +44,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from shipit.backends.base import Registrar, ReplicaHandle, ReplicaSpec
 from shipit.backends.k8s_pods import (
+    DEPLOYMENT,
     MANAGED_BY,
     PodView,
     pod_name,
@@ -74,6 +76,7 @@ class KubernetesBackend:
         self,
         cfg: KubernetesConfig,
         *,
+        deployment: str | None = None,
         registrars: Mapping[str, Registrar] | None = None,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -81,6 +84,10 @@ class KubernetesBackend:
         api_attempts: int = 8,
     ) -> None:
         self.cfg = cfg
+        # Only this deployment's pods (when given), else every pod shipit manages here.
+        self.selector: LabelSelector = {MANAGED_BY: "shipit"}
+        if deployment:
+            self.selector[DEPLOYMENT] = deployment
         self.registrars = dict(registrars or {})
         self.clock = clock
         self.backoff_s = backoff_s
@@ -235,7 +242,7 @@ class KubernetesBackend:
 
     # ----- the watch ---------------------------------------------------------------------
     async def _relist(self) -> str:
-        it = self.client.list(Pod, namespace=self.cfg.namespace, labels={MANAGED_BY: "shipit"})
+        it = self.client.list(Pod, namespace=self.cfg.namespace, labels=self.selector)
         seen = {}
         async for pod in it:
             view = read_pod(pod)
@@ -259,7 +266,7 @@ class KubernetesBackend:
                 async for kind, pod in self.client.watch(
                     Pod,
                     namespace=self.cfg.namespace,
-                    labels={MANAGED_BY: "shipit"},
+                    labels=self.selector,
                     resource_version=rv,
                 ):
                     failures = 0

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shipit.backends.fleet import Fleet
+from shipit.backends.kubernetes import KubernetesBackend
 from shipit.backends.local import LocalProcessBackend
 from shipit.backends.static import StaticBackend
 from shipit.capacity import parse_gpu_model
@@ -244,12 +245,14 @@ def up(
     admin_token = os.environ.get(ADMIN_TOKEN_ENV) or secrets.token_urlsafe(32)
     local = LocalProcessBackend(admin_token=admin_token)
     external = StaticBackend({d.name: d.replica_urls for d in cfg.deployments})
-    fleet = Fleet(
-        cfg.deployments,
-        {name: router.registry for name, router in routers.items()},
-        local=local,
-        external=external,
-    )
+    registrars = {name: router.registry for name, router in routers.items()}
+    # backend: kubernetes: that deployment's replicas are pods, watched by their own backend.
+    pods = {
+        d.name: KubernetesBackend(d.kubernetes, deployment=d.name, registrars=registrars)
+        for d in cfg.deployments
+        if d.backend == "kubernetes"
+    }
+    fleet = Fleet(cfg.deployments, registrars, local=local, external=external, backends=pods)
     try:
         gateway = create_gateway(
             cfg,

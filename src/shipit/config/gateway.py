@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from shipit.config.autoscaling import AutoscalingConfig
+from shipit.config.kubernetes import KubernetesConfig
 from shipit.config.observability import AlertsConfig, SloConfig
 from shipit.config.security import AuthConfig, EdgeLimitsConfig, TlsConfig
 from shipit.config.upstream_auth import UpstreamAuthConfig
@@ -220,6 +221,13 @@ class DeploymentConfig(_Strict):
         None, description="the name clients send as `model` (default: model)"
     )
     replicas: int = Field(2, ge=0, description="local replica processes to start")
+    backend: Literal["local", "kubernetes"] = Field(
+        "local", description="where shipit starts replicas: local processes or Kubernetes pods"
+    )
+    kubernetes: KubernetesConfig = Field(
+        default_factory=KubernetesConfig,
+        description="namespace, image, pool and node health for backend: kubernetes",
+    )
     replica_urls: list[str] = Field(default_factory=list, description="external replicas")
     upstream_auth: UpstreamAuthConfig | None = Field(
         None, description="credentials sent to every replica (config.upstream_auth)"
