@@ -71,7 +71,15 @@ class Fleet:
 
     def _register(self, backend: ReplicaBackend, h: ReplicaHandle) -> None:
         self.handles.append((backend, h))
-        self.registrars[h.deployment].add(h.replica_id, h.url, external=h.external)
+        registrar = self.registrars[h.deployment]
+        # A backend that watches its replicas (Kubernetes) may know more than "starting":
+        # an adopted pod is ready, and a fast one may be ready before it is registered.
+        watched = getattr(backend, "state", None)
+        state = watched(h.replica_id) if watched is not None else None
+        if isinstance(state, ReplicaState):
+            registrar.add(h.replica_id, h.url, state=state, external=h.external)
+        else:
+            registrar.add(h.replica_id, h.url, external=h.external)
         url = redact_url(h.url)
         log.info("replica %s of %s at %s (pid %s)", h.replica_id, h.deployment, url, h.pid)
 

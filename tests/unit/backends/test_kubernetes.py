@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
-from support.k8s_emulator import K8sEmulator
 
 from shipit.backends.base import ReplicaSpec
 from shipit.backends.k8s_pods import DEPLOYMENT, MANAGED_BY, POOL, VERSION
@@ -19,6 +18,7 @@ from shipit.config.kubernetes import KubernetesConfig
 from shipit.core.clock import FakeClock
 from shipit.core.fleet import ReplicaState
 from shipit.services.registry import ReplicaRegistry
+from support.k8s_emulator import K8sEmulator
 
 SPEC = ReplicaSpec("chat", "Qwen/Qwen3-0.6B", extra_args=("--max-num-seqs", "8"))
 NODES = ("n1", "n2", "n3", "n4")
