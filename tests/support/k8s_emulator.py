@@ -141,7 +141,7 @@ class K8sEmulator:
 
     def compact(self) -> None:
         """Forget history: a watch from any resourceVersion up to now gets 410 Gone."""
-        self.min_rv = self.rv + 1
+        self.min_rv = self.rv  # a list now returns this version, from which a watch is fine
         self.log.clear()
 
     @web.middleware

@@ -40,7 +40,6 @@ from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Node, Pod
 from lightkube.types import PatchType
-from prometheus_client import CollectorRegistry, Counter
 
 from shipit.backends.base import Registrar, ReplicaHandle, ReplicaSpec
 from shipit.backends.k8s_pods import (
@@ -55,6 +54,7 @@ from shipit.backends.k8s_pods import (
 from shipit.config.kubernetes import KubernetesConfig
 from shipit.core.fleet import ReplicaState
 from shipit.policy import node_health as nh
+from shipit.telemetry.instruments import ControlPlaneMetrics
 
 log = logging.getLogger("shipit.backends.kubernetes")
 T = TypeVar("T")
@@ -78,7 +78,7 @@ class KubernetesBackend:
         *,
         deployment: str | None = None,
         registrars: Mapping[str, Registrar] | None = None,
-        registry: CollectorRegistry | None = None,
+        metrics: ControlPlaneMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         backoff_s: tuple[float, float] = (0.5, 30.0),
         api_attempts: int = 8,
@@ -107,16 +107,8 @@ class KubernetesBackend:
         self._synced = asyncio.Event()
         self._salt = secrets.token_hex(4)
         self._seq = 0
-        self._cordons = (
-            Counter(
-                "shipit_node_cordons",
-                "Nodes shipit cordoned after replica failures on them.",
-                ["reason"],
-                registry=registry,
-            )
-            if registry is not None
-            else None
-        )
+        self._deployment = deployment or ""
+        self._cordons = metrics.node_cordons if metrics is not None else None
 
     # ----- connection and discovery -------------------------------------------------------
     def _make_client(self) -> AsyncClient:
@@ -379,7 +371,7 @@ class KubernetesBackend:
             return
         self.cordoned.append(node)
         if self._cordons is not None:
-            self._cordons.labels(reason=reason_code).inc()
+            self._cordons.labels(deployment=self._deployment, reason=reason_code).inc()
         log.warning("cordoned node %s: %s", node, reason)
         event = Event(
             metadata=ObjectMeta(generateName=f"{node}.shipit-", namespace=self.cfg.namespace),

@@ -18,6 +18,7 @@ from shipit.config.kubernetes import KubernetesConfig
 from shipit.core.clock import FakeClock
 from shipit.core.fleet import ReplicaState
 from shipit.services.registry import ReplicaRegistry
+from shipit.telemetry.instruments import build_control_plane_metrics
 from support.k8s_emulator import K8sEmulator
 
 SPEC = ReplicaSpec("chat", "Qwen/Qwen3-0.6B", extra_args=("--max-num-seqs", "8"))
@@ -48,7 +49,11 @@ async def cluster(
     registry = ReplicaRegistry("chat", clock=FakeClock(), max_concurrency=8)
     metrics = CollectorRegistry()
     backend = KubernetesBackend(
-        config, registrars={"chat": registry}, registry=metrics, backoff_s=(0.01, 0.05)
+        config,
+        deployment="chat",
+        registrars={"chat": registry},
+        metrics=build_control_plane_metrics(metrics),
+        backoff_s=(0.01, 0.05),
     )
     try:
         yield emu, backend, registry, metrics
@@ -129,7 +134,8 @@ def test_scale_up_kill_replace_cordon_and_scale_to_zero(tmp_path: Path) -> None:
             assert event["involvedObject"] == {"kind": "Node", "name": "n1", "apiVersion": "v1"}
             assert (
                 metrics.get_sample_value(
-                    "shipit_node_cordons_total", {"reason": "repeated_failures"}
+                    "shipit_node_cordons_total",
+                    {"deployment": "chat", "reason": "repeated_failures"},
                 )
                 == 1.0
             )
