@@ -38,10 +38,12 @@ async def call(
         if body is not None and not isinstance(body, bytes)
         else (body or b"")
     )
+    path, _, query = path.partition("?")
     scope = {
         "type": "http",
         "method": method,
         "path": path,
+        "query_string": query.encode(),
         "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
     }
     sent_body = False

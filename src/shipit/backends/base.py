@@ -63,9 +63,16 @@ class Registrar(Protocol):
     """Where one deployment's replicas are registered (``services.registry.ReplicaRegistry``)."""
 
     def add(
-        self, replica_id: str, url: str, *, state: ReplicaState = ..., external: bool = ...
+        self,
+        replica_id: str,
+        url: str,
+        *,
+        state: ReplicaState = ...,
+        external: bool = ...,
+        version: str | None = ...,
     ) -> object:
-        """A new replica at ``url`` (``starting`` unless told otherwise)."""
+        """A new replica at ``url`` (``starting`` unless told otherwise), running ``version``
+        (default: the deployment's current one)."""
         ...
 
     def set_state(self, replica_id: str, state: ReplicaState) -> object: ...

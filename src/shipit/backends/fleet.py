@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 
 from shipit.backends.base import Registrar, ReplicaBackend, ReplicaHandle, ReplicaSpec
 from shipit.config.gateway import DeploymentConfig
+from shipit.config.rollout import VersionConfig
 from shipit.core.fleet import ReplicaState
 from shipit.core.urls import redact_url
 
@@ -56,6 +57,11 @@ class Fleet:
         # Per deployment, where its replicas start instead of ``local`` (e.g. Kubernetes pods).
         self.backends = dict(backends or {})
         self.handles: list[tuple[ReplicaBackend, ReplicaHandle]] = []
+        # The version each replica runs (None: the deployment's first) and each deployment's
+        # current one: the autoscaler manages only the current version's replicas, so a
+        # rollout's candidate (or the old version being drained) is never scaled away.
+        self.current: dict[str, str | None] = {}
+        self._versions: dict[str, str | None] = {}
 
     @staticmethod
     def spec(d: DeploymentConfig) -> ReplicaSpec:
@@ -69,17 +75,20 @@ class Fleet:
             drain_timeout_s=d.drain_timeout_s,
         )
 
-    def _register(self, backend: ReplicaBackend, h: ReplicaHandle) -> None:
+    def _register(
+        self, backend: ReplicaBackend, h: ReplicaHandle, version: str | None = None
+    ) -> None:
         self.handles.append((backend, h))
+        self._versions[h.replica_id] = version or self.current.get(h.deployment)
         registrar = self.registrars[h.deployment]
         # A backend that watches its replicas (Kubernetes) may know more than "starting":
         # an adopted pod is ready, and a fast one may be ready before it is registered.
         watched = getattr(backend, "state", None)
         state = watched(h.replica_id) if watched is not None else None
         if isinstance(state, ReplicaState):
-            registrar.add(h.replica_id, h.url, state=state, external=h.external)
+            registrar.add(h.replica_id, h.url, state=state, external=h.external, version=version)
         else:
-            registrar.add(h.replica_id, h.url, external=h.external)
+            registrar.add(h.replica_id, h.url, external=h.external, version=version)
         url = redact_url(h.url)
         log.info("replica %s of %s at %s (pid %s)", h.replica_id, h.deployment, url, h.pid)
 
@@ -113,6 +122,33 @@ class Fleet:
             self._register(backend, h)
         return [h.replica_id for h in handles]
 
+    # ----- the rollout controller's VersionPool (services.rollouts) --------------------------
+    @staticmethod
+    def version_of(d: DeploymentConfig, version: VersionConfig) -> DeploymentConfig:
+        """The deployment as ``version`` runs it: its model, accelerator and replica flags."""
+        changes: dict[str, object] = {}
+        if version.model is not None:
+            changes["model"] = version.model
+            if d.served_model_name is None:
+                # Clients keep sending the deployment's model name to the new version.
+                changes["served_model_name"] = d.model_name
+        if version.simulate is not None:
+            changes["simulate"] = version.simulate
+        if version.replica_args is not None:
+            changes["replica_args"] = list(version.replica_args)
+        return d.model_copy(update=changes)
+
+    async def start_version(self, deployment: str, version: VersionConfig) -> list[str]:
+        d = self.version_of(self.deployments[deployment], version)
+        handles = await self.local.start(self.spec(d), version.replicas or 1)
+        for h in handles:
+            self._register(self.local, h, version.name)
+        return [h.replica_id for h in handles]
+
+    def adopt_version(self, deployment: str, version: VersionConfig) -> None:
+        self.deployments[deployment] = self.version_of(self.deployments[deployment], version)
+        self.current[deployment] = version.name
+
     async def stop_replica(self, deployment: str, replica_id: str) -> None:
         """Drain and stop one replica (the backend waits for it to exit), then unregister it."""
         found = [(b, h) for b, h in self.handles if h.replica_id == replica_id]
@@ -130,7 +166,10 @@ class Fleet:
         return [
             h.replica_id
             for b, h in self.handles
-            if b is self.backend_for(deployment) and h.deployment == deployment and not h.external
+            if b is self.backend_for(deployment)
+            and h.deployment == deployment
+            and not h.external
+            and self._versions.get(h.replica_id) == self.current.get(deployment)
         ]
 
     def alive(self, deployment: str, replica_id: str) -> bool:

@@ -30,11 +30,16 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Pod
 
 from shipit.backends.base import ReplicaSpec
-from shipit.config.kubernetes import KubernetesConfig
+from shipit.config.gateway import DeploymentConfig, ShipitConfig
+from shipit.config.k8s_backend import KubernetesBackendConfig
 from shipit.core.fleet import ReplicaState
 from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
+COMPONENT = "app.kubernetes.io/component"
+# Pods this backend creates say owner=gateway; the rendered workloads' pods say owner=workload,
+# so neither side ever adopts or deletes the other's.
+OWNER = "shipit.dev/owner"
 DEPLOYMENT = "shipit.dev/deployment"
 VERSION = "shipit.dev/version"
 POOL = "shipit.dev/pool"
@@ -42,7 +47,41 @@ KILL_GRACE_S = 5
 
 
 def labels(deployment: str, version: str, pool: str) -> dict[str, str]:
-    return {MANAGED_BY: "shipit", DEPLOYMENT: deployment, VERSION: version, POOL: pool}
+    return {
+        MANAGED_BY: "shipit",
+        COMPONENT: "replica",
+        OWNER: "gateway",
+        DEPLOYMENT: deployment,
+        VERSION: version,
+        POOL: pool,
+    }
+
+
+def settings_for(cfg: ShipitConfig, d: DeploymentConfig) -> KubernetesBackendConfig:
+    """``d``'s backend settings: its ``kubernetes_backend:`` block, with what it leaves unset
+    taken from the top-level ``kubernetes:`` section (namespace, the engine's image, GPUs,
+    and the first placement's version and node pool: selector, tolerations, capacity)."""
+    own = d.kubernetes_backend
+    k = cfg.kubernetes
+    placement = k.deployments.get(d.name)
+    first = placement.placements[0] if placement is not None else None
+    pools = {p.name: p for p in k.node_pools}
+    pool = pools.get(first.pool) if first is not None else None
+    derived: dict[str, object] = {
+        "namespace": k.namespace,
+        "image": k.images.ref(placement.engine if placement is not None else "embedded"),
+        "gpus": placement.gpus if placement is not None else 0,
+        "version": first.version if first is not None else "v1",
+        "cordon_nodes": k.cordon_nodes,
+    }
+    if pool is not None:
+        derived |= {
+            "pool": pool.capacity,
+            "node_selector": dict(pool.node_selector),
+            "tolerations": list(pool.tolerations),
+        }
+    update = {f: v for f, v in derived.items() if f not in own.model_fields_set}
+    return own.model_copy(update=update)
 
 
 def pod_name(deployment: str, version: str, seq: int, salt: str) -> str:
@@ -51,12 +90,12 @@ def pod_name(deployment: str, version: str, seq: int, salt: str) -> str:
     return f"{deployment}-{version}-{digest}".lower()[:63]
 
 
-def replica_url(name: str, cfg: KubernetesConfig) -> str:
+def replica_url(name: str, cfg: KubernetesBackendConfig) -> str:
     """The pod's stable DNS name through the headless Service (hostname + subdomain)."""
     return f"http://{name}.{cfg.service}.{cfg.namespace}.svc:{cfg.port}"
 
 
-def replica_pod(spec: ReplicaSpec, cfg: KubernetesConfig, name: str) -> Pod:
+def replica_pod(spec: ReplicaSpec, cfg: KubernetesBackendConfig, name: str) -> Pod:
     args = ["--model", spec.model, "--host", "0.0.0.0", "--port", str(cfg.port)]
     args += ["--drain-timeout-s", f"{spec.drain_timeout_s:g}"]
     if spec.simulate:

@@ -45,13 +45,14 @@ from shipit.backends.base import Registrar, ReplicaHandle, ReplicaSpec
 from shipit.backends.k8s_pods import (
     DEPLOYMENT,
     MANAGED_BY,
+    OWNER,
     PodView,
     pod_name,
     read_pod,
     replica_pod,
     replica_url,
 )
-from shipit.config.kubernetes import KubernetesConfig
+from shipit.config.k8s_backend import KubernetesBackendConfig
 from shipit.core.fleet import ReplicaState
 from shipit.policy import node_health as nh
 from shipit.telemetry.instruments import ControlPlaneMetrics
@@ -74,7 +75,7 @@ class _Replica:
 class KubernetesBackend:
     def __init__(
         self,
-        cfg: KubernetesConfig,
+        cfg: KubernetesBackendConfig,
         *,
         deployment: str | None = None,
         registrars: Mapping[str, Registrar] | None = None,
@@ -85,7 +86,7 @@ class KubernetesBackend:
     ) -> None:
         self.cfg = cfg
         # Only this deployment's pods (when given), else every pod shipit manages here.
-        self.selector: LabelSelector = {MANAGED_BY: "shipit"}
+        self.selector: LabelSelector = {MANAGED_BY: "shipit", OWNER: "gateway"}
         if deployment:
             self.selector[DEPLOYMENT] = deployment
         self.registrars = dict(registrars or {})
@@ -345,7 +346,10 @@ class KubernetesBackend:
         decision, self._health_state = nh.decide(self._health_cfg, snap, self._health_state)
         self.node_decisions.append(decision)
         for c in decision.cordon:
-            await self.cordon(c.node, c.reason_code, c.reason)
+            if self.cfg.cordon_nodes:
+                await self.cordon(c.node, c.reason_code, c.reason)
+            else:  # not allowed to (no RBAC on nodes): say what it would have done
+                log.warning("would cordon node %s (cordon_nodes is off): %s", c.node, c.reason)
 
     async def cordon(self, node: str, reason_code: str, reason: str) -> None:
         """``spec.unschedulable: true`` on the node, guarded by the resourceVersion just read

@@ -115,6 +115,10 @@ class LocalProcessBackend:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 await asyncio.to_thread(proc.wait)
+            except asyncio.CancelledError:  # a forced stop: never leave the child behind
+                proc.kill()
+                proc.wait()
+                raise
 
     async def kill(self, handle: ReplicaHandle) -> None:
         """SIGKILL one replica, no drain: for failure tests and stuck processes."""

@@ -1,4 +1,4 @@
-"""Metrics exactly as DESIGN.md defines them, from the records of one load point.
+"""Metrics as docs/bench.md defines them, from the records of one load point.
 
 TTFT: sent -> first content chunk. TPOT per request: (E2E - TTFT) / (output_tokens - 1).
 ITL: every gap between content chunks, pooled across requests. E2E: sent -> last byte.

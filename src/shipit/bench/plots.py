@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from shipit.bench.config import slo_parts
+
 
 def _pyplot() -> Any:
     import matplotlib
@@ -20,6 +22,23 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def slo_limits(result: dict[str, Any], metric: str) -> list[tuple[float, str]]:
+    """The ``--slo`` limits on ``metric`` (ttft, tpot, e2e, itl) as (ms, label)."""
+    out = []
+    for key, value in sorted(((result.get("config") or {}).get("slo_ms") or {}).items()):
+        name, pct = slo_parts(key)
+        if name == metric:
+            at = f" P{pct}" if pct is not None else ""
+            out.append((float(value), f"SLO {metric.upper()}{at} {float(value):g} ms"))
+    return out
+
+
+def _draw_slo(ax: Any, limits: list[tuple[float, str]], *, vertical: bool) -> None:
+    for value, label in limits:
+        line = ax.axvline if vertical else ax.axhline
+        line(value, color="red", linewidth=1.0, linestyle="--", label=label)
 
 
 def _label(point: dict[str, Any]) -> str:
@@ -52,6 +71,7 @@ def plot_cdfs(result: dict[str, Any], path: Path) -> Path:
                 )
         for q in (0.5, 0.99):
             ax.axhline(q, color="grey", linewidth=0.6, linestyle=":")
+        _draw_slo(ax, slo_limits(result, key.removesuffix("_ms")), vertical=True)
         ax.set_title(f"{title} CDF")
         ax.set_xlabel(f"{title} (ms)")
         ax.set_ylabel("fraction of requests")
@@ -75,6 +95,7 @@ def plot_sweep(result: dict[str, Any], path: Path) -> Path:
         for pct, style in (("p50", "o-"), ("p99", "s--")):
             y = [(s[key] or {}).get(pct, np.nan) for s in summaries]
             ax.plot(x, y, style, label=f"{title} {pct.upper()}")
+        _draw_slo(ax, slo_limits(result, key.removesuffix("_ms")), vertical=False)
         for s, xi in zip(summaries, x, strict=True):
             ax.annotate(
                 f"{s['value']:g}",
@@ -104,8 +125,11 @@ def in_flight_curve(requests: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndar
     return times, level
 
 
-def plot_timeline(point: dict[str, Any], path: Path) -> Path:
-    """TTFT of every request at its send time (errors marked) above the in-flight count."""
+def plot_timeline(
+    point: dict[str, Any], path: Path, slo: list[tuple[float, str]] | None = None
+) -> Path:
+    """TTFT of every request at its send time (errors marked) above the in-flight count, with
+    the TTFT SLO as a line."""
     plt = _pyplot()
     reqs = point["requests"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 6), sharex=True)
@@ -120,6 +144,7 @@ def plot_timeline(point: dict[str, Any], path: Path) -> Path:
             color="red",
             label=f"errors ({len(failed)})",
         )
+    _draw_slo(top, slo or [], vertical=False)
     top.set_ylabel("TTFT (ms)")
     top.set_title(f"TTFT and requests in flight over time ({_label(point)})")
     top.grid(alpha=0.3)
@@ -145,6 +170,10 @@ def write_plots(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
         paths.append(plot_sweep(result, out / "throughput_vs_latency.png"))
     for i, point in enumerate(result["points"]):
         paths.append(
-            plot_timeline(point, out / f"timeline_{i}_{point['mode']}_{point['value']:g}.png")
+            plot_timeline(
+                point,
+                out / f"timeline_{i}_{point['mode']}_{point['value']:g}.png",
+                slo_limits(result, "ttft"),
+            )
         )
     return paths

@@ -76,7 +76,7 @@ class RequestRecord:
 
     @property
     def tpot_ns(self) -> float | None:
-        """(E2E - TTFT) / (output_tokens - 1), as DESIGN.md defines it; None below 2 tokens."""
+        """(E2E - TTFT) / (output_tokens - 1); None below 2 tokens."""
         ttft = self.ttft_ns
         if ttft is None or self.output_tokens < 2:
             return None

@@ -18,7 +18,7 @@ class Calibration:
     """Achieved fractions of peak and fixed costs.
 
     - ``bandwidth_efficiency``: achieved / peak HBM bandwidth in memory-bound decode
-      (published runs show 0.45-0.9; FACTS.md).
+      (published runs show 0.45-0.9).
     - ``compute_efficiency``: achieved / peak dense tensor FLOP/s in compute-bound steps (MFU).
     - ``allreduce_latency_s``: fixed cost of one all-reduce (two per layer under TP).
     - ``interconnect_efficiency``: achieved / peak link bandwidth for all-reduce payloads.
@@ -42,3 +42,8 @@ class Calibration:
 
 
 DEFAULT_CALIBRATION = Calibration()
+
+# The GPUs whose published runs the defaults were fitted and checked against
+# (``benchmarks/planner_accuracy.py``). Figures for any other GPU are the datasheet roofline
+# with these constants: unchecked, and usually optimistic.
+CALIBRATED_GPUS = frozenset({"h100-sxm", "h200", "b200"})

@@ -70,6 +70,11 @@ def _lookup(name: str, items: tuple[_Spec, ...], *, kind: str, field: str) -> _S
     key = normalize_id(name)
     names: dict[str, _Spec] = {}
     for item in items:
+        for alias in item.aliases:
+            # The name without its Hugging Face organisation is the name a server usually
+            # serves it under (``smollm2-135m-instruct``): accepted too, below exact matches.
+            names.setdefault(normalize_id(alias.rsplit("/", 1)[-1]), item)
+    for item in items:
         names[normalize_id(item.id)] = item
         for alias in item.aliases:
             names[normalize_id(alias)] = item

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shipit.capacity.calibration import DEFAULT_CALIBRATION, Calibration
+from shipit.capacity.calibration import CALIBRATED_GPUS, DEFAULT_CALIBRATION, Calibration
 from shipit.capacity.catalog import Catalog
 from shipit.capacity.deployment import Deployment, valid_tp_degrees
 from shipit.capacity.inputs import SloTargets, TrafficProfile
@@ -35,6 +35,8 @@ class Recommendation:
     price_as_of: str
     plan: ReplicaPlan
     reason: str
+    # False: no published run checks the planner on this GPU (datasheet roofline only).
+    calibrated: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ def recommend(
                             price_as_of=q.as_of,
                             plan=plan,
                             reason=_why(d, plan, q.usd_per_gpu_hour, q.provider),
+                            calibrated=gpu.id in CALIBRATED_GPUS,
                         )
                     )
     rows.sort(key=lambda r: (r.usd_per_million_tokens, r.gpus))
@@ -111,6 +114,8 @@ def recommend(
 
 def _why(d: Deployment, plan: ReplicaPlan, price: float, provider: str) -> str:
     q = "" if d.weights.id in ("bf16", "fp16") else "; quantised: check quality on your evals"
+    if d.gpu.id not in CALIBRATED_GPUS:
+        q += "; uncalibrated GPU: datasheet roofline only, likely optimistic"
     return (
         f"{plan.replicas_peak} x TP{d.tp} = {plan.gpus_peak} GPUs at ${price:.2f}/GPU-h "
         f"({provider}); {plan.concurrency_per_replica} seqs/replica, decode {plan.bound}-bound, "

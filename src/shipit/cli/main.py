@@ -1,25 +1,38 @@
-"""The ``shipit`` command: builds the Typer app from one module per command.
+"""The ``shipit`` command: the root group, its ``--version``, and ``main``.
 
-Each command module exposes ``register(app)``; this module only wires them together so
-importing one command never imports the others' heavy dependencies at start-up.
+Each command module exposes ``register(app)`` and is imported only when its command runs
+(``shipit.cli.lazy``); ``shipit --version`` answers before importing anything else, so every
+call no longer pays for numpy, aiohttp, uvicorn and the engine.
 """
 
 from __future__ import annotations
 
-import typer
+import sys
+from typing import TYPE_CHECKING
 
 from shipit import __version__
+
+if TYPE_CHECKING:
+    import typer
 
 
 def _version(value: bool) -> None:
     if value:
+        import typer
+
         typer.echo(f"shipit {__version__}")
         raise typer.Exit()
 
 
 def build_app() -> typer.Typer:
+    import typer
+
+    from shipit.cli.lazy import LazyGroup
+
     app = typer.Typer(
         name="shipit",
+        cls=LazyGroup,
+        rich_markup_mode=None,  # plain help: rich's help renderer alone costs more than 0.3 s
         help="Take an LLM from one box to production traffic.",
         no_args_is_help=True,
         add_completion=False,
@@ -34,32 +47,11 @@ def build_app() -> typer.Typer:
     ) -> None:
         """shipit: gateway, routing, autoscaling, capacity planning and an embedded CPU engine."""
 
-    from shipit.cli import generate
-
-    generate.register(app)
-    from shipit.cli import replica
-
-    replica.register(app)
-    from shipit.cli import bench
-
-    bench.register(app)
-    from shipit.cli import plan
-
-    plan.register(app)
-    from shipit.cli import up
-
-    up.register(app)
-    from shipit.cli import keys
-
-    keys.register(app)
-    from shipit.cli import status
-
-    status.register(app)
-    from shipit.cli import top
-
-    top.register(app)
     return app
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--version"]:
+        print(f"shipit {__version__}")
+        return
     build_app()()

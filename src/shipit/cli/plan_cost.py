@@ -128,9 +128,7 @@ def _rows(
                 "on-demand / spot GPU-h per day",
                 f"{mix.on_demand_gpu_hours_per_day:,.0f} / {mix.spot_gpu_hours_per_day:,.0f}",
             ),
-            (
-                "$/day (all on-demand)",
-                f"${mix.usd_per_day:,.0f} (${mix.usd_per_day_all_on_demand:,.0f})",
-            ),
+            ("$/day with this mix", f"${mix.usd_per_day:,.0f}"),
+            ("$/day all on-demand", f"${mix.usd_per_day_all_on_demand:,.0f}"),
         ]
     return rows

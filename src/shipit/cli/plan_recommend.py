@@ -93,7 +93,7 @@ def _render(c: Console, title: str, res: cap.RecommendResult, top: int) -> None:
     for i, r in enumerate(res.rows[:top], 1):
         tab.add_row(
             str(i),
-            r.gpu_id,
+            r.gpu_id if r.calibrated else f"{r.gpu_id} *",
             str(r.tp),
             r.dtype,
             r.provider,
@@ -103,6 +103,23 @@ def _render(c: Console, title: str, res: cap.RecommendResult, top: int) -> None:
             r.reason,
         )
     c.print(tab)
+    shown = res.rows[:top]
+    if any(not r.calibrated for r in shown):
+        c.print(
+            "* uncalibrated: no published run checks the planner on this GPU; its figures are "
+            "the datasheet roofline, usually optimistic. Benchmark it before buying.",
+            highlight=False,
+        )
+    if shown and not shown[0].calibrated:
+        c.print(
+            f"[yellow]the first-ranked option ({shown[0].gpu_id}) is uncalibrated[/]; the best "
+            "calibrated one is "
+            + next(
+                (f"#{i} ({r.gpu_id})" for i, r in enumerate(res.rows, 1) if r.calibrated),
+                "none in this list",
+            ),
+            highlight=False,
+        )
     if not res.rows:
         c.print("[red]no configuration meets the SLO; loosen it or allow more GPUs")
     c.print(f"{len(res.rows)} options, {len(res.rejected)} rejected (see -o json)")

@@ -44,8 +44,27 @@ def _ago(unix_s: float | None, now_unix_s: float) -> str:
     return "-" if unix_s is None else f"{max(now_unix_s - unix_s, 0.0):.0f}s ago"
 
 
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _bounds(a: dict[str, Any]) -> str:
+    if not a:
+        return "external"
+    if a.get("fixed") or a["min_replicas"] == a["max_replicas"]:
+        return f"fixed {a['min_replicas']}"
+    return f"{a['min_replicas']}..{a['max_replicas']}"
+
+
 def deployments_table(data: dict[str, Any]) -> Table:
-    table = Table(title="deployments", title_justify="left")
+    uptime = data.get("uptime_s")
+    title = "deployments" + ("" if uptime is None else f" (gateway up {_duration(uptime)})")
+    table = Table(title=title, title_justify="left")
     for col in ("deployment", "model", "replicas", "desired", "bounds", "queue", "now"):
         table.add_column(col)
     for d in data["deployments"]:
@@ -58,7 +77,7 @@ def deployments_table(data: dict[str, Any]) -> Table:
             d["model"],
             ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "0",
             str(a.get("desired", "-")),
-            f"{a['min_replicas']}..{a['max_replicas']}" if a else "fixed",
+            _bounds(a),
             str(d["queue_depth"]),
             ("PANIC " if a.get("panic") else "") + str(a.get("reason") or ""),
         )

@@ -105,17 +105,34 @@ def _replica_row(dep: str, r: dict[str, Any], cur: Scrape, prev: Scrape | None) 
     )
 
 
+def _gateway_window(status: dict[str, Any]) -> tuple[float, dict[str, WindowStats]] | None:
+    """The figures the gateway computed over ``?window_s=`` from its counter history."""
+    w = status.get("window")
+    if not isinstance(w, dict) or not w.get("seconds"):
+        return None
+    stats = {name: WindowStats(**fields) for name, fields in w.get("deployments", {}).items()}
+    return float(w["seconds"]), stats
+
+
 def build_frame(url: str, cur: Scrape, prev: Scrape | None) -> Frame:
     span = cur.at_s - prev.at_s if prev else None
     now_r = readings(cur.gateway)
     old_r = readings(prev.gateway) if prev else {}
+    gw_window = _gateway_window(cur.status)
+    if gw_window is not None:
+        span = gw_window[0]
     alerts = list(cur.status.get("alerts") or [])
     deployments, replicas = [], []
     for d in cur.status.get("deployments", []):
         name = d["name"]
         reps = d.get("replicas", [])
         ready = sum(1 for r in reps if r["state"] == "ready")
-        stats = window(old_r.get(name), now_r[name], span) if span and name in now_r else None
+        if gw_window is not None:
+            stats = gw_window[1].get(name)
+        elif span and name in now_r:
+            stats = window(old_r.get(name), now_r[name], span)
+        else:
+            stats = None
         deployments.append(
             DeploymentRow(
                 name=name,
@@ -150,7 +167,8 @@ def _num(value: float | None, fmt: str = "{:.1f}") -> str:
 
 
 def deployments_table(frame: Frame) -> Table:
-    t = Table(title=f"shipit top  {frame.url}", title_justify="left")
+    over = "" if frame.interval_s is None else f"  (rates over the last {frame.interval_s:.0f}s)"
+    t = Table(title=f"shipit top  {frame.url}{over}", title_justify="left")
     head = ("deployment", "model", "ready", "req/s", "errors", "goodput", "tok/s")
     tail = ("TTFT p50/p99 ms", "TPOT p50/p99 ms", "queue", "in-flight", "scale +/-", "alerts")
     for col in (*head, *tail):

@@ -5,7 +5,9 @@ Thin: reads ``shipit.yaml`` (flags override it), builds one router per deploymen
 registry; autoscaled when a deployment has an ``autoscaling:`` block or an autoscaling flag is
 given) and the gateway app, serves it, and prints
 where it listens and the replicas' states. Ctrl-C or SIGTERM: the server stops accepting,
-finishes open requests, then the fleet drains and stops the replicas it started.
+finishes open requests, then the fleet drains and stops the replicas it started; a second
+signal only says the drain is in progress, a third forces the stop. Exit status: 0 when
+everything drained, 1 when ``graceful_shutdown_s`` cut requests, 130 when forced.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -25,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shipit.backends.fleet import Fleet
+from shipit.backends.k8s_pods import settings_for
 from shipit.backends.kubernetes import KubernetesBackend
 from shipit.backends.local import LocalProcessBackend
 from shipit.backends.static import StaticBackend
@@ -43,7 +47,7 @@ from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import InvalidRequestError
 from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 from shipit.gateway.app import Gateway, create_gateway
-from shipit.gateway.server import bind_socket, serve
+from shipit.gateway.server import Stopped, bind_socket, serve
 from shipit.services.decision_log import JsonlDecisionLog
 from shipit.services.router import RouterService
 
@@ -72,6 +76,13 @@ def _decision_log(path: Path | None, console: Console) -> DecisionLog:
         ) from exc
     console.print(f"recording decisions in {path}")
     return log
+
+
+def _rollout_home() -> Path:
+    """Where rollouts persist their state: ``$SHIPIT_HOME/rollouts``."""
+    from shipit.config.paths import shipit_home
+
+    return shipit_home() / "rollouts"
 
 
 class _StopError(Exception):
@@ -125,7 +136,23 @@ def build_config(
         if value is not None:
             over[f"autoscaling.{field}"] = value
     cfg = apply_overrides(cfg, port=port, host=host, deployment=over)
-    return apply_security_flags(cfg, **(security or {}))
+    cfg = apply_security_flags(cfg, **(security or {}))
+    _check_servable(cfg)
+    return cfg
+
+
+def _check_servable(cfg: ShipitConfig) -> None:
+    """A deployment with no local replica, no external one and no autoscaling could never
+    answer: every request would wait out the cold-start hold for a 503."""
+    for d in cfg.deployments:
+        if d.replicas == 0 and not d.replica_urls and d.autoscaling is None:
+            raise ConfigError(
+                f"deployment {d.name!r}: replicas is 0, with no replica_urls and no "
+                "autoscaling block, so nothing could ever serve it; start local replicas "
+                "(--replicas N), register external ones (--replica-url URL), or let it scale "
+                "from zero (--min-replicas 0 --max-replicas N)",
+                field="replicas",
+            )
 
 
 def _table(gateway: Gateway) -> Table:
@@ -192,6 +219,12 @@ def up(
         help="Write every routing, admission, health, lifecycle and autoscaling decision, with "
         "the snapshot it was taken from, to this JSON-lines file (replayable in the simulator).",
     ),
+    state_dir: Path | None = typer.Option(
+        None,
+        "--state-dir",
+        help="Where rollouts keep their state, so a restart resumes them (default "
+        "$SHIPIT_HOME/rollouts).",
+    ),
     no_auth: bool = typer.Option(
         False,
         "--no-auth",
@@ -203,6 +236,15 @@ def up(
     ),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate: HTTPS."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM key for --tls-cert."),
+    log_dir: Path | None = typer.Option(
+        None,
+        "--log-dir",
+        help="Write the local replicas' logs here and keep them (default: a temporary "
+        "directory removed on exit).",
+    ),
+    keep_logs: bool = typer.Option(
+        False, "--keep-logs", help="Keep the temporary replica log directory on exit."
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
 ) -> None:
     logging.basicConfig(
@@ -240,15 +282,23 @@ def up(
     except ConfigError as exc:
         console.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc
+    try:
+        sock = bind_socket(cfg.gateway.host, cfg.gateway.port)
+    except OSError as exc:
+        console.print(
+            f"[red]error:[/] cannot listen on {cfg.gateway.host}:{cfg.gateway.port}: {exc}"
+        )
+        raise typer.Exit(2) from exc
     # One admin token per run (or the operator's, for external shipit replicas): the local
     # replicas get it in their environment, the gateway sends it on its control calls.
     admin_token = os.environ.get(ADMIN_TOKEN_ENV) or secrets.token_urlsafe(32)
-    local = LocalProcessBackend(admin_token=admin_token)
+    local = LocalProcessBackend(log_dir=log_dir, admin_token=admin_token)
+    remove_logs = log_dir is None and not keep_logs
     external = StaticBackend({d.name: d.replica_urls for d in cfg.deployments})
     registrars = {name: router.registry for name, router in routers.items()}
     # backend: kubernetes: that deployment's replicas are pods, watched by their own backend.
     pods = {
-        d.name: KubernetesBackend(d.kubernetes, deployment=d.name, registrars=registrars)
+        d.name: KubernetesBackend(settings_for(cfg, d), deployment=d.name, registrars=registrars)
         for d in cfg.deployments
         if d.backend == "kubernetes"
     }
@@ -262,17 +312,15 @@ def up(
             on_shutdown=[fleet.stop],
             pool=fleet,
             decisions=decisions,
+            versions=fleet,
+            rollout_home=state_dir or _rollout_home(),
             replica_admin_token=admin_token,
         )
     except UpstreamAuthError as exc:  # a credential named in upstream_auth cannot be read
         console.print(f"[red]error:[/] {exc.message}")
-        raise typer.Exit(2) from exc
-    try:
-        sock = bind_socket(cfg.gateway.host, cfg.gateway.port)
-    except OSError as exc:
-        console.print(
-            f"[red]error:[/] cannot listen on {cfg.gateway.host}:{cfg.gateway.port}: {exc}"
-        )
+        sock.close()
+        if remove_logs:
+            shutil.rmtree(local.log_dir, ignore_errors=True)
         raise typer.Exit(2) from exc
     scheme = "https" if cfg.gateway.tls.enabled else "http"
     listen = f"{scheme}://{cfg.gateway.host}:{sock.getsockname()[1]}"
@@ -293,7 +341,8 @@ def up(
                     f"{a.autoscaling_window_s:g}s (panic {a.panic_window_s:g}s), scale-down "
                     f"delay {a.scale_down_delay_s:g}s, idle timeout {a.idle_timeout_s:g}s"
                 )
-        console.print(f"replica logs: {local.log_dir}")
+        kept = "" if not remove_logs else " (removed on exit; --keep-logs keeps them)"
+        console.print(f"replica logs: {local.log_dir}{kept}")
         timeout_s = max(d.startup_timeout_s for d in cfg.deployments)
         reporter.append(asyncio.ensure_future(_report(gateway, console, timeout_s)))
 
@@ -303,8 +352,9 @@ def up(
         raise _StopError()
 
     signal.signal(signal.SIGTERM, _term)
+    stopped = Stopped.DRAINED
     try:
-        asyncio.run(
+        stopped = asyncio.run(
             serve(
                 gateway,
                 sock,
@@ -314,14 +364,42 @@ def up(
             )
         )
     except (KeyboardInterrupt, _StopError):
-        pass
+        stopped = Stopped.FORCED  # a signal before the server could handle it
     finally:
         if fleet.handles:  # interrupted before the lifespan could stop them
-            asyncio.run(fleet.stop())
+            asyncio.run(_stop_fleet(fleet, local, force=stopped is Stopped.FORCED))
         for task in reporter:
             task.cancel()
         if isinstance(decisions, JsonlDecisionLog):
             decisions.close()
             console.print(f"{decisions.count} decisions recorded in {decisions.path}")
-    console.print("shipit gateway stopped; replicas drained and stopped")
+        if remove_logs:
+            shutil.rmtree(local.log_dir, ignore_errors=True)
+    code = _EXIT[stopped]
+    if stopped is Stopped.DRAINED:
+        console.print("shipit gateway stopped; replicas drained and stopped")
+    elif stopped is Stopped.CUT:
+        console.print(
+            f"[yellow]shipit gateway stopped; requests still open after graceful_shutdown_s "
+            f"({cfg.gateway.graceful_shutdown_s:g}s) were cut[/] (exit {code})"
+        )
+    else:
+        console.print(
+            f"[yellow]shipit gateway stop forced; open requests were cut[/] (exit {code})"
+        )
     sys.stdout.flush()
+    if code:
+        raise typer.Exit(code)
+
+
+# 0: everything open finished; 1: the graceful-shutdown timeout cut requests; 130 (128 + SIGINT,
+# the shell's convention for an interrupted command): a repeated signal forced the stop.
+_EXIT = {Stopped.DRAINED: 0, Stopped.CUT: 1, Stopped.FORCED: 130}
+
+
+async def _stop_fleet(fleet: Fleet, local: LocalProcessBackend, *, force: bool) -> None:
+    if force:
+        for backend, handle in list(fleet.handles):
+            if backend is local:
+                await local.kill(handle)
+    await fleet.stop()

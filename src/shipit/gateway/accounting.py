@@ -67,7 +67,9 @@ class Tally:
         "_usage_chunk",
         "arrived_s",
         "events",
+        "slo_met",
         "stream",
+        "tpot_s",
         "ttft_s",
     )
 
@@ -75,6 +77,8 @@ class Tally:
         self.arrived_s = arrived_s
         self.stream = stream
         self.ttft_s: float | None = None
+        self.tpot_s: float | None = None  # set by ``finish`` for a stream of 2+ tokens
+        self.slo_met = False  # set by ``finish``
         self.events = 0
         self._last_s = arrived_s
         self._gaps_s: list[float] = []
@@ -136,7 +140,9 @@ class Tally:
             m.prompt_tokens.inc(prompt)
         if output:
             m.output_tokens.inc(output)
+        self.tpot_s = tpot_s
         if _meets(slo, ttft_s=self.ttft_s if self.stream else e2e_s, tpot_s=tpot_s):
+            self.slo_met = True
             m.slo_met.inc()
         return prompt, output
 

@@ -18,7 +18,9 @@ import itertools
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from shipit.config.gateway import ShipitConfig
@@ -28,16 +30,22 @@ from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError, UnknownAdapterError
 from shipit.core.replica_admin import bearer
 from shipit.core.urls import redact_url
+from shipit.gateway import rollout_routes
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.edge import PARSED_BODY
+from shipit.gateway.history import CounterHistory, registry_reader, window_param
+from shipit.gateway.jobs_service import JobsService
 from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.parse import parse_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, error_body, send_json
+from shipit.gateway.routes_jobs import PREFIXES as JOB_PREFIXES
+from shipit.gateway.routes_jobs import JobsApi
 from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
 from shipit.services.keystore import KeyStore
 from shipit.services.monitor import AdapterLoader, ReplicaMonitor
+from shipit.services.rollouts import RolloutController, VersionPool
 from shipit.services.router import RouterService
 from shipit.services.upstream import AiohttpUpstream, Upstream
 from shipit.telemetry.instruments import build_control_plane_metrics
@@ -77,6 +85,8 @@ class Gateway:
         monitor: bool,
         pool: ReplicaPool | None = None,
         decisions: DecisionLog = NO_LOG,
+        versions: VersionPool | None = None,
+        rollout_home: Path | None = None,
         keys: KeyStore | None = None,
         audit: AuditLog = NO_AUDIT,
     ) -> None:
@@ -85,6 +95,8 @@ class Gateway:
         self.routers = dict(routers)
         self.deployments = {d.name: d for d in config.deployments}
         self.clock = clock
+        self.started_at_s = time.time()  # Unix time, for /shipit/status
+        self._started_clock_s = clock.now()
         self.metrics = GatewayMetrics(self.routers)
         self._upstream_factory = upstream_factory
         self._on_startup, self._on_shutdown = on_startup, on_shutdown
@@ -97,6 +109,7 @@ class Gateway:
         self._id_prefix = f"gw-{os.getpid():x}-"
         self.autoscalers: dict[str, Autoscaler] = {}
         self.alerts = build_alert_service(config, self.metrics, self.routers, self._get_upstream)
+        self.history = CounterHistory(registry_reader(self.metrics.registry), clock.now)
         if pool is not None:
             self._build_autoscalers(pool)
         # Read once, here: a missing variable or file stops the start.
@@ -104,6 +117,16 @@ class Gateway:
             d.name: resolve_upstream_auth(d.upstream_auth, deployment=d.name)
             for d in config.deployments
         }
+        self.rollouts: RolloutController | None = None
+        if versions is not None:
+            self.rollouts = RolloutController(
+                self.routers,
+                versions,
+                upstream=self._get_upstream,
+                clock=clock,
+                home=rollout_home,
+                decisions=decisions,
+            )
         self.proxy = Proxy(
             metrics=self.metrics,
             upstream=self._get_upstream,
@@ -111,6 +134,11 @@ class Gateway:
             now=clock.now,
             upstream_headers=self.upstream_auth,
         )
+        self.jobs = JobsService(config, self.routers, self.proxy.core, self.metrics, clock)
+        self.jobs_api = JobsApi(self.jobs)
+        if len(self.autoscalers) == 1 == len(self.routers) and config.jobs.scale_for_jobs:
+            # Queued job lines are demand (one deployment: they can only be for it).
+            next(iter(self.autoscalers.values())).extra_demand = self.jobs.queued_work
         # Keys, tenants, rate limits and edge limits run before any handler (gateway.auth).
         self.security = Security(
             self._serve_http,
@@ -165,19 +193,29 @@ class Gateway:
             self.monitors[name] = ReplicaMonitor(
                 router, self.upstream, log=self.decisions, headers=auth.headers if auth else None
             )
+        if self.rollouts is not None:
+            self.rollouts.load()  # before replicas start: a finished rollout set the version
         for hook in self._on_startup:
             await hook()
+        await self.jobs.start()
         if self._monitor:
             self._tasks = [asyncio.create_task(m.run()) for m in self.monitors.values()]
             if self.alerts is not None:
                 self._tasks.append(asyncio.create_task(self.alerts.run()))
         self._tasks += [asyncio.create_task(a.run()) for a in self.autoscalers.values()]
+        if self.rollouts is not None:
+            self._tasks.append(asyncio.create_task(self.rollouts.run()))
+        self._tasks.append(asyncio.create_task(self.history.run()))
 
     async def shutdown(self) -> None:
+        await self.jobs.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []  # a gateway may be started again (on another event loop)
         await asyncio.gather(*(a.close() for a in self.autoscalers.values()))
+        if self.rollouts is not None:
+            await self.rollouts.close()
         for hook in self._on_shutdown:
             try:
                 await hook()
@@ -217,8 +255,13 @@ class Gateway:
         path, method = scope["path"], scope["method"]
         if method == "POST" and path in PROXY_PATHS:
             await self.handle_inference(scope, receive, send)
+        elif path.startswith(rollout_routes.PREFIX):
+            body = await _read_body(receive) if method == "POST" else b""
+            await rollout_routes.handle(self.rollouts, method, path, body, send)
+        elif path.startswith(JOB_PREFIXES):
+            await self.jobs_api.handle(scope, receive, send)
         elif method == "GET":
-            await self.handle_admin(path, send)
+            await self.handle_admin(path, send, scope.get("query_string", b""))
         else:
             msg = f"{method} {path} is not served here"
             await send_json(send, 404, error_body(msg, type_="not_found", code=404))
@@ -244,6 +287,8 @@ class Gateway:
             return
         router = self.routers[view.deployment]
         router.on_request()
+        if self.rollouts is not None:
+            self.rollouts.offer(view, body)  # a shadow rollout may mirror it, off this path
         guard = Guard()
         task = asyncio.current_task()
         watcher = asyncio.ensure_future(_until_disconnect(receive))
@@ -283,7 +328,7 @@ class Gateway:
             names |= r.adapters
         return names
 
-    async def handle_admin(self, path: str, send: Send) -> None:
+    async def handle_admin(self, path: str, send: Send, query: bytes = b"") -> None:
         if path == "/metrics":
             body = self.metrics.render()
             await send(
@@ -301,7 +346,7 @@ class Gateway:
         elif path == "/v1/models":
             await send_json(send, 200, json.dumps(self.models()).encode())
         elif path == "/shipit/status":
-            await send_json(send, 200, json.dumps(self.status()).encode())
+            await send_json(send, 200, json.dumps(self.status(window_param(query))).encode())
         else:
             await send_json(send, 404, error_body(f"{path} not found", type_="not_found", code=404))
 
@@ -319,10 +364,15 @@ class Gateway:
             ]
         return {"object": "list", "data": data}
 
-    def status(self) -> dict[str, Any]:
-        """What ``shipit up`` prints and operators read: every deployment and replica."""
-        out: dict[str, Any] = {"deployments": []}
+    def status(self, window_s: float | None = None) -> dict[str, Any]:
+        """What ``shipit up`` prints and operators read: every deployment and replica; with
+        ``window_s`` (``?window_s=10``), the request figures over that window too."""
         now = self.clock.now()
+        out: dict[str, Any] = {
+            "started_at_s": round(self.started_at_s, 3),
+            "uptime_s": round(now - self._started_clock_s, 3),
+            "deployments": [],
+        }
         for name, router in self.routers.items():
             out["deployments"].append(
                 {
@@ -338,6 +388,7 @@ class Gateway:
                         {
                             "id": v.replica_id,
                             "url": redact_url(v.url),
+                            "version": v.version,
                             "state": v.state.value,
                             "in_flight": v.in_flight,
                             "state_for_s": round(now - v.state_since_s, 3),
@@ -351,6 +402,8 @@ class Gateway:
                 }
             )
         out["alerts"] = self.alerts.active() if self.alerts is not None else []
+        if window_s is not None:
+            out["window"] = self.history.window(window_s)
         return out
 
 
@@ -365,6 +418,8 @@ def create_gateway(
     monitor: bool = True,
     pool: ReplicaPool | None = None,
     decisions: DecisionLog = NO_LOG,
+    versions: VersionPool | None = None,
+    rollout_home: Path | None = None,
     keys: KeyStore | None = None,
     audit: AuditLog | None = None,
     replica_admin_token: str | None = None,
@@ -399,6 +454,8 @@ def create_gateway(
         monitor=monitor,
         pool=pool,
         decisions=decisions,
+        versions=versions,
+        rollout_home=rollout_home,
         keys=keys,
         audit=audit,
     )

@@ -29,7 +29,9 @@ from shipit.config.security import auth_required, is_loopback
 from shipit.core import openai_errors as oe
 from shipit.gateway.accounting import Tally
 from shipit.gateway.edge import (
+    NOT_MODEL_REQUESTS,
     PARSED_BODY,
+    PRINCIPAL,
     EdgeError,
     int_in_range,
     parse_json,
@@ -176,19 +178,23 @@ class Security:
         raw_headers: list[tuple[bytes, bytes]] = list(scope.get("headers", []))
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
         principal = self._authenticate(scope, headers)
+        if principal is not None:
+            scope = {**scope, PRINCIPAL: principal}
         if scope["method"] in ("GET", "HEAD"):
             if principal is not None and principal.tenant.models and scope["path"] == "/v1/models":
                 send = _models_filter(send, principal.tenant.models)
             await self.inner(scope, receive, send)
             return
+        upload = scope["path"] == "/v1/files"
         body = await read_body(
             receive,
             headers.get("content-length"),
-            max_bytes=self.limits.max_body_bytes,
+            max_bytes=self.config.jobs.max_file_bytes if upload else self.limits.max_body_bytes,
             timeout_s=self.limits.body_timeout_s,
         )
         prepared: _Prepared | None = None
-        if scope["path"].startswith("/v1/") and scope["method"] == "POST":
+        model_request = not scope["path"].startswith(NOT_MODEL_REQUESTS)
+        if scope["path"].startswith("/v1/") and scope["method"] == "POST" and model_request:
             prepared = self._prepare(principal, raw_headers, headers, body)
             body = prepared.body
             scope = {**scope, "headers": prepared.headers, PARSED_BODY: prepared.data}

@@ -22,6 +22,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 PARSED_BODY = "shipit.parsed_body"  # scope key: the body as the edge parsed it, parsed once
+PRINCIPAL = "shipit.principal"  # scope key: the key's ``Principal`` (absent with keys off)
+# Requests that are not one JSON request to a model: file uploads (multipart, up to
+# jobs.max_file_bytes) and job management (batches, an async request's status or cancel).
+NOT_MODEL_REQUESTS = ("/v1/files", "/v1/batches", "/v1/async/areq_")
 MAX_INT = 2**63 - 1  # no field of the API holds more; larger values are refused, not sent on
 _JSON = (b"content-type", b"application/json")
 

@@ -211,9 +211,12 @@ class RequestCore:
                 return
             yield Started(resp.status, self._headers(view, resp, lease), lease.replica_id, d.policy)
             now = self.now
+            capture = router.captures.get(view.request_id)  # mirrored to a shadow version
             try:
                 async for chunk in resp.chunks():
                     tally.chunk(chunk, now())
+                    if capture is not None:
+                        capture.append(chunk)
                     yield chunk
             except MidStreamError as exc:
                 resp.close()
@@ -243,6 +246,9 @@ class RequestCore:
             chat=view.path.endswith("chat/completions"),
             slo=dep.slo,
         )
+        if 200 <= resp.status < 300:
+            ttft_s = tally.ttft_s if view.stream else None
+            router.answered(lease, ttft_s=ttft_s, tpot_s=tally.tpot_s, slo_met=tally.slo_met)
         yield Finished(resp.status, d.policy, lease.replica_id, outcome, attempt, prompt, output)
 
     def _headers(self, view: RequestView, resp: UpstreamResponse, lease: Lease) -> Headers:

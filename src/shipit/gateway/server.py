@@ -6,13 +6,22 @@ chunks are never held back by Nagle's algorithm) and ``serve``, which runs until
 SIGTERM and then shuts down gracefully (the app's lifespan drains and stops replicas). It must
 not build the app or know what it serves. Slow or oversized request headers are cut off by
 ``gateway.protocol``; HTTPS is uvicorn's, with the certificate ``gateway.tls`` names.
+
+Signals are idempotent: the first SIGINT or SIGTERM starts the drain; a second one (Ctrl-C
+pressed again, ``timeout -s INT``, a supervisor that repeats itself) only says that the drain
+is in progress; a third forces the stop, cutting what is still open, and says so. ``serve``
+returns how it ended (``Stopped``), so the caller's exit status can tell.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import logging
+import signal
 import socket
 from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 
@@ -30,7 +39,62 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_server(app: Gateway, *, graceful_shutdown_s: float, log_level: str) -> uvicorn.Server:
+logger = logging.getLogger("shipit.gateway")
+
+FORCE_AFTER = 3  # signals: the first drains, the second is acknowledged, the third forces
+
+
+class Stopped(enum.Enum):
+    """How ``serve`` ended."""
+
+    DRAINED = "drained"  # every open request finished, then the app shut down
+    CUT = "cut"  # graceful_shutdown_s ran out: uvicorn cancelled what was still open
+    FORCED = "forced"  # a third signal forced the stop
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with idempotent signal handling (uvicorn forces on a second SIGINT and
+    re-raises the signals it caught once it returns, which turns a clean drain into a
+    ``KeyboardInterrupt``)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.signals: list[int] = []
+        self.drained = False
+        self.forced = False
+        self.on_force: Callable[[], None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.signals.append(sig)
+        name = signal.Signals(sig).name
+        n = len(self.signals)
+        if n == 1:
+            self.should_exit = True
+            logger.warning(
+                "%s: stopping; open requests finish first (send it %d more times to force)",
+                name,
+                FORCE_AFTER - 1,
+            )
+        elif n < FORCE_AFTER:
+            logger.warning(
+                "%s again: still draining open requests; one more signal forces the stop "
+                "and cuts them",
+                name,
+            )
+        elif not self.forced:
+            self.forced = self.force_exit = True
+            logger.warning("%s a third time: forcing the stop; open requests are cut", name)
+            if self.on_force is not None:
+                self.on_force()
+
+    async def _wait_tasks_to_complete(self) -> None:
+        # uvicorn bounds this by graceful_shutdown_s and cancels it when that runs out:
+        # reaching the end means every connection finished.
+        await super()._wait_tasks_to_complete()
+        self.drained = not self.force_exit
+
+
+def make_server(app: Gateway, *, graceful_shutdown_s: float, log_level: str) -> _Server:
     """uvicorn with the gateway's edge limits (``gateway.limits``: header timeout and size,
     keep-alive) and, when ``gateway.tls`` names a certificate, HTTPS."""
     edge = app.config.gateway
@@ -51,7 +115,7 @@ def make_server(app: Gateway, *, graceful_shutdown_s: float, log_level: str) -> 
         ssl_certfile=edge.tls.cert,
         ssl_keyfile=edge.tls.key,
     )
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 async def serve(
@@ -61,12 +125,26 @@ async def serve(
     graceful_shutdown_s: float = 30.0,
     log_level: str = "warning",
     on_listening: Callable[[], None] | None = None,
-) -> None:
-    """Serve until a signal asks us to stop; ``on_listening`` runs once the app has started."""
+) -> Stopped:
+    """Serve until a signal asks us to stop; ``on_listening`` runs once the app has started.
+    Returns how the stop went."""
     server = make_server(app, graceful_shutdown_s=graceful_shutdown_s, log_level=log_level)
     task = asyncio.create_task(server.serve(sockets=[sock]))
+    loop = asyncio.get_running_loop()
+
+    def force() -> None:
+        loop.call_soon_threadsafe(task.cancel)
+
+    server.on_force = force
     while not server.started and not task.done():
         await asyncio.sleep(0.05)
     if server.started and on_listening is not None:
         on_listening()
-    await task
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not server.forced:
+            raise
+    if server.forced:
+        return Stopped.FORCED
+    return Stopped.DRAINED if server.drained else Stopped.CUT

@@ -5,7 +5,8 @@ Owns the queue record (``QueueState``: entries best first, by priority then arri
 replica slot yet:
 
 - ``offer``: admit it to the queue, shed the worst waiting entry for it (HTTP 429 for that
-  one), or refuse it (``queue_full`` 429, ``deadline_passed`` 504); and how long it may wait:
+  one), or refuse it (``queue_full`` 429, ``deadline_passed`` 504, ``no_replicas`` 503 when
+  no replica exists and nothing can start one, so holding it cannot help); and how long it may wait:
   up to ``queue_timeout_s``, or, while no replica is routable (a cold start), held up to
   ``cold_start_hold_s``, never past its deadline;
 - ``dispatch``: expire waiters whose deadline passed, then name the next waiter to route,
@@ -97,6 +98,8 @@ class OfferSnapshot:
     deadline_s: float | None = None
     exclude: frozenset[str] = frozenset()
     routable: int = 1  # replicas that could take a request now; 0 is a cold start
+    # A replica may still become routable: one is registered, or something can start one.
+    startable: bool = True
 
 
 def _wait(config: QueueingConfig, snapshot: OfferSnapshot) -> tuple[float, bool, str]:
@@ -120,6 +123,13 @@ def offer(
     if deadline is not None and deadline <= now:
         why = "the deadline passed on arrival"
         return AdmissionDecision(False, "deadline_passed", why, status=504), state
+    if snapshot.routable == 0 and not snapshot.startable:
+        why = (
+            "this deployment has no replicas and nothing can start one; give it replicas, "
+            "replica_urls or an autoscaling block (shipit up --replicas N, --replica-url URL "
+            "or --max-replicas N)"
+        )
+        return AdmissionDecision(False, "no_replicas", why, status=503), state
     seq = state.seq + 1
     wait_s, by_hold, how_long = _wait(config, snapshot)
     entry = QueueEntry(

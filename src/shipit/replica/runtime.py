@@ -7,6 +7,7 @@ Blocking (reads weights from disk); the app runs it in a worker thread during st
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from shipit.engine.engine import EngineConfig, LLMEngine
@@ -14,6 +15,8 @@ from shipit.engine.loader import load_model
 from shipit.engine.simulated import build_simulated_engine
 from shipit.replica.settings import ReplicaSettings
 from shipit.replica.startup import weights_source
+
+log = logging.getLogger("shipit.replica")
 
 
 def engine_config(settings: ReplicaSettings) -> EngineConfig:
@@ -38,7 +41,7 @@ def build_engine(
             on_weights_loaded(source)  # no weights: the VRAM plan stands in for them
         engine = build_simulated_engine(settings.simulate, config)
     else:
-        loaded = load_model(settings.model)
+        loaded = load_model(settings.model, progress=log.info)  # conversion, waits: in the log
         if on_weights_loaded is not None:
             on_weights_loaded(source)
         engine = LLMEngine.from_loaded(loaded, config)

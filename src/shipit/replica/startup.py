@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shipit.engine.loader import DEFAULT_MODEL, shipit_home
+from shipit.config.paths import shipit_home
+from shipit.engine.loader import DEFAULT_MODEL
 
 
 def process_started_unix_s(now_unix_s: float | None = None) -> float | None:

@@ -124,6 +124,8 @@ class Autoscaler:
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         router.cold_listeners.append(self._wake.set)
+        # Work waiting outside the router's queue (async job lines) that counts as queued.
+        self.extra_demand: Callable[[], int] | None = None
 
     @property
     def cold_starts(self) -> deque[ColdStart]:
@@ -179,7 +181,8 @@ class Autoscaler:
 
     def snapshot(self, now: float, *, exclude: set[str] | None = None) -> AutoscalingSnapshot:
         records = tuple(r for r in self._managed() if r.replica_id not in (exclude or ()))
-        return AutoscalingSnapshot(now, records, self.router.queued())
+        extra = self.extra_demand() if self.extra_demand is not None else 0
+        return AutoscalingSnapshot(now, records, self.router.queued() + extra)
 
     # ----- applying decisions ---------------------------------------------------------------
     async def _apply(self, now: float, life: LifecycleDecision, scale: ScaleDecision) -> None:
@@ -272,6 +275,8 @@ class Autoscaler:
         c = self.config
         last = self.last
         return {
+            # replicas: N without an autoscaling block: the loop only keeps N running
+            "fixed": self.router.deployment.autoscaling is None,
             "min_replicas": c.min_replicas,
             "max_replicas": c.max_replicas,
             "target_concurrency": c.target_concurrency,

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from shipit.config.paths import shipit_home
 from shipit.core.errors import ShipitError
 
 PREFIX = "sk-shipit-"
@@ -35,8 +36,7 @@ class KeyStoreError(ShipitError):
 
 
 def default_keys_file() -> Path:
-    home = os.environ.get("SHIPIT_HOME")
-    return (Path(home) if home else Path.home() / ".cache" / "shipit") / "keys.json"
+    return shipit_home() / "keys.json"
 
 
 @dataclass(frozen=True, slots=True)

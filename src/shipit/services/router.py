@@ -85,7 +85,10 @@ class RouterService:
         self.outlier_state = OutlierState()
         self.budget = reliability.initial_budget(deployment.retries)
         self.registry = ReplicaRegistry(
-            deployment.name, clock=clock, max_concurrency=deployment.queueing.max_concurrency
+            deployment.name,
+            clock=clock,
+            max_concurrency=deployment.queueing.max_concurrency,
+            version=deployment.rollout.version,
         )
         self.registry.listeners.append(self.dispatch)
         r = deployment.routing
@@ -101,6 +104,13 @@ class RouterService:
         # Called when a request has to wait and no replica is ready (scale from zero): the
         # autoscaler listens so it need not wait for its next tick.
         self.cold_listeners: list[Callable[[], None]] = []
+        # Told every attempt's outcome, and every answer's TTFT / TPOT / SLO verdict (rollout
+        # analysis reads them per version).
+        self.outcome_listeners: list[Callable[[Lease, str], None]] = []
+        # Request id -> the live answer's bytes, for requests mirrored to a shadow version
+        # (the request core appends what it relays).
+        self.captures: dict[str, list[bytes]] = {}
+        self.answer_listeners: list[Callable[[Lease, float | None, float | None, bool], None]] = []
         self.policy()  # compose (and check) the default policy now, not on the first request
 
     @property
@@ -208,8 +218,9 @@ class RouterService:
         now = self.clock.now()
         q = self.deployment.queueing
         rid = request.request_id
+        startable = len(self.registry) > 0 or bool(self.cold_listeners)
         snapshot = admission.OfferSnapshot(
-            now, rid, request.priority, request.deadline_s, exclude, self._routable(now)
+            now, rid, request.priority, request.deadline_s, exclude, self._routable(now), startable
         )
         decision, state = admission.offer(q, snapshot, self.queue_state)
         self._record("admission", snapshot, self.queue_state, decision)
@@ -319,6 +330,8 @@ class RouterService:
         if lease.released:
             return None
         lease.released = True
+        for listener in self.outcome_listeners:
+            listener(lease, outcome)
         ejection = None
         record = self.registry.give_slot(lease.replica_id)
         if record is not None and outcome in ("ok", "failed", "client_error"):
@@ -346,6 +359,13 @@ class RouterService:
                 self.registry.eject(lease.replica_id, ejection.until_s)
         self.dispatch()
         return ejection
+
+    def answered(
+        self, lease: Lease, *, ttft_s: float | None, tpot_s: float | None, slo_met: bool
+    ) -> None:
+        """A 2xx answer ended: its TTFT and TPOT (streams) and whether it met the SLO."""
+        for listener in self.answer_listeners:
+            listener(lease, ttft_s, tpot_s, slo_met)
 
     # ----- retries --------------------------------------------------------------------------
     def on_request(self) -> None:

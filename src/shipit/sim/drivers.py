@@ -293,10 +293,20 @@ def lifecycle_step(
 
 # ----- autoscaling ----------------------------------------------------------------------------
 def autoscaling_snapshot(
-    now_s: float, records: Iterable[ReplicaRecord], queued: int
+    now_s: float,
+    records: Iterable[ReplicaRecord],
+    queued: int,
+    *,
+    arrivals: int = 0,
+    completed: int = 0,
+    service_s: float = 0.0,
+    oldest_wait_s: float = 0.0,
 ) -> AutoscalingSnapshot:
-    """What the live autoscaler shows the policy: the managed replicas' records."""
-    return AutoscalingSnapshot(now_s, tuple(records), queued)
+    """What the live autoscaler shows the policy: the managed replicas' records, the queue
+    (its length and its oldest wait) and the request counters."""
+    return AutoscalingSnapshot(
+        now_s, tuple(records), queued, arrivals, completed, service_s, oldest_wait_s
+    )
 
 
 def autoscale(

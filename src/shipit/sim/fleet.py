@@ -227,7 +227,16 @@ class FleetSim:
         gone = {step.replica_id for step in life.steps}
         for rid in gone:
             self._stop(now, rid)
-        snapshot = drivers.autoscaling_snapshot(now, self.view(), len(self.gateway.queue))
+        gw = self.gateway
+        snapshot = drivers.autoscaling_snapshot(
+            now,
+            self.view(),
+            len(gw.queue),
+            arrivals=gw.arrivals,
+            completed=gw.completed,
+            service_s=gw.service_s,
+            oldest_wait_s=max((now - e.enqueued_s for e in gw.queue.entries()), default=0.0),
+        )
         order = self.policy.tick(snapshot, deployment=self.name, log=self.log)
         for rid in order.replace:
             self._stop(now, rid)

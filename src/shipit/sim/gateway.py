@@ -34,6 +34,7 @@ class SimCall:
     replica: str | None = None
     wait_token: int = 0  # a wait's timeout counts only while the token is unchanged
     first_token_s: float | None = None
+    sent_s: float = 0.0  # the last dispatch to a replica: service time runs from here
 
     @property
     def first_byte(self) -> bool:
@@ -52,6 +53,8 @@ class SimGateway:
         self.outliers = drivers.outlier_detector(deployment)
         self._routing: dict[str, drivers.RoutingPolicy] = {}
         self.waiters: dict[str, SimCall] = {}
+        # What the autoscaler's snapshot counts: arrivals, completions, their service seconds.
+        self.arrivals, self.completed, self.service_s = 0, 0, 0.0
 
     def on_arrive(self, now: float, payload: tuple[int, SimRequest]) -> None:
         i, spec = payload
@@ -67,6 +70,7 @@ class SimGateway:
             arrived_s=now,
         )
         drivers.on_request(self.budget, now_s=now)
+        self.arrivals += 1
         self.acquire(now, SimCall(spec, view))
 
     def acquire(self, now: float, req: SimCall) -> None:
@@ -192,7 +196,7 @@ class SimGateway:
     def send(self, now: float, req: SimCall, rid: str) -> None:
         record = self.fleet.records[rid]
         self.fleet.records[rid] = record.evolve(in_flight=record.in_flight + 1)
-        req.replica = rid
+        req.replica, req.sent_s = rid, now
         rep = self.fleet.replicas[rid]
         if not rep.alive:  # the connection is refused: fails as soon as it is tried
             self.fleet.push(now, self.on_refused, (req, "cannot connect"))
@@ -289,6 +293,9 @@ class SimGateway:
     def finish(self, req: SimCall, status: int, code: str, now: float) -> None:
         arrival = req.spec.arrival_s
         ttft = req.first_token_s - arrival if req.first_token_s is not None else None
+        if status == 200:
+            self.completed += 1
+            self.service_s += now - req.sent_s
         self.fleet.result.requests.append(
             RequestResult(
                 req.view.request_id,

@@ -82,9 +82,9 @@ class SimResult:
         served = self.ttft_s
         if self.dropped * 100 > len(served) + self.dropped:
             return math.inf
-        return _percentile(served, 99)
+        return percentile(served, 99)
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     data = sorted(values)
     return data[min(len(data) - 1, math.ceil(q / 100 * len(data)) - 1)] if data else 0.0

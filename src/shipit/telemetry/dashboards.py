@@ -99,7 +99,7 @@ def slo_panels() -> list[Panel]:
                 _q(f"{_rate(cat.GOOD_REQUESTS)} / {ok}", "fraction of 2xx {{deployment}}"),
             ),
             "reqps",
-            "Completed requests per second that met every SLO (DESIGN.md's definition).",
+            "Completed requests per second that met every SLO.",
         ),
         Panel(
             "Error-budget burn rate (1h)",

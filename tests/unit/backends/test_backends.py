@@ -70,6 +70,7 @@ class RecordingRegistrar:
         *,
         state: ReplicaState = ReplicaState.STARTING,
         external: bool = False,
+        version: str | None = None,
     ) -> None:
         self.calls.append(("add", replica_id, url, state.value, str(external)))
 
@@ -124,3 +125,30 @@ def test_backends_do_not_import_the_router() -> None:
                 imported.update(alias.name for alias in node.names)
     assert "shipit.backends.base" in imported, "the scan found the package's imports"
     assert not {m for m in imported if m.startswith(("shipit.services", "shipit.gateway"))}
+
+
+def test_fleet_starts_a_version_beside_the_current_one_and_adopts_it() -> None:
+    from shipit.config.rollout import VersionConfig
+
+    cfg = parse_config(
+        {"deployments": [{"replicas": 1, "simulate": "H100:llama-3.1-8b", "model": "m"}]}
+    )
+    registry = ReplicaRegistry("default", clock=FakeClock(), max_concurrency=8)
+    local = FakeBackend()
+    fleet = Fleet(cfg.deployments, {"default": registry}, local=local, external=StaticBackend({}))
+    asyncio.run(fleet.start())
+    v2 = VersionConfig(name="v2", simulate="A100:llama-3.1-8b", replica_args=["--x"], replicas=2)
+    ids = asyncio.run(fleet.start_version("default", v2))
+    assert [registry.get(i).version for i in ids] == ["v2", "v2"]  # type: ignore[union-attr]
+    assert {r.version for r in registry.records()} == {"v1", "v2"}
+    assert (
+        local.started[-1].simulate == "A100:llama-3.1-8b" and "--x" in local.started[-1].extra_args
+    )
+    # The autoscaler manages the current version only: the candidate is never scaled away.
+    assert fleet.managed("default") == ["default-0"]
+    fleet.adopt_version("default", v2)
+    assert sorted(fleet.managed("default")) == sorted(ids)
+    # What starts from now on runs the new version.
+    asyncio.run(fleet.start_replicas("default", 1))
+    assert local.started[-1].simulate == "A100:llama-3.1-8b"
+    assert fleet.managed("default")[-1] == "default-3"

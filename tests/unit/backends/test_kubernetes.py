@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from shipit.backends.base import ReplicaSpec
 from shipit.backends.k8s_pods import DEPLOYMENT, MANAGED_BY, POOL, VERSION
 from shipit.backends.kubernetes import KubernetesBackend
-from shipit.config.kubernetes import KubernetesConfig
+from shipit.config.k8s_backend import KubernetesBackendConfig
 from shipit.core.clock import FakeClock
 from shipit.core.fleet import ReplicaState
 from shipit.services.registry import ReplicaRegistry
@@ -43,8 +43,9 @@ async def cluster(
         emu.add_node(n, {"pool": "gpu"})
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(json.dumps(emu.kubeconfig()))
-    config = KubernetesConfig.model_validate(
-        {"kubeconfig": str(kubeconfig), "node_selector": {"pool": "gpu"}, **cfg}
+    config = KubernetesBackendConfig.model_validate(
+        {"kubeconfig": str(kubeconfig), "node_selector": {"pool": "gpu"}, "cordon_nodes": True}
+        | cfg
     )
     registry = ReplicaRegistry("chat", clock=FakeClock(), max_concurrency=8)
     metrics = CollectorRegistry()

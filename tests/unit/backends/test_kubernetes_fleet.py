@@ -12,9 +12,10 @@ from prometheus_client import CollectorRegistry
 
 from shipit.backends.fake import FakeBackend
 from shipit.backends.fleet import Fleet
+from shipit.backends.k8s_pods import settings_for
 from shipit.backends.kubernetes import KubernetesBackend
 from shipit.backends.static import StaticBackend
-from shipit.config.gateway import DeploymentConfig, parse_config
+from shipit.config.gateway import DeploymentConfig, ShipitConfig, parse_config
 from shipit.core.clock import FakeClock
 from shipit.core.fleet import ReplicaState
 from shipit.services.autoscaler import Autoscaler
@@ -36,28 +37,40 @@ async def eventually_ready(router: RouterService, n: int) -> None:
     raise AssertionError(f"never {n} ready: {router.registry.records()}")
 
 
-def deployment(emu: K8sEmulator, tmp_path: Path, **extra: object) -> DeploymentConfig:
+def deployment(
+    emu: K8sEmulator, tmp_path: Path, **extra: object
+) -> tuple[ShipitConfig, DeploymentConfig]:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(json.dumps(emu.kubeconfig("serving")))
     data = {
         "name": "chat",
         "backend": "kubernetes",
-        "kubernetes": {"namespace": "serving", "kubeconfig": str(kubeconfig), "gpus": 1},
+        "kubernetes_backend": {"kubeconfig": str(kubeconfig)},
         **extra,
     }
-    return parse_config({"deployments": [data]}).deployments[0]
+    cfg = parse_config(
+        {
+            "deployments": [data],
+            "kubernetes": {
+                "namespace": "serving",
+                "node_pools": [{"name": "l4", "capacity": "spot", "node_selector": {"gpu": "l4"}}],
+                "deployments": {"chat": {"gpus": 1, "placements": [{"pool": "l4"}]}},
+            },
+        }
+    )
+    return cfg, cfg.deployments[0]
 
 
 def test_the_autoscaler_scales_pods_and_replaces_a_killed_one(tmp_path: Path) -> None:
     async def main() -> None:
         emu = K8sEmulator(autopilot=True)
         await emu.start()
-        emu.add_node("n1")
-        d = deployment(emu, tmp_path, autoscaling={"min_replicas": 3, "max_replicas": 4})
+        emu.add_node("n1", {"gpu": "l4"})
+        cfg, d = deployment(emu, tmp_path, autoscaling={"min_replicas": 3, "max_replicas": 4})
         clock = FakeClock(100.0)
         router = RouterService(d, clock=clock)
         pods = KubernetesBackend(
-            d.kubernetes, deployment="chat", registrars={"chat": router.registry},
+            settings_for(cfg, d), deployment="chat", registrars={"chat": router.registry},
             backoff_s=(0.01, 0.05),
         )  # fmt: skip
         fleet = Fleet(
@@ -100,13 +113,13 @@ def test_a_restarted_gateway_adopts_the_pods_and_leaves_them_running(tmp_path: P
     async def main() -> None:
         emu = K8sEmulator(autopilot=True)
         await emu.start()
-        emu.add_node("n1")
-        d = deployment(emu, tmp_path, replicas=2)
+        emu.add_node("n1", {"gpu": "l4"})
+        cfg, d = deployment(emu, tmp_path, replicas=2)
 
         def gateway() -> tuple[Fleet, RouterService]:
             router = RouterService(d, clock=FakeClock())
             pods = KubernetesBackend(
-                d.kubernetes, deployment="chat", registrars={"chat": router.registry}
+                settings_for(cfg, d), deployment="chat", registrars={"chat": router.registry}
             )
             fleet = Fleet(
                 [d], {"chat": router.registry}, local=FakeBackend(), external=StaticBackend({}),
@@ -133,23 +146,47 @@ def test_a_restarted_gateway_adopts_the_pods_and_leaves_them_running(tmp_path: P
     asyncio.run(main())
 
 
-def test_backend_kubernetes_in_shipit_yaml() -> None:
-    d = parse_config(
+def test_backend_kubernetes_in_shipit_yaml_takes_placement_from_the_kubernetes_section() -> None:
+    cfg = parse_config(
         {
             "deployments": [
                 {
+                    "name": "chat",
                     "backend": "kubernetes",
-                    "kubernetes": {
-                        "namespace": "llm",
-                        "image": "registry.example/shipit-replica:1",
-                        "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
-                        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+                    "kubernetes_backend": {
+                        "kubeconfig": "/etc/kube/config",
                         "node_health": {"failures_to_cordon": 2, "max_cordoned_fraction": 0.1},
                     },
-                }
-            ]
+                },
+                {"name": "local-one"},
+            ],
+            "kubernetes": {
+                "namespace": "llm",
+                "cordon_nodes": True,
+                "images": {"registry": "registry.example/shipit", "tag": "1"},
+                "node_pools": [
+                    {
+                        "name": "h100",
+                        "capacity": "reserved",
+                        "node_selector": {"nvidia.com/gpu.product": "H100"},
+                        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+                    }
+                ],
+                "deployments": {
+                    "chat": {"gpus": 2, "placements": [{"pool": "h100", "version": "v3"}]}
+                },
+            },
         }
-    ).deployments[0]
-    assert d.backend == "kubernetes" and d.kubernetes.namespace == "llm"
-    assert d.kubernetes.node_health.failures_to_cordon == 2
-    assert parse_config({}).deployments[0].backend == "local"
+    )
+    chat, other = cfg.deployments
+    s = settings_for(cfg, chat)
+    assert (s.namespace, s.image, s.gpus) == (
+        "llm",
+        "registry.example/shipit/replica-embedded:1",
+        2,
+    )
+    assert (s.version, s.pool, s.cordon_nodes) == ("v3", "reserved", True)
+    assert s.node_selector == {"nvidia.com/gpu.product": "H100"}
+    assert [t.key for t in s.tolerations] == ["nvidia.com/gpu"]
+    assert s.kubeconfig == "/etc/kube/config" and s.node_health.failures_to_cordon == 2
+    assert other.backend == "local"

@@ -82,3 +82,27 @@ def test_plots_are_pngs(tmp_path: Path) -> None:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     single = write_plots(make_result(50, "concurrency", (4.0,)), tmp_path / "one")
     assert len(single) == 2
+
+
+def test_plots_draw_the_slo_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shipit.bench import plots
+
+    result = make_result(50)
+    result["config"]["slo_ms"] = {"ttft_p99_ms": 100.0, "tpot_p99_ms": 20.0}
+    plt = plots._pyplot()
+    figures: list[object] = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", figures.append)
+    write_plots(result, tmp_path)
+    labelled: dict[str, list[str]] = {}
+    for fig in figures:
+        for ax in fig.axes:  # type: ignore[attr-defined]
+            slo = [ln.get_label() for ln in ax.get_lines() if ln.get_label().startswith("SLO")]
+            labelled.setdefault(ax.get_title(), []).extend(slo)
+    assert labelled["TTFT CDF"] == ["SLO TTFT P99 100 ms"]
+    assert labelled["TPOT CDF"] == ["SLO TPOT P99 20 ms"]
+    assert labelled["E2E CDF"] == []
+    assert any(t.startswith("TTFT vs throughput") and v for t, v in labelled.items())
+    assert any(t.startswith("TTFT and requests") and v for t, v in labelled.items())
+    for fig in figures:
+        real_close(fig)

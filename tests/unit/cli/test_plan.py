@@ -44,3 +44,54 @@ def test_split_csv(values: list[str], expected: tuple[str, ...]) -> None:
 def test_jsonable_rounds_floats_and_flattens_records() -> None:
     out = jsonable({"a": (1.23456789, [2]), 3: None})
     assert out == {"a": [1.234568, [2]], "3": None}
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "SmolLM2-135M-Instruct", "smollm2-135m"])
+def test_plan_accepts_the_served_model_name(name: str) -> None:
+    """What `shipit up` serves and clients send as `model` is a model id for plan too."""
+    res = CliRunner().invoke(plan_app, ["vram", "-m", name, "--gpu", "L4", "-o", "json"])
+    assert res.exit_code == 0, res.output
+    assert '"smollm2-135m"' in res.output
+
+
+def test_plan_cost_labels_the_mix_and_the_all_on_demand_figures() -> None:
+    args = ["cost", "-m", "llama-3.1-8b", "--gpu", "H100", "--input-len", "500"]
+    args += [
+        "--output-len",
+        "200",
+        "--provider",
+        "aws",
+        "--demand",
+        ",".join(["2"] * 12 + ["6"] * 12),
+    ]
+    as_json = CliRunner().invoke(plan_app, [*args, "-o", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    import json
+
+    mix = json.loads(as_json.output)["procurement"]
+    assert mix["usd_per_day"] != mix["usd_per_day_all_on_demand"]
+    table = CliRunner().invoke(plan_app, args, env={"COLUMNS": "200"})
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in table.output.splitlines()
+        if line.count("│") == 3
+    }
+    assert rows["$/day all on-demand"] == f"${mix['usd_per_day_all_on_demand']:,.0f}"
+    assert rows["$/day with this mix"] == f"${mix['usd_per_day']:,.0f}"
+
+
+def test_plan_recommend_marks_uncalibrated_gpus_and_says_when_one_ranks_first() -> None:
+    args = ["recommend", "-m", "llama-3.1-70b", "--rps", "5", "--input-len", "1500"]
+    args += ["--output-len", "300", "--ttft-p99-ms", "2000", "--tpot-p99-ms", "50"]
+    as_json = CliRunner().invoke(plan_app, [*args, "-o", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    import json
+
+    rows = json.loads(as_json.output)["rows"]
+    by_gpu = {r["gpu_id"]: r["calibrated"] for r in rows}
+    assert by_gpu["h100-sxm"] is True and by_gpu["mi300x"] is False
+    assert not rows[0]["calibrated"], "premise: an uncalibrated GPU ranks first here"
+    table = CliRunner().invoke(plan_app, args, env={"COLUMNS": "200"})
+    assert f"{rows[0]['gpu_id']} *" in table.output
+    assert f"the first-ranked option ({rows[0]['gpu_id']}) is uncalibrated" in table.output
+    assert "uncalibrated GPU" in rows[0]["reason"]

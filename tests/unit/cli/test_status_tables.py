@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from shipit.cli.status import alerts_table
+from shipit.cli.status import alerts_table, deployments_table
 
 
 def render(table: object) -> str:
@@ -35,3 +35,28 @@ def test_alerts_table_shows_each_active_alert() -> None:
 
 def test_no_alerts_is_an_empty_table() -> None:
     assert "alerts (0 active)" in render(alerts_table({}, now_unix_s=0.0))
+
+
+def test_a_fixed_fleet_is_shown_as_fixed_and_the_uptime_is_shown() -> None:
+    data = {
+        "uptime_s": 192.0,
+        "deployments": [
+            {
+                "name": "chat",
+                "model": "m",
+                "queue_depth": 0,
+                "replicas": [{"state": "ready"}, {"state": "ready"}],
+                "autoscaling": {
+                    "fixed": True,
+                    "min_replicas": 2,
+                    "max_replicas": 2,
+                    "desired": 2,
+                    "panic": False,
+                    "reason": "fixed at 2 replicas (min_replicas = max_replicas)",
+                },
+            }
+        ],
+    }
+    text = render(deployments_table(data))
+    assert "fixed 2" in text and "2..2" not in text
+    assert "up 3m12s" in text

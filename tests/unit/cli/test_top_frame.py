@@ -77,3 +77,40 @@ def test_first_frame_has_no_rates_and_renders() -> None:
     console.print(render(frame))
     text = console.export_text()
     assert "chat-0" in text and "chat-1" in text and "alerts (1)" in text and "ttft_p99_s" in text
+
+
+def test_the_gateway_window_wins_over_the_scrape_interval() -> None:
+    """Right after a burst, two scrapes a second apart see nothing; the gateway's window
+    (``/shipit/status?window_s=10``) still does."""
+    window = {
+        "seconds": 10.0,
+        "deployments": {
+            "chat": {
+                "seconds": 10.0,
+                "requests_per_s": 3.0,
+                "error_ratio": 0.0,
+                "goodput_ratio": None,
+                "output_tokens_per_s": 120.0,
+                "prompt_tokens_per_s": 50.0,
+            }
+        },
+    }
+    status = {**STATUS, "window": window}
+    prev = Scrape(10.0, gateway(30, 20, 30, 2), status)
+    cur = Scrape(11.0, gateway(30, 20, 30, 2), status)
+    frame = build_frame("http://gw", cur, prev)
+    (d,) = frame.deployments
+    assert d.stats is not None and d.stats.requests_per_s == 3.0
+    assert frame.interval_s == 10.0
+    console = Console(width=250, record=True)
+    console.print(render(frame))
+    assert "over the last 10s" in console.export_text()
+
+
+def test_off_a_terminal_top_is_as_wide_as_its_content(monkeypatch: Any) -> None:
+    from shipit.cli.top import console_for
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert console_for(is_terminal=False).width >= 200
+    monkeypatch.setenv("COLUMNS", "132")
+    assert console_for(is_terminal=False).width == 132

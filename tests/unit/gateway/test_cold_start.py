@@ -25,7 +25,10 @@ PLAIN = {**CHAT, "stream": False}
 def make(replica: FakeReplica, **queueing: Any) -> Gateway:
     cfg = parse_config({"deployments": [{"model": "m", "replicas": 0, "queueing": queueing}]})
     upstream = FakeUpstream({"http://a": replica})
-    return create_gateway(cfg, clock=RealClock(), upstream_factory=lambda: upstream, monitor=False)
+    gw = create_gateway(cfg, clock=RealClock(), upstream_factory=lambda: upstream, monitor=False)
+    # The test plays the autoscaler (it adds the replica): something can start one.
+    gw.routers["default"].cold_listeners.append(lambda: None)
+    return gw
 
 
 async def ready_later(gw: Gateway, after_s: float) -> None:

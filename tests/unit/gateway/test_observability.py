@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from shipit.config.gateway import parse_config
 from shipit.core.clock import FakeClock
@@ -54,3 +55,15 @@ def test_alerts_can_be_switched_off() -> None:
     cfg = parse_config({"alerts": {"enabled": False}, "deployments": [{"replicas": 0}]})
     gw = create_gateway(cfg, clock=FakeClock(), monitor=False)
     assert gw.alerts is None and gw.status()["alerts"] == []
+
+
+def test_status_says_when_the_gateway_started_and_for_how_long_it_has_run() -> None:
+    cfg = parse_config({"alerts": {"enabled": False}, "deployments": [{"replicas": 0}]})
+    clock = FakeClock(100.0)
+    before = time.time()
+    gw = create_gateway(cfg, clock=clock, monitor=False)
+    after = time.time()
+    clock.advance(42.5)
+    status = gw.status()
+    assert status["uptime_s"] == 42.5
+    assert before - 0.001 <= status["started_at_s"] <= after + 0.001

@@ -60,6 +60,8 @@ class Rig:
         if ready:
             for rid in replicas:
                 self.router.add_replica(rid, f"http://{rid}", state=ReplicaState.READY)
+        else:  # the test plays the autoscaler (it adds the replica): something can start one
+            self.router.cold_listeners.append(lambda: None)
         self.ids = 0
 
     def view(self, body: dict[str, Any] | None = None) -> RequestView:

@@ -105,7 +105,7 @@ def test_steady_load_converges_to_load_over_target() -> None:
     d.start(0, 1)
     d.run(lambda t: 20, 0, 200)
     assert d.size == 5
-    assert "load 20.0" in d.history[-1][1].reason
+    assert "demand 20.0" in d.history[-1][1].reason
 
 
 def test_burst_enters_panic_and_scales_up_at_once() -> None:
@@ -273,3 +273,40 @@ def test_scale_down_and_to_zero_reason_codes() -> None:
 def test_bad_config_names_the_field(fields: dict[str, float], message: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(message)):
         cfg(**fields)
+
+
+def test_the_readme_fleet_is_not_scaled_down_while_it_starts() -> None:
+    """``replicas: 2`` with ``min_replicas: 0``: two replicas start (20 s cold start) and no
+    request comes. Nothing was ever active, but that is not "idle forever": idle time counts
+    from when the deployment could first serve, and the scale-down delay counts from start."""
+    config = cfg(min_replicas=0, max_replicas=3, idle_timeout_s=300, scale_down_delay_s=120)
+    d = Deployment(config, cold_start_s=20)
+    d.start(0, 2)
+    d.run(lambda t: 0, 0, 120)
+    assert d.size == 2, f"scaled down during the scale-down delay: {d.sizes()[:5]}"
+    d.run(lambda t: 0, 120, 320)
+    assert d.size == 1, "after the delay, one stays warm until idle_timeout_s"
+    d.run(lambda t: 0, 320, 330)
+    assert d.size == 0, "idle for idle_timeout_s since the first replica was ready (at 20 s)"
+    [to_zero] = [(t, dec) for t, dec in d.history if dec.target == 0 and dec.current == 1]
+    assert to_zero[0] == 320
+
+
+def test_the_scale_down_delay_counts_from_the_first_tick() -> None:
+    d = Deployment(cfg(min_replicas=1, scale_down_delay_s=30))
+    d.start(0, 3)
+    d.run(lambda t: 0, 0, 30)
+    assert d.size == 3
+    assert "down held at 3" in d.history[0][1].reason
+    d.run(lambda t: 0, 30, 40)
+    assert d.size < 3
+
+
+def test_a_fixed_fleet_says_it_is_fixed_not_held_by_a_delay() -> None:
+    """min = max (a fixed ``replicas: 2`` runs the same loop): no load arithmetic, no delay."""
+    d = Deployment(cfg(min_replicas=2, max_replicas=2, scale_down_delay_s=120))
+    d.start(0, 2)
+    d.run(lambda t: 0, 0, 200)
+    assert d.size == 2
+    reasons = {dec.reason for _, dec in d.history}
+    assert reasons == {"fixed at 2 replicas (min_replicas = max_replicas)"}, reasons

@@ -307,3 +307,19 @@ def test_status_lists_bounds_decisions_and_cold_starts() -> None:
     assert event["at_unix_s"] == 1.7e9 and "scale from zero" in event["reason"]
     (cold,) = status["cold_starts"]
     assert set(cold["phases_s"]) == {*PHASES, "health"}
+
+
+def test_work_queued_outside_the_router_counts_as_demand() -> None:
+    """Async job lines wait in the job store, not the router's queue: told about them, the
+    autoscaler scales from zero for them."""
+
+    async def go() -> None:
+        h = Harness(max_replicas=3, idle_timeout_s=30)
+        await h.tick()
+        assert len(h.router.registry) == 0
+        h.scaler.extra_demand = lambda: 12
+        await h.tick()
+        assert len(h.router.registry) >= 1
+        assert "scale from zero" in h.scaler.events[-1].reason
+
+    asyncio.run(go())

@@ -49,6 +49,8 @@ def test_the_hold_ends_in_503_with_retry_after_saying_a_replica_is_starting(
     r = router(cold_start_hold_s=0.02, cold_start_retry_after_s=7)
     if starting:
         r.add_replica("x", "http://x")
+    else:
+        r.cold_listeners.append(lambda: None)  # an autoscaler that can start one
 
     async def go() -> None:
         await r.acquire(req("a"))
@@ -63,6 +65,7 @@ def test_the_hold_ends_in_503_with_retry_after_saying_a_replica_is_starting(
 
 def test_a_deadline_shorter_than_the_hold_still_ends_in_504() -> None:
     r = router(cold_start_hold_s=5)
+    r.cold_listeners.append(lambda: None)
 
     async def go() -> None:
         await r.acquire(req("a", deadline_s=RealClock().now() + 0.02))
@@ -70,3 +73,17 @@ def test_a_deadline_shorter_than_the_hold_still_ends_in_504() -> None:
     with pytest.raises(AdmissionError) as exc:
         asyncio.run(go())
     assert exc.value.status == 504
+
+
+def test_with_no_replica_and_nothing_to_start_one_the_request_gets_503_at_once() -> None:
+    """No replica registered, no autoscaler listening: holding the request cannot help."""
+    r = router(cold_start_hold_s=3600)
+
+    async def go() -> None:
+        await asyncio.wait_for(r.acquire(req("a")), 5)
+
+    with pytest.raises(AdmissionError) as exc:
+        asyncio.run(go())
+    e = exc.value
+    assert (e.status, e.reason_code) == (503, "no_replicas")
+    assert "replicas" in e.reason and "autoscaling" in e.reason

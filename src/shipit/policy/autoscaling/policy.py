@@ -13,8 +13,12 @@ The rules, each a small function below:
    the short-window need at once and do not scale down until the panic has been quiet for
    a whole stable window;
 4. hysteresis: a higher target must hold for ``scale_up_delay_s``, a lower one for
-   ``scale_down_delay_s`` (the policy takes the max of the recent proposals);
-5. scale to zero only after ``idle_timeout_s`` without load; scale from zero at once;
+   ``scale_down_delay_s`` (the policy takes the max of the recent proposals; before the
+   policy has seen a whole delay, the time before its first tick counts as wanting the
+   replicas it found);
+5. scale to zero only after ``idle_timeout_s`` without load, counted from the last load, or
+   from when a replica was first ready if none came yet (never "idle forever" while the
+   fleet starts); scale from zero at once;
 6. bounds and rate limits;
 7. whom to stop: replicas still starting first, then the ready ones with the fewest
    requests in flight (they drain fastest); replicas that never became ready are replaced.
@@ -44,6 +48,13 @@ class AutoscalingSnapshot:
     now_s: float
     replicas: tuple[ReplicaRecord, ...]  # the replicas this deployment's pool manages
     queued: int  # requests held at the gateway for this deployment
+    # Counters since the deployment began (0 where the caller does not count them): requests
+    # arrived at the gateway, requests completed, and their summed service time (dispatch to
+    # last token, queueing excluded). The policy differentiates them over its windows.
+    arrivals: int = 0
+    completed: int = 0
+    service_s: float = 0.0
+    oldest_wait_s: float = 0.0  # how long the longest-queued request has waited
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +63,11 @@ class AutoscalingState:
     proposals: tuple[tuple[float, float], ...] = ()  # (time, desired before delays)
     panic_until_s: float | None = None
     last_active_s: float | None = None  # the last time load was above zero
+    first_tick_s: float | None = None  # when the policy first ran for this deployment
+    serving_since_s: float | None = None  # when a replica was first ready
+    # (time, arrivals, completed, service seconds) over the stable window
+    counters: tuple[tuple[float, int, int, float], ...] = ()
+    service_s: float | None = None  # the last known mean service time
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,30 +93,62 @@ def decide(
     live = [r for r in snapshot.replicas if r.state in _COUNTED and r.replica_id not in stuck]
     ready = sum(r.state is ReplicaState.READY for r in live)
     current = len(live)
-    load = float(sum(r.in_flight for r in live) + snapshot.queued)
-    samples = _window((*state.samples, (now, load)), now, config.autoscaling_window_s)
-    stable = _mean(samples)
-    short = _mean(_window(samples, now, config.panic_window_s))
-    unit = config.target_concurrency * config.target_utilization
+    running = float(sum(r.in_flight for r in live))
+    load = running + snapshot.queued
+    counters = tuple(
+        c
+        for c in (*state.counters, (now, snapshot.arrivals, snapshot.completed, snapshot.service_s))
+        if now - c[0] <= config.autoscaling_window_s
+    )
+    service_s = _service_s(counters, state.service_s)
+    # A caller that does not count arrivals (the counters stay 0) shows no demand beyond
+    # what runs but the queue: then the queue is counted as load.
+    seen = running if snapshot.arrivals > 0 else load
+    samples = _window((*state.samples, (now, seen)), now, config.autoscaling_window_s)
+    hold = target_concurrency(config, live)
+    unit = hold * config.target_utilization
     last_active = now if load > 0 else state.last_active_s
+    first_tick = state.first_tick_s if state.first_tick_s is not None else now
+    serving_since = state.serving_since_s
+    if serving_since is None and ready > 0:
+        serving_since = now
+    demand = Demand(
+        stable=_demand(samples, counters, now, config.autoscaling_window_s, service_s),
+        short=_demand(samples, counters, now, config.panic_window_s, service_s),
+    )
 
     panic_until = state.panic_until_s
-    if ready > 0 and math.ceil(short / unit) >= config.panic_threshold * ready:
+    short_need = math.ceil(demand.short / unit)
+    if ready > 0 and short_need >= config.panic_threshold * ready:
         panic_until = now + config.autoscaling_window_s
     panic = panic_until is not None and now < panic_until
     if panic:
-        desired = max(math.ceil(short / unit), current)
-        why = f"panic: load {short:.1f} over {config.panic_window_s:g}s / {unit:g} per replica"
+        # The short-window need itself, so the scale-down delay runs from the burst.
+        desired = short_need
+        why = f"panic: demand {demand.short:.1f} over {config.panic_window_s:g}s / {unit:g}"
     else:
-        desired = math.ceil(stable / unit)
-        why = f"load {stable:.1f} over {config.autoscaling_window_s:g}s / {unit:g} per replica"
-    why += f" -> {desired}"
+        desired = math.ceil(demand.stable / unit)
+        why = f"demand {demand.stable:.1f} over {config.autoscaling_window_s:g}s / {unit:g}"
+    why += f" per replica -> {desired}"
+    lam = _rate(counters, now, config.panic_window_s)
+    sustained = math.ceil(demand.stable / unit)
+    desired, why = _cold_start_aware(
+        config, desired, current, sustained, snapshot.queued, lam, service_s, unit, why
+    )
 
+    if config.min_replicas == config.max_replicas:
+        # A fixed fleet (``replicas: N`` without autoscaling runs this same loop): the load
+        # arithmetic and the delays cannot change the answer, so they are not the reason.
+        desired = config.min_replicas
+        why = f"fixed at {desired} replicas (min_replicas = max_replicas)"
     horizon = max(config.scale_up_delay_s, config.scale_down_delay_s)
     proposals = _window((*state.proposals, (now, desired)), now, horizon)
-    target, why = _apply_delays(config, proposals, now, current, desired, why)
-    target, why = _apply_zero(config, target, current, load, last_active, now, why)
+    target, why = _apply_delays(config, proposals, now, first_tick, current, desired, why)
+    idle_since = max(t for t in (last_active, serving_since, first_tick) if t is not None)
+    target, why = _apply_zero(config, target, current, load, idle_since, now, why)
     target, why = _apply_bounds(config, target, current, why)
+    if config.min_replicas == config.max_replicas:
+        why = f"fixed at {config.min_replicas} replicas (min_replicas = max_replicas)"
     decision = ScaleDecision(
         target=target,
         current=current,
@@ -110,8 +158,99 @@ def decide(
         stop=choose_victims(live, current - target) if target < current else (),
         replace=stuck,
     )
-    new_state = AutoscalingState(samples, proposals, panic_until if panic else None, last_active)
+    new_state = AutoscalingState(
+        samples=samples,
+        proposals=proposals,
+        panic_until_s=panic_until if panic else None,
+        last_active_s=last_active,
+        first_tick_s=first_tick,
+        serving_since_s=serving_since,
+        counters=counters,
+        service_s=service_s,
+    )
     return decision, new_state
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    stable: float  # requests a fleet carries at steady state, over the stable window
+    short: float  # the same over the panic window
+
+
+def target_concurrency(config: AutoscalingConfig, replicas: list[ReplicaRecord]) -> float:
+    """What one replica should carry: the configured target when set, else what a replica
+    holds (the gateway's ``max_concurrency`` for it)."""
+    if "target_concurrency" in config.model_fields_set or not replicas:
+        return config.target_concurrency
+    return float(max(r.max_concurrency for r in replicas))
+
+
+def _rate(counters: tuple[tuple[float, int, int, float], ...], now: float, span_s: float) -> float:
+    """Arrivals per second over the last ``span_s`` (0 before two samples)."""
+    inside = [c for c in counters if now - c[0] <= span_s]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return 0.0
+    return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+def _service_s(
+    counters: tuple[tuple[float, int, int, float], ...], last: float | None
+) -> float | None:
+    """Mean service time of the requests completed over the window; the last known one when
+    none completed; None before any."""
+    if len(counters) >= 2:
+        done = counters[-1][2] - counters[0][2]
+        if done > 0:
+            return (counters[-1][3] - counters[0][3]) / done
+    return last
+
+
+def _demand(
+    samples: tuple[tuple[float, float], ...],
+    counters: tuple[tuple[float, int, int, float], ...],
+    now: float,
+    span_s: float,
+    service_s: float | None,
+) -> float:
+    """Little's law: the requests the arrivals keep in service (rate x mean service time),
+    or those in service now when more; queued requests are not demand, they are the delay
+    of demand already counted."""
+    in_service = _mean(_window(samples, now, span_s))
+    if service_s is None:
+        return in_service
+    return max(in_service, _rate(counters, now, span_s) * service_s)
+
+
+def _cold_start_aware(
+    config: AutoscalingConfig,
+    desired: int,
+    current: int,
+    sustained: int,
+    queued: int,
+    rate: float,
+    service_s: float | None,
+    unit: float,
+    why: str,
+) -> tuple[int, str]:
+    """A queue drives scale-up only when it will still be there when new replicas are
+    ready: the capacity running or starting serves ``current x unit / service_s`` requests a
+    second; what of the queue and the arrivals it cannot serve within ``cold_start_s`` is
+    what new replicas are for. A burst (a need of the short window only, not ``sustained``
+    over the stable one) those replicas would only see drained starts none."""
+    if current == 0 or service_s is None or service_s <= 0:
+        return desired, why
+    served = current * unit / service_s
+    left = queued + (rate - served) * config.cold_start_s
+    if left > 0 and queued > 0:
+        extra = math.ceil(left / unit)
+        if current + extra > desired:
+            return current + extra, why + f"; {queued} queued outlast the cold start: +{extra}"
+    if desired > max(current, sustained) and left <= 0 and rate <= served:
+        return max(current, sustained), why + (
+            f"; capacity running or starting drains the queue within "
+            f"{config.cold_start_s:g}s cold start"
+        )
+    return desired, why
 
 
 def _reason_code(target: int, current: int, panic: bool) -> str:
@@ -138,12 +277,14 @@ def _apply_delays(
     config: AutoscalingConfig,
     proposals: tuple[tuple[float, float], ...],
     now: float,
+    first_tick: float,
     current: int,
     desired: int,
     why: str,
 ) -> tuple[int, str]:
     """Up: the lowest proposal over the up-delay must exceed current. Down: the highest
-    proposal over the down-delay is where we go — the lower target must have held."""
+    proposal over the down-delay is where we go — the lower target must have held. Before
+    the policy has run for a whole down-delay, the time it has not seen wants ``current``."""
     if desired > current and current > 0:
         recent = [v for t, v in proposals if now - t <= config.scale_up_delay_s]
         held = int(min(recent))
@@ -152,6 +293,8 @@ def _apply_delays(
     if desired < current:
         recent = [v for t, v in proposals if now - t <= config.scale_down_delay_s]
         held = int(max(recent))
+        if now - first_tick < config.scale_down_delay_s:
+            held = max(held, current)
         if held > desired:
             return min(held, current), (
                 why + f"; down held at {min(held, current)} by {config.scale_down_delay_s:g}s delay"
@@ -164,7 +307,7 @@ def _apply_zero(
     target: int,
     current: int,
     load: float,
-    last_active: float | None,
+    idle_since: float,
     now: float,
     why: str,
 ) -> tuple[int, str]:
@@ -175,7 +318,7 @@ def _apply_zero(
     if load > 0:
         return 1, why + "; requests waiting: keep or start one replica"
     if config.min_replicas == 0 and current > 0:
-        idle_s = now - last_active if last_active is not None else math.inf
+        idle_s = now - idle_since
         if idle_s < config.idle_timeout_s:
             return 1, why + f"; idle {idle_s:.0f}s < idle_timeout {config.idle_timeout_s:g}s"
         return 0, why + f"; idle {idle_s:.0f}s: scale to zero"

@@ -13,11 +13,16 @@ from shipit.policy.lifecycle import LifecycleConfig
 
 
 def effective_config(deployment: DeploymentConfig) -> AutoscalingConfig | None:
-    """What the loop runs on: the ``autoscaling:`` block; for a fixed fleet of local replicas
+    """What the loop runs on: the ``autoscaling:`` block (with the deployment's
+    ``startup_timeout_s`` unless the block sets one); for a fixed fleet of local replicas
     ``min = max = replicas`` (the same loop then only restarts crashed replicas and replaces
     ones that never become ready); nothing for a deployment of external endpoints only."""
-    if deployment.autoscaling is not None:
-        return deployment.autoscaling
+    a = deployment.autoscaling
+    if a is not None:
+        if "startup_timeout_s" in a.model_fields_set:
+            return a
+        # One startup timeout: the deployment's, unless the block sets its own.
+        return a.model_copy(update={"startup_timeout_s": deployment.startup_timeout_s})
     if deployment.replicas == 0:
         return None
     n = deployment.replicas

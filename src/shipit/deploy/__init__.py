@@ -1,0 +1,1 @@
+"""Deployment artifacts: Kubernetes manifests and container build files, rendered as data."""

@@ -1,0 +1,194 @@
+"""Async jobs inside the gateway: the store, the worker, and how a job line runs.
+
+``JobsService`` owns the store (``jobs.store.SqliteJobStore``, opened on the first jobs call or
+at start when its file already exists, so a gateway that never sees a job writes nothing), the
+worker (``jobs.runner.JobRunner``) and the webhook sender. A line runs through the same
+``RequestCore`` as an interactive request (admission, routing, retries), with the priority
+of ``jobs.priority`` (the lowest by default) and never streamed; how many run at once is
+``policy.jobs.job_slots`` over every deployment's routable slots. An admission refusal (queue
+full, shed, timeout) gives the line back without counting an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Mapping
+from contextlib import aclosing
+from pathlib import Path
+
+from shipit.config.gateway import DeploymentConfig, ShipitConfig
+from shipit.config.paths import shipit_home
+from shipit.core.clock import Clock
+from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.gateway.metrics import GatewayMetrics
+from shipit.gateway.parse import parse_request
+from shipit.gateway.request_core import (
+    BrokenMidStream,
+    Failed,
+    Finished,
+    Rejected,
+    RequestCore,
+    Started,
+    error_body,
+)
+from shipit.jobs.formats import WorkItem
+from shipit.jobs.runner import AsyncJobStore, JobRunner, Outcome
+from shipit.jobs.store import open_store
+from shipit.jobs.webhooks import WebhookSender
+from shipit.policy.jobs import JobSlotsSnapshot, JobSlotsState, job_slots
+from shipit.services.router import RouterService
+
+log = logging.getLogger("shipit.gateway.jobs")
+
+
+def default_store_path(config: ShipitConfig) -> Path:
+    if config.jobs.store_path:
+        return Path(config.jobs.store_path).expanduser()
+    return shipit_home() / f"jobs-{config.gateway.port}.sqlite3"
+
+
+class JobsService:
+    def __init__(
+        self,
+        config: ShipitConfig,
+        routers: Mapping[str, RouterService],
+        core: RequestCore,
+        metrics: GatewayMetrics,
+        clock: Clock,
+    ) -> None:
+        self.config = config.jobs
+        self.path = default_store_path(config)
+        self.url: str | None = None
+        self.routers = routers
+        self.deployments: dict[str, DeploymentConfig] = {d.name: d for d in config.deployments}
+        self.core = core
+        self.metrics = metrics
+        self.clock = clock
+        self.wall = time.time  # unix time: stored, and shared between gateways
+        self.jobs: AsyncJobStore | None = None
+        self.runner: JobRunner | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.slots_state = JobSlotsState()
+        secret_env = self.config.webhook.secret_env
+        secret = os.environ.get(secret_env, "") if secret_env else ""
+        self.webhooks = WebhookSender(self.config.webhook, secret.encode()) if secret else None
+
+    # ----- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Resume the work of a store left by an earlier run (or another gateway)."""
+        url_env = self.config.store_url_env
+        if url_env:
+            self.url = os.environ.get(url_env)
+            if not self.url:
+                raise ShipitError(
+                    f"jobs.store_url_env names {url_env}, which is not set; set it to a "
+                    "postgresql:// URL, or drop store_url_env to use the SQLite store",
+                    field="jobs.store_url_env",
+                )
+        if self.url or self.path.exists():
+            self.open()
+
+    def open(self) -> AsyncJobStore:
+        """The store, opened (and the worker started) on first use."""
+        if self.jobs is None:
+            self.jobs = AsyncJobStore(open_store(self.path, self.url))
+            self.runner = JobRunner(
+                self.jobs,
+                self.execute,
+                self.slots,
+                self.config,
+                wall=self.wall,
+                webhooks=self.webhooks,
+            )
+            self._task = asyncio.create_task(self.runner.run())
+            log.info("job store %s open", "(PostgreSQL)" if self.url else self.path)
+        return self.jobs
+
+    async def stop(self) -> None:
+        if self._task is not None and self.runner is not None:
+            self.runner.shutdown()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 30.0)
+            except TimeoutError:
+                log.warning("the job worker did not stop within 30 s; cancelling it")
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        if self.webhooks is not None:
+            await self.webhooks.close()
+        if self.jobs is not None:
+            await self.jobs.close()
+        self.jobs, self.runner, self._task = None, None, None  # a restart opens it again
+
+    def wake(self) -> None:
+        if self.runner is not None:
+            self.runner.wake()
+
+    def queued_work(self) -> int:
+        """Job lines waiting to run (as of the worker's last look), for the autoscaler."""
+        if self.runner is None:
+            return 0
+        return max(0, self.runner.pending - len(self.runner.running))
+
+    # ----- scheduling ----------------------------------------------------------------------
+    def slots(self, jobs_in_flight: int) -> int:
+        now = self.clock.now()
+        capacity = in_flight = queued = 0
+        for router in self.routers.values():
+            for r in router.registry.records():
+                if r.routable(now):
+                    capacity += r.max_concurrency
+                    in_flight += r.in_flight
+            queued += router.queued()
+        snapshot = JobSlotsSnapshot(now, capacity, in_flight, queued, jobs_in_flight)
+        decision, self.slots_state = job_slots(self.config, snapshot, self.slots_state)
+        return decision.limit
+
+    async def execute(self, item: WorkItem) -> Outcome:
+        """One line through the request core; the answer, or why to try it again later."""
+        adapters: dict[str, set[str]] = {}
+        for name, router in self.routers.items():
+            adapters[name] = set().union(*(r.adapters for r in router.registry.records()))
+        try:
+            view = parse_request(
+                request_id=f"job-{item.id}-{item.attempts}",
+                path=item.url,
+                headers={},
+                body=item.body,
+                deployments=self.deployments,
+                adapters=adapters,
+                now_s=self.clock.now(),
+            )
+        except ShipitError as exc:
+            status = 404 if isinstance(exc, UnknownAdapterError) else 400
+            type_ = "not_found_error" if status == 404 else "invalid_request_error"
+            return Outcome(status, error_body(exc.message, type_=type_, code=status))
+        view = dataclasses.replace(view, priority=self.config.priority, stream=False)
+        router = self.routers[view.deployment]
+        router.on_request()
+        status, chunks = 0, []
+        outcome: Outcome | None = None
+        async with aclosing(self.core.run(view, item.body, router)) as events:
+            async for event in events:
+                if isinstance(event, bytes):
+                    chunks.append(event)
+                elif isinstance(event, Started):
+                    status = event.status
+                elif isinstance(event, Rejected):
+                    outcome = Outcome(retry=True, count_attempt=False, why=event.reason_code)
+                elif isinstance(event, Failed):
+                    outcome = Outcome(event.status, event.body, retry=event.status >= 500)
+                elif isinstance(event, BrokenMidStream):
+                    outcome = Outcome(502, event.body, retry=True, why=event.why)
+                elif isinstance(event, Finished):
+                    self.metrics.request_done(view.deployment, event.status, event.policy)
+        if outcome is not None:
+            return outcome
+        body = b"".join(chunks)
+        retry = status >= 500 or status == 429
+        return Outcome(status, body, retry=retry, why=f"HTTP {status}" if retry else "")

@@ -1,0 +1,1 @@
+"""Async jobs: the durable store of files, batches and async requests, and its worker."""
