@@ -267,7 +267,10 @@ class KubernetesBackend:
                     if pod.metadata is not None and pod.metadata.resourceVersion:
                         rv = pod.metadata.resourceVersion
                     self._apply(kind, pod)
-                    await self._node_health()
+                    try:
+                        await self._node_health()
+                    except Exception as exc:  # e.g. no RBAC on nodes: the watch goes on
+                        log.warning("node health check failed (%s); will retry", exc)
             except asyncio.CancelledError:
                 raise
             except ApiError as exc:

@@ -264,3 +264,18 @@ def test_a_restarted_gateway_adopts_running_pods(tmp_path: Path) -> None:
                 await again.close()
 
     asyncio.run(main())
+
+
+def test_without_cordon_nodes_a_failing_node_is_only_logged(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with cluster(tmp_path, cordon_nodes=False) as (emu, backend, registry, _m):
+            for _ in range(3):
+                [h] = await up(emu, backend, registry, 1)
+                emu.schedule(h.replica_id, "n1")
+                emu.kill(h.replica_id, reason="Error")
+                await eventually(lambda h=h: not backend.alive(h), "crash seen")  # type: ignore[misc]
+            await eventually(lambda: any(d.cordon for d in backend.node_decisions), "decided")
+            assert not emu.node("n1")["spec"].get("unschedulable")
+            assert backend.cordoned == [] and emu.events() == []
+
+    asyncio.run(main())
