@@ -69,6 +69,7 @@ class Registrar(Protocol):
         *,
         state: ReplicaState = ...,
         external: bool = ...,
+        backend: str | None = ...,
         version: str | None = ...,
     ) -> object:
         """A new replica at ``url`` (``starting`` unless told otherwise), running ``version``

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from shipit.backends.base import Registrar, ReplicaBackend, ReplicaHandle, ReplicaSpec
 from shipit.config.gateway import DeploymentConfig
@@ -85,10 +86,13 @@ class Fleet:
         # an adopted pod is ready, and a fast one may be ready before it is registered.
         watched = getattr(backend, "state", None)
         state = watched(h.replica_id) if watched is not None else None
+        extra: dict[str, Any] = {}
         if isinstance(state, ReplicaState):
-            registrar.add(h.replica_id, h.url, state=state, external=h.external, version=version)
-        else:
-            registrar.add(h.replica_id, h.url, external=h.external, version=version)
+            extra["state"] = state
+        kind = getattr(backend, "kind", None)  # "kubernetes"; absent: local or external
+        if kind is not None:
+            extra["backend"] = kind
+        registrar.add(h.replica_id, h.url, external=h.external, version=version, **extra)
         url = redact_url(h.url)
         log.info("replica %s of %s at %s (pid %s)", h.replica_id, h.deployment, url, h.pid)
 

@@ -73,6 +73,8 @@ class _Replica:
 
 
 class KubernetesBackend:
+    kind = "kubernetes"  # the ``backend`` of its replicas' records
+
     def __init__(
         self,
         cfg: KubernetesBackendConfig,

@@ -86,6 +86,7 @@ def test_the_autoscaler_scales_pods_and_replaces_a_killed_one(tmp_path: Path) ->
             await scaler.tick()
             assert len(emu.pods("serving")) == 3
             await eventually_ready(router, 3)
+            assert {r.backend for r in router.registry.records()} == {"kubernetes"}
             victim = emu.pods("serving")[0]["metadata"]["name"]
             emu.kill(victim, reason="OOMKilled", ns="serving")
             for _ in range(500):
