@@ -63,10 +63,11 @@ def start_fake(cpu: int) -> tuple[subprocess.Popen[str], str]:
 
 
 def start_gateway(
-    urls: list[str], cpu: int, src: Path | None = None
+    urls: list[str], cpu: int, src: Path | None = None, extra_args: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
     """``shipit up`` in front of ``urls``; with ``src``, the shipit package under that source
-    tree (an older checkout's ``src/``) runs instead of this one, for before/after figures."""
+    tree (an older checkout's ``src/``) runs instead of this one, for before/after figures;
+    ``extra_args`` go to ``shipit up`` as they are."""
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     cap = "max_concurrency"
     env = None
@@ -88,7 +89,7 @@ def start_gateway(
     sock_port = _free_port()
     shipit = str(Path(sys.executable).with_name("shipit"))
     cmd = ["taskset", "-c", str(cpu), shipit, "up", "-c", str(tmp / "shipit.yaml")]
-    cmd += ["--port", str(sock_port), "--log-level", "warning"]
+    cmd += ["--port", str(sock_port), "--log-level", "warning", *extra_args]
     log = tmp / "gateway.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)

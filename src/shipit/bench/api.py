@@ -12,12 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from shipit.bench.arrivals import arrival_offsets_s
-from shipit.bench.client import ClientPool, HttpSender, Sender
+from shipit.bench.client import Sender
 from shipit.bench.config import BenchConfig
 from shipit.bench.metrics import Summary, summarize
 from shipit.bench.records import Arrival, Session, Turn
 from shipit.bench.report import point_json, result_json
 from shipit.bench.runner import PointResult, ProgressSink, run_closed_loop, run_open_loop
+from shipit.bench.senders import open_sender
 from shipit.bench.sources import sharegpt_sessions, trace_arrivals
 from shipit.bench.workload import synthetic_sessions
 from shipit.core.errors import ShipitError
@@ -143,7 +144,7 @@ async def run_points(
 
 async def run_bench(cfg: BenchConfig, progress: ProgressFactory | None = None) -> dict[str, Any]:
     """Run ``cfg`` against its target and return the result document (see ``report``)."""
-    async with ClientPool(timeout_s=cfg.target.timeout_s) as pool:
-        results = await run_points(cfg, HttpSender(pool, cfg.target), progress)
+    async with open_sender(cfg.target) as sender:
+        results = await run_points(cfg, sender, progress)
     summaries = [s for _, s in results]
     return result_json(cfg, [point_json(p, s) for p, s in results], _notes(summaries))

@@ -44,15 +44,18 @@ class Sender(Protocol):
 
 
 def build_body(
-    target: TargetConfig, model: str, history: list[dict[str, str]], current: Turn
+    target: TargetConfig,
+    model: str,
+    history: list[dict[str, str]],
+    current: Turn,
+    *,
+    stream: bool = True,
 ) -> bytes:
-    """The JSON body of one streamed request; ``history`` holds earlier turns of the session."""
-    body: dict[str, Any] = {
-        "model": model,
-        "max_tokens": current.max_tokens,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    """The JSON body of one request (streamed unless ``stream`` is False); ``history`` holds
+    earlier turns of the session."""
+    body: dict[str, Any] = {"model": model, "max_tokens": current.max_tokens, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
     if target.endpoint == "chat":
         body["messages"] = [*history, {"role": "user", "content": current.prompt}]
     else:
@@ -75,7 +78,7 @@ def _error_kind(exc: Exception) -> str:
 
 
 @dataclass(slots=True)
-class _StreamState:
+class StreamState:
     """Mutable scratch of one stream; lives only inside ``HttpSender.send``."""
 
     content_ns: list[int]
@@ -85,7 +88,7 @@ class _StreamState:
     text: list[str] | None = None
 
 
-def _parse_lines(lines: list[bytes], now: int, st: _StreamState) -> None:
+def _parse_lines(lines: list[bytes], now: int, st: StreamState) -> None:
     for line in lines:
         if not line.startswith(b"data:"):
             continue
@@ -93,25 +96,30 @@ def _parse_lines(lines: list[bytes], now: int, st: _StreamState) -> None:
         if payload == b"[DONE]":
             st.done = True
             continue
-        obj = json.loads(payload)
-        choices = obj.get("choices")
-        if choices:
-            c0 = choices[0]
-            delta = c0.get("delta")
-            piece = (
-                (delta.get("content") or delta.get("reasoning_content"))
-                if delta
-                else c0.get("text")
-            )
-            if piece:
-                st.content_ns.append(now)
-                if st.text is not None:
-                    st.text.append(piece)
-        usage = obj.get("usage")
-        if usage:
-            st.usage = usage
-        if "error" in obj:
-            st.stream_error = str(obj["error"])[:200]
+        take_chunk(json.loads(payload), now, st)
+
+
+def take_chunk(obj: dict[str, Any], now: int, st: StreamState) -> None:
+    """One stream chunk (an OpenAI JSON object), however it arrived."""
+    choices = obj.get("choices")
+    if choices:
+        c0 = choices[0]
+        delta = c0.get("delta")
+        message = c0.get("message")  # a whole answer (no stream): its content at once
+        piece = (
+            (delta.get("content") or delta.get("reasoning_content"))
+            if delta
+            else (message.get("content") if message else c0.get("text"))
+        )
+        if piece:
+            st.content_ns.append(now)
+            if st.text is not None:
+                st.text.append(piece)
+    usage = obj.get("usage")
+    if usage:
+        st.usage = usage
+    if "error" in obj:
+        st.stream_error = str(obj["error"])[:200]
 
 
 def load_tokenizer(path: str) -> tokenizers.Tokenizer:
@@ -155,7 +163,7 @@ class HttpSender:
         request = client.build_request("POST", self._url, content=body, headers=self._headers)
         # With a tokenizer the text is kept too: it counts tokens when usage is missing.
         keep = keep_text or self._tokenizer is not None
-        st = _StreamState(content_ns=[], text=[] if keep else None)
+        st = StreamState(content_ns=[], text=[] if keep else None)
         error: str | None = None
         detail: str | None = None
         start_ns = perf_counter_ns()
@@ -198,7 +206,7 @@ class HttpSender:
         scheduled_ns: int | None,
         start_ns: int,
         end_ns: int,
-        st: _StreamState,
+        st: StreamState,
         error: str | None,
         detail: str | None,
     ) -> RequestRecord:
@@ -276,3 +284,6 @@ class ClientPool:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+make_record = HttpSender._record  # shared by the senders of other protocols (bench.senders)

@@ -23,6 +23,9 @@ class TargetConfig(BaseModel):
     url: str
     model: str
     endpoint: Literal["chat", "completions"] = "chat"
+    # How requests travel: sse (HTTP, streamed), http (HTTP, one JSON answer), ws (/v1/ws),
+    # grpc (the gateway's --grpc-port; url is host:port).
+    protocol: Literal["sse", "http", "ws", "grpc"] = "sse"
     api_key: str | None = Field(default=None, exclude=True, repr=False)
     ignore_eos: bool = False
     timeout_s: float = Field(default=600.0, gt=0)

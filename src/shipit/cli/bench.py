@@ -147,6 +147,11 @@ def bench(
         None, envvar="OPENAI_API_KEY", help="Bearer token (or $OPENAI_API_KEY)."
     ),
     endpoint: str = typer.Option("chat", help="chat (/v1/chat/completions) or completions."),
+    protocol: str = typer.Option(
+        "sse",
+        help="sse (HTTP, streamed) | http (HTTP, one JSON answer: TTFT = E2E) | ws (/v1/ws) | "
+        "grpc (--url host:port of the gateway's --grpc-port).",
+    ),
     num_requests: int = typer.Option(100, help="Requests per load point."),
     rate: str = typer.Option(None, help="Open loop: requests/s; a list (1,2,4) sweeps."),
     concurrency: str = typer.Option(
@@ -194,6 +199,7 @@ def bench(
                     "url": url,
                     "model": model,
                     "endpoint": endpoint,
+                    "protocol": protocol,
                     "api_key": api_key,
                     "ignore_eos": ignore_eos,
                     "timeout_s": timeout_s,

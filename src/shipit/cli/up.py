@@ -45,7 +45,7 @@ from shipit.core.clock import RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import InvalidRequestError
 from shipit.core.replica_admin import ADMIN_TOKEN_ENV
-from shipit.gateway.app import Gateway, create_gateway
+from shipit.gateway.app import Gateway, Hook, create_gateway
 from shipit.gateway.server import Stopped, bind_socket, serve
 from shipit.services.decision_log import JsonlDecisionLog
 from shipit.services.router import RouterService
@@ -218,6 +218,12 @@ def up(
         help="Write every routing, admission, health, lifecycle and autoscaling decision, with "
         "the snapshot it was taken from, to this JSON-lines file (replayable in the simulator).",
     ),
+    grpc_port: int | None = typer.Option(
+        None,
+        "--grpc-port",
+        help="Also serve the gRPC API (shipit.v1.Inference, health, reflection) on this port of "
+        "the gateway's address (0: any free port); off by default. See docs/protocols.md.",
+    ),
     state_dir: Path | None = typer.Option(
         None,
         "--state-dir",
@@ -307,13 +313,23 @@ def up(
                 settings = settings_for(cfg, d)
                 pods[d.name] = KubernetesBackend(settings, deployment=d.name, registrars=registrars)
     fleet = Fleet(cfg.deployments, registrars, local=local, external=external, backends=pods)
+    start_hooks: list[Hook] = [fleet.start]
+    stop_hooks: list[Hook] = [fleet.stop]
+    if grpc_port is not None:  # grpc is imported only when its door is asked for
+        from shipit.gateway.rpc import GrpcDoor
+        from shipit.gateway.rpc import hooks as grpc_hooks
+
+        door = GrpcDoor(cfg.gateway.host, grpc_port)
+        grpc_start, grpc_stop = grpc_hooks(door, lambda: gateway)
+        start_hooks.append(grpc_start)
+        stop_hooks.insert(0, grpc_stop)
     try:
         gateway = create_gateway(
             cfg,
             routers=routers,
             clock=clock,
-            on_startup=[fleet.start],
-            on_shutdown=[fleet.stop],
+            on_startup=start_hooks,
+            on_shutdown=stop_hooks,
             pool=fleet,
             decisions=decisions,
             versions=fleet,
@@ -345,6 +361,8 @@ def up(
                     f"{a.autoscaling_window_s:g}s (panic {a.panic_window_s:g}s), scale-down "
                     f"delay {a.scale_down_delay_s:g}s, idle timeout {a.idle_timeout_s:g}s"
                 )
+        if door is not None:
+            console.print(f"gRPC (shipit.v1.Inference) on {cfg.gateway.host}:{door.port}")
         kept = "" if not remove_logs else " (removed on exit; --keep-logs keeps them)"
         console.print(f"replica logs: {local.log_dir}{kept}")
         timeout_s = max(d.startup_timeout_s for d in cfg.deployments)

@@ -41,6 +41,7 @@ from shipit.gateway.parse import parse_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, error_body, send_json
 from shipit.gateway.routes_jobs import PREFIXES as JOB_PREFIXES
 from shipit.gateway.routes_jobs import JobsApi
+from shipit.gateway.ws import WebSocketDoor
 from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
 from shipit.services.keystore import KeyStore
@@ -149,6 +150,14 @@ class Gateway:
             on_refused=lambda status: self.metrics.request_done("-", status, "-"),
             usage=usage_store(keys),
         )
+        self.websocket = WebSocketDoor(
+            core=self.proxy.core,
+            routers=self.routers,
+            deployments=self.deployments,
+            metrics=self.metrics,
+            clock=clock,
+            security=self.security,
+        )
 
     def _build_autoscalers(self, pool: ReplicaPool) -> None:
         metrics = build_control_plane_metrics(self.metrics.registry)
@@ -250,6 +259,8 @@ class Gateway:
             await self.security(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await self.websocket(scope, receive, send)
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]

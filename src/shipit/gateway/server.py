@@ -105,7 +105,7 @@ def make_server(app: Gateway, *, graceful_shutdown_s: float, log_level: str) -> 
             header_timeout_s=edge.limits.header_timeout_s,
             max_header_bytes=edge.limits.max_header_bytes,
         ),
-        ws="none",
+        ws="websockets-sansio",
         lifespan="on",
         log_level=log_level,
         access_log=False,
