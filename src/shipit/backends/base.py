@@ -27,6 +27,7 @@ class ReplicaSpec:
     extra_args: tuple[str, ...] = ()
     drain_timeout_s: float = 30.0
     env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    version: str | None = None  # a rollout's version; None: the deployment's own
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ decides nothing and must not import the router.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -144,9 +145,11 @@ class Fleet:
 
     async def start_version(self, deployment: str, version: VersionConfig) -> list[str]:
         d = self.version_of(self.deployments[deployment], version)
-        handles = await self.local.start(self.spec(d), version.replicas or 1)
+        backend = self.backend_for(deployment)
+        spec = dataclasses.replace(self.spec(d), version=version.name)
+        handles = await backend.start(spec, version.replicas or 1)
         for h in handles:
-            self._register(self.local, h, version.name)
+            self._register(backend, h, version.name)
         return [h.replica_id for h in handles]
 
     def adopt_version(self, deployment: str, version: VersionConfig) -> None:

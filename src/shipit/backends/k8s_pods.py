@@ -127,7 +127,7 @@ def replica_pod(spec: ReplicaSpec, cfg: KubernetesBackendConfig, name: str) -> P
         metadata=ObjectMeta(
             name=name,
             namespace=cfg.namespace,
-            labels=labels(spec.deployment, cfg.version, cfg.pool),
+            labels=labels(spec.deployment, spec.version or cfg.version, cfg.pool),
         ),
         spec=PodSpec(
             containers=[container],

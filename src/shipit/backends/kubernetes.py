@@ -148,7 +148,8 @@ class KubernetesBackend:
         handles = []
         for _ in range(count):
             self._seq += 1
-            name = pod_name(spec.deployment, self.cfg.version, self._seq, self._salt)
+            version = spec.version or self.cfg.version
+            name = pod_name(spec.deployment, version, self._seq, self._salt)
             handle = ReplicaHandle(name, replica_url(name, self.cfg), spec.deployment)
             self.replicas[name] = _Replica(handle, self.clock())
             pod = replica_pod(spec, self.cfg, name)

@@ -4,6 +4,7 @@ in-repo API emulator (``support.k8s_emulator``): no real cluster, no patched cli
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -86,6 +87,10 @@ def test_pod_spec_carries_labels_gpus_and_replica_flags(tmp_path: Path) -> None:
             assert pod["spec"]["nodeSelector"] == {"pool": "gpu"}
             assert pod["spec"]["restartPolicy"] == "Never"
             assert h.url == f"http://{h.replica_id}.shipit-replicas.default.svc:8000"
+            # A rollout's version labels (and names) its pods.
+            [c] = await backend.start(dataclasses.replace(SPEC, version="v3"), 1)
+            assert emu.pod(c.replica_id)["metadata"]["labels"][VERSION] == "v3"
+            assert c.replica_id.startswith("chat-v3-")
 
     asyncio.run(main())
 
