@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass
 
 from lightkube.models.core_v1 import (
+    Capabilities,
     Container,
     ContainerPort,
     EnvVar,
@@ -24,6 +25,7 @@ from lightkube.models.core_v1 import (
     Probe,
     ResourceRequirements,
     SecretKeySelector,
+    SecurityContext,
     Toleration,
 )
 from lightkube.models.meta_v1 import ObjectMeta
@@ -118,6 +120,11 @@ def replica_pod(spec: ReplicaSpec, cfg: KubernetesBackendConfig, name: str) -> P
         # The model loads before /health answers: a start budget, then tight readiness.
         startupProbe=Probe(httpGet=health, periodSeconds=5, failureThreshold=120),
         readinessProbe=Probe(httpGet=health, periodSeconds=2, failureThreshold=3),
+        securityContext=SecurityContext(
+            runAsNonRoot=True,
+            allowPrivilegeEscalation=False,
+            capabilities=Capabilities(drop=["ALL"]),
+        ),
     )
     tolerations = [
         Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect)

@@ -86,6 +86,8 @@ def test_pod_spec_carries_labels_gpus_and_replica_flags(tmp_path: Path) -> None:
             assert c["args"][-2:] == ["--max-num-seqs", "8"]
             assert pod["spec"]["nodeSelector"] == {"pool": "gpu"}
             assert pod["spec"]["restartPolicy"] == "Never"
+            assert c["securityContext"]["runAsNonRoot"] is True
+            assert pod["spec"]["terminationGracePeriodSeconds"] == 35  # drain 30 s + 5
             assert h.url == f"http://{h.replica_id}.shipit-replicas.default.svc:8000"
             # A rollout's version labels (and names) its pods.
             [c] = await backend.start(dataclasses.replace(SPEC, version="v3"), 1)
