@@ -1,13 +1,15 @@
-"""The official ``openai`` client against a real ``shipit replica`` process serving the real
-packaged model (smollm2-135m-instruct): a weather-function tool call answered in two turns,
-``response_format`` json_schema output that validates for 20 varied prompts, ``n=3``,
-``models.retrieve``, tokenize/detokenize and OpenAI-shaped refusals."""
+"""The official ``openai`` client against the real packaged model (smollm2-135m-instruct) served
+by ``shipit up``, both through the gateway and directly against its replica: a weather-function
+tool call answered in two turns, ``response_format`` json_schema output that validates for 20
+varied prompts, ``n=3``, ``models.retrieve``, tokenize/detokenize and OpenAI-shaped refusals."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +18,7 @@ import openai
 import pytest
 
 from shipit.engine.loader import DEFAULT_MODEL
-from support.replica_process import Replica, start_replica
+from support.up_process import launch
 
 pytestmark = pytest.mark.slow
 
@@ -38,13 +40,56 @@ WEATHER = {
 }
 
 
+@dataclass(frozen=True)
+class Replica:
+    """Where the client talks to: the gateway of ``shipit up`` or its replica."""
+
+    url: str
+
+    @property
+    def v1(self) -> str:
+        return self.url + "/v1"
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.v1, api_key="unused", max_retries=0)
+
+
 @pytest.fixture(scope="module")
-def replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
-    r = start_replica(
-        tmp_path_factory.mktemp("logs"), "--model", DEFAULT_MODEL, model=DEFAULT_MODEL
-    )
-    yield r
-    assert r.stop() == 0, r.log.read_text()
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """``shipit up`` with one replica of the packaged model: (gateway URL, replica URL)."""
+    root: Path = tmp_path_factory.mktemp("up")
+    cfg = {
+        "deployments": [
+            {
+                "name": "smol",
+                "model": DEFAULT_MODEL,
+                "replicas": 1,
+                "health_interval_s": 0.2,
+                "replica_args": ["--log-level", "warning"],
+                # As many in flight as the replica batches (its --max-num-seqs), so the 20
+                # concurrent prompts run as they do directly; and as long to wait as the
+                # client does (a non-streamed answer's first byte comes when it is complete).
+                "queueing": {"max_concurrency": 32, "queue_timeout_s": 600},
+                "retries": {"first_byte_timeout_s": 600},
+            }
+        ]
+    }
+    proc, port, log = launch(root, cfg, ready_replicas=0)
+    gateway = f"http://127.0.0.1:{port}"
+    try:
+        ready = httpx.get(f"{gateway}/shipit/ready?model={DEFAULT_MODEL}&wait_s=300", timeout=310)
+        assert ready.status_code == 200, log.read_text()
+        status = httpx.get(gateway + "/shipit/status").json()
+        yield gateway, status["deployments"][0]["replicas"][0]["url"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module", params=["gateway", "replica"])
+def replica(request: pytest.FixtureRequest, up: tuple[str, str]) -> Replica:
+    gateway, replica_url = up
+    return Replica(gateway if request.param == "gateway" else replica_url)
 
 
 def test_models_retrieve(replica: Replica) -> None:
@@ -246,3 +291,4 @@ def test_openai_refusals_reach_the_client_as_bad_requests(replica: Replica) -> N
     assert err.value.code == "invalid_value"
     r = httpx.get(replica.v1 + "/chat/completions")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "POST"

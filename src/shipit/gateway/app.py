@@ -5,9 +5,10 @@ The lifespan owns the upstream client, the replica monitors, the autoscalers (on
 deployment of local replicas, given a ``ReplicaPool``), the baseline-alert loop
 (``gateway.observability``; its active alerts are ``/shipit/status``'s ``alerts``) and the
 caller's start/stop hooks (``cli.up`` starts and stops replica processes there).
-``POST /v1/chat/completions`` and ``/v1/completions`` go to ``proxy``; ``GET /health``,
-``/metrics``, ``/v1/models`` and ``/shipit/status`` are small JSON/text answers. No framework,
-no globals: everything hangs off the ``Gateway`` instance.
+``gateway.routes`` holds the route table (404 and 405 in OpenAI's shape) and the GET answers
+(models, readiness, health, metrics, status); ``POST /v1/chat/completions`` and
+``/v1/completions`` go to ``proxy``, ``/tokenize`` and ``/detokenize`` to ``tokens``. No
+framework, no globals: everything hangs off the ``Gateway`` instance.
 """
 
 from __future__ import annotations
@@ -27,20 +28,23 @@ from shipit.config.gateway import ShipitConfig
 from shipit.config.upstream_auth import resolve_upstream_auth
 from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
-from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.core.errors import ShipitError
 from shipit.core.replica_admin import bearer
 from shipit.core.urls import redact_url
-from shipit.gateway import rollout_routes
+from shipit.gateway import rollout_routes, routes
 from shipit.gateway.auth import Security, open_stores, usage_store
+from shipit.gateway.catalog import Catalog
 from shipit.gateway.edge import PARSED_BODY
-from shipit.gateway.history import CounterHistory, registry_reader, window_param
+from shipit.gateway.errors import error_json, kind_of
+from shipit.gateway.history import CounterHistory, registry_reader
 from shipit.gateway.jobs_service import JobsService
-from shipit.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.observability import build_alert_service
-from shipit.gateway.parse import parse_request
-from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, error_body, send_json
+from shipit.gateway.parse import parse_request, parse_token_request
+from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, send_json
 from shipit.gateway.routes_jobs import PREFIXES as JOB_PREFIXES
 from shipit.gateway.routes_jobs import JobsApi
+from shipit.gateway.tokens import forward_tokens
 from shipit.gateway.ws import WebSocketDoor
 from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
@@ -53,7 +57,6 @@ from shipit.telemetry.instruments import build_control_plane_metrics
 
 log = logging.getLogger("shipit.gateway")
 Hook = Callable[[], Awaitable[None]]
-PROXY_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -95,6 +98,7 @@ class Gateway:
         self.decisions = decisions
         self.routers = dict(routers)
         self.deployments = {d.name: d for d in config.deployments}
+        self.catalog = Catalog(self.deployments, self.routers)
         self.clock = clock
         self.started_at_s = time.time()  # Unix time, for /shipit/status
         self._started_clock_s = clock.now()
@@ -263,24 +267,24 @@ class Gateway:
             await self.websocket(scope, receive, send)
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """After the security layer: rollouts (``gateway.rollout_routes``), the batch and
+        async job API (``gateway.routes_jobs``), then the route table (``gateway.routes``)."""
         path, method = scope["path"], scope["method"]
-        if method == "POST" and path in PROXY_PATHS:
-            await self.handle_inference(scope, receive, send)
-        elif path.startswith(rollout_routes.PREFIX):
+        if path.startswith(rollout_routes.PREFIX):
             body = await _read_body(receive) if method == "POST" else b""
             await rollout_routes.handle(self.rollouts, method, path, body, send)
         elif path.startswith(JOB_PREFIXES):
             await self.jobs_api.handle(scope, receive, send)
-        elif method == "GET":
-            await self.handle_admin(path, send, scope.get("query_string", b""))
         else:
-            msg = f"{method} {path} is not served here"
-            await send_json(send, 404, error_body(msg, type_="not_found", code=404))
+            await routes.dispatch(self, scope, receive, send)
+
+    def _request_ids(self, scope: Scope) -> tuple[str, dict[str, str]]:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        return f"{self._id_prefix}{next(self._ids)}", headers  # unique: keys the queue
 
     async def handle_inference(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        rid = f"{self._id_prefix}{next(self._ids)}"  # unique: keys the queue and the waiters
+        rid, headers = self._request_ids(scope)
         try:
             view = parse_request(
                 request_id=rid,
@@ -290,8 +294,9 @@ class Gateway:
                 body=body,
                 data=scope.get(PARSED_BODY),
                 deployments=self.deployments,
-                adapters={n: self._adapter_names(r) for n, r in self.routers.items()},
+                adapters=self.catalog.replica_adapters(),
                 now_s=self.clock.now(),
+                names_known=self.catalog.names_known(),
             )
         except ShipitError as exc:
             await self._refuse_request(exc, send)
@@ -321,59 +326,46 @@ class Gateway:
             watcher.cancel()
             self.metrics.request_done(view.deployment, status, policy)
 
-    async def _refuse_request(self, exc: ShipitError, send: Send) -> None:
-        """400 for a bad request; 404 (OpenAI's ``model_not_found``) for an unknown adapter."""
-        code: int | str
-        if isinstance(exc, UnknownAdapterError):
-            status, type_, code = 404, "not_found_error", "model_not_found"
-        else:
-            status, type_, code = 400, "invalid_request_error", 400
-        err = error_body(exc.message, type_=type_, code=code, param=exc.field)
-        await send_json(send, status, err)
-        self.metrics.request_done("-", status, "-")
-
-    @staticmethod
-    def _adapter_names(router: RouterService) -> set[str]:
-        names: set[str] = set()
-        for r in router.registry.records():
-            names |= r.adapters
-        return names
-
-    async def handle_admin(self, path: str, send: Send, query: bytes = b"") -> None:
-        if path == "/metrics":
-            body = self.metrics.render()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", CONTENT_TYPE.encode())],
-                }
+    async def handle_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``/tokenize`` and ``/detokenize``: relayed to a replica of the named model."""
+        body = await _read_body(receive)
+        rid, headers = self._request_ids(scope)
+        try:
+            view = parse_token_request(
+                request_id=rid,
+                client_request_id=headers.get("x-request-id") or None,
+                path=scope["path"],
+                body=body,
+                deployments=self.deployments,
+                adapters=self.catalog.replica_adapters(),
+                now_s=self.clock.now(),
+                names_known=self.catalog.names_known(),
             )
-            await send({"type": "http.response.body", "body": body})
-        elif path == "/health":
-            ready = sum(r.ready_count() for r in self.routers.values())
-            status = 200 if ready else 503
-            await send_json(send, status, json.dumps({"ready_replicas": ready}).encode())
-        elif path == "/v1/models":
-            await send_json(send, 200, json.dumps(self.models()).encode())
-        elif path == "/shipit/status":
-            await send_json(send, 200, json.dumps(self.status(window_param(query))).encode())
-        else:
-            await send_json(send, 404, error_body(f"{path} not found", type_="not_found", code=404))
+        except ShipitError as exc:
+            await self._refuse_request(exc, send)
+            return
+        router = self.routers[view.deployment]
+        router.on_request()
+        auth = self.upstream_auth.get(view.deployment)
+        await forward_tokens(
+            view,
+            body,
+            router,
+            send,
+            upstream=self._get_upstream(),
+            adapters=self._get_adapters,
+            credentials=auth.headers if auth else None,
+        )
+
+    async def _refuse_request(self, exc: ShipitError, send: Send) -> None:
+        """A refused request in the vocabulary: 400 for a bad body, 404 for an unknown model."""
+        kind = kind_of(exc)
+        await send_json(send, kind.status, error_json(kind, exc.message, exc.field))
+        self.metrics.request_done("-", kind.status, "-")
 
     def models(self) -> dict[str, Any]:
-        data: list[dict[str, Any]] = []
-        for name, router in self.routers.items():
-            base = self.deployments[name].model_name
-            data.append({"id": base, "object": "model", "owned_by": "shipit", "parent": None})
-            adapters = self._adapter_names(router) | set(
-                self.deployments[name].routing.lora_affinity.adapters
-            )
-            data += [
-                {"id": a, "object": "model", "owned_by": "shipit", "parent": base}
-                for a in sorted(adapters)
-            ]
-        return {"object": "list", "data": data}
+        """``GET /v1/models``: the models a replica can serve now."""
+        return self.catalog.models()
 
     def status(self, window_s: float | None = None) -> dict[str, Any]:
         """What ``shipit up`` prints and operators read: every deployment and replica; with

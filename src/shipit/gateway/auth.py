@@ -193,7 +193,9 @@ class Security:
             timeout_s=self.limits.body_timeout_s,
         )
         prepared: _Prepared | None = None
-        model_request = not scope["path"].startswith(NOT_MODEL_REQUESTS)
+        # Bodies that name a model; not files, batches or job handles, and not /v1/models
+        # (a POST there is the route table's 405, whatever its body).
+        model_request = not scope["path"].startswith((*NOT_MODEL_REQUESTS, "/v1/models"))
         if scope["path"].startswith("/v1/") and scope["method"] == "POST" and model_request:
             prepared = self._prepare(principal, raw_headers, headers, body)
             body = prepared.body
@@ -221,7 +223,8 @@ class Security:
     ) -> _Prepared:
         data = parse_json(body, max_depth=self.limits.max_json_depth)
         if not isinstance(data, dict):
-            raise EdgeError(oe.INVALID_TYPE, "the body must be a JSON object", param="body")
+            # invalid_json, as a replica says it
+            raise EdgeError(oe.INVALID_JSON, "the body must be a JSON object", param="body")
         model = data.get("model")
         model = model if isinstance(model, str) else ""
         tenant = principal.tenant if principal is not None else None

@@ -24,7 +24,8 @@ from pathlib import Path
 from shipit.config.gateway import DeploymentConfig, ShipitConfig
 from shipit.config.paths import shipit_home
 from shipit.core.clock import Clock
-from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.core.errors import ShipitError
+from shipit.gateway.errors import error_json, kind_of
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.parse import parse_request
 from shipit.gateway.request_core import (
@@ -34,7 +35,6 @@ from shipit.gateway.request_core import (
     Rejected,
     RequestCore,
     Started,
-    error_body,
 )
 from shipit.jobs.formats import WorkItem
 from shipit.jobs.runner import AsyncJobStore, JobRunner, Outcome
@@ -165,9 +165,8 @@ class JobsService:
                 now_s=self.clock.now(),
             )
         except ShipitError as exc:
-            status = 404 if isinstance(exc, UnknownAdapterError) else 400
-            type_ = "not_found_error" if status == 404 else "invalid_request_error"
-            return Outcome(status, error_body(exc.message, type_=type_, code=status))
+            kind = kind_of(exc)
+            return Outcome(kind.status, error_json(kind, exc.message, exc.field))
         view = dataclasses.replace(view, priority=self.config.priority, stream=False)
         router = self.routers[view.deployment]
         router.on_request()

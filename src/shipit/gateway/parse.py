@@ -1,18 +1,18 @@
 """The edge: one HTTP request (path, headers, JSON body) becomes a ``RequestView``, once.
 
 Owns reading the shipit headers (``x-shipit-priority``, ``x-shipit-deadline-ms``,
-``x-shipit-routing``, the session header) and the few body fields
-routing needs (``model``, ``stream``, ``priority``, ``user``, ``cache_salt``, the prompt),
-choosing the deployment (and, under ``lora_affinity``, refusing an adapter the gateway could
-not load), and computing prefix block hashes only when the effective policy is
-``prefix_cache`` (token blocks with the engine's scheme when the client sent token ids, text
-chunks otherwise; keyed by the cache salt, so tenants isolated by salt never share an index
-entry). The body itself is forwarded unchanged. It must not route or do IO.
+``x-shipit-routing``, the session header) and the few body fields routing needs (``model``,
+``stream``, ``priority``, ``user``, ``cache_salt``, the prompt; their types are checked by
+``validate``), choosing the deployment by ``model`` (404 for a name it does not serve; under
+``lora_affinity``, also for an adapter the gateway could not load), and computing prefix block
+hashes only when the effective policy is ``prefix_cache`` (token blocks with the engine's
+scheme when the client sent token ids, text chunks otherwise; keyed by the cache salt, so
+tenants isolated by salt never share an index entry). The body itself is forwarded unchanged.
+It must not route or do IO.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +20,7 @@ from shipit.config.gateway import ROUTING_POLICIES, DeploymentConfig
 from shipit.core.errors import InvalidRequestError, UnknownAdapterError
 from shipit.core.views import RequestView
 from shipit.engine.block_manager import hash_prompt_blocks
+from shipit.gateway.validate import as_object, check_generation, load_body, model_of
 from shipit.policy.routing import text_block_hashes, uses
 
 
@@ -70,22 +71,45 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
         ) from None
 
 
+def served_names(
+    deployments: Mapping[str, DeploymentConfig], adapters: Mapping[str, set[str]]
+) -> list[str]:
+    """Every model name the gateway knows: base models, configured adapters, adapters held
+    by a replica (as the replicas list them)."""
+    names: list[str] = []
+    for d in deployments.values():
+        extra = set(d.routing.lora_affinity.adapters) | adapters.get(d.name, set())
+        names += [d.model_name, *sorted(extra - {d.model_name})]
+    return names
+
+
 def choose_deployment(
-    model: str, deployments: Mapping[str, DeploymentConfig], adapters: Mapping[str, set[str]]
+    model: str,
+    deployments: Mapping[str, DeploymentConfig],
+    adapters: Mapping[str, set[str]],
+    *,
+    names_known: bool = True,
 ) -> DeploymentConfig:
-    """The deployment serving ``model`` (its base model or a known adapter); with one
-    deployment, that one (the replica answers unknown models itself)."""
+    """The deployment serving ``model`` (its base model or a known adapter).
+
+    An unknown name is a 404 (``model_not_found``) naming the served ones, except while the
+    gateway cannot know them all yet (``names_known`` false: no replica has been ready, so
+    adapters loaded at a replica's start are still unlisted) and there is one deployment: then
+    it goes there and the replica answers.
+    """
     for d in deployments.values():
         if model == d.model_name or model in d.routing.lora_affinity.adapters:
             return d
     for name, names in adapters.items():
         if model in names:
             return deployments[name]
-    if len(deployments) == 1:
+    if len(deployments) == 1 and not names_known:
         return next(iter(deployments.values()))
-    known = sorted(d.model_name for d in deployments.values())
-    raise InvalidRequestError(
-        f"The model `{model}` does not exist; this gateway serves {known}", field="model"
+    raise UnknownAdapterError(
+        f"The model `{model}` does not exist; this gateway serves "
+        f"{', '.join(served_names(deployments, adapters))} (GET /v1/models lists the ones "
+        "ready now)",
+        field="model",
     )
 
 
@@ -111,18 +135,16 @@ def parse_request(
     adapters: Mapping[str, set[str]],
     now_s: float,
     client_request_id: str | None = None,
+    names_known: bool = True,
 ) -> RequestView:
-    if data is None:  # not parsed at the edge already
-        try:
-            data = json.loads(body)
-        except ValueError as exc:
-            raise InvalidRequestError(f"the body is not valid JSON: {exc}", field="body") from None
-    if not isinstance(data, dict):
-        raise InvalidRequestError("the body must be a JSON object", field="body")
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequestError("`model` is required (a string)", field="model")
-    dep = choose_deployment(model, deployments, adapters)
+    """The request's view, or ``InvalidRequestError`` (400) for a body the replica would
+    refuse for a field the gateway reads, ``UnknownAdapterError`` (404) for an unknown model.
+    ``data``: the body already parsed at the edge, when it was."""
+    data = load_body(body) if data is None else as_object(data)  # None: not parsed at the edge
+    model = model_of(data, required=True)
+    assert model is not None
+    check_generation(path, data)
+    dep = choose_deployment(model, deployments, adapters, names_known=names_known)
     routing = headers.get("x-shipit-routing")
     if routing is not None:
         if routing not in ROUTING_POLICIES:
@@ -136,9 +158,7 @@ def parse_request(
     priority = _int_header(headers, "x-shipit-priority")
     if priority is None:
         body_priority = data.get("priority")
-        priority = (
-            body_priority if isinstance(body_priority, int) else dep.queueing.default_priority
-        )
+        priority = body_priority if body_priority is not None else dep.queueing.default_priority
     deadline_ms = _int_header(headers, "x-shipit-deadline-ms")
     session = headers.get(dep.routing.session_affinity.header) or data.get("user")
     text, token_ids = _prompt_text(data)
@@ -182,4 +202,46 @@ def parse_request(
         path=path,
         client_request_id=client_request_id,
         cache_salt=salt or None,
+    )
+
+
+def parse_token_request(
+    *,
+    request_id: str,
+    path: str,
+    body: bytes,
+    deployments: Mapping[str, DeploymentConfig],
+    adapters: Mapping[str, set[str]],
+    now_s: float,
+    client_request_id: str | None = None,
+    names_known: bool = True,
+) -> RequestView:
+    """``/tokenize`` or ``/detokenize``: only ``model`` is read (optional, as in vLLM, when the
+    gateway serves one deployment); the replica checks the rest."""
+    data = load_body(body)
+    model = model_of(data, required=False)
+    if model is None:
+        if len(deployments) > 1:
+            raise InvalidRequestError(
+                "Missing required parameter: 'model' (this gateway serves "
+                f"{', '.join(served_names(deployments, adapters))}; name one)",
+                field="model",
+                code="missing_required_parameter",
+            )
+        dep = next(iter(deployments.values()))
+        model = dep.model_name
+    else:
+        dep = choose_deployment(model, deployments, adapters, names_known=names_known)
+    adapter = model if model != dep.model_name else None
+    if adapter is not None and _reads(dep, "lora", None):
+        _check_adapter(adapter, dep, adapters.get(dep.name, set()))
+    return RequestView(
+        request_id=request_id,
+        deployment=dep.name,
+        model=model,
+        adapter=adapter,
+        priority=dep.queueing.default_priority,
+        arrived_s=now_s,
+        path=path,
+        client_request_id=client_request_id,
     )

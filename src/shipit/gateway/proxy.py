@@ -30,7 +30,6 @@ from shipit.gateway.request_core import (
     Rejected,
     RequestCore,
     Started,
-    error_body,
 )
 from shipit.services.monitor import AdapterLoader
 from shipit.services.router import RouterService
@@ -49,7 +48,7 @@ _HELD = [
     (b"x-shipit-held", b"cold-start"),
 ]
 _JSON = (b"content-type", b"application/json")
-__all__ = ["KEEPALIVE", "Guard", "Outcome", "Proxy", "error_body", "send_json"]
+__all__ = ["KEEPALIVE", "Guard", "Outcome", "Proxy", "send_json"]
 
 
 async def send_json(

@@ -18,27 +18,21 @@ the replica slot back. It must not decide where requests go (the policies do), p
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 
 from shipit.config.upstream_auth import UpstreamHeaders
+from shipit.core import openai_errors as oe
 from shipit.core.views import RequestView
 from shipit.gateway.accounting import Tally
+from shipit.gateway.errors import admission_kind, error_json, upstream_kind
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.policy.reliability import classify_status
 from shipit.services.monitor import AdapterLoader
 from shipit.services.router import AdmissionError, Lease, RouterService
 from shipit.services.upstream import MidStreamError, Upstream, UpstreamError, UpstreamResponse
 
-ERROR_TYPES = {429: "rate_limit_error", 503: "service_unavailable"}
 Headers = tuple[tuple[bytes, bytes], ...]
-
-
-def error_body(message: str, *, type_: str, code: int | str, param: str | None = None) -> bytes:
-    """OpenAI's error shape."""
-    err = {"message": message, "type": type_, "param": param, "code": code}
-    return json.dumps({"error": err}).encode()
 
 
 # ----- events -----------------------------------------------------------------------------
@@ -160,8 +154,7 @@ class RequestCore:
                         raise
             except AdmissionError as exc:
                 self.metrics.rejections.labels(dep.name, exc.reason_code).inc()
-                type_ = ERROR_TYPES.get(exc.status, "timeout")
-                err = error_body(exc.reason, type_=type_, code=exc.status)
+                err = error_json(admission_kind(exc.status), exc.reason)
                 yield Rejected(exc.status, err, exc.reason_code, exc.retry_after_s or None)
                 yield Finished(exc.status, outcome="rejected", attempts=attempt)
                 return
@@ -182,7 +175,7 @@ class RequestCore:
                     continue
                 status = 504 if exc.kind == "timeout" else 502
                 msg = f"replica {lease.replica_id} failed after {attempt} attempt(s): {exc.message}"
-                err = error_body(msg, type_="upstream_error", code=status)
+                err = error_json(upstream_kind(status), msg)
                 yield Failed(status, err, lease.replica_id)
                 yield Finished(status, d.policy, lease.replica_id, "failed", attempt)
                 return
@@ -228,7 +221,7 @@ class RequestCore:
                     f"replica {lease.replica_id} failed mid-stream ({why}); "
                     "the answer is incomplete"
                 )
-                err = error_body(msg, type_="upstream_error", code=502)
+                err = error_json(oe.UPSTREAM_ERROR, msg)
                 yield BrokenMidStream(lease.replica_id, why, err)
                 yield Finished(502, d.policy, lease.replica_id, "failed", attempt)
                 return

@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shipit.gateway.proxy import Send, error_body, send_json
+from shipit.core import openai_errors as oe
+from shipit.gateway.errors import error_json
+from shipit.gateway.proxy import Send, send_json
 from shipit.policy.rollout import Command
 from shipit.services.rollouts import RolloutController, RolloutError
 
@@ -33,7 +35,7 @@ async def handle(
 ) -> None:
     if controller is None:
         msg = "rollouts need replicas that shipit starts (shipit up without --replica-url only)"
-        await send_json(send, 409, error_body(msg, type_="conflict", code=409))
+        await send_json(send, 409, error_json(oe.CONFLICT, msg))
         return
     parts = [p for p in path[len(PREFIX) :].split("/") if p]
     try:
@@ -54,7 +56,6 @@ async def handle(
             await send_json(send, 202, _ok(described))
         else:
             msg = f"{method} {path} is not a rollout route; see GET {PREFIX}"
-            await send_json(send, 404, error_body(msg, type_="not_found", code=404))
+            await send_json(send, 404, error_json(oe.PATH_NOT_FOUND, msg))
     except RolloutError as exc:
-        err = error_body(exc.message, type_="invalid_request_error", code=400, param=exc.field)
-        await send_json(send, 400, err)
+        await send_json(send, 400, error_json(oe.INVALID_VALUE, exc.message, exc.field))

@@ -25,9 +25,11 @@ from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qs
 
+from shipit.core import openai_errors as oe
 from shipit.gateway.edge import PRINCIPAL
+from shipit.gateway.errors import error_json
 from shipit.gateway.jobs_service import JobsService
-from shipit.gateway.proxy import Receive, Scope, Send, error_body, send_json
+from shipit.gateway.proxy import Receive, Scope, Send, send_json
 from shipit.jobs import formats
 from shipit.jobs.webhooks import check_url
 
@@ -99,8 +101,8 @@ class JobsApi:
             else:
                 raise HttpError(404, f"{method} {path} is not served here")
         except HttpError as exc:
-            type_ = "not_found_error" if exc.status == 404 else "invalid_request_error"
-            body = error_body(exc.message, type_=type_, code=exc.status, param=exc.param)
+            kind = oe.PATH_NOT_FOUND if exc.status == 404 else oe.INVALID_VALUE
+            body = error_json(kind, exc.message, exc.param)
             await send_json(send, exc.status, body)
             return
         if isinstance(out, bytes):

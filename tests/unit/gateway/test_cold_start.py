@@ -80,14 +80,13 @@ def test_past_the_hold_a_non_streaming_request_gets_503_with_retry_after() -> No
             res = await call(gw, "POST", "/v1/chat/completions", PLAIN)
             assert res.status == 503 and res.headers["retry-after"] == "9"
             err = res.json()["error"]
-            assert (
-                err["type"] == "service_unavailable" and "1 replica(s) starting" in err["message"]
-            )
+            assert (err["type"], err["code"]) == ("server_error", "service_unavailable")
+            assert "1 replica(s) starting" in err["message"]
 
     asyncio.run(go())
 
 
-def test_past_the_hold_a_held_stream_ends_with_an_sse_error_carrying_503() -> None:
+def test_past_the_hold_a_held_stream_ends_with_an_sse_error_saying_unavailable() -> None:
     gw = make(FakeReplica(), cold_start_hold_s=0.08, cold_start_keepalive_s=0.01)
 
     async def go() -> None:
@@ -97,6 +96,7 @@ def test_past_the_hold_a_held_stream_ends_with_an_sse_error_carrying_503() -> No
             last = res.chunks[-1]
             assert last.endswith(b"data: [DONE]\n\n")
             event = json.loads(last.split(b"\n\n")[0].removeprefix(b"data: "))
-            assert event["error"]["code"] == 503 and "retry after" in event["error"]["message"]
+            assert event["error"]["code"] == "service_unavailable"
+            assert "retry after" in event["error"]["message"]
 
     asyncio.run(go())

@@ -250,23 +250,24 @@ def test_deadline_while_queued_gives_504() -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "headers", "field"),
+    ("body", "headers", "field", "code"),
     [
-        (b"{not json", {}, "body"),
-        ({"messages": []}, {}, "model"),
-        (CHAT, {"x-shipit-routing": "random"}, "x-shipit-routing"),
-        (CHAT, {"x-shipit-priority": "high"}, "x-shipit-priority"),
+        (b"{not json", {}, "body", "invalid_json"),
+        ({"messages": []}, {}, "model", "missing_required_parameter"),
+        (CHAT, {"x-shipit-routing": "random"}, "x-shipit-routing", "invalid_value"),
+        (CHAT, {"x-shipit-priority": "high"}, "x-shipit-priority", "invalid_value"),
     ],
 )
 def test_bad_requests_get_400_naming_the_field(
-    body: object, headers: dict[str, str], field: str
+    body: object, headers: dict[str, str], field: str | None, code: str
 ) -> None:
     gw, _, _ = make({"a": FakeReplica()})
 
     async def go() -> None:
         async with running(gw):
             res = await call(gw, "POST", "/v1/chat/completions", body, headers=headers)
-            assert res.status == 400 and res.json()["error"]["param"] == field
+            assert res.status == 400
+            assert (res.json()["error"]["param"], res.json()["error"]["code"]) == (field, code)
 
     run(go())
 

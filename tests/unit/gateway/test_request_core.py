@@ -127,7 +127,8 @@ def test_out_of_attempts_is_failed_with_an_openai_error() -> None:
     failed, finished = run(rig.events())
     assert isinstance(failed, Failed) and failed.status == 504 and failed.replica_id == "a"
     err = json.loads(failed.body)["error"]
-    assert err["type"] == "upstream_error" and "failed after 1 attempt(s)" in err["message"]
+    assert (err["type"], err["code"]) == ("server_error", "timeout")
+    assert "failed after 1 attempt(s)" in err["message"]
     assert finished == Finished(504, "least_outstanding", "a", "failed", 1)
 
 
@@ -165,7 +166,8 @@ def test_rejected_when_the_queue_is_full_carries_retry_after_and_opens_nothing()
     rejected, finished = run(rig.events())
     assert isinstance(rejected, Rejected)
     assert (rejected.status, rejected.retry_after_s) == (429, 1)
-    assert json.loads(rejected.body)["error"]["type"] == "rate_limit_error"
+    error = json.loads(rejected.body)["error"]
+    assert (error["type"], error["code"]) == ("rate_limit_error", "queue_full")
     assert finished == Finished(429, outcome="rejected", attempts=1)
     assert rig.upstream.opened == []
 
