@@ -47,6 +47,7 @@ from shipit.core.errors import InvalidRequestError
 from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 from shipit.gateway.app import Gateway, Hook, create_gateway
 from shipit.gateway.server import Stopped, bind_socket, serve
+from shipit.replica.openapi import request_schemas
 from shipit.services.decision_log import JsonlDecisionLog
 from shipit.services.router import RouterService
 
@@ -339,6 +340,7 @@ def up(
             versions=fleet,
             rollout_home=state_dir or _rollout_home(),
             replica_admin_token=admin_token,
+            request_schemas=request_schemas(),
         )
     except UpstreamAuthError as exc:  # a credential named in upstream_auth cannot be read
         console.print(f"[red]error:[/] {exc.message}")

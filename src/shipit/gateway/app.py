@@ -40,6 +40,7 @@ from shipit.gateway.history import CounterHistory, registry_reader
 from shipit.gateway.jobs_service import JobsService
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.observability import build_alert_service
+from shipit.gateway.openapi import openapi_document
 from shipit.gateway.parse import parse_request, parse_token_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, send_json
 from shipit.gateway.routes_jobs import PREFIXES as JOB_PREFIXES
@@ -93,8 +94,10 @@ class Gateway:
         rollout_home: Path | None = None,
         keys: KeyStore | None = None,
         audit: AuditLog = NO_AUDIT,
+        request_schemas: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
+        self.openapi = openapi_document(request_schemas)  # served at /openapi.json
         self.decisions = decisions
         self.routers = dict(routers)
         self.deployments = {d.name: d for d in config.deployments}
@@ -426,12 +429,14 @@ def create_gateway(
     keys: KeyStore | None = None,
     audit: AuditLog | None = None,
     replica_admin_token: str | None = None,
+    request_schemas: Mapping[str, Any] | None = None,
 ) -> Gateway:
     """A gateway app (an ASGI callable). Routers default to one per deployment. With a
     ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler.
     ``keys`` and ``audit`` default to the files ``gateway.auth`` names (``gateway.auth``).
     ``replica_admin_token`` is sent as a bearer token on every control call to replicas
-    (health, metrics, adapters, KV events, startup reports), never on proxied requests."""
+    (health, metrics, adapters, KV events, startup reports), never on proxied requests.
+    ``request_schemas`` are the body schemas ``/openapi.json`` describes (``gateway.openapi``)."""
     clock = clock or RealClock()
     keys, audit = open_stores(config, keys, audit)
     if routers is None:
@@ -461,6 +466,7 @@ def create_gateway(
         rollout_home=rollout_home,
         keys=keys,
         audit=audit,
+        request_schemas=request_schemas,
     )
 
 

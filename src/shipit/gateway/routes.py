@@ -3,11 +3,12 @@ GET endpoints that are not proxied.
 
 Owns the table of served paths (POST: ``/v1/chat/completions``, ``/v1/completions``,
 ``/tokenize``, ``/detokenize``; GET and HEAD: ``/v1/models``, ``/v1/models/{id}``, ``/health``,
-``/metrics``, ``/shipit/status``, ``/shipit/ready``), 404 for any other path and 405 with
-``Allow`` for a served path asked with another method (as a replica answers), and the GET
-handlers: the model list and cards (``gateway.catalog``), readiness (200 once a replica of the
-model is ready, waiting up to ``wait_s``; else 503 with ``Retry-After``), health, metrics and
-status. Inference and tokenizer requests are handed back to the ``Gateway``. Raw ASGI.
+``/metrics``, ``/shipit/status``, ``/shipit/ready``, ``/openapi.json``), 404 for any other
+path and 405 with ``Allow`` for a served path asked with another method (as a replica
+answers), and the GET handlers: the model list and cards (``gateway.catalog``), readiness (200
+once a replica of the model is ready, waiting up to ``wait_s``; else 503 with
+``Retry-After``), health, metrics, status and the OpenAPI document (``gateway.openapi``).
+Inference and tokenizer requests are handed back to the ``Gateway``. Raw ASGI.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
     from shipit.gateway.app import Gateway
 
 POST_PATHS = INFERENCE_PATHS | TOKEN_PATHS
-GET_PATHS = frozenset({"/v1/models", "/health", "/metrics", "/shipit/status", "/shipit/ready"})
+GET_PATHS = frozenset(
+    {"/v1/models", "/health", "/metrics", "/shipit/status", "/shipit/ready", "/openapi.json"}
+)
 MODEL_PREFIX = "/v1/models/"
 READY_RETRY_AFTER_S = 1
 
@@ -94,6 +97,8 @@ async def answer_get(gw: Gateway, path: str, query: bytes, send: Send) -> None:
         await send_json(send, 200, json.dumps(gw.status(window_param(query))).encode())
     elif path == "/shipit/ready":
         await _ready(gw, parse_qs(query.decode("latin-1")), send)
+    elif path == "/openapi.json":
+        await send_json(send, 200, gw.openapi)
 
 
 async def _model(gw: Gateway, model_id: str, send: Send) -> None:

@@ -91,12 +91,20 @@ _SALT = {
 
 
 @functools.cache
-def openapi_document() -> bytes:
-    """The document as JSON bytes (built once per process)."""
+def request_schemas() -> dict[str, Any]:
+    """The request bodies' JSON schemas, keyed by component name (``CompletionBody``,
+    ``ChatBody``, the tokenizer and LoRA bodies and what they refer to), with ``Error``: the
+    components of this document, also served in the gateway's."""
     _, defs = models_json_schema(
         [(model, "validation") for model in _BODIES.values()], ref_template=_REF
     )
-    schemas: dict[str, Any] = {**defs.get("$defs", {}), "Error": _ERROR}
+    return {**defs.get("$defs", {}), "Error": _ERROR}
+
+
+@functools.cache
+def openapi_document() -> bytes:
+    """The document as JSON bytes (built once per process)."""
+    schemas = request_schemas()
     tokenize = {"oneOf": [_ref("TokenizeCompletionBody"), _ref("TokenizeChatBody")]}
     kv_params = [
         {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": -1}},
