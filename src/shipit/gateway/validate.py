@@ -50,9 +50,16 @@ def _missing(where: str) -> InvalidRequestError:
 
 
 def load_body(raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object; anything else is a 400 ``invalid_json``."""
+    """The body as a JSON object; anything else (nesting too deep to parse included) is a 400
+    ``invalid_json``."""
     try:
         data = json.loads(raw)
+    except RecursionError:  # paths the edge does not parse first (/tokenize, /detokenize)
+        raise InvalidRequestError(
+            "the request body is JSON nested too deeply to parse; send a flatter body",
+            field="body",
+            code="invalid_json",
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(
             f"the request body is not valid JSON: {exc}", field="body", code="invalid_json"
