@@ -20,6 +20,7 @@ from support.up_process import SIM_MODEL, Up, launch
 MODEL = SIM_MODEL
 REPLICAS = 3
 GOOD_REQUESTS = 48
+GOOD_CLIENTS = 6
 POISON_ROUNDS = 8
 MAX_BODY = 200_000
 
@@ -128,14 +129,17 @@ async def scenario(url: str) -> tuple[list[tuple[int, str]], list[tuple[str, int
         httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as good_client,
         httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as bad_client,
     ):
-        sem = asyncio.Semaphore(6)
-
-        async def bounded(i: int) -> tuple[int, str]:
-            async with sem:
-                return await good_request(good_client, i)
-
         poisoner = asyncio.gather(*(poison(bad_client, outcomes) for _ in range(2)))
-        goods = await asyncio.gather(*(bounded(i) for i in range(GOOD_REQUESTS)))
+        goods: list[tuple[int, str]] = []
+
+        async def client(k: int) -> None:
+            # Stream until the poison is all sent (and at least GOOD_REQUESTS in all).
+            i = k
+            while not poisoner.done() or len(goods) < GOOD_REQUESTS:
+                goods.append(await good_request(good_client, i))
+                i += GOOD_CLIENTS
+
+        await asyncio.gather(*(client(k) for k in range(GOOD_CLIENTS)))
         await poisoner
     return goods, outcomes
 
