@@ -21,7 +21,7 @@ from shipit.gateway.openapi import openapi_document
 from shipit.replica.openapi import request_schemas
 from support.up_process import Up, start_up
 
-MAX_EXAMPLES = int(os.environ.get("SHIPIT_FUZZ_EXAMPLES", "10"))
+MAX_EXAMPLES = int(os.environ.get("SHIPIT_FUZZ_EXAMPLES", "25"))
 
 
 @pytest.fixture(scope="module")
