@@ -97,7 +97,11 @@ class Gateway:
         request_schemas: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
-        self.openapi = openapi_document(request_schemas)  # served at /openapi.json
+        self.openapi = openapi_document(  # served at /openapi.json
+            request_schemas,
+            priority_range=config.gateway.auth.priority_range,
+            max_deadline_ms=config.gateway.limits.max_deadline_ms,
+        )
         self.decisions = decisions
         self.routers = dict(routers)
         self.deployments = {d.name: d for d in config.deployments}

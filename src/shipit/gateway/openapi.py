@@ -35,29 +35,34 @@ _ERROR: dict[str, Any] = {
         }
     },
 }
-_HEADERS: list[dict[str, Any]] = [
-    {
-        "name": "x-shipit-priority",
-        "in": "header",
-        "required": False,
-        "description": "Scheduling priority (an integer; lower is served first).",
-        "schema": {"type": "integer"},
-    },
-    {
-        "name": "x-shipit-deadline-ms",
-        "in": "header",
-        "required": False,
-        "description": "Give up (504) when the request has not started within this many ms.",
-        "schema": {"type": "integer"},
-    },
-    {
-        "name": "x-shipit-routing",
-        "in": "header",
-        "required": False,
-        "description": "Routing policy for this request.",
-        "schema": {"type": "string", "enum": sorted(ROUTING_POLICIES)},
-    },
-]
+
+
+def _headers(priority_range: tuple[int, int], max_deadline_ms: int) -> list[dict[str, Any]]:
+    lo, hi = priority_range
+    return [
+        {
+            "name": "x-shipit-priority",
+            "in": "header",
+            "required": False,
+            "description": "Scheduling priority (lower is served first); with API keys, the "
+            "tenant's range applies.",
+            "schema": {"type": "integer", "minimum": lo, "maximum": hi},
+        },
+        {
+            "name": "x-shipit-deadline-ms",
+            "in": "header",
+            "required": False,
+            "description": "Give up (504) when the request has not started within this many ms.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": max_deadline_ms},
+        },
+        {
+            "name": "x-shipit-routing",
+            "in": "header",
+            "required": False,
+            "description": "Routing policy for this request (admin keys, or tenants allowed).",
+            "schema": {"type": "string", "enum": sorted(ROUTING_POLICIES)},
+        },
+    ]
 
 
 def _json(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,10 +99,17 @@ def _get(summary: str, *, text: bool = False, **extra: Any) -> Any:
     return {"get": {"summary": summary, "responses": _responses(text=text), **extra}}
 
 
-def openapi_document(request_schemas: Mapping[str, Any] | None = None) -> bytes:
+def openapi_document(
+    request_schemas: Mapping[str, Any] | None = None,
+    *,
+    priority_range: tuple[int, int] = (-1000, 1000),
+    max_deadline_ms: int = 86_400_000,
+) -> bytes:
     """The document as JSON bytes; ``request_schemas`` are the body components by name
     (``CompletionBody``, ``ChatBody``, ``TokenizeCompletionBody``, ``TokenizeChatBody``,
-    ``DetokenizeBody`` and whatever they refer to)."""
+    ``DetokenizeBody`` and whatever they refer to); the header ranges are the gateway's
+    settings (``gateway.auth.priority_range``, ``gateway.limits.max_deadline_ms``)."""
+    headers = _headers(priority_range, max_deadline_ms)
     schemas: dict[str, Any] = {**(request_schemas or {}), "Error": _ERROR}
 
     def body(name: str) -> dict[str, Any]:
@@ -126,10 +138,10 @@ def openapi_document(request_schemas: Mapping[str, Any] | None = None) -> bytes:
         },
         "paths": {
             "/v1/completions": _post(
-                "Text completion", body("CompletionBody"), sse=True, parameters=_HEADERS
+                "Text completion", body("CompletionBody"), sse=True, parameters=headers
             ),
             "/v1/chat/completions": _post(
-                "Chat completion", body("ChatBody"), sse=True, parameters=_HEADERS
+                "Chat completion", body("ChatBody"), sse=True, parameters=headers
             ),
             "/tokenize": _post("Tokenize a prompt or a chat", tokenize),
             "/detokenize": _post("Token ids to text", body("DetokenizeBody")),
