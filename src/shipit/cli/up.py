@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -48,6 +48,9 @@ from shipit.gateway.app import Gateway, Hook, create_gateway
 from shipit.gateway.server import Stopped, bind_socket, serve
 from shipit.services.decision_log import JsonlDecisionLog
 from shipit.services.router import RouterService
+
+if TYPE_CHECKING:
+    from shipit.gateway.rpc import GrpcDoor
 
 EXAMPLES = """
 Examples:
@@ -307,6 +310,7 @@ def up(
     )
     start_hooks: list[Hook] = [fleet.start]
     stop_hooks: list[Hook] = [fleet.stop]
+    door: GrpcDoor | None = None
     if grpc_port is not None:  # grpc is imported only when its door is asked for
         from shipit.gateway.rpc import GrpcDoor
         from shipit.gateway.rpc import hooks as grpc_hooks
