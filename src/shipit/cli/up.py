@@ -27,6 +27,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shipit.backends.base import ReplicaBackend
 from shipit.backends.fleet import Fleet
 from shipit.backends.local import LocalProcessBackend
 from shipit.backends.static import StaticBackend
@@ -302,12 +303,19 @@ def up(
     local = LocalProcessBackend(log_dir=log_dir, admin_token=admin_token)
     remove_logs = log_dir is None and not keep_logs
     external = StaticBackend({d.name: d.replica_urls for d in cfg.deployments})
-    fleet = Fleet(
-        cfg.deployments,
-        {name: router.registry for name, router in routers.items()},
-        local=local,
-        external=external,
-    )
+    registrars = {name: router.registry for name, router in routers.items()}
+    # backend: kubernetes: that deployment's replicas are pods, watched by their own backend
+    # (the client library is imported only then).
+    pods: dict[str, ReplicaBackend] = {}
+    if any(d.backend == "kubernetes" for d in cfg.deployments):
+        from shipit.backends.k8s_pods import settings_for
+        from shipit.backends.kubernetes import KubernetesBackend
+
+        for d in cfg.deployments:
+            if d.backend == "kubernetes":
+                settings = settings_for(cfg, d)
+                pods[d.name] = KubernetesBackend(settings, deployment=d.name, registrars=registrars)
+    fleet = Fleet(cfg.deployments, registrars, local=local, external=external, backends=pods)
     start_hooks: list[Hook] = [fleet.start]
     stop_hooks: list[Hook] = [fleet.stop]
     door: GrpcDoor | None = None
