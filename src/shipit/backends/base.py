@@ -27,6 +27,7 @@ class ReplicaSpec:
     extra_args: tuple[str, ...] = ()
     drain_timeout_s: float = 30.0
     env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    version: str | None = None  # a rollout's version; None: the deployment's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class Registrar(Protocol):
         *,
         state: ReplicaState = ...,
         external: bool = ...,
+        backend: str | None = ...,
         version: str | None = ...,
     ) -> object:
         """A new replica at ``url`` (``starting`` unless told otherwise), running ``version``

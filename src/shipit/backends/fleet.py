@@ -13,8 +13,10 @@ decides nothing and must not import the router.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from shipit.backends.base import Registrar, ReplicaBackend, ReplicaHandle, ReplicaSpec
 from shipit.config.gateway import DeploymentConfig
@@ -45,6 +47,7 @@ class Fleet:
         *,
         local: ReplicaBackend,
         external: ReplicaBackend,
+        backends: Mapping[str, ReplicaBackend] | None = None,
     ) -> None:
         self.deployments = {d.name: d for d in deployments}
         missing = set(self.deployments) - set(registrars)
@@ -53,6 +56,8 @@ class Fleet:
         self.registrars = registrars
         self.local = local
         self.external = external
+        # Per deployment, where its replicas start instead of ``local`` (e.g. Kubernetes pods).
+        self.backends = dict(backends or {})
         self.handles: list[tuple[ReplicaBackend, ReplicaHandle]] = []
         # The version each replica runs (None: the deployment's first) and each deployment's
         # current one: the autoscaler manages only the current version's replicas, so a
@@ -77,14 +82,37 @@ class Fleet:
     ) -> None:
         self.handles.append((backend, h))
         self._versions[h.replica_id] = version or self.current.get(h.deployment)
-        self.registrars[h.deployment].add(h.replica_id, h.url, external=h.external, version=version)
+        registrar = self.registrars[h.deployment]
+        # A backend that watches its replicas (Kubernetes) may know more than "starting":
+        # an adopted pod is ready, and a fast one may be ready before it is registered.
+        watched = getattr(backend, "state", None)
+        state = watched(h.replica_id) if watched is not None else None
+        extra: dict[str, Any] = {}
+        if isinstance(state, ReplicaState):
+            extra["state"] = state
+        kind = getattr(backend, "kind", None)  # "kubernetes"; absent: local or external
+        if kind is not None:
+            extra["backend"] = kind
+        registrar.add(h.replica_id, h.url, external=h.external, version=version, **extra)
         url = redact_url(h.url)
         log.info("replica %s of %s at %s (pid %s)", h.replica_id, h.deployment, url, h.pid)
+
+    def backend_for(self, deployment: str) -> ReplicaBackend:
+        """Where ``deployment``'s replicas start: its own backend, else the local one."""
+        return self.backends.get(deployment, self.local)
 
     async def start(self) -> None:
         for d in self.deployments.values():
             spec = self.spec(d)
-            counts = ((self.external, len(d.replica_urls)), (self.local, d.initial_replicas))
+            own = self.backend_for(d.name)
+            adopted = 0
+            discover = getattr(own, "discover", None)
+            if discover is not None:  # replicas a previous gateway left running
+                for h in await discover(d.name):
+                    self._register(own, h)
+                    adopted += 1
+            wanted = max(d.initial_replicas - adopted, 0)
+            counts = ((self.external, len(d.replica_urls)), (own, wanted))
             for backend, count in counts:
                 if count == 0:
                     continue
@@ -93,9 +121,10 @@ class Fleet:
 
     # ----- the autoscaler's ReplicaPool (services.autoscaler) --------------------------------
     async def start_replicas(self, deployment: str, count: int) -> list[str]:
-        handles = await self.local.start(self.spec(self.deployments[deployment]), count)
+        backend = self.backend_for(deployment)
+        handles = await backend.start(self.spec(self.deployments[deployment]), count)
         for h in handles:
-            self._register(self.local, h)
+            self._register(backend, h)
         return [h.replica_id for h in handles]
 
     # ----- the rollout controller's VersionPool (services.rollouts) --------------------------
@@ -116,9 +145,11 @@ class Fleet:
 
     async def start_version(self, deployment: str, version: VersionConfig) -> list[str]:
         d = self.version_of(self.deployments[deployment], version)
-        handles = await self.local.start(self.spec(d), version.replicas or 1)
+        backend = self.backend_for(deployment)
+        spec = dataclasses.replace(self.spec(d), version=version.name)
+        handles = await backend.start(spec, version.replicas or 1)
         for h in handles:
-            self._register(self.local, h, version.name)
+            self._register(backend, h, version.name)
         return [h.replica_id for h in handles]
 
     def adopt_version(self, deployment: str, version: VersionConfig) -> None:
@@ -142,7 +173,7 @@ class Fleet:
         return [
             h.replica_id
             for b, h in self.handles
-            if b is self.local
+            if b is self.backend_for(deployment)
             and h.deployment == deployment
             and not h.external
             and self._versions.get(h.replica_id) == self.current.get(deployment)
@@ -156,12 +187,16 @@ class Fleet:
         return [h for b, h in self.handles if not b.alive(h)]
 
     async def stop(self) -> None:
-        for _, h in self.handles:
+        """Drain and stop every replica, except those of a backend that keeps its replicas
+        when the gateway exits (Kubernetes pods: the next gateway adopts them)."""
+        ours = [(b, h) for b, h in self.handles if not getattr(b, "keeps_replicas_on_exit", False)]
+        for _, h in ours:
             self._set_state(h, ReplicaState.DRAINING)
-        await asyncio.gather(*(b.stop(h) for b, h in self.handles), return_exceptions=True)
-        for _, h in self.handles:
+        await asyncio.gather(*(b.stop(h) for b, h in ours), return_exceptions=True)
+        for _, h in ours:
             self._set_state(h, ReplicaState.STOPPED)
         self.handles.clear()
+        await asyncio.gather(*(b.close() for b in self.backends.values()), return_exceptions=True)
 
     def _set_state(self, h: ReplicaHandle, state: ReplicaState) -> None:
         registrar = self.registrars.get(h.deployment)

@@ -21,12 +21,13 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from shipit.backends.base import ReplicaBackend
 from shipit.backends.fleet import Fleet
 from shipit.backends.local import LocalProcessBackend
 from shipit.backends.static import StaticBackend
@@ -48,6 +49,9 @@ from shipit.gateway.app import Gateway, Hook, create_gateway
 from shipit.gateway.server import Stopped, bind_socket, serve
 from shipit.services.decision_log import JsonlDecisionLog
 from shipit.services.router import RouterService
+
+if TYPE_CHECKING:
+    from shipit.gateway.rpc import GrpcDoor
 
 EXAMPLES = """
 Examples:
@@ -299,14 +303,22 @@ def up(
     local = LocalProcessBackend(log_dir=log_dir, admin_token=admin_token)
     remove_logs = log_dir is None and not keep_logs
     external = StaticBackend({d.name: d.replica_urls for d in cfg.deployments})
-    fleet = Fleet(
-        cfg.deployments,
-        {name: router.registry for name, router in routers.items()},
-        local=local,
-        external=external,
-    )
+    registrars = {name: router.registry for name, router in routers.items()}
+    # backend: kubernetes: that deployment's replicas are pods, watched by their own backend
+    # (the client library is imported only then).
+    pods: dict[str, ReplicaBackend] = {}
+    if any(d.backend == "kubernetes" for d in cfg.deployments):
+        from shipit.backends.k8s_pods import settings_for
+        from shipit.backends.kubernetes import KubernetesBackend
+
+        for d in cfg.deployments:
+            if d.backend == "kubernetes":
+                settings = settings_for(cfg, d)
+                pods[d.name] = KubernetesBackend(settings, deployment=d.name, registrars=registrars)
+    fleet = Fleet(cfg.deployments, registrars, local=local, external=external, backends=pods)
     start_hooks: list[Hook] = [fleet.start]
     stop_hooks: list[Hook] = [fleet.stop]
+    door: GrpcDoor | None = None
     if grpc_port is not None:  # grpc is imported only when its door is asked for
         from shipit.gateway.rpc import GrpcDoor
         from shipit.gateway.rpc import hooks as grpc_hooks

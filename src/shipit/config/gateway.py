@@ -35,6 +35,7 @@ from pydantic import (
 
 from shipit.config.autoscaling import AutoscalingConfig
 from shipit.config.jobs import JobsConfig
+from shipit.config.k8s_backend import KubernetesBackendConfig
 from shipit.config.kubernetes import KubernetesConfig
 from shipit.config.observability import AlertsConfig, SloConfig
 from shipit.config.rollout import RolloutSettings
@@ -223,6 +224,14 @@ class DeploymentConfig(_Strict):
         None, description="the name clients send as `model` (default: model)"
     )
     replicas: int = Field(2, ge=0, description="local replica processes to start")
+    backend: Literal["local", "kubernetes"] = Field(
+        "local", description="where shipit starts replicas: local processes or Kubernetes pods"
+    )
+    kubernetes_backend: KubernetesBackendConfig = Field(
+        default_factory=KubernetesBackendConfig,
+        description="backend: kubernetes: API access, headless Service, node health (namespace, "
+        "image and node pool come from the top-level kubernetes: section)",
+    )
     replica_urls: list[str] = Field(default_factory=list, description="external replicas")
     upstream_auth: UpstreamAuthConfig | None = Field(
         None, description="credentials sent to every replica (config.upstream_auth)"
@@ -286,7 +295,8 @@ class ShipitConfig(_Strict):
     deployments: list[DeploymentConfig] = Field(default_factory=lambda: [DeploymentConfig()])
     alerts: AlertsConfig = AlertsConfig()
     jobs: JobsConfig = JobsConfig()
-    kubernetes: KubernetesConfig = KubernetesConfig()  # read by `shipit render k8s` only
+    # read by `shipit render k8s`, and by `shipit up` for deployments with backend: kubernetes
+    kubernetes: KubernetesConfig = KubernetesConfig()
 
     @field_validator("deployments")
     @classmethod

@@ -36,7 +36,10 @@ ROLE_RULES: list[Obj] = [
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
-CORDON_RULES: list[Obj] = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]
+# list: the backend counts the cordoned share of all nodes before it cordons one.
+CORDON_RULES: list[Obj] = [
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]}
+]
 
 
 def gateway_labels() -> dict[str, str]:

@@ -263,6 +263,11 @@ COLD_START_PHASE = _spec(
         ("phase", ("schedule", "pull", "process_start", "load_weights", "warmup", "health")),
     ),
 )  # fmt: skip
+NODE_CORDONS = _spec(
+    "shipit_node_cordons_total", _C, _CP, "nodes",
+    "Kubernetes nodes shipit cordoned after replica failures on them.", ("deployment", "reason"),
+    label_values=(("reason", ("hardware_error", "repeated_failures")),),
+)  # fmt: skip
 REQUESTS_HELD = _spec(
     "shipit_requests_held", _G, _CP, "requests",
     "Requests held (not failed) while a deployment scales from zero.",

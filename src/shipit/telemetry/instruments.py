@@ -149,6 +149,7 @@ class ControlPlaneMetrics:
     cold_start: Histogram
     cold_start_phase: Histogram
     requests_held: Gauge
+    node_cordons: Counter
 
 
 def build_control_plane_metrics(registry: CollectorRegistry) -> ControlPlaneMetrics:
@@ -160,6 +161,7 @@ def build_control_plane_metrics(registry: CollectorRegistry) -> ControlPlaneMetr
         cold_start=s.histogram(cat.COLD_START),
         cold_start_phase=s.histogram(cat.COLD_START_PHASE),
         requests_held=s.gauge(cat.REQUESTS_HELD),
+        node_cordons=s.counter(cat.NODE_CORDONS),
     )
 
 

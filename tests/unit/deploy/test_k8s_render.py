@@ -190,11 +190,11 @@ def test_rbac_grants_exactly_the_backend_verbs() -> None:
     assert replica_sa["automountServiceAccountToken"] is False
 
 
-def test_cordoning_adds_a_cluster_role_for_nodes_get_patch_only() -> None:
+def test_cordoning_adds_a_cluster_role_for_nodes_get_list_patch_only() -> None:
     objects = _objects(MULTIPOOL)
     (cluster_role,) = _of(objects, "ClusterRole").values()
     assert cluster_role["rules"] == [
-        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]}
     ]
     (binding,) = _of(objects, "ClusterRoleBinding").values()
     assert binding["subjects"] == [
