@@ -74,14 +74,15 @@ class Rig:
             now_s=self.clock.now(),
         )
         self.router.on_request()
+        hold = asyncio.Event()
         if replica is not None:
-            replica.hold = asyncio.Event()
+            replica.hold = hold
         events = asyncio.ensure_future(self._events(view))
         for _ in range(20):  # the request reaches its replica, which holds the answer
             await asyncio.sleep(0)
         if replica is not None:
             self.clock.advance(serve_s)
-            replica.hold.set()
+            hold.set()
         *_, last = await events
         return last
 
