@@ -155,6 +155,7 @@ class Gateway:
             on_refused=lambda status: self.metrics.request_done("-", status, "-"),
             usage=usage_store(keys),
         )
+        self.jobs.security = self.security  # job lines are charged to their tenants
         self.websocket = WebSocketDoor(
             core=self.proxy.core,
             routers=self.routers,
