@@ -53,7 +53,7 @@ from shipit.services.monitor import AdapterLoader, ReplicaMonitor
 from shipit.services.rollouts import RolloutController, VersionPool
 from shipit.services.router import RouterService
 from shipit.services.upstream import AiohttpUpstream, Upstream
-from shipit.telemetry.instruments import build_control_plane_metrics
+from shipit.telemetry.instruments import build_control_plane_metrics, build_rollout_metrics
 
 log = logging.getLogger("shipit.gateway")
 Hook = Callable[[], Awaitable[None]]
@@ -131,6 +131,7 @@ class Gateway:
                 clock=clock,
                 home=rollout_home,
                 decisions=decisions,
+                metrics=build_rollout_metrics(self.metrics.registry),
             )
         self.proxy = Proxy(
             metrics=self.metrics,
