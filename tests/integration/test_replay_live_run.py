@@ -21,6 +21,7 @@ import httpx
 
 from shipit.config.gateway import load_config
 from shipit.core.decisions import read_entries
+from shipit.policy.autoscaling import AutoscalingSnapshot
 from shipit.sim.replay import replay
 from support.up_process import SIM_MODEL, Up, launch
 
@@ -118,5 +119,12 @@ def test_a_recorded_live_run_replays_to_identical_decisions(tmp_path: Path) -> N
     codes = Counter((e.policy, getattr(e.decision, "reason_code", "")) for e in entries)
     assert codes[("lifecycle", "crashed")] >= 1, codes  # the killed replica was reaped
     assert codes[("autoscaling", "scale_up")] + codes[("autoscaling", "panic")] >= 1, codes
+    # The live router fed the autoscaler its demand counters: each request counted once as it
+    # arrived (the failovers after the kill are not new arrivals), each answer with its service
+    # time.
+    last = [e.snapshot for e in entries if e.policy == "autoscaling"][-1]
+    assert isinstance(last, AutoscalingSnapshot)
+    assert REQUESTS // 2 <= last.completed <= last.arrivals <= REQUESTS, last
+    assert last.service_s > 0, last
     assert codes[("admission", "queued")] >= 10, codes  # requests waited, by priority
     assert codes[("admission", "next_waiter")] >= 10, codes

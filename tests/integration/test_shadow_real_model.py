@@ -140,6 +140,11 @@ def test_blue_green_with_the_real_model_under_load_drops_nothing(
             phase = httpx.get(handle.url + "/shipit/rollouts", timeout=10).json()["rollouts"][0][
                 "phase"
             ]
+        # Keep the load on past the switch until enough requests were answered: a fast
+        # machine completes the rollout in fewer of the load's ticks.
+        settle = time.monotonic() + 60
+        while len(load.results) < 10 and time.monotonic() < settle:
+            time.sleep(0.5)
         time.sleep(2)
     finally:
         load.stop()

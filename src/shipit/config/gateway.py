@@ -191,8 +191,21 @@ class RetryConfig(_Strict):
     budget_ratio: float = Field(0.2, ge=0, description="retries allowed per request sent")
     budget_min_per_s: float = Field(10.0, ge=0, description="retries always allowed per second")
     connect_timeout_s: float = Field(2.0, gt=0)
-    first_byte_timeout_s: float = Field(60.0, gt=0, description="request sent -> headers")
+    first_byte_timeout_s: float = Field(
+        60.0, gt=0, description="streamed request sent -> response headers (its first byte)"
+    )
+    unary_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="non-streamed request sent -> response headers: a replica (shipit's, "
+        "vLLM's) sends them with the body, when the whole answer is done",
+    )
     read_timeout_s: float = Field(300.0, gt=0, description="longest gap between chunks")
+
+    def response_timeout_s(self, *, stream: bool) -> float:
+        """How long a request sent to a replica may wait for the response to start: the first
+        byte of a stream, or the whole of a plain answer (its headers come with its body)."""
+        return self.first_byte_timeout_s if stream else self.unary_timeout_s
 
 
 class OutlierConfig(_Strict):

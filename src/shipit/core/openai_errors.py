@@ -105,6 +105,31 @@ def kind_for_code(code: str) -> ErrorKind:
         raise KeyError(f"unknown error code {code!r}; known: {sorted(_BY_CODE)}") from None
 
 
+_BY_STATUS = {
+    400: INVALID_VALUE,
+    401: INVALID_API_KEY,
+    403: PERMISSION_DENIED,
+    404: PATH_NOT_FOUND,
+    405: METHOD_NOT_ALLOWED,
+    408: REQUEST_TIMEOUT,
+    409: CONFLICT,
+    413: REQUEST_TOO_LARGE,
+    429: RATE_LIMITED,
+    500: INTERNAL_ERROR,
+    502: UPSTREAM_ERROR,
+    503: UNAVAILABLE,
+    504: TIMEOUT,
+}
+
+
+def kind_for_status(status: int) -> ErrorKind:
+    """The most general kind for an HTTP status alone (a body that named no kind): another
+    4xx is ``invalid_value``, another 5xx ``upstream_error``."""
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    return INVALID_VALUE if status < 500 else UPSTREAM_ERROR
+
+
 def kind_of(exc: ShipitError) -> ErrorKind:
     """The kind a server answers with for one of shipit's errors.
 

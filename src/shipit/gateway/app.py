@@ -54,7 +54,7 @@ from shipit.services.monitor import AdapterLoader, ReplicaMonitor
 from shipit.services.rollouts import RolloutController, VersionPool
 from shipit.services.router import RouterService
 from shipit.services.upstream import AiohttpUpstream, Upstream
-from shipit.telemetry.instruments import build_control_plane_metrics
+from shipit.telemetry.instruments import build_control_plane_metrics, build_rollout_metrics
 
 log = logging.getLogger("shipit.gateway")
 Hook = Callable[[], Awaitable[None]]
@@ -138,6 +138,7 @@ class Gateway:
                 clock=clock,
                 home=rollout_home,
                 decisions=decisions,
+                metrics=build_rollout_metrics(self.metrics.registry),
             )
         self.proxy = Proxy(
             metrics=self.metrics,
@@ -161,6 +162,7 @@ class Gateway:
             on_refused=lambda status: self.metrics.request_done("-", status, "-"),
             usage=usage_store(keys),
         )
+        self.jobs.security = self.security  # job lines are charged to their tenants
         self.websocket = WebSocketDoor(
             core=self.proxy.core,
             routers=self.routers,

@@ -4,10 +4,11 @@ Owns, per HTTP request and before the gateway's own handlers see it: the edge li
 size and time, JSON depth, huge integers; ``gateway.edge``), the API key (``Authorization:
 Bearer`` or ``x-api-key``; 401 when missing or unknown, checked against ``services.keystore``),
 what the key's tenant may do (models: 403; priority and deadline headers within its range: 400;
-the routing override: 403 unless allowed; ``/shipit/*`` and, when so configured, ``/metrics``
-need an admin key), the tenant's rate limits (``policy.ratelimit``; 429 with ``Retry-After``
-and OpenAI's ``x-ratelimit-*`` headers on every keyed answer; tokens charged from the usage of
-the answer once it finishes, and kept across restarts by ``services.usage``), per-tenant
+the routing override: 403 unless allowed; ``/shipit/*`` but ``/shipit/ready`` and, when so
+configured, ``/metrics`` need an admin key), the tenant's rate limits (``policy.ratelimit``;
+429 with ``Retry-After`` and OpenAI's ``x-ratelimit-*`` headers on every keyed answer; tokens
+charged from the usage of the answer once it finishes, and kept across restarts by
+``services.usage``), per-tenant
 prefix-cache isolation (the tenant's salt replaces any client salt in ``x-shipit-cache-salt``
 and the body's ``cache_salt``, except for admin keys) and the audit log. With keys off (the
 loopback default) only the edge limits and the priority/deadline checks apply. It must not
@@ -51,7 +52,8 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("shipit.gateway.auth")
 SALT_HEADER = "x-shipit-cache-salt"
-OPEN_PATHS = frozenset({"/health"})
+# Need no key even when keys are on: liveness and readiness probes carry no secret.
+OPEN_PATHS = frozenset({"/health", "/shipit/ready"})
 
 
 def _limits(p: Principal) -> RateLimits:

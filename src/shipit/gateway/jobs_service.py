@@ -7,6 +7,15 @@ worker (``jobs.runner.JobRunner``) and the webhook sender. A line runs through t
 of ``jobs.priority`` (the lowest by default) and never streamed; how many run at once is
 ``policy.jobs.job_slots`` over every deployment's routable slots. An admission refusal (queue
 full, shed, timeout) gives the line back without counting an attempt.
+
+With API keys on, a line is its tenant's like any request: it starts only while the tenant's
+token budget is not spent (else it is answered 429 ``insufficient_quota`` into the error file:
+a budget never refills by itself, so waiting would only hold the batch until it expires) and
+its tokens-per-minute bucket is above zero (else it waits, given back without counting an
+attempt); once answered, its tokens (the replica's usage, else an estimate) are charged to the
+tenant's budget and tokens per minute, kept across restarts like an HTTP request's. Lines do not
+take from ``requests_per_min``: that limit paces requests that reach the gateway, and the batch
+or async request that brought the lines was one.
 """
 
 from __future__ import annotations
@@ -20,9 +29,11 @@ import time
 from collections.abc import Mapping
 from contextlib import aclosing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shipit.config.gateway import DeploymentConfig, ShipitConfig
 from shipit.config.paths import shipit_home
+from shipit.core import openai_errors as oe
 from shipit.core.clock import Clock
 from shipit.core.errors import ShipitError
 from shipit.gateway.errors import error_json, kind_of
@@ -41,7 +52,11 @@ from shipit.jobs.runner import AsyncJobStore, JobRunner, Outcome
 from shipit.jobs.store import open_store
 from shipit.jobs.webhooks import WebhookSender
 from shipit.policy.jobs import JobSlotsSnapshot, JobSlotsState, job_slots
+from shipit.policy.ratelimit import RateLimits, charge_tokens, decide_tokens
 from shipit.services.router import RouterService
+
+if TYPE_CHECKING:
+    from shipit.gateway.auth import Security
 
 log = logging.getLogger("shipit.gateway.jobs")
 
@@ -74,6 +89,7 @@ class JobsService:
         self.runner: JobRunner | None = None
         self._task: asyncio.Task[None] | None = None
         self.slots_state = JobSlotsState()
+        self.security: Security | None = None  # set by the gateway: tenants' limits and usage
         secret_env = self.config.webhook.secret_env
         secret = os.environ.get(secret_env, "") if secret_env else ""
         self.webhooks = WebhookSender(self.config.webhook, secret.encode()) if secret else None
@@ -149,8 +165,48 @@ class JobsService:
         decision, self.slots_state = job_slots(self.config, snapshot, self.slots_state)
         return decision.limit
 
+    def _limits(self, tenant: str) -> RateLimits | None:
+        """The tenant's limits when keys are on and it has any; else None (nothing to charge)."""
+        sec = self.security
+        if sec is None or sec.keys is None:
+            return None
+        t = sec.keys.file.tenants.get(tenant)
+        if t is None or (t.tokens_per_min is None and t.token_budget is None):
+            return None
+        return RateLimits(t.requests_per_min, t.tokens_per_min, t.token_budget)
+
+    def _quota_refusal(self, item: WorkItem, limits: RateLimits) -> Outcome | None:
+        """Why the line may not start now (its tenant's budget or tokens per minute), if so."""
+        assert self.security is not None
+        sec = self.security
+        decision, sec.rate[item.tenant] = decide_tokens(limits, sec.now(), sec.state(item.tenant))
+        if decision.allowed:
+            return None
+        if decision.reason_code == "budget":
+            msg = (
+                f"tenant {item.tenant!r} has used its token budget of {limits.token_budget} "
+                "tokens; this line was not run. An admin may raise the budget "
+                f"(`shipit keys tenant {item.tenant} --token-budget N`); then submit the "
+                "line again"
+            )
+            return Outcome(oe.INSUFFICIENT_QUOTA.status, error_json(oe.INSUFFICIENT_QUOTA, msg))
+        return Outcome(retry=True, count_attempt=False, why="tenant tokens_per_min")
+
+    def _charge(self, tenant: str, limits: RateLimits, tokens: int) -> None:
+        assert self.security is not None
+        sec = self.security
+        now_s = sec.now()
+        sec.rate[tenant] = state = charge_tokens(limits, sec.state(tenant), tokens, now_s)
+        if sec.usage is not None:
+            sec.usage.note(tenant, state.spent_tokens, now_s)
+
     async def execute(self, item: WorkItem) -> Outcome:
         """One line through the request core; the answer, or why to try it again later."""
+        limits = self._limits(item.tenant)
+        if limits is not None:
+            refused = self._quota_refusal(item, limits)
+            if refused is not None:
+                return refused
         adapters: dict[str, set[str]] = {}
         for name, router in self.routers.items():
             adapters[name] = set().union(*(r.adapters for r in router.registry.records()))
@@ -172,6 +228,7 @@ class JobsService:
         router.on_request()
         status, chunks = 0, []
         outcome: Outcome | None = None
+        used: int | None = None
         async with aclosing(self.core.run(view, item.body, router)) as events:
             async for event in events:
                 if isinstance(event, bytes):
@@ -186,6 +243,10 @@ class JobsService:
                     outcome = Outcome(502, event.body, retry=True, why=event.why)
                 elif isinstance(event, Finished):
                     self.metrics.request_done(view.deployment, event.status, event.policy)
+                    if event.prompt_tokens is not None or event.output_tokens is not None:
+                        used = (event.prompt_tokens or 0) + (event.output_tokens or 0)
+        if limits is not None and outcome is None and 200 <= status < 300:
+            self._charge(item.tenant, limits, used if used else len(item.body) // 4)
         if outcome is not None:
             return outcome
         body = b"".join(chunks)

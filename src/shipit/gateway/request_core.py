@@ -282,5 +282,5 @@ class RequestCore:
             lease.url + view.path,
             body,
             headers,
-            first_byte_timeout_s=router.deployment.retries.first_byte_timeout_s,
+            first_byte_timeout_s=router.deployment.retries.response_timeout_s(stream=view.stream),
         )

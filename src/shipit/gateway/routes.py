@@ -129,8 +129,10 @@ def _one(query: dict[str, list[str]], name: str) -> str | None:
 
 async def _ready(gw: Gateway, query: dict[str, list[str]], send: Send) -> None:
     """``GET /shipit/ready[?model=NAME][&wait_s=N]``: 200 once every deployment (or the one
-    serving NAME) has a ready replica, waiting up to N seconds (default 0); else 503."""
+    serving NAME) has a ready replica, waiting up to N seconds (default 0); else 503. It needs
+    no key; with keys on it answers readiness only (no replica counts, no model list)."""
     catalog = gw.catalog
+    terse = gw.security.keys is not None  # anyone may ask: say only ready or not
     raw_wait = _one(query, "wait_s") or "0"
     try:
         wait_s = float(raw_wait)
@@ -146,16 +148,17 @@ async def _ready(gw: Gateway, query: dict[str, list[str]], send: Send) -> None:
     else:
         found = catalog.deployment_of(model)
         if found is None:
-            msg = f"The model `{model}` does not exist; this gateway serves "
-            msg += ", ".join(catalog.served())
+            msg = f"The model `{model}` does not exist"
+            msg += "" if terse else "; this gateway serves " + ", ".join(catalog.served())
             await send_json(send, 404, error_json(oe.MODEL_NOT_FOUND, msg, "model"))
             return
         names = [found]
     if await catalog.wait_ready(names, wait_s):
         ready = {gw.deployments[n].model_name: gw.routers[n].ready_count() for n in names}
-        await send_json(send, 200, json.dumps({"ready": True, "ready_replicas": ready}).encode())
+        answer = {"ready": True} if terse else {"ready": True, "ready_replicas": ready}
+        await send_json(send, 200, json.dumps(answer).encode())
         return
     waiting = "; ".join(catalog.describe(n) for n in names if gw.routers[n].ready_count() == 0)
-    msg = f"not ready after {wait_s:g} s: {waiting}"
+    msg = f"not ready after {wait_s:g} s" + ("" if terse else f": {waiting}")
     retry = [(b"retry-after", str(READY_RETRY_AFTER_S).encode())]
     await send_json(send, 503, error_json(oe.UNAVAILABLE, msg), retry)

@@ -61,7 +61,9 @@ async def forward_tokens(
                 lease.url + view.path,
                 body,
                 {**(credentials or {}), **headers},
-                first_byte_timeout_s=router.deployment.retries.first_byte_timeout_s,
+                first_byte_timeout_s=router.deployment.retries.response_timeout_s(
+                    stream=view.stream
+                ),
             )
             try:
                 answer = b"".join([chunk async for chunk in resp.chunks()])

@@ -41,12 +41,14 @@ from contextlib import aclosing
 from typing import Any
 
 from shipit.config.gateway import DeploymentConfig
+from shipit.core import openai_errors as oe
 from shipit.core.clock import Clock
-from shipit.core.errors import ShipitError, UnknownAdapterError
+from shipit.core.errors import ShipitError
 from shipit.core.views import RequestView
 from shipit.gateway.auth import Security
 from shipit.gateway.door_auth import Admitted, admit, settle
 from shipit.gateway.edge import EdgeError
+from shipit.gateway.errors import kind_of
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.parse import parse_request
 from shipit.gateway.proxy import Receive, Scope, Send
@@ -125,7 +127,7 @@ def _error_object(body: bytes, status: int) -> str:
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         return json.dumps(parsed["error"])
     text = body.decode("utf-8", "replace")
-    return json.dumps({"message": text, "type": "upstream_error", "param": None, "code": status})
+    return json.dumps(oe.error_body(text, oe.kind_for_status(status))["error"])
 
 
 def _retry_after(exc: EdgeError) -> int | None:
@@ -140,10 +142,14 @@ def _error(id_: str, status: int, error: str, retry_after_s: int | None = None) 
     return f'{{"type":"error","id":{id_},"status":{status},"error":{error}{extra}}}'
 
 
-def _invalid(id_: str, message: str, status: int = 400, param: str | None = None) -> str:
-    type_ = "invalid_request_error" if status == 400 else "rate_limit_error"
-    err = {"message": message, "type": type_, "param": param, "code": status}
-    return _error(id_, status, json.dumps(err))
+_NO_SUCH_REQUEST = oe.PATH_NOT_FOUND  # 404 not_found: nothing by that id to cancel
+
+
+def _invalid(
+    id_: str, message: str, kind: oe.ErrorKind = oe.INVALID_VALUE, param: str | None = None
+) -> str:
+    """An error of our own, in the OpenAI vocabulary HTTP uses (string ``type`` and ``code``)."""
+    return _error(id_, kind.status, json.dumps(oe.error_body(message, kind, param)["error"]))
 
 
 def _done(id_: str, status: int, outcome: str, replica: str | None) -> str:
@@ -251,9 +257,13 @@ class _Socket:
         try:
             msg = json.loads(text)
         except ValueError as exc:
-            return self.outbox.put_control(_invalid("null", f"the message is not JSON: {exc}"))
+            return self.outbox.put_control(
+                _invalid("null", f"the message is not JSON: {exc}", oe.INVALID_JSON)
+            )
         if not isinstance(msg, dict):
-            return self.outbox.put_control(_invalid("null", "a message must be a JSON object"))
+            return self.outbox.put_control(
+                _invalid("null", "a message must be a JSON object", oe.INVALID_TYPE)
+            )
         kind = msg.get("type")
         raw_id = msg.get("id")
         if kind == "ping":
@@ -263,21 +273,31 @@ class _Socket:
         if not isinstance(raw_id, str | int) or isinstance(raw_id, bool) or raw_id == "":
             got = json.dumps(raw_id)
             return self.outbox.put_control(
-                _invalid("null", f"`id` must be a non-empty string or an integer, got {got}", 400)
+                _invalid(
+                    "null",
+                    f"`id` must be a non-empty string or an integer, got {got}",
+                    param="id",
+                )
             )
         id_ = json.dumps(raw_id)
         if kind == "cancel":
             task = self.tasks.get(id_)
             if task is None:
                 return self.outbox.put_control(
-                    _invalid(id_, f"no request {id_} in flight on this socket to cancel", 404)
+                    _invalid(
+                        id_,
+                        f"no request {id_} in flight on this socket to cancel",
+                        oe.PATH_NOT_FOUND,
+                    )
                 )
             self.cancelled.add(id_)
             task.cancel()
             return True
         if kind != "request":
             return self.outbox.put_control(
-                _invalid(id_, f"unknown message type {kind!r}: use request, cancel or ping")
+                _invalid(
+                    id_, f"unknown message type {kind!r}: use request, cancel or ping", param="type"
+                )
             )
         return self._start(id_, msg)
 
@@ -292,7 +312,7 @@ class _Socket:
                     id_,
                     f"{len(self.tasks)} requests already in flight on this socket (the limit); "
                     "wait for one to finish or open another socket",
-                    429,
+                    oe.RATE_LIMITED,
                 )
             )
         path = msg.get("path", "/v1/chat/completions")
@@ -300,15 +320,26 @@ class _Socket:
         extra = msg.get("headers") or {}
         if path not in PATHS:
             return self.outbox.put_control(
-                _invalid(id_, f"`path` {path!r} is not served; use one of {sorted(PATHS)}")
+                _invalid(
+                    id_,
+                    f"`path` {path!r} is not served; use one of {sorted(PATHS)}",
+                    param="path",
+                )
             )
         if not isinstance(body, dict):
             return self.outbox.put_control(
-                _invalid(id_, "`body` must be the OpenAI request as a JSON object", param="body")
+                _invalid(
+                    id_,
+                    "`body` must be the OpenAI request as a JSON object",
+                    oe.INVALID_TYPE,
+                    "body",
+                )
             )
         if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
             return self.outbox.put_control(
-                _invalid(id_, "`headers` must map header names to strings", param="headers")
+                _invalid(
+                    id_, "`headers` must map header names to strings", oe.INVALID_TYPE, "headers"
+                )
             )
         headers = {**self.headers, **{str(k).lower(): v for k, v in extra.items()}}
         task = asyncio.ensure_future(self._run(id_, path, body, headers))
@@ -346,8 +377,9 @@ class _Socket:
                     now_s=door.clock.now(),
                 )
             except ShipitError as exc:
-                status = 404 if isinstance(exc, UnknownAdapterError) else 400
-                self.outbox.put_control(_invalid(id_, exc.message, status, exc.field))
+                kind = kind_of(exc)
+                status = kind.status
+                self.outbox.put_control(_invalid(id_, exc.message, kind, exc.field))
                 self.outbox.put_control(_done(id_, status, "client_error", None))
                 return
             deployment = view.deployment

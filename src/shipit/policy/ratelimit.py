@@ -92,6 +92,21 @@ def decide(limits: RateLimits, now_s: float, state: RateState) -> tuple[RateDeci
     return RateDecision(True, "ok", 0.0, remaining_r, remaining_t, reset_r, reset_t), s
 
 
+def decide_tokens(
+    limits: RateLimits, now_s: float, state: RateState
+) -> tuple[RateDecision, RateState]:
+    """May work that is charged only by its tokens (a batch or async job line) start now? The
+    budget and the tokens-per-minute bucket decide; no request token is taken."""
+    s = refill(limits, state, now_s)
+    tpm = limits.tokens_per_min
+    remaining_t = max(0, math.floor(s.tokens)) if s.tokens is not None else None
+    if limits.token_budget is not None and s.spent_tokens >= limits.token_budget:
+        return RateDecision(False, "budget", 0.0, None, remaining_t), s
+    if s.tokens is not None and tpm is not None and s.tokens <= 0.0:
+        return RateDecision(False, "tokens", _until(s.tokens, 1.0, tpm), None, 0), s
+    return RateDecision(True, "ok", 0.0, None, remaining_t), s
+
+
 def charge_tokens(limits: RateLimits, state: RateState, tokens: int, now_s: float) -> RateState:
     """Take ``tokens`` (an answer's usage) from the token bucket and the budget."""
     s = refill(limits, state, now_s)

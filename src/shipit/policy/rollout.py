@@ -249,7 +249,9 @@ def _canary(
         why = f"{step_no}: hold, {result.reason}"
         return _decision(spec, state, "hold", why, analysis=result), state
     if state.step + 1 < len(spec.steps_percent):
-        return _enter_step(spec, state, now, state.step + 1, f"{step_no} passed: {_short(result)}")
+        why = f"{step_no} passed: {_short(result)}"
+        decision, after = _enter_step(spec, state, now, state.step + 1, why)
+        return replace(decision, analysis=result), after  # the look that let it step
     if not spec.auto_promote:
         why = f"{step_no} passed; waiting for `shipit rollout promote` ({_short(result)})"
         return _decision(spec, state, "hold", why, analysis=result), state

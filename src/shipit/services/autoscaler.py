@@ -6,8 +6,9 @@ stops in progress, and the last decisions for ``shipit status``. One tick reads 
 records the cold starts that finished (``services.cold_starts``), builds a ``LifecycleSnapshot``
 (the replicas the pool manages, which of them died, which are being stopped) and asks
 ``policy.lifecycle`` what to reap, replace or stop and whether starts are held (crash back-off);
-then builds an ``AutoscalingSnapshot`` from the replicas that remain and the router's queue and
-asks ``policy.autoscaling`` how many to run. Both decisions go to the decision log, then to one
+then builds an ``AutoscalingSnapshot`` from the replicas that remain, the router's queue and its
+demand counters (arrivals, completions, their service seconds) and asks ``policy.autoscaling``
+how many to run. Both decisions go to the decision log, then to one
 applier (``_apply``): stop the replicas named, start replicas unless starts are held, cordon the
 ones chosen to stop (the router sends them nothing new; the lifecycle policy stops them once
 their in-flight count reaches zero, so no in-flight request is cut).
@@ -182,7 +183,16 @@ class Autoscaler:
     def snapshot(self, now: float, *, exclude: set[str] | None = None) -> AutoscalingSnapshot:
         records = tuple(r for r in self._managed() if r.replica_id not in (exclude or ()))
         extra = self.extra_demand() if self.extra_demand is not None else 0
-        return AutoscalingSnapshot(now, records, self.router.queued() + extra)
+        r = self.router
+        return AutoscalingSnapshot(
+            now,
+            records,
+            r.queued() + extra,
+            arrivals=r.arrivals,
+            completed=r.completed,
+            service_s=r.service_s,
+            oldest_wait_s=r.oldest_wait_s(now),
+        )
 
     # ----- applying decisions ---------------------------------------------------------------
     async def _apply(self, now: float, life: LifecycleDecision, scale: ScaleDecision) -> None:

@@ -39,6 +39,7 @@ from shipit.core.views import RequestView
 from shipit.policy import rollout
 from shipit.policy.rollout import Command, Phase, RolloutDecision, RolloutSnapshot, RolloutState
 from shipit.policy.shadow import MirrorConfig
+from shipit.services.rollout_metrics import RolloutPublisher
 from shipit.services.rollout_records import (
     Windows,
     analysis_dict,
@@ -49,6 +50,7 @@ from shipit.services.rollout_records import (
 from shipit.services.router import Lease, RouterService
 from shipit.services.shadow import ShadowMirror
 from shipit.services.upstream import Upstream
+from shipit.telemetry.instruments import RolloutMetrics
 
 log = logging.getLogger("shipit.rollouts")
 
@@ -101,6 +103,7 @@ class RolloutController:
         tick_s: float = 1.0,
         decisions: DecisionLog = NO_LOG,
         wall: Callable[[], float] = time.time,
+        metrics: RolloutMetrics | None = None,
     ) -> None:
         self.routers = dict(routers)
         self.pool = pool
@@ -110,6 +113,7 @@ class RolloutController:
         self.tick_s = tick_s
         self.decisions = decisions
         self.wall = wall
+        self.publisher = RolloutPublisher(metrics) if metrics is not None else None
         self.active: dict[str, Active] = {}
         self.current: dict[str, str] = {}
         self.settings: dict[str, RolloutSettings] = {}
@@ -209,6 +213,8 @@ class RolloutController:
         active = Active(spec, rollout.start(spec, now), self.wall())
         self.active[name] = active
         router.set_version_weights(dict(rollout.weights(spec, 0.0)))
+        if self.publisher is not None:
+            self.publisher.begin(name, active.state, (spec.baseline, version.name))
         await self._launch(name, active)
         self._note(name, active, "start", f"rollout of {version.name} over {spec.baseline}")
         self._save(name, active, now)
@@ -308,11 +314,16 @@ class RolloutController:
             # Only the ticks that judged or changed something: a snapshot holds the windows'
             # samples, and a bake tick in between decides nothing new.
             self.decisions.record("rollout", name, snapshot, active.state, decision)
+            if self.publisher is not None:
+                versions = (spec.baseline, cand)
+                self.publisher.decided(name, decision, snapshot.command, versions)
         active.state, active.last = state, decision
         split = dict(decision.weights)
         if snapshot.candidate_ready == 0 and not state.phase.done:
             split = dict(rollout.weights(spec, 0.0))  # resumed: the candidate is not warm yet
         router.set_version_weights(split)
+        if self.publisher is not None:
+            self.publisher.show(name, state, tuple(split.items()))
         for version in decision.reset:
             active.windows.reset(version)
         if decision.stop_version is not None:
@@ -431,6 +442,8 @@ class RolloutController:
             active = Active(spec, state, float(doc["started_at"]), history=list(doc["history"]))
             self.active[name] = active
             router.set_version_weights(dict(rollout.weights(spec, 0.0)))
+            if self.publisher is not None:
+                self.publisher.begin(name, state, (spec.baseline, spec.candidate.name))
             self._note(
                 name, active, "resume", f"resumed at {state.phase.value}, step {state.step + 1}"
             )

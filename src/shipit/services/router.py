@@ -56,6 +56,7 @@ class Lease:
     decision: RouteDecision
     queue_wait_s: float = 0.0
     released: bool = False
+    placed_s: float = 0.0  # when the router gave it this replica: its service time runs from here
 
 
 @dataclass(slots=True)
@@ -100,6 +101,13 @@ class RouterService:
         self._waiters: dict[str, _Waiter] = {}
         self.ejections: list[Ejection] = []
         self.decisions_by_reason: Counter[tuple[str, str]] = Counter()
+        # Demand, as the autoscaler's snapshot counts it (the simulator counts the same):
+        # requests offered (once each, however many attempts), requests answered ok, and their
+        # summed service seconds (from the last attempt's dispatch to its last byte; the time
+        # queued is not service).
+        self.arrivals = 0
+        self.completed = 0
+        self.service_s = 0.0
         self.default_policy = r.policy
         # Called when a request has to wait and no replica is ready (scale from zero): the
         # autoscaler listens so it need not wait for its next tick.
@@ -194,7 +202,7 @@ class RouterService:
             # Others follow while it loads.
             self.registry.add_adapter(record.replica_id, decision.load_adapter)
         self.decisions_by_reason[(decision.policy, decision.reason_code)] += 1
-        return Lease(request, record.replica_id, record.url, decision)
+        return Lease(request, record.replica_id, record.url, decision, placed_s=now)
 
     async def acquire(
         self, request: RequestView, *, exclude: frozenset[str] = frozenset()
@@ -277,6 +285,10 @@ class RouterService:
         """Requests waiting for a slot now."""
         return len(self.queue_state)
 
+    def oldest_wait_s(self, now: float) -> float:
+        """How long the longest-queued request has waited at ``now`` (0 when none waits)."""
+        return max((now - e.enqueued_s for e in self.queue_state.entries), default=0.0)
+
     def starting_count(self) -> int:
         return self.registry.count(ReplicaState.STARTING)
 
@@ -333,6 +345,10 @@ class RouterService:
         for listener in self.outcome_listeners:
             listener(lease, outcome)
         ejection = None
+        now = self.clock.now() if outcome in ("ok", "failed", "client_error") else 0.0
+        if outcome == "ok":
+            self.completed += 1
+            self.service_s += now - lease.placed_s
         record = self.registry.give_slot(lease.replica_id)
         if record is not None and outcome in ("ok", "failed", "client_error"):
             kind: reliability.Outcome = (
@@ -343,7 +359,7 @@ class RouterService:
                 else "failed"
             )
             snapshot = reliability.OutcomeSnapshot(
-                self.clock.now(),
+                now,
                 lease.replica_id,
                 kind,
                 len(self.registry),
@@ -369,7 +385,9 @@ class RouterService:
 
     # ----- retries --------------------------------------------------------------------------
     def on_request(self) -> None:
-        """A request arrived: it earns the retry budget its share."""
+        """A request arrived (once per request, before its first attempt): it earns the retry
+        budget its share and counts as an arrival for the autoscaler."""
+        self.arrivals += 1
         self.budget = reliability.deposit(self.deployment.retries, self.clock.now(), self.budget)
 
     def may_retry(self, attempt: int, *, status: int | None = None) -> bool:

@@ -145,7 +145,9 @@ class ShadowMirror:
         try:
             resp = await self._upstream().open(
                 url + view.path, body, {"content-type": "application/json"},
-                first_byte_timeout_s=self.router.deployment.retries.first_byte_timeout_s,
+                first_byte_timeout_s=self.router.deployment.retries.response_timeout_s(
+                    stream=view.stream
+                ),
             )  # fmt: skip
             try:
                 async for chunk in resp.chunks():

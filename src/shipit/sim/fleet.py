@@ -12,7 +12,8 @@ and chunked as on the engine.
 Timing, stated: a replica answers ``/health`` ``cold_start_s`` after its start and becomes
 routable at the next probe; a request dispatched while a replica steps joins its next step; a
 streamed answer's first byte is its first token, a plain answer's is its last (so a replica
-failure or ``first_byte_timeout_s`` before then is retried, as live); network, tokenization and
+failure before then, or none within ``first_byte_timeout_s`` for a stream or ``unary_timeout_s``
+for a plain answer, is retried, as live); network, tokenization and
 gateway time are zero. It must not sleep, read the clock or do IO.
 """
 

@@ -213,7 +213,7 @@ class SimGateway:
             self.fleet.push(now, self.on_replica_error, (req, exc))
             return
         rep.requests[req.view.request_id] = req
-        timeout_s = self.deployment.retries.first_byte_timeout_s
+        timeout_s = self.deployment.retries.response_timeout_s(stream=req.spec.stream)
         self.fleet.push(now + timeout_s, self.on_first_byte_timeout, (req, rid, req.attempt))
         if rep.step_end_s is None:
             self.fleet.start_step(now, rep)

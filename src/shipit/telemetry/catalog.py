@@ -34,6 +34,7 @@ class Component(StrEnum):
     ACCELERATOR = "accelerator"
     COST = "cost"
     ALERTS = "alerts"
+    ROLLOUT = "rollout"
 
 
 class Update(StrEnum):
@@ -378,6 +379,46 @@ BASELINE_SCORE = _spec(
     "shipit_baseline_deviation_score", _G, Component.ALERTS, "score",
     "Robust deviation of a metric from its learned baseline (MADs; positive is worse).",
     ("deployment", "metric"),
+)  # fmt: skip
+
+
+# --- rollouts (the rollout controller, on each decision) ----------------------------------------
+# Versions are bounded: the controller keeps series only for the baseline and the candidate of
+# each deployment's latest rollout.
+ROLLOUT_PHASES = ("warming", "canary", "shadow", "kept", "complete", "rolled_back")
+ROLLOUT_DECISIONS = (
+    "warming", "shadow", "switch", "step", "bake", "hold", "promote", "rollback", "complete",
+    "abort", "rolled_back",
+)  # fmt: skip
+ROLLOUT_REASONS = (
+    "operator", "pass", "insufficient", "ttft", "tpot", "errors", "goodput", "warmup_timeout",
+    "none",
+)  # fmt: skip
+ROLLOUT_TRAFFIC = _spec(
+    "shipit_rollout_traffic_share_ratio", _G, Component.ROLLOUT, "ratio",
+    "Share of a deployment's traffic the rollout sends to each version, 0 to 1.",
+    ("deployment", "version"),
+)  # fmt: skip
+ROLLOUT_STEP = _spec(
+    "shipit_rollout_step", _G, Component.ROLLOUT, "step",
+    "Canary step the rollout is at, 1-based (0 before the first step or outside canary).",
+)  # fmt: skip
+ROLLOUT_STATE = _spec(
+    "shipit_rollout_state", _G, Component.ROLLOUT, "boolean",
+    "1 for the phase the deployment's latest rollout is in, 0 for the others.",
+    ("deployment", "state"), label_values=(("state", ROLLOUT_PHASES),),
+)  # fmt: skip
+ROLLOUT_DECISIONS_TOTAL = _spec(
+    "shipit_rollout_decisions_total", _C, Component.ROLLOUT, "decisions",
+    "Rollout decisions that changed the split or judged the versions, by decision and a bounded "
+    "reason (operator, the analysis verdict, the failed metric, warmup_timeout, none).",
+    ("deployment", "decision", "reason"),
+    label_values=(("decision", ROLLOUT_DECISIONS), ("reason", ROLLOUT_REASONS)),
+)  # fmt: skip
+ROLLOUT_WINDOW_MEDIAN = _spec(
+    "shipit_rollout_window_median_seconds", _G, Component.ROLLOUT, "seconds",
+    "Median TTFT or TPOT of each version's analysis window at the rollout's last look.",
+    ("deployment", "version", "metric"), label_values=(("metric", ("ttft", "tpot")),),
 )  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""Grafana dashboards (SLO overview, fleet, cost) generated from the catalog as JSON.
+"""Grafana dashboards (SLO overview, fleet with a "Rollouts" row, cost) generated as JSON.
 
 Owns the panels, their PromQL and their layout. Every query is built from a ``MetricSpec`` or a
 recording rule of ``telemetry.rules``, so panels cannot drift from what shipit exposes. The JSON
@@ -292,6 +292,55 @@ def cost_panels() -> list[Panel]:
     ]
 
 
+def rollout_panels() -> list[Panel]:
+    """The "Rollouts" row: traffic split, phase and step, decisions, analysis medians."""
+    state = f"({cat.ROLLOUT_STATE.name}{{{DEP}}} == 1)"
+    step = f"max by (deployment) ({cat.ROLLOUT_STEP.name}{{{DEP}}})"
+    decisions = cat.ROLLOUT_DECISIONS_TOTAL.name
+    return [
+        Panel(
+            "Rollout traffic share per version",
+            (_q(f"{cat.ROLLOUT_TRAFFIC.name}{{{DEP}}}", "{{deployment}} {{version}}"),),
+            "percentunit",
+            cat.ROLLOUT_TRAFFIC.help,
+        ),
+        Panel(
+            "Rollout step and phase",
+            (
+                _q(
+                    f"{step} * on (deployment) group_left (state) {state}",
+                    "{{deployment}} ({{state}})",
+                ),
+            ),
+            "short",
+            "Canary step (0 outside canary); the legend names the phase.",
+        ),
+        Panel(
+            "Rollout decisions",
+            (
+                _q(
+                    f"sum by (deployment, decision, reason) (increase({decisions}{{{DEP}}}[{RI}]))"
+                    " > 0",
+                    "{{deployment}} {{decision}} ({{reason}})",
+                ),
+            ),
+            "short",
+            cat.ROLLOUT_DECISIONS_TOTAL.help,
+        ),
+        Panel(
+            "Rollout analysis: TTFT / TPOT median per version",
+            (
+                _q(
+                    f"{cat.ROLLOUT_WINDOW_MEDIAN.name}{{{DEP}}}",
+                    "{{metric}} {{version}} {{deployment}}",
+                ),
+            ),
+            "s",
+            cat.ROLLOUT_WINDOW_MEDIAN.help,
+        ),
+    ]
+
+
 def _panel_json(panel: Panel, panel_id: int, x: int, y: int, width: int) -> dict[str, Any]:
     targets = [
         {
@@ -339,13 +388,32 @@ def _variable(name: str, label: str, query: str) -> dict[str, Any]:
     }
 
 
-def dashboard(uid: str, title: str, panels: list[Panel], *, columns: int = 2) -> dict[str, Any]:
-    """A Grafana dashboard laying ``panels`` out in ``columns`` equal columns."""
+def _layout(panels: list[Panel], first_id: int, y: int, columns: int) -> list[dict[str, Any]]:
     width = 24 // columns
-    laid_out = [
-        _panel_json(p, i + 1, (i % columns) * width, (i // columns) * 8, width)
+    return [
+        _panel_json(p, first_id + i, (i % columns) * width, y + (i // columns) * 8, width)
         for i, p in enumerate(panels)
     ]
+
+
+def dashboard(
+    uid: str,
+    title: str,
+    panels: list[Panel],
+    *,
+    columns: int = 2,
+    rows: tuple[tuple[str, list[Panel]], ...] = (),
+) -> dict[str, Any]:
+    """A Grafana dashboard laying ``panels`` out in ``columns`` equal columns, then each of
+    ``rows`` (title, panels) under a row header of its own."""
+    laid_out = _layout(panels, 1, 0, columns)
+    y = -(-len(panels) // columns) * 8
+    for row_title, row_panels in rows:
+        row_id = len(laid_out) + 1
+        laid_out.append({"id": row_id, "type": "row", "title": row_title, "collapsed": False,
+                         "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})  # fmt: skip
+        laid_out += _layout(row_panels, row_id + 1, y + 1, columns)
+        y += 1 + -(-len(row_panels) // columns) * 8
     datasource_var = {
         "name": "datasource",
         "label": "Prometheus",
@@ -391,7 +459,9 @@ def render() -> dict[str, str]:
     """File name -> JSON text of every dashboard under ``deploy/grafana``."""
     boards = {
         "shipit-slo.json": dashboard("shipit-slo", "shipit / SLO overview", slo_panels()),
-        "shipit-fleet.json": dashboard("shipit-fleet", "shipit / Fleet", fleet_panels()),
+        "shipit-fleet.json": dashboard(
+            "shipit-fleet", "shipit / Fleet", fleet_panels(), rows=(("Rollouts", rollout_panels()),)
+        ),
         "shipit-cost.json": dashboard("shipit-cost", "shipit / Cost", cost_panels()),
     }
     return {name: json.dumps(board, indent=2) + "\n" for name, board in boards.items()}

@@ -214,6 +214,28 @@ def build_alert_metrics(registry: CollectorRegistry) -> AlertMetrics:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RolloutMetrics:
+    """What the rollout controller exposes on each decision (``services.rollout_metrics``)."""
+
+    traffic_share: Gauge
+    step: Gauge
+    state: Gauge
+    decisions: Counter
+    window_median: Gauge
+
+
+def build_rollout_metrics(registry: CollectorRegistry) -> RolloutMetrics:
+    s = build_group(Component.ROLLOUT, registry)
+    return RolloutMetrics(
+        traffic_share=s.gauge(cat.ROLLOUT_TRAFFIC),
+        step=s.gauge(cat.ROLLOUT_STEP),
+        state=s.gauge(cat.ROLLOUT_STATE),
+        decisions=s.counter(cat.ROLLOUT_DECISIONS_TOTAL),
+        window_median=s.gauge(cat.ROLLOUT_WINDOW_MEDIAN),
+    )
+
+
 def publish_deviation(
     metrics: AlertMetrics, *, deployment: str, metric: str, score: float | None, active: bool
 ) -> None:

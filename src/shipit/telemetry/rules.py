@@ -284,7 +284,27 @@ def alert_rules(targets: RuleTargets) -> list[dict[str, Any]]:
             "learned baseline ({{ $labels.alert }})",
         )
     )
+    rules.append(rollback_alert())
     return rules
+
+
+def rollback_alert(window: str = "15m") -> dict[str, Any]:
+    """Fires for ``window`` after a rollout is rolled back (by its analysis or a warm-up that
+    timed out; an operator's abort is not alerted). A counter series that first appears at 1 has
+    no ``increase``, so the ``unless ... offset`` arm catches the first rollback of a reason."""
+    sel = f'{cat.ROLLOUT_DECISIONS_TOTAL.name}{{decision="rollback"}}'
+    expr = (
+        f"sum by (deployment) (increase({sel}[{window}])) > 0"
+        f" or sum by (deployment) ({sel} unless {sel} offset {window})"
+    )
+    return _alert(
+        "ShipitRolloutRolledBack",
+        expr,
+        for_="0m",
+        severity="ticket",
+        summary="{{ $labels.deployment }}: a rollout was rolled back; see `shipit rollout "
+        "status` for the failed check",
+    )
 
 
 def render(targets: RuleTargets | None = None) -> dict[str, str]:

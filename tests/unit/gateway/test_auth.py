@@ -399,3 +399,22 @@ def test_v1_models_lists_only_what_the_tenant_may_use(tmp_path: Path) -> None:
     assert [m["id"] for m in acme.json()["data"]] == ["m"]
     assert [m["id"] for m in every.json()["data"]] == ["m", "fr"]
     assert acme.headers["content-length"] == str(len(acme.body))
+
+
+def test_readiness_needs_no_key_and_says_only_whether_it_is_ready(tmp_path: Path) -> None:
+    """Probes carry no secret: ``/shipit/ready`` is open like ``/health``, and to anyone it
+    answers readiness only (no replica counts, no list of the models served)."""
+    env = Env(tmp_path, tenants={"acme": {}, "ops": {"admin": True}})
+    ready, unknown, status = run(
+        env,
+        ("GET", "/shipit/ready", None, {}),
+        ("GET", "/shipit/ready?model=nope", None, {}),
+        ("GET", "/shipit/status", None, {}),
+    )
+    assert ready.status == 200 and ready.json() == {"ready": True}
+    assert unknown.status == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    assert "serves" not in unknown.json()["error"]["message"]
+    assert status.status == 401  # every other /shipit/* path still needs an admin key
+    env.gw.routers["default"].remove_replica("a")
+    (down,) = run(env, ("GET", "/shipit/ready", None, {}))
+    assert down.status == 503 and down.json()["error"]["code"] == "service_unavailable"

@@ -315,3 +315,36 @@ def test_outbox_bounds_data_but_not_control_messages() -> None:
         assert [await box.get() for _ in range(2)] == ["x", "c"]
 
     asyncio.run(go())
+
+
+def test_errors_carry_the_openai_vocabulary_string_code_and_type_as_http_does() -> None:
+    gw = make(
+        {"a": FakeReplica(status=500, chunks=[b"boom, not json"])}, retries={"max_attempts": 1}
+    )
+
+    async def go() -> None:
+        async with serving(gw) as url, aiohttp.ClientSession() as s, s.ws_connect(url) as ws:
+
+            async def ask(message: str) -> dict[str, Any]:
+                await ws.send_str(message)
+                reply: dict[str, Any] = json.loads(await asyncio.wait_for(ws.receive_str(), 10))
+                return reply
+
+            def word(e: dict[str, Any]) -> tuple[int, str, str]:
+                return e["status"], e["error"]["type"], e["error"]["code"]
+
+            assert word(await ask("not json")) == (400, "invalid_request_error", "invalid_json")
+            cancel = await ask(json.dumps({"type": "cancel", "id": "nope"}))
+            assert word(cancel) == (404, "not_found_error", "not_found")
+            body = await ask(json.dumps({"type": "request", "id": 1, "body": "text"}))
+            assert word(body) == (400, "invalid_request_error", "invalid_type")
+            await ws.send_json({"type": "request", "id": 2, "body": {**CHAT, "model": "nope"}})
+            unknown = (await until(ws, 1))[0]
+            assert word(unknown) == (404, "not_found_error", "model_not_found")
+            # A replica's answer that is no OpenAI error body gets a kind by its status.
+            await ws.send_json({"type": "request", "id": 3, "body": CHAT})
+            relayed = (await until(ws, 1))[0]
+            assert word(relayed) == (500, "server_error", "internal_error")
+            assert relayed["error"]["message"] == "boom, not json"
+
+    asyncio.run(go())

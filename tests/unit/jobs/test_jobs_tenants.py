@@ -20,11 +20,13 @@ from support.asgi import call
 from .test_jobs_gateway import ANSWER, jsonl, multipart
 
 
-def make(tmp: Path) -> tuple[Gateway, dict[str, dict[str, str]]]:
+def make(
+    tmp: Path, answer: list[bytes] = ANSWER, **acme: Any
+) -> tuple[Gateway, dict[str, dict[str, str]]]:
     kf = KeyFile()
     headers: dict[str, dict[str, str]] = {}
     for name, models in (("acme", ("m",)), ("other", ())):
-        kf.tenants[name] = Tenant(name=name, models=models)
+        kf.tenants[name] = Tenant(name=name, models=models, **(acme if name == "acme" else {}))
         kf, key = new_key(kf, name, "user")
         headers[name] = {"authorization": f"Bearer {key}"}
     cfg = parse_config(
@@ -34,7 +36,7 @@ def make(tmp: Path) -> tuple[Gateway, dict[str, dict[str, str]]]:
             "jobs": {"store_path": str(tmp / "jobs.sqlite3"), "poll_interval_s": 0.01},
         }
     )
-    upstream = FakeUpstream({"http://a": FakeReplica(chunks=ANSWER)})
+    upstream = FakeUpstream({"http://a": FakeReplica(chunks=answer)})
     gw = create_gateway(
         cfg,
         clock=FakeClock(),
@@ -123,5 +125,46 @@ def test_a_batch_line_may_only_name_a_model_the_tenant_may_use(tmp_path: Path) -
             req = {"input_file_id": fid, "endpoint": "/v1/chat/completions"}
             batch = (await call(gw, "POST", "/v1/batches", req, headers=keys["other"])).json()
             assert batch["status"] == "in_progress"
+
+    asyncio.run(go())
+
+
+USAGE = {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}
+ANSWER_30 = [json.dumps({**json.loads(ANSWER[0]), "usage": USAGE}).encode()]
+
+
+def test_job_lines_are_charged_to_the_tenants_budget_and_stop_when_it_is_spent(
+    tmp_path: Path,
+) -> None:
+    """Budget 50: a one-line batch spends 30 (its usage), an interactive request 30 more; the
+    next batch's lines do not run and are answered insufficient_quota in the error file."""
+    gw, keys = make(tmp_path, ANSWER_30, token_budget=50)
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+
+    async def batch(n: int) -> dict[str, Any]:
+        body, form = multipart(jsonl(n))
+        up = await call(gw, "POST", "/v1/files", body, headers={**form, **keys["acme"]})
+        req = {"input_file_id": up.json()["id"], "endpoint": "/v1/chat/completions"}
+        made = await call(gw, "POST", "/v1/batches", req, headers=keys["acme"])
+        return await _wait(gw, f"/v1/batches/{made.json()['id']}", keys["acme"])
+
+    async def go() -> None:
+        async with running(gw):
+            first = await batch(1)
+            assert first["request_counts"] == {"total": 1, "completed": 1, "failed": 0}
+            assert gw.security.state("acme").spent_tokens == 30
+            ok = await call(gw, "POST", "/v1/chat/completions", chat, headers=keys["acme"])
+            assert ok.status == 200  # 30 of 50 spent
+            assert gw.security.state("acme").spent_tokens == 60
+            spent = await batch(3)
+            assert spent["request_counts"] == {"total": 3, "completed": 0, "failed": 3}
+            errors = await call(
+                gw, "GET", f"/v1/files/{spent['error_file_id']}/content", headers=keys["acme"]
+            )
+            lines = [json.loads(x) for x in errors.body.splitlines()]
+            assert {x["response"]["status_code"] for x in lines} == {429}
+            codes = {x["response"]["body"]["error"]["code"] for x in lines}
+            assert codes == {"insufficient_quota"}
+            assert gw.security.state("acme").spent_tokens == 60  # nothing ran, nothing charged
 
     asyncio.run(go())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shipit.policy.ratelimit import RateLimits, RateState, charge_tokens, decide
+from shipit.policy.ratelimit import RateLimits, RateState, charge_tokens, decide, decide_tokens
 
 
 def test_requests_burst_to_the_limit_then_refuse_with_the_wait_for_one_token() -> None:
@@ -65,3 +65,15 @@ def test_no_limits_admit_everything() -> None:
     for _ in range(1000):
         d, state = decide(RateLimits(), 0.0, state)
         assert d.allowed and d.remaining_requests is None
+
+
+def test_decide_tokens_gates_job_lines_on_budget_and_tokens_without_taking_a_request() -> None:
+    limits = RateLimits(requests_per_min=1, tokens_per_min=60, token_budget=100)
+    ok, s = decide_tokens(limits, 0.0, RateState())
+    assert ok.allowed and s.requests == 1.0  # the request bucket is untouched
+    s = charge_tokens(limits, s, 90, 0.0)  # the bucket is at -30
+    wait, s = decide_tokens(limits, 0.0, s)
+    assert (wait.allowed, wait.reason_code, wait.retry_after_s) == (False, "tokens", 31.0)
+    s = charge_tokens(limits, s, 10, 60.0)  # 100 of 100 spent
+    spent, _ = decide_tokens(limits, 600.0, s)
+    assert (spent.allowed, spent.reason_code) == (False, "budget")

@@ -34,8 +34,17 @@ async def probe(url: str) -> Mapping[str, Any]:
 
 
 class Harness:
-    def __init__(self, log: DecisionLog = NO_LOG, **autoscaling: object) -> None:
-        data = {"deployments": [{"autoscaling": {"min_replicas": 0, **autoscaling}}]}
+    def __init__(
+        self,
+        log: DecisionLog = NO_LOG,
+        deployment: Mapping[str, object] | None = None,
+        **autoscaling: object,
+    ) -> None:
+        data = {
+            "deployments": [
+                {**(deployment or {}), "autoscaling": {"min_replicas": 0, **autoscaling}}
+            ]
+        }
         self.deployment = parse_config(data).deployments[0]
         self.clock = FakeClock(100.0)
         self.router = RouterService(self.deployment, clock=self.clock)
@@ -323,3 +332,99 @@ def test_work_queued_outside_the_router_counts_as_demand() -> None:
         assert "scale from zero" in h.scaler.events[-1].reason
 
     asyncio.run(go())
+
+
+# ----- demand from the router's counters ------------------------------------------------------
+
+
+def test_the_snapshot_carries_the_routers_arrival_and_completion_counters() -> None:
+    """Each request counts once as it is offered (not per retry); an ok answer counts as a
+    completion with its service time, from its (last) dispatch to its last byte: queueing and
+    a failed first attempt are not service."""
+
+    async def go() -> None:
+        log = MemoryLog()
+        h = Harness(
+            log=log, min_replicas=1, max_replicas=2, deployment={"queueing": {"max_concurrency": 1}}
+        )
+        await h.fleet.start_replicas("default", 2)
+        h.ready_all()
+        h.router.on_request()
+        first = await h.router.acquire(h.request())  # placed at 100
+        h.router.on_request()
+        second = await h.router.acquire(h.request())  # the other replica, at 100
+        h.router.on_request()
+        third = asyncio.ensure_future(h.router.acquire(h.request()))
+        await asyncio.sleep(0)
+        assert h.router.queued() == 1
+        h.clock.advance(2.0)
+        h.router.release(first, outcome="ok")  # served 2 s; the third is placed at 102
+        queued = await asyncio.wait_for(third, 1)
+        h.clock.advance(0.5)
+        # The second fails before its first byte and is retried: the same request, offered once.
+        h.router.release(second, outcome="failed", why="HTTP 502")
+        h.clock.advance(1.0)
+        h.router.release(queued, outcome="ok")  # served 1.5 s after 2 s in the queue
+        retried = await h.router.acquire(second.request, exclude=frozenset({second.replica_id}))
+        h.clock.advance(1.0)
+        h.router.release(retried, outcome="ok")  # served 1 s since its second dispatch
+        h.router.on_request()
+        refused = await h.router.acquire(h.request())
+        h.router.release(refused, outcome="client_error", why="HTTP 400")  # not a completion
+        await h.tick(0.0)
+        snap = h.scaler.snapshot(h.clock.now())
+        assert (snap.arrivals, snap.completed, snap.service_s) == (4, 3, 4.5)
+        (logged,) = [e.snapshot for e in log.entries if e.policy == "autoscaling"]
+        assert isinstance(logged, AutoscalingSnapshot)
+        assert (logged.arrivals, logged.completed, logged.service_s) == (4, 3, 4.5)
+
+    asyncio.run(go())
+
+
+def test_a_backlog_queued_while_the_only_replica_was_down_is_not_counted_as_steady_load() -> None:
+    """One replica serves a request a second, each for a second, then fails its health checks
+    for 8 s while requests queue. Back, it drains the backlog in a few seconds; a replica
+    started for the backlog would come up to nothing. Counting the queue as load (as the live
+    path did without counters) asked for more replicas; with the counters the demand stays
+    one request a second of one-second requests: one replica."""
+
+    async def go() -> list[int]:
+        h = Harness(
+            min_replicas=1, max_replicas=4, target_concurrency=4, target_utilization=1.0,
+            autoscaling_window_s=4, panic_window_s=2,
+            deployment={"queueing": {"max_concurrency": 4}},
+        )  # fmt: skip
+        (only,) = await h.fleet.start_replicas("default", 1)
+        h.ready_all()
+        running: list[Lease] = []
+        waiting: list[asyncio.Future[Lease]] = []
+        targets: list[int] = []
+        started: dict[str, float] = {}  # request id -> when it got its replica
+        for second in range(24):
+            if second == 6:
+                h.router.set_state(only, ReplicaState.UNHEALTHY)
+            if second == 14:
+                h.router.set_state(only, ReplicaState.READY)
+            for lease in [
+                x for x in running if h.clock.now() - started[x.request.request_id] >= 1.0
+            ]:
+                running.remove(lease)
+                h.router.release(lease, outcome="ok")
+            h.router.on_request()
+            waiting.append(asyncio.ensure_future(h.router.acquire(h.request())))
+            for _ in range(5):  # granted waiters resume
+                await asyncio.sleep(0)
+            for w in [w for w in waiting if w.done()]:
+                started[w.result().request.request_id] = h.clock.now()
+                running.append(w.result())
+            waiting = [w for w in waiting if not w.done()]
+            await h.tick(0.0)
+            assert h.scaler.last is not None
+            targets.append(h.scaler.last.target)
+            h.clock.advance(1.0)
+        assert not waiting, "the backlog drained"
+        assert h.router.registry.ids() == [only]
+        return targets
+
+    targets = asyncio.run(go())
+    assert targets == [1] * 24, targets

@@ -11,15 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from shipit.config.gateway import DeploymentConfig
 from shipit.config.rollout import VersionConfig
 from shipit.core.clock import FakeClock
 from shipit.core.fleet import ReplicaState
 from shipit.core.views import RequestView
-from shipit.policy.rollout import Phase
+from shipit.policy.rollout import Command, Phase
 from shipit.services.rollouts import RolloutController, RolloutError
 from shipit.services.router import RouterService
+from shipit.telemetry.instruments import build_rollout_metrics
 
 
 class Pool:
@@ -59,7 +61,10 @@ class Upstream:
 
 
 def setup(
-    tmp_path: Path, upstream: Upstream | None = None, **rollout: Any
+    tmp_path: Path,
+    upstream: Upstream | None = None,
+    registry: CollectorRegistry | None = None,
+    **rollout: Any,
 ) -> tuple[RouterService, Pool, RolloutController, FakeClock, Upstream]:
     settings = {"bake_s": 10, "keep_old_s": 5, "steps_percent": [50], **rollout}
     settings.setdefault("analysis", {"interval_s": 5, "min_samples": 5})
@@ -70,9 +75,11 @@ def setup(
         router.registry.add(f"v1-{i}", f"http://v1-{i}", state=ReplicaState.READY)
     pool = Pool(router)
     up = upstream or Upstream()
+    metrics = build_rollout_metrics(registry) if registry is not None else None
     controller = RolloutController(
-        {"chat": router}, pool, upstream=lambda: up, clock=clock, home=tmp_path, wall=lambda: 0.0
-    )  # type: ignore[arg-type]
+        {"chat": router}, pool, upstream=lambda: up, clock=clock, home=tmp_path, wall=lambda: 0.0,
+        metrics=metrics,
+    )  # type: ignore[arg-type]  # fmt: skip
     return router, pool, controller, clock, up
 
 
@@ -225,3 +232,154 @@ def test_a_restarted_controller_resumes_the_step_and_its_baked_time(tmp_path: Pa
     tick(controller2, clock2)
     assert dict(router2.version_weights)["v2"] == 50.0
     assert [e["code"] for e in active.history].count("resume") == 1
+
+
+# ----- metrics --------------------------------------------------------------------------------
+def _val(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, {"deployment": "chat", **labels})
+
+
+def _share(registry: CollectorRegistry, version: str) -> float | None:
+    return _val(registry, "shipit_rollout_traffic_share_ratio", version=version)
+
+
+def _phase(registry: CollectorRegistry) -> list[str]:
+    phases = [p.value for p in Phase]
+    return [p for p in phases if _val(registry, "shipit_rollout_state", state=p) == 1.0]
+
+
+def _decisions(registry: CollectorRegistry, decision: str, reason: str) -> float | None:
+    name = "shipit_rollout_decisions_total"
+    return _val(registry, name, decision=decision, reason=reason)
+
+
+def test_a_canary_moves_the_rollout_metrics_step_by_step(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    router, _, controller, clock, _ = setup(
+        tmp_path, registry=registry, steps_percent=[25, 50], bake_s=10
+    )
+    asyncio.run(controller.start({"version": "v2", "replicas": 1}))
+    assert (_share(registry, "v1"), _share(registry, "v2")) == (1.0, 0.0)
+    assert _phase(registry) == ["warming"]
+    assert _val(registry, "shipit_rollout_step") == 0.0
+    ready_candidates(router)
+    for _ in range(3):
+        tick(controller, clock)
+    assert _phase(registry) == ["canary"]
+    assert _val(registry, "shipit_rollout_step") == 1.0
+    assert (_share(registry, "v1"), _share(registry, "v2")) == (0.75, 0.25)
+    assert _decisions(registry, "step", "none") == 1.0  # warmed up: no analysis yet
+    for _ in range(3):  # baking within the first look's interval: counted once
+        tick(controller, clock)
+    assert _decisions(registry, "bake", "none") == 1.0
+    for _ in range(15):
+        serve(router, 20)
+        tick(controller, clock)
+        if _val(registry, "shipit_rollout_step") == 2.0:
+            break
+    assert _val(registry, "shipit_rollout_step") == 2.0
+    assert (_share(registry, "v1"), _share(registry, "v2")) == (0.5, 0.5)
+    assert _decisions(registry, "step", "pass") == 1.0
+    # The last look's medians, per version: served TTFTs lie in [0.100, 0.106], TPOT is 0.02.
+    for version in ("v1", "v2"):
+        ttft = _val(registry, "shipit_rollout_window_median_seconds", version=version,
+                    metric="ttft")  # fmt: skip
+        assert ttft is not None and 0.1 <= ttft <= 0.106
+        tpot = _val(registry, "shipit_rollout_window_median_seconds", version=version,
+                    metric="tpot")  # fmt: skip
+        assert tpot == pytest.approx(0.02)
+    for _ in range(30):
+        serve(router, 20)
+        tick(controller, clock)
+        if controller.active["chat"].state.phase.done:
+            break
+    assert _phase(registry) == ["complete"]
+    assert _val(registry, "shipit_rollout_step") == 0.0
+    assert (_share(registry, "v1"), _share(registry, "v2")) == (0.0, 1.0)
+    assert _decisions(registry, "promote", "pass") == 1.0
+    assert (_decisions(registry, "complete", "pass") or 0) + (
+        _decisions(registry, "complete", "none") or 0
+    ) == 1.0
+
+
+def test_a_rollback_is_counted_with_the_failed_metric(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    router, _, controller, clock, _ = setup(tmp_path, registry=registry)
+    asyncio.run(controller.start({"version": "v2", "replicas": 1}))
+    ready_candidates(router)
+    for _ in range(3):
+        tick(controller, clock)
+
+    async def go() -> None:
+        for i in range(200):
+            lease = await router.acquire(
+                RequestView(request_id=f"m{i}", deployment="chat", model="m", stream=True)
+            )
+            record = router.registry.get(lease.replica_id)
+            assert record is not None
+            slow = record.version == "v2"
+            router.release(lease, outcome="ok")
+            router.answered(
+                lease, ttft_s=0.1, tpot_s=0.05 if slow else 0.02 + i * 1e-6, slo_met=True
+            )
+
+    for _ in range(8):
+        asyncio.run(go())
+        tick(controller, clock)
+        if controller.active["chat"].state.phase.done:
+            break
+    assert _phase(registry) == ["rolled_back"]
+    assert _decisions(registry, "rollback", "tpot") == 1.0
+    assert (_share(registry, "v1"), _share(registry, "v2")) == (1.0, 0.0)
+    v2_tpot = _val(registry, "shipit_rollout_window_median_seconds", version="v2", metric="tpot")
+    assert v2_tpot == pytest.approx(0.05)
+
+
+def test_an_abort_is_counted_as_the_operators_and_the_next_rollout_drops_old_versions(
+    tmp_path: Path,
+) -> None:
+    registry = CollectorRegistry()
+    router, _, controller, clock, _ = setup(tmp_path, registry=registry)
+    asyncio.run(controller.start({"version": "v2", "replicas": 1}))
+    ready_candidates(router)
+    for _ in range(3):
+        tick(controller, clock)
+    controller.command("chat", Command.ABORT)
+    tick(controller, clock)
+    assert _decisions(registry, "abort", "operator") == 1.0
+    assert _decisions(registry, "rollback", "tpot") is None
+    assert _phase(registry) == ["rolled_back"]
+    asyncio.run(controller.start({"version": "v3", "replicas": 1}))
+    assert _share(registry, "v2") is None  # v2's series are gone
+    assert (_share(registry, "v1"), _share(registry, "v3")) == (1.0, 0.0)
+    assert _phase(registry) == ["warming"]
+    assert _decisions(registry, "abort", "operator") == 1.0  # counters are kept
+
+
+def test_a_resumed_rollout_shows_its_step(tmp_path: Path) -> None:
+    router, _, controller, clock, _ = setup(tmp_path, bake_s=100)
+    asyncio.run(controller.start({"version": "v2", "replicas": 1}))
+    ready_candidates(router)
+    for _ in range(3):
+        tick(controller, clock)
+    asyncio.run(controller.close())
+    registry = CollectorRegistry()
+    _, _, controller2, _, _ = setup(tmp_path, registry=registry, bake_s=100)
+    controller2.load()
+    assert _phase(registry) == ["canary"]
+    assert _val(registry, "shipit_rollout_step") == 1.0
+    assert (_share(registry, "v1"), _share(registry, "v2")) == (1.0, 0.0)  # not warm yet
+
+
+def test_a_warm_up_timeout_is_counted_as_such(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    router, _, controller, clock, _ = setup(
+        tmp_path, Upstream(status=500), registry=registry, warmup_timeout_s=5
+    )
+    asyncio.run(controller.start({"version": "v2", "replicas": 1}))
+    ready_candidates(router)
+    for _ in range(8):
+        tick(controller, clock)
+    assert _phase(registry) == ["rolled_back"]
+    assert _decisions(registry, "rollback", "warmup_timeout") == 1.0
+    assert _decisions(registry, "warming", "none") == 1.0  # the unchanged ticks are not counted

@@ -174,3 +174,19 @@ def test_every_logged_decision_is_frozen_data() -> None:
         )
         assert deployment_name == "sim"
         assert _frozen_data(snapshot) and _frozen_data(state) and _frozen_data(decision), policy
+
+
+def test_a_plain_answer_waits_unary_timeout_not_first_byte_timeout_as_live() -> None:
+    """A plain answer's first byte is its last: 500 tokens take longer than a 0.5 s
+    ``first_byte_timeout_s``, which bounds streams only; ``unary_timeout_s`` bounds it."""
+    trace = [R(0.0, 64, 500, stream=False)]
+
+    def run(**retries: float) -> tuple[int, str]:
+        dep = DeploymentConfig(
+            name="sim", replicas=0, retries=RetryConfig(max_attempts=1, **retries)
+        )
+        sim = FleetSim(FixedFleet(1), MODEL, dep, initial_replicas=1)
+        return by_id(sim.run(trace, 600.0))["q0"]
+
+    assert run(first_byte_timeout_s=0.5) == (200, "ok")
+    assert run(first_byte_timeout_s=60, unary_timeout_s=0.5)[0] == 504

@@ -35,8 +35,11 @@ def test_dashboard_structure_grafana_imports(name: str) -> None:
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
     for panel in board["panels"]:
-        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         grid = panel["gridPos"]
+        if panel["type"] == "row":
+            assert grid == {"h": 1, "w": 24, "x": 0, "y": grid["y"]} and panel["title"]
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         assert grid["x"] + grid["w"] <= 24 and grid["h"] > 0
         ref_ids = [t["refId"] for t in panel["targets"]]
         assert panel["targets"] and len(ref_ids) == len(set(ref_ids))
@@ -47,7 +50,7 @@ def test_dashboard_structure_grafana_imports(name: str) -> None:
 
 
 def _exprs(board: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(p["title"], t["expr"]) for p in board["panels"] for t in p["targets"]]
+    return [(p["title"], t["expr"]) for p in board["panels"] for t in p.get("targets", [])]
 
 
 @pytest.mark.parametrize("name", sorted(BOARDS))
@@ -73,6 +76,38 @@ def test_the_dashboards_show_what_the_issue_asks_for() -> None:
         assert spec.name in fleet, spec.name
     cost = " ".join(e for _, e in _exprs(BOARDS["shipit-cost.json"]))
     assert cat.COST_PER_HOUR.name in cost and cat.COST_PER_MTOK.name in cost
+
+
+def test_panels_do_not_overlap() -> None:
+    for name, board in BOARDS.items():
+        taken: set[tuple[int, int]] = set()
+        for panel in board["panels"]:
+            g = panel["gridPos"]
+            cells = {(x, y) for x in range(g["x"], g["x"] + g["w"])
+                     for y in range(g["y"], g["y"] + g["h"])}  # fmt: skip
+            assert not cells & taken, (name, panel["title"])
+            taken |= cells
+
+
+def test_the_fleet_dashboard_has_a_rollouts_row_of_rollout_panels() -> None:
+    panels = BOARDS["shipit-fleet.json"]["panels"]
+    rows = [i for i, p in enumerate(panels) if p["type"] == "row"]
+    assert [panels[i]["title"] for i in rows] == ["Rollouts"]
+    below = panels[rows[0] + 1 :]
+    assert [p["title"] for p in below] == [
+        "Rollout traffic share per version",
+        "Rollout step and phase",
+        "Rollout decisions",
+        "Rollout analysis: TTFT / TPOT median per version",
+    ]
+    assert all(p["gridPos"]["y"] > panels[rows[0]]["gridPos"]["y"] for p in below)
+    exprs = " ".join(t["expr"] for p in below for t in p["targets"])
+    for spec in (cat.ROLLOUT_TRAFFIC, cat.ROLLOUT_STEP, cat.ROLLOUT_STATE,
+                 cat.ROLLOUT_DECISIONS_TOTAL, cat.ROLLOUT_WINDOW_MEDIAN):  # fmt: skip
+        assert f"{spec.name}{{{dashboards.DEP}}}" in exprs, spec.name
+    # Only the rollout row reads rollout series.
+    above = " ".join(t["expr"] for p in panels[: rows[0]] for t in p["targets"])
+    assert "shipit_rollout_" not in above
 
 
 def test_main_writes_the_files(tmp_path: Path) -> None:

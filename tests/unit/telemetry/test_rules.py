@@ -44,6 +44,7 @@ def test_required_alerts_exist_with_a_severity_and_summary() -> None:
         "ShipitErrorBudgetBurn", "ShipitTTFTBudgetBurn", "ShipitHighErrorRate",
         "ShipitQueueGrowing", "ShipitKVCacheSaturated", "ShipitReplicasFlapping",
         "ShipitSlowColdStart", "ShipitTargetDown", "ShipitBaselineDeviation",
+        "ShipitRolloutRolledBack",
     }  # fmt: skip
     for a in alerts:
         labels, notes = a["labels"], a["annotations"]

@@ -1,24 +1,28 @@
 """The autoscaling policy: from load, replicas and ``now``, how many replicas to run.
 
-Load is what replicas are carrying *now* — requests in flight plus requests queued at the
-gateway — never completed requests per second: a replica busy with ten long streams is
-busy even if nothing completed in the last minute. The policy is pure: ``decide(config,
-snapshot, state) -> (decision, state)``; the caller owns the clock, the replicas and the
-state between ticks, so the same function runs live and in the fleet simulator.
+Demand is what replicas carry *now* (requests in service) or, when larger, the arrival rate
+over the window times the recent mean service time (Little's law), from the arrival and
+completion counters the caller puts in the snapshot; queued requests drive scale-from-zero
+and the cold-start rule, not the steady-state target (a caller with no counters has the
+queue counted as load). The policy is pure: ``decide(config, snapshot, state) -> (decision,
+state)``; the caller owns the clock, the replicas and the state between ticks, so the same
+function runs live and in the fleet simulator.
 
 The rules, each a small function below:
-1. average the load over a stable window (default 60 s) and a panic window (6 s);
-2. desired = ceil(average / (target_concurrency * target_utilization));
+1. demand over a stable window (default 60 s) and a panic window (6 s);
+2. desired = ceil(demand / (target * target_utilization)), the target being
+   ``target_concurrency`` when set, else what a replica holds;
 3. panic: when the short window needs ``panic_threshold`` x the ready replicas, scale to
-   the short-window need at once and do not scale down until the panic has been quiet for
-   a whole stable window;
-4. hysteresis: a higher target must hold for ``scale_up_delay_s``, a lower one for
+   the short-window need at once; that need is recorded, so the scale-down delay runs from
+   the burst;
+4. the queue and the cold start: new replicas only for what would still wait after
+   ``cold_start_s`` on the capacity running or starting;
+5. hysteresis: a higher target must hold for ``scale_up_delay_s``, a lower one for
    ``scale_down_delay_s`` (the policy takes the max of the recent proposals; before the
    policy has seen a whole delay, the time before its first tick counts as wanting the
-   replicas it found);
-5. scale to zero only after ``idle_timeout_s`` without load, counted from the last load, or
-   from when a replica was first ready if none came yet (never "idle forever" while the
-   fleet starts); scale from zero at once;
+   replicas it found); scale to zero only after ``idle_timeout_s`` without load, counted
+   from the last load, or from when a replica was first ready if none came yet; scale from
+   zero at once;
 6. bounds and rate limits;
 7. whom to stop: replicas still starting first, then the ready ones with the fewest
    requests in flight (they drain fastest); replicas that never became ready are replaced.
