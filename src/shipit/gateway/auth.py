@@ -54,6 +54,7 @@ log = logging.getLogger("shipit.gateway.auth")
 SALT_HEADER = "x-shipit-cache-salt"
 # Need no key even when keys are on: liveness and readiness probes carry no secret.
 OPEN_PATHS = frozenset({"/health", "/shipit/ready"})
+TOKENIZER_PATHS = frozenset({"/tokenize", "/detokenize"})
 
 
 def _limits(p: Principal) -> RateLimits:
@@ -202,6 +203,8 @@ class Security:
             prepared = self._prepare(principal, raw_headers, headers, body)
             body = prepared.body
             scope = {**scope, "headers": prepared.headers, PARSED_BODY: prepared.data}
+        elif scope["path"] in TOKENIZER_PATHS and scope["method"] == "POST":
+            self._check_tokenizer_body(principal, body)
         replayed = False
 
         async def replay() -> Message:
@@ -215,6 +218,25 @@ class Security:
             await self.inner(scope, replay, send)
             return
         await self._metered(principal, prepared, scope, replay, send)
+
+    def _check_tokenizer_body(self, principal: Principal | None, body: bytes) -> None:
+        """``/tokenize`` and ``/detokenize``: the edge's JSON limits and the tenant's models
+        (they cost a replica little, so they are not metered)."""
+        data = parse_json(body, max_depth=self.limits.max_json_depth)
+        model = data.get("model") if isinstance(data, dict) else None
+        tenant = principal.tenant if principal is not None else None
+        if (
+            tenant is not None
+            and isinstance(model, str)
+            and model
+            and not tenant.allows_model(model)
+        ):
+            raise EdgeError(
+                oe.MODEL_NOT_ALLOWED,
+                f"key {principal.key_id if principal else ''} (tenant {tenant.name!r}) may not "
+                f"use the model `{model}`; it may use {list(tenant.models)}",
+                param="model",
+            )
 
     def _prepare(
         self,

@@ -124,6 +124,21 @@ def test_a_model_the_tenant_may_not_use_is_403(tmp_path: Path) -> None:
     assert "`m`" in err["message"] and "other" in err["message"]
 
 
+def test_tokenizer_routes_check_the_tenants_models_and_the_json_limits(tmp_path: Path) -> None:
+    env = Env(tmp_path, tenants={"acme": {"models": ("other",)}})
+    deep = b'{"model":"m","prompt":' + b"[" * 40 + b"]" * 40 + b"}"
+    tok, detok, nested = run(
+        env,
+        ("POST", "/tokenize", {"model": "m", "prompt": "hi"}, env.auth()),
+        ("POST", "/detokenize", {"model": "m", "tokens": [1, 2]}, env.auth()),
+        ("POST", "/tokenize", deep, env.auth()),
+    )
+    for res in (tok, detok):
+        assert res.status == 403 and res.json()["error"]["code"] == "model_not_allowed"
+    assert nested.status == 400 and "nested deeper than 32" in nested.json()["error"]["message"]
+    assert env.replica.bodies == []
+
+
 def test_admin_routes_need_an_admin_key_and_metrics_is_configurable(tmp_path: Path) -> None:
     tenants = {"acme": {}, "ops": {"admin": True}}
     env = Env(tmp_path, tenants=tenants)
