@@ -10,7 +10,7 @@ another when the machine has two; both processes' CPU use is recorded per step, 
 server limited shows up as a server near 100% with a generator well below it.
 
 Run: ``uv run python benchmarks/bench_ceiling.py [--seconds-per-step 2] [--out PATH]``.
-Goal (issue 7): the generator must not be the bottleneck of the runs we publish; compare a
+Goal: the generator must not be the bottleneck of the runs we publish; compare a
 run's rate and concurrency with these figures (``shipit bench self-check`` prints the same).
 """
 

@@ -7,7 +7,7 @@ Prints and writes JSON (``benchmarks/results/engine.json``):
 - TTFT of a 1,000-token prompt, cold and prefix-cached.
 
 Run: ``uv run python benchmarks/engine.py [--concurrency 1 8 16 32] [--decode-tokens 48]``.
-Goals (issue 2): aggregate at 16 >= 5x single-stream; cached TTFT >= 5x faster than cold.
+Goals: aggregate at 16 >= 5x single-stream; cached TTFT >= 5x faster than cold.
 Yardstick: llama.cpp does 56-60 tokens/s single-stream on 2 threads on these machines.
 """
 

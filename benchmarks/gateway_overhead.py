@@ -4,11 +4,11 @@ Two instant fake replicas (``shipit.bench.instant_server``: 16 content chunks at
 load generator share CPU 1; the gateway (``shipit up --replica-url ...``) is pinned to CPU 0.
 Open loop at ``--rate`` req/s gives TTFT P50/P99 direct and through the gateway; a closed loop
 of ``--concurrency`` streams gives the highest streamed req/s. Prints a table and writes
-``benchmarks/results/gateway_overhead.json``. Goals (issue 4): added TTFT P50 <= 1 ms and
+``benchmarks/results/gateway_overhead.json``. Goals: added TTFT P50 <= 1 ms and
 P99 <= 5 ms at 500 req/s; >= 2,000 streamed req/s on one gateway core. On a 2-core machine the
 Python load generator shares a core with the fakes, so the req/s figure is a floor.
 
-Peers (issue 4: "the same run drives litellm's proxy and vllm-router"): with
+Peers ("the same run drives litellm's proxy and vllm-router"): with
 ``--vllm-router-bin PATH`` and/or ``--litellm-bin PATH`` (each installed in a throwaway venv
 outside the repo; neither is a project dependency) the same fakes are put behind each peer,
 pinned to CPU 0 like the gateway, and the same open and closed loops run through it. Added TTFT

@@ -16,7 +16,7 @@ Prints and writes JSON (``benchmarks/results/replica.json``):
    time (P50 TPOT within 10 % of the model). The largest K that keeps time is reported.
 
 Run: ``uv run python benchmarks/replica.py [--replicas 10 20 30] [--seconds 8]``.
-Goal (issue 3): one core hosts >= 20 simulated replicas under the stated load.
+Goal: one core hosts >= 20 simulated replicas under the stated load.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ started (cold caches), the workload runs, and it is stopped (SIGTERM by pid). Me
 - load: requests per replica (the gateway's ``x-shipit-replica`` header, cross-checked with
   the replicas' ``vllm:request_success_total``), max/mean.
 
-Goal (issue 4): ``prefix_cache`` hit rate >= 90 % of the ideal with max/mean load <= 1.3.
+Goal: ``prefix_cache`` hit rate >= 90 % of the ideal with max/mean load <= 1.3.
 Prints a table and writes ``benchmarks/results/routing.json``. Medians over ``--repeats``.
 """
 
