@@ -303,9 +303,9 @@ class Gateway:
                 body=body,
                 data=scope.get(PARSED_BODY),
                 deployments=self.deployments,
-                adapters=self.catalog.replica_adapters(),
+                adapters=self.catalog.lazy_replica_adapters(),
                 now_s=self.clock.now(),
-                names_known=self.catalog.names_known(),
+                names_known=self.catalog.names_known,
             )
         except ShipitError as exc:
             await self._refuse_request(exc, send)
@@ -346,9 +346,9 @@ class Gateway:
                 path=scope["path"],
                 body=body,
                 deployments=self.deployments,
-                adapters=self.catalog.replica_adapters(),
+                adapters=self.catalog.lazy_replica_adapters(),
                 now_s=self.clock.now(),
-                names_known=self.catalog.names_known(),
+                names_known=self.catalog.names_known,
             )
         except ShipitError as exc:
             await self._refuse_request(exc, send)

@@ -151,9 +151,9 @@ class InferenceService(shipit_pb2_grpc.InferenceServicer):
                 headers=headers,
                 body=body,
                 deployments=gw.deployments,
-                adapters=gw.catalog.replica_adapters(),
+                adapters=gw.catalog.lazy_replica_adapters(),
                 now_s=gw.clock.now(),
-                names_known=gw.catalog.names_known(),
+                names_known=gw.catalog.names_known,
             )
         except EdgeError as exc:
             gw.metrics.request_done("-", exc.status, "-")
