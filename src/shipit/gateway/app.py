@@ -34,7 +34,7 @@ from shipit.core.urls import redact_url
 from shipit.gateway import rollout_routes, routes
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.catalog import Catalog
-from shipit.gateway.edge import PARSED_BODY
+from shipit.gateway.edge import HEADERS, PARSED_BODY
 from shipit.gateway.errors import error_json, kind_of
 from shipit.gateway.history import CounterHistory, registry_reader
 from shipit.gateway.jobs_service import JobsService
@@ -288,7 +288,9 @@ class Gateway:
             await routes.dispatch(self, scope, receive, send)
 
     def _request_ids(self, scope: Scope) -> tuple[str, dict[str, str]]:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = scope.get(HEADERS)  # the security layer's, when it read them
+        if headers is None:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         return f"{self._id_prefix}{next(self._ids)}", headers  # unique: keys the queue
 
     async def handle_inference(self, scope: Scope, receive: Receive, send: Send) -> None:

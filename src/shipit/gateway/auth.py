@@ -30,6 +30,7 @@ from shipit.config.security import auth_required, is_loopback
 from shipit.core import openai_errors as oe
 from shipit.gateway.accounting import Tally
 from shipit.gateway.edge import (
+    HEADERS,
     NOT_MODEL_REQUESTS,
     PARSED_BODY,
     PRINCIPAL,
@@ -79,6 +80,7 @@ class _Prepared:
     model: str
     stream: bool
     data: dict[str, Any]  # the parsed body, handed on so the gateway parses it once
+    header_dict: dict[str, str]  # ``headers`` as text, handed on so it is decoded once
 
 
 class Security:
@@ -202,7 +204,12 @@ class Security:
         if scope["path"].startswith("/v1/") and scope["method"] == "POST" and model_request:
             prepared = self._prepare(principal, raw_headers, headers, body)
             body = prepared.body
-            scope = {**scope, "headers": prepared.headers, PARSED_BODY: prepared.data}
+            scope = {
+                **scope,
+                "headers": prepared.headers,
+                PARSED_BODY: prepared.data,
+                HEADERS: prepared.header_dict,
+            }
         elif scope["path"] in TOKENIZER_PATHS and scope["method"] == "POST":
             self._check_tokenizer_body(principal, body)
         replayed = False
@@ -305,8 +312,12 @@ class Security:
                 drop.add(b"content-length")
                 extra.append((b"content-length", str(len(body)).encode()))
             drop.add(SALT_HEADER.encode())  # the salt travels in the body, never this header
-        out = [(k, v) for k, v in raw if k not in drop] + extra
-        return _Prepared(body, out, model, bool(data.get("stream", False)), data)
+        out, as_dict = raw, headers
+        if drop or extra:
+            out = [(k, v) for k, v in raw if k not in drop] + extra
+            as_dict = {k: v for k, v in headers.items() if k.encode("latin-1") not in drop}
+            as_dict.update((k.decode("latin-1"), v.decode("latin-1")) for k, v in extra)
+        return _Prepared(body, out, model, bool(data.get("stream", False)), data, as_dict)
 
     def _default_priority(self, model: str) -> int:
         deps = self.config.deployments

@@ -22,6 +22,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 PARSED_BODY = "shipit.parsed_body"  # scope key: the body as the edge parsed it, parsed once
+HEADERS = "shipit.headers"  # scope key: the forwarded headers as a str dict, built once
 PRINCIPAL = "shipit.principal"  # scope key: the key's ``Principal`` (absent with keys off)
 # Requests that are not one JSON request to a model: file uploads (multipart, up to
 # jobs.max_file_bytes) and job management (batches, an async request's status or cancel).
