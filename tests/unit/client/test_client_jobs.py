@@ -59,9 +59,12 @@ def test_an_async_request_from_a_grpc_client_goes_over_http_and_is_queued_once(
 
 
 def test_a_grpc_client_without_an_http_url_says_how_to_reach_the_jobs_api() -> None:
-    client = AsyncClient("127.0.0.1:50051", protocol="grpc")
-    with pytest.raises(ValueError, match="jobs_url='http://host:port'"):
-        _ = client.jobs
+    async def go() -> None:
+        async with AsyncClient("127.0.0.1:50051", protocol="grpc") as client:
+            with pytest.raises(ValueError, match="jobs_url='http://host:port'"):
+                _ = client.jobs
+
+    asyncio.run(go())
 
 
 def test_a_batch_from_lines_runs_and_its_results_come_back_by_custom_id(tmp_path: Path) -> None:
