@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+import uvloop
 from rich.console import Console
 from rich.table import Table
 
@@ -382,7 +383,9 @@ def up(
     signal.signal(signal.SIGTERM, _term)
     stopped = Stopped.DRAINED
     try:
-        stopped = asyncio.run(
+        # uvloop, as the replicas run: uvicorn's ``loop="uvloop"`` applies only to loops it
+        # creates, and this one is ours.
+        stopped = uvloop.run(
             serve(
                 gateway,
                 sock,

@@ -39,7 +39,7 @@ from shipit.gateway.errors import error_json, kind_of
 from shipit.gateway.history import CounterHistory, registry_reader
 from shipit.gateway.jobs_service import JobsService
 from shipit.gateway.metrics import GatewayMetrics
-from shipit.gateway.observability import build_alert_service
+from shipit.gateway.observability import build_alert_service, event_loop_name
 from shipit.gateway.openapi import openapi_document
 from shipit.gateway.parse import parse_request, parse_token_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, send_json
@@ -392,6 +392,7 @@ class Gateway:
         out: dict[str, Any] = {
             "started_at_s": round(self.started_at_s, 3),
             "uptime_s": round(now - self._started_clock_s, 3),
+            "event_loop": event_loop_name(),
             "deployments": [],
         }
         for name, router in self.routers.items():
