@@ -26,6 +26,7 @@ from typing import Any
 
 from shipit.config.gateway import ShipitConfig
 from shipit.config.upstream_auth import resolve_upstream_auth
+from shipit.console import ConsoleApp, serves
 from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError
@@ -34,6 +35,7 @@ from shipit.core.urls import redact_url
 from shipit.gateway import rollout_routes, routes
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.catalog import Catalog
+from shipit.gateway.console_fleet import fleet_snapshot
 from shipit.gateway.edge import PARSED_BODY
 from shipit.gateway.errors import error_json, kind_of
 from shipit.gateway.history import CounterHistory, registry_reader
@@ -95,6 +97,7 @@ class Gateway:
         keys: KeyStore | None = None,
         audit: AuditLog = NO_AUDIT,
         request_schemas: Mapping[str, Any] | None = None,
+        console: bool = False,
     ) -> None:
         self.config = config
         self.openapi = openapi_document(  # served at /openapi.json
@@ -108,7 +111,7 @@ class Gateway:
         self.catalog = Catalog(self.deployments, self.routers)
         self.clock = clock
         self.started_at_s = time.time()  # Unix time, for /shipit/status
-        self._started_clock_s = clock.now()
+        self.started_clock_s = clock.now()
         self.metrics = GatewayMetrics(self.routers)
         self._upstream_factory = upstream_factory
         self._on_startup, self._on_shutdown = on_startup, on_shutdown
@@ -163,6 +166,7 @@ class Gateway:
             usage=usage_store(keys),
         )
         self.jobs.security = self.security  # job lines are charged to their tenants
+        self.console = ConsoleApp(lambda q: fleet_snapshot(self, q)) if console else None
         self.websocket = WebSocketDoor(
             core=self.proxy.core,
             routers=self.routers,
@@ -277,13 +281,16 @@ class Gateway:
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """After the security layer: rollouts (``gateway.rollout_routes``), the batch and
-        async job API (``gateway.routes_jobs``), then the route table (``gateway.routes``)."""
+        async job API (``gateway.routes_jobs``), the web console (``/ui``, when on), then the
+        route table (``gateway.routes``)."""
         path, method = scope["path"], scope["method"]
         if path.startswith(rollout_routes.PREFIX):
             body = await _read_body(receive) if method == "POST" else b""
             await rollout_routes.handle(self.rollouts, method, path, body, send)
         elif path.startswith(JOB_PREFIXES):
             await self.jobs_api.handle(scope, receive, send)
+        elif self.console is not None and serves(path):
+            await self.console(scope, receive, send)
         else:
             await routes.dispatch(self, scope, receive, send)
 
@@ -382,7 +389,7 @@ class Gateway:
         now = self.clock.now()
         out: dict[str, Any] = {
             "started_at_s": round(self.started_at_s, 3),
-            "uptime_s": round(now - self._started_clock_s, 3),
+            "uptime_s": round(now - self.started_clock_s, 3),
             "deployments": [],
         }
         for name, router in self.routers.items():
@@ -436,13 +443,15 @@ def create_gateway(
     audit: AuditLog | None = None,
     replica_admin_token: str | None = None,
     request_schemas: Mapping[str, Any] | None = None,
+    console: bool = False,
 ) -> Gateway:
     """A gateway app (an ASGI callable). Routers default to one per deployment. With a
     ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler.
     ``keys`` and ``audit`` default to the files ``gateway.auth`` names (``gateway.auth``).
     ``replica_admin_token`` is sent as a bearer token on every control call to replicas
     (health, metrics, adapters, KV events, startup reports), never on proxied requests.
-    ``request_schemas`` are the body schemas ``/openapi.json`` describes (``gateway.openapi``)."""
+    ``request_schemas`` are the body schemas ``/openapi.json`` describes (``gateway.openapi``).
+    ``console`` serves the web console under ``/ui`` (``shipit.console``)."""
     clock = clock or RealClock()
     keys, audit = open_stores(config, keys, audit)
     if routers is None:
@@ -473,6 +482,7 @@ def create_gateway(
         keys=keys,
         audit=audit,
         request_schemas=request_schemas,
+        console=console,
     )
 
 
