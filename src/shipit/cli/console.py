@@ -8,6 +8,7 @@ call the same ``shipit.capacity`` code as ``shipit plan``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import typer
 from rich.console import Console
@@ -48,7 +49,5 @@ def console(
     err.print(f"[bold]shipit console[/] at http://{host}:{bound}/ui/  (Ctrl-C stops it)")
     config = uvicorn.Config(ConsoleApp(), log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn has already shut down cleanly
         asyncio.run(server.serve(sockets=[sock]))
-    except KeyboardInterrupt:
-        pass
