@@ -54,6 +54,7 @@ def catalog_summary(catalog: cap.Catalog) -> dict[str, Any]:
             for g in catalog.gpus
         ],
         "dtypes": list(cap.WEIGHT_DTYPES),
+        "default_dtypes": list(cap.RecommendQuery.model_fields["dtypes"].default),
         "kv_dtypes": ["auto", *cap.KV_DTYPE_BYTES],
         "providers": [p.id for p in catalog.providers],
     }
