@@ -86,11 +86,12 @@ class CounterHistory:
             return {}
         now = self._now()
         picked: list[tuple[float, dict[str, DeploymentReading]]] = []
-        for t, reading in self._points:
+        for t, reading in reversed(self._points):  # from the newest: the last step ends now
             if now - t > span_s + step_s:
-                continue
-            if not picked or t - picked[-1][0] >= step_s:
+                break
+            if not picked or picked[-1][0] - t >= step_s:
                 picked.append((t, reading))
+        picked.reverse()
         out: dict[str, list[dict[str, Any]]] = {}
         for (t0, older), (t1, newer) in itertools.pairwise(picked):
             for name, current in newer.items():
