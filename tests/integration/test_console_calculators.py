@@ -15,13 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from support.browser import (  # noqa: F401 (fixtures)
-    Watched,
-    browser,
-    console_url,
-    page,
-    screenshot,
-)
+from support.browser import Watched, screenshot
 from support.replica_process import SHIPIT
 
 # (query string of the page, the same question as `shipit plan vram` flags)
@@ -36,8 +30,20 @@ VRAM_CASES = [
             "context": "32768",
             "max_model_len": "32768",
         },
-        ["-m", "llama-3.1-70b", "-g", "a100-80gb", "--tp", "2", "--kv-dtype", "fp8"]
-        + ["--context", "32768", "--max-model-len", "32768"],
+        [
+            "-m",
+            "llama-3.1-70b",
+            "-g",
+            "a100-80gb",
+            "--tp",
+            "2",
+            "--kv-dtype",
+            "fp8",
+            "--context",
+            "32768",
+            "--max-model-len",
+            "32768",
+        ],
     ),
     (  # does not fit: the page lists the same suggestions
         {"model": "llama-3.1-70b", "gpu": "l40s", "dtype": "fp8"},
@@ -53,9 +59,22 @@ VRAM_CASES = [
             "max_num_batched_tokens": "4096",
             "gpu_memory_utilization": "0.85",
         },
-        ["-m", "mixtral-8x7b", "-g", "h100-sxm", "--tp", "2", "--dtype", "int4-awq"]
-        + ["--max-num-seqs", "64", "--max-num-batched-tokens", "4096"]
-        + ["--gpu-memory-utilization", "0.85"],
+        [
+            "-m",
+            "mixtral-8x7b",
+            "-g",
+            "h100-sxm",
+            "--tp",
+            "2",
+            "--dtype",
+            "int4-awq",
+            "--max-num-seqs",
+            "64",
+            "--max-num-batched-tokens",
+            "4096",
+            "--gpu-memory-utilization",
+            "0.85",
+        ],
     ),
 ]
 SCREENSHOT_CASE = 1
@@ -100,10 +119,10 @@ def shown_plan(page: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("query", "flags"), VRAM_CASES)
 def test_vram_page_shows_what_plan_vram_prints(
-    page: Watched, console_url: str, query: dict[str, str], flags: list[str]
+    browser_page: Watched, console_url: str, query: dict[str, str], flags: list[str]
 ) -> None:
     expected = plan("vram", *flags)
-    p = page.page
+    p = browser_page.page
     p.goto(console_url + "vram?" + urlencode(query))
     shown = shown_plan(p)
     assert shown == {k: v for k, v in expected.items() if k != "suggestions"}
@@ -116,11 +135,11 @@ def test_vram_page_shows_what_plan_vram_prints(
         assert f"{key}={value}" in p.url
     if VRAM_CASES.index((query, flags)) == SCREENSHOT_CASE:
         screenshot(p, "vram")
-    page.assert_clean()
+    browser_page.assert_clean()
 
 
 def test_vram_page_plans_a_pasted_config_json(
-    page: Watched, console_url: str, tmp_path: Path
+    browser_page: Watched, console_url: str, tmp_path: Path
 ) -> None:
     config = {
         "architectures": ["Qwen2ForCausalLM"],
@@ -134,7 +153,7 @@ def test_vram_page_plans_a_pasted_config_json(
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
     expected = plan("vram", "-m", str(tmp_path / "config.json"), "-g", "l4", "--kv-dtype", "fp8")
-    p = page.page
+    p = browser_page.page
     p.goto(console_url + "vram")
     p.wait_for_selector("#result[data-ready]", state="attached")
     p.fill("#hf_config", json.dumps(config, indent=1))
@@ -149,13 +168,13 @@ def test_vram_page_plans_a_pasted_config_json(
     assert shown.pop("model_id") == "local-model"
     skip = {"suggestions", "model_id"}
     assert shown == {k: v for k, v in expected.items() if k not in skip}
-    page.assert_clean()
+    browser_page.assert_clean()
 
 
 def shown_ranking(page: Any) -> list[tuple[str, int, str, str, float]]:
     page.wait_for_selector("#result[data-ready] #ranking", state="attached", timeout=60_000)
     rows = page.eval_on_selector_all(
-        "#ranking tbody tr",
+        "#ranking tbody tr[data-rank]",
         "rows => rows.map(r => [r.dataset.gpu, Number(r.dataset.tp), r.dataset.dtype, "
         "r.dataset.provider, JSON.parse(r.dataset.usdPerMtok)])",
     )
@@ -164,12 +183,12 @@ def shown_ranking(page: Any) -> list[tuple[str, int, str, str, float]]:
 
 @pytest.mark.parametrize(("query", "flags"), REC_CASES)
 def test_recommender_ranks_as_plan_recommend(
-    page: Watched, console_url: str, query: dict[str, str], flags: list[str]
+    browser_page: Watched, console_url: str, query: dict[str, str], flags: list[str]
 ) -> None:
     top = int(query["top"])
     expected = plan("recommend", *flags)["rows"][:top]
     assert len(expected) == top  # enough rows for the comparison to mean something
-    p = page.page
+    p = browser_page.page
     params = [*REC_BASE.items(), *query.items()]
     if "--providers" in flags:
         params += [("providers", "lambda"), ("providers", "aws")]
@@ -182,24 +201,26 @@ def test_recommender_ranks_as_plan_recommend(
     assert p.is_checked("#providers-lambda") == ("--providers" in flags)
     if REC_CASES.index((query, flags)) == 0:
         screenshot(p, "recommend")
-    page.assert_clean()
+    browser_page.assert_clean()
 
 
-def test_a_bad_input_says_what_to_change(page: Watched, console_url: str) -> None:
-    p = page.page
+def test_a_bad_input_says_what_to_change(browser_page: Watched, console_url: str) -> None:
+    p = browser_page.page
     p.goto(console_url + "vram?" + urlencode({"model": "llama-3.1-70b", "gpu": "l4", "tp": "16"}))
     alert = p.wait_for_selector("#result [role=alert]")
     text = alert.text_content() or ""
     assert "tp=16 is not possible" in text and "field: tp" in text
-    page.problems = [x for x in page.problems if "HTTP 400" not in x and "status of 400" not in x]
-    page.assert_clean()
+    browser_page.problems = [
+        x for x in browser_page.problems if "HTTP 400" not in x and "status of 400" not in x
+    ]
+    browser_page.assert_clean()
 
 
 @pytest.mark.parametrize("path", ["", "vram", "recommend", "fleet"])
 def test_every_field_has_a_label_and_the_keyboard_reaches_the_form(
-    page: Watched, console_url: str, path: str
+    browser_page: Watched, console_url: str, path: str
 ) -> None:
-    p = page.page
+    p = browser_page.page
     p.goto(console_url + path)
     unlabelled = p.eval_on_selector_all(
         "input, select, textarea",
@@ -219,5 +240,5 @@ def test_every_field_has_a_label_and_the_keyboard_reaches_the_form(
     if path == "fleet":  # no fleet behind `shipit console`: the page says where it lives
         alert = p.wait_for_selector("#fleet-error [role=alert]")
         assert "shipit up" in (alert.text_content() or "")
-        page.problems = [x for x in page.problems if "404" not in x]
-    page.assert_clean()
+        browser_page.problems = [x for x in browser_page.problems if "404" not in x]
+    browser_page.assert_clean()

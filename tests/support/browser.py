@@ -1,7 +1,9 @@
 """Headless Chromium for the console's browser tests: Debian's ``chromium`` driven by
 Playwright (``executable_path``; Playwright never downloads a browser here), a page that records
 every console error, uncaught exception and failed request, and ``shipit console`` on a free
-127.0.0.1 port. Tests skip, saying why, when the ``chromium`` binary is absent."""
+127.0.0.1 port. Tests skip, saying why, when the ``chromium`` binary is absent. The fixtures
+(``chromium``, ``browser_page``, ``console_url``) reach tests through the integration
+conftest."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def chromium_or_skip() -> str:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def chromium() -> Iterator[Any]:
     path = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
@@ -57,15 +59,17 @@ class Watched:
 
 
 @pytest.fixture
-def page(browser: Any) -> Iterator[Watched]:
-    context = browser.new_context(viewport=VIEWPORT)
+def browser_page(chromium: Any) -> Iterator[Watched]:
+    context = chromium.new_context(viewport=VIEWPORT)
     p = context.new_page()
     watched = Watched(p)
     p.on(
         "console",
-        lambda m: watched.problems.append(f"console {m.type}: {m.text}")
-        if m.type in ("error", "warning")
-        else None,
+        lambda m: (
+            watched.problems.append(f"console {m.type}: {m.text}")
+            if m.type in ("error", "warning")
+            else None
+        ),
     )
     p.on("pageerror", lambda e: watched.problems.append(f"exception: {e}"))
     p.on(

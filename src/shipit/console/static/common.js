@@ -162,14 +162,21 @@ window.shipit = (function () {
     return root;
   }
 
-  function niceMax(v) {
-    if (!(v > 0)) return 1;
-    const p = 10 ** Math.floor(Math.log10(v));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  // A round step for about `parts` intervals over `range` (1, 2 or 5 times a power of ten).
+  function niceStep(range, parts) {
+    const raw = range > 0 ? range / parts : 1;
+    const p = 10 ** Math.floor(Math.log10(raw));
+    for (const m of [1, 2, 5, 10]) if (m * p >= raw) return m * p;
     return 10 * p;
   }
 
-  // Axes for an x/y chart: returns {root, sx, sy, plot}; labels in plain words.
+  function niceMax(v) {
+    if (!(v > 0)) return 1;
+    const step = niceStep(v, 4);
+    return Math.ceil(v / step - 1e-9) * step;
+  }
+
+  // Axes for an x/y chart: returns {root, sx, sy}; ticks on round numbers, labels in words.
   function frame(o) {
     const m = { left: 64, right: 34, top: 14, bottom: 44 };
     const W = o.width, H = o.height, pw = W - m.left - m.right, ph = H - m.top - m.bottom;
@@ -177,12 +184,18 @@ window.shipit = (function () {
                      svg("title", {}, o.title));
     const sx = (v) => m.left + ((v - o.x0) / (o.x1 - o.x0 || 1)) * pw;
     const sy = (v) => m.top + ph - ((v - o.y0) / (o.y1 - o.y0 || 1)) * ph;
-    for (let i = 0; i <= 4; i++) {
-      const yv = o.y0 + ((o.y1 - o.y0) * i) / 4, y = sy(yv);
+    const ticks = (lo, hi) => {
+      const step = niceStep(hi - lo, 4), out = [];
+      for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-6; v += step) out.push(v + 0);
+      return out;
+    };
+    for (const yv of ticks(o.y0, o.y1)) {
+      const y = sy(yv);
       root.append(svg("line", { class: "grid", x1: m.left, x2: W - m.right, y1: y, y2: y }));
       root.append(svg("text", { x: m.left - 6, y: y + 4, "text-anchor": "end", "font-size": 12 }, o.fy(yv)));
-      const xv = o.x0 + ((o.x1 - o.x0) * i) / 4, x = sx(xv);
-      root.append(svg("text", { x, y: H - m.bottom + 16, "text-anchor": "middle", "font-size": 12 }, o.fx(xv)));
+    }
+    for (const xv of ticks(o.x0, o.x1)) {
+      root.append(svg("text", { x: sx(xv), y: H - m.bottom + 16, "text-anchor": "middle", "font-size": 12 }, o.fx(xv)));
     }
     root.append(svg("line", { class: "axis", x1: m.left, x2: m.left, y1: m.top, y2: m.top + ph }));
     root.append(svg("line", { class: "axis", x1: m.left, x2: W - m.right, y1: m.top + ph, y2: m.top + ph }));

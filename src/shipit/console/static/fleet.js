@@ -35,7 +35,9 @@
     clearTimeout(timer);
     if (paused) return;
     try {
-      const data = await S.api("api/fleet?" + new URLSearchParams({ window_s: params.get("window_s") || "30" }));
+      const query = { window_s: params.get("window_s") || "30", step_s: params.get("step_s") || "5",
+                      span_s: params.get("span_s") || "300" };
+      const data = await S.api("api/fleet?" + new URLSearchParams(query));
       render(data);
       lastOk = Date.now();
       document.getElementById("fleet-error").replaceChildren();
@@ -82,6 +84,7 @@
     S.paintSwatches(host);
     paintKv(host);
     document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
+    document.body.dataset.points = String(Math.max(0, ...data.deployments.map((d) => d.series.length)));
   }
 
   function renderAlerts(alerts) {
@@ -123,8 +126,9 @@
                                       points: pts.map((p) => [p.t_s, p[k.key] === null ? null : p[k.key] * (k.scale || 1)]) }));
     box.append(S.lines(series, Object.assign({ title: title + " over the last " + S.num(-pts[0].t_s) + " s",
                                                xLabel: "seconds ago", yLabel, x1: 0,
-                                               fx: (v) => S.num(-v), fy: (v) => S.num(v, v < 10 ? 1 : 0) }, opts || {})),
-               S.legend(keys.map((k) => ({ color: k.color, label: k.label }))));
+                                               fx: (v) => S.num(-v + 0), fy: (v) => S.num(v, v % 1 ? 1 : 0) }, opts || {})),
+               S.legend([...keys.map((k) => ({ color: k.color, label: k.label })),
+                         ...(opts && opts.refY ? [{ color: "#b42318", label: "SLO (dashed line)" }] : [])]));
     return box;
   }
 

@@ -133,14 +133,14 @@
     const key = S.legend([{ color: "#0b5cad", label: "calibrated GPU" },
                           { color: "#bc4c00", label: "uncalibrated (datasheet roofline)" }]);
     const table = el("table", { class: "data", id: "ranking" },
-      el("caption", {}, "Ranked by $ per million tokens (input + output), then by GPUs"),
+      el("caption", {}, "Ranked by $ per million tokens (input + output), then by GPUs; each with its reasoning below it"),
       el("thead", {}, el("tr", {}, ["#", "GPU", "TP", "dtype", "provider", "GPUs", "replicas", "$/hour",
-        "$/M tokens", "headroom", "TTFT P99", "TPOT P99", "why"].map((h, i) =>
+        "$/M tokens", "headroom", "TTFT P99", "TPOT P99"].map((h, i) =>
           el("th", { scope: "col", class: i >= 5 && i <= 11 ? "num" : null }, h)))),
-      el("tbody", {}, rows.map((r, i) => el("tr", {
+      el("tbody", {}, rows.flatMap((r, i) => [el("tr", {
           class: i === 0 ? "best" : null, "data-rank": i + 1, "data-gpu": r.gpu_id, "data-tp": r.tp,
           "data-dtype": r.dtype, "data-provider": r.provider, "data-usd-per-mtok": JSON.stringify(r.usd_per_million_tokens) },
-        el("td", { class: "num" }, i + 1),
+        el("td", { class: "num", rowspan: 2 }, i + 1),
         el("td", { class: "nowrap" }, r.gpu_id, r.calibrated ? null : el("span", { class: "uncal", title: "uncalibrated: datasheet roofline only" }, " *")),
         el("td", { class: "num" }, r.tp), el("td", { class: "nowrap" }, r.dtype), el("td", {}, r.provider),
         el("td", { class: "num" }, r.gpus), el("td", { class: "num" }, r.replicas),
@@ -148,8 +148,9 @@
         el("td", { class: "num" }, S.usd(r.usd_per_million_tokens, 3)),
         el("td", { class: "num", title: "share of the replicas' slots free at peak" }, S.pct(1 - r.plan.utilization_at_peak, 0)),
         el("td", { class: "num" }, S.num(ttft(r)) + " ms"),
-        el("td", { class: "num" }, S.num(r.plan.tpot_tail_ms, 1) + " ms"),
-        el("td", { class: "why" }, r.reason)))));
+        el("td", { class: "num" }, S.num(r.plan.tpot_tail_ms, 1) + " ms")),
+      el("tr", { class: "why-row" + (i === 0 ? " best" : "") },
+        el("td", { class: "why", colspan: 11 }, el("span", { class: "visually-hidden" }, "Why: "), r.reason))])));
     result.replaceChildren(head, summary, bestLine,
       el("h3", {}, "Cost against latency"),
       el("label", { for: "axis" }, "Latency axis "), axisSel, holder, key,
