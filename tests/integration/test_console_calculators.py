@@ -77,7 +77,7 @@ VRAM_CASES = [
         ],
     ),
 ]
-SCREENSHOT_CASE = 1
+SCREENSHOT_CASE = 0
 
 REC_FLAGS = ["-m", "llama-3.1-8b", "--input-len", "1000", "--output-len", "200"]
 REC_FLAGS += ["--ttft-p99-ms", "2000", "--tpot-p99-ms", "50"]

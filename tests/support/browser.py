@@ -7,6 +7,7 @@ conftest."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -55,7 +56,10 @@ class Watched:
     problems: list[str] = field(default_factory=list)
 
     def assert_clean(self) -> None:
+        """No error logged, and no JavaScript placeholder (null, undefined, NaN) shown."""
         assert self.problems == [], self.problems
+        shown = re.findall(r"\b(?:null|undefined|NaN)\b", self.page.inner_text("body"))
+        assert shown == [], shown
 
 
 @pytest.fixture

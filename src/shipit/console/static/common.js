@@ -28,6 +28,11 @@ window.shipit = (function () {
     return node;
   }
 
+  // node.replaceChildren without the nulls that optional parts leave.
+  function fill(node, ...children) {
+    node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  }
+
   function setAttrs(node, attrs) {
     for (const [k, v] of Object.entries(attrs || {})) {
       if (v === null || v === undefined || v === false) continue;
@@ -272,6 +277,6 @@ window.shipit = (function () {
 
   document.addEventListener("DOMContentLoaded", navCurrent);
 
-  return { el, svg, api, ApiError, gib, num, ms, pct, usd, formToParams, paramsToForm, fillSelect,
+  return { el, svg, fill, api, ApiError, gib, num, ms, pct, usd, formToParams, paramsToForm, fillSelect,
            stackedBar, scatter, lines, legend, paintSwatches, GIB };
 })();

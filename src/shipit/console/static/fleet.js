@@ -40,10 +40,10 @@
       const data = await S.api("api/fleet?" + new URLSearchParams(query));
       render(data);
       lastOk = Date.now();
-      document.getElementById("fleet-error").replaceChildren();
+      S.fill(document.getElementById("fleet-error"));
       setLive(`updated ${new Date().toLocaleTimeString()}, every ${S.num(intervalMs / 1000, 1)} s`, false);
     } catch (e) {
-      document.getElementById("fleet-error").replaceChildren(el("div", { class: "error", role: "alert" }, e.message));
+      S.fill(document.getElementById("fleet-error"), el("div", { class: "error", role: "alert" }, e.message));
       setLive(lastOk ? `no answer since ${new Date(lastOk).toLocaleTimeString()}` : "no answer", true);
       if (e.status === 404 || e.status === 401 || e.status === 403) return;  // polling would not help
     }
@@ -58,7 +58,7 @@
   function render(data) {
     const reps = data.deployments.flatMap((d) => d.replicas);
     const count = (state) => reps.filter((r) => r.state === state).length;
-    document.getElementById("summary").replaceChildren(
+    S.fill(document.getElementById("summary"), 
       tile("Uptime", duration(data.uptime_s)),
       tile("Deployments", data.deployments.length),
       tile("Replicas ready", `${count("ready")} of ${reps.length}`, "ready"),
@@ -89,8 +89,8 @@
 
   function renderAlerts(alerts) {
     const box = document.getElementById("alerts");
-    if (!alerts.length) { box.replaceChildren(el("p", { class: "muted" }, "None.")); return; }
-    box.replaceChildren(el("ul", { class: "events" }, alerts.map((a) =>
+    if (!alerts.length) { S.fill(box, el("p", { class: "muted" }, "None.")); return; }
+    S.fill(box, el("ul", { class: "events" }, alerts.map((a) =>
       el("li", { "data-alert": a.metric },
          el("span", { class: "badge state-unhealthy" }, a.state), " ",
          el("strong", {}, `${a.deployment}: ${a.metric}`),
@@ -100,8 +100,8 @@
 
   function renderRollouts(rollouts) {
     const box = document.getElementById("rollouts");
-    if (!rollouts.length) { box.replaceChildren(el("p", { class: "muted" }, "None.")); return; }
-    box.replaceChildren(...rollouts.map((r) => {
+    if (!rollouts.length) { S.fill(box, el("p", { class: "muted" }, "None.")); return; }
+    S.fill(box, ...rollouts.map((r) => {
       const analysis = r.analysis ? Object.entries(r.analysis).filter(([, v]) => typeof v !== "object")
         .map(([k, v]) => `${k} ${typeof v === "number" ? S.num(v, 3) : v}`).join(", ") : "no analysis yet";
       return el("div", { class: "card", "data-rollout": r.deployment },
@@ -191,7 +191,7 @@
          Object.entries(c.phases_s).map(([k, v]) => `${k} ${S.num(v, 2)} s`).join(" · "),
          c.weights_source ? el("span", { class: "muted" }, ` (weights from ${c.weights_source})`) : null)))
       : el("p", { class: "muted" }, "No cold starts recorded.");
-    node.replaceChildren(
+    S.fill(node, 
       el("h2", { id: "dep-" + d.name }, `${d.name}`, el("span", { class: "muted" }, ` · ${d.model} · routing ${d.policy}`)),
       tiles, scaling, charts,
       el("h3", {}, "Replicas"), table,

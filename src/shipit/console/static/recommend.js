@@ -60,7 +60,7 @@
     const pasted = form.hf_config.value.trim();
     const mine = ++seq;
     result.setAttribute("aria-busy", "true");
-    result.replaceChildren(el("h2", { id: "result-h" }, "Ranking…"));
+    S.fill(result, el("h2", { id: "result-h" }, "Ranking…"));
     try {
       let data;
       if (pasted) {
@@ -84,7 +84,7 @@
 
   function showError(e) {
     const field = e.field ? ` (field: ${e.field})` : "";
-    result.replaceChildren(el("h2", { id: "result-h", class: "visually-hidden" }, "Result"),
+    S.fill(result, el("h2", { id: "result-h", class: "visually-hidden" }, "Result"),
                            el("div", { class: "error", role: "alert" }, e.message + field));
   }
 
@@ -116,7 +116,7 @@
     const summary = el("p", { id: "summary" },
       `${data.count} options meet the SLO, ${data.rejected.length} rejected; the ${rows.length} cheapest shown.`);
     if (!rows.length) {
-      result.replaceChildren(head, summary,
+      S.fill(result, head, summary,
         el("div", { class: "error", role: "alert" }, "No configuration meets the SLO within the budget: loosen the SLO, allow more GPUs or more $/hour."),
         rejectedList(data.rejected));
       return;
@@ -129,7 +129,7 @@
     const axisSel = el("select", { id: "axis", class: "inline" },
       el("option", { value: "tpot" }, "TPOT P99"), el("option", { value: "ttft" }, "TTFT P99"));
     const holder = el("div", { id: "chart" }, chart(rows, "tpot"));
-    axisSel.addEventListener("change", () => holder.replaceChildren(chart(rows, axisSel.value)));
+    axisSel.addEventListener("change", () => S.fill(holder, chart(rows, axisSel.value)));
     const key = S.legend([{ color: "#0b5cad", label: "calibrated GPU" },
                           { color: "#bc4c00", label: "uncalibrated (datasheet roofline)" }]);
     const table = el("table", { class: "data", id: "ranking" },
@@ -151,7 +151,7 @@
         el("td", { class: "num" }, S.num(r.plan.tpot_tail_ms, 1) + " ms")),
       el("tr", { class: "why-row" + (i === 0 ? " best" : "") },
         el("td", { class: "why", colspan: 11 }, el("span", { class: "visually-hidden" }, "Why: "), r.reason))])));
-    result.replaceChildren(head, summary, bestLine,
+    S.fill(result, head, summary, bestLine,
       el("h3", {}, "Cost against latency"),
       el("label", { for: "axis" }, "Latency axis "), axisSel, holder, key,
       el("h3", {}, "Ranking"), el("div", { class: "scroll" }, table),

@@ -58,7 +58,7 @@
 
   function showError(e) {
     const field = e.field ? ` (field: ${e.field})` : "";
-    result.replaceChildren(el("h2", { id: "result-h", class: "visually-hidden" }, "Result"),
+    S.fill(result, el("h2", { id: "result-h", class: "visually-hidden" }, "Result"),
                            el("div", { class: "error", role: "alert" }, e.message + field));
   }
 
@@ -101,7 +101,7 @@
          el("caption", {}, data.label),
          el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "field"), el("th", { scope: "col", class: "num" }, "value"))),
          el("tbody", {}, rows)));
-    result.replaceChildren(
+    S.fill(result, 
       el("h2", { id: "result-h" }, data.label),
       verdict, figures,
       el("h3", {}, `One GPU's ${S.gib(p.gpu_total_bytes)}, budget ${S.gib(p.budget_bytes)}`),
