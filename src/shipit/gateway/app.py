@@ -26,7 +26,6 @@ from typing import Any
 
 from shipit.config.gateway import ShipitConfig
 from shipit.config.upstream_auth import resolve_upstream_auth
-from shipit.console import ConsoleApp, serves
 from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError
@@ -35,8 +34,8 @@ from shipit.core.urls import redact_url
 from shipit.gateway import rollout_routes, routes
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.catalog import Catalog
-from shipit.gateway.console_fleet import fleet_snapshot
-from shipit.gateway.edge import PARSED_BODY
+from shipit.gateway.console_fleet import console_app
+from shipit.gateway.edge import HEADERS, PARSED_BODY
 from shipit.gateway.errors import error_json, kind_of
 from shipit.gateway.history import CounterHistory, registry_reader
 from shipit.gateway.jobs_service import JobsService
@@ -166,13 +165,15 @@ class Gateway:
             usage=usage_store(keys),
         )
         self.jobs.security = self.security  # job lines are charged to their tenants
-        self.console = ConsoleApp(lambda q: fleet_snapshot(self, q)) if console else None
+        self.console = console_app(self) if console else None  # /ui (gateway.routes)
         self.websocket = WebSocketDoor(
             core=self.proxy.core,
             routers=self.routers,
             deployments=self.deployments,
             metrics=self.metrics,
             clock=clock,
+            catalog=self.catalog,
+            new_id=self.new_request_id,
             security=self.security,
         )
 
@@ -281,22 +282,26 @@ class Gateway:
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """After the security layer: rollouts (``gateway.rollout_routes``), the batch and
-        async job API (``gateway.routes_jobs``), the web console (``/ui``, when on), then the
-        route table (``gateway.routes``)."""
+        async job API (``gateway.routes_jobs``), then the route table (``gateway.routes``)."""
         path, method = scope["path"], scope["method"]
         if path.startswith(rollout_routes.PREFIX):
             body = await _read_body(receive) if method == "POST" else b""
             await rollout_routes.handle(self.rollouts, method, path, body, send)
         elif path.startswith(JOB_PREFIXES):
             await self.jobs_api.handle(scope, receive, send)
-        elif self.console is not None and serves(path):
-            await self.console(scope, receive, send)
         else:
             await routes.dispatch(self, scope, receive, send)
 
     def _request_ids(self, scope: Scope) -> tuple[str, dict[str, str]]:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        return f"{self._id_prefix}{next(self._ids)}", headers  # unique: keys the queue
+        headers = scope.get(HEADERS)  # the security layer's, when it read them
+        if headers is None:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        return self.new_request_id(), headers
+
+    def new_request_id(self, door: str = "") -> str:
+        """A request id unique in this gateway (it keys the admission queue); ``door`` tags
+        requests that came another way than HTTP (``grpc-``, ``ws-``)."""
+        return f"{self._id_prefix}{door}{next(self._ids)}"
 
     async def handle_inference(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
@@ -310,9 +315,9 @@ class Gateway:
                 body=body,
                 data=scope.get(PARSED_BODY),
                 deployments=self.deployments,
-                adapters=self.catalog.replica_adapters(),
+                adapters=self.catalog.lazy_replica_adapters(),
                 now_s=self.clock.now(),
-                names_known=self.catalog.names_known(),
+                names_known=self.catalog.names_known,
             )
         except ShipitError as exc:
             await self._refuse_request(exc, send)
@@ -353,9 +358,9 @@ class Gateway:
                 path=scope["path"],
                 body=body,
                 deployments=self.deployments,
-                adapters=self.catalog.replica_adapters(),
+                adapters=self.catalog.lazy_replica_adapters(),
                 now_s=self.clock.now(),
-                names_known=self.catalog.names_known(),
+                names_known=self.catalog.names_known,
             )
         except ShipitError as exc:
             await self._refuse_request(exc, send)
@@ -450,8 +455,7 @@ def create_gateway(
     ``keys`` and ``audit`` default to the files ``gateway.auth`` names (``gateway.auth``).
     ``replica_admin_token`` is sent as a bearer token on every control call to replicas
     (health, metrics, adapters, KV events, startup reports), never on proxied requests.
-    ``request_schemas`` are the body schemas ``/openapi.json`` describes (``gateway.openapi``).
-    ``console`` serves the web console under ``/ui`` (``shipit.console``)."""
+    ``request_schemas`` are the body schemas ``/openapi.json`` describes (``gateway.openapi``)."""
     clock = clock or RealClock()
     keys, audit = open_stores(config, keys, audit)
     if routers is None:

@@ -6,7 +6,8 @@ the request figures over the last ``window_s`` and a series of ``step_s`` steps 
 ``span_s`` (TTFT and TPOT P50/P99, goodput as SLO attainment, req/s; ``gateway.history``), the
 autoscaler's state with its recent decisions and reasons and its cold starts in phases, and the
 SLO the deployment is held to; then the rollouts in progress with their analysis and the active
-alerts. It reads the same records ``/shipit/status`` does and decides nothing.
+alerts. It reads the same records ``/shipit/status`` does and decides nothing. ``console_app``
+builds the console a gateway serves under ``/ui`` (``create_gateway(console=True)``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from shipit.console import api
+from shipit.console import ConsoleApp, api
 from shipit.core.urls import redact_url
 
 if TYPE_CHECKING:
@@ -37,6 +38,11 @@ def _param(query: Mapping[str, str], name: str) -> float:
     if not lo <= value <= hi:
         raise api.ConsoleError(f"{name} must be seconds from {lo:g} to {hi:g}, got {raw!r}", name)
     return value
+
+
+def console_app(gw: Gateway) -> ConsoleApp:
+    """The web console with this gateway's fleet behind its fleet page."""
+    return ConsoleApp(lambda query: fleet_snapshot(gw, query))
 
 
 def fleet_snapshot(gw: Gateway, query: Mapping[str, str]) -> dict[str, Any]:
