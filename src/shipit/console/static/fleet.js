@@ -102,13 +102,22 @@
     const box = document.getElementById("rollouts");
     if (!rollouts.length) { S.fill(box, el("p", { class: "muted" }, "None.")); return; }
     S.fill(box, ...rollouts.map((r) => {
-      const analysis = r.analysis ? Object.entries(r.analysis).filter(([, v]) => typeof v !== "object")
-        .map(([k, v]) => `${k} ${typeof v === "number" ? S.num(v, 3) : v}`).join(", ") : "no analysis yet";
+      const a = r.analysis;
+      const checks = a && a.checks && a.checks.length ? el("table", { class: "data analysis" },
+        el("caption", {}, "Analysis against the baseline, same window"),
+        el("thead", {}, el("tr", {}, ["metric", "verdict", "candidate", "baseline", "p-value", "samples"].map((h, i) =>
+          el("th", { scope: "col", class: i >= 2 ? "num" : null }, h)))),
+        el("tbody", {}, a.checks.map((c) => el("tr", { "data-metric": c.metric },
+          el("th", { scope: "row" }, c.metric), el("td", {}, c.verdict),
+          el("td", { class: "num" }, S.num(c.candidate, 3)), el("td", { class: "num" }, S.num(c.baseline, 3)),
+          el("td", { class: "num" }, S.num(c.p_value, 3)),
+          el("td", { class: "num" }, `${S.num(c.n_candidate)} / ${S.num(c.n_baseline)}`))))) : null;
       return el("div", { class: "card", "data-rollout": r.deployment },
-        el("h3", {}, `${r.deployment}: ${r.baseline} → ${r.candidate.version || ""} (${r.strategy})`),
-        el("p", {}, `Phase ${r.phase}, step ${r.step} of ${r.steps_percent.length}, candidate takes ${S.num(r.candidate_percent)} % of traffic.`),
+        el("h3", {}, `${r.deployment}: ${r.baseline} → ${(r.candidate && r.candidate.version) || "candidate"} (${r.strategy})`),
+        el("p", {}, `Phase ${r.phase}, step ${r.step} of ${r.steps_percent.length}, the candidate takes ${S.num(r.candidate_percent)} % of traffic.`),
         el("p", {}, el("strong", {}, "Last decision: "), r.reason),
-        el("p", { class: "muted" }, "Analysis: " + analysis));
+        a ? el("p", {}, el("strong", {}, `Analysis: ${a.verdict}. `), a.reason) : el("p", { class: "muted" }, "No analysis yet."),
+        checks);
     }));
   }
 
