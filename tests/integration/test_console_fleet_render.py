@@ -87,7 +87,7 @@ def deployment(name: str, ids: range, *, unhealthy: int | None = None) -> dict[s
                 {
                     "replica_id": "r1",
                     "total_s": 41.2,
-                    "phases_s": {"schedule": 3.1, "pull": 12.0, "load_weights": 22.0, "health": 4.1},
+                    "phases_s": {"pull": 12.0, "load_weights": 22.0, "health": 4.1},
                     "weights_source": "s3://models/llama",
                     "at_unix_s": now - 20,
                 }
@@ -157,9 +157,7 @@ def snapshot(unhealthy: int | None) -> dict[str, Any]:
     }
 
 
-def test_a_hundred_replicas_a_rollout_and_an_alert(
-    browser_page: Watched, console_url: str
-) -> None:
+def test_a_hundred_replicas_a_rollout_and_an_alert(browser_page: Watched, console_url: str) -> None:
     p = browser_page.page
     answers = {"n": 0}
 
