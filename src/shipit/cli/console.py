@@ -33,6 +33,7 @@ def console(
 ) -> None:
     import uvicorn
 
+    from shipit.config.security import is_loopback
     from shipit.console import ConsoleApp
     from shipit.gateway.server import bind_socket
 
@@ -47,6 +48,11 @@ def console(
         raise typer.Exit(2) from exc
     bound = sock.getsockname()[1]
     err.print(f"[bold]shipit console[/] at http://{host}:{bound}/ui/  (Ctrl-C stops it)")
+    if not is_loopback(host):
+        err.print(
+            f"[yellow]warning:[/] {host} is reachable from other machines and this console "
+            "checks no API keys; its planner answers anyone who can reach the port"
+        )
     config = uvicorn.Config(ConsoleApp(), log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn has already shut down cleanly

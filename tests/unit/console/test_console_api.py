@@ -199,3 +199,14 @@ def test_every_page_loads_only_files_the_console_ships() -> None:
 )
 def test_other_paths_and_methods_are_refused(method: str, path: str, status: int) -> None:
     assert get(path, method).status == status
+
+
+def test_shipit_up_serves_the_console_unless_told_not_to() -> None:
+    from shipit.cli.lazy import load_command
+
+    up = load_command("up")
+    (option,) = [p for p in up.params if p.name == "console_on"]
+    assert option.default is True
+    assert option.secondary_opts == ["--no-console"]
+    console = load_command("console")
+    assert {p.name: p.default for p in console.params} == {"port": 8090, "host": "127.0.0.1"}
