@@ -1,6 +1,6 @@
 """The web console as a raw ASGI app under ``/ui``: static pages and the JSON API.
 
-Routes (GET and HEAD unless said):
+Routes (pages: GET and HEAD; the API: GET, and POST where said):
 
 - ``/ui`` redirects to ``/ui/``; ``/ui/`` is the start page, ``/ui/vram``, ``/ui/recommend``
   and ``/ui/fleet`` the three pages, ``/ui/static/<file>`` their scripts and styles (the
@@ -74,7 +74,8 @@ class ConsoleApp:
         self.fleet = fleet
         self.assets: dict[str, Asset] = load_assets()
         self._catalog: cap.Catalog | None = None
-        self._slots = asyncio.Semaphore(max_parallel)  # planner calls use whole cores
+        self._max_parallel = max_parallel  # planner calls use whole cores
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     @property
     def catalog(self) -> cap.Catalog:
@@ -112,7 +113,7 @@ class ConsoleApp:
     async def _api(
         self, name: str, method: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        allowed = ("GET", "HEAD", "POST") if name in ("vram", "recommend") else ("GET", "HEAD")
+        allowed = ("GET", "POST") if name in ("vram", "recommend") else ("GET",)
         if name not in ("catalog", "vram", "recommend", "fleet"):
             msg = f"{API}{name}: no such API; the console has {API}catalog, vram, recommend, fleet"
             await _send_json(send, 404, _error(msg, None, "not_found"))
@@ -148,8 +149,15 @@ class ConsoleApp:
         body = api.parse_body(await _read_body(receive)) if method == "POST" else None
         handler = api.vram if name == "vram" else api.recommend
         catalog = self.catalog
-        async with self._slots:
+        async with self._slots_here():
             return await asyncio.to_thread(handler, catalog, query, body)
+
+    def _slots_here(self) -> asyncio.Semaphore:
+        """The semaphore of the running loop (an app may be served again on a new loop)."""
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(self._max_parallel))
+        return self._slots[1]
 
 
 async def _read_body(receive: Receive) -> bytes:

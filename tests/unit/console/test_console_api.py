@@ -195,6 +195,7 @@ def test_every_page_loads_only_files_the_console_ships() -> None:
         ("DELETE", "/ui/api/vram", 405),
         ("POST", "/ui/api/fleet", 405),
         ("GET", "/ui/api/nothing", 404),
+        ("HEAD", "/ui/api/vram", 405),
     ],
 )
 def test_other_paths_and_methods_are_refused(method: str, path: str, status: int) -> None:
@@ -210,3 +211,15 @@ def test_shipit_up_serves_the_console_unless_told_not_to() -> None:
     assert option.secondary_opts == ["--no-console"]
     console = load_command("console")
     assert {p.name: p.default for p in console.params} == {"port": 8090, "host": "127.0.0.1"}
+
+
+def test_planner_calls_queue_on_each_loop_the_app_is_served_on() -> None:
+    app = ConsoleApp(max_parallel=1)
+    path = "/ui/api/vram?model=llama-3.1-8b&gpu=l4"
+
+    async def three() -> list[int]:
+        results = await asyncio.gather(*(call(app, "GET", path) for _ in range(3)))
+        return [r.status for r in results]
+
+    assert asyncio.run(three()) == [200, 200, 200]  # the second and third waited their turn
+    assert asyncio.run(three()) == [200, 200, 200]  # a new loop: a new queue, not an error
