@@ -1,6 +1,7 @@
 """The console's fleet page in a real browser against a real ``shipit up`` (simulated-accelerator
 replicas, autoscaled 2..3): the page polls ``/ui/api/fleet`` and redraws in place. A replica
-that stops answering (frozen with SIGSTOP, then killed) turns unhealthy on the page; load then
+that stops answering (frozen with SIGSTOP) turns unhealthy on the page and, once killed, leaves
+it; load then
 scales the deployment up and the new replica and the scale decision with its reason appear;
 all without a reload and without a console error. (A replica killed outright is reaped by the
 next autoscaler tick, often before a health probe marks it; freezing it first makes the
@@ -77,6 +78,8 @@ def test_fleet_page_follows_the_fleet_live(up: Up, browser_page: Watched) -> Non
         assert p.text_content("[data-field=unhealthy] .value") == "1"
     finally:
         os.kill(pid, signal.SIGKILL)
+    # Killed, it is reaped (its row leaves the page) and the autoscaler starts another.
+    p.wait_for_selector(f"tr[data-replica='{victim}']", state="detached", timeout=30_000)
     threads = up.load_in_background(concurrency=8)
     try:
         # A replica none of the first ones was, and the decision that started it, with its reason.
