@@ -1,11 +1,10 @@
 """The console's fleet page in a real browser against a real ``shipit up`` (simulated-accelerator
 replicas, autoscaled 2..3): the page polls ``/ui/api/fleet`` and redraws in place. A replica
 that stops answering (frozen with SIGSTOP) turns unhealthy on the page and, once killed, leaves
-it; load then
-scales the deployment up and the new replica and the scale decision with its reason appear;
-all without a reload and without a console error. (A replica killed outright is reaped by the
-next autoscaler tick, often before a health probe marks it; freezing it first makes the
-unhealthy state certain to be seen.) Writes ``docs/images/console-fleet.png``."""
+it; load then scales the deployment up and the new replica and the scale decision with its
+reason appear; all without a reload and without a console error. (A replica killed outright is
+reaped by the next autoscaler tick, often before a health probe marks it; freezing it first
+makes the unhealthy state certain to be seen.) Writes ``docs/images/console-fleet.png``."""
 
 from __future__ import annotations
 
