@@ -6,7 +6,8 @@ node selector and tolerations; probes on ``/health``; a grace period above the d
 ``restartPolicy: Never``, so a crash is seen and handled by shipit's lifecycle policy rather
 than restarted in place). ``read_pod`` turns a pod into a ``PodView``: its replica state, the
 cold-start milestones it has passed, and, if it failed, why (OOMKilled, Evicted, NodeLost, a
-container error and its message). No I/O.
+container error and its message, a controller's DisruptionTarget such as the taint manager's
+on an unreachable node, or a deletion nobody here asked for). No I/O.
 """
 
 from __future__ import annotations
@@ -168,16 +169,22 @@ def _condition(pod: Pod, kind: str) -> bool:
 
 def _failure(pod: Pod) -> tuple[str, str] | None:
     st = pod.status
-    if st is None:
-        return None
-    if st.reason in ("Evicted", "NodeLost", "Preempted", "Shutdown", "Terminated"):
-        return st.reason, st.message or ""
-    for cs in st.containerStatuses or []:
-        term = cs.state.terminated if cs.state else None
-        if term is not None:
-            return term.reason or "Error", term.message or ""
-    if st.phase in ("Failed", "Succeeded", "Unknown"):
-        return st.phase, st.message or ""
+    if st is not None:
+        if st.reason in ("Evicted", "NodeLost", "Preempted", "Shutdown", "Terminated"):
+            return st.reason, st.message or ""
+        for cs in st.containerStatuses or []:
+            term = cs.state.terminated if cs.state else None
+            if term is not None:
+                return term.reason or "Error", term.message or ""
+        if st.phase in ("Failed", "Succeeded", "Unknown"):
+            return st.phase, st.message or ""
+        # A controller is taking it away: the taint manager (its node is unreachable),
+        # preemption, the eviction API, pod garbage collection.
+        for c in st.conditions or []:
+            if c.type == "DisruptionTarget" and c.status == "True":
+                return c.reason or "DisruptionTarget", c.message or ""
+    if pod.metadata is not None and pod.metadata.deletionTimestamp is not None:
+        return "Terminating", "deleted by another client"
     return None
 
 
