@@ -171,6 +171,8 @@ class Gateway:
             deployments=self.deployments,
             metrics=self.metrics,
             clock=clock,
+            catalog=self.catalog,
+            new_id=self.new_request_id,
             security=self.security,
         )
 
@@ -293,7 +295,12 @@ class Gateway:
         headers = scope.get(HEADERS)  # the security layer's, when it read them
         if headers is None:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        return f"{self._id_prefix}{next(self._ids)}", headers  # unique: keys the queue
+        return self.new_request_id(), headers
+
+    def new_request_id(self, door: str = "") -> str:
+        """A request id unique in this gateway (it keys the admission queue); ``door`` tags
+        requests that came another way than HTTP (``grpc-``, ``ws-``)."""
+        return f"{self._id_prefix}{door}{next(self._ids)}"
 
     async def handle_inference(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
