@@ -20,6 +20,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,7 @@ from shipit.services.router import RouterService
 
 if TYPE_CHECKING:
     from shipit.gateway.rpc import GrpcDoor
+    from shipit.telemetry.instruments import ControlPlaneMetrics
 
 EXAMPLES = """
 Examples:
@@ -314,6 +316,7 @@ def up(
     # backend: kubernetes: that deployment's replicas are pods, watched by their own backend
     # (the client library is imported only then).
     pods: dict[str, ReplicaBackend] = {}
+    bind_metrics: list[Callable[[ControlPlaneMetrics], None]] = []
     if any(d.backend == "kubernetes" for d in cfg.deployments):
         from shipit.backends.k8s_pods import settings_for
         from shipit.backends.kubernetes import KubernetesBackend
@@ -321,7 +324,9 @@ def up(
         for d in cfg.deployments:
             if d.backend == "kubernetes":
                 settings = settings_for(cfg, d)
-                pods[d.name] = KubernetesBackend(settings, deployment=d.name, registrars=registrars)
+                backend = KubernetesBackend(settings, deployment=d.name, registrars=registrars)
+                pods[d.name] = backend
+                bind_metrics.append(backend.bind_metrics)
     fleet = Fleet(cfg.deployments, registrars, local=local, external=external, backends=pods)
     start_hooks: list[Hook] = [fleet.start]
     stop_hooks: list[Hook] = [fleet.stop]
@@ -355,6 +360,8 @@ def up(
         if remove_logs:
             shutil.rmtree(local.log_dir, ignore_errors=True)
         raise typer.Exit(2) from exc
+    for bind in bind_metrics:  # node cordons count in the gateway's /metrics
+        bind(gateway.control_metrics)
     scheme = "https" if cfg.gateway.tls.enabled else "http"
     listen = f"{scheme}://{cfg.gateway.host}:{sock.getsockname()[1]}"
 
