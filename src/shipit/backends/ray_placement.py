@@ -6,8 +6,8 @@ the custom resource ``pool:<name>``, one unit per replica). ``choose_node`` spre
 deployment's replicas: of the alive nodes whose totals, less what shipit's replicas there hold,
 cover one more replica, the one that runs the fewest of the deployment's replicas (then the
 lowest node id, so the choice is reproducible); with no such node it says why and lets Ray's
-scheduler hold the replica (an autoscaling cluster may add a node). No Ray, clock, socket or process here: ``backends.ray``
-reads the cluster and applies the choice.
+scheduler hold the replica (an autoscaling cluster may add a node). No Ray, clock, socket or
+process here: ``backends.ray`` reads the cluster and applies the choice.
 """
 
 from __future__ import annotations

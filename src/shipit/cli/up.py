@@ -63,6 +63,7 @@ Examples:
   shipit up --config shipit.yaml --port 9000
   shipit up --simulate H100:llama-3.1-8b --min-replicas 0 --max-replicas 3   # autoscaled
   shipit up --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem   # keys required (shipit keys)
+  shipit up --backend ray --ray-address 10.0.0.2:6379 --simulate H100:llama-3.1-8b   # Ray actors
 """
 
 
@@ -110,6 +111,7 @@ def build_config(
     model: str | None,
     simulate: str | None,
     replica_url: list[str],
+    backend: str | None = None,
     autoscaling: dict[str, float | None] | None = None,
     security: dict[str, Any] | None = None,
 ) -> ShipitConfig:
@@ -135,6 +137,8 @@ def build_config(
             replicas = 0  # external endpoints only, unless asked for local ones too
     if replicas is not None:
         over["replicas"] = replicas
+    if backend is not None:
+        over["backend"] = backend
     for field, value in (autoscaling or {}).items():
         if value is not None:
             over[f"autoscaling.{field}"] = value
@@ -156,6 +160,30 @@ def _check_servable(cfg: ShipitConfig) -> None:
                 "from zero (--min-replicas 0 --max-replicas N)",
                 field="replicas",
             )
+
+
+def _ray_backends(
+    cfg: ShipitConfig, address: str | None, admin_token: str, console: Console
+) -> dict[str, ReplicaBackend]:
+    """``backend: ray`` deployments share one ``RayBackend``, joined to its cluster now so a
+    missing Ray or an unreachable cluster stops ``shipit up`` at once, with what to do."""
+    from shipit.backends.ray import RayBackend
+    from shipit.backends.ray_placement import RayBackendError
+
+    configs = {d.name: d.ray_backend for d in cfg.deployments if d.backend == "ray"}
+    if not configs:
+        raise ConfigError(
+            f"--ray-address {address}: no deployment has backend: ray; add --backend ray "
+            "(or backend: ray in shipit.yaml)",
+            field="ray_address",
+        )
+    try:
+        backend = RayBackend(configs, address=address, admin_token=admin_token)
+        console.print(f"joining Ray cluster {backend.address or '(single node, started here)'}")
+        backend.connect()
+    except RayBackendError as exc:
+        raise ConfigError(exc.message, field="ray_backend") from exc
+    return dict.fromkeys(configs, backend)
 
 
 def _table(gateway: Gateway) -> Table:
@@ -197,6 +225,18 @@ def up(
     ),
     replica_url: list[str] = typer.Option(
         [], "--replica-url", help="An external OpenAI-compatible replica (repeatable)."
+    ),
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        help="Where the replicas run: local (processes here), kubernetes (pods) or ray (actors "
+        "on a Ray cluster; pip install 'shipit[ray]'). See docs/ray.md.",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="With --backend ray: the Ray cluster's head, host:port (or 'auto', ray://...); "
+        "default $RAY_ADDRESS, else a single-node Ray started here.",
     ),
     min_replicas: int | None = typer.Option(
         None, "--min-replicas", help="Autoscaling lower bound (0: scale to zero)."
@@ -270,6 +310,7 @@ def up(
             model=model,
             simulate=simulate,
             replica_url=replica_url,
+            backend=backend,
             autoscaling={
                 "min_replicas": min_replicas,
                 "max_replicas": max_replicas,
@@ -316,6 +357,13 @@ def up(
             if d.backend == "kubernetes":
                 settings = settings_for(cfg, d)
                 pods[d.name] = KubernetesBackend(settings, deployment=d.name, registrars=registrars)
+    if any(d.backend == "ray" for d in cfg.deployments) or ray_address:
+        try:
+            pods |= _ray_backends(cfg, ray_address, admin_token, console)
+        except ConfigError as exc:
+            console.print(f"[red]error:[/] {exc.message}")
+            sock.close()
+            raise typer.Exit(2) from exc
     fleet = Fleet(cfg.deployments, registrars, local=local, external=external, backends=pods)
     start_hooks: list[Hook] = [fleet.start]
     stop_hooks: list[Hook] = [fleet.stop]

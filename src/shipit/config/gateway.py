@@ -36,9 +36,9 @@ from pydantic import (
 from shipit.config.autoscaling import AutoscalingConfig
 from shipit.config.jobs import JobsConfig
 from shipit.config.k8s_backend import KubernetesBackendConfig
-from shipit.config.ray_backend import RayBackendConfig
 from shipit.config.kubernetes import KubernetesConfig
 from shipit.config.observability import AlertsConfig, SloConfig
+from shipit.config.ray_backend import RayBackendConfig
 from shipit.config.rollout import RolloutSettings
 from shipit.config.security import AuthConfig, EdgeLimitsConfig, TlsConfig
 from shipit.config.upstream_auth import UpstreamAuthConfig
