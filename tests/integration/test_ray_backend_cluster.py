@@ -142,7 +142,7 @@ def test_replicas_on_a_real_ray_cluster(cluster: LocalRayCluster, tmp_path: Path
                     "target_utilization": 1.0,
                     "autoscaling_window_s": 4,
                     "panic_window_s": 1,
-                    "scale_down_delay_s": 2,
+                    "scale_down_delay_s": 10,
                     "idle_timeout_s": 4,
                     "tick_interval_s": 0.2,
                 },
@@ -183,9 +183,14 @@ def test_replicas_on_a_real_ray_cluster(cluster: LocalRayCluster, tmp_path: Path
         cluster.track()
         return {name: node.replica_ports() for name, node in cluster.nodes.items()}
 
+    def listening() -> bool:
+        return httpx.get(url + "/health", timeout=5).status_code in (200, 503)
+
     try:
-        wait_for("two ready replicas", lambda: len(ready_ports()) == 2, 240, up)
+        wait_for("the gateway", listening, 180, up)
+        # Load from the start: the two replicas it starts with are wanted (no scale-down).
         with Load(url, concurrency=4) as load:
+            wait_for("two ready replicas", lambda: len(ready_ports()) == 2, 240, up)
             # Placement by resource and spread: one on each node with pool:gpu, none on w2.
             first = placed()
             assert len(first["head"]) == 1, first

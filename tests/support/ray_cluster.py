@@ -65,10 +65,13 @@ def descendants(pid: int) -> list[int]:
 
 
 def start_time(pid: int) -> str | None:
+    """The process's start time (to tell it from a later one with its pid); None once it has
+    exited (a zombie waiting to be reaped counts as exited)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def cmdline(pid: int) -> list[str]:
@@ -174,6 +177,11 @@ class LocalRayCluster:
                 node.proc.wait(timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def leftovers(self) -> list[int]:
-        """Tracked processes still running (after ``stop``: none, or the test leaks)."""
-        return [p for p, s in self._seen.items() if s is not None and start_time(p) == s]
+    def leftovers(self, wait_s: float = 10.0) -> list[int]:
+        """Tracked processes still running ``wait_s`` after ``stop`` (none, or the test leaks)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            left = [p for p, s in self._seen.items() if s is not None and start_time(p) == s]
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.2)

@@ -403,7 +403,7 @@ def up(
         for d in cfg.deployments:
             console.print(
                 f"[bold]shipit gateway[/] listening on {listen}/v1  deployment {d.name!r}: "
-                f"model {d.model_name!r}, {d.initial_replicas} local + {len(d.replica_urls)} "
+                f"model {d.model_name!r}, {d.initial_replicas} {d.backend} + {len(d.replica_urls)} "
                 f"external replicas, routing {d.routing.policy}, queue {d.queueing.max_queue}, "
                 f"at most {d.queueing.max_concurrency} in flight per replica"
             )
