@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shipit.backends.base import ReplicaBackend
@@ -360,8 +361,8 @@ def up(
     if any(d.backend == "ray" for d in cfg.deployments) or ray_address:
         try:
             pods |= _ray_backends(cfg, ray_address, admin_token, console)
-        except ConfigError as exc:
-            console.print(f"[red]error:[/] {exc.message}")
+        except ConfigError as exc:  # escaped: "shipit[ray]" is not Rich markup
+            console.print(f"[red]error:[/] {escape(exc.message)}")
             sock.close()
             raise typer.Exit(2) from exc
     fleet = Fleet(cfg.deployments, registrars, local=local, external=external, backends=pods)
