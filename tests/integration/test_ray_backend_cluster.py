@@ -215,6 +215,7 @@ def test_replicas_on_a_real_ray_cluster(cluster: LocalRayCluster, tmp_path: Path
                 180,
                 up,
             )
+            replaced_s = time.monotonic()
             after = placed()
             assert len(after["head"]) == 2, after
             assert after["w2"] == set(), after
@@ -229,6 +230,11 @@ def test_replicas_on_a_real_ray_cluster(cluster: LocalRayCluster, tmp_path: Path
         assert later and all(s.ok for s in later), [s.detail for s in later if not s.ok][:5]
         cut = [s for s in load.sent if not s.ok]
         assert len(cut) <= 4, [s.detail for s in cut]  # at most what was in flight on w1
+        print(
+            f"node loss: {len(load.sent)} requests, {len(cut)} cut in flight, "
+            f"{len(later)} sent after the replica died all answered; replacement ready "
+            f"{replaced_s - died_s:.1f}s after"
+        )
 
         # Idle: down to zero replicas, every replica process gone from every node.
         wait_for("scale to zero", lambda: replicas() == [], 120, up)

@@ -189,10 +189,11 @@ class RayBackend:
                 node_views(await asyncio.to_thread(self.nodes)), want, *self._counts(spec)
             )
             why = placement.reason
-            if placement.node_id is not None:
-                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-                    placement.node_id, soft=True
-                )
+            options["scheduling_strategy"] = (
+                NodeAffinitySchedulingStrategy(placement.node_id, soft=True)
+                if placement.node_id is not None
+                else "SPREAD"  # nothing fits now: Ray holds it, then spreads what it places
+            )
         if self._actor_cls is None:
             self._actor_cls = ray.remote(ReplicaActor)
         actor = self._actor_cls.options(**options).remote(replica_id)
