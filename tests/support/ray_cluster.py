@@ -121,27 +121,40 @@ class LocalRayCluster:
     def env(self) -> dict[str, str]:
         return {**os.environ, **ENV}
 
-    def _start(self, name: str, args: list[str], timeout_s: float) -> RayNode:
-        log = self.root / f"{name}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [RAY, "start", *args, *COMMON],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env(),
-                start_new_session=True,
-            )
-        node = RayNode(name, proc, log)
-        self.nodes[name] = node
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:  # printed once the node has joined the cluster
-            if "Ray runtime started" in log.read_text(errors="replace"):
+    def _start(self, name: str, args: list[str], timeout_s: float, attempts: int = 3) -> RayNode:
+        """Start a node and wait until it has joined. Ray gives a raylet 30 s to register with
+        the GCS, which a loaded 2-core machine can miss: then the attempt is killed and retried."""
+        errors = []
+        for attempt in range(attempts):
+            log = self.root / f"{name}.{attempt}.log"
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    [RAY, "start", *args, *COMMON],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=self.env(),
+                    start_new_session=True,
+                )
+            node = RayNode(name, proc, log)
+            self.nodes[name] = node
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:  # printed once the node has joined the cluster
                 self.track()
-                return node
-            if proc.poll() is not None:
-                break
-            time.sleep(0.3)
-        raise RuntimeError(f"Ray node {name} did not start:\n{log.read_text(errors='replace')}")
+                if "Ray runtime started" in log.read_text(errors="replace"):
+                    return node
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.3)
+            errors.append(log.read_text(errors="replace")[-2000:])
+            self._kill([proc.pid, *descendants(proc.pid)])
+        raise RuntimeError(f"Ray node {name} did not start:\n" + "\n---\n".join(errors))
+
+    def _kill(self, pids: list[int]) -> None:
+        for pid in pids:
+            started = self._seen.get(pid)
+            if started is not None and start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     def start_head(self, resources: dict[str, float], timeout_s: float = 180) -> RayNode:
         self.port = free_port()
@@ -168,10 +181,7 @@ class LocalRayCluster:
     def stop(self) -> None:
         """SIGKILL every process this cluster started (checked by start time against pid reuse)."""
         self.track()
-        for pid, started in self._seen.items():
-            if started is not None and start_time(pid) == started:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        self._kill(list(self._seen))
         for node in self.nodes.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 node.proc.wait(timeout=10)
