@@ -44,6 +44,7 @@ from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 log = logging.getLogger("shipit.backends.ray")
 STOP_MARGIN_S = 15.0  # beyond the actor's own drain + kill grace, for the call itself
 PROBE_TIMEOUT_S = 5.0
+SUSPECT_S = 60.0  # how long new replicas avoid a node where an actor died
 # Ray ships the driver's working directory to the workers when the driver runs under `uv run`;
 # the replicas run the shipit installed on each node instead.
 _NO_UV_HOOK = "RAY_ENABLE_UV_RUN_RUNTIME_ENV"
@@ -104,6 +105,7 @@ class RayBackend:
         self._owns_ray = False
         self._closed = False
         self._seq = 0
+        self._lost: dict[str, float] = {}  # node id -> when an actor there died
 
     # ----- the cluster ----------------------------------------------------------------------
     def connect(self) -> None:
@@ -185,9 +187,8 @@ class RayBackend:
             options["runtime_env"] = cfg.runtime_env
         why = "spread is off: Ray's scheduler places it"
         if cfg.spread:
-            placement = choose_node(
-                node_views(await asyncio.to_thread(self.nodes)), want, *self._counts(spec)
-            )
+            nodes = node_views(await asyncio.to_thread(self.nodes))
+            placement = choose_node(nodes, want, *self._counts(spec), avoid=self._suspect())
             why = placement.reason
             options["scheduling_strategy"] = (
                 NodeAffinitySchedulingStrategy(placement.node_id, soft=True)
@@ -236,6 +237,12 @@ class RayBackend:
                 used[r.node_id][k] = used[r.node_id].get(k, 0.0) + v
         return dict(ours), dict(used)
 
+    def _suspect(self) -> frozenset[str]:
+        """Nodes where an actor died lately: Ray takes a while (its GCS health checks) to
+        declare a lost node dead, and a replacement aimed there would wait for that."""
+        now = time.monotonic()
+        return frozenset(n for n, at in self._lost.items() if now - at < SUSPECT_S)
+
     def node_of(self, replica_id: str) -> str | None:
         r = self.replicas.get(replica_id)
         return r.node_id if r is not None else None
@@ -263,6 +270,7 @@ class RayBackend:
             r.gone = f"replica process exited with status {code}"
         except Exception as exc:  # RayActorError: the actor or its node died
             r.gone = f"{type(exc).__name__}: actor or node died"
+            self._lost[r.node_id] = time.monotonic()
         log.warning("replica %s is gone: %s", r.handle.replica_id, r.gone)
         return False
 

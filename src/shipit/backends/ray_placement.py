@@ -93,12 +93,16 @@ def choose_node(
     want: Mapping[str, float],
     ours: Mapping[str, int],
     used: Mapping[str, Mapping[str, float]] | None = None,
+    avoid: frozenset[str] = frozenset(),
 ) -> Placement:
     """The node for one more replica asking ``want``: ``ours`` counts the deployment's replicas
-    per node id, ``used`` sums the resources all of shipit's replicas hold per node id."""
+    per node id, ``used`` sums the resources all of shipit's replicas hold per node id. Nodes in
+    ``avoid`` (where an actor just died: Ray may not have declared the node dead yet) are taken
+    only when no other node fits."""
     used = used or {}
     alive = [n for n in nodes if n.alive]
     fitting = [n for n in alive if fits(n, want, used.get(n.node_id, {}))]
+    fitting = [n for n in fitting if n.node_id not in avoid] or fitting
     if not fitting:
         have = "; ".join(f"{n.address or n.node_id[:8]} {_fmt(dict(n.resources))}" for n in alive)
         return Placement(

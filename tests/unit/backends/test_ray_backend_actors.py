@@ -165,18 +165,26 @@ def test_replicas_spread_over_the_nodes_with_the_pool(ray: FakeRay) -> None:
     assert ray.actors[-1].options["scheduling_strategy"] == "SPREAD"
 
 
-def test_a_dead_actor_is_no_longer_alive_and_says_why(ray: FakeRay) -> None:
+def test_a_dead_replica_is_no_longer_alive_and_says_why(ray: FakeRay) -> None:
     backend = RayBackend({"chat": CFG}, address="auto")
     [a, b] = asyncio.run(backend.start(SPEC, 2))
     assert backend.alive(a) and backend.alive(b)
-    watch = ray.actors[1].watch  # b, on n2
-    assert watch is not None
-    watch.finish(RuntimeError("node n2 died"))
+    # b's process exits (a crash) on n2: gone, and no longer counted on n2.
+    watch_b = ray.actors[1].watch
+    assert watch_b is not None
+    watch_b.value = 1
+    watch_b.finish()
     assert not backend.alive(b) and backend.alive(a)
-    assert "actor or node died" in (backend.failure(b.replica_id) or "")
+    assert backend.failure(b.replica_id) == "replica process exited with status 1"
     assert [h.replica_id for h in backend.list()] == [a.replica_id]
-    # The dead replica no longer counts: the replacement goes to n2 (with it counted, the tie
-    # would go to n1).
+    [b2] = asyncio.run(backend.start(SPEC, 1))
+    assert ray.actors[-1].node_id == "n2"  # counted, the tie would have gone to n1
+    # a's actor dies with its node n1: the replacement avoids n1, though n1 now runs none.
+    watch_a = ray.actors[0].watch
+    assert watch_a is not None
+    watch_a.finish(RuntimeError("node n1 died"))
+    assert not backend.alive(a) and backend.alive(b2)
+    assert "actor or node died" in (backend.failure(a.replica_id) or "")
     asyncio.run(backend.start(SPEC, 1))
     assert ray.actors[-1].node_id == "n2"
 

@@ -73,6 +73,15 @@ def test_dead_nodes_are_skipped() -> None:
     assert p.node_id == "n1"
 
 
+def test_a_node_to_avoid_is_taken_only_when_nothing_else_fits() -> None:
+    assert (
+        choose_node([HEAD, W1], {"pool:gpu": 1.0}, {"n2": 1}, avoid=frozenset({"n1"})).node_id
+        == "n2"
+    )
+    only = choose_node([HEAD, W2], {"pool:gpu": 1.0}, {}, avoid=frozenset({"n1"}))
+    assert only.node_id == "n1"
+
+
 def test_room_counts_what_our_other_replicas_hold() -> None:
     # n1 has 4 CPUs, 3 held by another deployment's replicas: a 2-CPU replica no longer fits.
     p = choose_node([HEAD, W2], {"CPU": 2.0}, {}, {"n1": {"CPU": 3.0}})
