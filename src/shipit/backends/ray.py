@@ -214,7 +214,8 @@ class RayBackend:
         except Exception:
             ray.kill(actor, no_restart=True)
             raise
-        url = f"http://{info['host']}:{info['port']}"
+        host = f"[{info['host']}]" if ":" in info["host"] else info["host"]  # IPv6
+        url = f"http://{host}:{info['port']}"
         handle = ReplicaHandle(replica_id, url, spec.deployment, log_path=info["log_path"])
         watch = actor.wait.remote()
         self.replicas[replica_id] = _Replica(
@@ -229,7 +230,7 @@ class RayBackend:
         ours: Counter[str] = Counter()
         used: dict[str, dict[str, float]] = defaultdict(dict)
         for r in self.replicas.values():
-            if r.gone is not None:
+            if not self._check(r):
                 continue
             if r.handle.deployment == spec.deployment:
                 ours[r.node_id] += 1
