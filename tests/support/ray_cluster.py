@@ -35,6 +35,9 @@ ENV = {
     "RAY_AUTH_MODE": "disabled",  # no token file written to the home directory
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    # How long a starting node's registration is waited for (Ray's default is tight for a
+    # loaded 2-core machine running three nodes).
+    "RAY_raylet_start_wait_time_s": "120",
 }
 COMMON = [
     "--block",
@@ -43,6 +46,7 @@ COMMON = [
     "100000000",
     "--num-cpus",
     "1",
+    "--include-log-monitor=false",  # one Python process fewer per node; no logs to a driver
 ]
 
 
