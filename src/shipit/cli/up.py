@@ -231,7 +231,7 @@ def up(
         None,
         "--backend",
         help="Where the replicas run: local (processes here), kubernetes (pods) or ray (actors "
-        "on a Ray cluster; pip install 'shipit[ray]'). See docs/ray.md.",
+        "on a Ray cluster; pip install 'shipit\\[ray]'). See docs/ray.md.",
     ),
     ray_address: str | None = typer.Option(
         None,

@@ -142,3 +142,9 @@ def test_the_core_never_imports_ray() -> None:
         "assert 'ray' not in sys.modules, 'ray was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_up_help_names_the_ray_extra() -> None:
+    res = CliRunner().invoke(build_app(), ["up", "--help"])
+    assert res.exit_code == 0
+    assert "'shipit[ray]'" in res.output and "--ray-address" in res.output
