@@ -34,6 +34,7 @@ from shipit.backends.fleet import Fleet
 from shipit.backends.local import LocalProcessBackend
 from shipit.backends.static import StaticBackend
 from shipit.capacity import parse_gpu_model
+from shipit.cli.up_ray import ray_backends
 from shipit.cli.up_security import apply_security_flags, check_security
 from shipit.config.gateway import (
     ROUTING_POLICIES,
@@ -162,30 +163,6 @@ def _check_servable(cfg: ShipitConfig) -> None:
                 "from zero (--min-replicas 0 --max-replicas N)",
                 field="replicas",
             )
-
-
-def _ray_backends(
-    cfg: ShipitConfig, address: str | None, admin_token: str, console: Console
-) -> dict[str, ReplicaBackend]:
-    """``backend: ray`` deployments share one ``RayBackend``, joined to its cluster now so a
-    missing Ray or an unreachable cluster stops ``shipit up`` at once, with what to do."""
-    from shipit.backends.ray import RayBackend
-    from shipit.backends.ray_placement import RayBackendError
-
-    configs = {d.name: d.ray_backend for d in cfg.deployments if d.backend == "ray"}
-    if not configs:
-        raise ConfigError(
-            f"--ray-address {address}: no deployment has backend: ray; add --backend ray "
-            "(or backend: ray in shipit.yaml)",
-            field="ray_address",
-        )
-    try:
-        backend = RayBackend(configs, address=address, admin_token=admin_token)
-        console.print(f"joining Ray cluster {backend.address or '(single node, started here)'}")
-        backend.connect()
-    except RayBackendError as exc:
-        raise ConfigError(exc.message, field="ray_backend") from exc
-    return dict.fromkeys(configs, backend)
 
 
 def _table(gateway: Gateway) -> Table:
@@ -366,7 +343,7 @@ def up(
                 pods[d.name] = KubernetesBackend(settings, deployment=d.name, registrars=registrars)
     if any(d.backend == "ray" for d in cfg.deployments) or ray_address:
         try:
-            pods |= _ray_backends(cfg, ray_address, admin_token, console)
+            pods |= ray_backends(cfg, ray_address, admin_token, console)
         except ConfigError as exc:  # escaped: "shipit[ray]" is not Rich markup
             console.print(f"[red]error:[/] {escape(exc.message)}")
             sock.close()
