@@ -102,11 +102,9 @@ async def eventually(cond: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
-@asynccontextmanager
-async def rig(tmp_path: Path, **rollout: Any) -> AsyncIterator[Rig]:
-    emu = K8sEmulator(autopilot=True)  # every new pod is scheduled and made ready at once
-    await emu.start()
-    emu.add_node("n1", {"gpu": "l4"})
+def gateway(emu: K8sEmulator, tmp_path: Path, **rollout: Any) -> Rig:
+    """One gateway's worth of control plane: router, pod backend, fleet, rollout controller
+    (its state under ``tmp_path/state``, where a restarted gateway finds it)."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(json.dumps(emu.kubeconfig(NS)))
     settings = {
@@ -150,14 +148,22 @@ async def rig(tmp_path: Path, **rollout: Any) -> AsyncIterator[Rig]:
         {"chat": router}, fleet, upstream=lambda: warmups, clock=clock, home=tmp_path / "state",
         wall=lambda: 0.0,
     )  # type: ignore[arg-type]  # fmt: skip
-    r = Rig(emu, router, fleet, controller, clock, warmups)
+    return Rig(emu, router, fleet, controller, clock, warmups)
+
+
+@asynccontextmanager
+async def rig(tmp_path: Path, **rollout: Any) -> AsyncIterator[Rig]:
+    emu = K8sEmulator(autopilot=True)  # every new pod is scheduled and made ready at once
+    await emu.start()
+    emu.add_node("n1", {"gpu": "l4"})
+    r = gateway(emu, tmp_path, **rollout)
     try:
-        await fleet.start()
+        await r.fleet.start()
         await eventually(lambda: len(ready(r, "v1")) == 2, "two v1 pods ready")
         yield r
     finally:
-        await controller.close()
-        await fleet.stop()
+        await r.controller.close()
+        await r.fleet.stop()
         await emu.close()
 
 
@@ -290,5 +296,43 @@ def test_a_slower_green_on_kubernetes_is_rolled_back_within_the_keep_window(
             assert r.split() == {"v1": 100.0, "v2": 0.0}
             await eventually(lambda: r.pods("v2") == [], "the green pod deleted")
             assert r.pods() == old
+
+    asyncio.run(main())
+
+
+def test_a_restarted_gateway_resumes_the_canary_with_the_pods_it_left(tmp_path: Path) -> None:
+    """The gateway exits mid-canary (its pods keep running); the next one adopts every pod as
+    the version its label says, starts no new ones, and the canary goes on to completion."""
+
+    async def main() -> None:
+        async with rig(tmp_path) as first:
+            old = first.pods("v1")
+            new = await start_and_warm(first, "v2", 2, strategy="canary")
+            assert first.phase() is Phase.CANARY
+            await first.controller.close()
+            await first.fleet.stop()  # the pods stay: keep_replicas_on_exit
+            assert first.pods() == sorted(old + new)
+
+            second = gateway(first.emu, tmp_path)
+            second.controller.load()
+            await second.fleet.start()
+            try:
+                await eventually(lambda: len(ready(second, "v1")) == 2, "v1 adopted")
+                await eventually(lambda: len(ready(second, "v2")) == 2, "v2 adopted as v2")
+                assert second.split() == {"v1": 100.0, "v2": 0.0}  # until warm again
+                for _ in range(40):
+                    await second.serve(40)
+                    await second.tick()
+                    if second.phase().done:
+                        break
+                    assert second.pods("v1") == old  # no pod started twice
+                    assert second.pods("v2") == new
+                assert second.phase() is Phase.COMPLETE
+                await eventually(lambda: second.pods("v1") == [], "the v1 pods deleted")
+                assert second.pods() == new
+                assert sorted(second.fleet.managed("chat")) == new
+            finally:
+                await second.controller.close()
+                await second.fleet.stop()
 
     asyncio.run(main())
