@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from shipit.backends.k8s_pods import VERSION, settings_for
 from shipit.backends.kubernetes import KubernetesBackend
 from shipit.backends.static import StaticBackend
 from shipit.config.gateway import parse_config
+from shipit.config.rollout import VersionConfig
 from shipit.core.clock import FakeClock
 from shipit.core.fleet import ReplicaState
 from shipit.core.views import RequestView
@@ -336,3 +337,55 @@ def test_a_restarted_gateway_resumes_the_canary_with_the_pods_it_left(tmp_path: 
                 await second.fleet.stop()
 
     asyncio.run(main())
+
+
+def test_a_gateway_that_died_before_deleting_the_old_pods_deletes_them_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """The rollout completed but the gateway exited before the old version's pods were
+    deleted: the next gateway sends them no traffic and deletes them."""
+
+    async def main() -> None:
+        async with rig(tmp_path, keep_old_s=0) as first:
+            old = first.pods("v1")
+
+            async def dies_first(deployment: str, replica_id: str) -> None:
+                return None  # the gateway exits before the deletion goes out
+
+            first.controller.pool = dies_first_pool(first.fleet, dies_first)
+            new = await start_and_warm(first, "v2", 1, strategy="blue_green")
+            await first.tick()
+            assert first.phase() is Phase.COMPLETE
+            await first.controller.close()
+            await first.fleet.stop()
+            assert first.pods() == sorted(old + new)
+
+            second = gateway(first.emu, tmp_path, keep_old_s=0)
+            second.controller.load()
+            await second.fleet.start()
+            try:
+                await eventually(lambda: len(ready(second, "v2")) == 1, "v2 adopted")
+                await second.tick()
+                assert second.split() == {"v1": 0.0, "v2": 100.0}
+                await second.serve(20)
+                records = {rec.replica_id: rec for rec in second.router.registry.records()}
+                assert all(records[rid].version == "v2" for rid in new)
+                await eventually(lambda: second.pods("v1") == [], "the old pods deleted")
+                assert second.pods() == new
+            finally:
+                await second.controller.close()
+                await second.fleet.stop()
+
+    asyncio.run(main())
+
+
+class dies_first_pool:  # noqa: N801  (a stand-in: the fleet, with stop_replica replaced)
+    def __init__(self, fleet: Fleet, stop: Callable[[str, str], Awaitable[None]]) -> None:
+        self.fleet = fleet
+        self.stop_replica = stop
+
+    async def start_version(self, deployment: str, version: VersionConfig) -> list[str]:
+        return await self.fleet.start_version(deployment, version)
+
+    def adopt_version(self, deployment: str, version: VersionConfig) -> None:
+        self.fleet.adopt_version(deployment, version)

@@ -189,6 +189,13 @@ def test_blue_green_switches_at_once_then_stops_blue() -> None:
     assert world.history[-1].stop_version == "v1"
 
 
+def test_blue_green_without_a_keep_window_switches_and_completes() -> None:
+    world = World(spec(strategy="blue_green", keep_old_s=0.0))  # no look was planned: alpha
+    world.run(1000)  # was a division by zero
+    assert world.codes() == ["warming", "switch", "complete"]
+    assert world.history[-1].stop_version == "v1"
+
+
 def test_blue_green_rolls_back_a_worse_green_within_the_keep_window() -> None:
     world = World(spec(strategy="blue_green", keep_old_s=120.0), candidate=Model(tpot_scale=1.5))
     world.now = 0.0
