@@ -352,8 +352,8 @@ def test_a_gateway_that_died_before_deleting_the_old_pods_deletes_them_after_a_r
             async def dies_first(deployment: str, replica_id: str) -> None:
                 return None  # the gateway exits before the deletion goes out
 
-            first.controller.pool = dies_first_pool(first.fleet, dies_first)
-            new = await start_and_warm(first, "v2", 1, strategy="blue_green")
+            first.controller.pool = NoDeletePool(first.fleet, dies_first)
+            new = await start_and_warm(first, "v2", 2, strategy="blue_green")
             await first.tick()
             assert first.phase() is Phase.COMPLETE
             await first.controller.close()
@@ -364,7 +364,7 @@ def test_a_gateway_that_died_before_deleting_the_old_pods_deletes_them_after_a_r
             second.controller.load()
             await second.fleet.start()
             try:
-                await eventually(lambda: len(ready(second, "v2")) == 1, "v2 adopted")
+                await eventually(lambda: len(ready(second, "v2")) == 2, "v2 adopted")
                 await second.tick()
                 assert second.split() == {"v1": 0.0, "v2": 100.0}
                 await second.serve(20)
@@ -379,7 +379,9 @@ def test_a_gateway_that_died_before_deleting_the_old_pods_deletes_them_after_a_r
     asyncio.run(main())
 
 
-class dies_first_pool:  # noqa: N801  (a stand-in: the fleet, with stop_replica replaced)
+class NoDeletePool:
+    """The fleet, with its ``stop_replica`` replaced."""
+
     def __init__(self, fleet: Fleet, stop: Callable[[str, str], Awaitable[None]]) -> None:
         self.fleet = fleet
         self.stop_replica = stop
