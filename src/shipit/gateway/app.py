@@ -34,7 +34,7 @@ from shipit.core.urls import redact_url
 from shipit.gateway import rollout_routes, routes
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.catalog import Catalog
-from shipit.gateway.edge import PARSED_BODY
+from shipit.gateway.edge import HEADERS, PARSED_BODY
 from shipit.gateway.errors import error_json, kind_of
 from shipit.gateway.history import CounterHistory, registry_reader
 from shipit.gateway.jobs_service import JobsService
@@ -169,6 +169,8 @@ class Gateway:
             deployments=self.deployments,
             metrics=self.metrics,
             clock=clock,
+            catalog=self.catalog,
+            new_id=self.new_request_id,
             security=self.security,
         )
 
@@ -288,8 +290,15 @@ class Gateway:
             await routes.dispatch(self, scope, receive, send)
 
     def _request_ids(self, scope: Scope) -> tuple[str, dict[str, str]]:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        return f"{self._id_prefix}{next(self._ids)}", headers  # unique: keys the queue
+        headers = scope.get(HEADERS)  # the security layer's, when it read them
+        if headers is None:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        return self.new_request_id(), headers
+
+    def new_request_id(self, door: str = "") -> str:
+        """A request id unique in this gateway (it keys the admission queue); ``door`` tags
+        requests that came another way than HTTP (``grpc-``, ``ws-``)."""
+        return f"{self._id_prefix}{door}{next(self._ids)}"
 
     async def handle_inference(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
@@ -303,9 +312,9 @@ class Gateway:
                 body=body,
                 data=scope.get(PARSED_BODY),
                 deployments=self.deployments,
-                adapters=self.catalog.replica_adapters(),
+                adapters=self.catalog.lazy_replica_adapters(),
                 now_s=self.clock.now(),
-                names_known=self.catalog.names_known(),
+                names_known=self.catalog.names_known,
             )
         except ShipitError as exc:
             await self._refuse_request(exc, send)
@@ -346,9 +355,9 @@ class Gateway:
                 path=scope["path"],
                 body=body,
                 deployments=self.deployments,
-                adapters=self.catalog.replica_adapters(),
+                adapters=self.catalog.lazy_replica_adapters(),
                 now_s=self.clock.now(),
-                names_known=self.catalog.names_known(),
+                names_known=self.catalog.names_known,
             )
         except ShipitError as exc:
             await self._refuse_request(exc, send)
