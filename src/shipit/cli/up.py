@@ -37,6 +37,7 @@ from shipit.backends.static import StaticBackend
 from shipit.capacity import parse_gpu_model
 from shipit.cli.up_ray import ray_backends
 from shipit.cli.up_security import apply_security_flags, check_security
+from shipit.cli.up_workers import Workers, configure_workers
 from shipit.config.gateway import (
     ROUTING_POLICIES,
     ConfigError,
@@ -276,6 +277,12 @@ def up(
         False, "--keep-logs", help="Keep the temporary replica log directory on exit."
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
+    gateway_workers: int | None = typer.Option(
+        None,
+        "--gateway-workers",
+        help="Gateway processes on the port (SO_REUSEPORT; default gateway.workers, 1). The "
+        "first owns the replicas; each has its own queue and prefix index. See docs/gateway.md.",
+    ),
     console_on: bool = typer.Option(
         True,
         "--console/--no-console",
@@ -311,6 +318,9 @@ def up(
                 "tls_key": tls_key,
             },
         )
+        cfg, worker = configure_workers(cfg, gateway_workers, os.environ)
+        if worker is not None:  # the first worker records decisions and serves gRPC
+            record_decisions = grpc_port = None
         check_security(cfg, console)
         clock = RealClock()
         decisions = _decision_log(record_decisions, console)
@@ -319,7 +329,7 @@ def up(
         console.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc
     try:
-        sock = bind_socket(cfg.gateway.host, cfg.gateway.port)
+        sock = bind_socket(cfg.gateway.host, cfg.gateway.port, reuse_port=cfg.gateway.workers > 1)
     except OSError as exc:
         console.print(
             f"[red]error:[/] cannot listen on {cfg.gateway.host}:{cfg.gateway.port}: {exc}"
@@ -356,6 +366,10 @@ def up(
     fleet = Fleet(cfg.deployments, registrars, local=local, external=external, backends=pods)
     start_hooks: list[Hook] = [fleet.start]
     stop_hooks: list[Hook] = [fleet.stop]
+    if cfg.gateway.workers > 1 and worker is None:  # the others start once replicas have URLs
+        workers = Workers(cfg.gateway.workers, sock.getsockname()[1], lambda: _urls(routers))
+        start_hooks.append(workers.start)
+        stop_hooks.insert(0, workers.stop)
     door: GrpcDoor | None = None
     if grpc_port is not None:  # grpc is imported only when its door is asked for
         from shipit.gateway.rpc import GrpcDoor
@@ -467,6 +481,10 @@ def up(
 # 0: everything open finished; 1: the graceful-shutdown timeout cut requests; 130 (128 + SIGINT,
 # the shell's convention for an interrupted command): a repeated signal forced the stop.
 _EXIT = {Stopped.DRAINED: 0, Stopped.CUT: 1, Stopped.FORCED: 130}
+
+
+def _urls(routers: dict[str, RouterService]) -> dict[str, list[str]]:
+    return {name: [v.url for v in r.views()] for name, r in routers.items()}
 
 
 async def _stop_fleet(fleet: Fleet, local: LocalProcessBackend, *, force: bool) -> None:

@@ -306,6 +306,14 @@ class GatewayServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     graceful_shutdown_s: float = Field(30.0, ge=0)
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="gateway processes sharing the port (SO_REUSEPORT); the first owns the "
+        "replicas, each has its own queue and prefix index, and a replica's max_concurrency "
+        "is split between them",
+    )
     auth: AuthConfig = AuthConfig()
     limits: EdgeLimitsConfig = EdgeLimitsConfig()
     tls: TlsConfig = TlsConfig()

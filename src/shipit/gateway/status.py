@@ -4,6 +4,7 @@ decisions) and replica (state, load, ejection, adapters), the active alerts."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from shipit.core.urls import redact_url
@@ -21,6 +22,7 @@ def fleet_status(gw: Gateway, window_s: float | None = None) -> dict[str, Any]:
         "started_at_s": round(gw.started_at_s, 3),
         "uptime_s": round(now - gw.started_clock_s, 3),
         "event_loop": event_loop_name(),
+        "pid": os.getpid(),  # which gateway process answered, under gateway.workers > 1
         "deployments": [],
     }
     for name, router in gw.routers.items():
