@@ -52,18 +52,20 @@ def _pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(p / 100 * len(s)))] if s else float("nan")
 
 
-def start_fake(cpu: int) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shipit.bench.instant_server", "--tokens", "16", "--cpu", str(cpu)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def start_fake(cpu: int, tokens: int = 16, itl_s: float = 0.0) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, "-m", "shipit.bench.instant_server", "--tokens", str(tokens)]
+    cmd += ["--itl-s", str(itl_s), "--cpu", str(cpu)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, f"http://127.0.0.1:{int(proc.stdout.readline())}"
 
 
 def start_gateway(
-    urls: list[str], cpu: int, src: Path | None = None, extra_args: tuple[str, ...] = ()
+    urls: list[str],
+    cpu: int,
+    src: Path | None = None,
+    extra_args: tuple[str, ...] = (),
+    cap_per_replica: int = 512,
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
     """``shipit up`` in front of ``urls``; with ``src``, the shipit package under that source
     tree (an older checkout's ``src/``) runs instead of this one, for before/after figures;
@@ -81,7 +83,7 @@ def start_gateway(
                 "model": "m",
                 "replicas": 0,
                 "replica_urls": urls,
-                "queueing": {cap: 512, "max_queue": 4096},
+                "queueing": {cap: cap_per_replica, "max_queue": 4096},
             }
         ]
     }
@@ -469,8 +471,23 @@ def main() -> None:
         help="an older checkout's src/ directory: its gateway is measured in the same run, "
         "alternating with this one, and the ratios printed (before/after a change)",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None, help="results JSON path")
+    long = parser.add_argument_group(
+        "long streams (--long-streams: this case and the routing cost, instead of the above)"
+    )
+    long.add_argument("--long-streams", action="store_true")
+    long.add_argument("--streams", type=int, default=2000, help="concurrent long streams")
+    long.add_argument("--stream-tokens", type=int, default=512)
+    long.add_argument("--token-interval-ms", type=float, default=20.0)
+    long.add_argument(
+        "--stall-factor", type=float, default=5.0, help="stall: gap > this x interval"
+    )
+    long.add_argument("--ramp-s", type=float, default=2.0, help="start the streams over this long")
     args = parser.parse_args()
+    if args.long_streams:
+        main_long_streams(args)
+        return
+    args.out = args.out or RESULTS
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
     fakes = [start_fake(1) for _ in range(2)]
@@ -515,6 +532,59 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def main_long_streams(args: argparse.Namespace) -> None:
+    """The long-stream case through the fakes, shipit and each peer given; the routing cost."""
+    from gateway_long_streams import raise_nofile, routing_cost, run_long_streams
+
+    raise_nofile(4 * args.streams + 1024)
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+    interval = args.token_interval_ms / 1000
+    fakes = [start_fake(1, args.stream_tokens, interval) for _ in range(2)]
+    fake_urls = [u for _, u in fakes]
+    cap = args.streams  # never queue in the gateway: every stream is in flight at once
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        gw, gw_url, _log = start_gateway(fake_urls, 0, cap_per_replica=cap)
+        procs.append(gw)
+        systems: list[tuple[str, str, int | None, dict[str, str]]] = [
+            ("direct", fake_urls[0], None, HEADERS),
+            ("shipit", gw_url, gw.pid, HEADERS),
+        ]
+        if args.vllm_router_bin:
+            vr, vr_url, _cmd = start_vllm_router(args.vllm_router_bin, fake_urls, 0)
+            procs.append(vr)
+            systems.append(("vllm-router", vr_url, vr.pid, HEADERS))
+        result = run_long_streams(
+            systems,
+            streams=args.streams,
+            tokens=args.stream_tokens,
+            interval_s=interval,
+            factor=args.stall_factor,
+            ramp_s=args.ramp_s,
+        )
+    finally:
+        for p in procs:
+            stop(p)
+        for p, _ in fakes:
+            stop(p)
+    if args.vllm_router_bin:
+        result["systems"]["vllm-router"]["version"] = _venv_version(
+            args.vllm_router_bin, "vllm-router"
+        )
+    result["routing_cost"] = routing_cost()
+    result.update(
+        cpus=os.cpu_count(),
+        note="gateway and each peer pinned to CPU 0; the two fakes and the Python load "
+        "generator share CPU 1; 'direct' streams from one fake (the load generator's own "
+        "ceiling); CPU and RSS are the gateway's (or peer's) process",
+    )
+    out = args.out or RESULTS.with_name("gateway_long_streams.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
