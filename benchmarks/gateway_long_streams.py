@@ -54,21 +54,29 @@ def rss_bytes(pid: int) -> int:
 
 async def _long_stream(
     session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
-) -> tuple[int, float]:
-    """Tokens received (content events) and the largest gap between two reads, in seconds."""
+) -> tuple[int, float, float]:
+    """Tokens received (content events), the largest gap between two reads once the first
+    token arrived, and the time to that first token, in seconds."""
     tokens = 0
     gap = 0.0
+    t0 = time.perf_counter()
+    ttft = float("nan")
     async with session.post(url + "/v1/chat/completions", data=body, headers=headers) as resp:
         if resp.status != 200:
-            return 0, 0.0
+            return 0, 0.0, ttft
         last = None
         async for chunk in resp.content.iter_any():
             now = time.perf_counter()
             if last is not None:
                 gap = max(gap, now - last)
-            last = now
-            tokens += chunk.count(b'"content"')
-    return tokens, gap
+            n = chunk.count(b'"content"')
+            if n and last is None:
+                ttft = now - t0
+                last = now
+            elif last is not None:
+                last = now
+            tokens += n
+    return tokens, gap, ttft
 
 
 async def long_streams(
@@ -103,12 +111,14 @@ async def long_streams(
         wall = time.perf_counter() - t0
         cpu1 = cpu_s(pid) if pid else 0.0
     done = [r for r in results if isinstance(r, tuple)]
-    streamed = sum(n for n, _ in done)
-    gaps = sorted(g for _, g in done)
+    streamed = sum(n for n, _, _ in done)
+    gaps = sorted(g for _, g, _ in done)
+    ttfts = sorted(t for _, _, t in done)
     out: dict[str, Any] = {
         "streams": streams,
-        "completed": sum(1 for n, _ in done if n == tokens),
-        "failed": len(results) - len(done) + sum(1 for n, _ in done if n != tokens),
+        "completed": sum(1 for n, _, _ in done if n == tokens),
+        "failed": len(results) - len(done) + sum(1 for n, _, _ in done if n != tokens),
+        "max_ttft_ms": ttfts[-1] * 1000 if ttfts else float("nan"),
         "tokens_streamed": streamed,
         "wall_s": wall,
         "max_gap_ms": gaps[-1] * 1000 if gaps else float("nan"),
@@ -177,7 +187,8 @@ def run_long_streams(
         out["systems"][name] = r
         print(
             f"long streams {name:12s} completed {r['completed']}/{streams}  stalled "
-            f"{r['stalled_streams']}  max gap {r['max_gap_ms']:.0f} ms"
+            f"{r['stalled_streams']}  max gap {r['max_gap_ms']:.0f} ms  max TTFT "
+            f"{r['max_ttft_ms']:.0f} ms  wall {r['wall_s']:.1f} s"
             + (
                 f"  CPU {r['cpu_us_per_token']:.1f} us/token  "
                 f"RSS {r['rss_kib_per_active_stream']:.1f} KiB/stream"

@@ -1,7 +1,8 @@
 """An instant OpenAI-compatible streaming server for the self-check (``python -m`` it).
 
 Owns the smallest HTTP/1.1 keep-alive server that answers any POST with a chunked SSE stream of
-``tokens`` content chunks (``itl_s`` apart, 0 = all at once), a usage chunk and ``[DONE]``.
+``tokens`` content chunks (``itl_s`` apart, 0 = all at once), a usage chunk and ``[DONE]``,
+and any other request (a health probe) with ``{}`` at once.
 Plain asyncio streams, no framework: its cost per request must stay well below the client's, so
 the self-check measures the generator. It must not be used to serve anything real.
 """
@@ -34,7 +35,11 @@ def _events(tokens: int) -> tuple[bytes, bytes, bytes]:
     return _HEAD, token, tail
 
 
+_OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+
+
 async def _read_request(reader: asyncio.StreamReader) -> bool:
+    """Read one request; whether it is a POST (anything else, a health probe, gets ``{}``)."""
     head = await reader.readuntil(b"\r\n\r\n")
     length = 0
     for line in head.split(b"\r\n"):
@@ -42,7 +47,7 @@ async def _read_request(reader: asyncio.StreamReader) -> bool:
             length = int(line[15:])
     if length:
         await reader.readexactly(length)
-    return True
+    return head.startswith(b"POST")
 
 
 def make_handler(tokens: int, itl_s: float) -> object:
@@ -54,8 +59,10 @@ def make_handler(tokens: int, itl_s: float) -> object:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            while await _read_request(reader):
-                if itl_s <= 0:
+            while True:
+                if not await _read_request(reader):
+                    writer.write(_OK)  # a paced stream would outlast a health probe's timeout
+                elif itl_s <= 0:
                     writer.write(whole)
                 else:
                     writer.write(head)
