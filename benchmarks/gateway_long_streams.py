@@ -10,8 +10,8 @@ resident memory per active stream (RSS with every stream open minus RSS before, 
 streams).
 
 Routing cost: the pure ``decide`` of ``shipit.policy.routing`` for ``round_robin`` and
-``prefix_cache`` on a realistic snapshot (8 replicas with load, a 2,000-character prompt whose
-block hashes half match one replica), in microseconds per call; for ``prefix_cache`` also the
+``prefix_cache`` on a realistic snapshot (8 replicas with load; a 1,181-character prompt, 18
+blocks, half of them held by one replica), in microseconds per call (best of five); for ``prefix_cache`` also the
 driver's whole step (the index lookup, ``decide``, recording what was routed).
 """
 
