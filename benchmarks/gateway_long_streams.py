@@ -1,4 +1,4 @@
-"""Long streams and routing cost, for ``gateway_overhead.py --long-streams``.
+"""Long streams, routing cost and idle connections, for ``gateway_overhead.py``.
 
 Long streams: ``--streams`` concurrent streamed requests of ``--stream-tokens`` tokens
 ``--token-interval-ms`` apart (the fakes pace them), first straight to the fakes (the control:
@@ -11,8 +11,12 @@ streams).
 
 Routing cost: the pure ``decide`` of ``shipit.policy.routing`` for ``round_robin`` and
 ``prefix_cache`` on a realistic snapshot (8 replicas with load; a 1,181-character prompt, 18
-blocks, half of them held by one replica), in microseconds per call (best of five); for ``prefix_cache`` also the
-driver's whole step (the index lookup, ``decide``, recording what was routed).
+blocks, half of them held by one replica), in microseconds per call (best of
+five); for ``prefix_cache`` also the driver's whole step (the index lookup, ``decide``,
+recording what was routed).
+
+Idle keep-alive connections (``--idle-connections N``): N connections opened with one request
+each, held idle, then asked again; RSS per idle connection and the gateway's CPU while idle.
 """
 
 from __future__ import annotations
@@ -266,3 +270,82 @@ def routing_cost(n: int = 20000) -> dict[str, Any]:
         flush=True,
     )
     return out
+
+
+_HEALTH = b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+
+
+async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """One GET /health on an open keep-alive connection; whether it answered 200."""
+    writer.write(_HEALTH)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return head.startswith(b"HTTP/1.1 200")
+
+
+async def idle_connections(url: str, *, n: int, pid: int, hold_s: float) -> dict[str, Any]:
+    """Open ``n`` keep-alive connections (one request each, in batches of 500 so the listen
+    backlog is never the limit), hold them idle ``hold_s``, then ask on each again: how many
+    were still open and answered, and the gateway's RSS and CPU over the idle hold."""
+    host, port = url.rsplit(":", 1)
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    rss0 = rss_bytes(pid)
+    refused = 0
+
+    async def one() -> None:
+        nonlocal refused
+        try:
+            r, w = await asyncio.open_connection(host.split("//")[1], int(port))
+            if await _ask(r, w):
+                conns.append((r, w))
+            else:
+                refused += 1
+        except (OSError, asyncio.IncompleteReadError):
+            refused += 1
+
+    t0 = time.perf_counter()
+    for start in range(0, n, 500):
+        await asyncio.gather(*(one() for _ in range(min(500, n - start))))
+    opened_s = time.perf_counter() - t0
+    rss_open = rss_bytes(pid)
+    cpu0 = cpu_s(pid)
+    await asyncio.sleep(hold_s)
+    cpu_idle = cpu_s(pid) - cpu0
+    rss_held = rss_bytes(pid)
+    answered = 0
+    for start in range(0, len(conns), 500):
+        batch = conns[start : start + 500]
+        got = await asyncio.gather(*(_ask(r, w) for r, w in batch), return_exceptions=True)
+        answered += sum(1 for g in got if g is True)
+    for _, w in conns:
+        w.close()
+    return {
+        "connections": n,
+        "opened": len(conns),
+        "refused_or_failed": refused,
+        "open_s": opened_s,
+        "hold_s": hold_s,
+        "still_open_and_answered": answered,
+        "rss_before_mib": rss0 / 2**20,
+        "rss_held_mib": rss_held / 2**20,
+        "rss_kib_per_idle_connection": (rss_open - rss0) / 1024 / max(len(conns), 1),
+        "gateway_cpu_s_while_idle": cpu_idle,
+    }
+
+
+def run_idle(url: str, pid: int, *, n: int, hold_s: float) -> dict[str, Any]:
+    nofile = raise_nofile(n + 1024)
+    r = uvloop.run(idle_connections(url, n=n, pid=pid, hold_s=hold_s))
+    r["nofile_soft_limit"] = nofile
+    r["loadavg_1m"] = os.getloadavg()[0]
+    print(
+        f"idle keep-alive: {r['opened']}/{n} opened, {r['still_open_and_answered']} still "
+        f"open and answering after {hold_s:g}s idle; {r['rss_kib_per_idle_connection']:.1f} "
+        f"KiB RSS per idle connection; gateway CPU while idle {r['gateway_cpu_s_while_idle']:.2f}s",
+        flush=True,
+    )
+    return r

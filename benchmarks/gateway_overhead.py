@@ -66,6 +66,7 @@ def start_gateway(
     src: Path | None = None,
     extra_args: tuple[str, ...] = (),
     cap_per_replica: int = 512,
+    gateway: dict[str, Any] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
     """``shipit up`` in front of ``urls``; with ``src``, the shipit package under that source
     tree (an older checkout's ``src/``) runs instead of this one, for before/after figures;
@@ -77,7 +78,8 @@ def start_gateway(
         env = {**os.environ, "PYTHONPATH": str(src)}
         if cap not in (src / "shipit" / "config" / "gateway.py").read_text():
             cap = "concurrency_target"  # its name before it was split in two
-    cfg = {
+    cfg: dict[str, Any] = {
+        **({"gateway": gateway} if gateway else {}),
         "deployments": [
             {
                 "model": "m",
@@ -85,7 +87,7 @@ def start_gateway(
                 "replica_urls": urls,
                 "queueing": {cap: cap_per_replica, "max_queue": 4096},
             }
-        ]
+        ],
     }
     (tmp / "shipit.yaml").write_text(json.dumps(cfg))
     sock_port = _free_port()
@@ -483,7 +485,13 @@ def main() -> None:
         "--stall-factor", type=float, default=5.0, help="stall: gap > this x interval"
     )
     long.add_argument("--ramp-s", type=float, default=2.0, help="start the streams over this long")
+    idle = parser.add_argument_group("idle keep-alive connections (--idle-connections N)")
+    idle.add_argument("--idle-connections", type=int, default=0, help="hold N idle connections")
+    idle.add_argument("--idle-hold-s", type=float, default=30.0)
     args = parser.parse_args()
+    if args.idle_connections:
+        main_idle(args)
+        return
     if args.long_streams:
         main_long_streams(args)
         return
@@ -532,6 +540,29 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def main_idle(args: argparse.Namespace) -> None:
+    """``--idle-connections N``: the gateway holding N idle keep-alive connections."""
+    from gateway_long_streams import raise_nofile, run_idle
+
+    raise_nofile(args.idle_connections + 1024)  # before the gateway starts: it inherits it
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+    fakes = [start_fake(1) for _ in range(2)]
+    # keep-alive longer than the hold, or the gateway rightly closes idle connections
+    edge = {"limits": {"keep_alive_s": args.idle_hold_s + 60}}
+    gw, gw_url, _log = start_gateway([u for _, u in fakes], 0, gateway=edge)
+    try:
+        result = run_idle(gw_url, gw.pid, n=args.idle_connections, hold_s=args.idle_hold_s)
+    finally:
+        stop(gw)
+        for p, _ in fakes:
+            stop(p)
+    result["note"] = "gateway pinned to CPU 0; the client holds the connections from CPU 1"
+    out = args.out or RESULTS.with_name("gateway_idle_connections.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 def main_long_streams(args: argparse.Namespace) -> None:
