@@ -192,3 +192,21 @@ def test_tls_with_a_self_signed_certificate(tmp_path: Path) -> None:
             answer = b""
         assert not answer.startswith(b"HTTP/1.1 200")
         plain.close()
+
+
+def test_a_thousand_idle_keep_alive_connections_are_held() -> None:
+    """Many idle connections within keep_alive_s stay open and answer again (the benchmark,
+    ``gateway_overhead.py --idle-connections 10000``, holds ten thousand)."""
+    limits = {**LIMITS, "keep_alive_s": 60}
+    with Running({"host": "127.0.0.1", "limits": limits}) as running:
+        conns = [running.connect() for _ in range(1000)]
+        try:
+            for c in conns:
+                assert _get_health(c).startswith(b"HTTP/1.1 200")
+            time.sleep(2)  # idle longer than the default test limit of 1 s
+            assert not [c for c in conns if _closed(c)]
+            for c in conns:
+                assert _get_health(c).startswith(b"HTTP/1.1 200")
+        finally:
+            for c in conns:
+                c.close()
