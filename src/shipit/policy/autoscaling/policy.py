@@ -136,7 +136,7 @@ def decide(
     why += f" per replica -> {desired}"
     lam = _rate(counters, now, config.panic_window_s)
     sustained = math.ceil(demand.stable / unit)
-    desired, why = _cold_start_aware(
+    desired, backlog, why = _cold_start_aware(
         config, desired, current, sustained, snapshot.queued, lam, service_s, unit, why
     )
 
@@ -145,9 +145,10 @@ def decide(
         # arithmetic and the delays cannot change the answer, so they are not the reason.
         desired = config.min_replicas
         why = f"fixed at {desired} replicas (min_replicas = max_replicas)"
-    horizon = max(config.scale_up_delay_s, config.scale_down_delay_s)
+    horizon = max(config.scale_up_delay_s, down_delay_s(config))
     proposals = _window((*state.proposals, (now, desired)), now, horizon)
     target, why = _apply_delays(config, proposals, now, first_tick, current, desired, why)
+    target, why = _apply_backlog(target, current, backlog, snapshot.queued, why)
     idle_since = max(t for t in (last_active, serving_since, first_tick) if t is not None)
     target, why = _apply_zero(config, target, current, load, idle_since, now, why)
     target, why = _apply_bounds(config, target, current, why)
@@ -216,13 +217,14 @@ def _demand(
     span_s: float,
     service_s: float | None,
 ) -> float:
-    """Little's law: the requests the arrivals keep in service (rate x mean service time),
-    or those in service now when more; queued requests are not demand, they are the delay
-    of demand already counted."""
-    in_service = _mean(_window(samples, now, span_s))
+    """Little's law: the requests the arrivals keep in service (rate x mean service time);
+    those in service now only before a service time is known. Neither queued requests nor
+    the requests in service while a backlog drains are demand: they are the delay of demand
+    already counted in the arrivals (counting them held a fleet sized for the backlog a
+    whole scale-down delay after it drained)."""
     if service_s is None:
-        return in_service
-    return max(in_service, _rate(counters, now, span_s) * service_s)
+        return _mean(_window(samples, now, span_s))
+    return _rate(counters, now, span_s) * service_s
 
 
 def _cold_start_aware(
@@ -235,26 +237,43 @@ def _cold_start_aware(
     service_s: float | None,
     unit: float,
     why: str,
-) -> tuple[int, str]:
+) -> tuple[int, int, str]:
     """A queue drives scale-up only when it will still be there when new replicas are
     ready: the capacity running or starting serves ``current x unit / service_s`` requests a
     second; what of the queue and the arrivals it cannot serve within ``cold_start_s`` is
     what new replicas are for. A burst (a need of the short window only, not ``sustained``
-    over the stable one) those replicas would only see drained starts none."""
+    over the stable one) those replicas would only see drained starts none.
+
+    Returns the demand's target, the backlog's (0: none) and the reason. The two are kept
+    apart: replicas started for a backlog are let go once it drained, the scale-down delay
+    guards estimates of demand, not a queue that was measured and is gone."""
     if current == 0 or service_s is None or service_s <= 0:
-        return desired, why
+        return desired, 0, why
     served = current * unit / service_s
     left = queued + (rate - served) * config.cold_start_s
     if left > 0 and queued > 0:
         extra = math.ceil(left / unit)
         if current + extra > desired:
-            return current + extra, why + f"; {queued} queued outlast the cold start: +{extra}"
+            why += f"; {queued} queued outlast the cold start: +{extra}"
+            return desired, current + extra, why
     if desired > max(current, sustained) and left <= 0 and rate <= served:
-        return max(current, sustained), why + (
+        return max(current, sustained), 0, why + (
             f"; capacity running or starting drains the queue within "
             f"{config.cold_start_s:g}s cold start"
         )
-    return desired, why
+    return desired, 0, why
+
+
+def _apply_backlog(
+    target: int, current: int, backlog: int, queued: int, why: str
+) -> tuple[int, str]:
+    """A queue that outlasts the cold start scales up at once (it is measured, not an
+    estimate the up-delay must confirm); while anything is queued nothing is stopped."""
+    if backlog > target:
+        return backlog, why
+    if queued > 0 and target < current:
+        return current, why + f"; {queued} queued: nothing stopped"
+    return target, why
 
 
 def _reason_code(target: int, current: int, panic: bool) -> str:
@@ -295,15 +314,31 @@ def _apply_delays(
         if held < desired:
             return max(held, current), why + f"; up held back by {config.scale_up_delay_s:g}s delay"
     if desired < current:
-        recent = [v for t, v in proposals if now - t <= config.scale_down_delay_s]
+        delay_s = down_delay_s(config)
+        recent = [v for t, v in proposals if now - t <= delay_s]
         held = int(max(recent))
-        if now - first_tick < config.scale_down_delay_s:
+        if now - first_tick < delay_s:
             held = max(held, current)
         if held > desired:
             return min(held, current), (
-                why + f"; down held at {min(held, current)} by {config.scale_down_delay_s:g}s delay"
+                why + f"; down held at {min(held, current)} by {delay_s:g}s delay"
             )
     return desired, why
+
+
+def down_delay_s(config: AutoscalingConfig) -> float:
+    """How long a lower target must hold: ``scale_down_delay_s``, and never less than a
+    cold start. Stopping a replica the demand wants back within a cold start pays the start
+    again (in replica-seconds and in requests held through it); keeping an idle replica for
+    as long as a start costs is the ski-rental rule, at most twice the cost of knowing the
+    future whatever the gaps between bursts."""
+    return max(config.scale_down_delay_s, config.cold_start_s)
+
+
+def idle_timeout_s(config: AutoscalingConfig) -> float:
+    """How long without load before scaling to zero: ``idle_timeout_s``, and never less than
+    a cold start, for the same reason as ``down_delay_s``."""
+    return max(config.idle_timeout_s, config.cold_start_s)
 
 
 def _apply_zero(
@@ -323,8 +358,8 @@ def _apply_zero(
         return 1, why + "; requests waiting: keep or start one replica"
     if config.min_replicas == 0 and current > 0:
         idle_s = now - idle_since
-        if idle_s < config.idle_timeout_s:
-            return 1, why + f"; idle {idle_s:.0f}s < idle_timeout {config.idle_timeout_s:g}s"
+        if idle_s < idle_timeout_s(config):
+            return 1, why + f"; idle {idle_s:.0f}s < idle timeout {idle_timeout_s(config):g}s"
         return 0, why + f"; idle {idle_s:.0f}s: scale to zero"
     return target, why
 
