@@ -301,11 +301,13 @@ def autoscaling_snapshot(
     completed: int = 0,
     service_s: float = 0.0,
     oldest_wait_s: float = 0.0,
+    first_tokens: tuple[tuple[float, float], ...] = (),
 ) -> AutoscalingSnapshot:
     """What the live autoscaler shows the policy: the managed replicas' records, the queue
-    (its length and its oldest wait) and the request counters."""
+    (its length and its oldest wait), the request counters and the first tokens since the
+    last tick (time inside the replica, prefill alone)."""
     return AutoscalingSnapshot(
-        now_s, tuple(records), queued, arrivals, completed, service_s, oldest_wait_s
+        now_s, tuple(records), queued, arrivals, completed, service_s, oldest_wait_s, first_tokens
     )
 
 

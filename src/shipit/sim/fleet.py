@@ -180,6 +180,7 @@ class FleetSim:
             req = rep.requests[ev.request_id]
             if ev.output_tokens == 1:
                 req.first_token_s = now
+                self.gateway.first_token(now, req)
             if ev.finished:
                 del rep.requests[ev.request_id]
                 self.gateway.release(now, rid, ok=True, why="")
@@ -237,6 +238,7 @@ class FleetSim:
             completed=gw.completed,
             service_s=gw.service_s,
             oldest_wait_s=max((now - e.enqueued_s for e in gw.queue.entries()), default=0.0),
+            first_tokens=gw.take_first_tokens(),
         )
         order = self.policy.tick(snapshot, deployment=self.name, log=self.log)
         for rid in order.replace:

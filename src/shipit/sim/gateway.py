@@ -17,6 +17,7 @@ from shipit.core.errors import CapacityError, ShipitError
 from shipit.core.fleet import ReplicaState
 from shipit.core.views import RequestView
 from shipit.sim import drivers
+from shipit.sim.oracle import prefill_s
 from shipit.sim.results import RequestResult, SimRequest
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class SimGateway:
         self.waiters: dict[str, SimCall] = {}
         # What the autoscaler's snapshot counts: arrivals, completions, their service seconds.
         self.arrivals, self.completed, self.service_s = 0, 0, 0.0
+        # (time to first token inside the replica, prefill alone) since the last tick
+        self.first_tokens: list[tuple[float, float]] = []
 
     def on_arrive(self, now: float, payload: tuple[int, SimRequest]) -> None:
         i, spec = payload
@@ -289,6 +292,16 @@ class SimGateway:
         )
         if ejection is not None:
             self.fleet.records[rid] = record.evolve(ejected_until_s=ejection.until_s)
+
+    def first_token(self, now: float, req: SimCall) -> None:
+        """A first token: its time inside the replica, beside its prompt's prefill alone."""
+        alone = prefill_s(self.fleet.timing, req.spec)
+        self.first_tokens.append((now - req.sent_s, alone))
+
+    def take_first_tokens(self) -> tuple[tuple[float, float], ...]:
+        """The first tokens since the last call (the autoscaler's tick), forgotten here."""
+        out, self.first_tokens = tuple(self.first_tokens), []
+        return out
 
     def finish(self, req: SimCall, status: int, code: str, now: float) -> None:
         arrival = req.spec.arrival_s

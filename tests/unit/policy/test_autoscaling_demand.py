@@ -174,9 +174,7 @@ def test_scale_down_delay_is_never_shorter_than_a_cold_start() -> None:
     rate over the window then falls: 14.4/s at t=60 (28.8 in service -> 4), 12.8/s at t=61
     (25.6 -> 4), 11.2/s at t=62 (22.4 -> 3): the last proposal of 4 is at t=61, so the
     target is 4 through t=91 and 3 at t=92 (with the 5 s delay alone it fell at t=67)."""
-    f = Fleet(
-        cfg(min_replicas=1, autoscaling_window_s=10, panic_window_s=1, scale_down_delay_s=5)
-    )
+    f = Fleet(cfg(min_replicas=1, autoscaling_window_s=10, panic_window_s=1, scale_down_delay_s=5))
     fleet = tuple(rec(f"r{i}", READY, 8) for i in range(4))
     for t in range(60):
         f.tick(float(t), fleet, arrived=16, done=16)

@@ -35,10 +35,11 @@ starting (not serving yet, stopped first), ``READY`` ones as ready; ``DRAINING``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shipit.config.autoscaling import AutoscalingConfig
 from shipit.core.fleet import ReplicaRecord, ReplicaState
+from shipit.policy.autoscaling.ttft_guard import GuardState, guard
 from shipit.policy.lifecycle import overdue
 
 # Not serving yet (or any more): counted like a starting replica, stopped first, and replaced
@@ -59,6 +60,9 @@ class AutoscalingSnapshot:
     completed: int = 0
     service_s: float = 0.0
     oldest_wait_s: float = 0.0  # how long the longest-queued request has waited
+    # First tokens since the last snapshot: (time to first token inside the replica, the
+    # prompt's prefill alone on an idle replica), seconds; read by the TTFT guard.
+    first_tokens: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,7 @@ class AutoscalingState:
     # (time, arrivals, completed, service seconds) over the stable window
     counters: tuple[tuple[float, int, int, float], ...] = ()
     service_s: float | None = None  # the last known mean service time
+    guard: GuardState = field(default_factory=GuardState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +115,8 @@ def decide(
     seen = running if snapshot.arrivals > 0 else load
     samples = _window((*state.samples, (now, seen)), now, config.autoscaling_window_s)
     hold = target_concurrency(config, live)
-    unit = hold * config.target_utilization
+    guarded, guard_why = guard(config, snapshot.first_tokens, now, state.guard, 1.0 / hold)
+    unit = hold * config.target_utilization * guarded.factor
     last_active = now if load > 0 else state.last_active_s
     first_tick = state.first_tick_s if state.first_tick_s is not None else now
     serving_since = state.serving_since_s
@@ -134,6 +140,8 @@ def decide(
         desired = math.ceil(demand.stable / unit)
         why = f"demand {demand.stable:.1f} over {config.autoscaling_window_s:g}s / {unit:g}"
     why += f" per replica -> {desired}"
+    if guard_why:
+        why += f"; {guard_why}"
     lam = _rate(counters, now, config.panic_window_s)
     sustained = math.ceil(demand.stable / unit)
     desired, backlog, why = _cold_start_aware(
@@ -172,6 +180,7 @@ def decide(
         serving_since_s=serving_since,
         counters=counters,
         service_s=service_s,
+        guard=guarded,
     )
     return decision, new_state
 
@@ -257,9 +266,14 @@ def _cold_start_aware(
             why += f"; {queued} queued outlast the cold start: +{extra}"
             return desired, current + extra, why
     if desired > max(current, sustained) and left <= 0 and rate <= served:
-        return max(current, sustained), 0, why + (
-            f"; capacity running or starting drains the queue within "
-            f"{config.cold_start_s:g}s cold start"
+        return (
+            max(current, sustained),
+            0,
+            why
+            + (
+                f"; capacity running or starting drains the queue within "
+                f"{config.cold_start_s:g}s cold start"
+            ),
         )
     return desired, 0, why
 
