@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+import uvloop
 from rich.console import Console
 from rich.table import Table
 
@@ -255,6 +256,11 @@ def up(
         False, "--keep-logs", help="Keep the temporary replica log directory on exit."
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
+    console_on: bool = typer.Option(
+        True,
+        "--console/--no-console",
+        help="Serve the web console at /ui (fleet page, VRAM calculator, recommender).",
+    ),
 ) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -341,6 +347,7 @@ def up(
             rollout_home=state_dir or _rollout_home(),
             replica_admin_token=admin_token,
             request_schemas=request_schemas(),
+            console=console_on,
         )
     except UpstreamAuthError as exc:  # a credential named in upstream_auth cannot be read
         console.print(f"[red]error:[/] {exc.message}")
@@ -367,6 +374,8 @@ def up(
                     f"{a.autoscaling_window_s:g}s (panic {a.panic_window_s:g}s), scale-down "
                     f"delay {a.scale_down_delay_s:g}s, idle timeout {a.idle_timeout_s:g}s"
                 )
+        if console_on:
+            console.print(f"web console: {listen}/ui/  (--no-console turns it off)")
         if door is not None:
             console.print(f"gRPC (shipit.v1.Inference) on {cfg.gateway.host}:{door.port}")
         kept = "" if not remove_logs else " (removed on exit; --keep-logs keeps them)"
@@ -382,7 +391,9 @@ def up(
     signal.signal(signal.SIGTERM, _term)
     stopped = Stopped.DRAINED
     try:
-        stopped = asyncio.run(
+        # uvloop, as the replicas run: uvicorn's ``loop="uvloop"`` applies only to loops it
+        # creates, and this one is ours.
+        stopped = uvloop.run(
             serve(
                 gateway,
                 sock,

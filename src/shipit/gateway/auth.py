@@ -4,11 +4,11 @@ Owns, per HTTP request and before the gateway's own handlers see it: the edge li
 size and time, JSON depth, huge integers; ``gateway.edge``), the API key (``Authorization:
 Bearer`` or ``x-api-key``; 401 when missing or unknown, checked against ``services.keystore``),
 what the key's tenant may do (models: 403; priority and deadline headers within its range: 400;
-the routing override: 403 unless allowed; ``/shipit/*`` but ``/shipit/ready`` and, when so
-configured, ``/metrics`` need an admin key), the tenant's rate limits (``policy.ratelimit``;
-429 with ``Retry-After`` and OpenAI's ``x-ratelimit-*`` headers on every keyed answer; tokens
-charged from the usage of the answer once it finishes, and kept across restarts by
-``services.usage``), per-tenant
+the routing override: 403 unless allowed; ``/shipit/*`` but ``/shipit/ready``, the console's
+fleet API and, when so configured, ``/metrics`` need an admin key; the console's pages none),
+the tenant's rate limits (``policy.ratelimit``; 429 with ``Retry-After`` and OpenAI's
+``x-ratelimit-*`` headers on every keyed answer; tokens charged from the usage of the answer
+once it finishes, and kept across restarts by ``services.usage``), per-tenant
 prefix-cache isolation (the tenant's salt replaces any client salt in ``x-shipit-cache-salt``
 and the body's ``cache_salt``, except for admin keys) and the audit log. With keys off (the
 loopback default) only the edge limits and the priority/deadline checks apply. It must not
@@ -27,6 +27,7 @@ from typing import Any
 
 from shipit.config.gateway import ShipitConfig
 from shipit.config.security import auth_required, is_loopback
+from shipit.console import FLEET_PATH
 from shipit.core import openai_errors as oe
 from shipit.gateway.accounting import Tally
 from shipit.gateway.edge import (
@@ -56,6 +57,14 @@ SALT_HEADER = "x-shipit-cache-salt"
 # Need no key even when keys are on: liveness and readiness probes carry no secret.
 OPEN_PATHS = frozenset({"/health", "/shipit/ready"})
 TOKENIZER_PATHS = frozenset({"/tokenize", "/detokenize"})
+
+
+def console_open(path: str) -> bool:
+    """The console's pages, scripts and catalog hold no secret and need no key; its planner
+    API needs a key and its fleet API an admin key, like ``/shipit/status``."""
+    if path == "/ui" or path == "/ui/api/catalog":
+        return True
+    return path.startswith("/ui/") and not path.startswith("/ui/api/")
 
 
 def tenant_limits(p: Principal) -> RateLimits:
@@ -136,7 +145,7 @@ class Security:
     # ----- who is asking ---------------------------------------------------------------
     def authenticate(self, scope: Scope, headers: dict[str, str]) -> Principal | None:
         path = scope["path"]
-        if self.keys is None or path in OPEN_PATHS:
+        if self.keys is None or path in OPEN_PATHS or console_open(path):
             return None
         if path == "/metrics" and self.auth.metrics == "open":
             return None
@@ -158,7 +167,7 @@ class Security:
                 "Incorrect API key provided (unknown, revoked or mistyped); check the key, or "
                 "ask an admin for a new one (`shipit keys create`).",
             )
-        admin_path = path.startswith("/shipit/") or path == "/metrics"
+        admin_path = path.startswith("/shipit/") or path in ("/metrics", FLEET_PATH)
         if admin_path and not principal.admin:
             self.audit.record(
                 "admin_denied", key_id=principal.key_id, tenant=principal.tenant.name, path=path
