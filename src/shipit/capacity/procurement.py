@@ -47,11 +47,6 @@ class PoolSpec:
                 field="preemptions_per_hour",
             )
 
-    @property
-    def hole_h(self) -> float:
-        """Hours a pre-empted replica is missing: its replacement's obtain delay past the notice."""
-        return max(0.0, self.obtain_delay_s - self.notice_s) / 3600.0
-
 
 @dataclass(frozen=True, slots=True)
 class Pools:
@@ -138,13 +133,38 @@ def poisson_cdf(k: int, mean: float) -> float:
     return min(1.0, total)
 
 
-def cover_needed(spot_replicas: int, spot: PoolSpec, target: float) -> int:
-    """Fewest spare replicas so P(spot holes open at once <= spare) >= ``target``."""
-    mean = spot_replicas * spot.preemptions_per_hour * spot.hole_h
+def cover_needed(mean_holes: float, target: float) -> int:
+    """Fewest spare replicas so P(holes open at once <= spare) >= ``target`` (Poisson)."""
     k = 0
-    while poisson_cdf(k, mean) < target:
+    while poisson_cdf(k, mean_holes) < target:
         k += 1
     return k
+
+
+@dataclass(frozen=True, slots=True)
+class SpotRisk:
+    """What one pre-emption costs: the hole it leaves and the on-demand hours that bridge it."""
+
+    hole_h: float  # capacity missing, from the end of the notice until a replacement serves
+    fallback_h: float  # on-demand hours held per pre-emption (0: spot replaced by spot only)
+    usd_per_gpu_hour: float  # spot price + expected replacement and fallback spend per hour
+    preemptions_per_hour: float
+
+    def mean_holes(self, spot_replicas: int) -> float:
+        return spot_replicas * self.preemptions_per_hour * self.hole_h
+
+
+def spot_risk(spot: PoolSpec, on_demand: PoolSpec, *, fallback: bool) -> SpotRisk:
+    """With ``fallback`` an on-demand replica is requested at the notice and held until the
+    spot replacement serves, so the hole is the faster of the two obtain delays past the
+    notice; without, the hole is the spot replacement's own obtain delay past the notice."""
+    od_bridges = fallback and on_demand.obtain_delay_s < spot.obtain_delay_s
+    obtain_s = on_demand.obtain_delay_s if od_bridges else spot.obtain_delay_s
+    fallback_h = spot.obtain_delay_s / 3600.0 if od_bridges else 0.0
+    rate = spot.preemptions_per_hour
+    per_hour = spot.usd_per_gpu_hour * (1.0 + rate * spot.obtain_delay_s / 3600.0)
+    per_hour += rate * fallback_h * on_demand.usd_per_gpu_hour
+    return SpotRisk(max(0.0, obtain_s - spot.notice_s) / 3600.0, fallback_h, per_hour, rate)
 
 
 def _rises(series: list[int]) -> int:
@@ -225,39 +245,42 @@ def peak_reserved(curve: DemandCurve, pools: Pools, *, target: float) -> Procure
     return _price(curve, pools, plan, target, "peak-reserved", why)
 
 
-def _flex_costs(curve: DemandCurve, pools: Pools, target: float) -> list[tuple[int, int, int]]:
-    """For each excess e over the reserve: (spot, on-demand incl. cover, cost rank) minimising
-    the hourly price of covering e replicas at ``target``."""
-    od, sp = pools.on_demand, pools.spot
-    best: list[tuple[int, int, int]] = []
-    covers = [0] * (curve.peak + 1)
-    if sp is not None:
-        covers = [cover_needed(s, sp, target) for s in range(curve.peak + 1)]
-    # A spot replica-hour also pays, in expectation, its replacements' obtain delay.
-    sp_eff = 0.0
-    if sp is not None:
-        sp_eff = sp.usd_per_gpu_hour * (1.0 + sp.preemptions_per_hour * sp.obtain_delay_s / 3600)
+def _flex_costs(
+    curve: DemandCurve, pools: Pools, risk: SpotRisk | None, target: float
+) -> list[tuple[int, int, int]]:
+    """For each excess e over the reserve, the cheapest (spot, on-demand, spare) that covers e
+    replicas with probability >= ``target``: spares may be spot or on demand."""
+    od_price = pools.on_demand.usd_per_gpu_hour
+    best: list[tuple[int, int, int]] = [(0, e, 0) for e in range(curve.peak + 1)]
+    if risk is None:
+        return best
+    top = 2 * (curve.peak + 1)
+    k_max = cover_needed(risk.mean_holes(top), target)
+    covers = [cover_needed(risk.mean_holes(s), target) for s in range(top + k_max + 1)]
     for e in range(curve.peak + 1):
-        options = [(0, e)]
-        if sp is not None:
-            options += [(s, e - s + covers[s]) for s in range(1, e + 1)]
-        s, o = min(options, key=lambda so: (so[0] * sp_eff + so[1] * od.usd_per_gpu_hour, so[1]))
-        best.append((s, o, covers[s]))
+        options = []
+        for s in range(e + k_max + 1):
+            o = max(0, e + covers[s] - s)
+            options.append((s * risk.usd_per_gpu_hour + o * od_price, o, s))
+        _, o, s = min(options)
+        best[e] = (s, o, s + o - e)
     return best
 
 
 def _mix_plan(
-    curve: DemandCurve, pools: Pools, reserved: int, flex: list[tuple[int, int, int]]
+    curve: DemandCurve,
+    reserved: int,
+    flex: list[tuple[int, int, int]],
+    risk: SpotRisk | None,
 ) -> _Plan:
-    sp = pools.spot
     on_demand, spot, coverage = [], [], []
     for d in curve.replicas:
         s, o, spare = flex[max(0, d - reserved)]
         on_demand.append(o)
         spot.append(s)
-        mean = s * sp.preemptions_per_hour * sp.hole_h if sp is not None else 0.0
-        coverage.append(poisson_cdf(spare, mean))
-    return _Plan(reserved, on_demand, spot, coverage)
+        coverage.append(poisson_cdf(spare, risk.mean_holes(s)) if risk is not None else 1.0)
+    fallback = risk.fallback_h * risk.preemptions_per_hour * sum(spot) * curve.step_h if risk else 0
+    return _Plan(reserved, on_demand, spot, coverage, fallback)
 
 
 def reserved_mix(curve: DemandCurve, pools: Pools, *, target: float) -> ProcurementOutcome:
@@ -267,13 +290,15 @@ def reserved_mix(curve: DemandCurve, pools: Pools, *, target: float) -> Procurem
     quantile rule says: the last reserved replica is needed more than
     price(reserved) / price(flexible) of the time.
     """
-    flex = _flex_costs(curve, pools, target)
+    sp = pools.spot
+    risk = spot_risk(sp, pools.on_demand, fallback=True) if sp is not None else None
+    flex = _flex_costs(curve, pools, risk, target)
     costs: list[tuple[float, int]] = []
     for r in range(curve.peak + 1 if pools.reserved is not None else 1):
-        plan = _mix_plan(curve, pools, r, flex)
+        plan = _mix_plan(curve, r, flex, risk)
         costs.append((_price(curve, pools, plan, target, "", "").usd_total, r))
     _, r = min(costs)
-    plan = _mix_plan(curve, pools, r, flex)
+    plan = _mix_plan(curve, r, flex, risk)
     busy = sum(1 for d in curve.replicas if d >= r) / len(curve.replicas) if r else 0.0
     od_price = pools.on_demand.usd_per_gpu_hour
     ratio = pools.reserved.usd_per_gpu_hour / od_price if pools.reserved is not None else 0.0
@@ -283,13 +308,15 @@ def reserved_mix(curve: DemandCurve, pools: Pools, *, target: float) -> Procurem
         if r
         else "reserve none (no replica is needed often enough to pay for a reservation)"
     ]
-    if pools.spot is not None and any(plan.spot):
-        sp = pools.spot
-        spare = max((o for o, s in zip(plan.on_demand, plan.spot, strict=True) if s), default=0)
+    if risk is not None and any(plan.spot):
+        steps = zip(plan.spot, plan.on_demand, curve.replicas, strict=True)
+        spare = max(s + o - max(0, d - r) for s, o, d in steps)
+        bridge = " bridged by on demand" if risk.fallback_h else ""
         parts.append(
-            f"spot up to {max(plan.spot)} above it ({sp.preemptions_per_hour:g} pre-emptions/h, "
-            f"{sp.hole_h * 3600:.0f} s hole each) with up to {spare} on demand incl. the cover "
-            f"that keeps each step covered with probability >= {target:g}"
+            f"spot up to {max(plan.spot)} and on demand up to {max(plan.on_demand)} above it, "
+            f"up to {spare} spare so each step is covered with probability >= {target:g} "
+            f"({risk.preemptions_per_hour:g} pre-emptions/h per replica, each a "
+            f"{risk.hole_h * 3600:.0f} s hole{bridge})"
         )
     else:
         parts.append("on demand above it (spot is not sold or costs more than it saves)")
@@ -313,20 +340,18 @@ def spot_hedge(
             field="overprovision",
         )
     n = len(curve.replicas)
+    risk = spot_risk(sp, od, fallback=True)
     spot = [d + overprovision if d else 0 for d in curve.replicas]
-    # Holes last only until the on-demand fallback serves: its obtain delay past the notice.
-    hole_h = max(0.0, od.obtain_delay_s - sp.notice_s) / 3600.0
     coverage = [
-        poisson_cdf(s - d, s * sp.preemptions_per_hour * hole_h)
-        for s, d in zip(spot, curve.replicas, strict=True)
+        poisson_cdf(s - d, risk.mean_holes(s)) for s, d in zip(spot, curve.replicas, strict=True)
     ]
     preemptions = sum(spot) * curve.step_h * sp.preemptions_per_hour
-    fallback_h = preemptions * sp.obtain_delay_s / 3600.0
-    plan = _Plan(0, [0] * n, spot, coverage, fallback_h)
+    plan = _Plan(0, [0] * n, spot, coverage, preemptions * risk.fallback_h)
     why = (
         f"spot follows the curve +{overprovision} spare across {zones} zones; "
-        f"{preemptions:.1f} pre-emptions expected, each covered by an on-demand fallback "
-        f"for {sp.obtain_delay_s:.0f} s; pre-emptions are taken as independent across zones"
+        f"{preemptions:.1f} pre-emptions expected, each a {risk.hole_h * 3600:.0f} s hole "
+        f"bridged by an on-demand fallback held {risk.fallback_h * 3600:.0f} s; pre-emptions "
+        "are taken as independent across zones"
     )
     return _price(curve, pools, plan, target, "spothedge", why)
 

@@ -17,6 +17,7 @@ from shipit.capacity.procurement import (
     poisson_cdf,
     reserved_mix,
     spot_hedge,
+    spot_risk,
 )
 from shipit.core.errors import InvalidRequestError
 from shipit.core.fleet import CapacityPool as P
@@ -63,25 +64,37 @@ def test_spot_without_a_hole_takes_all_of_the_flexible_share() -> None:
 def test_poisson_cover_for_spot_holes() -> None:
     assert poisson_cdf(0, 0.25) == pytest.approx(math.exp(-0.25))
     assert poisson_cdf(1, 0.5) == pytest.approx(0.909796, abs=1e-6)
-    spot = PoolSpec(P.SPOT, 1.0, obtain_delay_s=1800, preemptions_per_hour=0.5)
-    # 1 spot: mean 0.25 holes, P(0) = 0.779 < 0.9, P(<=1) = 0.974: one spare.
-    assert cover_needed(1, spot, 0.9) == 1
-    assert cover_needed(0, spot, 0.9) == 0
-    assert cover_needed(8, spot, 0.9) == 4  # mean 2: P(<=2) 0.677, P(<=3) 0.857, P(<=4) 0.947
-    assert cover_needed(8, spot, 0.85) == 3
+    # Mean 0.25 holes: P(0) = 0.779 < 0.9, P(<=1) = 0.974: one spare.
+    assert cover_needed(0.25, 0.9) == 1
+    assert cover_needed(0.0, 0.9) == 0
+    assert cover_needed(2.0, 0.9) == 4  # P(<=2) 0.677, P(<=3) 0.857, P(<=4) 0.947
+    assert cover_needed(2.0, 0.85) == 3
 
 
-def test_risky_spot_is_priced_with_its_cover() -> None:
-    # Half-hour holes at 0.5/h: spot costs $1 x 1.25 (replacements) plus one on-demand spare.
+def test_spot_risk_bridges_with_on_demand_only_when_it_is_faster() -> None:
+    spot = PoolSpec(P.SPOT, 1.0, obtain_delay_s=3600, preemptions_per_hour=0.5, notice_s=600)
+    fast_od = PoolSpec(P.ON_DEMAND, 4.0, obtain_delay_s=1800)
+    r = spot_risk(spot, fast_od, fallback=True)
+    # Hole: on-demand's 1800 s less the 600 s notice; the bridge is held for spot's 1 h.
+    # $1 + 0.5/h x 1 h replacement boot x $1 + 0.5/h x 1 h bridge x $4 = $3.5 per hour.
+    assert (r.hole_h, r.fallback_h, r.usd_per_gpu_hour) == (pytest.approx(1 / 3), 1.0, 3.5)
+    slow_od = PoolSpec(P.ON_DEMAND, 4.0, obtain_delay_s=7200)
+    r = spot_risk(spot, slow_od, fallback=True)
+    assert (r.hole_h, r.fallback_h, r.usd_per_gpu_hour) == (pytest.approx(5 / 6), 0.0, 1.5)
+
+
+def test_risky_spot_is_priced_with_its_spares() -> None:
+    # Half-hour holes at 0.5/h (mean 0.25 per spot replica); a spot hour costs $1.25 with its
+    # replacement's boot. Excess 2: 4 spot (2 spare, P(<=2 of Poisson(1)) 0.920) for $5 beats
+    # 2 spot + 1 on demand ($6.5) and 2 on demand ($8); excess 1: 2 spot ($2.5).
+    od = PoolSpec(P.ON_DEMAND, 4.0, obtain_delay_s=1800)
     spot = PoolSpec(P.SPOT, 1.0, obtain_delay_s=1800, preemptions_per_hour=0.5)
-    o = reserved_mix(
-        DemandCurve(step_s=3600.0, replicas=(2, 1)), Pools(OD, spot=spot), target=0.9
-    )
-    # e=2: two spot + one spare ($2.5 + $4) beats two on demand ($8); e=1: on demand ($4)
-    # beats one spot + one spare ($5.25).
-    assert o.spot_replicas_peak == 2 and o.on_demand_replicas_peak == 1
-    assert o.coverage == pytest.approx((poisson_cdf(1, 0.5) + 1.0) / 2)
-    assert o.coverage >= 0.9 and o.slo_met
+    o = reserved_mix(DemandCurve(step_s=3600.0, replicas=(2, 1)), Pools(od, spot=spot), target=0.9)
+    assert (o.spot_replicas_peak, o.on_demand_replicas_peak) == (4, 0)
+    assert o.coverage == pytest.approx((poisson_cdf(2, 1.0) + poisson_cdf(1, 0.5)) / 2)
+    assert o.coverage == pytest.approx(0.91475, abs=1e-4) and o.slo_met
+    # 6 spot-hours + (4 started + 3 pre-emptions replaced) x 0.5 h boot, at $1.
+    assert o.usd_total == pytest.approx(9.5)
 
 
 def test_spot_hedge_overprovisions_and_pays_fallbacks() -> None:
