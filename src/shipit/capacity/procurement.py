@@ -32,6 +32,7 @@ class PoolSpec:
     obtain_delay_s: float = 0.0  # request to serving (boot + model load)
     preemptions_per_hour: float = 0.0  # per replica; spot only
     notice_s: float = 0.0  # warning before a pre-emption; spot only
+    max_replicas: int | None = None  # most the pool can supply at once (None: no limit)
 
     def __post_init__(self) -> None:
         if self.usd_per_gpu_hour < 0 or self.obtain_delay_s < 0 or self.notice_s < 0:
@@ -39,6 +40,11 @@ class PoolSpec:
                 f"{self.pool.value} pool: price, obtain delay and notice must be >= 0, got "
                 f"{self.usd_per_gpu_hour}, {self.obtain_delay_s}, {self.notice_s}",
                 field="pool",
+            )
+        if self.max_replicas is not None and self.max_replicas < 0:
+            raise InvalidRequestError(
+                f"{self.pool.value} pool: max_replicas={self.max_replicas} must be >= 0",
+                field="max_replicas",
             )
         if self.preemptions_per_hour < 0:
             raise InvalidRequestError(
@@ -252,14 +258,15 @@ def _flex_costs(
     replicas with probability >= ``target``: spares may be spot or on demand."""
     od_price = pools.on_demand.usd_per_gpu_hour
     best: list[tuple[int, int, int]] = [(0, e, 0) for e in range(curve.peak + 1)]
-    if risk is None:
+    if risk is None or pools.spot is None:
         return best
+    cap = pools.spot.max_replicas
     top = 2 * (curve.peak + 1)
     k_max = cover_needed(risk.mean_holes(top), target)
     covers = [cover_needed(risk.mean_holes(s), target) for s in range(top + k_max + 1)]
     for e in range(curve.peak + 1):
         options = []
-        for s in range(e + k_max + 1):
+        for s in range((e + k_max if cap is None else min(e + k_max, cap)) + 1):
             o = max(0, e + covers[s] - s)
             options.append((s * risk.usd_per_gpu_hour + o * od_price, o, s))
         _, o, s = min(options)
@@ -306,14 +313,15 @@ def reserved_mix(curve: DemandCurve, pools: Pools, *, target: float) -> Procurem
         f"reserve {r} (the {r}th is needed {busy:.0%} of the time; reserved/on-demand price "
         f"{ratio:.2f})"
         if r
-        else "reserve none (no replica is needed often enough to pay for a reservation)"
+        else "reserve none (spot or on demand covers every replica for less than a reservation)"
     ]
     if risk is not None and any(plan.spot):
         steps = zip(plan.spot, plan.on_demand, curve.replicas, strict=True)
         spare = max(s + o - max(0, d - r) for s, o, d in steps)
         bridge = " bridged by on demand" if risk.fallback_h else ""
+        od_part = f" and on demand up to {max(plan.on_demand)}" if any(plan.on_demand) else ""
         parts.append(
-            f"spot up to {max(plan.spot)} and on demand up to {max(plan.on_demand)} above it, "
+            f"spot up to {max(plan.spot)}{od_part} above it, "
             f"up to {spare} spare so each step is covered with probability >= {target:g} "
             f"({risk.preemptions_per_hour:g} pre-emptions/h per replica, each a "
             f"{risk.hole_h * 3600:.0f} s hole{bridge})"
@@ -339,16 +347,21 @@ def spot_hedge(
             f"overprovision={overprovision} must be >= 0 and zones={zones} >= 1",
             field="overprovision",
         )
-    n = len(curve.replicas)
     risk = spot_risk(sp, od, fallback=True)
-    spot = [d + overprovision if d else 0 for d in curve.replicas]
+    wanted = [d + overprovision if d else 0 for d in curve.replicas]
+    cap = sp.max_replicas
+    spot = [w if cap is None else min(w, cap) for w in wanted]
+    # Spot the pool cannot supply is bought on demand (SpotHedge's fallback when spot is short).
+    short = [w - s for w, s in zip(wanted, spot, strict=True)]
     coverage = [
-        poisson_cdf(s - d, risk.mean_holes(s)) for s, d in zip(spot, curve.replicas, strict=True)
+        poisson_cdf(w - d, risk.mean_holes(s))
+        for w, s, d in zip(wanted, spot, curve.replicas, strict=True)
     ]
     preemptions = sum(spot) * curve.step_h * sp.preemptions_per_hour
-    plan = _Plan(0, [0] * n, spot, coverage, preemptions * risk.fallback_h)
+    plan = _Plan(0, short, spot, coverage, preemptions * risk.fallback_h)
     why = (
-        f"spot follows the curve +{overprovision} spare across {zones} zones; "
+        f"spot follows the curve +{overprovision} spare across {zones} zones"
+        f"{'' if cap is None else f' (at most {cap} spot, the rest on demand)'}; "
         f"{preemptions:.1f} pre-emptions expected, each a {risk.hole_h * 3600:.0f} s hole "
         f"bridged by an on-demand fallback held {risk.fallback_h * 3600:.0f} s; pre-emptions "
         "are taken as independent across zones"

@@ -155,7 +155,7 @@ def _pools(
     gpu_id: str,
     provider: str | None,
     usd_per_gpu_hour: float | None,
-    spot: tuple[float, float, float],
+    spot: tuple[float, float, float, int | None],
     od_obtain_s: float,
 ) -> tuple[Pools, str]:
     price = run(
@@ -169,7 +169,7 @@ def _pools(
     if prov is not None and prov.reserved_1y_discount is not None:
         res = PoolSpec(CapacityPool.RESERVED, p * (1 - prov.reserved_1y_discount))
     if prov is not None and prov.spot_discount is not None:
-        preempt, notice, obtain = spot
+        preempt, notice, obtain, most = spot
         spot_price = p * (1 - prov.spot_discount)
         sp = run(
             lambda: PoolSpec(
@@ -178,6 +178,7 @@ def _pools(
                 obtain_delay_s=obtain,
                 preemptions_per_hour=preempt,
                 notice_s=notice,
+                max_replicas=most,
             )
         )
     return Pools(od, reserved=res, spot=sp), price.origin
@@ -209,6 +210,10 @@ def procure(
     spot_obtain_s: float = typer.Option(600.0, "--spot-obtain-s"),
     spot_preempt: float = typer.Option(0.02, "--spot-preemptions-per-hour", help="Per replica."),
     spot_notice_s: float = typer.Option(120.0, "--spot-notice-s"),
+    spot_max: int | None = typer.Option(
+        None, "--spot-max-replicas", help="Most spot replicas obtainable at once."
+    ),
+    no_spot: bool = typer.Option(False, "--no-spot", help="Leave spot out."),
     coverage: float = typer.Option(0.99, "--coverage", help="Share of steps to cover, (0, 1]."),
     overprovision: int = typer.Option(2, "--overprovision", help="SpotHedge spare replicas."),
     output: str = OutOpt,
@@ -251,15 +256,27 @@ def procure(
     )  # fmt: skip
     slo = slo_targets(ttft_ms, tpot_ms, percentile)
     curve = run(lambda: demand_curve(d, t, slo, rates, step_s=step_s))
-    spot = (spot_preempt, spot_notice_s, spot_obtain_s)
+    spot = (spot_preempt, spot_notice_s, spot_obtain_s, spot_max)
     pools, origin = _pools(catalog, d.gpu.id, provider, usd_per_gpu_hour, spot, od_obtain_s)
+    if no_spot:
+        pools = Pools(pools.on_demand, reserved=pools.reserved)
     cmp = run(
         lambda: compare_procurement(curve, pools, target=coverage, overprovision=overprovision)
     )
     payload = {
         "deployment": d.label(),
         "price_source": origin,
-        "pools": pools,
+        "pools": {
+            spec.pool.value: {
+                "usd_per_gpu_hour": spec.usd_per_gpu_hour,
+                "obtain_delay_s": spec.obtain_delay_s,
+                "preemptions_per_hour": spec.preemptions_per_hour,
+                "notice_s": spec.notice_s,
+                "max_replicas": spec.max_replicas,
+            }
+            for spec in (pools.on_demand, pools.reserved, pools.spot)
+            if spec is not None
+        },
         "steps": len(curve.replicas),
         "step_s": curve.step_s,
         "hours": curve.hours,

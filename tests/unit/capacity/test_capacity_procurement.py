@@ -165,3 +165,17 @@ def test_demand_curve_sizes_each_step_like_plan_replicas() -> None:
     assert c.replicas[0] == 0 and c.replicas[1] == c.replicas[3] < c.replicas[2]
     assert c.replicas[2] == size_replicas(d, peak, slo).replicas_peak
     assert c.tokens == pytest.approx(50 * 900 * 1200)
+
+
+def test_short_spot_supply_falls_back_to_on_demand() -> None:
+    od = PoolSpec(P.ON_DEMAND, 4.0)
+    spot = PoolSpec(P.SPOT, 1.6, preemptions_per_hour=0.1, max_replicas=2)
+    # SpotHedge wants demand + 1; the pool gives at most 2: peak step 2 spot + 2 on demand.
+    o = spot_hedge(CURVE, Pools(od, spot=spot), target=0.99, overprovision=1)
+    assert (o.spot_replicas_peak, o.on_demand_replicas_peak) == (2, 2)
+    # spot (2,2,2,2) 8 h x $1.6 + on demand (0,0,2,0) 2 h x $4 (no obtain delays, no holes).
+    assert o.usd_total == pytest.approx(20.8)
+    # The mix: excess 3 at the peak: 2 spot + 1 on demand; otherwise 1 spot: 5 h x $1.6 + $4.
+    m = reserved_mix(CURVE, Pools(od, spot=spot), target=0.99)
+    assert (m.spot_replicas_peak, m.on_demand_replicas_peak) == (2, 1)
+    assert m.usd_total == pytest.approx(12.0)
