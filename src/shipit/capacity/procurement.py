@@ -114,6 +114,8 @@ class ProcurementOutcome:
     coverage: float  # expected share of steps with capacity >= demand
     slo_met: bool  # coverage >= the target
     reason: str
+    on_demand_per_step: tuple[int, ...] = ()  # replicas held in each step (excl. fallbacks)
+    spot_per_step: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +226,8 @@ def _price(
         coverage=coverage,
         slo_met=coverage >= target - 1e-12,
         reason=why,
+        on_demand_per_step=tuple(plan.on_demand),
+        spot_per_step=tuple(plan.spot),
     )
 
 
@@ -332,19 +336,20 @@ def reserved_mix(curve: DemandCurve, pools: Pools, *, target: float) -> Procurem
 
 
 def spot_hedge(
-    curve: DemandCurve, pools: Pools, *, target: float, overprovision: int = 2, zones: int = 3
+    curve: DemandCurve, pools: Pools, *, target: float, overprovision: int = 2
 ) -> ProcurementOutcome:
     """SpotHedge-style: spot for the whole curve plus ``overprovision`` spare spot replicas
-    spread over ``zones``; a pre-empted replica is covered by an on-demand fallback, started
-    at the notice and held until a spot replacement is ready. No reservation."""
+    (SpotHedge spreads them over zones; here pre-emptions are independent, so a zone lost at
+    once is not modelled); a pre-empted replica is bridged by an on-demand fallback requested
+    at the notice and held until a spot replacement serves. No reservation."""
     sp, od = pools.spot, pools.on_demand
     if sp is None:
         raise InvalidRequestError(
             "this provider sells no spot capacity; give a spot price", field="spot"
         )
-    if overprovision < 0 or zones < 1:
+    if overprovision < 0:
         raise InvalidRequestError(
-            f"overprovision={overprovision} must be >= 0 and zones={zones} >= 1",
+            f"overprovision={overprovision} must be >= 0 (spare spot replicas)",
             field="overprovision",
         )
     risk = spot_risk(sp, od, fallback=True)
@@ -360,11 +365,11 @@ def spot_hedge(
     preemptions = sum(spot) * curve.step_h * sp.preemptions_per_hour
     plan = _Plan(0, short, spot, coverage, preemptions * risk.fallback_h)
     why = (
-        f"spot follows the curve +{overprovision} spare across {zones} zones"
+        f"spot follows the curve +{overprovision} spare"
         f"{'' if cap is None else f' (at most {cap} spot, the rest on demand)'}; "
         f"{preemptions:.1f} pre-emptions expected, each a {risk.hole_h * 3600:.0f} s hole "
         f"bridged by an on-demand fallback held {risk.fallback_h * 3600:.0f} s; pre-emptions "
-        "are taken as independent across zones"
+        "are taken as independent (no zone lost at once)"
     )
     return _price(curve, pools, plan, target, "spothedge", why)
 
