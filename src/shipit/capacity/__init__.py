@@ -1,4 +1,4 @@
-"""Pure capacity math and catalogs: memory, performance model, recommender, SLO sizing, cost, procurement.
+"""Pure capacity math and catalogs: memory, performance, recommender, SLO sizing, cost, procurement.
 
 The public API, re-exported once here (``tests/unit/capacity/test_exports.py`` checks it).
 Everything is a pure function over frozen records; the only IO is reading the packaged catalog
