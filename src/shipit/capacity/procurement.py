@@ -314,8 +314,8 @@ def reserved_mix(curve: DemandCurve, pools: Pools, *, target: float) -> Procurem
     od_price = pools.on_demand.usd_per_gpu_hour
     ratio = pools.reserved.usd_per_gpu_hour / od_price if pools.reserved is not None else 0.0
     parts = [
-        f"reserve {r} (the {r}th is needed {busy:.0%} of the time; reserved/on-demand price "
-        f"{ratio:.2f})"
+        f"reserve {r} (the last of them is needed {busy:.0%} of the time; reserved/on-demand "
+        f"price {ratio:.2f})"
         if r
         else "reserve none (spot or on demand covers every replica for less than a reservation)"
     ]

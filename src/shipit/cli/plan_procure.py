@@ -50,7 +50,7 @@ HELP = (
     "into one day, rates kept); --days repeats the curve to cover that many days.\n\n"
     "Examples:\n\n"
     "  shipit plan procure --trace trace.jsonl --stretch 24 --days 7 -m llama-3.1-8b -g h100 "
-    "--provider aws --ttft-ms 2000 --tpot-ms 50\n\n"
+    "--provider aws --ttft-ms 10000 --tpot-ms 50\n\n"
     "  shipit plan procure --rate-series week.csv -m llama-3.1-70b -g h100 --tp 4 "
     "--input-len 1500 --output-len 300 --ttft-ms 1500 --tpot-ms 60 "
     "--spot-preemptions-per-hour 0.05 -o json"

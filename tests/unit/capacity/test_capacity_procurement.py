@@ -179,3 +179,19 @@ def test_short_spot_supply_falls_back_to_on_demand() -> None:
     m = reserved_mix(CURVE, Pools(od, spot=spot), target=0.99)
     assert (m.spot_replicas_peak, m.on_demand_replicas_peak) == (2, 1)
     assert m.usd_total == pytest.approx(12.0)
+
+
+def test_the_mix_holds_every_step_at_the_target() -> None:
+    od = PoolSpec(P.ON_DEMAND, 4.0, obtain_delay_s=1800)
+    spot = PoolSpec(P.SPOT, 0.5, obtain_delay_s=3600, preemptions_per_hour=0.3, notice_s=60)
+    curve = DemandCurve(step_s=900.0, replicas=(0, 3, 9, 20, 14, 6, 2, 11))
+    o = reserved_mix(curve, Pools(od, spot=spot), target=0.995)
+    risk = spot_risk(spot, od, fallback=True)
+    steps = zip(curve.replicas, o.spot_per_step, o.on_demand_per_step, strict=True)
+    spares = []
+    for d, s, n in steps:
+        spares.append(o.reserved_replicas + s + n - d)
+        assert poisson_cdf(spares[-1], risk.mean_holes(s)) >= 0.995
+    # Spot at the busy steps needs spares (the check above is not vacuous).
+    assert min(spares) >= 0 and max(spares) >= 2
+    assert o.coverage >= 0.995 and any(o.spot_per_step)

@@ -74,3 +74,15 @@ def test_bad_input_is_named(tmp_path: Path) -> None:
     args = [*BASE, "--rate-series", str(neg), "--input-len", "9", "--output-len", "9", *SLO]
     res = CliRunner().invoke(plan_app, args)
     assert res.exit_code == 2 and "line 3" in res.output and "negative" in res.output
+
+
+def test_iso_timestamps_set_the_step(tmp_path: Path) -> None:
+    p = tmp_path / "iso.csv"
+    p.write_text(
+        "timestamp,rate\n2026-01-05T00:00:00,3\n2026-01-05T00:30:00,9\n2026-01-05T01:00:00,5\n"
+    )
+    args = [*BASE, "--rate-series", str(p), "--input-len", "500", "--output-len", "100", *SLO]
+    res = CliRunner().invoke(plan_app, [*args, "--days", "1", "-o", "json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["step_s"] == 1800 and out["steps"] == 48
