@@ -297,9 +297,11 @@ def _mix_plan(
 def reserved_mix(curve: DemandCurve, pools: Pools, *, target: float) -> ProcurementOutcome:
     """A reserved baseline, then spot with on-demand cover for its holes, then on-demand.
 
-    The baseline is the cheapest over every count from 0 to the peak; it lands where the
-    quantile rule says: the last reserved replica is needed more than
-    price(reserved) / price(flexible) of the time.
+    The baseline is the cheapest over every count from 0 to the peak; it lands near where the
+    quantile rule says (the last reserved replica is needed more than
+    price(reserved) / price(flexible) of the time), a little lower on a curve that wobbles,
+    because a reserved replica also saves the obtain delay paid each time a flexible one is
+    added.
     """
     sp = pools.spot
     risk = spot_risk(sp, pools.on_demand, fallback=True) if sp is not None else None
@@ -314,8 +316,9 @@ def reserved_mix(curve: DemandCurve, pools: Pools, *, target: float) -> Procurem
     od_price = pools.on_demand.usd_per_gpu_hour
     ratio = pools.reserved.usd_per_gpu_hour / od_price if pools.reserved is not None else 0.0
     parts = [
-        f"reserve {r} (the last of them is needed {busy:.0%} of the time; reserved/on-demand "
-        f"price {ratio:.2f})"
+        f"reserve {r}, the cheapest count from 0 to the peak (the last of them is needed "
+        f"{busy:.0%} of the time; reserved/on-demand price {ratio:.2f}; obtain delays saved "
+        "count too)"
         if r
         else "reserve none (spot or on demand covers every replica for less than a reservation)"
     ]
