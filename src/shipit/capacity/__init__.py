@@ -1,4 +1,4 @@
-"""Pure capacity math and catalogs: memory, performance model, recommender, SLO sizing, cost.
+"""Pure capacity math and catalogs: memory, performance, recommender, SLO sizing, cost, procurement.
 
 The public API, re-exported once here (``tests/unit/capacity/test_exports.py`` checks it).
 Everything is a pure function over frozen records; the only IO is reading the packaged catalog
@@ -42,6 +42,17 @@ from shipit.capacity.pricing import (
     gpu_hour_price,
     usd_per_million_tokens,
 )
+from shipit.capacity.procurement import (
+    DemandCurve,
+    Pools,
+    PoolSpec,
+    ProcurementComparison,
+    ProcurementOutcome,
+    SpotRisk,
+    compare_procurement,
+    spot_risk,
+)
+from shipit.capacity.procurement_demand import demand_curve, rates_from_timestamps, repeat_to_days
 from shipit.capacity.queries import (
     MemorySegment,
     RecommendQuery,
@@ -64,6 +75,7 @@ __all__ = [
     "AutoscalingSettings",
     "Calibration",
     "Catalog",
+    "DemandCurve",
     "Deployment",
     "GpuHourPrice",
     "GpuModelSpec",
@@ -72,7 +84,11 @@ __all__ = [
     "ModelSpec",
     "ParamCounts",
     "PerfEstimate",
+    "PoolSpec",
+    "Pools",
     "PriceQuote",
+    "ProcurementComparison",
+    "ProcurementOutcome",
     "ProcurementPlan",
     "Provider",
     "RecommendQuery",
@@ -80,6 +96,7 @@ __all__ = [
     "Recommendation",
     "ReplicaPlan",
     "SloTargets",
+    "SpotRisk",
     "StepTime",
     "TokenCost",
     "TrafficProfile",
@@ -92,6 +109,8 @@ __all__ = [
     "best_throughput_for_gpus",
     "cheapest_quote",
     "cold_start_s",
+    "compare_procurement",
+    "demand_curve",
     "erlang_b",
     "erlang_c",
     "estimate_perf",
@@ -107,8 +126,11 @@ __all__ = [
     "parse_gpu_model",
     "plan_vram",
     "procurement_mix",
+    "rates_from_timestamps",
     "recommend",
+    "repeat_to_days",
     "size_replicas",
+    "spot_risk",
     "step_time_s",
     "token_cost",
     "total_params",

@@ -124,6 +124,8 @@ class Gateway:
         self.autoscalers: dict[str, Autoscaler] = {}
         self.alerts = build_alert_service(config, self.metrics, self.routers, self._get_upstream)
         self.history = CounterHistory(registry_reader(self.metrics.registry), clock.now)
+        # Autoscaling, cold starts and node cordons (a replica backend's, bound by `shipit up`).
+        self.control_metrics = build_control_plane_metrics(self.metrics.registry)
         if pool is not None:
             self._build_autoscalers(pool)
         # Read once, here: a missing variable or file stops the start.
@@ -178,7 +180,7 @@ class Gateway:
         )
 
     def _build_autoscalers(self, pool: ReplicaPool) -> None:
-        metrics = build_control_plane_metrics(self.metrics.registry)
+        metrics = self.control_metrics
         for name, router in self.routers.items():
             config = effective_config(router.deployment)
             if config is not None:
