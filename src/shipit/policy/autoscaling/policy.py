@@ -1,8 +1,8 @@
 """The autoscaling policy: from load, replicas and ``now``, how many replicas to run.
 
-Demand is what replicas carry *now* (requests in service) or, when larger, the arrival rate
-over the window times the recent mean service time (Little's law), from the arrival and
-completion counters the caller puts in the snapshot; queued requests drive scale-from-zero
+Demand is the arrival rate over the window times the recent mean service time (Little's
+law), from the arrival and completion counters the caller puts in the snapshot, or what
+replicas carry before any request completed; queued requests drive scale-from-zero
 and the cold-start rule, not the steady-state target (a caller with no counters has the
 queue counted as load). The policy is pure: ``decide(config, snapshot, state) -> (decision,
 state)``; the caller owns the clock, the replicas and the state between ticks, so the same
@@ -10,19 +10,21 @@ function runs live and in the fleet simulator.
 
 The rules, each a small function below:
 1. demand over a stable window (default 60 s) and a panic window (6 s);
-2. desired = ceil(demand / (target * target_utilization)), the target being
-   ``target_concurrency`` when set, else what a replica holds;
+2. desired = ceil(demand / (target * target_utilization * guard)), the target being
+   ``target_concurrency`` when set, else what a replica holds, and the guard the TTFT
+   guard's factor (``ttft_guard``; 1 unless ``ttft_slo_s`` is set);
 3. panic: when the short window needs ``panic_threshold`` x the ready replicas, scale to
    the short-window need at once; that need is recorded, so the scale-down delay runs from
    the burst;
 4. the queue and the cold start: new replicas only for what would still wait after
-   ``cold_start_s`` on the capacity running or starting;
+   ``cold_start_s`` on the capacity running or starting; they are not a proposal the
+   scale-down delay remembers (they go once the queue drained); nothing stops while queued;
 5. hysteresis: a higher target must hold for ``scale_up_delay_s``, a lower one for
-   ``scale_down_delay_s`` (the policy takes the max of the recent proposals; before the
-   policy has seen a whole delay, the time before its first tick counts as wanting the
-   replicas it found); scale to zero only after ``idle_timeout_s`` without load, counted
-   from the last load, or from when a replica was first ready if none came yet; scale from
-   zero at once;
+   ``scale_down_delay_s``, never less than a cold start (the policy takes the max of the
+   recent proposals; before the policy has seen a whole delay, the time before its first
+   tick counts as wanting the replicas it found); scale to zero only after
+   ``idle_timeout_s`` (never less than a cold start) without load, counted from the last
+   load, or from when a replica was first ready if none came yet; scale from zero at once;
 6. bounds and rate limits;
 7. whom to stop: replicas still starting first, then the ready ones with the fewest
    requests in flight (they drain fastest); replicas that never became ready are replaced.
