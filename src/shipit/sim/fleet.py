@@ -182,7 +182,7 @@ class FleetSim:
                 req.first_token_s = now
             if ev.finished:
                 del rep.requests[ev.request_id]
-                self.gateway.release(now, rid, ok=True, why="")
+                self.gateway.release(now, rid, ok=True, why="", req=req)
                 self.gateway.finish(req, 200, "ok", now)
         if events:
             self.gateway.dispatch(now)
