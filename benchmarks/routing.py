@@ -340,7 +340,7 @@ def main() -> None:
     routing_trace.add_arguments(parser)
     args = parser.parse_args()
     if args.trace is not None:  # a real trace, at and past the fleet's capacity
-        args.simulate = args.simulate or "a100-80gb:llama-3.1-8b"
+        args.simulate = args.simulate or "h100:llama-3.1-8b"
         args.policies = args.policies or "round_robin,least_outstanding,prefix_cache"
         args.out = args.out or routing_trace.RESULTS
         routing_trace.main(args)

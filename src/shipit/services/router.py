@@ -58,6 +58,7 @@ class Lease:
     released: bool = False
     placed_s: float = 0.0  # when the router gave it this replica: its service time runs from here
     computed_tokens: int = 0  # prompt tokens the replica computes for it (cached prefix off)
+    prefilled: bool = False  # its first token came: those tokens are computed
 
 
 @dataclass(slots=True)
@@ -208,14 +209,20 @@ class RouterService:
                 hits = routing.prefix_hits(self.prefix_index, request.prefix_hashes, ids)
             paces = self.paces.paces(ids, asking=request.request_id)
         snapshot = routing.RouteSnapshot(
-            now, request, replicas, hits, self.version_weights, paces=paces
+            now,
+            request,
+            replicas,
+            hits,
+            self.version_weights,
+            paces=paces,
+            holding_since_s=self.paces.holding_since(request.request_id),
         )
         decision, state = routing.decide(policy.plan, snapshot, policy.state)
         self._record("route", snapshot, policy.state, decision)
         policy.state = state
         if decision.replica_id is None:
             if decision.wait_for is not None:
-                self.paces.waits(request.request_id, decision.wait_for)
+                self.paces.waits(request.request_id, decision.wait_for, now)
             return decision
         routing.observe(policy.plan, request, decision, self.prefix_index)
         record = self.registry.take_slot(decision.replica_id)
@@ -384,7 +391,8 @@ class RouterService:
             self.completed += 1
             self.service_s += now - lease.placed_s
         service_s = now - lease.placed_s if outcome == "ok" else None
-        self.paces.done(lease.replica_id, lease.computed_tokens, service_s)
+        tokens = 0 if lease.prefilled else lease.computed_tokens
+        self.paces.done(lease.replica_id, tokens, service_s)
         record = self.registry.give_slot(lease.replica_id)
         if record is not None and outcome in ("ok", "failed", "client_error"):
             kind: reliability.Outcome = (
@@ -411,6 +419,12 @@ class RouterService:
                 self.registry.eject(lease.replica_id, ejection.until_s)
         self.dispatch()
         return ejection
+
+    def first_token(self, lease: Lease) -> None:
+        """The replica sent the lease's first token: its prompt is off that replica's backlog."""
+        if not lease.prefilled and not lease.released:
+            lease.prefilled = True
+            self.paces.prefilled(lease.replica_id, lease.computed_tokens)
 
     def answered(
         self, lease: Lease, *, ttft_s: float | None, tpot_s: float | None, slo_met: bool

@@ -148,14 +148,17 @@ def place(
             hits = routing.prefix_hits(policy.index, request.prefix_hashes, ids)
         if paces is not None:
             pace = paces.paces(ids, asking=request.request_id)
-    snap = routing.RouteSnapshot(now_s, request, views, hits, version_weights, paces=pace)
+    since = paces.holding_since(request.request_id) if paces is not None else None
+    snap = routing.RouteSnapshot(
+        now_s, request, views, hits, version_weights, paces=pace, holding_since_s=since
+    )
     decision, state = routing.decide(policy.plan, snap, policy.state)
     log.record("route", deployment, snap, policy.state, decision)
     policy.state = state
     if decision.replica_id is not None:
         routing.observe(policy.plan, request, decision, policy.index)
     elif decision.wait_for is not None and paces is not None:
-        paces.waits(request.request_id, decision.wait_for)
+        paces.waits(request.request_id, decision.wait_for, now_s)
     return decision
 
 

@@ -179,7 +179,7 @@ class FleetSim:
         for ev in events:
             req = rep.requests[ev.request_id]
             if ev.output_tokens == 1:
-                req.first_token_s = now
+                self.gateway.first_token(now, req)
             if ev.finished:
                 del rep.requests[ev.request_id]
                 self.gateway.release(now, rid, ok=True, why="", req=req)

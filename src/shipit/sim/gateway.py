@@ -40,6 +40,7 @@ class SimCall:
     sent_s: float = 0.0  # the last dispatch to a replica: service time runs from here
     token_ids: list[int] | None = None  # the prompt's content, when the trace gives prefixes
     computed_tokens: int = 0  # prompt tokens its replica computes (cached prefix off)
+    prefilled: bool = False  # its first token came: those tokens are computed
 
     @property
     def first_byte(self) -> bool:
@@ -244,6 +245,13 @@ class SimGateway:
         else:
             self.fleet.sync_step(rep, rep.engine.step_end_s)
 
+    def first_token(self, now: float, req: SimCall) -> None:
+        """Its first token: the prompt is off its replica's backlog (as the router hears it)."""
+        req.first_token_s = now
+        if not req.prefilled and req.replica is not None:
+            req.prefilled = True
+            self.paces.prefilled(req.replica, req.computed_tokens)
+
     def on_refused(self, now: float, payload: tuple[SimCall, str]) -> None:
         req, why = payload
         self.fail_attempt(now, req, why)
@@ -299,7 +307,9 @@ class SimGateway:
         self, now: float, rid: str, *, ok: bool, why: str, req: SimCall, served: bool = True
     ) -> None:
         # Only an answer's time is the replica's pace (not a failure's, not a refusal's).
-        self.paces.done(rid, req.computed_tokens, now - req.sent_s if ok and served else None)
+        tokens = 0 if req.prefilled else req.computed_tokens
+        self.paces.done(rid, tokens, now - req.sent_s if ok and served else None)
+        req.prefilled = False  # a retry computes its prompt again
         record = self.fleet.records.get(rid)
         if record is None:
             return

@@ -58,8 +58,11 @@ def route(
     hits: tuple[tuple[str, int], ...] = (("a", 100),),
     now: float = 0.0,
     request: RequestView | None = None,
+    holding_since_s: float | None = None,
 ) -> RouteDecision:
-    snapshot = RouteSnapshot(now, request or req(), fleet, hits, paces=paces)
+    snapshot = RouteSnapshot(
+        now, request or req(), fleet, hits, paces=paces, holding_since_s=holding_since_s
+    )
     decision, state = decide(PLAN, snapshot, RoutingState(turn=3))
     if decision.replica_id is None:
         assert state == RoutingState(turn=3)  # waiting changes nothing
@@ -90,14 +93,18 @@ def test_the_holder_backlog_counts_against_waiting() -> None:
     assert "~1.90 s there" in d.reason
 
 
-def test_the_wait_is_bounded_by_the_time_already_waited() -> None:
+def test_the_wait_for_the_holder_is_bounded_from_when_it_began() -> None:
     paces = (ReplicaPace("a", 2.0, 0, 1), ReplicaPace("b", 2.0))
-    # Waited 1.5 s; 1.5 + 1.0 > 2.0 s: go now, though the holder would still be sooner.
-    d = route((rep("a", 4), rep("b")), paces, now=1.5, request=req(arrived_s=0.0))
+    # Held for the holder since 10.0, now 11.5: 1.5 + 1.0 > 2.0 s: go now, though the holder
+    # would still be sooner.
+    d = route((rep("a", 4), rep("b")), paces, now=11.5, holding_since_s=10.0)
     assert (d.replica_id, d.reason_code) == ("b", "holder_busy")
     assert "waited 1.50 s, bound 2 s" in d.reason
-    d = route((rep("a", 4), rep("b")), paces, now=0.9, request=req(arrived_s=0.0))
+    d = route((rep("a", 4), rep("b")), paces, now=10.9, holding_since_s=10.0)
     assert d.reason_code == "wait_for_holder"  # 0.9 + 1.0 <= 2.0
+    # Time queued before it had a holder to wait for does not count.
+    d = route((rep("a", 4), rep("b")), paces, now=30.0, request=req(arrived_s=0.0))
+    assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
 
 
 def test_an_unmeasured_holder_is_not_waited_for_and_the_reason_says_so() -> None:
@@ -212,14 +219,17 @@ def test_the_pace_book_tracks_backlog_service_time_and_waiters() -> None:
     book.placed("a", "q2", 100)
     book.done("a", 1700, 2.0)
     book.done("b", 0, None)  # a failed attempt: no service time
-    book.waits("q3", "a")
-    book.waits("q4", "a")
+    book.waits("q3", "a", 5.0)
+    book.waits("q4", "a", 6.0)
+    book.waits("q3", "a", 7.0)  # still holding since 5.0
+    assert (book.holding_since("q3"), book.holding_since("q4")) == (5.0, 6.0)
     assert book.paces(["a", "b"], asking="q3") == (
         ReplicaPace("a", 2.0, 100, 1),
         ReplicaPace("b", 0.0, 0, 0),
     )
     book.done("a", 100, 4.0)  # 2.0 + 0.2 x (4.0 - 2.0) = 2.4
     book.placed("b", "q4", 5)  # q4 placed: no longer waits
+    assert book.holding_since("q4") is None
     assert book.paces(["a"]) == (ReplicaPace("a", pytest.approx(2.4), 0, 1),)  # type: ignore[arg-type]
     book.forget("a")
     assert book.paces(["a"]) == (ReplicaPace("a", 0.0, 0, 0),)
@@ -231,3 +241,15 @@ def test_computed_tokens_take_the_cached_prefix_off_the_prompt() -> None:
     assert computed_tokens(cfg, req(), decision) == 1700 - 1600
     short = RequestView(request_id="q", deployment="d", model="m", prefix_hashes=(1, 2))
     assert computed_tokens(cfg, short, RouteDecision("a", "p", "c", "")) == 32
+
+
+def test_a_first_token_takes_the_prompt_off_the_backlog_once() -> None:
+    book = PaceBook()
+    book.placed("a", "q1", 1000)
+    book.placed("a", "q2", 300)
+    book.prefilled("a", 1000)  # q1's first token
+    assert book.pending_tokens("a") == 300
+    book.done("a", 0, 1.0)  # q1 ends: nothing more to take off
+    assert book.pending_tokens("a") == 300
+    book.done("a", 300, 1.0)  # q2 ends without a first token (aborted before it)
+    assert book.pending_tokens("a") == 0

@@ -3,7 +3,8 @@
 With headroom it sends a request to the replica holding the longest run of its prompt's
 blocks, unless that unbalances the fleet (the guard: in requests, and, when the driver measures
 paces, in tokens to compute: a holder whose backlog costs more than the prefix saves is passed
-over). When every holder of the longest prefix is at its concurrency cap it decides between
+over: it would compute more than ``imbalance_ratio`` x the tokens the least-loaded replica
+would before this request's first token). When every holder of the longest prefix is at its concurrency cap it decides between
 waiting for the holder and going elsewhere by comparing expected times to the first token:
 
 - at the holder: ``max(slot wait, backlog) + uncached prompt``, where the slot wait is
@@ -11,8 +12,9 @@ waiting for the holder and going elsewhere by comparing expected times to the fi
   ``service / slots`` seconds) and the backlog is its pending tokens x the prefill time a token;
 - elsewhere: the best alternative's ``backlog + uncached prompt`` (it recomputes the prefix).
 
-It waits (``wait_for_holder``, no replica, the holder named) only when that is sooner and the
-request's whole wait stays within ``max_affinity_wait_s``; otherwise it goes elsewhere
+It waits (``wait_for_holder``, no replica, the holder named) only when that is sooner and its
+wait for the holder (since it first chose it, plus the slot wait expected) stays within
+``max_affinity_wait_s``; otherwise it goes elsewhere
 (``holder_busy``). Both reasons carry the figures. Pure: no clock, no IO.
 """
 
@@ -111,10 +113,10 @@ def _guarded(
     overloaded = imbalance(cfg, best, ctx.ready)
     if overloaded is None and ctx.snapshot.paces and least.replica_id != best.replica_id:
         there, here = _cost(ctx, best, prompt), _cost(ctx, least, prompt)
-        if there > here:
+        if there > cfg.imbalance_ratio * here:
             overloaded = (
                 f"it has {there} tokens to compute before this one's first token, "
-                f"{least.replica_id} {here} (prefix included)"
+                f"{least.replica_id} {here} (prefix included; ratio > {cfg.imbalance_ratio:g})"
             )
     if overloaded and least.replica_id != best.replica_id:
         return Pick(
@@ -164,7 +166,8 @@ def _wait_or_go(
     backlog_s = pace.pending_tokens * per_token_s
     holder_s = max(wait_s, backlog_s) + uncached_tokens(prompt, best_hit, block) * per_token_s
     saved_s = (best_hit - alt_hit) * block * per_token_s
-    waited_s = max(ctx.snapshot.now_s - ctx.request.arrived_s, 0.0)
+    since = ctx.snapshot.holding_since_s
+    waited_s = 0.0 if since is None else max(ctx.snapshot.now_s - since, 0.0)
     figures = (
         f"{holder.replica_id} holds {best_hit}/{blocks} blocks and is full "
         f"({holder.in_flight}/{holder.max_concurrency}): slot in ~{wait_s:.2f} s "

@@ -67,6 +67,8 @@ class RouteSnapshot:
     version_weights: tuple[tuple[str, float], ...] = ()
     # Per replica pace (empty: not measured; affinity then compares requests, not tokens).
     paces: tuple[ReplicaPace, ...] = ()
+    # When this request first chose to wait for its cache holder (None: it has not).
+    holding_since_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,8 @@ and who waits for which cache holder.
 
 Like ``PrefixIndex`` it is an object the driver (the live router, the simulator's gateway)
 owns and feeds, never ``decide``: ``placed`` when a decision named a replica (the request's
-uncached prompt tokens join that replica's backlog), ``done`` when its slot came back (the
-backlog shrinks; the time it held the slot updates the replica's mean service time, an
+uncached prompt tokens join that replica's backlog), ``prefilled`` at its first token (they
+leave it), ``done`` when its slot came back (the time it held the slot updates the replica's mean service time, an
 exponentially weighted mean), ``waits`` when a decision chose to wait for a holder, ``gone``
 when a waiter left the queue. ``paces`` is what goes into a ``RouteSnapshot``. Time comes in as
 numbers; no clock, no IO.
@@ -40,31 +40,43 @@ class PaceBook:
         self._service_s: dict[str, float] = {}
         self._pending: Counter[str] = Counter()
         self._waiting_for: dict[str, str] = {}  # request id -> replica id
+        self._since: dict[str, float] = {}  # request id -> when it first chose to wait
 
     def placed(self, replica_id: str, request_id: str, tokens: int) -> None:
-        self._waiting_for.pop(request_id, None)
+        self.gone(request_id)
         self._pending[replica_id] += tokens
 
-    def done(self, replica_id: str, tokens: int, service_s: float | None) -> None:
-        """A slot came back: ``tokens`` leave the backlog; ``service_s`` (None: the attempt
-        failed or was aborted, its time says nothing of the pace) feeds the mean."""
+    def prefilled(self, replica_id: str, tokens: int) -> None:
+        """The request's first token came: its ``tokens`` are computed, off the backlog."""
         left = self._pending[replica_id] - tokens
         if left > 0:
             self._pending[replica_id] = left
         else:
             self._pending.pop(replica_id, None)
+
+    def done(self, replica_id: str, tokens: int, service_s: float | None) -> None:
+        """A slot came back: ``tokens`` (0 when ``prefilled`` took them off already) leave
+        the backlog; ``service_s`` (None: the attempt failed or was aborted, its time says
+        nothing of the pace) feeds the mean."""
+        self.prefilled(replica_id, tokens)
         if service_s is not None and service_s >= 0:
             mean = self._service_s.get(replica_id)
             self._service_s[replica_id] = (
                 service_s if mean is None else mean + SERVICE_WEIGHT * (service_s - mean)
             )
 
-    def waits(self, request_id: str, replica_id: str) -> None:
+    def waits(self, request_id: str, replica_id: str, now_s: float) -> None:
         self._waiting_for[request_id] = replica_id
+        self._since.setdefault(request_id, now_s)
+
+    def holding_since(self, request_id: str) -> float | None:
+        """When ``request_id`` first chose to wait for its holder (the bound runs from it)."""
+        return self._since.get(request_id)
 
     def gone(self, request_id: str) -> None:
-        """The request left the queue without a slot (placed elsewhere, refused, timed out)."""
+        """The request left the queue (placed, refused, timed out)."""
         self._waiting_for.pop(request_id, None)
+        self._since.pop(request_id, None)
 
     def forget(self, replica_id: str) -> None:
         self._service_s.pop(replica_id, None)
