@@ -352,7 +352,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a JSON-lines trace with hash_ids: run this benchmark on it",
     )
     parser.add_argument("--loads", default="1,1.5", help="arrival rates, x fleet capacity")
-    parser.add_argument("--max-concurrency", type=int, default=16)
+    parser.add_argument("--max-concurrency", type=int, default=8, help="per replica (gateway)")
     parser.add_argument("--max-prompt-tokens", type=int, default=120_000)
     parser.add_argument(
         "--prefill-us-per-token",

@@ -2,10 +2,11 @@
 
 With headroom it sends a request to the replica holding the longest run of its prompt's
 blocks, unless that unbalances the fleet (the guard: in requests, and, when the driver measures
-paces, in tokens to compute: a holder whose backlog costs more than the prefix saves is passed
-over: it would compute more than ``imbalance_ratio`` x the tokens the least-loaded replica
-would before this request's first token). When every holder of the longest prefix is at its concurrency cap it decides between
-waiting for the holder and going elsewhere by comparing expected times to the first token:
+paces, in tokens to compute: a holder is passed over when it would compute more than
+``imbalance_ratio`` x the tokens the least-loaded replica would before this request's first
+token, prefix recomputation included). When every holder of the longest prefix is at its
+concurrency cap it decides between waiting for the holder and going elsewhere by comparing
+expected times to the first token:
 
 - at the holder: ``max(slot wait, backlog) + uncached prompt``, where the slot wait is
   ``(waiters ahead + 1) x service time / slots`` (a full replica frees a slot every

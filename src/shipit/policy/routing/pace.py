@@ -4,10 +4,10 @@ and who waits for which cache holder.
 Like ``PrefixIndex`` it is an object the driver (the live router, the simulator's gateway)
 owns and feeds, never ``decide``: ``placed`` when a decision named a replica (the request's
 uncached prompt tokens join that replica's backlog), ``prefilled`` at its first token (they
-leave it), ``done`` when its slot came back (the time it held the slot updates the replica's mean service time, an
-exponentially weighted mean), ``waits`` when a decision chose to wait for a holder, ``gone``
-when a waiter left the queue. ``paces`` is what goes into a ``RouteSnapshot``. Time comes in as
-numbers; no clock, no IO.
+leave it), ``done`` when its slot came back (the time it held the slot updates the replica's
+mean service time, an exponentially weighted mean), ``waits`` when a decision chose to wait
+for a holder, ``gone`` when a waiter left the queue. ``paces`` is what goes into a
+``RouteSnapshot``. Time comes in as numbers; no clock, no IO.
 """
 
 from __future__ import annotations
