@@ -99,6 +99,12 @@ class PrefixCacheConfig(_Strict):
     max_affinity_wait_s: float = Field(
         2.0, ge=0, description="longest a request waits for its cache holder (0: never waits)"
     )
+    # Measured in tokens to compute before a request's first token: the holder keeps it unless
+    # it would take more than this x the best alternative (a recomputed prefix also costs the
+    # fleet prefill capacity, so the holder gets this much slack).
+    token_imbalance_ratio: float = Field(
+        2.0, ge=1.0, description="holder vs best alternative, in tokens (or seconds) to compute"
+    )
     chars_per_token: float = Field(
         4.0, gt=0, description="text prompts are hashed in chunks of this many chars per token"
     )

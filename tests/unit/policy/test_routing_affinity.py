@@ -18,6 +18,7 @@ from shipit.policy.routing import (
     PrefixIndex,
     ReplicaPace,
     RouteDecision,
+    RoutePlan,
     RouteSnapshot,
     RoutingState,
     computed_tokens,
@@ -30,9 +31,18 @@ from shipit.policy.routing import (
 HASHES = tuple(range(1000, 1100))  # 100 blocks
 CONFIG = RoutingConfig(
     policy="prefix_cache",
-    prefix_cache=PrefixCacheConfig(prefill_us_per_token=1000.0, max_affinity_wait_s=2.0),
+    prefix_cache=PrefixCacheConfig(
+        prefill_us_per_token=1000.0, max_affinity_wait_s=2.0, token_imbalance_ratio=1.0
+    ),
 )
 PLAN = plan_for("prefix_cache", CONFIG)
+SLACK = plan_for(
+    "prefix_cache",
+    RoutingConfig(
+        policy="prefix_cache",
+        prefix_cache=PrefixCacheConfig(prefill_us_per_token=1000.0, token_imbalance_ratio=1.3),
+    ),
+)
 
 
 def rep(rid: str, in_flight: int = 0) -> ReplicaRecord:
@@ -59,11 +69,12 @@ def route(
     now: float = 0.0,
     request: RequestView | None = None,
     holding_since_s: float | None = None,
+    plan: RoutePlan = PLAN,
 ) -> RouteDecision:
     snapshot = RouteSnapshot(
         now, request or req(), fleet, hits, paces=paces, holding_since_s=holding_since_s
     )
-    decision, state = decide(PLAN, snapshot, RoutingState(turn=3))
+    decision, state = decide(plan, snapshot, RoutingState(turn=3))
     if decision.replica_id is None:
         assert state == RoutingState(turn=3)  # waiting changes nothing
     return decision
@@ -83,7 +94,25 @@ def test_goes_elsewhere_when_the_holder_queue_is_longer_than_the_prefill_saved()
     # 3 already wait for a: slot in 4 x 2.0 / 4 = 2.0 s, first token 2.1 s > 1.7 s on b.
     d = route((rep("a", 4), rep("b")), (ReplicaPace("a", 2.0, 0, 3), ReplicaPace("b", 2.0)))
     assert (d.replica_id, d.reason_code) == ("b", "holder_busy")
-    assert "~2.10 s there vs ~1.70 s on b" in d.reason and "not sooner" in d.reason
+    assert "~2.10 s there vs ~1.70 s on b" in d.reason and "over 1x later" in d.reason
+
+
+def test_the_holder_keeps_its_request_within_the_token_imbalance_slack() -> None:
+    # Slack 1.3: 2.1 s at a < 1.3 x 1.7 s = 2.21 s on b: wait for a.
+    paces = (ReplicaPace("a", 2.0, 0, 3), ReplicaPace("b", 2.0))
+    d = route((rep("a", 4), rep("b")), paces, plan=SLACK)
+    assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
+    # 4 waiting: slot in 5 x 2.0 / 4 = 2.5 s, first token 2.6 s > 2.21 s: go to b.
+    paces = (ReplicaPace("a", 2.0, 0, 4), ReplicaPace("b", 2.0))
+    d = route((rep("a", 4), rep("b")), paces, plan=SLACK)
+    assert (d.replica_id, d.reason_code) == ("b", "holder_busy")
+    assert "over 1.3x later" in d.reason
+    # A free holder: 2,300 tokens vs 1,700 on b; 2,300 < 1.3 x 1,700 = 2,210? No: passed over.
+    paces = (ReplicaPace("a", 2.0, 2200), ReplicaPace("b", 2.0))
+    assert route((rep("a", 1), rep("b", 1)), paces, plan=SLACK).reason_code == "imbalance_guard"
+    # 2,100 tokens <= 2,210: kept.
+    paces = (ReplicaPace("a", 2.0, 2000), ReplicaPace("b", 2.0))
+    assert route((rep("a", 1), rep("b", 1)), paces, plan=SLACK).reason_code == "prefix_hit"
 
 
 def test_the_holder_backlog_counts_against_waiting() -> None:
@@ -119,7 +148,7 @@ def test_a_holder_with_a_free_slot_is_passed_over_when_its_backlog_costs_more() 
     paces = (ReplicaPace("a", 2.0, 3000), ReplicaPace("b", 2.0))
     d = route((rep("a", 1), rep("b", 1)), paces)
     assert (d.replica_id, d.reason_code) == ("b", "imbalance_guard")
-    assert "3100 tokens" in d.reason and "b 1700" in d.reason
+    assert "3100 tokens" in d.reason and "b 1700" in d.reason and "ratio > 1)" in d.reason
     # a: 1,000 + 100 = 1,100 < 1,700: the prefix wins.
     paces = (ReplicaPace("a", 2.0, 1000), ReplicaPace("b", 2.0))
     d = route((rep("a", 1), rep("b", 1)), paces)

@@ -3,8 +3,8 @@
 With headroom it sends a request to the replica holding the longest run of its prompt's
 blocks, unless that unbalances the fleet (the guard: in requests, and, when the driver measures
 paces, in tokens to compute: a holder is passed over when it would compute more than
-``imbalance_ratio`` x the tokens the least-loaded replica would before this request's first
-token, prefix recomputation included). When every holder of the longest prefix is at its
+``token_imbalance_ratio`` x the tokens the least-loaded replica would before this request's
+first token, prefix recomputation included). When every holder of the longest prefix is at its
 concurrency cap it decides between waiting for the holder and going elsewhere by comparing
 expected times to the first token:
 
@@ -13,9 +13,10 @@ expected times to the first token:
   ``service / slots`` seconds) and the backlog is its pending tokens x the prefill time a token;
 - elsewhere: the best alternative's ``backlog + uncached prompt`` (it recomputes the prefix).
 
-It waits (``wait_for_holder``, no replica, the holder named) only when that is sooner and its
-wait for the holder (since it first chose it, plus the slot wait expected) stays within
-``max_affinity_wait_s``; otherwise it goes elsewhere
+It waits (``wait_for_holder``, no replica, the holder named) when the holder's time is within
+``token_imbalance_ratio`` x the alternative's (the same slack: a recomputed prefix also costs
+the saturated fleet prefill capacity) and its wait for the holder (since it first chose it,
+plus the slot wait expected) stays within ``max_affinity_wait_s``; otherwise it goes elsewhere
 (``holder_busy``). Both reasons carry the figures. Pure: no clock, no IO.
 """
 
@@ -114,10 +115,11 @@ def _guarded(
     overloaded = imbalance(cfg, best, ctx.ready)
     if overloaded is None and ctx.snapshot.paces and least.replica_id != best.replica_id:
         there, here = _cost(ctx, best, prompt), _cost(ctx, least, prompt)
-        if there > cfg.imbalance_ratio * here:
+        if there > cfg.token_imbalance_ratio * here:
             overloaded = (
                 f"it has {there} tokens to compute before this one's first token, "
-                f"{least.replica_id} {here} (prefix included; ratio > {cfg.imbalance_ratio:g})"
+                f"{least.replica_id} {here} (prefix included; ratio > "
+                f"{cfg.token_imbalance_ratio:g})"
             )
     if overloaded and least.replica_id != best.replica_id:
         return Pick(
@@ -177,7 +179,8 @@ def _wait_or_go(
         f"(prefill saved {saved_s:.2f} s)"
     )
     bound = cfg.max_affinity_wait_s
-    if holder_s < alt_s and waited_s + wait_s <= bound:
+    slack = cfg.token_imbalance_ratio
+    if holder_s < slack * alt_s and waited_s + wait_s <= bound:
         return Pick(
             None,
             "wait_for_holder",
@@ -185,5 +188,9 @@ def _wait_or_go(
             prefix_hit_blocks=best_hit,
             wait_for=holder.replica_id,
         )
-    why = "not sooner" if holder_s >= alt_s else f"waited {waited_s:.2f} s, bound {bound:g} s"
+    why = (
+        f"over {slack:g}x later"
+        if holder_s >= slack * alt_s
+        else f"waited {waited_s:.2f} s, bound {bound:g} s"
+    )
     return Pick(least, "holder_busy", f"{figures}; {why}", prefix_hit_blocks=alt_hit)
