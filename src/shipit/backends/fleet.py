@@ -179,6 +179,18 @@ class Fleet:
             and self._versions.get(h.replica_id) == self.current.get(deployment)
         ]
 
+    async def cold_start_phases(
+        self, deployment: str, replica_id: str
+    ) -> tuple[tuple[str, float], ...]:
+        """The phases before the replica's process ran, where its backend knows them (a
+        Kubernetes pod's schedule, image pull, container start); ``()`` otherwise."""
+        for b, h in self.handles:
+            phases = getattr(b, "cold_start_phases", None)
+            if h.replica_id == replica_id and phases is not None:
+                found: tuple[tuple[str, float], ...] = await phases(replica_id)
+                return found
+        return ()
+
     def alive(self, deployment: str, replica_id: str) -> bool:
         return any(b.alive(h) for b, h in self.handles if h.replica_id == replica_id)
 

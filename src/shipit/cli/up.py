@@ -20,10 +20,12 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+import uvloop
 from rich.console import Console
 from rich.table import Table
 
@@ -53,6 +55,7 @@ from shipit.services.router import RouterService
 
 if TYPE_CHECKING:
     from shipit.gateway.rpc import GrpcDoor
+    from shipit.telemetry.instruments import ControlPlaneMetrics
 
 EXAMPLES = """
 Examples:
@@ -255,6 +258,11 @@ def up(
         False, "--keep-logs", help="Keep the temporary replica log directory on exit."
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
+    console_on: bool = typer.Option(
+        True,
+        "--console/--no-console",
+        help="Serve the web console at /ui (fleet page, VRAM calculator, recommender).",
+    ),
 ) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -308,6 +316,7 @@ def up(
     # backend: kubernetes: that deployment's replicas are pods, watched by their own backend
     # (the client library is imported only then).
     pods: dict[str, ReplicaBackend] = {}
+    bind_metrics: list[Callable[[ControlPlaneMetrics], None]] = []
     if any(d.backend == "kubernetes" for d in cfg.deployments):
         from shipit.backends.k8s_pods import settings_for
         from shipit.backends.kubernetes import KubernetesBackend
@@ -315,7 +324,9 @@ def up(
         for d in cfg.deployments:
             if d.backend == "kubernetes":
                 settings = settings_for(cfg, d)
-                pods[d.name] = KubernetesBackend(settings, deployment=d.name, registrars=registrars)
+                backend = KubernetesBackend(settings, deployment=d.name, registrars=registrars)
+                pods[d.name] = backend
+                bind_metrics.append(backend.bind_metrics)
     fleet = Fleet(cfg.deployments, registrars, local=local, external=external, backends=pods)
     start_hooks: list[Hook] = [fleet.start]
     stop_hooks: list[Hook] = [fleet.stop]
@@ -341,6 +352,7 @@ def up(
             rollout_home=state_dir or _rollout_home(),
             replica_admin_token=admin_token,
             request_schemas=request_schemas(),
+            console=console_on,
         )
     except UpstreamAuthError as exc:  # a credential named in upstream_auth cannot be read
         console.print(f"[red]error:[/] {exc.message}")
@@ -348,6 +360,8 @@ def up(
         if remove_logs:
             shutil.rmtree(local.log_dir, ignore_errors=True)
         raise typer.Exit(2) from exc
+    for bind in bind_metrics:  # node cordons count in the gateway's /metrics
+        bind(gateway.control_metrics)
     scheme = "https" if cfg.gateway.tls.enabled else "http"
     listen = f"{scheme}://{cfg.gateway.host}:{sock.getsockname()[1]}"
 
@@ -367,6 +381,8 @@ def up(
                     f"{a.autoscaling_window_s:g}s (panic {a.panic_window_s:g}s), scale-down "
                     f"delay {a.scale_down_delay_s:g}s, idle timeout {a.idle_timeout_s:g}s"
                 )
+        if console_on:
+            console.print(f"web console: {listen}/ui/  (--no-console turns it off)")
         if door is not None:
             console.print(f"gRPC (shipit.v1.Inference) on {cfg.gateway.host}:{door.port}")
         kept = "" if not remove_logs else " (removed on exit; --keep-logs keeps them)"
@@ -382,7 +398,9 @@ def up(
     signal.signal(signal.SIGTERM, _term)
     stopped = Stopped.DRAINED
     try:
-        stopped = asyncio.run(
+        # uvloop, as the replicas run: uvicorn's ``loop="uvloop"`` applies only to loops it
+        # creates, and this one is ours.
+        stopped = uvloop.run(
             serve(
                 gateway,
                 sock,

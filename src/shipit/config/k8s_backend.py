@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shipit.config.kubernetes import Toleration
+from shipit.config.kubernetes import Engine, Toleration
 
 
 class _Strict(BaseModel):
@@ -34,9 +34,17 @@ class KubernetesBackendConfig(_Strict):
         None, description="kubeconfig file; absent: in-cluster service account, else $KUBECONFIG"
     )
     image: str = Field("ghcr.io/shipit/replica:latest", description="replica container image")
+    engine: Engine = Field(
+        "embedded",
+        description="what the pod runs: embedded (`shipit replica`), vllm (`vllm serve`) or "
+        "sglang (`sglang.launch_server`), each its own OpenAI-compatible server",
+    )
+    engine_args: list[str] = Field(
+        default_factory=list, description="extra flags for vllm or sglang (after shipit's)"
+    )
     command: list[str] = Field(
         default_factory=lambda: ["shipit", "replica"],
-        description="the container's command; the replica flags follow it",
+        description="the embedded engine's command; the replica flags follow it",
     )
     port: int = Field(8000, ge=1, le=65535)
     service: str = Field(

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any
 
 
@@ -76,8 +77,21 @@ class ReplicaRecord:
         return self.ejected_until_s is None or self.ejected_until_s <= now_s
 
     def evolve(self, **changes: Any) -> ReplicaRecord:
-        """A copy with ``changes`` applied (the record itself never changes)."""
-        return replace(self, **changes)
+        """A copy with ``changes`` applied (the record itself never changes). On the hot path
+        (a slot taken and given back per request), so it rebuilds the record positionally:
+        ``dataclasses.replace`` costs about twice as much."""
+        values = list(_ALL_FIELDS(self))
+        for name, value in changes.items():
+            at = _FIELD_INDEX.get(name)
+            if at is None:
+                raise TypeError(f"ReplicaRecord has no field {name!r}; its fields: {_FIELD_NAMES}")
+            values[at] = value
+        return ReplicaRecord(*values)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(ReplicaRecord))
+_FIELD_INDEX = {name: i for i, name in enumerate(_FIELD_NAMES)}
+_ALL_FIELDS = attrgetter(*_FIELD_NAMES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from shipit.config.gateway import DeploymentConfig
@@ -46,6 +46,11 @@ class Catalog:
         for name, router in self.routers.items():
             out[name] = set().union(*(r.adapters for r in router.registry.records()))
         return out
+
+    def lazy_replica_adapters(self) -> Mapping[str, set[str]]:
+        """``replica_adapters()``, computed only if a request's model is not a deployment's
+        base model (the common case never looks: it would walk every replica per request)."""
+        return _Lazy(self.replica_adapters)
 
     def deployment_of(self, model: str) -> str | None:
         for name, dep in self.deployments.items():
@@ -136,3 +141,27 @@ class Catalog:
         for name, dep in self.deployments.items():
             out += [dep.model_name, *sorted(self.adapters(name))]
         return out
+
+
+class _Lazy(Mapping[str, set[str]]):
+    """A mapping built by ``build`` on first use."""
+
+    __slots__ = ("_build", "_data")
+
+    def __init__(self, build: Callable[[], dict[str, set[str]]]) -> None:
+        self._build = build
+        self._data: dict[str, set[str]] | None = None
+
+    def _get(self) -> dict[str, set[str]]:
+        if self._data is None:
+            self._data = self._build()
+        return self._data
+
+    def __getitem__(self, key: str) -> set[str]:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())

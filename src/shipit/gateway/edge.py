@@ -22,6 +22,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 PARSED_BODY = "shipit.parsed_body"  # scope key: the body as the edge parsed it, parsed once
+HEADERS = "shipit.headers"  # scope key: the forwarded headers as a str dict, built once
 PRINCIPAL = "shipit.principal"  # scope key: the key's ``Principal`` (absent with keys off)
 # Requests that are not one JSON request to a model: file uploads (multipart, up to
 # jobs.max_file_bytes) and job management (batches, an async request's status or cancel).
@@ -88,26 +89,41 @@ async def read_body(
             raise _too_large(max_bytes, f"{declared} bytes (Content-Length)")
     parts: list[bytes] = []
     size = 0
+    # A timer that cancels this task, rather than ``asyncio.timeout``: per request, and this
+    # is the hot path (the body nearly always arrives with the first message).
+    task = asyncio.current_task()
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        if task is not None:
+            task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
     try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    break
-                chunk: bytes = message.get("body", b"")
-                size += len(chunk)
-                if size > max_bytes:
-                    raise _too_large(max_bytes, f"over {max_bytes} bytes")
-                parts.append(chunk)
-                if not message.get("more_body"):
-                    break
-    except TimeoutError:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(max_bytes, f"over {max_bytes} bytes")
+            parts.append(chunk)
+            if not message.get("more_body"):
+                break
+    except asyncio.CancelledError:
+        if not expired or task is None or task.uncancel() > 0:
+            raise  # cancelled by someone else (the client left, the server stops)
         raise EdgeError(
             oe.REQUEST_TIMEOUT,
             f"the request body did not arrive within {timeout_s:g}s "
             "(gateway.limits.body_timeout_s); send it at once",
             param="body",
         ) from None
+    finally:
+        timer.cancel()
     return b"".join(parts)
 
 
@@ -126,6 +142,10 @@ def _checked_int(text: str) -> int:
     return value
 
 
+_DECODER = json.JSONDecoder(parse_int=_checked_int)
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def parse_json(body: bytes, *, max_depth: int) -> Any:
     """The body's JSON: objects and arrays nested at most ``max_depth`` deep, integers that fit
     in 64 bits. Anything else is a 400 naming what was wrong (never a 500).
@@ -134,7 +154,10 @@ def parse_json(body: bytes, *, max_depth: int) -> Any:
     nesting is walked only when the body holds more brackets than ``max_depth`` (with fewer it
     cannot nest deeper). A refused integer is located by a second, slow walk."""
     try:
-        data = json.loads(body, parse_int=_checked_int)
+        if body[:4].count(0) or body[:3] == _UTF8_BOM:  # UTF-16/32 or a BOM: as json.loads
+            data = json.loads(body, parse_int=_checked_int)
+        else:  # UTF-8, the common case: one decoder built once, not one per request
+            data = _DECODER.decode(body.decode("utf-8"))
     except _IntOutOfRangeError:
         data = None  # located below
     except RecursionError:

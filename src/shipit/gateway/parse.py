@@ -13,7 +13,7 @@ It must not route or do IO.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from shipit.config.gateway import ROUTING_POLICIES, DeploymentConfig
@@ -88,7 +88,7 @@ def choose_deployment(
     deployments: Mapping[str, DeploymentConfig],
     adapters: Mapping[str, set[str]],
     *,
-    names_known: bool = True,
+    names_known: bool | Callable[[], bool] = True,
 ) -> DeploymentConfig:
     """The deployment serving ``model`` (its base model or a known adapter).
 
@@ -103,7 +103,8 @@ def choose_deployment(
     for name, names in adapters.items():
         if model in names:
             return deployments[name]
-    if len(deployments) == 1 and not names_known:
+    known = names_known() if callable(names_known) else names_known
+    if len(deployments) == 1 and not known:
         return next(iter(deployments.values()))
     raise UnknownAdapterError(
         f"The model `{model}` does not exist; this gateway serves "
@@ -135,7 +136,7 @@ def parse_request(
     adapters: Mapping[str, set[str]],
     now_s: float,
     client_request_id: str | None = None,
-    names_known: bool = True,
+    names_known: bool | Callable[[], bool] = True,
 ) -> RequestView:
     """The request's view, or ``InvalidRequestError`` (400) for a body the replica would
     refuse for a field the gateway reads, ``UnknownAdapterError`` (404) for an unknown model.
@@ -218,7 +219,7 @@ def parse_token_request(
     adapters: Mapping[str, set[str]],
     now_s: float,
     client_request_id: str | None = None,
-    names_known: bool = True,
+    names_known: bool | Callable[[], bool] = True,
 ) -> RequestView:
     """``/tokenize`` or ``/detokenize``: only ``model`` is read (optional, as in vLLM, when the
     gateway serves one deployment); the replica checks the rest."""

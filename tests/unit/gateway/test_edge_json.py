@@ -30,3 +30,15 @@ def test_an_integer_out_of_range_is_refused_by_its_path() -> None:
 def test_integers_at_the_64_bit_bounds_pass() -> None:
     raw = b'{"a":9223372036854775807,"b":-9223372036854775807}'
     assert parse_json(raw, max_depth=32) == {"a": 2**63 - 1, "b": -(2**63 - 1)}
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-32-le"])
+def test_bodies_in_other_unicode_encodings_parse_as_json_loads_parses_them(encoding: str) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "héllo"}], "n": 2}
+    assert parse_json(json.dumps(body).encode(encoding), max_depth=8) == body
+
+
+def test_a_body_that_is_not_utf8_is_a_400_not_a_500() -> None:
+    with pytest.raises(EdgeError, match="not valid JSON") as err:
+        parse_json(b'{"model": "\xff\xfe\xfa"}', max_depth=8)
+    assert err.value.status == 400
