@@ -195,6 +195,7 @@ def replica_pod(spec: ReplicaSpec, cfg: KubernetesBackendConfig, name: str) -> P
 class PodView:
     name: str
     deployment: str
+    version: str | None  # the version label: what the pod runs
     node: str | None
     state: ReplicaState
     scheduled: bool
@@ -246,6 +247,7 @@ def read_pod(pod: Pod) -> PodView:
     return PodView(
         name=meta.name,
         deployment=(meta.labels or {}).get(DEPLOYMENT, ""),
+        version=(meta.labels or {}).get(VERSION),
         node=pod.spec.nodeName if pod.spec else None,
         state=state,
         scheduled=_condition(pod, "PodScheduled"),

@@ -203,6 +203,11 @@ class KubernetesBackend:
             return None
         return r.view.state if r.view is not None else ReplicaState.STARTING
 
+    def version(self, replica_id: str) -> str | None:
+        """The version label of the replica's pod (as last seen by the watch)."""
+        r = self.replicas.get(replica_id)
+        return r.view.version if r is not None and r.view is not None else None
+
     def failure(self, replica_id: str) -> str | None:
         r = self.replicas.get(replica_id)
         return r.view.failure if r is not None and r.view is not None else None

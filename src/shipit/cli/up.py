@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 import uvloop
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shipit.backends.base import ReplicaBackend
@@ -34,6 +35,7 @@ from shipit.backends.fleet import Fleet
 from shipit.backends.local import LocalProcessBackend
 from shipit.backends.static import StaticBackend
 from shipit.capacity import parse_gpu_model
+from shipit.cli.up_ray import ray_backends
 from shipit.cli.up_security import apply_security_flags, check_security
 from shipit.config.gateway import (
     ROUTING_POLICIES,
@@ -66,6 +68,7 @@ Examples:
   shipit up --config shipit.yaml --port 9000
   shipit up --simulate H100:llama-3.1-8b --min-replicas 0 --max-replicas 3   # autoscaled
   shipit up --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem   # keys required (shipit keys)
+  shipit up --backend ray --ray-address 10.0.0.2:6379 --simulate H100:llama-3.1-8b   # Ray actors
 """
 
 
@@ -113,6 +116,7 @@ def build_config(
     model: str | None,
     simulate: str | None,
     replica_url: list[str],
+    backend: str | None = None,
     autoscaling: dict[str, float | None] | None = None,
     security: dict[str, Any] | None = None,
 ) -> ShipitConfig:
@@ -138,6 +142,8 @@ def build_config(
             replicas = 0  # external endpoints only, unless asked for local ones too
     if replicas is not None:
         over["replicas"] = replicas
+    if backend is not None:
+        over["backend"] = backend
     for field, value in (autoscaling or {}).items():
         if value is not None:
             over[f"autoscaling.{field}"] = value
@@ -200,6 +206,18 @@ def up(
     ),
     replica_url: list[str] = typer.Option(
         [], "--replica-url", help="An external OpenAI-compatible replica (repeatable)."
+    ),
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        help="Where the replicas run: local (processes here), kubernetes (pods) or ray (actors "
+        "on a Ray cluster; pip install 'shipit\\[ray]'). See docs/ray.md.",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="With --backend ray: the Ray cluster's head, host:port (or 'auto', ray://...); "
+        "default $RAY_ADDRESS, else a single-node Ray started here.",
     ),
     min_replicas: int | None = typer.Option(
         None, "--min-replicas", help="Autoscaling lower bound (0: scale to zero)."
@@ -278,6 +296,7 @@ def up(
             model=model,
             simulate=simulate,
             replica_url=replica_url,
+            backend=backend,
             autoscaling={
                 "min_replicas": min_replicas,
                 "max_replicas": max_replicas,
@@ -324,9 +343,16 @@ def up(
         for d in cfg.deployments:
             if d.backend == "kubernetes":
                 settings = settings_for(cfg, d)
-                backend = KubernetesBackend(settings, deployment=d.name, registrars=registrars)
-                pods[d.name] = backend
-                bind_metrics.append(backend.bind_metrics)
+                k8s = KubernetesBackend(settings, deployment=d.name, registrars=registrars)
+                pods[d.name] = k8s
+                bind_metrics.append(k8s.bind_metrics)
+    if any(d.backend == "ray" for d in cfg.deployments) or ray_address:
+        try:
+            pods |= ray_backends(cfg, ray_address, admin_token, console)
+        except ConfigError as exc:  # escaped: "shipit[ray]" is not Rich markup
+            console.print(f"[red]error:[/] {escape(exc.message)}")
+            sock.close()
+            raise typer.Exit(2) from exc
     fleet = Fleet(cfg.deployments, registrars, local=local, external=external, backends=pods)
     start_hooks: list[Hook] = [fleet.start]
     stop_hooks: list[Hook] = [fleet.stop]
@@ -369,7 +395,7 @@ def up(
         for d in cfg.deployments:
             console.print(
                 f"[bold]shipit gateway[/] listening on {listen}/v1  deployment {d.name!r}: "
-                f"model {d.model_name!r}, {d.initial_replicas} local + {len(d.replica_urls)} "
+                f"model {d.model_name!r}, {d.initial_replicas} {d.backend} + {len(d.replica_urls)} "
                 f"external replicas, routing {d.routing.policy}, queue {d.queueing.max_queue}, "
                 f"at most {d.queueing.max_concurrency} in flight per replica"
             )

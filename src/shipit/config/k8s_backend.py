@@ -51,7 +51,11 @@ class KubernetesBackendConfig(_Strict):
         "shipit-replicas",
         description="headless Service the pods join (hostname.service.namespace.svc is the URL)",
     )
-    version: str = Field("v1", description="deployment version label of new pods")
+    version: str = Field(
+        "v1",
+        description="version label of pods started without one (the gateway labels its pods "
+        "with the version they run: the deployment's rollout.version, or a rollout's new one)",
+    )
     pool: str = Field("on_demand", description="capacity pool label of new pods")
     gpus: int = Field(1, ge=0, description="nvidia.com/gpu per replica pod")
     node_selector: dict[str, str] = Field(default_factory=dict)

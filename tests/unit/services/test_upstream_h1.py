@@ -129,7 +129,7 @@ def test_a_late_first_byte_is_a_timeout_and_a_stalled_stream_a_mid_stream_error(
             assert err.value.kind == "timeout"
             resp = await pool.open(url, b"{}", {}, first_byte_timeout_s=5)
             got: list[bytes] = []
-            with pytest.raises(MidStreamError, match="no data from the replica in 0.2s"):
+            with pytest.raises(MidStreamError, match=r"no data from the replica in 0\.2s"):
                 async for chunk in resp.chunks():
                     got.append(chunk)
             resp.close()
