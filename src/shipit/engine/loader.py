@@ -48,6 +48,8 @@ class LoadedModel:
     weights: dict[str, np.ndarray]  # Hugging Face names, float32, C-contiguous, HF layout
     tokenizer: Tokenizer
     source: str
+    # The files the weights were read from (what a cache of them is keyed by).
+    weight_files: tuple[Path, ...] = ()
 
 
 def load_model(
@@ -201,8 +203,9 @@ def load_hf_dir(
         progress(f"loading {directory} ...")
     config = _read_config(directory)
     raw: dict[str, np.ndarray] = {}
-    for file in _safetensors_files(directory):
-        raw.update(read_safetensors(file))
+    files = _safetensors_files(directory)
+    for file in files:
+        raw.update(read_safetensors(file, mmap=True))  # read only when a tensor is used
     weights = _select_weights(config, raw, directory)
     tokenizer = Tokenizer.from_dir(
         directory, bos_token_id=config.bos_token_id, eos_token_ids=config.eos_token_ids
@@ -213,6 +216,7 @@ def load_hf_dir(
         weights=weights,
         tokenizer=tokenizer,
         source=str(directory),
+        weight_files=tuple(files),
     )
 
 
@@ -235,6 +239,7 @@ def load_gguf_file(path: Path, *, progress: Progress | None = None) -> LoadedMod
         weights=_select_weights(config, checkpoint.weights, path),
         tokenizer=tokenizer,
         source=str(path),
+        weight_files=(path,),
     )
 
 
