@@ -20,16 +20,18 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from safetensors.numpy import save_file
 
 from shipit.config.paths import shipit_home
 from shipit.core.errors import ModelLoadError, UnsafeCheckpointError
-from shipit.engine.gguf_import import GGUFCheckpoint, read_gguf
 from shipit.engine.model_config import ModelConfig
 from shipit.engine.safetensors_io import read_safetensors
 from shipit.engine.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from shipit.engine.gguf_import import GGUFCheckpoint
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # Other names of the default model: its Hugging Face repository.
@@ -222,6 +224,8 @@ def load_hf_dir(
 
 def load_gguf_file(path: Path, *, progress: Progress | None = None) -> LoadedModel:
     """Load a llama.cpp GGUF file directly (dequantised to float32 in memory)."""
+    from shipit.engine.gguf_import import read_gguf  # gguf loads only for GGUF files
+
     checkpoint = read_gguf(path, progress=progress)
     config = ModelConfig.from_hf_dict(checkpoint.config, source=str(path))
     settings = checkpoint.tokenizer_config
@@ -298,6 +302,8 @@ def _convert_default_model(target: Path, progress: Progress | None) -> Path:
     gguf_path = packaged_default_gguf()
     if progress:
         progress(f"converting GGUF to safetensors: {gguf_path} -> {target} (once) ...")
+    from shipit.engine.gguf_import import read_gguf  # gguf loads only to convert
+
     checkpoint = read_gguf(gguf_path, progress=progress)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}.", dir=target.parent))
@@ -323,6 +329,8 @@ def _convert_default_model(target: Path, progress: Progress | None) -> Path:
 
 def write_hf_dir(checkpoint: GGUFCheckpoint, directory: Path) -> None:
     """Write a converted GGUF as a Hugging Face directory (files fsynced before returning)."""
+    from safetensors.numpy import save_file
+
     files = {
         "config.json": json.dumps(checkpoint.config, indent=2),
         "tokenizer_config.json": json.dumps(checkpoint.tokenizer_config, indent=2),
