@@ -16,7 +16,7 @@ import typer
 
 from shipit.core.errors import InvalidRequestError, ShipitError
 from shipit.core.replica_admin import ADMIN_TOKEN_ENV
-from shipit.engine.loader import DEFAULT_MODEL
+from shipit.engine.model_names import DEFAULT_MODEL
 from shipit.replica.settings import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_MESSAGES,

