@@ -11,9 +11,9 @@ the same model on a slower GPU (A100).
 The same seeds drive the two judges:
 
 - **shipit**: ``policy.rollout`` with ``policy.analysis`` (one-sided Mann-Whitney on TTFT/TPOT
-  and Fisher on errors against the baseline over the same window, at least 20 samples per
-  side, false-rollback budget 0.5 % per rollout, rollback when also past a 5 % / 0.5-point
-  floor);
+  against the baseline over the same window; errors by the sequential test over the whole
+  canary, ``policy.sequential``; at least 20 samples per side, false-rollback budget 0.5 % per
+  rollout, rollback when also past a 5 % / 0.5-point floor);
 - **fixed**: Flagger's model: every interval, the canary's own P99 TTFT and P99 TPOT over that
   interval must stay under fixed thresholds and its success rate over 99 %; a failed check
   counts, ``--fixed-max-failures`` failed checks roll back. Run twice: thresholds 1.2x and
@@ -25,7 +25,9 @@ Reports per degradation and judge: detection rate, median and P90 of the request
 candidate served before rollback (detected trials), median time to rollback; for the equal
 candidate, the false-rollback rate. Writes ``benchmarks/results/rollouts.json``.
 
-Run: ``uv run python benchmarks/rollouts.py [--trials 200] [--equal-trials 1000] [--rate 20]``.
+Run: ``uv run python benchmarks/rollouts.py [--trials 200] [--equal-trials 1000] [--rate 20]``;
+``--quick`` (50 and 300 trials: a smoke run of about a minute) writes to ``rollouts_quick.json``
+unless ``--out`` says otherwise.
 """
 
 from __future__ import annotations
@@ -155,8 +157,15 @@ def main() -> None:
     ap.add_argument("--equal-trials", type=int, default=1000, help="trials of equal versions")
     ap.add_argument("--rate", type=float, default=20.0, help="requests per second")
     ap.add_argument("--fixed-max-failures", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=None, help=f"default: {RESULTS}")
+    ap.add_argument(
+        "--quick", action="store_true", help="50 trials per scenario, 300 equal: a smoke run"
+    )
     args = ap.parse_args()
+    if args.quick:
+        args.trials, args.equal_trials = 50, 300
+    if args.out is None:
+        args.out = RESULTS.with_name("rollouts_quick.json") if args.quick else RESULTS
     base = version_model("H100", "llama-3.1-8b").scaled(error_share=BASE_ERRORS)
     judges = {
         "shipit": lambda b, c, s: ours_trial(b, c, rate_per_s=args.rate, seed=s),

@@ -168,6 +168,11 @@ def test_lora_affinity_loads_the_adapter_through_the_admin_api(up: Up) -> None:
     assert holders == [replicas[0][0]]
 
 
+def test_the_gateway_serves_on_uvloop(up: Up) -> None:
+    # uvicorn's loop="uvloop" applies only to loops uvicorn creates; shipit up makes its own.
+    assert up.status()["event_loop"] == "uvloop"
+
+
 def test_metrics_and_sigterm_stop_everything(up: Up) -> None:
     metrics = up.get("/metrics").decode()
     assert 'shipit_requests_total{deployment="tiny",policy="prefix_cache",status="200"}' in metrics

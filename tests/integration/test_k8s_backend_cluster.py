@@ -40,10 +40,12 @@ def test_a_replica_pod_on_a_real_cluster() -> None:
         try:
             [h] = await backend.start(ReplicaSpec("e2e", DEFAULT_MODEL), 1)
             for _ in range(600):
-                if "scheduled" in dict(backend.replicas[h.replica_id].milestones):
+                view = backend.replicas[h.replica_id].view
+                if view is not None and view.scheduled:
                     break
                 await asyncio.sleep(0.5)
-            assert [p for p, _ in backend.cold_start_phases(h.replica_id)][:1] == ["schedule"]
+            phases = await backend.cold_start_phases(h.replica_id)
+            assert [p for p, _ in phases][:1] == ["schedule"]
             await backend.stop(h)
             assert backend.list() == []
         finally:

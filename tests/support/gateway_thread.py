@@ -40,13 +40,20 @@ class Served:
 
 @contextmanager
 def serve_gateway(
-    replicas: dict[str, FakeReplica], gateway: dict[str, Any] | None = None, **deployment: Any
+    replicas: dict[str, FakeReplica],
+    gateway: dict[str, Any] | None = None,
+    jobs: dict[str, Any] | None = None,
+    **deployment: Any,
 ) -> Iterator[Served]:
-    """``gateway``: the config's ``gateway`` section (``tls``, ...); ``deployment``: fields of
-    its one deployment."""
-    cfg = parse_config(
-        {"gateway": gateway or {}, "deployments": [{"model": "m", "replicas": 0, **deployment}]}
-    )
+    """``gateway``: the config's ``gateway`` section (``tls``, ...); ``jobs``: its ``jobs``
+    section; ``deployment``: fields of its one deployment."""
+    raw: dict[str, Any] = {
+        "gateway": gateway or {},
+        "deployments": [{"model": "m", "replicas": 0, **deployment}],
+    }
+    if jobs is not None:
+        raw["jobs"] = jobs
+    cfg = parse_config(raw)
     upstream = FakeUpstream({f"http://{rid}": r for rid, r in replicas.items()})
     gw = create_gateway(cfg, clock=RealClock(), upstream_factory=lambda: upstream, monitor=False)
     for rid in replicas:

@@ -2,15 +2,24 @@
 Kubernetes replica backend through the real client library over HTTP.
 
 It keeps pods, nodes and events in memory with one global resourceVersion counter, and serves
-create / get / list (label selectors) / watch (from a resourceVersion, events in order) /
-patch (JSON merge) / replace / delete. Writes that carry a stale ``metadata.resourceVersion`` get
-409 Conflict; a watch from a resourceVersion older than the last ``compact()`` gets a 410 Gone
-``ERROR`` event, as a real API server does. ``outage()`` makes it unreachable (every open
-connection is dropped and new requests are cut off) until ``restore()``.
+create / get / list (label selectors; field selectors of equality on dotted paths, e.g.
+``involvedObject.name=x``) / watch (from a resourceVersion, events in order) / patch (JSON merge)
+/ replace / delete. Every request is recorded as the RBAC verb and resource it needs
+(``verbs``), so a test can compare them with the gateway's Role. Writes that carry a stale
+``metadata.resourceVersion`` get 409 Conflict; a watch from a resourceVersion older than the
+last ``compact()`` gets a 410 Gone ``ERROR`` event, as a real API server does. ``outage()``
+makes it unreachable (every open connection is dropped and new requests are cut off) until
+``restore()``.
 
-It also plays the scheduler and the kubelet, on command: ``schedule``, ``start_container``,
-``make_ready`` (or ``run_to_ready`` for all three), ``kill`` (container terminated, e.g.
-OOMKilled, or a crash with an XID-like message), ``evict``, ``lose_node`` and ``delete_pod``.
+It also plays the scheduler, the kubelet and the node lifecycle controller, on command, on
+its own clock (``advance``; timestamps start at 2026-01-01T00:00:00Z): ``schedule`` (condition
+PodScheduled and a ``Scheduled`` Event), ``pull_image`` (``Pulling``/``Pulled``),
+``start_container`` (``Created``/``Started``, the container running), ``make_ready`` (or
+``run_to_ready`` for all of them), ``kill`` (container terminated, e.g. OOMKilled, or a crash
+with an XID-like message), ``evict`` (the kubelet's node-pressure eviction), ``lose_node`` (the
+node goes NotReady with the unreachable taint, its pods' Ready condition turns False, as the
+node lifecycle controller does), ``taint_evict`` (the taint manager's DisruptionTarget and
+deletionTimestamp) and ``delete_pod``.
 With ``autopilot=True`` every new pod is scheduled onto a schedulable node and made ready at
 once. This is an emulator, not an API server: only what the backend uses is here.
 """
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +67,20 @@ def parse_selector(text: str | None) -> dict[str, str | None]:
     return out
 
 
+def field_matches(obj: Obj, selector: str | None) -> bool:
+    """``a.b=x,c=y``: equality on dotted paths (what the backend asks of Events)."""
+    for part in (selector or "").split(","):
+        if not part.strip():
+            continue
+        path, want = part.split("==", 1) if "==" in part else part.split("=", 1)
+        value: Any = obj
+        for key in path.strip().split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if str(value) != want.strip():
+            return False
+    return True
+
+
 def matches(obj: Obj, selector: dict[str, str | None]) -> bool:
     labels = obj.get("metadata", {}).get("labels") or {}
     return all(k in labels and (v is None or labels[k] == v) for k, v in selector.items())
@@ -84,6 +108,8 @@ class K8sEmulator:
         self.watches: list[_Watch] = []
         self.down = False
         self.requests: list[tuple[str, str]] = []  # (method, path?query) of every request served
+        self.verbs: set[tuple[str, str]] = set()  # (resource, RBAC verb) of every request
+        self.now_s = 0.0  # the cluster's clock, seconds after EPOCH
         self.on_get: dict[tuple[str, str], int] = {}  # interfere: modify after N gets
         self.uid = 0
         self.url = ""
@@ -139,6 +165,15 @@ class K8sEmulator:
     def restore(self) -> None:
         self.down = False
 
+    def advance(self, seconds: float) -> None:
+        """Time passes in the cluster (timestamps on conditions and Events)."""
+        self.now_s += seconds
+
+    def stamp(self, *, micro: bool = False) -> str:
+        """Now, as the API server writes it: seconds (``Time``) or microseconds (``MicroTime``)."""
+        at = EPOCH + dt.timedelta(seconds=self.now_s)
+        return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
+
     def compact(self) -> None:
         """Forget history: a watch from any resourceVersion up to now gets 410 Gone."""
         self.min_rv = self.rv  # a list now returns this version, from which a watch is fine
@@ -151,6 +186,7 @@ class K8sEmulator:
                 request.transport.close()
             raise web.HTTPServiceUnavailable()
         self.requests.append((request.method, request.path_qs))
+        self.verbs.add((self._plural(request), _verb(request)))
         resp: web.StreamResponse = await handler(request)
         return resp
 
@@ -176,7 +212,7 @@ class K8sEmulator:
         self.uid += 1
         meta.setdefault("uid", f"uid-{self.uid}")
         meta.setdefault("labels", {})
-        meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
+        meta.setdefault("creationTimestamp", self.stamp())
         obj.setdefault("apiVersion", "v1")
         obj.setdefault("kind", KINDS[plural])
         key = self._key(plural, meta.get("namespace"), meta["name"])
@@ -197,12 +233,21 @@ class K8sEmulator:
             self._emit(plural, "DELETED", obj)
         return obj
 
-    def items(self, plural: str, ns: str | None = None, selector: str | None = None) -> list[Obj]:
+    def items(
+        self,
+        plural: str,
+        ns: str | None = None,
+        selector: str | None = None,
+        fields: str | None = None,
+    ) -> list[Obj]:
         sel = parse_selector(selector)
         return [
             o
             for (p, n, _), o in sorted(self.objects.items(), key=lambda kv: kv[0][2])
-            if p == plural and (ns is None or n in (None, ns)) and matches(o, sel)
+            if p == plural
+            and (ns is None or n in (None, ns))
+            and matches(o, sel)
+            and field_matches(o, fields)
         ]
 
     def pod(self, name: str, ns: str = "default") -> Obj:
@@ -211,8 +256,30 @@ class K8sEmulator:
     def pods(self, ns: str = "default") -> list[Obj]:
         return self.items("pods", ns)
 
-    def events(self) -> list[Obj]:
-        return self.items("events")
+    def events(self, reason: str | None = None) -> list[Obj]:
+        return [e for e in self.items("events") if reason is None or e.get("reason") == reason]
+
+    def record(self, pod: str, reason: str, message: str, ns: str = "default") -> Obj:
+        """An Event on a pod, as the scheduler or the kubelet writes it."""
+        self.uid += 1
+        component = "default-scheduler" if reason == "Scheduled" else "kubelet"
+        involved: Obj = {"kind": "Pod", "name": pod, "namespace": ns, "apiVersion": "v1"}
+        if reason != "Scheduled":
+            involved["fieldPath"] = "spec.containers{replica}"
+        return self.put(
+            "events",
+            {
+                "metadata": {"name": f"{pod}.{self.uid:x}", "namespace": ns},
+                "involvedObject": involved,
+                "reason": reason,
+                "message": message,
+                "type": "Normal",
+                "source": {"component": component},
+                "firstTimestamp": self.stamp(),
+                "lastTimestamp": self.stamp(),
+                "count": 1,
+            },
+        )
 
     # ----- HTTP handlers ----------------------------------------------------------------------
     @staticmethod
@@ -230,7 +297,7 @@ class K8sEmulator:
         selector = request.query.get("labelSelector")
         if request.query.get("watch") in ("true", "1"):
             return await self._watch(request, plural, ns, selector)
-        items = self.items(plural, ns, selector)
+        items = self.items(plural, ns, selector, request.query.get("fieldSelector"))
         body = {
             "kind": KINDS[plural] + "List",
             "apiVersion": "v1",
@@ -401,33 +468,61 @@ class K8sEmulator:
             o["spec"]["nodeName"] = node
             st = o.setdefault("status", {})
             st["phase"] = "Pending"
-            st["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+            st["conditions"] = [self._cond("PodScheduled", "True")]
             st["containerStatuses"] = [_container(waiting="ContainerCreating")]
 
         self.update("pods", ns, pod, bind)
+        self.record(pod, "Scheduled", f"Successfully assigned {ns}/{pod} to {node}", ns)
         return node
 
+    def _cond(self, kind: str, status: str, reason: str | None = None) -> Obj:
+        c: Obj = {"type": kind, "status": status, "lastTransitionTime": self.stamp()}
+        if reason is not None:
+            c["reason"] = reason
+        return c
+
+    def _set_cond(self, o: Obj, kind: str, status: str, reason: str | None = None) -> None:
+        conds = o.setdefault("status", {}).setdefault("conditions", [])
+        for c in conds:
+            if c["type"] == kind:
+                if c["status"] != status:
+                    c.update(self._cond(kind, status, reason))
+                return
+        conds.append(self._cond(kind, status, reason))
+
+    def pull_image(self, pod: str, ns: str = "default") -> None:
+        image = self.pod(pod, ns)["spec"]["containers"][0].get("image", "")
+        self.record(pod, "Pulling", f'Pulling image "{image}"', ns)
+        self.record(pod, "Pulled", f'Successfully pulled image "{image}"', ns)
+
     def start_container(self, pod: str, ns: str = "default") -> None:
+        """The container is created and started (its image pulled first, if it was not)."""
+        pulled = [e for e in self.events("Pulled") if e["involvedObject"]["name"] == pod]
+        if not pulled:
+            self.pull_image(pod, ns)
+
         def run(o: Obj) -> None:
             st = o["status"]
             st["phase"] = "Running"
             st["podIP"] = f"10.0.0.{self.uid % 250 + 1}"
-            st["conditions"] = [
-                {"type": "PodScheduled", "status": "True"},
-                {"type": "Initialized", "status": "True"},
-                {"type": "ContainersReady", "status": "False"},
-                {"type": "Ready", "status": "False"},
-            ]
-            st["containerStatuses"] = [_container(running=True)]
+            for kind, status in (
+                ("Initialized", "True"),
+                ("ContainersReady", "False"),
+                ("Ready", "False"),
+            ):
+                self._set_cond(o, kind, status)
+            st["containerStatuses"] = [_container(running=self.stamp())]
 
+        self.record(pod, "Created", "Created container replica", ns)
         self.update("pods", ns, pod, run)
+        self.record(pod, "Started", "Started container replica", ns)
 
     def make_ready(self, pod: str, ns: str = "default") -> None:
         def ready(o: Obj) -> None:
-            for c in o["status"]["conditions"]:
-                if c["type"] in ("Ready", "ContainersReady"):
-                    c["status"] = "True"
-            o["status"]["containerStatuses"] = [_container(running=True, ready=True)]
+            for kind in ("ContainersReady", "Ready"):
+                self._set_cond(o, kind, "True")
+            started = o["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+            o["status"]["containerStatuses"] = [_container(running=started, ready=True)]
 
         self.update("pods", ns, pod, ready)
 
@@ -450,9 +545,8 @@ class K8sEmulator:
         def die(o: Obj) -> None:
             st = o["status"]
             st["phase"] = "Failed"
-            for c in st.get("conditions", []):
-                if c["type"] in ("Ready", "ContainersReady"):
-                    c["status"] = "False"
+            for kind in ("Ready", "ContainersReady"):
+                self._set_cond(o, kind, "False", "PodFailed")
             st["containerStatuses"] = [
                 _container(terminated={"reason": reason, "exitCode": 137, "message": message})
             ]
@@ -460,33 +554,73 @@ class K8sEmulator:
         self.update("pods", ns, pod, die)
 
     def evict(self, pod: str, ns: str = "default") -> None:
+        """The kubelet's node-pressure eviction: the pod fails with reason Evicted."""
+
         def out(o: Obj) -> None:
             o["status"]["phase"] = "Failed"
             o["status"]["reason"] = "Evicted"
             o["status"]["message"] = "The node was low on resource: memory."
+            self._set_cond(o, "DisruptionTarget", "True", "TerminationByKubelet")
 
         self.update("pods", ns, pod, out)
 
+    def fail_readiness(self, pod: str, ns: str = "default") -> None:
+        """The readiness probe fails (e.g. the replica drains): Ready False, nothing else."""
+
+        def unready(o: Obj) -> None:
+            for kind in ("ContainersReady", "Ready"):
+                self._set_cond(o, kind, "False")
+
+        self.update("pods", ns, pod, unready)
+
     def lose_node(self, node: str) -> None:
-        """The node stops reporting: NotReady, and its pods are marked lost."""
+        """The node stops reporting, as the node lifecycle controller sees it: Ready Unknown,
+        the unreachable taint, and the Ready condition of each of its pods set to False (the
+        pods themselves say nothing else until the taint manager evicts them)."""
 
         def lost(o: Obj) -> None:
-            o["status"]["conditions"] = [{"type": "Ready", "status": "Unknown"}]
+            o["status"]["conditions"] = [self._cond("Ready", "Unknown", "NodeStatusUnknown")]
+            o["spec"]["taints"] = [
+                {"key": "node.kubernetes.io/unreachable", "effect": effect}
+                for effect in ("NoSchedule", "NoExecute")
+            ]
 
         self.update("nodes", None, node, lost)
         for p in self.items("pods"):
             if p.get("spec", {}).get("nodeName") == node:
 
-                def gone(o: Obj) -> None:
-                    o["status"]["reason"] = "NodeLost"
-                    for c in o["status"].get("conditions", []):
-                        if c["type"] == "Ready":
-                            c["status"] = "False"
+                def unready(o: Obj) -> None:
+                    self._set_cond(o, "Ready", "False")
 
-                self.update("pods", p["metadata"]["namespace"], p["metadata"]["name"], gone)
+                self.update("pods", p["metadata"]["namespace"], p["metadata"]["name"], unready)
+
+    def taint_evict(
+        self, pod: str, reason: str = "DeletionByTaintManager", ns: str = "default"
+    ) -> None:
+        """A controller deletes the pod (DisruptionTarget, then a deletionTimestamp); a pod
+        on a lost node stays terminating, since no kubelet confirms it."""
+
+        def mark(o: Obj) -> None:
+            self._set_cond(o, "DisruptionTarget", "True", reason)
+            o["metadata"]["deletionTimestamp"] = self.stamp()
+
+        self.update("pods", ns, pod, mark)
 
     def delete_pod(self, pod: str, ns: str = "default") -> None:
         self.remove("pods", ns, pod)
+
+
+EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def _verb(request: web.Request) -> str:
+    """The RBAC verb a request needs."""
+    named = "name" in request.match_info
+    if request.method == "GET":
+        if named:
+            return "get"
+        return "watch" if request.query.get("watch") in ("true", "1") else "list"
+    return {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}[request.method]
 
 
 def _json(body: Obj, status: int = 200) -> web.Response:
@@ -505,7 +639,7 @@ def _annotate_interference(o: Obj) -> None:
 def _container(
     *,
     waiting: str | None = None,
-    running: bool = False,
+    running: str | None = None,  # startedAt
     ready: bool = False,
     terminated: Obj | None = None,
 ) -> Obj:
@@ -513,7 +647,7 @@ def _container(
     if waiting:
         state["waiting"] = {"reason": waiting}
     if running:
-        state["running"] = {"startedAt": "2026-01-01T00:00:01Z"}
+        state["running"] = {"startedAt": running}
     if terminated:
         state["terminated"] = terminated
     return {
@@ -522,6 +656,6 @@ def _container(
         "imageID": "" if waiting else "shipit@sha256:0",
         "ready": ready,
         "restartCount": 0,
-        "started": running,
+        "started": running is not None,
         "state": state,
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -29,14 +30,18 @@ class OpenLoop:
     rate_per_s: float
     max_tokens: int = 12
     timeout_s: float = 60.0  # the client's patience per request
+    prompt: Callable[[int], str] | None = None  # the i-th request's message; None: a short one
     results: list[Result] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
+    def _prompt(self, i: int) -> str:
+        return self.prompt(i) if self.prompt is not None else f"tell me about item {i} please"
+
     async def _one(self, client: httpx.AsyncClient, i: int) -> None:
         body = {
             "model": self.model,
-            "messages": [{"role": "user", "content": f"tell me about item {i} please"}],
+            "messages": [{"role": "user", "content": self._prompt(i)}],
             "max_tokens": self.max_tokens,
             "stream": True,
         }

@@ -64,6 +64,7 @@ class Fleet:
         # rollout's candidate (or the old version being drained) is never scaled away.
         self.current: dict[str, str | None] = {}
         self._versions: dict[str, str | None] = {}
+        self._stopping: set[str] = set()
 
     @staticmethod
     def spec(d: DeploymentConfig) -> ReplicaSpec:
@@ -97,20 +98,32 @@ class Fleet:
         url = redact_url(h.url)
         log.info("replica %s of %s at %s (pid %s)", h.replica_id, h.deployment, url, h.pid)
 
+    def version_name(self, deployment: str) -> str:
+        """The label of what the deployment's own replicas run (pods carry it)."""
+        return self.current.get(deployment) or self.deployments[deployment].rollout.version
+
+    def _own_spec(self, d: DeploymentConfig) -> ReplicaSpec:
+        return dataclasses.replace(self.spec(d), version=self.version_name(d.name))
+
     def backend_for(self, deployment: str) -> ReplicaBackend:
         """Where ``deployment``'s replicas start: its own backend, else the local one."""
         return self.backends.get(deployment, self.local)
 
     async def start(self) -> None:
         for d in self.deployments.values():
-            spec = self.spec(d)
+            spec = self._own_spec(d)
             own = self.backend_for(d.name)
             adopted = 0
             discover = getattr(own, "discover", None)
+            labelled = getattr(own, "version", None)
             if discover is not None:  # replicas a previous gateway left running
                 for h in await discover(d.name):
-                    self._register(own, h)
-                    adopted += 1
+                    # A rollout's candidate (a restart mid-rollout) stays that version; the
+                    # rollout controller finds its replicas instead of starting new ones.
+                    version = labelled(h.replica_id) if labelled is not None else None
+                    mine = version is None or version == self.version_name(d.name)
+                    self._register(own, h, None if mine else version)
+                    adopted += mine
             wanted = max(d.initial_replicas - adopted, 0)
             counts = ((self.external, len(d.replica_urls)), (own, wanted))
             for backend, count in counts:
@@ -122,7 +135,7 @@ class Fleet:
     # ----- the autoscaler's ReplicaPool (services.autoscaler) --------------------------------
     async def start_replicas(self, deployment: str, count: int) -> list[str]:
         backend = self.backend_for(deployment)
-        handles = await backend.start(self.spec(self.deployments[deployment]), count)
+        handles = await backend.start(self._own_spec(self.deployments[deployment]), count)
         for h in handles:
             self._register(backend, h)
         return [h.replica_id for h in handles]
@@ -144,13 +157,23 @@ class Fleet:
         return d.model_copy(update=changes)
 
     async def start_version(self, deployment: str, version: VersionConfig) -> list[str]:
+        """Replicas of ``version`` up to ``version.replicas``: those of it already here (pods a
+        previous gateway started and this one adopted) count, the rest are started."""
         d = self.version_of(self.deployments[deployment], version)
         backend = self.backend_for(deployment)
+        have = [
+            h.replica_id
+            for b, h in self.handles
+            if h.deployment == deployment
+            and self._versions.get(h.replica_id) == version.name
+            and h.replica_id not in self._stopping
+            and b.alive(h)
+        ]
         spec = dataclasses.replace(self.spec(d), version=version.name)
-        handles = await backend.start(spec, version.replicas or 1)
+        handles = await backend.start(spec, max((version.replicas or 1) - len(have), 0))
         for h in handles:
             self._register(backend, h, version.name)
-        return [h.replica_id for h in handles]
+        return have + [h.replica_id for h in handles]
 
     def adopt_version(self, deployment: str, version: VersionConfig) -> None:
         self.deployments[deployment] = self.version_of(self.deployments[deployment], version)
@@ -159,6 +182,7 @@ class Fleet:
     async def stop_replica(self, deployment: str, replica_id: str) -> None:
         """Drain and stop one replica (the backend waits for it to exit), then unregister it."""
         found = [(b, h) for b, h in self.handles if h.replica_id == replica_id]
+        self._stopping.add(replica_id)
         registrar = self.registrars.get(deployment)
         if registrar is not None:
             registrar.set_state(replica_id, ReplicaState.DRAINING)
@@ -178,6 +202,18 @@ class Fleet:
             and not h.external
             and self._versions.get(h.replica_id) == self.current.get(deployment)
         ]
+
+    async def cold_start_phases(
+        self, deployment: str, replica_id: str
+    ) -> tuple[tuple[str, float], ...]:
+        """The phases before the replica's process ran, where its backend knows them (a
+        Kubernetes pod's schedule, image pull, container start); ``()`` otherwise."""
+        for b, h in self.handles:
+            phases = getattr(b, "cold_start_phases", None)
+            if h.replica_id == replica_id and phases is not None:
+                found: tuple[tuple[str, float], ...] = await phases(replica_id)
+                return found
+        return ()
 
     def alive(self, deployment: str, replica_id: str) -> bool:
         return any(b.alive(h) for b, h in self.handles if h.replica_id == replica_id)

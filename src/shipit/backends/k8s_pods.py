@@ -1,12 +1,14 @@
 """Replica pods: the pod a ``ReplicaSpec`` becomes, and what a pod's status says about it.
 
 ``replica_pod`` builds the pod (labels ``app.kubernetes.io/managed-by: shipit`` plus
-deployment, version and pool; the ``shipit replica`` command and flags; GPU requests; the pool's
+deployment, version and pool; the engine's server: ``shipit replica`` and its flags, or vLLM's
+or SGLang's own server for those engines; GPU requests; the pool's
 node selector and tolerations; probes on ``/health``; a grace period above the drain timeout;
 ``restartPolicy: Never``, so a crash is seen and handled by shipit's lifecycle policy rather
 than restarted in place). ``read_pod`` turns a pod into a ``PodView``: its replica state, the
 cold-start milestones it has passed, and, if it failed, why (OOMKilled, Evicted, NodeLost, a
-container error and its message). No I/O.
+container error and its message, a controller's DisruptionTarget such as the taint manager's
+on an unreachable node, or a deletion nobody here asked for). No I/O.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from lightkube.models.core_v1 import (
     Capabilities,
     Container,
     ContainerPort,
+    EmptyDirVolumeSource,
     EnvVar,
     EnvVarSource,
     HTTPGetAction,
@@ -27,6 +30,8 @@ from lightkube.models.core_v1 import (
     SecretKeySelector,
     SecurityContext,
     Toleration,
+    Volume,
+    VolumeMount,
 )
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Pod
@@ -36,6 +41,7 @@ from shipit.config.gateway import DeploymentConfig, ShipitConfig
 from shipit.config.k8s_backend import KubernetesBackendConfig
 from shipit.core.fleet import ReplicaState
 from shipit.core.replica_admin import ADMIN_TOKEN_ENV
+from shipit.deploy.k8s_pods import gpu_engine_command
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 COMPONENT = "app.kubernetes.io/component"
@@ -72,6 +78,8 @@ def settings_for(cfg: ShipitConfig, d: DeploymentConfig) -> KubernetesBackendCon
     derived: dict[str, object] = {
         "namespace": k.namespace,
         "image": k.images.ref(placement.engine if placement is not None else "embedded"),
+        "engine": placement.engine if placement is not None else "embedded",
+        "engine_args": list(placement.engine_args) if placement is not None else [],
         "gpus": placement.gpus if placement is not None else 0,
         "version": first.version if first is not None else "v1",
         "cordon_nodes": k.cordon_nodes,
@@ -97,12 +105,40 @@ def replica_url(name: str, cfg: KubernetesBackendConfig) -> str:
     return f"http://{name}.{cfg.service}.{cfg.namespace}.svc:{cfg.port}"
 
 
-def replica_pod(spec: ReplicaSpec, cfg: KubernetesBackendConfig, name: str) -> Pod:
+def served_name(spec: ReplicaSpec) -> str:
+    """The model name clients send: ``--served-model-name`` among the flags, else the model."""
+    args = list(spec.extra_args)
+    for i, arg in enumerate(args[:-1]):
+        if arg == "--served-model-name":
+            return args[i + 1]
+    return spec.model
+
+
+def command_line(spec: ReplicaSpec, cfg: KubernetesBackendConfig) -> tuple[list[str], list[str]]:
+    """(command, args). The embedded engine: ``shipit replica`` with the deployment's replica
+    flags. vLLM and SGLang: the engine's own server (``deploy.k8s_pods.gpu_engine_command``,
+    as the rendered workloads run it) with the served model name, tensor parallelism over the
+    pod's GPUs and the ``kubernetes:`` section's ``engine_args``; shipit's replica flags
+    (``--simulate``, ``--drain-timeout-s``, LoRA loading) mean nothing to them and are not
+    passed."""
+    if cfg.engine != "embedded":
+        return gpu_engine_command(
+            cfg.engine,
+            model=spec.model,
+            served_name=served_name(spec),
+            port=cfg.port,
+            gpus=max(cfg.gpus, 1),
+            engine_args=list(cfg.engine_args),
+        )
     args = ["--model", spec.model, "--host", "0.0.0.0", "--port", str(cfg.port)]
     args += ["--drain-timeout-s", f"{spec.drain_timeout_s:g}"]
     if spec.simulate:
         args += ["--simulate", spec.simulate]
-    args += list(spec.extra_args)
+    return list(cfg.command), args + list(spec.extra_args)
+
+
+def replica_pod(spec: ReplicaSpec, cfg: KubernetesBackendConfig, name: str) -> Pod:
+    command, args = command_line(spec, cfg)
     env = [EnvVar(name=k, value=v) for k, v in spec.env]
     if cfg.admin_token_secret:
         ref = SecretKeySelector(name=cfg.admin_token_secret, key="token")
@@ -112,7 +148,7 @@ def replica_pod(spec: ReplicaSpec, cfg: KubernetesBackendConfig, name: str) -> P
     container = Container(
         name="replica",
         image=cfg.image,
-        command=list(cfg.command),
+        command=command,
         args=args,
         env=env or None,
         ports=[ContainerPort(containerPort=cfg.port, name="http")],
@@ -126,6 +162,12 @@ def replica_pod(spec: ReplicaSpec, cfg: KubernetesBackendConfig, name: str) -> P
             capabilities=Capabilities(drop=["ALL"]),
         ),
     )
+    volumes = None
+    if cfg.engine != "embedded":
+        # Tensor-parallel workers share tensors through /dev/shm (the runtime gives 64 MiB).
+        shm = EmptyDirVolumeSource(medium="Memory", sizeLimit="16Gi")
+        volumes = [Volume(name="dshm", emptyDir=shm)]
+        container.volumeMounts = [VolumeMount(name="dshm", mountPath="/dev/shm")]
     tolerations = [
         Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect)
         for t in cfg.tolerations
@@ -143,6 +185,7 @@ def replica_pod(spec: ReplicaSpec, cfg: KubernetesBackendConfig, name: str) -> P
             subdomain=cfg.service,
             nodeSelector=dict(cfg.node_selector) or None,
             tolerations=tolerations or None,
+            volumes=volumes,
             terminationGracePeriodSeconds=int(spec.drain_timeout_s) + KILL_GRACE_S,
         ),
     )
@@ -152,6 +195,7 @@ def replica_pod(spec: ReplicaSpec, cfg: KubernetesBackendConfig, name: str) -> P
 class PodView:
     name: str
     deployment: str
+    version: str | None  # the version label: what the pod runs
     node: str | None
     state: ReplicaState
     scheduled: bool
@@ -168,16 +212,22 @@ def _condition(pod: Pod, kind: str) -> bool:
 
 def _failure(pod: Pod) -> tuple[str, str] | None:
     st = pod.status
-    if st is None:
-        return None
-    if st.reason in ("Evicted", "NodeLost", "Preempted", "Shutdown", "Terminated"):
-        return st.reason, st.message or ""
-    for cs in st.containerStatuses or []:
-        term = cs.state.terminated if cs.state else None
-        if term is not None:
-            return term.reason or "Error", term.message or ""
-    if st.phase in ("Failed", "Succeeded", "Unknown"):
-        return st.phase, st.message or ""
+    if st is not None:
+        if st.reason in ("Evicted", "NodeLost", "Preempted", "Shutdown", "Terminated"):
+            return st.reason, st.message or ""
+        for cs in st.containerStatuses or []:
+            term = cs.state.terminated if cs.state else None
+            if term is not None:
+                return term.reason or "Error", term.message or ""
+        if st.phase in ("Failed", "Succeeded", "Unknown"):
+            return st.phase, st.message or ""
+        # A controller is taking it away: the taint manager (its node is unreachable),
+        # preemption, the eviction API, pod garbage collection.
+        for c in st.conditions or []:
+            if c.type == "DisruptionTarget" and c.status == "True":
+                return c.reason or "DisruptionTarget", c.message or ""
+    if pod.metadata is not None and pod.metadata.deletionTimestamp is not None:
+        return "Terminating", "deleted by another client"
     return None
 
 
@@ -197,6 +247,7 @@ def read_pod(pod: Pod) -> PodView:
     return PodView(
         name=meta.name,
         deployment=(meta.labels or {}).get(DEPLOYMENT, ""),
+        version=(meta.labels or {}).get(VERSION),
         node=pod.spec.nodeName if pod.spec else None,
         state=state,
         scheduled=_condition(pod, "PodScheduled"),

@@ -4,10 +4,14 @@
 managed-by shipit; GPU requests; the pool's node selector and tolerations) and returns handles
 whose URL is the pod's DNS name through a headless Service, so it is known before the pod is
 scheduled. ``stop`` deletes the pod with a grace period above the drain timeout. One watch on
-the managed pods keeps every replica's ``PodView`` (state, cold-start milestones, failure); when
+the managed pods keeps every replica's ``PodView`` (state, failure) and its last pod; when
 a ``Registrar`` is bound for the deployment the states go there too. A pod that fails
-(OOMKilled, Evicted, node lost, container error) or disappears without being asked is no longer
-``alive``: the lifecycle policy reaps it and the autoscaler starts a replacement.
+(OOMKilled, Evicted, a container error, a controller's DisruptionTarget) or disappears without
+being asked is no longer ``alive``: the lifecycle policy reaps it and the autoscaler starts a
+replacement. A ready pod whose Ready condition turns False is checked against its node: a node
+that is NotReady, unreachable or gone is a lost node, and the pod a ``NodeLost`` failure (a pod
+that is only not ready, e.g. draining, stays). ``cold_start_phases`` reads the pod's conditions
+and Events (``backends.k8s_phases``) for the gateway's cold-start metric.
 
 API failures, as a Kubernetes client must handle them: the watch restarts from the last
 resourceVersion it saw; 410 Gone relists (and reconciles: a pod missing from the list is gone);
@@ -16,7 +20,8 @@ exponential back-off while every known replica stays tracked (and keeps serving)
 
 Node health: each failure on a node feeds ``policy.node_health``; the backend applies its
 decision: cordon (``spec.unschedulable: true``, with the read resourceVersion), an Event on the
-node, the ``shipit_node_cordons_total`` metric. The failed pod's replacement is then scheduled
+node, the ``shipit_node_cordons_total`` metric (of the registry bound with ``bind_metrics``:
+the gateway's, under ``shipit up``). The failed pod's replacement is then scheduled
 elsewhere. It decides nothing else and never imports the router or the gateway.
 """
 
@@ -24,17 +29,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 import httpx2
 from lightkube import AsyncClient, KubeConfig
-from lightkube.core.client import LabelSelector
+from lightkube.core.client import FieldSelector, LabelSelector
 from lightkube.core.exceptions import ApiError
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
@@ -42,6 +48,7 @@ from lightkube.resources.core_v1 import Event, Node, Pod
 from lightkube.types import PatchType
 
 from shipit.backends.base import Registrar, ReplicaHandle, ReplicaSpec
+from shipit.backends.k8s_phases import pod_phases
 from shipit.backends.k8s_pods import (
     DEPLOYMENT,
     MANAGED_BY,
@@ -61,12 +68,16 @@ log = logging.getLogger("shipit.backends.kubernetes")
 T = TypeVar("T")
 
 
+Phases = tuple[tuple[str, float], ...]
+UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+
+
 @dataclass
 class _Replica:
     handle: ReplicaHandle
-    created_s: float
     view: PodView | None = None
-    milestones: dict[str, float] = field(default_factory=dict)  # scheduled, started, ready
+    pod: Pod | None = None  # as last seen
+    phases: Phases | None = None  # once ready: its cold start no longer changes
     deleting: bool = False
     gone: bool = False  # failed, or deleted by someone else
     counted: bool = False  # its failure went to the node health policy
@@ -112,6 +123,12 @@ class KubernetesBackend:
         self._seq = 0
         self._deployment = deployment or ""
         self._cordons = metrics.node_cordons if metrics is not None else None
+        self._suspects: set[str] = set()  # were ready, are not: is their node lost?
+        self._nodes_forbidden = False
+
+    def bind_metrics(self, metrics: ControlPlaneMetrics) -> None:
+        """Count cordons in these metrics (the gateway's registry, served at ``/metrics``)."""
+        self._cordons = metrics.node_cordons
 
     # ----- connection and discovery -------------------------------------------------------
     def _make_client(self) -> AsyncClient:
@@ -151,7 +168,7 @@ class KubernetesBackend:
             version = spec.version or self.cfg.version
             name = pod_name(spec.deployment, version, self._seq, self._salt)
             handle = ReplicaHandle(name, replica_url(name, self.cfg), spec.deployment)
-            self.replicas[name] = _Replica(handle, self.clock())
+            self.replicas[name] = _Replica(handle)
             pod = replica_pod(spec, self.cfg, name)
             try:
                 await self._api(partial(self.client.create, pod))
@@ -186,24 +203,39 @@ class KubernetesBackend:
             return None
         return r.view.state if r.view is not None else ReplicaState.STARTING
 
+    def version(self, replica_id: str) -> str | None:
+        """The version label of the replica's pod (as last seen by the watch)."""
+        r = self.replicas.get(replica_id)
+        return r.view.version if r is not None and r.view is not None else None
+
     def failure(self, replica_id: str) -> str | None:
         r = self.replicas.get(replica_id)
         return r.view.failure if r is not None and r.view is not None else None
 
-    def cold_start_phases(self, replica_id: str) -> tuple[tuple[str, float], ...]:
-        """Creation to scheduled, scheduled to running (image pull, container start), running
-        to ready (model load and health), as far as the pod has come."""
+    async def cold_start_phases(self, replica_id: str) -> Phases:
+        """The pod's part of its cold start, from its conditions and Events: ``schedule``
+        (created to bound), ``pull`` (to image pulled), ``container_start`` (to running).
+        Without permission to list Events, what the pod alone says."""
         r = self.replicas.get(replica_id)
-        if r is None:
+        if r is None or r.pod is None:
             return ()
-        out, prev = [], r.created_s
-        for phase, mark in (("schedule", "scheduled"), ("pull", "started"), ("health", "ready")):
-            at = r.milestones.get(mark)
-            if at is None:
-                break
-            out.append((phase, at - prev))
-            prev = at
-        return tuple(out)
+        if r.phases is not None:
+            return r.phases
+        events: list[Event] = []
+        if self._client is not None:
+            fields: FieldSelector = {
+                "involvedObject.kind": "Pod",
+                "involvedObject.name": replica_id,
+            }
+            try:
+                it = self.client.list(Event, namespace=self.cfg.namespace, fields=fields)
+                events = [e async for e in it]
+            except Exception as exc:  # e.g. no RBAC on events: the pod's own marks remain
+                log.info("could not read the Events of pod %s (%s)", replica_id, exc)
+        phases = pod_phases(r.pod, events)
+        if r.view is not None and r.view.ready:
+            r.phases = phases
+        return phases
 
     async def close(self) -> None:
         if self._watch is not None:
@@ -271,6 +303,7 @@ class KubernetesBackend:
                         rv = pod.metadata.resourceVersion
                     self._apply(kind, pod)
                     try:
+                        await self._check_lost_nodes()
                         await self._node_health()
                     except Exception as exc:  # e.g. no RBAC on nodes: the watch goes on
                         log.warning("node health check failed (%s); will retry", exc)
@@ -298,7 +331,7 @@ class KubernetesBackend:
             if kind == "DELETED" or view.failure is not None:
                 return
             url = replica_url(view.name, self.cfg)
-            r = _Replica(ReplicaHandle(view.name, url, view.deployment), self.clock())
+            r = _Replica(ReplicaHandle(view.name, url, view.deployment))
             self.replicas[view.name] = r  # adopted: started by an earlier gateway
         if kind == "DELETED":
             if r.deleting:
@@ -306,15 +339,13 @@ class KubernetesBackend:
             else:
                 self._gone(view.name, r, view)
             return
-        now = self.clock()
-        for mark in ("scheduled", "started", "ready"):
-            if getattr(view, mark):
-                r.milestones.setdefault(mark, now)
         before = r.view.state if r.view is not None else None
-        r.view = view
+        r.view, r.pod = view, pod
         if view.failure is not None and not r.deleting:
             self._gone(view.name, r, view)
         elif view.state is not before:
+            if before is ReplicaState.READY and view.node and not r.deleting:
+                self._suspects.add(view.name)
             self._report(r.handle, view.state)
 
     def _gone(self, name: str, r: _Replica, view: PodView | None = None) -> None:
@@ -337,6 +368,44 @@ class KubernetesBackend:
             registrar.set_state(handle.replica_id, state)
 
     # ----- node health -------------------------------------------------------------------
+    async def _check_lost_nodes(self) -> None:
+        """Pods that were ready and are not: a failure if their node is lost."""
+        suspects, self._suspects = self._suspects, set()
+        for name in sorted(suspects):
+            r = self.replicas.get(name)
+            view = r.view if r is not None else None
+            if r is None or view is None or r.gone or r.deleting or view.ready or not view.node:
+                continue
+            why = await self._node_lost(view.node)
+            if why is not None:
+                r.view = dataclasses.replace(
+                    view, state=ReplicaState.UNHEALTHY, failure="NodeLost", message=why
+                )
+                self._gone(name, r)
+
+    async def _node_lost(self, node: str) -> str | None:
+        """Why ``node`` counts as lost (NotReady, unreachable, deleted); ``None`` if it does not
+        or cannot be read (no RBAC on nodes: the taint manager's eviction is seen later)."""
+        if self._nodes_forbidden:
+            return None
+        try:
+            found = await self._api(lambda: self.client.get(Node, node))
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return f"node {node} no longer exists"
+            if exc.status.code == 403:
+                self._nodes_forbidden = True
+            log.warning("cannot read node %s (%s): a lost node is seen later", node, exc)
+            return None
+        taints = (found.spec.taints if found.spec else None) or []
+        if any(t.key == UNREACHABLE_TAINT for t in taints):
+            return f"node {node} is unreachable"
+        conds = (found.status.conditions if found.status else None) or []
+        ready = [c for c in conds if c.type == "Ready"]
+        if ready and ready[0].status != "True":
+            return f"node {node} is not ready (Ready={ready[0].status}: {ready[0].reason or ''})"
+        return None
+
     async def _node_health(self) -> None:
         if not self._failures:
             return

@@ -66,11 +66,13 @@ def recommend(
     *,
     providers: tuple[str, ...] = (),
     max_gpus: int | None = None,
+    max_usd_per_hour: float | None = None,
     dtypes: tuple[str, ...] = DEFAULT_DTYPES,
     gpus: tuple[GpuSpec, ...] | None = None,
     calibration: Calibration = DEFAULT_CALIBRATION,
 ) -> RecommendResult:
-    """Rank configurations by dollars per million tokens (input + output) at ``traffic``."""
+    """Rank configurations by dollars per million tokens (input + output) at ``traffic``;
+    ``max_gpus`` and ``max_usd_per_hour`` (the whole fleet, at peak) drop what costs more."""
     rows: list[Recommendation] = []
     rejected: list[str] = []
     tokens_per_s = traffic.mean_rps * (traffic.input_len_mean + traffic.output_len_mean)
@@ -91,6 +93,12 @@ def recommend(
                     continue
                 for q in quotes:
                     per_hour = plan.gpus_peak * q.usd_per_gpu_hour
+                    if max_usd_per_hour is not None and per_hour > max_usd_per_hour:
+                        rejected.append(
+                            f"{d.label()} at {q.provider}: ${per_hour:,.2f}/h > "
+                            f"${max_usd_per_hour:,.2f}/h budget"
+                        )
+                        continue
                     rows.append(
                         Recommendation(
                             gpu_id=gpu.id,

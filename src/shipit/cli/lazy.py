@@ -58,6 +58,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "shipit.cli.bench",
         "Load-test any OpenAI-compatible endpoint: TTFT, TPOT, ITL, E2E, goodput.",
     ),
+    "console": (
+        "shipit.cli.console",
+        "Serve the web console's VRAM calculator and model-to-hardware recommender in a browser.",
+    ),
     "plan": (
         "shipit.cli.plan",
         "Capacity planner: VRAM budget, performance, hardware recommendation, replicas and "

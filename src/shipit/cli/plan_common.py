@@ -7,7 +7,6 @@ result records) and the flags several subcommands share. No planning logic and n
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ from rich.table import Table
 
 from shipit import capacity as cap
 from shipit.core.errors import ShipitError
+from shipit.core.jsonable import jsonable as jsonable  # the planner commands' JSON form
 from shipit.engine.model_files import resolve_model
 
 _T = TypeVar("_T")
@@ -45,20 +45,7 @@ def run(fn: Callable[[], _T]) -> _T:
     except ShipitError as exc:
         raise fail(exc.message) from exc
     except ValidationError as exc:
-        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise fail(msgs) from exc
-
-
-def jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, tuple | list):
-        return [jsonable(x) for x in obj]
-    if isinstance(obj, float):
-        return round(obj, 6)
-    return obj
+        raise fail(cap.explain_invalid(exc).message) from exc
 
 
 def emit(output: str, payload: Any, render: Callable[[Console], None]) -> None:

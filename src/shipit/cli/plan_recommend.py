@@ -1,6 +1,7 @@
 """``shipit plan recommend``: GPU x TP x precision x provider ranked by $/M tokens at an SLO.
 
-Thin: flags to a traffic profile and SLO, ``capacity.recommend``, a ranked table or JSON.
+Thin: flags to a ``capacity.RecommendQuery``, ``capacity.answer_recommend`` (as the web
+console), a ranked table or JSON.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from shipit.cli.plan_common import (
     emit,
     fail,
     run,
-    slo_targets,
     split_csv,
-    traffic_profile,
 )
 from shipit.engine.model_files import resolve_model
 
@@ -50,35 +49,35 @@ def recommend_cmd(
     tpot_p99_ms: float = typer.Option(..., "--tpot-p99-ms", help="TPOT SLO."),
     providers: list[str] = typer.Option([], "--providers", help="aws,gcp,lambda,runpod."),
     max_gpus: int | None = typer.Option(None, "--max-gpus", help="Most GPUs in total."),
+    max_usd_per_hour: float | None = typer.Option(
+        None, "--max-usd-per-hour", help="Budget: most $/hour for the whole fleet at peak."
+    ),
     dtypes: list[str] = typer.Option(["bf16,fp8,int4-awq"], "--dtypes", help="To consider."),
     top: int = typer.Option(10, "--top", help="Rows to show in the table."),
     output: str = OutOpt,
 ) -> None:
-    if (rps is None) == (throughput is None):
+    if (rps is None) == (throughput is None):  # RecommendQuery checks it too, without flag names
         raise fail("give exactly one of --rps or --throughput (output tokens/s)")
-    mean_rps = rps if rps is not None else (throughput or 0.0) / output_len
     catalog = cap.load_catalog()
     m = run(lambda: resolve_model(catalog, model))
-    t = traffic_profile(
-        mean_rps=mean_rps,
-        input_len_mean=input_len,
-        output_len_mean=output_len,
-        input_len_p99=input_len_p99,
-        output_len_p99=output_len_p99,
-    )
-    slo = slo_targets(ttft_p99_ms, tpot_p99_ms, 99.0)
-    res = run(
-        lambda: cap.recommend(
-            m,
-            catalog,
-            t,
-            slo,
+    q = run(
+        lambda: cap.RecommendQuery(
+            rps=rps,
+            throughput=throughput,
+            input_len=input_len,
+            output_len=output_len,
+            input_len_p99=input_len_p99,
+            output_len_p99=output_len_p99,
+            ttft_p99_ms=ttft_p99_ms,
+            tpot_p99_ms=tpot_p99_ms,
             providers=split_csv(providers),
             max_gpus=max_gpus,
+            max_usd_per_hour=max_usd_per_hour,
             dtypes=split_csv(dtypes),
         )
     )
-
+    res = run(lambda: cap.answer_recommend(catalog, m, q))  # the console asks the same question
+    mean_rps = q.mean_rps
     title = (
         f"{m.id}: {mean_rps:g} rps, {input_len}/{output_len} tokens, "
         f"p99 TTFT {ttft_p99_ms:g} ms, TPOT {tpot_p99_ms:g} ms"

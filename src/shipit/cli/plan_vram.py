@@ -1,6 +1,7 @@
 """``shipit plan vram``: does a model fit a GPU, and where the memory goes.
 
-Thin: flags to a ``Deployment``, ``capacity.plan_vram``, a table of the budget or JSON.
+Thin: flags to a ``capacity.VramQuery``, ``capacity.answer_vram`` (as the web console), a
+table of the budget or JSON.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from shipit.cli.plan_common import (
     ModelOpt,
     OutOpt,
     TpOpt,
-    deployment,
     emit,
     kv_table,
     run,
 )
+from shipit.engine.model_files import resolve_model
 
 HELP = (
     "Does the model fit? Weights, KV bytes per token, activation peak (grows with "
@@ -62,19 +63,21 @@ def vram(
     output: str = OutOpt,
 ) -> None:
     catalog = cap.load_catalog()
-    d = deployment(
-        catalog,
-        model,
-        gpu,
-        tp=tp,
-        dtype=dtype,
-        kv_dtype=kv_dtype,
-        max_model_len=max_model_len,
-        max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max_num_batched_tokens,
-        gpu_memory_utilization=gpu_memory_utilization,
+    m = run(lambda: resolve_model(catalog, model))
+    q = run(
+        lambda: cap.VramQuery(
+            gpu=gpu,
+            tp=tp,
+            dtype=dtype,
+            kv_dtype=kv_dtype,
+            max_model_len=max_model_len,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            gpu_memory_utilization=gpu_memory_utilization,
+            context=context,
+        )
     )
-    p = run(lambda: cap.plan_vram(d, context_tokens=context, other_gpus=catalog.gpus))
+    d, p = run(lambda: cap.answer_vram(catalog, m, q))  # the console asks the same question
 
     def render(c: Console) -> None:
         rows = [

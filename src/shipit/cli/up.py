@@ -20,11 +20,14 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+import uvloop
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shipit.backends.base import ReplicaBackend
@@ -32,6 +35,7 @@ from shipit.backends.fleet import Fleet
 from shipit.backends.local import LocalProcessBackend
 from shipit.backends.static import StaticBackend
 from shipit.capacity import parse_gpu_model
+from shipit.cli.up_ray import ray_backends
 from shipit.cli.up_security import apply_security_flags, check_security
 from shipit.config.gateway import (
     ROUTING_POLICIES,
@@ -53,6 +57,7 @@ from shipit.services.router import RouterService
 
 if TYPE_CHECKING:
     from shipit.gateway.rpc import GrpcDoor
+    from shipit.telemetry.instruments import ControlPlaneMetrics
 
 EXAMPLES = """
 Examples:
@@ -63,6 +68,7 @@ Examples:
   shipit up --config shipit.yaml --port 9000
   shipit up --simulate H100:llama-3.1-8b --min-replicas 0 --max-replicas 3   # autoscaled
   shipit up --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem   # keys required (shipit keys)
+  shipit up --backend ray --ray-address 10.0.0.2:6379 --simulate H100:llama-3.1-8b   # Ray actors
 """
 
 
@@ -110,6 +116,7 @@ def build_config(
     model: str | None,
     simulate: str | None,
     replica_url: list[str],
+    backend: str | None = None,
     autoscaling: dict[str, float | None] | None = None,
     security: dict[str, Any] | None = None,
 ) -> ShipitConfig:
@@ -135,6 +142,8 @@ def build_config(
             replicas = 0  # external endpoints only, unless asked for local ones too
     if replicas is not None:
         over["replicas"] = replicas
+    if backend is not None:
+        over["backend"] = backend
     for field, value in (autoscaling or {}).items():
         if value is not None:
             over[f"autoscaling.{field}"] = value
@@ -198,6 +207,18 @@ def up(
     replica_url: list[str] = typer.Option(
         [], "--replica-url", help="An external OpenAI-compatible replica (repeatable)."
     ),
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        help="Where the replicas run: local (processes here), kubernetes (pods) or ray (actors "
+        "on a Ray cluster; pip install 'shipit\\[ray]'). See docs/ray.md.",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="With --backend ray: the Ray cluster's head, host:port (or 'auto', ray://...); "
+        "default $RAY_ADDRESS, else a single-node Ray started here.",
+    ),
     min_replicas: int | None = typer.Option(
         None, "--min-replicas", help="Autoscaling lower bound (0: scale to zero)."
     ),
@@ -255,6 +276,11 @@ def up(
         False, "--keep-logs", help="Keep the temporary replica log directory on exit."
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
+    console_on: bool = typer.Option(
+        True,
+        "--console/--no-console",
+        help="Serve the web console at /ui (fleet page, VRAM calculator, recommender).",
+    ),
 ) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -270,6 +296,7 @@ def up(
             model=model,
             simulate=simulate,
             replica_url=replica_url,
+            backend=backend,
             autoscaling={
                 "min_replicas": min_replicas,
                 "max_replicas": max_replicas,
@@ -308,6 +335,7 @@ def up(
     # backend: kubernetes: that deployment's replicas are pods, watched by their own backend
     # (the client library is imported only then).
     pods: dict[str, ReplicaBackend] = {}
+    bind_metrics: list[Callable[[ControlPlaneMetrics], None]] = []
     if any(d.backend == "kubernetes" for d in cfg.deployments):
         from shipit.backends.k8s_pods import settings_for
         from shipit.backends.kubernetes import KubernetesBackend
@@ -315,7 +343,16 @@ def up(
         for d in cfg.deployments:
             if d.backend == "kubernetes":
                 settings = settings_for(cfg, d)
-                pods[d.name] = KubernetesBackend(settings, deployment=d.name, registrars=registrars)
+                k8s = KubernetesBackend(settings, deployment=d.name, registrars=registrars)
+                pods[d.name] = k8s
+                bind_metrics.append(k8s.bind_metrics)
+    if any(d.backend == "ray" for d in cfg.deployments) or ray_address:
+        try:
+            pods |= ray_backends(cfg, ray_address, admin_token, console)
+        except ConfigError as exc:  # escaped: "shipit[ray]" is not Rich markup
+            console.print(f"[red]error:[/] {escape(exc.message)}")
+            sock.close()
+            raise typer.Exit(2) from exc
     fleet = Fleet(cfg.deployments, registrars, local=local, external=external, backends=pods)
     start_hooks: list[Hook] = [fleet.start]
     stop_hooks: list[Hook] = [fleet.stop]
@@ -341,6 +378,7 @@ def up(
             rollout_home=state_dir or _rollout_home(),
             replica_admin_token=admin_token,
             request_schemas=request_schemas(),
+            console=console_on,
         )
     except UpstreamAuthError as exc:  # a credential named in upstream_auth cannot be read
         console.print(f"[red]error:[/] {exc.message}")
@@ -348,6 +386,8 @@ def up(
         if remove_logs:
             shutil.rmtree(local.log_dir, ignore_errors=True)
         raise typer.Exit(2) from exc
+    for bind in bind_metrics:  # node cordons count in the gateway's /metrics
+        bind(gateway.control_metrics)
     scheme = "https" if cfg.gateway.tls.enabled else "http"
     listen = f"{scheme}://{cfg.gateway.host}:{sock.getsockname()[1]}"
 
@@ -355,7 +395,7 @@ def up(
         for d in cfg.deployments:
             console.print(
                 f"[bold]shipit gateway[/] listening on {listen}/v1  deployment {d.name!r}: "
-                f"model {d.model_name!r}, {d.initial_replicas} local + {len(d.replica_urls)} "
+                f"model {d.model_name!r}, {d.initial_replicas} {d.backend} + {len(d.replica_urls)} "
                 f"external replicas, routing {d.routing.policy}, queue {d.queueing.max_queue}, "
                 f"at most {d.queueing.max_concurrency} in flight per replica"
             )
@@ -367,6 +407,8 @@ def up(
                     f"{a.autoscaling_window_s:g}s (panic {a.panic_window_s:g}s), scale-down "
                     f"delay {a.scale_down_delay_s:g}s, idle timeout {a.idle_timeout_s:g}s"
                 )
+        if console_on:
+            console.print(f"web console: {listen}/ui/  (--no-console turns it off)")
         if door is not None:
             console.print(f"gRPC (shipit.v1.Inference) on {cfg.gateway.host}:{door.port}")
         kept = "" if not remove_logs else " (removed on exit; --keep-logs keeps them)"
@@ -382,7 +424,9 @@ def up(
     signal.signal(signal.SIGTERM, _term)
     stopped = Stopped.DRAINED
     try:
-        stopped = asyncio.run(
+        # uvloop, as the replicas run: uvicorn's ``loop="uvloop"`` applies only to loops it
+        # creates, and this one is ours.
+        stopped = uvloop.run(
             serve(
                 gateway,
                 sock,

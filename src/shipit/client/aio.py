@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from shipit.client.errors import APIError, ShipitClientError, retryable
+from shipit.client.jobs import AsyncJobs
 from shipit.client.transports import (
     GrpcTransport,
     HttpTransport,
@@ -60,8 +61,9 @@ def _transport(
 class AsyncClient:
     """``AsyncClient(["http://a:8000", "http://b:8000"], protocol="http")``; gRPC endpoints
     are ``host:port`` of the gateway's ``--grpc-port`` (``grpcs://host:port`` with TLS).
-    ``tls_ca``: a PEM file to trust (a gateway's self-signed certificate). Use as
-    ``async with``."""
+    ``tls_ca``: a PEM file to trust (a gateway's self-signed certificate). ``jobs_url``: the
+    gateway's HTTP endpoint(s) for ``client.jobs`` (default: the endpoints, unless they are
+    gRPC addresses). Use as ``async with``."""
 
     def __init__(
         self,
@@ -73,6 +75,7 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         headers: dict[str, str] | None = None,
         tls_ca: str | None = None,
+        jobs_url: str | Sequence[str] | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -88,6 +91,33 @@ class AsyncClient:
         self.headers = dict(headers or {})
         self._current = 0  # the endpoint that last answered: tried first
         self._sleep, self._rand = sleep, rand
+        # Jobs go over HTTP: the endpoints themselves unless they are gRPC addresses.
+        if jobs_url is None and protocol != "grpc":
+            jobs_url = urls
+        jobs_urls = [jobs_url] if isinstance(jobs_url, str) else list(jobs_url or [])
+        self._jobs_urls, self._api_key, self._tls_ca = jobs_urls, api_key, tls_ca
+        self._jobs: AsyncJobs | None = None
+
+    @property
+    def jobs(self) -> AsyncJobs:
+        """Async requests and batches (``client.jobs``), over the gateway's HTTP API."""
+        if self._jobs is None:
+            if not self._jobs_urls:
+                raise ValueError(
+                    "jobs go over HTTP and gRPC endpoints are not HTTP URLs: pass "
+                    "jobs_url='http://host:port' (the gateway's HTTP port)"
+                )
+            self._jobs = AsyncJobs(
+                self._jobs_urls,
+                api_key=self._api_key,
+                headers=self.headers,
+                timeout_s=self.timeout_s,
+                max_retries=self.retry.max_retries,
+                delay_s=lambda retry, after: self.retry.delay_s(retry, after, self._rand),
+                tls_ca=self._tls_ca,
+                sleep=self._sleep,
+            )
+        return self._jobs
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -97,6 +127,8 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         await asyncio.gather(*(t.aclose() for t in self.transports))
+        if self._jobs is not None:
+            await self._jobs.aclose()
 
     # ----- the interface --------------------------------------------------------------------
     async def chat(self, **body: Any) -> dict[str, Any]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from shipit.client.aio import AsyncClient, Protocol, RetryPolicy
+from shipit.client.jobs import AsyncJobs
 
 T = TypeVar("T")
 
@@ -31,6 +32,7 @@ class Client:
         retry: RetryPolicy | None = None,
         headers: dict[str, str] | None = None,
         tls_ca: str | None = None,
+        jobs_url: str | Sequence[str] | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -47,6 +49,7 @@ class Client:
                 retry=retry,
                 headers=headers,
                 tls_ca=tls_ca,
+                jobs_url=jobs_url,
             )
 
         try:
@@ -55,6 +58,11 @@ class Client:
             self._stop_loop()
             raise
         self.protocol = protocol
+
+    @property
+    def jobs(self) -> Jobs:
+        """Async requests and batches, as ``AsyncClient.jobs`` but blocking."""
+        return Jobs(self._client.jobs, self._run)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -99,3 +107,20 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Jobs:
+    """The blocking face of ``client.jobs.AsyncJobs``: the same methods, each waited for."""
+
+    def __init__(self, jobs: AsyncJobs, run: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+        self._jobs, self._run = jobs, run
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._jobs, name)
+        if name.startswith("_") or name == "aclose" or not callable(method):
+            raise AttributeError(name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._run(method(*args, **kwargs))
+
+        return call

@@ -38,6 +38,7 @@ from shipit.config.jobs import JobsConfig
 from shipit.config.k8s_backend import KubernetesBackendConfig
 from shipit.config.kubernetes import KubernetesConfig
 from shipit.config.observability import AlertsConfig, SloConfig
+from shipit.config.ray_backend import RayBackendConfig
 from shipit.config.rollout import RolloutSettings
 from shipit.config.security import AuthConfig, EdgeLimitsConfig, TlsConfig
 from shipit.config.upstream_auth import UpstreamAuthConfig
@@ -237,13 +238,20 @@ class DeploymentConfig(_Strict):
         None, description="the name clients send as `model` (default: model)"
     )
     replicas: int = Field(2, ge=0, description="local replica processes to start")
-    backend: Literal["local", "kubernetes"] = Field(
-        "local", description="where shipit starts replicas: local processes or Kubernetes pods"
+    backend: Literal["local", "kubernetes", "ray"] = Field(
+        "local",
+        description="where shipit starts replicas: local processes, Kubernetes pods or Ray "
+        "actors (the ray extra: pip install 'shipit[ray]')",
     )
     kubernetes_backend: KubernetesBackendConfig = Field(
         default_factory=KubernetesBackendConfig,
         description="backend: kubernetes: API access, headless Service, node health (namespace, "
         "image and node pool come from the top-level kubernetes: section)",
+    )
+    ray_backend: RayBackendConfig = Field(
+        default_factory=RayBackendConfig,
+        description="backend: ray: the cluster's address, what each replica reserves on its "
+        "node (CPUs, GPUs, memory, custom resources, capacity pool) and placement",
     )
     replica_urls: list[str] = Field(default_factory=list, description="external replicas")
     upstream_auth: UpstreamAuthConfig | None = Field(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shipit.config.kubernetes import Toleration
+from shipit.config.kubernetes import Engine, Toleration
 
 
 class _Strict(BaseModel):
@@ -34,16 +34,28 @@ class KubernetesBackendConfig(_Strict):
         None, description="kubeconfig file; absent: in-cluster service account, else $KUBECONFIG"
     )
     image: str = Field("ghcr.io/shipit/replica:latest", description="replica container image")
+    engine: Engine = Field(
+        "embedded",
+        description="what the pod runs: embedded (`shipit replica`), vllm (`vllm serve`) or "
+        "sglang (`sglang.launch_server`), each its own OpenAI-compatible server",
+    )
+    engine_args: list[str] = Field(
+        default_factory=list, description="extra flags for vllm or sglang (after shipit's)"
+    )
     command: list[str] = Field(
         default_factory=lambda: ["shipit", "replica"],
-        description="the container's command; the replica flags follow it",
+        description="the embedded engine's command; the replica flags follow it",
     )
     port: int = Field(8000, ge=1, le=65535)
     service: str = Field(
         "shipit-replicas",
         description="headless Service the pods join (hostname.service.namespace.svc is the URL)",
     )
-    version: str = Field("v1", description="deployment version label of new pods")
+    version: str = Field(
+        "v1",
+        description="version label of pods started without one (the gateway labels its pods "
+        "with the version they run: the deployment's rollout.version, or a rollout's new one)",
+    )
     pool: str = Field("on_demand", description="capacity pool label of new pods")
     gpus: int = Field(1, ge=0, description="nvidia.com/gpu per replica pod")
     node_selector: dict[str, str] = Field(default_factory=dict)

@@ -199,7 +199,8 @@ class RolloutSpec(_Strict):
         per_step = max(1, int(self.bake_s // self.analysis.interval_s))
         steps = len(self.steps_percent) if self.strategy == "canary" else 0
         after = max(1, int(self.keep_old_s // self.analysis.interval_s)) if self.keep_old_s else 0
-        return steps * per_step + after
+        # At least one: a blue-green switch without a keep window still judges once.
+        return max(1, steps * per_step + after)
 
 
 def spec_for(

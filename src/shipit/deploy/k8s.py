@@ -1,9 +1,11 @@
 """``shipit render k8s``: a ``shipit.yaml`` as Kubernetes objects (plain dicts, in apply order).
 
 Owns the namespace, the gateway (ConfigMap with the gateway's shipit.yaml, ServiceAccount,
-least-privilege Role/RoleBinding and, when cordoning is on, a ClusterRole for nodes, Deployment,
-Service, PodDisruptionBudget) and the replica workloads: one ``apps/v1`` Deployment per
-deployment x version x node pool, one Service and one PodDisruptionBudget per deployment.
+Deployment, Service, PodDisruptionBudget and, only where a deployment has ``backend:
+kubernetes``, a least-privilege Role/RoleBinding and a ClusterRole for nodes) and the replicas:
+one ``apps/v1`` Deployment per deployment x version x node pool, except for ``backend:
+kubernetes`` deployments, whose pods the gateway creates itself and finds by label through a
+headless Service; one Service and one PodDisruptionBudget per deployment.
 Monitoring objects come from ``deploy.k8s_monitoring``, pod specs from ``deploy.k8s_pods``.
 Pure: takes the parsed config, returns dicts; the CLI writes them as YAML.
 """
@@ -27,16 +29,15 @@ CONFIG_DIR = "/etc/shipit"
 KEYS_DIR = "/etc/shipit/keys"
 KEYS_SECRET = "shipit-gateway-keys"
 STATE_DIR = "/var/lib/shipit"
-# The verbs the replica backend on the Kubernetes API uses, and nothing else.
+# The verbs the replica backend on the Kubernetes API uses, and nothing else: pods created,
+# listed and watched (by label), deleted; Events listed (a pod's cold-start phases) and
+# created (the one a cordon leaves on its node).
 ROLE_RULES: list[Obj] = [
-    {
-        "apiGroups": [""],
-        "resources": ["pods"],
-        "verbs": ["create", "delete", "get", "list", "watch"],
-    },
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "delete", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "list"]},
 ]
-# list: the backend counts the cordoned share of all nodes before it cordons one.
+# get: is a pod's node lost; list: the cordoned share of all nodes; patch: the cordon itself.
+NODE_RULES: list[Obj] = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]
 CORDON_RULES: list[Obj] = [
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]}
 ]
@@ -75,6 +76,11 @@ def check_names(cfg: ShipitConfig) -> None:
             )
 
 
+def api_backed(cfg: ShipitConfig) -> list[DeploymentConfig]:
+    """Deployments whose replica pods the gateway creates through the Kubernetes API."""
+    return [d for d in cfg.deployments if d.backend == "kubernetes"]
+
+
 def replica_service_name(deployment: str) -> str:
     return f"{deployment}-replicas"
 
@@ -84,10 +90,16 @@ def gateway_shipit_yaml(cfg: ShipitConfig) -> str:
     through its replica Service (the pods run as workloads, not as gateway children), keys
     from the mounted Secret and state on a writable volume."""
     data = cfg.model_dump(mode="json", exclude_unset=True)
-    data.pop("kubernetes", None)
+    if not api_backed(cfg):
+        data.pop("kubernetes", None)
     ns = cfg.kubernetes.namespace
     deployments = data.get("deployments") or [{}]
     for d, given in zip(cfg.deployments, deployments, strict=True):
+        if d.backend == "kubernetes":
+            # The gateway runs, scales and watches these pods itself, with its in-cluster
+            # service account (a kubeconfig path from another machine means nothing here).
+            given.get("kubernetes_backend", {}).pop("kubeconfig", None)
+            continue
         for key in ("replicas", "autoscaling", "simulate", "replica_args"):
             given.pop(key, None)
         given["name"] = d.name
@@ -121,13 +133,17 @@ def namespace(cfg: ShipitConfig) -> Obj:
 
 
 def rbac(cfg: ShipitConfig) -> list[Obj]:
+    """Service accounts; the gateway's grants only where it uses the API (``backend:
+    kubernetes``): without one it never calls the API and gets no token at all."""
     ns = cfg.kubernetes.namespace
     subject = {"kind": "ServiceAccount", "name": GATEWAY, "namespace": ns}
+    uses_api = bool(api_backed(cfg))
     out: list[Obj] = [
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
             "metadata": meta(GATEWAY, ns, gateway_labels()),
+            "automountServiceAccountToken": uses_api,
         },
         {
             "apiVersion": "v1",
@@ -135,6 +151,10 @@ def rbac(cfg: ShipitConfig) -> list[Obj]:
             "metadata": meta(k8s_pods.REPLICA_SA, ns),
             "automountServiceAccountToken": False,
         },
+    ]
+    if not uses_api:
+        return out
+    out += [
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
@@ -149,27 +169,27 @@ def rbac(cfg: ShipitConfig) -> list[Obj]:
             "subjects": [subject],
         },
     ]
-    if cfg.kubernetes.cordon_nodes:
-        cluster_name = f"{GATEWAY}-{ns}-cordon"
-        out += [
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
+    # Nodes are cluster-scoped: the one cluster-wide grant, patch only to cordon.
+    cluster_name = f"{GATEWAY}-{ns}-nodes"
+    out += [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": meta(cluster_name, None),
+            "rules": CORDON_RULES if cfg.kubernetes.cordon_nodes else NODE_RULES,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": meta(cluster_name, None),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
                 "kind": "ClusterRole",
-                "metadata": meta(cluster_name, None),
-                "rules": CORDON_RULES,
+                "name": cluster_name,
             },
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": meta(cluster_name, None),
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": cluster_name,
-                },
-                "subjects": [subject],
-            },
-        ]
+            "subjects": [subject],
+        },
+    ]
     return out
 
 
@@ -259,6 +279,8 @@ def gateway(cfg: ShipitConfig) -> list[Obj]:
                 },
                 "spec": {
                     "serviceAccountName": GATEWAY,
+                    # A token only for a gateway that creates replica pods itself.
+                    "automountServiceAccountToken": bool(api_backed(cfg)),
                     "terminationGracePeriodSeconds": grace,
                     "securityContext": k8s_pods.pod_security(),
                     "topologySpreadConstraints": k8s_pods.spread(labels),
@@ -277,6 +299,8 @@ def workloads(cfg: ShipitConfig) -> list[Workload]:
     pools: dict[str, NodePoolConfig] = {p.name: p for p in cfg.kubernetes.node_pools}
     out = []
     for dep in cfg.deployments:
+        if dep.backend == "kubernetes":
+            continue  # the gateway creates these pods itself
         place = placement_for(cfg, dep)
         for p in place.placements:
             replicas = dep.initial_replicas if p.replicas is None else p.replicas
@@ -293,7 +317,27 @@ def replicas(cfg: ShipitConfig) -> list[Obj]:
         out.append(_service(replica_service_name(dep.name), ns, labels, selector))
         budget = placement_for(cfg, dep).max_unavailable
         out.append(_pdb(f"{dep.name}-replicas", ns, selector, budget))
-    return out
+    return out + headless_services(cfg)
+
+
+def headless_services(cfg: ShipitConfig) -> list[Obj]:
+    """For ``backend: kubernetes``: the headless Service the gateway's pods join (their
+    ``subdomain``), so each pod is ``<pod>.<service>.<namespace>.svc`` in DNS, also before it
+    is ready (the gateway probes its start)."""
+    out: dict[tuple[str, str], Obj] = {}
+    for d in api_backed(cfg):
+        own = d.kubernetes_backend
+        ns = own.namespace if "namespace" in own.model_fields_set else cfg.kubernetes.namespace
+        selector = {
+            "app.kubernetes.io/managed-by": "shipit",
+            "app.kubernetes.io/component": "replica",
+            k8s_pods.OWNER_LABEL: "gateway",
+        }
+        svc = _service(own.service, ns, {"app.kubernetes.io/name": "shipit-replica"}, selector)
+        svc["spec"] |= {"clusterIP": "None", "publishNotReadyAddresses": True}
+        svc["spec"]["ports"][0]["port"] = svc["spec"]["ports"][0]["targetPort"] = own.port
+        out[(ns, own.service)] = svc
+    return list(out.values())
 
 
 def render(cfg: ShipitConfig) -> list[Obj]:

@@ -137,25 +137,40 @@ def model_arg(w: Workload) -> str:
     return w.deployment.model
 
 
+def gpu_engine_command(
+    engine: str, *, model: str, served_name: str, port: int, gpus: int, engine_args: list[str]
+) -> tuple[list[str], list[str]]:
+    """(command, args) of vLLM's or SGLang's own OpenAI-compatible server: the model, the name
+    clients send, the listener, tensor parallelism over the pod's GPUs, safetensors only."""
+    listen = ["--served-model-name", served_name, "--host", "0.0.0.0", "--port", str(port)]
+    if engine == "vllm":
+        args = [model, *listen, "--tensor-parallel-size", str(gpus), *SAFETENSORS_ONLY]
+        return ["vllm", "serve"], [*args, *engine_args]
+    if engine == "sglang":
+        args = ["--model-path", model, *listen, "--tp-size", str(gpus), *SAFETENSORS_ONLY]
+        return ["python3", "-m", "sglang.launch_server"], [*args, *engine_args]
+    raise ValueError(f"engine {engine!r} is not a GPU engine (vllm, sglang)")
+
+
 def engine_command(w: Workload) -> tuple[list[str] | None, list[str]]:
     """(command, args): ``None`` keeps the image's entrypoint."""
     d, k = w.deployment, w.k8s
-    port = str(HTTP_PORT)
     name = d.model_name
     if k.engine == "embedded":
         args = ["replica", "--model", model_arg(w), "--served-model-name", name]
-        args += ["--host", "0.0.0.0", "--port", port]
+        args += ["--host", "0.0.0.0", "--port", str(HTTP_PORT)]
         args += ["--drain-timeout-s", f"{d.drain_timeout_s:g}"]
         if d.simulate:
             args += ["--simulate", d.simulate]
         return None, [*args, *d.replica_args, *k.engine_args]
-    if k.engine == "vllm":
-        args = [model_arg(w), "--served-model-name", name, "--host", "0.0.0.0", "--port", port]
-        args += ["--tensor-parallel-size", str(k.gpus), *SAFETENSORS_ONLY]
-        return ["vllm", "serve"], [*args, *k.engine_args]
-    args = ["--model-path", model_arg(w), "--served-model-name", name]
-    args += ["--host", "0.0.0.0", "--port", port, "--tp-size", str(k.gpus), *SAFETENSORS_ONLY]
-    return ["python3", "-m", "sglang.launch_server"], [*args, *k.engine_args]
+    return gpu_engine_command(
+        k.engine,
+        model=model_arg(w),
+        served_name=name,
+        port=HTTP_PORT,
+        gpus=k.gpus,
+        engine_args=list(k.engine_args),
+    )
 
 
 def probes(d: DeploymentConfig) -> Obj:

@@ -30,10 +30,10 @@ from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError
 from shipit.core.replica_admin import bearer
-from shipit.core.urls import redact_url
 from shipit.gateway import rollout_routes, routes
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.catalog import Catalog
+from shipit.gateway.console_fleet import console_app
 from shipit.gateway.edge import HEADERS, PARSED_BODY
 from shipit.gateway.errors import error_json, kind_of
 from shipit.gateway.history import CounterHistory, registry_reader
@@ -45,6 +45,7 @@ from shipit.gateway.parse import parse_request, parse_token_request
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, send_json
 from shipit.gateway.routes_jobs import PREFIXES as JOB_PREFIXES
 from shipit.gateway.routes_jobs import JobsApi
+from shipit.gateway.status import fleet_status
 from shipit.gateway.tokens import forward_tokens
 from shipit.gateway.ws import WebSocketDoor
 from shipit.services.audit import NO_AUDIT, AuditLog
@@ -95,6 +96,7 @@ class Gateway:
         keys: KeyStore | None = None,
         audit: AuditLog = NO_AUDIT,
         request_schemas: Mapping[str, Any] | None = None,
+        console: bool = False,
     ) -> None:
         self.config = config
         self.openapi = openapi_document(  # served at /openapi.json
@@ -108,7 +110,7 @@ class Gateway:
         self.catalog = Catalog(self.deployments, self.routers)
         self.clock = clock
         self.started_at_s = time.time()  # Unix time, for /shipit/status
-        self._started_clock_s = clock.now()
+        self.started_clock_s = clock.now()
         self.metrics = GatewayMetrics(self.routers)
         self._upstream_factory = upstream_factory
         self._on_startup, self._on_shutdown = on_startup, on_shutdown
@@ -122,6 +124,8 @@ class Gateway:
         self.autoscalers: dict[str, Autoscaler] = {}
         self.alerts = build_alert_service(config, self.metrics, self.routers, self._get_upstream)
         self.history = CounterHistory(registry_reader(self.metrics.registry), clock.now)
+        # Autoscaling, cold starts and node cordons (a replica backend's, bound by `shipit up`).
+        self.control_metrics = build_control_plane_metrics(self.metrics.registry)
         if pool is not None:
             self._build_autoscalers(pool)
         # Read once, here: a missing variable or file stops the start.
@@ -163,17 +167,20 @@ class Gateway:
             usage=usage_store(keys),
         )
         self.jobs.security = self.security  # job lines are charged to their tenants
+        self.console = console_app(self) if console else None  # /ui (gateway.routes)
         self.websocket = WebSocketDoor(
             core=self.proxy.core,
             routers=self.routers,
             deployments=self.deployments,
             metrics=self.metrics,
             clock=clock,
+            catalog=self.catalog,
+            new_id=self.new_request_id,
             security=self.security,
         )
 
     def _build_autoscalers(self, pool: ReplicaPool) -> None:
-        metrics = build_control_plane_metrics(self.metrics.registry)
+        metrics = self.control_metrics
         for name, router in self.routers.items():
             config = effective_config(router.deployment)
             if config is not None:
@@ -291,7 +298,12 @@ class Gateway:
         headers = scope.get(HEADERS)  # the security layer's, when it read them
         if headers is None:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        return f"{self._id_prefix}{next(self._ids)}", headers  # unique: keys the queue
+        return self.new_request_id(), headers
+
+    def new_request_id(self, door: str = "") -> str:
+        """A request id unique in this gateway (it keys the admission queue); ``door`` tags
+        requests that came another way than HTTP (``grpc-``, ``ws-``)."""
+        return f"{self._id_prefix}{door}{next(self._ids)}"
 
     async def handle_inference(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
@@ -379,46 +391,8 @@ class Gateway:
         return self.catalog.models()
 
     def status(self, window_s: float | None = None) -> dict[str, Any]:
-        """What ``shipit up`` prints and operators read: every deployment and replica; with
-        ``window_s`` (``?window_s=10``), the request figures over that window too."""
-        now = self.clock.now()
-        out: dict[str, Any] = {
-            "started_at_s": round(self.started_at_s, 3),
-            "uptime_s": round(now - self._started_clock_s, 3),
-            "deployments": [],
-        }
-        for name, router in self.routers.items():
-            out["deployments"].append(
-                {
-                    "name": name,
-                    "model": self.deployments[name].model_name,
-                    "policy": router.default_policy,
-                    "queue_depth": router.queued(),
-                    "autoscaling": a.status() if (a := self.autoscalers.get(name)) else None,
-                    "decisions": {
-                        f"{p}/{r}": n for (p, r), n in sorted(router.decisions_by_reason.items())
-                    },
-                    "replicas": [
-                        {
-                            "id": v.replica_id,
-                            "url": redact_url(v.url),
-                            "version": v.version,
-                            "state": v.state.value,
-                            "in_flight": v.in_flight,
-                            "state_for_s": round(now - v.state_since_s, 3),
-                            "ejected_until_s": v.ejected_until_s
-                            if v.ejected_until_s is not None and v.ejected_until_s > now
-                            else None,
-                            "adapters": sorted(v.adapters),
-                        }
-                        for v in router.views()
-                    ],
-                }
-            )
-        out["alerts"] = self.alerts.active() if self.alerts is not None else []
-        if window_s is not None:
-            out["window"] = self.history.window(window_s)
-        return out
+        """What ``shipit up`` prints and operators read (``gateway.status``)."""
+        return fleet_status(self, window_s)
 
 
 def create_gateway(
@@ -438,6 +412,7 @@ def create_gateway(
     audit: AuditLog | None = None,
     replica_admin_token: str | None = None,
     request_schemas: Mapping[str, Any] | None = None,
+    console: bool = False,
 ) -> Gateway:
     """A gateway app (an ASGI callable). Routers default to one per deployment. With a
     ``pool`` (``backends.Fleet``), each deployment of local replicas gets an autoscaler.
@@ -475,6 +450,7 @@ def create_gateway(
         keys=keys,
         audit=audit,
         request_schemas=request_schemas,
+        console=console,
     )
 
 

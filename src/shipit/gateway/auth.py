@@ -4,11 +4,11 @@ Owns, per HTTP request and before the gateway's own handlers see it: the edge li
 size and time, JSON depth, huge integers; ``gateway.edge``), the API key (``Authorization:
 Bearer`` or ``x-api-key``; 401 when missing or unknown, checked against ``services.keystore``),
 what the key's tenant may do (models: 403; priority and deadline headers within its range: 400;
-the routing override: 403 unless allowed; ``/shipit/*`` but ``/shipit/ready`` and, when so
-configured, ``/metrics`` need an admin key), the tenant's rate limits (``policy.ratelimit``;
-429 with ``Retry-After`` and OpenAI's ``x-ratelimit-*`` headers on every keyed answer; tokens
-charged from the usage of the answer once it finishes, and kept across restarts by
-``services.usage``), per-tenant
+the routing override: 403 unless allowed; ``/shipit/*`` but ``/shipit/ready``, the console's
+fleet API and, when so configured, ``/metrics`` need an admin key; the console's pages none),
+the tenant's rate limits (``policy.ratelimit``; 429 with ``Retry-After`` and OpenAI's
+``x-ratelimit-*`` headers on every keyed answer; tokens charged from the usage of the answer
+once it finishes, and kept across restarts by ``services.usage``), per-tenant
 prefix-cache isolation (the tenant's salt replaces any client salt in ``x-shipit-cache-salt``
 and the body's ``cache_salt``, except for admin keys) and the audit log. With keys off (the
 loopback default) only the edge limits and the priority/deadline checks apply. It must not
@@ -27,6 +27,7 @@ from typing import Any
 
 from shipit.config.gateway import ShipitConfig
 from shipit.config.security import auth_required, is_loopback
+from shipit.console import FLEET_PATH
 from shipit.core import openai_errors as oe
 from shipit.gateway.accounting import Tally
 from shipit.gateway.edge import (
@@ -58,7 +59,15 @@ OPEN_PATHS = frozenset({"/health", "/shipit/ready"})
 TOKENIZER_PATHS = frozenset({"/tokenize", "/detokenize"})
 
 
-def _limits(p: Principal) -> RateLimits:
+def console_open(path: str) -> bool:
+    """The console's pages, scripts and catalog hold no secret and need no key; its planner
+    API needs a key and its fleet API an admin key, like ``/shipit/status``."""
+    if path == "/ui" or path == "/ui/api/catalog":
+        return True
+    return path.startswith("/ui/") and not path.startswith("/ui/api/")
+
+
+def tenant_limits(p: Principal) -> RateLimits:
     t = p.tenant
     return RateLimits(t.requests_per_min, t.tokens_per_min, t.token_budget)
 
@@ -74,7 +83,7 @@ def _reset(seconds: float) -> bytes:
 
 
 @dataclass(slots=True)
-class _Prepared:
+class Prepared:
     body: bytes
     headers: list[tuple[bytes, bytes]]
     model: str
@@ -134,9 +143,9 @@ class Security:
                 self._on_refused(exc.status)
 
     # ----- who is asking ---------------------------------------------------------------
-    def _authenticate(self, scope: Scope, headers: dict[str, str]) -> Principal | None:
+    def authenticate(self, scope: Scope, headers: dict[str, str]) -> Principal | None:
         path = scope["path"]
-        if self.keys is None or path in OPEN_PATHS:
+        if self.keys is None or path in OPEN_PATHS or console_open(path):
             return None
         if path == "/metrics" and self.auth.metrics == "open":
             return None
@@ -158,7 +167,7 @@ class Security:
                 "Incorrect API key provided (unknown, revoked or mistyped); check the key, or "
                 "ask an admin for a new one (`shipit keys create`).",
             )
-        admin_path = path.startswith("/shipit/") or path == "/metrics"
+        admin_path = path.startswith("/shipit/") or path in ("/metrics", FLEET_PATH)
         if admin_path and not principal.admin:
             self.audit.record(
                 "admin_denied", key_id=principal.key_id, tenant=principal.tenant.name, path=path
@@ -182,7 +191,7 @@ class Security:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_headers: list[tuple[bytes, bytes]] = list(scope.get("headers", []))
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
-        principal = self._authenticate(scope, headers)
+        principal = self.authenticate(scope, headers)
         if principal is not None:
             scope = {**scope, PRINCIPAL: principal}
         if scope["method"] in ("GET", "HEAD"):
@@ -197,12 +206,12 @@ class Security:
             max_bytes=self.config.jobs.max_file_bytes if upload else self.limits.max_body_bytes,
             timeout_s=self.limits.body_timeout_s,
         )
-        prepared: _Prepared | None = None
+        prepared: Prepared | None = None
         # Bodies that name a model; not files, batches or job handles, and not /v1/models
         # (a POST there is the route table's 405, whatever its body).
         model_request = not scope["path"].startswith((*NOT_MODEL_REQUESTS, "/v1/models"))
         if scope["path"].startswith("/v1/") and scope["method"] == "POST" and model_request:
-            prepared = self._prepare(principal, raw_headers, headers, body)
+            prepared = self.prepare(principal, raw_headers, headers, body)
             body = prepared.body
             scope = {
                 **scope,
@@ -245,13 +254,13 @@ class Security:
                 param="model",
             )
 
-    def _prepare(
+    def prepare(
         self,
         principal: Principal | None,
         raw: list[tuple[bytes, bytes]],
         headers: dict[str, str],
         body: bytes,
-    ) -> _Prepared:
+    ) -> Prepared:
         data = parse_json(body, max_depth=self.limits.max_json_depth)
         if not isinstance(data, dict):
             # invalid_json, as a replica says it
@@ -317,7 +326,7 @@ class Security:
             out = [(k, v) for k, v in raw if k not in drop] + extra
             as_dict = {k: v for k, v in headers.items() if k.encode("latin-1") not in drop}
             as_dict.update((k.decode("latin-1"), v.decode("latin-1")) for k, v in extra)
-        return _Prepared(body, out, model, bool(data.get("stream", False)), data, as_dict)
+        return Prepared(body, out, model, bool(data.get("stream", False)), data, as_dict)
 
     def _default_priority(self, model: str) -> int:
         deps = self.config.deployments
@@ -326,9 +335,9 @@ class Security:
 
     # ----- rate limits and accounting ---------------------------------------------------
     async def _metered(
-        self, p: Principal, prep: _Prepared, scope: Scope, receive: Receive, send: Send
+        self, p: Principal, prep: Prepared, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        limits, tenant = _limits(p), p.tenant.name
+        limits, tenant = tenant_limits(p), p.tenant.name
         now_s = self.now()
         decision, self.rate[tenant] = decide(limits, now_s, self.state(tenant))
         rl: list[tuple[bytes, bytes]] = []
@@ -348,7 +357,7 @@ class Security:
             self.audit.record(
                 "rate_limited", key_id=p.key_id, tenant=tenant, reason=decision.reason_code
             )
-            raise self._refusal(p, decision.reason_code, decision.retry_after_s, rl)
+            raise self.refusal(p, decision.reason_code, decision.retry_after_s, rl)
         tally = Tally(arrived_s=now_s, stream=prep.stream)
         status = 0
 
@@ -380,7 +389,7 @@ class Security:
                 tokens=tokens,
             )
 
-    def _refusal(
+    def refusal(
         self, p: Principal, reason: str, retry_after_s: float, rl: list[tuple[bytes, bytes]]
     ) -> EdgeError:
         t = p.tenant
@@ -405,7 +414,7 @@ class Security:
         )
 
 
-def _tokens(tally: Tally, prep: _Prepared, status: int) -> int:
+def _tokens(tally: Tally, prep: Prepared, status: int) -> int:
     """The answer's tokens: its usage, else an estimate (prompt bytes / 4 plus one token per
     streamed event); nothing for a failed answer."""
     if not 200 <= status < 300:

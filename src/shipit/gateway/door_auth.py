@@ -9,9 +9,10 @@ for the answer and audits it. Same rules, same state: it uses the gateway's ``Se
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from shipit.core import openai_errors as oe
-from shipit.gateway.auth import Scope, Security, _limits
+from shipit.gateway.auth import Scope, Security, tenant_limits
 from shipit.gateway.edge import EdgeError
 from shipit.policy.ratelimit import charge_tokens, decide
 from shipit.services.keystore import Principal
@@ -25,6 +26,7 @@ class Admitted:
     body: bytes
     headers: dict[str, str]
     model: str
+    data: dict[str, Any]  # the body, parsed once: hand it to ``parse_request``
 
 
 def admit(
@@ -38,11 +40,11 @@ def admit(
             param="body",
         )
     scope: Scope = {"type": "http", "method": "POST", "path": path, "client": None}
-    principal = sec._authenticate(scope, headers)
+    principal = sec.authenticate(scope, headers)
     raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-    prep = sec._prepare(principal, raw, headers, body)
+    prep = sec.prepare(principal, raw, headers, body)
     if principal is not None:
-        limits, tenant = _limits(principal), principal.tenant.name
+        limits, tenant = tenant_limits(principal), principal.tenant.name
         decision, sec.rate[tenant] = decide(limits, sec.now(), sec.state(tenant))
         if not decision.allowed:
             sec.audit.record(
@@ -52,9 +54,8 @@ def admit(
                 reason=decision.reason_code,
                 client=client,
             )
-            raise sec._refusal(principal, decision.reason_code, decision.retry_after_s, [])
-    out = {k.decode("latin-1"): v.decode("latin-1") for k, v in prep.headers}
-    return Admitted(principal, prep.body, out, prep.model)
+            raise sec.refusal(principal, decision.reason_code, decision.retry_after_s, [])
+    return Admitted(principal, prep.body, prep.header_dict, prep.model, prep.data)
 
 
 def settle(sec: Security, admitted: Admitted, path: str, status: int, tokens: int | None) -> None:
@@ -69,7 +70,7 @@ def settle(sec: Security, admitted: Admitted, path: str, status: int, tokens: in
     tenant = p.tenant.name
     if spent:
         now_s = sec.now()
-        sec.rate[tenant] = state = charge_tokens(_limits(p), sec.state(tenant), spent, now_s)
+        sec.rate[tenant] = state = charge_tokens(tenant_limits(p), sec.state(tenant), spent, now_s)
         if sec.usage is not None:
             sec.usage.note(tenant, state.spent_tokens, now_s)
     sec.audit.record(

@@ -3,13 +3,15 @@
 ``shipit top --once`` used to compute req/s from two scrapes one second apart: right after a
 burst it showed 0.0. The gateway keeps a cumulative reading per deployment (``telemetry.window``
 readings of its registry) every ``interval_s`` for ``keep_s``, and ``/shipit/status?window_s=W``
-answers with the figures over the last ``W`` seconds (or as much history as there is). Owns the
-ring of readings and the sampling loop; the arithmetic is ``telemetry.window``'s.
+answers with the figures over the last ``W`` seconds (or as much history as there is); ``series``
+cuts the history into steps for the console's charts. Owns the ring of readings and the
+sampling loop; the arithmetic is ``telemetry.window``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -75,6 +77,27 @@ class CounterHistory:
                 for name, newer in current.items()
             },
         }
+
+    def series(self, span_s: float, step_s: float) -> dict[str, list[dict[str, Any]]]:
+        """Per deployment, the figures of each ``step_s`` over the last ``span_s`` (oldest
+        first; ``t_s`` is the step's end, seconds before now, so 0 or negative): the console's
+        charts of latency and SLO attainment over time."""
+        if not self._points:
+            return {}
+        now = self._now()
+        picked: list[tuple[float, dict[str, DeploymentReading]]] = []
+        for t, reading in reversed(self._points):  # from the newest: the last step ends now
+            if now - t > span_s + step_s:
+                break
+            if not picked or picked[-1][0] - t >= step_s:
+                picked.append((t, reading))
+        picked.reverse()
+        out: dict[str, list[dict[str, Any]]] = {}
+        for (t0, older), (t1, newer) in itertools.pairwise(picked):
+            for name, current in newer.items():
+                stats = asdict(window(older.get(name), current, t1 - t0))
+                out.setdefault(name, []).append({"t_s": round(t1 - now, 3), **stats})
+        return out
 
 
 def window_param(query: bytes) -> float | None:

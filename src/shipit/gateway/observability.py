@@ -10,6 +10,7 @@ anything itself: the gateway's lifespan starts ``AlertService.run``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client.samples import Sample
@@ -71,3 +72,13 @@ def build_alert_service(
         sinks=sinks,
         cost=(metrics.cost, CostInputs(prices, states)),
     )
+
+
+def event_loop_name() -> str:
+    """The running event loop's implementation ("uvloop" or "asyncio"), for operators checking
+    that the fast loop is the one serving (``/shipit/status``)."""
+    try:
+        module = type(asyncio.get_running_loop()).__module__
+    except RuntimeError:
+        return "none"
+    return module.split(".")[0]

@@ -3,12 +3,13 @@ GET endpoints that are not proxied.
 
 Owns the table of served paths (POST: ``/v1/chat/completions``, ``/v1/completions``,
 ``/tokenize``, ``/detokenize``; GET and HEAD: ``/v1/models``, ``/v1/models/{id}``, ``/health``,
-``/metrics``, ``/shipit/status``, ``/shipit/ready``, ``/openapi.json``), 404 for any other
-path and 405 with ``Allow`` for a served path asked with another method (as a replica
-answers), and the GET handlers: the model list and cards (``gateway.catalog``), readiness (200
-once a replica of the model is ready, waiting up to ``wait_s``; else 503 with
-``Retry-After``), health, metrics, status and the OpenAPI document (``gateway.openapi``).
-Inference and tokenizer requests are handed back to the ``Gateway``. Raw ASGI.
+``/metrics``, ``/shipit/status``, ``/shipit/ready``, ``/openapi.json``; the web console under
+``/ui`` when it is on), 404 for any other path and 405 with ``Allow`` for a served path asked
+with another method (as a replica answers), and the GET handlers: the model list and cards
+(``gateway.catalog``), readiness (200 once a replica of the model is ready, waiting up to
+``wait_s``; else 503 with ``Retry-After``), health, metrics, status and the OpenAPI document
+(``gateway.openapi``). Inference and tokenizer requests are handed back to the ``Gateway``.
+Raw ASGI.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote
 
+from shipit.console import serves
 from shipit.core import openai_errors as oe
 from shipit.gateway.errors import error_json
 from shipit.gateway.history import window_param
@@ -58,6 +60,9 @@ def _headless(send: Send) -> Send:
 
 async def dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     path, method = scope["path"], scope["method"]
+    if gw.console is not None and serves(path):  # the web console, when on (shipit.console)
+        await gw.console(scope, receive, send)
+        return
     methods = allowed_methods(path)
     if methods is None:
         msg = f"{method} {path}: no such endpoint; the gateway serves /v1/chat/completions, "

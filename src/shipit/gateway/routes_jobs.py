@@ -31,9 +31,11 @@ from shipit.gateway.errors import error_json
 from shipit.gateway.jobs_service import JobsService
 from shipit.gateway.proxy import Receive, Scope, Send, send_json
 from shipit.jobs import formats
+from shipit.jobs.sql import IdempotencyConflictError
 from shipit.jobs.webhooks import check_url
 
 PREFIXES = ("/v1/files", "/v1/batches", "/v1/async")
+MAX_IDEMPOTENCY_KEY = 255
 _ID = r"([A-Za-z0-9_\-]+)"
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"/v1/files"), "upload"),
@@ -101,7 +103,7 @@ class JobsApi:
             else:
                 raise HttpError(404, f"{method} {path} is not served here")
         except HttpError as exc:
-            kind = oe.PATH_NOT_FOUND if exc.status == 404 else oe.INVALID_VALUE
+            kind = {404: oe.PATH_NOT_FOUND, 409: oe.CONFLICT}.get(exc.status, oe.INVALID_VALUE)
             body = error_json(kind, exc.message, exc.param)
             await send_json(send, exc.status, body)
             return
@@ -284,12 +286,29 @@ class JobsApi:
             )
             if why is not None:
                 raise _bad(why, "x-shipit-webhook-url")
+        key = headers.get("idempotency-key") or None
+        if key is not None and (len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable()):
+            raise _bad(
+                f"Idempotency-Key must be printable and at most {MAX_IDEMPOTENCY_KEY} "
+                f"characters (got {len(key)}); a UUID is a good key",
+                "idempotency-key",
+            )
         jobs = self.service.open()
-        body = json.dumps(data).encode()
-        item = await jobs.call(
-            jobs.store.submit, self.tenant(scope), "/v1" + endpoint, body, webhook, self._now()
-        )
-        self.service.wake()
+        body = json.dumps(data, sort_keys=True).encode()
+        try:
+            item, replayed = await jobs.call(
+                jobs.store.submit,
+                self.tenant(scope),
+                "/v1" + endpoint,
+                body,
+                webhook,
+                self._now(),
+                key,
+            )
+        except IdempotencyConflictError as exc:
+            raise HttpError(409, str(exc), param="idempotency-key") from None
+        if not replayed:
+            self.service.wake()
         return 202, formats.async_json(item)
 
     async def get_async(self, scope: Scope, receive: Receive, item_id: str) -> tuple[int, Any]:

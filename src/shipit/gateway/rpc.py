@@ -82,7 +82,6 @@ class InferenceService(shipit_pb2_grpc.InferenceServicer):
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
         self.core = gateway.proxy.core
-        self._n = 0
 
     async def CreateChatCompletion(  # noqa: N802 (the gRPC method's name)
         self, request: shipit_pb2.ChatCompletionRequest, context: Context
@@ -138,14 +137,14 @@ class InferenceService(shipit_pb2_grpc.InferenceServicer):
         call with the mapped status on an error."""
         gw = self.gw
         headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        self._n += 1
         admitted: Admitted | None = None
         try:
             body = to_body(request, stream=stream)
             admitted = admit(gw.security, path, headers, body, client=context.peer())
             body, headers = admitted.body, admitted.headers
             view = parse_request(
-                request_id=f"{gw._id_prefix}grpc-{self._n}",
+                request_id=gw.new_request_id("grpc-"),
+                data=admitted.data,
                 client_request_id=headers.get("x-request-id") or None,
                 path=path,
                 headers=headers,

@@ -32,11 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
-import os
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -46,6 +44,7 @@ from shipit.core.clock import Clock
 from shipit.core.errors import ShipitError
 from shipit.core.views import RequestView
 from shipit.gateway.auth import Security
+from shipit.gateway.catalog import Catalog
 from shipit.gateway.door_auth import Admitted, admit, settle
 from shipit.gateway.edge import EdgeError
 from shipit.gateway.errors import kind_of
@@ -168,11 +167,14 @@ class WebSocketDoor:
         deployments: Mapping[str, DeploymentConfig],
         metrics: GatewayMetrics,
         clock: Clock,
+        catalog: Catalog,
+        new_id: Callable[[str], str],
         security: Security | None = None,
         send_buffer: int = 256,
         max_in_flight: int = 256,
     ) -> None:
         self.core = core
+        self.catalog = catalog
         self.routers = routers
         self.deployments = deployments
         self.metrics = metrics
@@ -180,20 +182,10 @@ class WebSocketDoor:
         self.security = security
         self.send_buffer = send_buffer
         self.max_in_flight = max_in_flight
-        self._ids = itertools.count()
-        self._prefix = f"gw-{os.getpid():x}-ws-"
+        self._new_id = new_id
 
     def new_id(self) -> str:
-        return f"{self._prefix}{next(self._ids)}"
-
-    def adapters(self) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
-        for name, router in self.routers.items():
-            names: set[str] = set()
-            for r in router.registry.records():
-                names |= r.adapters
-            out[name] = names
-        return out
+        return self._new_id("ws-")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -373,8 +365,10 @@ class _Socket:
                     headers=headers,
                     body=body,
                     deployments=door.deployments,
-                    adapters=door.adapters(),
+                    data=admitted.data if admitted is not None else None,
+                    adapters=door.catalog.lazy_replica_adapters(),
                     now_s=door.clock.now(),
+                    names_known=door.catalog.names_known,
                 )
             except ShipitError as exc:
                 kind = kind_of(exc)

@@ -15,6 +15,7 @@ the connection, the schema and the dialect's few differences.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -30,6 +31,17 @@ _ITEM_COLS = (
 )
 # Statuses in which a batch's lines may run (or still finish).
 _LIVE = ("in_progress", "cancelling")
+
+
+class IdempotencyConflictError(Exception):
+    """An idempotency key used again with another request body."""
+
+    def __init__(self, key: str, item_id: str) -> None:
+        super().__init__(
+            f"the idempotency key {key!r} was used for another request (async request "
+            f"{item_id}); use a new key for a new request"
+        )
+        self.key, self.item_id = key, item_id
 
 
 class SqlJobStore:
@@ -223,18 +235,44 @@ class SqlJobStore:
 
     # ----- single async requests ----------------------------------------------------------
     def submit(
-        self, tenant: str, url: str, body: bytes, webhook_url: str | None, now: float
-    ) -> ItemRecord:
+        self,
+        tenant: str,
+        url: str,
+        body: bytes,
+        webhook_url: str | None,
+        now: float,
+        idempotency_key: str | None = None,
+    ) -> tuple[ItemRecord, bool]:
+        """Queue one request; ``(item, replayed)``. With an ``idempotency_key`` already used by
+        this tenant, nothing is queued: the first request's item comes back (``replayed``), or
+        ``IdempotencyConflict`` when that request's body was another."""
         iid = formats.new_id("areq_")
+        sha = hashlib.sha256(body).hexdigest()
+        replayed = False
         with self._tx():
-            self._x(
-                "INSERT INTO items(id, tenant, url, body, state, created_at, webhook_url) "
-                "VALUES (?, ?, ?, ?, 'queued', ?, ?)",
-                (iid, tenant, url, body, now, webhook_url),
-            )
+            if idempotency_key is not None:
+                cur = self._x(
+                    "INSERT INTO idempotency(tenant, key, item_id, body_sha256, created_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (tenant, idempotency_key, iid, sha, now),
+                )
+                if cur.rowcount == 0:  # the key is taken: the first request stands
+                    row = self._one(
+                        "SELECT item_id, body_sha256 FROM idempotency WHERE tenant = ? AND key = ?",
+                        (tenant, idempotency_key),
+                    )
+                    if row[1] != sha:
+                        raise IdempotencyConflictError(idempotency_key, row[0])
+                    iid, replayed = row[0], True
+            if not replayed:
+                self._x(
+                    "INSERT INTO items(id, tenant, url, body, state, created_at, webhook_url) "
+                    "VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+                    (iid, tenant, url, body, now, webhook_url),
+                )
         item = self.get_item(tenant, iid)
         assert item is not None
-        return item
+        return item, replayed
 
     def get_item(self, tenant: str, item_id: str) -> ItemRecord | None:
         row = self._one(

@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS items(
 CREATE INDEX IF NOT EXISTS items_state ON items(state, not_before);
 CREATE INDEX IF NOT EXISTS items_batch ON items(batch_id, state);
 CREATE INDEX IF NOT EXISTS items_webhook ON items(webhook_state, webhook_next_at);
+CREATE TABLE IF NOT EXISTS idempotency(
+  tenant TEXT NOT NULL, key TEXT NOT NULL, item_id TEXT NOT NULL, body_sha256 TEXT NOT NULL,
+  created_at REAL NOT NULL, PRIMARY KEY(tenant, key));
 """
 
 

@@ -45,7 +45,10 @@ CREATE TABLE IF NOT EXISTS items(
   UNIQUE(batch_id, line));
 CREATE INDEX IF NOT EXISTS items_state ON items(state, not_before);
 CREATE INDEX IF NOT EXISTS items_batch ON items(batch_id, state);
-CREATE INDEX IF NOT EXISTS items_webhook ON items(webhook_state, webhook_next_at)
+CREATE INDEX IF NOT EXISTS items_webhook ON items(webhook_state, webhook_next_at);
+CREATE TABLE IF NOT EXISTS idempotency(
+  tenant TEXT NOT NULL, key TEXT NOT NULL, item_id TEXT NOT NULL, body_sha256 TEXT NOT NULL,
+  created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY(tenant, key))
 """
 _SCHEMA_LOCK = 0x5368697049744A6F  # an advisory-lock key of our own
 

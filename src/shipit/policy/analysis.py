@@ -4,10 +4,15 @@ Pure statistics on two windows of per-request figures (``VersionWindow``): laten
 distributions (TTFT, TPOT) are compared with a one-sided Mann-Whitney U test (no assumption on
 their shape, ties corrected, normal approximation, so each side needs ``min_samples``), error
 rates and goodput with a one-sided exact test on the 2x2 table (Fisher's, the hypergeometric
-tail). A check fails only when the difference is both significant at ``alpha`` *and* larger
-than a floor the user sets (``min_latency_increase`` ...): with many requests a 0.5 % slowdown
-is significant, and nobody wants a rollback for it. Only "worse" counts (one-sided): a
-candidate that is faster, or less loaded at a small traffic share, passes.
+tail). During a canary, errors are instead judged by a sequential test over every step so far
+(``policy.sequential``: an always-valid p-value on the pooled counts, so it needs no share of
+its ``alpha`` per look); Fisher's test remains for a window judged once against a fixed one
+(after the switch).
+
+A check fails only when the difference is both significant at ``alpha`` *and* larger than a
+floor the user sets (``min_latency_increase`` ...): with many requests a 0.5 % slowdown is
+significant, and nobody wants a rollback for it. Only "worse" counts (one-sided): a candidate
+that is faster, or less loaded at a small traffic share, passes.
 
 Each check returns its figures (medians, rates, effect, p-value, sample sizes) so a rollback's
 reason can quote them. No clock, no IO; numpy and ``math`` only.
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shipit.config.rollout import AnalysisConfig
+from shipit.policy.sequential import ErrorEvidence
 
 
 class Verdict(enum.Enum):
@@ -224,18 +230,70 @@ def _rate(
     return MetricCheck(metric, verdict, rate_c, rate_b, effect, p, alpha, n_c, n_b, why)
 
 
+def _sequential_errors(
+    candidate: VersionWindow,
+    baseline: VersionWindow,
+    before: ErrorEvidence,
+    config: AnalysisConfig,
+    alpha: float,
+) -> MetricCheck:
+    """Errors over the whole canary: the earlier steps' evidence and this window's."""
+    now = before.add(candidate.errors, candidate.requests, baseline.errors, baseline.requests)
+    k_c, n_c = now.errors_candidate, now.requests_candidate
+    k_b, n_b = now.errors_baseline, now.requests_baseline
+    if n_c < config.min_samples or n_b < config.min_samples:
+        return MetricCheck(
+            "errors",
+            Verdict.INSUFFICIENT,
+            k_c / n_c if n_c else math.nan,
+            k_b / n_b if n_b else math.nan,
+            0.0,
+            None,
+            alpha,
+            n_c,
+            n_b,
+            f"errors: {n_c} candidate / {n_b} baseline requests, {config.min_samples} needed "
+            "on each side",
+        )
+    rate_c, rate_b = k_c / n_c, k_b / n_b
+    effect = rate_c - rate_b
+    p = now.p_value()
+    floor = config.min_error_rate_increase
+    worse = p < alpha and effect > floor
+    figures = (
+        f"errors {k_c}/{n_c} ({rate_c:.2%}) vs {k_b}/{n_b} ({rate_b:.2%}) over the canary, "
+        f"sequential p={p:.2g} (alpha {alpha:.2g})"
+    )
+    why = (
+        f"errors worse: {figures}; floor +{floor:.2%}" if worse else f"errors not worse: {figures}"
+    )
+    verdict = Verdict.FAIL if worse else Verdict.PASS
+    return MetricCheck("errors", verdict, rate_c, rate_b, effect, p, alpha, n_c, n_b, why)
+
+
 def compare(
-    config: AnalysisConfig, candidate: VersionWindow, baseline: VersionWindow, *, alpha: float
+    config: AnalysisConfig,
+    candidate: VersionWindow,
+    baseline: VersionWindow,
+    *,
+    alpha: float,
+    errors_before: ErrorEvidence | None = None,
+    errors_alpha: float | None = None,
 ) -> Analysis:
     """Every configured check; FAIL if any fails, else INSUFFICIENT if any lacks samples,
     else PASS. ``alpha`` is the significance of each single check (the caller shares its
-    false-rollback budget among checks and looks)."""
+    false-rollback budget among checks and looks). With ``errors_before`` (a canary: what its
+    earlier steps said), errors are judged by the sequential test at ``errors_alpha``, the
+    budget for the whole canary, instead of by Fisher's test on this window alone."""
     checks: list[MetricCheck] = []
     for metric in config.metrics:
         if metric == "ttft":
             checks.append(_latency("ttft", candidate.ttft_s, baseline.ttft_s, config, alpha))
         elif metric == "tpot":
             checks.append(_latency("tpot", candidate.tpot_s, baseline.tpot_s, config, alpha))
+        elif metric == "errors" and errors_before is not None:
+            level = alpha if errors_alpha is None else errors_alpha
+            checks.append(_sequential_errors(candidate, baseline, errors_before, config, level))
         elif metric == "errors":
             checks.append(
                 _rate(

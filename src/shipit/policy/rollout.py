@@ -20,11 +20,16 @@ the figures.
   kept ``keep_old_s``. In this kept phase (both strategies) the candidate's window is compared
   with the baseline's last window before the switch, and a failure rolls back.
 
-The false-rollback budget (``analysis.max_false_rollback``) is shared over every check of every
-planned look (Bonferroni), so a candidate equal to the baseline is rolled back at most that
-often. Sessions stay on one version because the routing filter (``version_weight``) places a
-session key at a fixed point of [0, 1): a growing candidate share only ever takes sessions from
-the baseline. No clock, no IO.
+The false-rollback budget (``analysis.max_false_rollback``) is shared equally among the
+metrics. A latency or goodput check spends its share over every planned look (Bonferroni); the
+canary's errors check is sequential (``policy.sequential``: its evidence is carried from step to
+step in the state and stays valid however often it is looked at), so it spends its whole share
+on one test of the pooled canary. Either way a candidate equal to the baseline is rolled back at
+most that often.
+
+Sessions stay on one version because the routing filter (``version_weight``) places a session
+key at a fixed point of [0, 1): a growing candidate share only ever takes sessions from the
+baseline. No clock, no IO.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from dataclasses import dataclass, field, replace
 
 from shipit.config.rollout import RolloutSpec
 from shipit.policy.analysis import Analysis, Verdict, VersionWindow, compare
+from shipit.policy.sequential import ErrorEvidence
 
 
 class Phase(enum.Enum):
@@ -75,6 +81,7 @@ class RolloutState:
     last_look_s: float | None = None  # the last analysis
     looks: int = 0
     candidate_percent: float = 0.0
+    errors: ErrorEvidence = field(default_factory=ErrorEvidence)  # the canary's passed steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +103,12 @@ def start(spec: RolloutSpec, now_s: float) -> RolloutState:
 def alpha(spec: RolloutSpec) -> float:
     """The significance of one check: the false-rollback budget over every planned check."""
     return spec.analysis.max_false_rollback / (spec.planned_looks * len(spec.analysis.metrics))
+
+
+def errors_alpha(spec: RolloutSpec) -> float:
+    """The significance of the canary's sequential errors check: its metric's whole share of
+    the false-rollback budget (always valid, so not divided among looks)."""
+    return spec.analysis.max_false_rollback / len(spec.analysis.metrics)
 
 
 def weights(spec: RolloutSpec, candidate_percent: float) -> tuple[tuple[str, float], ...]:
@@ -232,7 +245,14 @@ def _canary(
     if not _look_due(spec, state, now, baked):
         why = f"{step_no}: baked {elapsed:.0f} of {spec.bake_s:g} s"
         return _decision(spec, state, "bake", why), state
-    result = compare(spec.analysis, snapshot.candidate, snapshot.baseline, alpha=alpha(spec))
+    result = compare(
+        spec.analysis,
+        snapshot.candidate,
+        snapshot.baseline,
+        alpha=alpha(spec),
+        errors_before=state.errors,
+        errors_alpha=errors_alpha(spec),
+    )
     state = replace(state, last_look_s=now, looks=state.looks + 1)
     if result.verdict is Verdict.FAIL:
         return _rollback(
@@ -249,6 +269,10 @@ def _canary(
         why = f"{step_no}: hold, {result.reason}"
         return _decision(spec, state, "hold", why, analysis=result), state
     if state.step + 1 < len(spec.steps_percent):
+        cand, base = snapshot.candidate, snapshot.baseline
+        # The step's window is reset on entering the next: its errors join the evidence.
+        evidence = state.errors.add(cand.errors, cand.requests, base.errors, base.requests)
+        state = replace(state, errors=evidence)
         why = f"{step_no} passed: {_short(result)}"
         decision, after = _enter_step(spec, state, now, state.step + 1, why)
         return replace(decision, analysis=result), after  # the look that let it step

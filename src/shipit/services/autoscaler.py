@@ -116,7 +116,14 @@ class Autoscaler:
         self.state = AutoscalingState()
         self.lifecycle_state = LifecycleState()
         self.cold = ColdStarts(
-            self.name, kept=config.decisions_kept, metrics=metrics, probe=probe, wall=wall
+            self.name,
+            kept=config.decisions_kept,
+            metrics=metrics,
+            probe=probe,
+            # A pool that knows where its replicas were placed (Kubernetes: scheduled, image
+            # pulled, container started) adds those phases.
+            placement=getattr(pool, "cold_start_phases", None),
+            wall=wall,
         )
         self.last: ScaleDecision | None = None
         self.last_lifecycle: LifecycleDecision | None = None

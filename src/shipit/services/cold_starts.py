@@ -2,9 +2,11 @@
 
 Owns ``ColdStarts``: the replicas whose start was requested and that are not ready yet
 (``started``, or found ``STARTING`` when first seen: the initial fleet), and, once the
-registry shows one ``READY``, its ``ColdStart`` record (the replica's own phases from its
-``/shipit/startup`` report, read through the injected probe, plus ``health``: the rest, spawn
-and the wait for the gateway's health probe), the ``shipit_cold_start*`` metrics and the last
+registry shows one ``READY``, its ``ColdStart`` record (the placement's phases where the
+backend knows them, e.g. a Kubernetes pod's schedule, image pull and container start, read
+through the injected ``placement``; the replica's own phases from its ``/shipit/startup``
+report, read through the injected probe; plus ``health``: the rest, spawn and the wait for the
+gateway's health probe), the ``shipit_cold_start*`` metrics and the last
 records for ``shipit status``. ``account`` returns the replicas that came up, which end a crash
 streak in the lifecycle policy. It decides nothing and starts or stops nothing.
 """
@@ -23,6 +25,8 @@ from shipit.telemetry.instruments import ControlPlaneMetrics
 logger = logging.getLogger("shipit.autoscaler")
 
 StartupProbe = Callable[[str], Awaitable[Mapping[str, Any] | None]]
+# (deployment, replica id) -> the phases before the replica's process runs, in order.
+PlacementPhases = Callable[[str, str], Awaitable[tuple[tuple[str, float], ...]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +49,13 @@ class ColdStarts:
         kept: int,
         metrics: ControlPlaneMetrics | None = None,
         probe: StartupProbe | None = None,
+        placement: PlacementPhases | None = None,
         wall: Callable[[], float],
     ) -> None:
         self.name = deployment
         self.metrics = metrics
         self.probe = probe
+        self.placement = placement
         self.wall = wall
         self.recent: deque[ColdStart] = deque(maxlen=kept)
         self._pending: dict[str, float] = {}  # replica id -> start requested at
@@ -83,7 +89,8 @@ class ColdStarts:
                 del self._pending[rid]
                 came_up.append(rid)
                 total_s = max(found.state_since_s - requested_s, 0.0)
-                self._done(rid, total_s, await self._report(found.url))
+                placed = await self._placed(rid)
+                self._done(rid, total_s, await self._report(found.url), placed)
         return tuple(came_up)
 
     async def _report(self, url: str) -> Mapping[str, Any] | None:
@@ -95,13 +102,28 @@ class ColdStarts:
             logger.debug("startup probe of %s failed", url, exc_info=True)
             return None
 
-    def _done(self, replica_id: str, total_s: float, report: Mapping[str, Any] | None) -> None:
-        reported: dict[str, float] = {}
+    async def _placed(self, replica_id: str) -> tuple[tuple[str, float], ...]:
+        if self.placement is None:
+            return ()
+        try:
+            return await self.placement(self.name, replica_id)
+        except Exception:  # as with the report: nice to have
+            logger.debug("placement phases of %s failed", replica_id, exc_info=True)
+            return ()
+
+    def _done(
+        self,
+        replica_id: str,
+        total_s: float,
+        report: Mapping[str, Any] | None,
+        placed: tuple[tuple[str, float], ...] = (),
+    ) -> None:
+        reported: dict[str, float] = dict(placed)
         source = None
         if report is not None:
             raw = report.get("phases_s", {})
             if isinstance(raw, Mapping):
-                reported = {str(k): float(v) for k, v in raw.items()}
+                reported |= {str(k): float(v) for k, v in raw.items()}
             source = report.get("weights_source")
         phases = {**reported, "health": max(total_s - sum(reported.values()), 0.0)}
         cold = ColdStart(

@@ -12,6 +12,7 @@ from typing import Any
 from shipit.policy import rollout
 from shipit.policy.analysis import VersionWindow
 from shipit.policy.rollout import Phase, RolloutDecision, RolloutState
+from shipit.policy.sequential import ErrorEvidence
 from shipit.policy.shadow import ShadowReport
 
 WINDOW_CAP = 4000  # samples kept per version and metric
@@ -69,6 +70,15 @@ def state_dict(state: RolloutState, now_s: float) -> dict[str, Any]:
         "looks": state.looks,
         "candidate_percent": state.candidate_percent,
         "elapsed_in_step_s": now_s - state.step_started_s,
+        "errors": {
+            "log_lrs": list(state.errors.log_lrs),
+            "counts": [
+                state.errors.errors_candidate,
+                state.errors.requests_candidate,
+                state.errors.errors_baseline,
+                state.errors.requests_baseline,
+            ],
+        },
     }
 
 
@@ -81,8 +91,18 @@ def state_from(raw: Mapping[str, Any], now_s: float) -> RolloutState:
         None,
         int(raw["looks"]),
         float(raw["candidate_percent"]),
+        _evidence(raw.get("errors")),
     )
     return rollout.resume(base, now_s, float(raw["elapsed_in_step_s"]))
+
+
+def _evidence(raw: Any) -> ErrorEvidence:
+    """The canary's errors evidence as saved; a state saved before it was kept starts afresh
+    (the test is then only more cautious)."""
+    if not isinstance(raw, Mapping):
+        return ErrorEvidence()
+    k_c, n_c, k_b, n_b = (int(v) for v in raw["counts"])
+    return ErrorEvidence(tuple(float(v) for v in raw["log_lrs"]), k_c, n_c, k_b, n_b)
 
 
 def analysis_dict(decision: RolloutDecision | None) -> dict[str, Any] | None:

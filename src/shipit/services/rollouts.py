@@ -118,6 +118,10 @@ class RolloutController:
         self.current: dict[str, str] = {}
         self.settings: dict[str, RolloutSettings] = {}
         self._adopted: dict[str, VersionConfig] = {}
+        # A finished rollout's losing version, found in ``home`` at start: replicas of it that
+        # a previous gateway left running (pods) get no traffic and are stopped.
+        self._leftovers: dict[str, str] = {}
+        self._reaping: set[str] = set()
         for name, router in self.routers.items():
             self.settings[name] = router.deployment.rollout
             self.current[name] = router.registry.version
@@ -212,6 +216,7 @@ class RolloutController:
         now = self.clock.now()
         active = Active(spec, rollout.start(spec, now), self.wall())
         self.active[name] = active
+        self._leftovers.pop(name, None)
         router.set_version_weights(dict(rollout.weights(spec, 0.0)))
         if self.publisher is not None:
             self.publisher.begin(name, active.state, (spec.baseline, version.name))
@@ -252,6 +257,8 @@ class RolloutController:
             await asyncio.sleep(self.tick_s)
 
     async def tick(self) -> None:
+        for name, version in self._leftovers.items():
+            self._reap(name, version)
         for name, active in list(self.active.items()):
             if active.state.phase.done:
                 continue
@@ -351,6 +358,14 @@ class RolloutController:
                 # Traffic is already off it: drain, then stop, in the background.
                 asyncio.get_running_loop().create_task(self.pool.stop_replica(name, rid))
 
+    def _reap(self, name: str, version: str) -> None:
+        for record in self.routers[name].registry.records():
+            rid = record.replica_id
+            if record.version == version and rid not in self._reaping:
+                self._reaping.add(rid)
+                log.info("stopping %s: left running by a finished rollout (%s)", rid, version)
+                asyncio.get_running_loop().create_task(self.pool.stop_replica(name, rid))
+
     # ----- reading --------------------------------------------------------------------------
     def _note(self, name: str, active: Active, code: str, reason: str) -> None:
         active.history.append(
@@ -438,6 +453,11 @@ class RolloutController:
             spec = RolloutSpec.model_validate(doc["spec"])
             state = state_from(doc["state"], now)
             if state.phase.done:
+                # The gateway may have exited before the losing version's replicas stopped.
+                done = state.phase is Phase.ROLLED_BACK
+                loser = spec.candidate.name if done else spec.baseline
+                router.set_version_weights({self.current[name]: 100.0, loser: 0.0})
+                self._leftovers[name] = loser
                 continue
             active = Active(spec, state, float(doc["started_at"]), history=list(doc["history"]))
             self.active[name] = active

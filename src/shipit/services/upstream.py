@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
 from shipit.core.urls import redact_url
+
+if TYPE_CHECKING:
+    from shipit.services.upstream_h1 import H1Pool
 
 
 class UpstreamError(Exception):
@@ -107,11 +110,19 @@ class AiohttpUpstream:
         read_timeout_s: float = 300.0,
         limit: int = 0,
         control_headers: Mapping[str, str] | None = None,
+        h1: bool = True,
     ) -> None:
         # Sent on the control calls (``get``, ``post_json``) only, never on proxied requests:
         # the replicas' admin token (``Authorization: Bearer ...``). A call's own headers (a
         # replica's upstream credential) win over them.
         self._control_headers = dict(control_headers or {})
+        # Proxied requests to http:// replicas go through the pooled HTTP/1.1 client
+        # (``upstream_h1``); https:// ones and the control calls through aiohttp.
+        self._h1: H1Pool | None = None
+        if h1:
+            from shipit.services.upstream_h1 import H1Pool
+
+            self._h1 = H1Pool(connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit, keepalive_timeout=30.0),
             timeout=aiohttp.ClientTimeout(
@@ -130,6 +141,10 @@ class AiohttpUpstream:
         *,
         first_byte_timeout_s: float,
     ) -> UpstreamResponse:
+        if self._h1 is not None and url.startswith("http://"):
+            return await self._h1.open(
+                url, body, headers, first_byte_timeout_s=first_byte_timeout_s
+            )
         try:
             async with asyncio.timeout(first_byte_timeout_s):
                 resp = await self._session.post(url, data=body, headers=headers)
@@ -180,4 +195,6 @@ class AiohttpUpstream:
             raise UpstreamError("protocol", f"{method} {shown}: {redact_url(str(exc))}") from exc
 
     async def close(self) -> None:
+        if self._h1 is not None:
+            await self._h1.close()
         await self._session.close()

@@ -261,9 +261,13 @@ COLD_START_PHASE = _spec(
     "Duration of one phase of a replica's cold start.", ("deployment", "phase"),
     buckets_s=COLD_START_BUCKETS_S,
     label_values=(
-        ("phase", (
-            "schedule", "pull", "process_start", "imports", "load_weights", "warmup", "health",
-        )),
+        (
+            "phase",
+            (
+                "schedule", "pull", "container_start", "process_start", "imports",
+                "load_weights", "warmup", "health",
+            ),
+        ),
     ),
 )  # fmt: skip
 NODE_CORDONS = _spec(

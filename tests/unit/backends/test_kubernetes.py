@@ -111,8 +111,6 @@ def test_scale_up_kill_replace_cordon_and_scale_to_zero(tmp_path: Path) -> None:
                 "3 replicas ready",
             )
             assert all(registry.get(h.replica_id).state is ReplicaState.READY for h in handles)  # type: ignore[union-attr]
-            phases = [p for p, _ in backend.cold_start_phases(handles[0].replica_id)]
-            assert phases == ["schedule", "pull", "health"]
 
             # A pod deleted behind our back (watch DELETED) is no longer alive; replace it.
             victim = handles[0]
@@ -137,8 +135,7 @@ def test_scale_up_kill_replace_cordon_and_scale_to_zero(tmp_path: Path) -> None:
                 registry.remove(h.replica_id)
             await eventually(lambda: emu.node("n1")["spec"].get("unschedulable") is True, "cordon")
             assert backend.cordoned == ["n1"]
-            [event] = emu.events()
-            assert event["reason"] == "ShipitCordoned"
+            [event] = emu.events("ShipitCordoned")
             assert event["involvedObject"] == {"kind": "Node", "name": "n1", "apiVersion": "v1"}
             assert (
                 metrics.get_sample_value(
@@ -283,6 +280,79 @@ def test_without_cordon_nodes_a_failing_node_is_only_logged(tmp_path: Path) -> N
                 await eventually(lambda h=h: not backend.alive(h), "crash seen")  # type: ignore[misc]
             await eventually(lambda: any(d.cordon for d in backend.node_decisions), "decided")
             assert not emu.node("n1")["spec"].get("unschedulable")
-            assert backend.cordoned == [] and emu.events() == []
+            assert backend.cordoned == [] and emu.events("ShipitCordoned") == []
+
+    asyncio.run(main())
+
+
+def test_cold_start_phases_come_from_the_pods_conditions_and_events(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with cluster(tmp_path) as (emu, backend, registry, _m):
+            [h] = await up(emu, backend, registry, 1)
+            emu.advance(2)
+            emu.schedule(h.replica_id, "n1")
+            emu.advance(30)
+            emu.pull_image(h.replica_id)
+            emu.advance(1)
+            # The API server is away while the container starts: the watch sees it late, the
+            # phases still follow the cluster's timestamps.
+            emu.outage()
+            await eventually(lambda: not backend.connected, "outage noticed")
+            emu.start_container(h.replica_id)
+            emu.advance(20)
+            emu.make_ready(h.replica_id)
+            await asyncio.sleep(0.1)
+            emu.restore()
+            await eventually(lambda: backend.state(h.replica_id) is ReplicaState.READY, "ready")
+            phases = await backend.cold_start_phases(h.replica_id)
+            assert phases == (("schedule", 2.0), ("pull", 30.0), ("container_start", 1.0))
+            # Read from the pod's Events, listed by field selector; then kept.
+            assert ("events", "list") in emu.verbs
+            lists = sum(1 for _m, p in emu.requests if "fieldSelector" in p)
+            assert await backend.cold_start_phases(h.replica_id) == phases
+            assert sum(1 for _m, p in emu.requests if "fieldSelector" in p) == lists
+
+            # A pod still starting has only the phases it finished.
+            [g] = await up(emu, backend, registry, 1)
+            emu.advance(4)
+            emu.schedule(g.replica_id, "n2")
+            view = lambda: backend.replicas[g.replica_id].view  # noqa: E731
+            await eventually(lambda: (v := view()) is not None and v.scheduled, "bound")
+            assert await backend.cold_start_phases(g.replica_id) == (("schedule", 4.0),)
+
+    asyncio.run(main())
+
+
+def test_lost_node_taint_eviction_and_a_draining_pod(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with cluster(tmp_path) as (emu, backend, registry, _m):
+            a, b, c = await up(emu, backend, registry, 3)
+            emu.run_to_ready(a.replica_id, "n1")
+            emu.run_to_ready(b.replica_id, "n2")
+            emu.run_to_ready(c.replica_id, "n3")
+            await eventually(
+                lambda: all(backend.state(h.replica_id) is ReplicaState.READY for h in (a, b, c)),
+                "ready",
+            )
+            # n1 stops reporting: its pod only turns not ready; the node says why.
+            emu.lose_node("n1")
+            await eventually(lambda: not backend.alive(a), "node loss seen")
+            assert backend.failure(a.replica_id) == "NodeLost"
+            assert registry.get(a.replica_id).state is ReplicaState.UNHEALTHY  # type: ignore[union-attr]
+            # The eviction API (or the taint manager) takes c away: DisruptionTarget.
+            emu.taint_evict(c.replica_id, reason="EvictionByEvictionAPI")
+            await eventually(lambda: not backend.alive(c), "eviction seen")
+            assert backend.failure(c.replica_id) == "EvictionByEvictionAPI"
+            # b's readiness fails on a healthy node (it drains): not a failure.
+            emu.fail_readiness(b.replica_id)
+            await eventually(lambda: backend.state(b.replica_id) is ReplicaState.STARTING, "b")
+            await asyncio.sleep(0.05)
+            assert backend.alive(b) and backend.failure(b.replica_id) is None
+            # Each failure went to the node health policy with its node and reason.
+            kept = backend._health_state.failures
+            assert [(f.node, f.reason_code) for f in kept] == [
+                ("n1", "NodeLost"),
+                ("n3", "EvictionByEvictionAPI"),
+            ]
 
     asyncio.run(main())

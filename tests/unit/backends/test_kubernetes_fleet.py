@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from shipit.backends.fake import FakeBackend
@@ -191,3 +192,124 @@ def test_backend_kubernetes_in_shipit_yaml_takes_placement_from_the_kubernetes_s
     assert [t.key for t in s.tolerations] == ["nvidia.com/gpu"]
     assert s.kubeconfig == "/etc/kube/config" and s.node_health.failures_to_cordon == 2
     assert other.backend == "local"
+
+
+def test_a_pods_cold_start_phases_reach_the_cold_start_metric(tmp_path: Path) -> None:
+    async def report(url: str) -> Mapping[str, Any] | None:  # the replica's /shipit/startup
+        return {"phases_s": {"process_start": 1.0, "load_weights": 10.0, "warmup": 2.0}}
+
+    async def main() -> None:
+        emu = K8sEmulator()
+        await emu.start()
+        emu.add_node("n1", {"gpu": "l4"})
+        cfg, d = deployment(emu, tmp_path, autoscaling={"min_replicas": 1, "max_replicas": 1})
+        clock = FakeClock(100.0)
+        router = RouterService(d, clock=clock)
+        pods = KubernetesBackend(
+            settings_for(cfg, d), deployment="chat", registrars={"chat": router.registry},
+            backoff_s=(0.01, 0.05),
+        )  # fmt: skip
+        fleet = Fleet(
+            [d], {"chat": router.registry}, local=FakeBackend(), external=StaticBackend({}),
+            backends={"chat": pods},
+        )  # fmt: skip
+        assert d.autoscaling is not None
+        registry = CollectorRegistry()
+        scaler = Autoscaler(
+            router, fleet, d.autoscaling, clock=clock,
+            metrics=build_control_plane_metrics(registry), probe=report,
+        )  # fmt: skip
+        try:
+            await scaler.tick()  # start requested at 100 s
+            [pod] = [p["metadata"]["name"] for p in emu.pods("serving")]
+            emu.advance(2)
+            emu.schedule(pod, "n1", ns="serving")
+            emu.advance(30)
+            emu.pull_image(pod, ns="serving")
+            emu.advance(1)
+            emu.start_container(pod, ns="serving")
+            clock.advance(60.0)  # ready at 160 s on the gateway's clock
+            emu.make_ready(pod, ns="serving")
+            await eventually_ready(router, 1)
+            await scaler.tick()
+            [cold] = scaler.cold_starts
+            assert cold.total_s == 60.0
+            # The pod's phases, the replica's own, and the rest (60 - 33 - 13) for health.
+            assert cold.phases_s == (
+                ("schedule", 2.0), ("pull", 30.0), ("container_start", 1.0),
+                ("process_start", 1.0), ("load_weights", 10.0), ("warmup", 2.0),
+                ("health", 14.0),
+            )  # fmt: skip
+            for phase, seconds in (("schedule", 2.0), ("pull", 30.0), ("health", 14.0)):
+                labels = {"deployment": "chat", "phase": phase}
+                got = registry.get_sample_value("shipit_cold_start_phase_seconds_sum", labels)
+                assert got == seconds, phase
+        finally:
+            await scaler.close()
+            await fleet.stop()
+            await emu.close()
+
+    asyncio.run(main())
+
+
+FAILURES = {
+    "oom": lambda emu, pod, node: emu.kill(pod, reason="OOMKilled", ns="serving"),
+    "evicted": lambda emu, pod, node: emu.evict(pod, ns="serving"),
+    "node_lost": lambda emu, pod, node: emu.lose_node(node),
+    "taint_evicted": lambda emu, pod, node: emu.taint_evict(pod, ns="serving"),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+def test_a_failed_pod_is_reaped_and_replaced(tmp_path: Path, failure: str) -> None:
+    async def main() -> None:
+        emu = K8sEmulator(autopilot=True)
+        await emu.start()
+        for n in ("n1", "n2", "n3"):
+            emu.add_node(n, {"gpu": "l4"})
+        cfg, d = deployment(emu, tmp_path, autoscaling={"min_replicas": 3, "max_replicas": 3})
+        clock = FakeClock(100.0)
+        router = RouterService(d, clock=clock)
+        pods = KubernetesBackend(
+            settings_for(cfg, d), deployment="chat", registrars={"chat": router.registry},
+            backoff_s=(0.01, 0.05),
+        )  # fmt: skip
+        fleet = Fleet(
+            [d], {"chat": router.registry}, local=FakeBackend(), external=StaticBackend({}),
+            backends={"chat": pods},
+        )  # fmt: skip
+        assert d.autoscaling is not None
+        scaler = Autoscaler(
+            router, fleet, d.autoscaling, clock=clock,
+            metrics=build_control_plane_metrics(CollectorRegistry()), probe=no_report,
+        )  # fmt: skip
+        try:
+            await scaler.tick()
+            await eventually_ready(router, 3)
+            victim = emu.pods("serving")[0]
+            name, node = victim["metadata"]["name"], victim["spec"]["nodeName"]
+            assert [p["spec"]["nodeName"] for p in emu.pods("serving")].count(node) == 1
+            FAILURES[failure](emu, name, node)
+            for _ in range(500):
+                if not fleet.alive("chat", name):
+                    break
+                await asyncio.sleep(0.01)
+            assert not fleet.alive("chat", name)
+            assert router.registry.get(name).state is ReplicaState.UNHEALTHY  # type: ignore[union-attr]
+            await scaler.tick()  # reaped
+            clock.advance(5.0)
+            await scaler.tick()  # replaced
+            await scaler.close()
+            live = [
+                p for p in emu.pods("serving")
+                if p["metadata"]["name"] != name and "deletionTimestamp" not in p["metadata"]
+            ]  # fmt: skip
+            assert len(live) == 3
+            assert name not in fleet.managed("chat")
+            await eventually_ready(router, 3)
+        finally:
+            await scaler.close()
+            await fleet.stop()
+            await emu.close()
+
+    asyncio.run(main())

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from shipit.backends.k8s_pods import labels as pod_labels
 from shipit.cli.main import build_app
 from shipit.config.gateway import ConfigError, load_config, parse_config
 from shipit.deploy import k8s
@@ -16,6 +17,7 @@ from shipit.deploy import k8s
 ROOT = Path(__file__).resolve().parents[3]
 README_EXAMPLE = ROOT / "examples" / "shipit.yaml"
 MULTIPOOL = ROOT / "examples" / "k8s-multipool.yaml"
+API_BACKED = ROOT / "examples" / "k8s-backend.yaml"
 
 
 def _objects(path: Path) -> list[dict[str, Any]]:
@@ -42,8 +44,6 @@ def test_readme_example_renders_the_whole_stack() -> None:
         {
             "Namespace",
             "ServiceAccount",
-            "Role",
-            "RoleBinding",
             "ConfigMap",
             "Deployment",
             "Service",
@@ -172,8 +172,18 @@ def test_pod_disruption_budgets_per_deployment_and_gateway() -> None:
         assert budget.items() <= labels.items()
 
 
-def test_rbac_grants_exactly_the_backend_verbs() -> None:
+def test_a_gateway_that_does_not_use_the_api_gets_no_grant_and_no_token() -> None:
     objects = _objects(README_EXAMPLE)
+    assert not {"Role", "RoleBinding", "ClusterRole"} & {o["kind"] for o in objects}
+    assert _of(objects, "ServiceAccount")["shipit-gateway"]["automountServiceAccountToken"] is False
+    gateway = _of(objects, "Deployment")["shipit-gateway"]["spec"]["template"]["spec"]
+    assert gateway["automountServiceAccountToken"] is False
+    # cordon_nodes alone grants nothing: only the replica backend would cordon.
+    assert "ClusterRole" not in {o["kind"] for o in _objects(MULTIPOOL)}
+
+
+def test_rbac_grants_exactly_the_backend_verbs() -> None:
+    objects = _objects(API_BACKED)
     role = _of(objects, "Role")["shipit-gateway"]
     granted = {
         (r, v)
@@ -182,19 +192,49 @@ def test_rbac_grants_exactly_the_backend_verbs() -> None:
         for v in rule["verbs"]
         if rule["apiGroups"] == [""]
     }
-    expected = {("pods", v) for v in ("get", "list", "watch", "create", "delete")}
-    assert granted == expected | {("events", "create")}
+    expected = {("pods", v) for v in ("list", "watch", "create", "delete")}
+    assert granted == expected | {("events", "create"), ("events", "list")}
     assert sum(len(r["resources"]) * len(r["verbs"]) for r in role["rules"]) == len(granted)
-    assert "ClusterRole" not in {o["kind"] for o in objects}
     replica_sa = _of(objects, "ServiceAccount")["shipit-replica"]
     assert replica_sa["automountServiceAccountToken"] is False
+    assert _of(objects, "ServiceAccount")["shipit-gateway"]["automountServiceAccountToken"] is True
+    gateway = _of(objects, "Deployment")["shipit-gateway"]["spec"]["template"]["spec"]
+    assert gateway["automountServiceAccountToken"] is True
+
+
+def test_the_api_backed_deployment_gets_a_headless_service_and_no_workload() -> None:
+    objects = _objects(API_BACKED)
+    assert _replica_workloads(objects) == {}
+    headless = _of(objects, "Service")["shipit-replicas"]
+    assert headless["metadata"]["namespace"] == "llm"
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    # A subset of the labels of the pods the backend creates.
+    pod = pod_labels("chat", "v1", "spot")
+    assert headless["spec"]["selector"].items() <= pod.items()
+    assert headless["spec"]["ports"][0]["targetPort"] == 8000
+    # The gateway's own shipit.yaml keeps the backend, its autoscaling and the placement.
+    text = _of(objects, "ConfigMap")["shipit-gateway"]["data"]["shipit.yaml"]
+    cfg = parse_config(yaml.safe_load(text))
+    (chat,) = cfg.deployments
+    assert chat.backend == "kubernetes" and chat.replica_urls == []
+    assert chat.autoscaling is not None and chat.autoscaling.max_replicas == 8
+    assert chat.kubernetes_backend.kubeconfig is None  # in-cluster
+    assert cfg.kubernetes.deployments["chat"].engine == "vllm"
 
 
 def test_cordoning_adds_a_cluster_role_for_nodes_get_list_patch_only() -> None:
-    objects = _objects(MULTIPOOL)
+    objects = _objects(API_BACKED)
     (cluster_role,) = _of(objects, "ClusterRole").values()
     assert cluster_role["rules"] == [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]}
+    ]
+    cfg = load_config(API_BACKED)
+    off = cfg.kubernetes.model_copy(update={"cordon_nodes": False})
+    cfg = cfg.model_copy(update={"kubernetes": off})
+    (reader,) = _of(k8s.render(cfg), "ClusterRole").values()
+    assert reader["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}
     ]
     (binding,) = _of(objects, "ClusterRoleBinding").values()
     assert binding["subjects"] == [

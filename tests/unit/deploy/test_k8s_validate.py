@@ -24,7 +24,11 @@ from shipit.config.gateway import load_config
 from shipit.deploy import k8s
 
 ROOT = Path(__file__).resolve().parents[3]
-EXAMPLES = [ROOT / "examples" / "shipit.yaml", ROOT / "examples" / "k8s-multipool.yaml"]
+EXAMPLES = [
+    ROOT / "examples" / "shipit.yaml",
+    ROOT / "examples" / "k8s-multipool.yaml",
+    ROOT / "examples" / "k8s-backend.yaml",
+]
 VERSIONS = ["1.29.0", "1.33.0"]
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 VALIDATOR = Path(sys.executable).with_name("kubernetes-validate")

@@ -289,3 +289,31 @@ def test_uploads_keep_their_bytes(content: bytes) -> None:
     fields = parse_multipart(headers["content-type"], body)
     assert fields["file"] == ("in.jsonl", content)
     assert fields["purpose"][1] == b"batch"
+
+
+def test_an_async_request_sent_again_with_its_idempotency_key_is_not_queued_twice(
+    tmp_path: Path,
+) -> None:
+    replica = FakeReplica(chunks=ANSWER)
+    gw = make(tmp_path, replica)
+
+    async def go() -> None:
+        async with running(gw):
+            chat = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+            key = {"idempotency-key": "retry-me-1"}
+            path = "/v1/async/chat/completions"
+            first = await call(gw, "POST", path, chat, headers=key)
+            again = await call(gw, "POST", path, chat, headers=key)
+            assert (first.status, again.status) == (202, 202)
+            assert again.json()["id"] == first.json()["id"]
+            await wait_for(gw, f"/v1/async/{first.json()['id']}", {"completed"})
+            other = {**chat, "messages": [{"role": "user", "content": "y"}]}
+            res = await call(gw, "POST", path, other, headers=key)
+            assert res.status == 409
+            err = res.json()["error"]
+            assert err["param"] == "idempotency-key" and first.json()["id"] in err["message"]
+            res = await call(gw, "POST", path, chat, headers={"idempotency-key": "k" * 300})
+            assert res.status == 400 and res.json()["error"]["param"] == "idempotency-key"
+
+    asyncio.run(go())
+    assert len(replica.bodies) == 1  # one request reached the replica

@@ -163,12 +163,12 @@ def test_tenants_see_only_their_own(store: SqlJobStore) -> None:
     bid = _batch(store, 1, tenant="acme")
     assert store.get_batch("other", bid) is None
     assert store.cancel_batch("other", bid, 1001.0) is None
-    item = store.submit("acme", EP, b"{}", None, 1000.0)
+    item, _ = store.submit("acme", EP, b"{}", None, 1000.0)
     assert store.get_item("other", item.id) is None
 
 
 def test_async_request_lifecycle_and_webhook_state(store: SqlJobStore) -> None:
-    item = store.submit("default", EP, b'{"model": "m"}', "http://127.0.0.1:9/hook", 1000.0)
+    item, _ = store.submit("default", EP, b'{"model": "m"}', "http://127.0.0.1:9/hook", 1000.0)
     assert item.state == "queued"
     (w,) = store.claim("w", 5, 30.0, 1001.0)
     assert w.id == item.id
@@ -221,7 +221,7 @@ def test_concurrent_claims_from_many_connections_split_the_lines(store_factory: 
 def test_claims_single_requests_first_then_the_earliest_window(store: SqlJobStore) -> None:
     late = _batch(store, 2, window="24h")
     soon = _batch(store, 2, window="1h")
-    single = store.submit("default", EP, b"{}", None, 1000.0)
+    single, _ = store.submit("default", EP, b"{}", None, 1000.0)
 
     def batch_of(item_id: str) -> str | None:
         row = store._one("SELECT batch_id FROM items WHERE id = ?", (item_id,))
@@ -230,3 +230,26 @@ def test_claims_single_requests_first_then_the_earliest_window(store: SqlJobStor
     assert [x.id for x in store.claim("w", 1, 30.0, 1001.0)] == [single.id]
     assert [batch_of(x.id) for x in store.claim("w", 2, 30.0, 1001.0)] == [soon, soon]
     assert [batch_of(x.id) for x in store.claim("w", 3, 30.0, 1001.0)] == [late, late]
+
+
+def test_an_idempotency_key_queues_one_request_however_often_it_is_sent(store: SqlJobStore) -> None:
+    body = b'{"model": "m", "messages": []}'
+    first, replayed = store.submit("acme", EP, body, None, 1000.0, "key-1")
+    assert not replayed
+    again, replayed = store.submit("acme", EP, body, None, 1001.0, "key-1")
+    assert replayed and again.id == first.id
+    assert store.pending() == 1
+    # Keys are the tenant's own: another tenant's same key is another request.
+    other, replayed = store.submit("globex", EP, body, None, 1002.0, "key-1")
+    assert not replayed and other.id != first.id
+    assert store.pending() == 2
+
+
+def test_an_idempotency_key_sent_with_another_body_is_refused(store: SqlJobStore) -> None:
+    from shipit.jobs.sql import IdempotencyConflictError
+
+    first, _ = store.submit("acme", EP, b'{"model": "m"}', None, 1000.0, "key-2")
+    with pytest.raises(IdempotencyConflictError, match="key-2") as err:
+        store.submit("acme", EP, b'{"model": "other"}', None, 1001.0, "key-2")
+    assert err.value.item_id == first.id
+    assert store.pending() == 1

@@ -61,6 +61,7 @@ class Model:
 class World:
     spec: RolloutSpec
     candidate: Model = field(default_factory=Model)
+    baseline: Model = field(default_factory=Model)
     rate_per_s: int = 40
     seed: int = 0
     warm_after_s: float = 5.0
@@ -94,7 +95,7 @@ class World:
             self.request_no += 1
             version = choose_version(self.weights, {"v1", "v2"}, f"req-{self.request_no}")
             assert version is not None
-            model = self.candidate if version == "v2" else Model()
+            model = self.candidate if version == "v2" else self.baseline
             self.exposed += version == "v2"
             ok = self.rng.random() >= model.error_share
             ttft = float(self.rng.lognormal(math.log(0.2), 0.3))
@@ -185,6 +186,13 @@ def test_blue_green_switches_at_once_then_stops_blue() -> None:
     switch = next(d for d in world.history if d.reason_code == "switch")
     assert dict(switch.weights) == {"v1": 0.0, "v2": 100.0}
     assert switch.reset == frozenset({"v2"})  # blue's last window stays the reference
+    assert world.history[-1].stop_version == "v1"
+
+
+def test_blue_green_without_a_keep_window_switches_and_completes() -> None:
+    world = World(spec(strategy="blue_green", keep_old_s=0.0))  # no look was planned: alpha
+    world.run(1000)  # was a division by zero
+    assert world.codes() == ["warming", "switch", "complete"]
     assert world.history[-1].stop_version == "v1"
 
 
@@ -314,3 +322,41 @@ def test_decisions_round_trip_through_the_decision_log() -> None:
         read_entries([entry_line(LogEntry("rollout", "chat", snap, world.state, decision))])
     )
     assert (entry.snapshot, entry.state, entry.decision) == (snap, world.state, decision)
+
+
+def test_errors_evidence_is_carried_from_step_to_step() -> None:
+    world = World(spec())
+    while world.state.step < 1 and not world.state.phase.done:
+        world.now += 1.0
+        world.serve()
+        world.tick()
+    # The first step's window (reset on entering the second) is in the evidence.
+    evidence = world.state.errors
+    entered = next(d for d in world.history if d.reason_code == "step" and d.analysis)
+    assert entered.analysis is not None
+    [errors] = [c for c in entered.analysis.checks if c.metric == "errors"]
+    assert evidence.requests_candidate == errors.n_candidate > 0
+    assert evidence.requests_baseline == errors.n_baseline
+    world.run(world.now + 15)  # the second step's first look pools both steps
+    look = next(d for d in reversed(world.history) if d.analysis is not None)
+    assert look.analysis is not None
+    [errors] = [c for c in look.analysis.checks if c.metric == "errors"]
+    assert errors.n_candidate > evidence.requests_candidate
+    assert "over the canary" in errors.reason
+
+
+def test_a_small_error_increase_is_caught_by_pooling_the_steps() -> None:
+    """1.1 % of the candidate's requests fail, 0.1 % of the baseline's: too few failures in
+    one step's window for a test at the per-look alpha (Fisher's, per window, caught 3 of these
+    10 seeds), enough over the canary."""
+    caught = 0
+    for seed in range(10):
+        world = World(
+            spec(),
+            candidate=Model(error_share=0.011),
+            baseline=Model(error_share=0.001),
+            seed=seed,
+        )
+        last = world.run(1000)
+        caught += world.state.phase is Phase.ROLLED_BACK and "errors worse" in last.reason
+    assert caught >= 8

@@ -383,3 +383,20 @@ def test_a_warm_up_timeout_is_counted_as_such(tmp_path: Path) -> None:
     assert _phase(registry) == ["rolled_back"]
     assert _decisions(registry, "rollback", "warmup_timeout") == 1.0
     assert _decisions(registry, "warming", "none") == 1.0  # the unchanged ticks are not counted
+
+
+def test_the_canary_errors_evidence_survives_a_restart() -> None:
+    from dataclasses import replace
+
+    from shipit.policy.rollout import RolloutState
+    from shipit.policy.sequential import ErrorEvidence
+    from shipit.services.rollout_records import state_dict, state_from
+
+    evidence = ErrorEvidence().add(3, 120, 1, 2280)
+    state = replace(RolloutState(Phase.CANARY, 0.0, 1, 50.0), errors=evidence)
+    saved = json.loads(json.dumps(state_dict(state, 80.0)))
+    back = state_from(saved, 1000.0)
+    assert back.errors == evidence and back.step == 1
+    # A state saved before the evidence was kept resumes with none (only more cautious).
+    del saved["errors"]
+    assert state_from(saved, 1000.0).errors == ErrorEvidence()

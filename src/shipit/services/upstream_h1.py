@@ -1,0 +1,265 @@
+"""A pooled HTTP/1.1 client for the hot path: one proxied request to a replica over plain HTTP.
+
+``H1Pool.open`` sends a POST on a kept-alive connection (a new one when none is idle), waits for
+the status line and headers under the first-byte timeout, and hands back an ``H1Response``
+whose ``chunks`` yield the body as it arrives (chunked transfer decoded by ``httptools``), each
+read bounded by ``read_timeout_s``. A connection goes back to the pool only when its response
+was read to the end and the replica did not ask to close it; an idle one is dropped after
+``idle_s`` (below the 5 s keep-alive of uvicorn-based replicas such as vLLM, so a request is
+never written to a connection the replica is closing). Reading pauses when the client falls
+more than ``high_water`` bytes behind. Errors map as in ``AiohttpUpstream``: ``UpstreamError``
+("connect", "timeout", "protocol") before the first byte, ``MidStreamError`` after.
+
+Why not aiohttp here: per request aiohttp builds a request object, a payload, a response object
+and a stream reader with its own timers; this does one write and one parser callback per read,
+and profiling showed the upstream request as the largest single cost of the gateway's hot path.
+HTTPS replicas, and the control calls (health, metrics, admin), stay on aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from urllib.parse import urlsplit
+
+import httptools
+
+from shipit.services.upstream import MidStreamError, UpstreamError
+
+_Key = tuple[str, int]
+
+
+class _Conn(asyncio.Protocol):
+    """One connection's response parsing: headers, body chunks, completion, loss."""
+
+    def __init__(self, pool: H1Pool, key: _Key) -> None:
+        self.pool, self.key = pool, key
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: dict[str, str] = {}
+        self.status = 0
+        self.body: deque[bytes] = deque()
+        self.buffered = 0
+        self.headers_done = False
+        self.keep_alive = False
+        self.complete = False
+        self.lost: BaseException | None = None
+        self.closed = False
+        self.paused = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.idle_since = 0.0
+
+    # ----- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(exc)
+            if self.transport is not None:
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.complete:
+            self._fail(exc or ConnectionResetError("the replica closed the connection"))
+        self._wake()
+
+    # ----- httptools callbacks ----------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        # Read here: llhttp answers for the message being parsed, not after it completes.
+        self.keep_alive = self.parser.should_keep_alive()
+        self.headers_done = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+        self.buffered += len(body)
+        if self.buffered > self.pool.high_water and not self.paused and self.transport:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self._wake()
+
+    # ----- helpers ----------------------------------------------------------------------------
+    def _fail(self, exc: BaseException) -> None:
+        if self.lost is None:
+            self.lost = exc
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, timeout_s: float | None) -> None:
+        """Until the parser or the connection says something (or the timeout)."""
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            if timeout_s is None:
+                await self.waiter
+            else:
+                async with asyncio.timeout(timeout_s):
+                    await self.waiter
+        finally:
+            self.waiter = None
+
+    def reset(self) -> None:
+        """Ready for the next request on this connection."""
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers, self.status = {}, 0
+        self.body.clear()
+        self.buffered = 0
+        self.headers_done = self.complete = self.keep_alive = False
+        self.lost = None
+
+
+class H1Response:
+    __slots__ = ("_conn", "_done", "headers", "status")
+
+    def __init__(self, conn: _Conn) -> None:
+        self._conn = conn
+        self.status = conn.status
+        self.headers: Mapping[str, str] = conn.headers
+        self._done = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        read_timeout_s = conn.pool.read_timeout_s
+        while True:
+            if conn.body:
+                # Everything that arrived since the last read, as one chunk (as aiohttp's
+                # iter_any does): fewer, larger writes to the client under load.
+                data = conn.body.popleft() if len(conn.body) == 1 else b"".join(conn.body)
+                conn.body.clear()
+                conn.buffered = 0
+                if conn.paused and conn.transport is not None:
+                    conn.paused = False
+                    conn.transport.resume_reading()
+                yield data
+                continue
+            if conn.complete:
+                return
+            if conn.lost is not None:
+                raise MidStreamError(f"{type(conn.lost).__name__}: {conn.lost}")
+            try:
+                await conn.wait(read_timeout_s)
+            except TimeoutError:
+                raise MidStreamError(f"no data from the replica in {read_timeout_s:g}s") from None
+
+    def close(self) -> None:
+        """Abort: the replica sees the connection drop."""
+        if not self._done:
+            self._done = True
+            self._conn.pool.discard(self._conn)
+
+    def release(self) -> None:
+        """Read to the end: the connection may serve the next request."""
+        if not self._done:
+            self._done = True
+            self._conn.pool.give_back(self._conn)
+
+
+class H1Pool:
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float = 2.0,
+        read_timeout_s: float = 300.0,
+        idle_s: float = 4.0,
+        high_water: int = 1 << 20,
+    ) -> None:
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.idle_s = idle_s
+        self.high_water = high_water
+        self._idle: dict[_Key, list[_Conn]] = {}
+        self._open: set[_Conn] = set()
+
+    async def open(
+        self, url: str, body: bytes, headers: Mapping[str, str], *, first_byte_timeout_s: float
+    ) -> H1Response:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        target = parts.path + ("?" + parts.query if parts.query else "")
+        head = [f"POST {target} HTTP/1.1\r\nhost: {parts.netloc}\r\n"]
+        head += [f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "content-length"]
+        head.append(f"content-length: {len(body)}\r\n\r\n")
+        request = "".join(head).encode("latin-1") + body
+        conn = await self._connection((host, port))
+        assert conn.transport is not None
+        conn.transport.write(request)
+        try:
+            async with asyncio.timeout(first_byte_timeout_s):
+                while not conn.headers_done:
+                    if conn.lost is not None:
+                        self.discard(conn)
+                        raise UpstreamError("protocol", f"{type(conn.lost).__name__}: {conn.lost}")
+                    await conn.wait(None)
+        except TimeoutError:
+            self.discard(conn)
+            raise UpstreamError("timeout", f"no response in {first_byte_timeout_s:g}s") from None
+        except BaseException:
+            self.discard(conn)
+            raise
+        return H1Response(conn)
+
+    async def _connection(self, key: _Key) -> _Conn:
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < self.idle_s:
+                conn.reset()
+                return conn
+            self._close(conn)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                _, conn = await loop.create_connection(lambda: _Conn(self, key), *key)
+        except TimeoutError:
+            raise UpstreamError(
+                "connect", f"cannot connect: no answer in {self.connect_timeout_s:g}s"
+            ) from None
+        except OSError as exc:
+            raise UpstreamError("connect", f"cannot connect: {exc}") from exc
+        self._open.add(conn)
+        return conn
+
+    def give_back(self, conn: _Conn) -> None:
+        keep = (
+            conn.complete
+            and conn.lost is None
+            and not conn.closed
+            and conn.keep_alive
+            and not conn.body
+        )
+        if not keep:
+            self.discard(conn)
+            return
+        conn.idle_since = time.monotonic()
+        self._idle.setdefault(conn.key, []).append(conn)
+
+    def discard(self, conn: _Conn) -> None:
+        self._close(conn)
+
+    def _close(self, conn: _Conn) -> None:
+        self._open.discard(conn)
+        conn.closed = True
+        if conn.transport is not None:
+            conn.transport.close()
+
+    async def close(self) -> None:
+        for conn in list(self._open):
+            self._close(conn)
+        self._idle.clear()

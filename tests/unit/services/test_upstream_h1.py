@@ -1,0 +1,205 @@
+"""The pooled HTTP/1.1 client of the hot path against a real aiohttp server on 127.0.0.1:
+streamed (chunked) and whole bodies, keep-alive reuse, and each failure mapped as the
+aiohttp client maps it (connect, first-byte timeout, mid-stream break, read timeout)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from shipit.services.upstream import AiohttpUpstream, MidStreamError, UpstreamError
+from shipit.services.upstream_h1 import H1Pool
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@asynccontextmanager
+async def server(handler: Handler) -> AsyncIterator[tuple[str, list[Any]]]:
+    peers: list[Any] = []
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", wrapped)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1/chat/completions", peers
+    finally:
+        await runner.cleanup()
+
+
+async def sse(request: web.Request) -> web.StreamResponse:
+    body = await request.read()
+    resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await resp.prepare(request)
+    for i in range(3):
+        await resp.write(b"data: %d %s\n\n" % (i, body))
+        await asyncio.sleep(0.01)
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
+async def read_all(pool: H1Pool, url: str, body: bytes = b"{}") -> tuple[int, str, bytes]:
+    resp = await pool.open(url, body, {"content-type": "application/json"}, first_byte_timeout_s=5)
+    data = b"".join([c async for c in resp.chunks()])
+    resp.release()
+    return resp.status, resp.headers["content-type"], data
+
+
+def test_a_chunked_stream_arrives_whole_and_the_connection_is_reused() -> None:
+    async def go() -> None:
+        pool = H1Pool()
+        async with server(sse) as (url, peers):
+            first = await read_all(pool, url, b'{"n":1}')
+            second = await read_all(pool, url, b'{"n":2}')
+        await pool.close()
+        assert first[:2] == (200, "text/event-stream")
+        assert (
+            first[2] == b'data: 0 {"n":1}\n\ndata: 1 {"n":1}\n\ndata: 2 {"n":1}\n\ndata: [DONE]\n\n'
+        )
+        assert second[2].startswith(b'data: 0 {"n":2}')
+        assert peers[0] == peers[1]  # one connection, kept alive
+
+    asyncio.run(go())
+
+
+def test_a_whole_body_and_an_error_status_are_relayed() -> None:
+    async def teapot(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.json_response({"error": {"message": "no"}}, status=418)
+
+    async def go() -> tuple[int, str, bytes]:
+        pool = H1Pool()
+        async with server(teapot) as (url, _):
+            out = await read_all(pool, url)
+        await pool.close()
+        return out
+
+    status, ctype, data = asyncio.run(go())
+    assert (status, ctype, data) == (
+        418,
+        "application/json; charset=utf-8",
+        b'{"error": {"message": "no"}}',
+    )
+
+
+def test_nobody_listening_is_a_connect_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def go() -> None:
+        pool = H1Pool(connect_timeout_s=1)
+        with pytest.raises(UpstreamError) as err:
+            await pool.open(f"http://127.0.0.1:{port}/v1/x", b"{}", {}, first_byte_timeout_s=1)
+        assert err.value.kind == "connect"
+
+    asyncio.run(go())
+
+
+def test_a_late_first_byte_is_a_timeout_and_a_stalled_stream_a_mid_stream_error() -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if request.headers.get("x-mode") == "late":
+            await asyncio.sleep(2)
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"data: 0\n\n")
+        await asyncio.sleep(2)  # stalls mid-stream
+        return resp
+
+    async def go() -> None:
+        pool = H1Pool(read_timeout_s=0.2)
+        async with server(slow) as (url, _):
+            with pytest.raises(UpstreamError) as err:
+                await pool.open(url, b"{}", {"x-mode": "late"}, first_byte_timeout_s=0.2)
+            assert err.value.kind == "timeout"
+            resp = await pool.open(url, b"{}", {}, first_byte_timeout_s=5)
+            got: list[bytes] = []
+            with pytest.raises(MidStreamError, match=r"no data from the replica in 0\.2s"):
+                async for chunk in resp.chunks():
+                    got.append(chunk)
+            resp.close()
+            assert got == [b"data: 0\n\n"]
+        await pool.close()
+
+    asyncio.run(go())
+
+
+def test_a_replica_that_dies_mid_stream_is_a_mid_stream_error() -> None:
+    async def dies(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"data: 0\n\n")
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.abort()  # as kill -9 would
+        return resp
+
+    async def go() -> None:
+        pool = H1Pool()
+        async with server(dies) as (url, _):
+            resp = await pool.open(url, b"{}", {}, first_byte_timeout_s=5)
+            with pytest.raises(MidStreamError):
+                async for _ in resp.chunks():
+                    pass
+            resp.close()
+        await pool.close()
+
+    asyncio.run(go())
+
+
+def test_closing_a_response_midway_drops_the_connection_for_the_replica_to_see() -> None:
+    seen = asyncio.Event()
+
+    async def long(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        try:
+            for _ in range(200):
+                await resp.write(b"data: x\n\n")
+                await asyncio.sleep(0.01)
+        except (ConnectionResetError, OSError):
+            seen.set()
+        return resp
+
+    async def go() -> None:
+        pool = H1Pool()
+        async with server(long) as (url, _):
+            resp = await pool.open(url, b"{}", {}, first_byte_timeout_s=5)
+            async for _ in resp.chunks():
+                break
+            resp.close()
+            await asyncio.wait_for(seen.wait(), 5)
+        await pool.close()
+
+    asyncio.run(go())
+
+
+def test_the_aiohttp_upstream_sends_plain_http_through_the_pool() -> None:
+    async def go() -> bytes:
+        up = AiohttpUpstream()
+        async with server(sse) as (url, _):
+            resp = await up.open(url, b"{}", {}, first_byte_timeout_s=5)
+            data = b"".join([c async for c in resp.chunks()])
+            resp.release()
+            assert type(resp).__name__ == "H1Response"
+        await up.close()
+        return data
+
+    assert asyncio.run(go()).endswith(b"data: [DONE]\n\n")
