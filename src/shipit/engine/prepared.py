@@ -8,8 +8,10 @@ start reads nothing until the first forward pass touches the pages (shared throu
 cache by every replica on the machine).
 
 A cached file is keyed by the source weight files (resolved path, size, modification time)
-and ``LAYOUT_VERSION``; one source keeps one file (a newer key replaces the older), and a file
-that does not match the model's shapes is ignored and rewritten. Files are written beside their
+and ``LAYOUT_VERSION``; one source keeps one file (a newer key replaces the older), a file
+that does not match the model's shapes is ignored and rewritten, and each directory names its
+sources (``sources.txt``) so that writing a new file also deletes the files of models whose
+sources are gone (temporary checkpoints). Files are written beside their
 final name and renamed into place, so a reader never maps a half-written file and a file in use
 is never rewritten. If the cache cannot be written (read-only disk), the prepared weights are
 used from memory and the start goes on. It does not read or convert source checkpoints (the
@@ -22,6 +24,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -39,6 +42,7 @@ log = logging.getLogger("shipit.engine")
 # Bump when ``prepare_weights`` changes what it writes: older files are then never read.
 LAYOUT_VERSION = 1
 SUFFIX = ".safetensors"
+SOURCES = "sources.txt"
 
 
 def cache_file(cache_dir: Path, sources: Sequence[Path]) -> Path:
@@ -76,6 +80,7 @@ def save(path: Path, prepared: Mapping[str, F32]) -> None:
     from safetensors.numpy import save_file  # only the first start of a model writes
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    _prune(path.parent.parent)
     fd, name = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
@@ -91,6 +96,18 @@ def save(path: Path, prepared: Mapping[str, F32]) -> None:
         if older != path:
             with contextlib.suppress(OSError):
                 older.unlink()  # a replica still mapping it keeps its pages until it exits
+
+
+def _prune(cache_dir: Path) -> None:
+    """Delete the cached files of models none of whose source files exist any more."""
+    for entry in cache_dir.iterdir():
+        listing = entry / SOURCES
+        try:
+            sources = listing.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            continue  # not ours, or being written
+        if sources and not any(Path(s).exists() for s in sources):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def prepared_weights(
@@ -114,6 +131,9 @@ def prepared_weights(
     if path is not None:
         try:
             save(path, prepared)
+            (path.parent / SOURCES).write_text(
+                "".join(f"{p.resolve()}\n" for p in sources), encoding="utf-8"
+            )
         except OSError as exc:
             log.warning("cannot cache the prepared weights at %s (%s); continuing", path, exc)
     return prepared, "prepared"

@@ -65,7 +65,7 @@ def test_a_changed_source_is_prepared_again_and_replaces_the_old_file(tmp_path: 
     new = cache_file(cache, loaded.weight_files)
     assert new != old and new.parent == old.parent
     assert _prepared(loaded, cache)[1] == "prepared"
-    assert sorted(p.name for p in new.parent.iterdir()) == [new.name]
+    assert sorted(p.name for p in new.parent.iterdir()) == sorted([new.name, "sources.txt"])
 
 
 def test_a_corrupt_cache_file_is_ignored_and_rewritten(tmp_path: Path) -> None:
@@ -94,3 +94,18 @@ def test_kv_cache_starts_zeroed_and_writable(tmp_path: Path) -> None:
     assert not cache.k.any() and not cache.v.any()
     cache.k[0, 1] = 1.5
     assert cache.k[0, 1].sum() == 1.5 * config.num_kv_heads * config.head_dim
+
+
+def test_files_of_models_whose_sources_are_gone_are_pruned(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    gone = load_model(str(write_tiny_hf_model(tmp_path / "gone")))
+    kept = load_model(str(write_tiny_hf_model(tmp_path / "kept", seed=1)))
+    _prepared(gone, cache)
+    _prepared(kept, cache)
+    gone_dir = cache_file(cache, gone.weight_files).parent
+    kept_dir = cache_file(cache, kept.weight_files).parent
+    for file in (tmp_path / "gone").iterdir():
+        file.unlink()
+    assert gone_dir.is_dir()  # nothing is deleted until a model is prepared again
+    _prepared(load_model(str(write_tiny_hf_model(tmp_path / "third", seed=2))), cache)
+    assert not gone_dir.exists() and kept_dir.is_dir()
