@@ -67,7 +67,7 @@ def test_startup_report_has_every_phase_in_order(tiny: Replica) -> None:
     assert body["ready"] is True and body["weights_source"] == "files"
     assert list(body["phases_s"]) == ["process_start", "imports", "load_weights", "warmup"]
     log = tiny.log.read_text()
-    assert "weights of model: files (" in log  # prepared now, or mapped from an earlier run
+    assert "weights of model: files; engine layout " in log  # prepared now or mapped
 
 
 GREEDY = {"temperature": 0.0, "max_tokens": 8}

@@ -21,6 +21,7 @@ from shipit.replica.settings import ReplicaSettings
 from shipit.replica.startup import weights_source
 
 log = logging.getLogger("shipit.replica")
+_LAYOUT = {"cache": "mapped from the prepared cache", "prepared": "prepared now"}
 
 
 def engine_config(settings: ReplicaSettings) -> EngineConfig:
@@ -54,7 +55,7 @@ def build_engine(
             sources=loaded.weight_files,
             cache_dir=shipit_home() / "prepared",
         )
-        log.info("weights of %s: %s (%s)", loaded.name, source, prepared)
+        log.info("weights of %s: %s; engine layout %s", loaded.name, source, _LAYOUT[prepared])
         if on_weights_loaded is not None:
             on_weights_loaded(source)
         model = LlamaModel.from_prepared(loaded.config, weights)
