@@ -335,6 +335,12 @@ VLLM_LORA_INFO = _spec(
     "Running and waiting LoRA adapters; the value is the scrape time.",
     ("model_name", "max_lora", "running_lora_adapters", "waiting_lora_adapters"), update=_SNAP,
 )  # fmt: skip
+VLLM_CACHE_CONFIG = _spec(
+    "vllm:cache_config_info", _G, _REP, "info",
+    "The KV cache's configuration; the value is 1. num_gpu_blocks sizes the gateway's prefix "
+    "index for this replica.",
+    ("model_name", "block_size", "num_gpu_blocks"), update=_SNAP,
+)  # fmt: skip
 REPLICA_ERRORS = _spec(
     "shipit_replica_errors_total", _C, _REP, "responses",
     "Error responses a replica sent (4xx and 5xx), by HTTP status and error code: refused "
