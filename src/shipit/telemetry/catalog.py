@@ -264,8 +264,8 @@ COLD_START_PHASE = _spec(
         (
             "phase",
             (
-                "schedule", "pull", "container_start", "process_start", "load_weights",
-                "warmup", "health",
+                "schedule", "pull", "container_start", "process_start", "imports",
+                "load_weights", "warmup", "health",
             ),
         ),
     ),
