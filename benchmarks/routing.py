@@ -23,6 +23,10 @@ started (cold caches), the workload runs, and it is stopped (SIGTERM by pid). Me
 
 Goal: ``prefix_cache`` hit rate >= 90 % of the ideal with max/mean load <= 1.3.
 Prints a table and writes ``benchmarks/results/routing.json``. Medians over ``--repeats``.
+
+With ``--trace FILE`` (JSON lines with ``hash_ids``, e.g. the Mooncake conversation trace) it
+runs ``benchmarks/routing_trace.py`` instead: the trace's prefixes at 1x and 1.5x the fleet's
+capacity, live and in the simulator (see that module).
 """
 
 from __future__ import annotations
@@ -310,10 +314,12 @@ def print_table(summary: dict[str, dict[str, float]], ideal_rate: float) -> None
 
 
 def main() -> None:
+    import routing_trace  # this directory's: the trace mode
+
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--simulate", default="a100-40gb:llama-2-13b")
+    parser.add_argument("--simulate", default=None, help="GPU:MODEL of the replicas")
     parser.add_argument("--replicas", type=int, default=4)
-    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--policies", default=None)
     parser.add_argument("--groups", type=int, default=32)
     parser.add_argument("--system-tokens", type=int, default=1000)
     parser.add_argument("--shared-preamble-tokens", type=int, default=0)
@@ -330,8 +336,18 @@ def main() -> None:
         default="",
         help="JSON merged into routing.prefix_cache, e.g. '{\"imbalance_abs_requests\": 8}'",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None)
+    routing_trace.add_arguments(parser)
     args = parser.parse_args()
+    if args.trace is not None:  # a real trace, at and past the fleet's capacity
+        args.simulate = args.simulate or "h100:llama-3.1-8b"
+        args.policies = args.policies or "round_robin,least_outstanding,prefix_cache"
+        args.out = args.out or routing_trace.RESULTS
+        routing_trace.main(args)
+        return
+    args.simulate = args.simulate or "a100-40gb:llama-2-13b"
+    args.policies = args.policies or ",".join(POLICIES)
+    args.out = args.out or RESULTS
     policies = [p for p in args.policies.split(",") if p]
     reqs = build_workload(args)
     ideal_info = ideal(reqs, kv_blocks(args.simulate), args.replicas)

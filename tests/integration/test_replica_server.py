@@ -62,6 +62,14 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
     assert r.stop() == 0, r.log.read_text()
 
 
+def test_startup_report_has_every_phase_in_order(tiny: Replica) -> None:
+    body = httpx.get(tiny.url + "/shipit/startup", headers=ADMIN).json()
+    assert body["ready"] is True and body["weights_source"] == "files"
+    assert list(body["phases_s"]) == ["process_start", "imports", "load_weights", "warmup"]
+    log = tiny.log.read_text()
+    assert "weights of model: files; engine layout " in log  # prepared now or mapped
+
+
 GREEDY = {"temperature": 0.0, "max_tokens": 8}
 MESSAGES = [{"role": "user", "content": "The capital of France is"}]
 

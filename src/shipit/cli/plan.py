@@ -1,23 +1,25 @@
-"""``shipit plan``: capacity planning from the terminal (vram, perf, recommend, replicas, cost).
+"""``shipit plan``: capacity planning from the terminal (vram, perf, recommend, replicas, cost,
+procure).
 
 This module owns the ``plan`` command group and its help; each subcommand lives in its own
-module (``plan_vram``, ``plan_perf``, ``plan_recommend``, ``plan_replicas``, ``plan_cost``),
-shared flags and output helpers in ``plan_common``. Thin: parse flags, call ``shipit.capacity``
-(the same functions the library and the simulator use), render a Rich table or
-``--output json``. No planning logic lives here.
+module (``plan_vram``, ``plan_perf``, ``plan_recommend``, ``plan_replicas``, ``plan_cost``,
+``plan_procure``), shared flags and output helpers in ``plan_common``. Thin: parse flags,
+call ``shipit.capacity`` (the same functions the library and the simulator use), render a Rich
+table or ``--output json``. No planning logic lives here.
 """
 
 from __future__ import annotations
 
 import typer
 
-from shipit.cli import plan_cost, plan_perf, plan_recommend, plan_replicas, plan_vram
+from shipit.cli import plan_cost, plan_perf, plan_procure, plan_recommend, plan_replicas, plan_vram
 
 plan_app = typer.Typer(
     name="plan",
     help=(
         "Capacity planner: VRAM budget, performance, hardware recommendation, replicas and "
-        "autoscaling from SLOs, cost per million tokens.\n\n"
+        "autoscaling from SLOs, cost per million tokens, procurement (reserved / on-demand / "
+        "spot).\n\n"
         "Models: catalog ids (llama-3.1-8b), Hugging Face names "
         "(meta-llama/Llama-3.1-8B-Instruct) or a local config.json path. "
         "GPUs: h100-sxm (alias H100), h200, b200, a100-80gb, a100-40gb, l40s, l4, a10g, mi300x.\n\n"
@@ -26,7 +28,7 @@ plan_app = typer.Typer(
     no_args_is_help=True,
 )
 
-for _command in (plan_vram, plan_perf, plan_recommend, plan_replicas, plan_cost):
+for _command in (plan_vram, plan_perf, plan_recommend, plan_replicas, plan_cost, plan_procure):
     _command.register(plan_app)
 
 

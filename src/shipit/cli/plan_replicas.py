@@ -1,10 +1,12 @@
 """``shipit plan replicas``: replicas and autoscaling settings for traffic at SLO percentiles.
 
 Thin: flags to a traffic profile, SLO and ``Deployment``, ``capacity.size_replicas``, a table
-or JSON.
+or JSON; ``--write-config`` hands the autoscaling block to ``plan_write``.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -36,7 +38,9 @@ HELP = (
     "--input-len 1000 --output-len 200 --ttft-ms 800 --tpot-ms 40\n\n"
     "  shipit plan replicas -m qwen2.5-72b -g h200 --tp 2 --dtype fp8 --mean-rps 3 "
     "--arrival-cv 2 --input-len 3000 --input-len-p99 12000 --output-len 400 "
-    "--ttft-ms 3000 --tpot-ms 60 --percentile 99 --queue-model md-c -o json"
+    "--ttft-ms 3000 --tpot-ms 60 --percentile 99 --queue-model md-c -o json\n\n"
+    "  shipit plan replicas -m llama-3.1-8b -g h100 --mean-rps 20 --input-len 1000 "
+    "--output-len 200 --ttft-ms 800 --tpot-ms 40 --write-config shipit.yaml --deployment chat"
 )
 
 
@@ -65,6 +69,18 @@ def replicas(
     percentile: float = typer.Option(99.0, "--percentile", help="SLO percentile, e.g. 99."),
     queue_model: str = typer.Option("erlang-c", "--queue-model", help="erlang-c or md-c."),
     output: str = OutOpt,
+    write_config: Path | None = typer.Option(
+        None,
+        "--write-config",
+        help="Also write the autoscaling block (min/max replicas, target_concurrency, delays, "
+        "cold_start_s) into this shipit.yaml (created if absent; other settings kept, YAML "
+        "comments not).",
+    ),
+    deployment_name: str | None = typer.Option(
+        None,
+        "--deployment",
+        help="The deployment of --write-config to update (needed when it has several).",
+    ),
 ) -> None:
     catalog = cap.load_catalog()
     t = traffic_profile(
@@ -96,6 +112,12 @@ def replicas(
     )
 
     emit(output, p, lambda c: _render(c, p))
+    if write_config is not None:
+        from shipit.cli.plan_write import autoscaling_block, write_autoscaling
+
+        block = autoscaling_block(p.autoscaling)
+        name = run(lambda: write_autoscaling(write_config, deployment_name, block))
+        typer.echo(f"wrote the autoscaling of deployment {name!r} to {write_config}", err=True)
 
 
 def _render(c: Console, p: cap.ReplicaPlan) -> None:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import typer
 
 from shipit.core.errors import InvalidRequestError, ShipitError
 from shipit.core.replica_admin import ADMIN_TOKEN_ENV
-from shipit.engine.loader import DEFAULT_MODEL
-from shipit.engine.simulated import SimulationSpec
+from shipit.engine.model_names import DEFAULT_MODEL
 from shipit.replica.settings import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_MESSAGES,
@@ -127,12 +127,19 @@ def replica(
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
 ) -> None:
+    command_started_unix_s = time.time()  # the cold start's `imports` phase begins here
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     from shipit.replica.server import serve  # the server stack loads only for this command
+    from shipit.replica.startup import StartupTimes
 
     try:
         if model is None:
-            model = SimulationSpec.parse(simulate).model if simulate else DEFAULT_MODEL
+            if simulate:
+                from shipit.engine.simulated import SimulationSpec  # the planner: only here
+
+                model = SimulationSpec.parse(simulate).model
+            else:
+                model = DEFAULT_MODEL
         settings = ReplicaSettings(
             model=model,
             served_model_name=served_model_name,
@@ -158,5 +165,6 @@ def replica(
     except ShipitError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from exc
-    code = serve(settings, log_level=log_level.lower(), access_log=False)
+    startup = StartupTimes(command_started_unix_s=command_started_unix_s)
+    code = serve(settings, startup=startup, log_level=log_level.lower(), access_log=False)
     raise typer.Exit(code)

@@ -9,6 +9,7 @@ Progress goes to stderr.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -17,7 +18,12 @@ from rich.table import Table
 
 from shipit.cli.plan_common import OutOpt, emit, fail, run
 from shipit.config.autoscaling import AutoscalingConfig
-from shipit.config.gateway import DeploymentConfig, QueueingConfig, RoutingConfig
+from shipit.config.gateway import (
+    DeploymentConfig,
+    PrefixCacheConfig,
+    QueueingConfig,
+    RoutingConfig,
+)
 from shipit.engine.engine import EngineConfig
 from shipit.engine.sim_timing import ReplicaModel
 from shipit.sim.trace_replay import POLICIES, ReplayScore, ReplaySetup, replay_trace
@@ -38,12 +44,19 @@ HELP = (
     "Traces: JSON lines or CSV, one request a line: an arrival time (seconds, milliseconds or "
     "an ISO datetime) and prompt / output token counts, found by common names (timestamp; "
     "input_length, prompt_tokens, ContextTokens; output_length, completion_tokens, "
-    "GeneratedTokens) or named with --columns.\n\n"
+    "GeneratedTokens) or named with --columns. A hash_ids field (prefix-block ids of 512 "
+    "tokens, as in the Mooncake traces) gives the prompts their shared prefixes: the replicas' "
+    "prefix caches then hit as the trace's did, and --routing prefix_cache has something to "
+    "follow; the report adds the hit rate and the load per replica in requests and in prompt "
+    "tokens computed.\n\n"
     "Examples:\n\n"
     "  shipit sim replay --trace mooncake_conversation.jsonl --cold-start-s 30\n\n"
     "  shipit sim replay --trace azure.csv --columns timestamp=TIMESTAMP --policy knative "
     "--time-scale 4 --max-replicas 32 -o json\n\n"
     "  shipit sim replay --trace t.jsonl --policy fixed:6 --gpu h200 --model llama-3.1-70b --tp 4"
+    "\n\n"
+    "  shipit sim replay --trace mooncake_conversation.jsonl --policy fixed:4 --routing "
+    "prefix_cache --time-scale 2 --duration-s 120"
 )
 
 
@@ -80,6 +93,19 @@ def replay(
         None, "--duration-s", help="Replay only the first S seconds (after --time-scale)."
     ),
     routing: str = typer.Option("least_outstanding", "--routing", help="Routing policy."),
+    prefill_us_per_token: float = typer.Option(
+        100.0,
+        "--prefill-us-per-token",
+        help="prefix_cache: the prefill time of a token it weighs a cache holder's queue with.",
+    ),
+    max_affinity_wait_s: float = typer.Option(
+        2.0,
+        "--max-affinity-wait-s",
+        help="prefix_cache: the longest a request waits for its full cache holder (0: never).",
+    ),
+    max_output_tokens: int | None = typer.Option(
+        None, "--max-output-tokens", help="Cap every request's output at this many tokens."
+    ),
     columns: str | None = typer.Option(
         None, "--columns", help="timestamp=NAME,input=NAME,output=NAME (any subset)."
     ),
@@ -101,6 +127,13 @@ def replay(
     )
     if duration_s is not None:
         requests = [q for q in requests if q.arrival_s < duration_s]
+    if max_output_tokens is not None:
+        if max_output_tokens < 1:
+            raise fail(f"--max-output-tokens {max_output_tokens}: give 1 or more")
+        requests = [
+            replace(q, output_tokens=min(q.output_tokens, max_output_tokens)) for q in requests
+        ]
+    shared = any(q.prefix_blocks for q in requests)
     overrides: dict[str, float | int] = {"min_replicas": min_replicas, "max_replicas": max_replicas}
     for name, value in (
         ("target_concurrency", target_concurrency),
@@ -117,12 +150,19 @@ def replay(
                 model=model,
                 tp=tp,
                 cold_start_s=cold_start_s,
-                engine=EngineConfig(enable_prefix_caching=False),
+                # Prompts without content share nothing: caching them would only cost time.
+                engine=EngineConfig(enable_prefix_caching=shared),
             ),
             deployment=DeploymentConfig(
                 name="replay",
                 replicas=0,
-                routing=RoutingConfig(policy=routing),
+                routing=RoutingConfig(
+                    policy=routing,
+                    prefix_cache=PrefixCacheConfig(
+                        prefill_us_per_token=prefill_us_per_token,
+                        max_affinity_wait_s=max_affinity_wait_s,
+                    ),
+                ),
                 queueing=QueueingConfig(
                     max_concurrency=max_concurrency, cold_start_hold_s=120, queue_timeout_s=120
                 ),
@@ -181,4 +221,9 @@ def _table(s: ReplayScore, slo_ms: float) -> Table:
         ("replica starts", f"{s.replica_starts}"),
     ):
         t.add_row(k, v)
+    if s.prefix_hit_rate is not None and s.prefix_hit_rate > 0:
+        figures = s.routing_dict()
+        t.add_row("prefix-cache hit rate", f"{s.prefix_hit_rate:.1%}")
+        t.add_row("max/mean requests", f"{figures['max_over_mean_requests']}")
+        t.add_row("max/mean computed tokens", f"{figures['max_over_mean_computed_tokens']}")
     return t

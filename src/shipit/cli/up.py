@@ -421,6 +421,11 @@ def up(
                     f"{a.autoscaling_window_s:g}s (panic {a.panic_window_s:g}s), scale-down "
                     f"delay {a.scale_down_delay_s:g}s, idle timeout {a.idle_timeout_s:g}s"
                 )
+                if a.ttft_slo_s is not None:
+                    console.print(
+                        f"  [yellow]warning:[/] autoscaling.ttft_slo_s ({a.ttft_slo_s:g}s) is "
+                        "used by the fleet simulator only; live, the TTFT guard stays off"
+                    )
         if console_on:
             console.print(f"web console: {listen}/ui/  (--no-console turns it off)")
         if door is not None:

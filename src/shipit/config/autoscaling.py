@@ -69,6 +69,13 @@ class AutoscalingConfig(BaseModel):
         description="Expected start-to-ready time of a replica: a scale-up is skipped when "
         "the replicas it starts would be ready only after the backlog drained anyway.",
     )
+    ttft_slo_s: float | None = Field(
+        None,
+        gt=0,
+        description="P99 time-to-first-token target, seconds. When set, the per-replica "
+        "target is lowered while more than 1 % of requests miss it inside the replicas "
+        "(long prompts queue behind each other's prefill), and raised back while they keep it.",
+    )
     startup_timeout_s: float = Field(
         300.0,
         gt=0,

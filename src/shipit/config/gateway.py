@@ -84,7 +84,28 @@ class PrefixCacheConfig(_Strict):
     # docs/gateway.md, "Routing benchmark"), and every diversion recomputes a whole prefix.
     imbalance_abs_requests: int = Field(8, ge=0)
     min_hit_blocks: int = Field(1, ge=1, description="a shorter match counts as no match")
-    max_blocks_per_replica: int = Field(200_000, ge=1, description="index size cap per replica")
+    max_blocks_per_replica: int = Field(
+        200_000,
+        ge=1,
+        description="index size per replica until the replica reports its KV capacity "
+        "(vllm:cache_config_info num_gpu_blocks): then that capacity, so the index forgets "
+        "what the replica evicted",
+    )
+    # Queue-aware affinity: when the replica holding the prefix is at its concurrency cap,
+    # wait for it only while the expected wait is below the prefill time the prefix saves,
+    # and never longer than max_affinity_wait_s in all.
+    prefill_us_per_token: float = Field(
+        100.0, gt=0, description="prefill time of one uncached prompt token on a replica"
+    )
+    max_affinity_wait_s: float = Field(
+        2.0, ge=0, description="longest a request waits for its cache holder (0: never waits)"
+    )
+    # Measured in tokens to compute before a request's first token: the holder keeps it unless
+    # it would take more than this x the best alternative (a recomputed prefix also costs the
+    # fleet prefill capacity, so the holder gets this much slack).
+    token_imbalance_ratio: float = Field(
+        2.0, ge=1.0, description="holder vs best alternative, in tokens (or seconds) to compute"
+    )
     chars_per_token: float = Field(
         4.0, gt=0, description="text prompts are hashed in chunks of this many chars per token"
     )

@@ -10,7 +10,7 @@ that simulate a GPU) anything that returns logits for a batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -185,12 +185,21 @@ class LLMEngine:
     def from_weights(
         cls,
         model_config: ModelConfig,
-        weights: dict[str, F32],
+        weights: Mapping[str, F32],
         tokenizer: Tokenizer,
         config: EngineConfig | None = None,
     ) -> LLMEngine:
-        """An engine running the numpy model, its KV cache sized by ``kv_cache_bytes``."""
+        """An engine running the numpy model (Hugging Face weights), its KV cache sized by
+        ``kv_cache_bytes``."""
+        return cls.from_model(LlamaModel(model_config, weights), tokenizer, config)
+
+    @classmethod
+    def from_model(
+        cls, model: LlamaModel, tokenizer: Tokenizer, config: EngineConfig | None = None
+    ) -> LLMEngine:
+        """An engine running ``model``, its KV cache sized by ``kv_cache_bytes``."""
         config = config or EngineConfig()
+        model_config = model.config
         block_bytes = model_config.kv_bytes_per_token * config.block_size
         num_blocks = config.kv_cache_bytes // block_bytes
         if num_blocks < 1:
@@ -200,7 +209,7 @@ class LLMEngine:
                 field="kv_cache_bytes",
             )
         cache = PagedKVCache(model_config, num_blocks=num_blocks, block_size=config.block_size)
-        executor = CpuExecutor(LlamaModel(model_config, weights), cache)
+        executor = CpuExecutor(model, cache)
         return cls(model_config, tokenizer, executor, config=config, num_blocks=num_blocks)
 
     @classmethod

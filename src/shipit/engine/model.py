@@ -12,6 +12,8 @@ scheduler and block manager.
 
 from __future__ import annotations
 
+import math
+import mmap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,8 +48,8 @@ class PagedKVCache:
         self.num_blocks = num_blocks
         self.block_size = block_size
         shape = (config.num_layers, num_blocks * block_size, config.num_kv_heads, config.head_dim)
-        self.k = np.zeros(shape, dtype=np.float32)
-        self.v = np.zeros(shape, dtype=np.float32)
+        self.k = _zeros(shape)
+        self.v = _zeros(shape)
 
     @property
     def nbytes(self) -> int:
@@ -58,6 +60,19 @@ class PagedKVCache:
         pos = np.arange(start, stop, dtype=np.int64)
         table = np.asarray(block_table, dtype=np.int64)
         return table[pos // self.block_size] * self.block_size + pos % self.block_size
+
+
+def _zeros(shape: tuple[int, ...]) -> F32:
+    """A zeroed float32 array whose pages the kernel supplies on first write.
+
+    Not ``np.zeros``: numpy asks for transparent huge pages on large arrays, and the first
+    write into each 2 MiB page then zeroes (and may compact memory for) all of it, which made
+    a fresh replica's first forward pass several times slower than the next. The KV cache is
+    written a few blocks at a time, so ordinary pages cost only what is used."""
+    nbytes = math.prod(shape) * 4
+    if nbytes == 0:
+        return np.zeros(shape, dtype=np.float32)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.float32).reshape(shape)
 
 
 def _rms_norm(x: F32, weight: F32, eps: float) -> F32:
@@ -75,26 +90,75 @@ def _t(w: F32) -> F32:
     return np.ascontiguousarray(w.T)
 
 
+def prepare_weights(config: ModelConfig, weights: Mapping[str, F32]) -> dict[str, F32]:
+    """Hugging Face weights in the layout the forward pass reads: projections transposed to
+    ``[in, out]`` and fused where it saves BLAS calls (q/k/v, gate/up), the tied (or separate)
+    LM head transposed. Every array is a new C-contiguous float32 copy, so nothing keeps the
+    source file in use. The replica caches this layout on disk (``engine.prepared``)."""
+    out: dict[str, F32] = {
+        "embed": np.array(weights["model.embed_tokens.weight"], dtype=np.float32),
+        "lm_head": _t(
+            weights["model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"]
+        ),
+        "final_norm": np.array(weights["model.norm.weight"], dtype=np.float32),
+    }
+    for i in range(config.num_layers):
+        p, q = f"model.layers.{i}.", f"layers.{i}."
+        out[q + "input_norm"] = np.array(weights[p + "input_layernorm.weight"], np.float32)
+        out[q + "post_norm"] = np.array(weights[p + "post_attention_layernorm.weight"], np.float32)
+        out[q + "qkv"] = _t(
+            np.concatenate([weights[p + f"self_attn.{n}_proj.weight"] for n in "qkv"])
+        )
+        if config.attention_bias:
+            out[q + "qkv_bias"] = np.concatenate(
+                [weights[p + f"self_attn.{n}_proj.bias"] for n in "qkv"]
+            ).astype(np.float32)
+        out[q + "o"] = _t(weights[p + "self_attn.o_proj.weight"])
+        gate, up = weights[p + "mlp.gate_proj.weight"], weights[p + "mlp.up_proj.weight"]
+        out[q + "gate_up"] = _t(np.concatenate([gate, up], axis=0))
+        out[q + "down"] = _t(weights[p + "mlp.down_proj.weight"])
+    return out
+
+
+def prepared_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every array of the prepared layout with its shape (a cached copy is checked against it)."""
+    h, hd = config.hidden_size, config.head_dim
+    q, kv, inter = config.num_heads * hd, config.num_kv_heads * hd, config.intermediate_size
+    shapes: dict[str, tuple[int, ...]] = {
+        "embed": (config.vocab_size, h),
+        "lm_head": (h, config.vocab_size),
+        "final_norm": (h,),
+    }
+    for i in range(config.num_layers):
+        p = f"layers.{i}."
+        shapes |= {
+            p + "input_norm": (h,),
+            p + "post_norm": (h,),
+            p + "qkv": (h, q + 2 * kv),
+            p + "o": (q, h),
+            p + "gate_up": (h, 2 * inter),
+            p + "down": (inter, h),
+        }
+        if config.attention_bias:
+            shapes[p + "qkv_bias"] = (q + 2 * kv,)
+    return shapes
+
+
 class _Layer:
-    """One decoder layer's weights, transposed to ``[in, out]`` and fused where it saves
-    BLAS calls."""
+    """One decoder layer's prepared weights (``[in, out]``, q/k/v and gate/up fused)."""
 
     def __init__(self, w: Mapping[str, F32], i: int, config: ModelConfig) -> None:
-        p = f"model.layers.{i}."
-        self.input_norm = w[p + "input_layernorm.weight"]
-        self.post_norm = w[p + "post_attention_layernorm.weight"]
-        q, k, v = (w[p + f"self_attn.{n}_proj.weight"] for n in "qkv")
-        self.qkv = _t(np.concatenate([q, k, v], axis=0))
-        self.qkv_bias: F32 | None = None
-        if config.attention_bias:
-            self.qkv_bias = np.concatenate([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"])
-        self.o = _t(w[p + "self_attn.o_proj.weight"])
-        gate, up = w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]
-        self.gate_up = _t(np.concatenate([gate, up], axis=0))
-        self.down = _t(w[p + "mlp.down_proj.weight"])
-        self.q_dim = q.shape[0]
-        self.kv_dim = k.shape[0]
-        self.intermediate = gate.shape[0]
+        p = f"layers.{i}."
+        self.input_norm = w[p + "input_norm"]
+        self.post_norm = w[p + "post_norm"]
+        self.qkv = w[p + "qkv"]
+        self.qkv_bias: F32 | None = w[p + "qkv_bias"] if config.attention_bias else None
+        self.o = w[p + "o"]
+        self.gate_up = w[p + "gate_up"]
+        self.down = w[p + "down"]
+        self.q_dim = config.num_heads * config.head_dim
+        self.kv_dim = config.num_kv_heads * config.head_dim
+        self.intermediate = config.intermediate_size
 
 
 # Where each LoRA module's output lands inside a fused projection: (fused, offset attr).
@@ -111,13 +175,22 @@ _FUSED_SLICES = {
 
 class LlamaModel:
     def __init__(self, config: ModelConfig, weights: Mapping[str, F32]) -> None:
+        """From Hugging Face weights (copied into the prepared layout)."""
+        self._init(config, prepare_weights(config, weights))
+
+    @classmethod
+    def from_prepared(cls, config: ModelConfig, prepared: Mapping[str, F32]) -> LlamaModel:
+        """From weights already in the prepared layout (used as they are, e.g. memory-mapped)."""
+        model = cls.__new__(cls)
+        model._init(config, prepared)
+        return model
+
+    def _init(self, config: ModelConfig, prepared: Mapping[str, F32]) -> None:
         self.config = config
-        self.embed = weights["model.embed_tokens.weight"]
-        self.lm_head = _t(
-            weights["model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"]
-        )
-        self.final_norm = weights["model.norm.weight"]
-        self.layers = [_Layer(weights, i, config) for i in range(config.num_layers)]
+        self.embed = prepared["embed"]
+        self.lm_head = prepared["lm_head"]
+        self.final_norm = prepared["final_norm"]
+        self.layers = [_Layer(prepared, i, config) for i in range(config.num_layers)]
         self._rope_cache = np.zeros((0, config.head_dim), dtype=np.float32)
         self._sin_cache = self._rope_cache
 

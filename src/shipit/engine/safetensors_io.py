@@ -5,14 +5,17 @@ little-endian tensor data), checking every header entry against the file (dtype,
 offsets agree, nothing runs past the end), and the dtypes numpy can hold; bfloat16, which
 numpy lacks, is widened to float32 (it is the top half of a float32). Both the model loader
 and the LoRA adapter reader call ``read_safetensors``; they say which dtypes they accept and
-prefix errors with what the file is. It must not choose tensors, cast them to the model's
-dtype or load pickle checkpoints.
+prefix errors with what the file is. A model's weights are memory-mapped read-only
+(``mmap=True``: nothing is read until a tensor is used, and a warm page cache is shared by every
+replica on the machine); small files are read into one buffer. It must not choose tensors,
+cast them to the model's dtype or load pickle checkpoints.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import struct
 from collections.abc import Callable
@@ -50,12 +53,15 @@ def read_safetensors(
     dtypes: frozenset[str] = ALL_DTYPES,
     context: str = "",
     field: str | None = None,
+    mmap: bool = False,
 ) -> dict[str, np.ndarray]:
     """Every tensor in ``path`` by name, as stored (BF16 becomes float32).
 
     ``dtypes`` are the safetensors dtype names the caller accepts; ``context`` (e.g.
     ``"LoRA adapter 'x': "``) starts every error message, and ``field`` (default: the path)
-    is the error's field. Arrays are views of one buffer read from the file.
+    is the error's field. Arrays are views of one buffer read from the file, or with ``mmap``
+    read-only views of the file mapped into memory (the file must then not be rewritten in
+    place while they are in use: replace it by renaming a new file over it).
     """
     where = field if field is not None else str(path)
 
@@ -67,7 +73,7 @@ def read_safetensors(
         )
 
     try:
-        data = _read_all(path)
+        data = _map(path) if mmap else _read_all(path)
     except OSError as exc:
         raise ModelLoadError(
             f"{context}cannot read {path}: {exc.strerror or exc}", field=where
@@ -115,6 +121,15 @@ def _read_all(path: Path) -> np.ndarray:
                 break
             filled += n
     return data[:filled]
+
+
+def _map(path: Path) -> np.ndarray:
+    """The file's bytes, memory-mapped read-only (an empty file has nothing to map)."""
+    with path.open("rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            return np.empty(0, dtype=np.uint8)
+        # The mapping outlives the file handle; it is unmapped when no array uses it.
+        return np.frombuffer(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)
 
 
 def _entry(

@@ -13,12 +13,9 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
-import jinja2.ext
 import tokenizers
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from shipit.core.errors import InvalidRequestError, ModelLoadError
 
@@ -26,11 +23,20 @@ from shipit.core.errors import InvalidRequestError, ModelLoadError
 # and the vocabulary has it, generation must stop on it even if the config's EOS differs.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|eom_id|>")
 
+if TYPE_CHECKING:
+    import jinja2
+
 _REPLACEMENT_CHAR = "\ufffd"
 
 
 def _compile_chat_template(source: str) -> jinja2.Template:
-    """Compile a chat template with the environment transformers uses, so output matches."""
+    """Compile a chat template with the environment transformers uses, so output matches.
+
+    jinja2 is imported here, not with this module: serving completions never needs it, and
+    a replica compiles its template just after it is ready (``compile_chat_template``)."""
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message: str) -> None:
         raise jinja2.TemplateError(message)
@@ -148,10 +154,12 @@ class Tokenizer:
                 "request with the prompt already formatted instead",
                 field="messages",
             )
-        if self._template is None:
-            self._template = _compile_chat_template(self.chat_template)
+        import jinja2  # already loaded by the compile
+
+        template = self.compile_chat_template()
+        assert template is not None  # a chat_template was checked above
         try:
-            return self._template.render(
+            return template.render(
                 messages=messages,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token or "",
@@ -165,6 +173,12 @@ class Tokenizer:
                 "fix the message roles/order it complains about",
                 field="messages",
             ) from exc
+
+    def compile_chat_template(self) -> jinja2.Template | None:
+        """The compiled chat template (compiled on first use; ``None`` without one)."""
+        if self._template is None and self.chat_template:
+            self._template = _compile_chat_template(self.chat_template)
+        return self._template
 
     @classmethod
     def from_dir(

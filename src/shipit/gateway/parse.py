@@ -191,7 +191,11 @@ def parse_request(
         adapter=adapter,
         prompt_text=text,
         prompt_token_ids=tuple(token_ids) if token_ids is not None else None,
-        prompt_tokens_estimate=len(token_ids) if token_ids is not None else len(text) // 4,
+        # Text: the same characters a token the prefix hashing assumes, so a fully cached
+        # prompt's estimate matches its hashed blocks.
+        prompt_tokens_estimate=len(token_ids)
+        if token_ids is not None
+        else int(len(text) / dep.routing.prefix_cache.chars_per_token),
         prefix_hashes=hashes,
         max_tokens=max_tokens if isinstance(max_tokens, int) else None,
         priority=priority,

@@ -208,6 +208,8 @@ class RequestCore:
             try:
                 async for chunk in resp.chunks():
                     tally.chunk(chunk, now())
+                    if tally.ttft_s is not None and not lease.prefilled:
+                        router.first_token(lease)
                     if capture is not None:
                         capture.append(chunk)
                     yield chunk

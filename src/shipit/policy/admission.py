@@ -209,6 +209,9 @@ class DispatchSnapshot:
     now_s: float
     replicas: tuple[ReplicaRecord, ...]
     tried: frozenset[str] = frozenset()  # waiters routing could not place in this pass
+    # The best (lowest) priority among waiters that chose, in this pass, to wait for their
+    # cache holder: a waiter of a worse class may not take the slot they let go.
+    held_priority: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +238,13 @@ def dispatch(
         why = f"{len(state)} wait; no routable replica has a free slot"
         return DispatchDecision("no_free_slot", why, expired=expired), state
     passed: list[str] = []
+    held = snapshot.held_priority
+    behind = 0
     for entry in state.entries:
         if entry.request_id in snapshot.tried:
+            continue
+        if held is not None and entry.priority > held:
+            behind += 1  # overtaking happens only within a priority class
             continue
         avoid = exclusion(ExclusionSnapshot(now, entry.exclude, snapshot.replicas)).avoid
         if any(r.replica_id not in avoid for r in free):
@@ -249,6 +257,8 @@ def dispatch(
             return decision, state
         passed.append(entry.request_id)
     why = f"{len(free)} free replica(s), but no waiter can be placed there now"
+    if behind:
+        why += f" ({behind} of a lower priority wait behind one held for its cache holder)"
     return DispatchDecision(
         "none_placeable", why, expired=expired, passed_over=tuple(passed)
     ), state

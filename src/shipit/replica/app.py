@@ -62,6 +62,7 @@ class Replica:
         settings: ReplicaSettings,
         engine_factory: EngineFactory,
         on_fatal: Callable[[], None] | None,
+        startup: StartupTimes | None = None,
     ) -> None:
         self.settings = settings
         self.model_name = settings.model_name
@@ -73,7 +74,7 @@ class Replica:
         self.instance_id = uuid.uuid4().hex
         self.created = int(time.time())
         self.engine: AsyncEngine | None = None
-        self.startup = StartupTimes()
+        self.startup = startup if startup is not None else StartupTimes()
         self.auth = AdminAuth(settings)
 
     # ----- lifespan -----------------------------------------------------------------------
@@ -93,6 +94,12 @@ class Replica:
         self.startup.ready()
         self.lifecycle.ready()
         log.info("replica ready: %s (max_model_len %d)", self.model_name, engine.max_model_len)
+        # Only chat needs the template (and jinja2): compiled now, after ready, so neither
+        # the start nor the first chat request waits for it.
+        try:
+            await asyncio.to_thread(engine.tokenizer.compile_chat_template)
+        except Exception:  # a broken template fails the chat requests, not the replica
+            log.warning("the chat template of %s does not compile", self.model_name, exc_info=True)
 
     async def poll_kv_events(self) -> None:
         while True:
@@ -268,19 +275,21 @@ def create_app(
     *,
     engine_factory: EngineFactory | None = None,
     on_fatal: Callable[[], None] | None = None,
+    startup: StartupTimes | None = None,
 ) -> Starlette:
     """A replica app; the engine is built by ``engine_factory`` in the lifespan (default: the
     real runtime, which also marks when the weights are in for ``/shipit/startup``).
 
     ``on_fatal`` is called (on the event loop) if the engine cannot be built, so a server
     can exit non-zero. ``app.state.replica`` is the ``Replica`` (the server drains it).
+    ``startup`` carries marks taken before the app existed (the command's start).
     """
     holder: list[Replica] = []
 
     def default_factory(s: ReplicaSettings) -> LLMEngine:
         return build_engine(s, on_weights_loaded=holder[0].startup.weights_loaded)
 
-    replica = Replica(settings, engine_factory or default_factory, on_fatal)
+    replica = Replica(settings, engine_factory or default_factory, on_fatal, startup)
     holder.append(replica)
 
     @contextlib.asynccontextmanager

@@ -57,6 +57,8 @@ class _EngineCollector(Collector):
             ",".join(s.waiting_loras),
         )
         yield snapshot_family(cat.VLLM_LORA_INFO, [(loras, time.time())])
+        cache = (self.model_name, str(s.block_size), str(s.num_blocks))
+        yield snapshot_family(cat.VLLM_CACHE_CONFIG, [(cache, 1.0)])
 
 
 class ReplicaMetrics:

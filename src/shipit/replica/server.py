@@ -21,6 +21,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shipit.replica.app import Replica, create_app
 from shipit.replica.settings import ReplicaSettings
+from shipit.replica.startup import StartupTimes
 
 log = logging.getLogger("shipit.replica")
 
@@ -76,9 +77,11 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def build_server(settings: ReplicaSettings, **uvicorn_options: Any) -> DrainingServer:
+def build_server(
+    settings: ReplicaSettings, *, startup: StartupTimes | None = None, **uvicorn_options: Any
+) -> DrainingServer:
     holder: list[DrainingServer] = []
-    app = create_app(settings, on_fatal=lambda: holder[0].fatal())
+    app = create_app(settings, on_fatal=lambda: holder[0].fatal(), startup=startup)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -94,8 +97,10 @@ def build_server(settings: ReplicaSettings, **uvicorn_options: Any) -> DrainingS
     return server
 
 
-def serve(settings: ReplicaSettings, **uvicorn_options: Any) -> int:
+def serve(
+    settings: ReplicaSettings, *, startup: StartupTimes | None = None, **uvicorn_options: Any
+) -> int:
     """Serve until drained; returns the process exit code."""
-    server = build_server(settings, **uvicorn_options)
+    server = build_server(settings, startup=startup, **uvicorn_options)
     server.run()
     return server.exit_code

@@ -2,10 +2,13 @@
 
 Owns ``StartupTimes``: wall-clock marks (the control plane runs in another process, possibly on
 another machine, so marks are Unix times and the phases are differences between them) for
-process created (read from ``/proc`` on Linux: the interpreter's start and imports count),
-the app starting to load, weights loaded (from the safetensors cache, a one-time GGUF
-conversion, or nothing for a simulated accelerator) and ready (engine built: KV cache
-allocated, adapters loaded, engine thread answering). It must not load anything itself.
+process created (read from ``/proc`` on Linux), shipit's command running (the interpreter has
+started and parsed the command line), the app starting to load (the server stack imported and
+listening), weights loaded (mapped from the prepared cache, a one-time GGUF conversion, or
+nothing for a simulated accelerator) and ready (engine built: KV cache allocated, adapters
+loaded, engine thread answering). The phases, in order: ``process_start``, ``imports`` (only
+when the command marked its start), ``load_weights``, ``warmup``; they add up to process
+created -> ready. It must not load anything itself.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def weights_source(model: str, simulate: str | None) -> str:
 @dataclass(slots=True)
 class StartupTimes:
     process_started_unix_s: float | None = field(default_factory=process_started_unix_s)
+    command_started_unix_s: float | None = None  # set by ``shipit replica`` before its imports
     loading_unix_s: float | None = None
     weights_loaded_unix_s: float | None = None
     ready_unix_s: float | None = None
@@ -68,8 +72,10 @@ class StartupTimes:
     def phases_s(self) -> dict[str, float]:
         """The phases finished so far, in seconds."""
         out: dict[str, float] = {}
+        entered = self.command_started_unix_s
         marks = (
-            ("process_start", self.process_started_unix_s, self.loading_unix_s),
+            ("process_start", self.process_started_unix_s, entered or self.loading_unix_s),
+            ("imports", entered, self.loading_unix_s),
             ("load_weights", self.loading_unix_s, self.weights_loaded_unix_s),
             ("warmup", self.weights_loaded_unix_s, self.ready_unix_s),
         )
@@ -84,5 +90,6 @@ class StartupTimes:
             "phases_s": self.phases_s(),
             "weights_source": self.weights_source,
             "process_started_unix_s": self.process_started_unix_s,
+            "loading_unix_s": self.loading_unix_s,
             "ready_unix_s": self.ready_unix_s,
         }

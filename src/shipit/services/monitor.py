@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +48,16 @@ def parse_vllm_metrics(text: str) -> dict[str, float]:
             except (ValueError, IndexError):
                 continue
     return out
+
+
+_GPU_BLOCKS = re.compile(r'^vllm:cache_config_info\{[^}]*num_gpu_blocks="(\d+)"', re.MULTILINE)
+
+
+def kv_capacity_blocks(text: str) -> int | None:
+    """``num_gpu_blocks`` of ``vllm:cache_config_info`` (vLLM and shipit replicas publish it),
+    or None when the replica does not."""
+    m = _GPU_BLOCKS.search(text)
+    return int(m.group(1)) if m else None
 
 
 class ReplicaMonitor:
@@ -129,7 +140,11 @@ class ReplicaMonitor:
         except UpstreamError:
             return
         if status == 200:
-            m = parse_vllm_metrics(body.decode("utf-8", "replace"))
+            text = body.decode("utf-8", "replace")
+            m = parse_vllm_metrics(text)
+            blocks = kv_capacity_blocks(text)
+            if blocks is not None:
+                self.router.set_kv_capacity(replica_id, blocks)
             self.router.registry.update_load(
                 replica_id,
                 queue_depth=int(m.get("vllm:num_requests_waiting", 0)),

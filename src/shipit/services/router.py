@@ -30,7 +30,7 @@ from shipit.core.views import RequestView
 from shipit.policy import admission, reliability, routing
 from shipit.policy.admission import QueueState
 from shipit.policy.reliability import Ejection, OutlierState
-from shipit.policy.routing import PrefixIndex, RouteDecision, RoutePlan, RoutingState
+from shipit.policy.routing import PaceBook, PrefixIndex, RouteDecision, RoutePlan, RoutingState
 from shipit.services.registry import ReplicaRegistry
 
 
@@ -57,6 +57,8 @@ class Lease:
     queue_wait_s: float = 0.0
     released: bool = False
     placed_s: float = 0.0  # when the router gave it this replica: its service time runs from here
+    computed_tokens: int = 0  # prompt tokens the replica computes for it (cached prefix off)
+    prefilled: bool = False  # its first token came: those tokens are computed
 
 
 @dataclass(slots=True)
@@ -96,6 +98,9 @@ class RouterService:
         self.prefix_index = PrefixIndex(
             max_blocks_per_replica=r.prefix_cache.max_blocks_per_replica
         )
+        # Service times, tokens still to compute and who waits for which cache holder: what
+        # queue-aware prefix affinity reads (``ReplicaPace``).
+        self.paces = PaceBook()
         self.version_weights = tuple(sorted(r.version_weights.items()))
         self._policies: dict[str, RoutePolicy] = {}
         self._waiters: dict[str, _Waiter] = {}
@@ -145,6 +150,12 @@ class RouterService:
         self.registry.remove(replica_id)
         self.outlier_state = self.outlier_state.without(replica_id)
         self.prefix_index.forget(replica_id)
+        self.paces.forget(replica_id)
+
+    def set_kv_capacity(self, replica_id: str, blocks: int) -> None:
+        """The replica's reported KV capacity, in blocks: the prefix index mirrors that much."""
+        if blocks >= 1 and self.prefix_index.capacity(replica_id) != blocks:
+            self.prefix_index.set_capacity(replica_id, blocks)
 
     def set_state(self, replica_id: str, state: ReplicaState) -> None:
         self.registry.set_state(replica_id, state)
@@ -180,29 +191,50 @@ class RouterService:
             self.prefix_index.forget(replica_id)
         routing.apply_events(self.prefix_index, replica_id, stored=stored, evicted=evicted)
 
-    def _place(self, request: RequestView, avoid: frozenset[str], now: float) -> Lease | None:
-        """Route ``request`` among the replicas it need not avoid; take the slot if one fits."""
+    def _place(
+        self, request: RequestView, avoid: frozenset[str], now: float
+    ) -> Lease | RouteDecision:
+        """Route ``request`` among the replicas it need not avoid; take the slot if one fits,
+        else return the decision that left it waiting."""
         replicas = self.registry.records()
         if avoid:
             replicas = tuple(r for r in replicas if r.replica_id not in avoid)
         policy = self.policy(request.routing)
         hits: tuple[tuple[str, int], ...] = ()
-        if request.prefix_hashes and policy.plan.uses("prefix_cache"):
-            ids = (r.replica_id for r in replicas)
-            hits = routing.prefix_hits(self.prefix_index, request.prefix_hashes, ids)
-        snapshot = routing.RouteSnapshot(now, request, replicas, hits, self.version_weights)
+        paces: tuple[routing.ReplicaPace, ...] = ()
+        prefix = policy.plan.uses("prefix_cache")
+        if prefix:
+            ids = [r.replica_id for r in replicas]
+            if request.prefix_hashes:
+                hits = routing.prefix_hits(self.prefix_index, request.prefix_hashes, ids)
+            paces = self.paces.paces(ids, asking=request.request_id)
+        snapshot = routing.RouteSnapshot(
+            now,
+            request,
+            replicas,
+            hits,
+            self.version_weights,
+            paces=paces,
+            holding_since_s=self.paces.holding_since(request.request_id),
+        )
         decision, state = routing.decide(policy.plan, snapshot, policy.state)
         self._record("route", snapshot, policy.state, decision)
         policy.state = state
         if decision.replica_id is None:
-            return None
+            if decision.wait_for is not None:
+                self.paces.waits(request.request_id, decision.wait_for, now)
+            return decision
         routing.observe(policy.plan, request, decision, self.prefix_index)
         record = self.registry.take_slot(decision.replica_id)
         if decision.load_adapter is not None:
             # Others follow while it loads.
             self.registry.add_adapter(record.replica_id, decision.load_adapter)
         self.decisions_by_reason[(decision.policy, decision.reason_code)] += 1
-        return Lease(request, record.replica_id, record.url, decision, placed_s=now)
+        tokens = routing.computed_tokens(self.deployment.routing.prefix_cache, request, decision)
+        self.paces.placed(record.replica_id, request.request_id, tokens)
+        return Lease(
+            request, record.replica_id, record.url, decision, placed_s=now, computed_tokens=tokens
+        )
 
     async def acquire(
         self, request: RequestView, *, exclude: frozenset[str] = frozenset()
@@ -218,7 +250,7 @@ class RouterService:
                 self._record("admission", snapshot, None, excluded)
                 avoid = excluded.avoid
             lease = self._place(request, avoid, now)
-            if lease is not None:
+            if isinstance(lease, Lease):
                 return lease
         return await self._wait(request, exclude)
 
@@ -264,6 +296,7 @@ class RouterService:
 
     def _give_up(self, request_id: str) -> AdmissionError:
         self._waiters.pop(request_id, None)
+        self.paces.gone(request_id)
         now = self.clock.now()
         snapshot = admission.GiveUpSnapshot(
             now, request_id, self._routable(now), self.starting_count()
@@ -295,12 +328,14 @@ class RouterService:
     def _forget(self, request_id: str) -> None:
         self.queue_state = self.queue_state.without(request_id)
         self._waiters.pop(request_id, None)
+        self.paces.gone(request_id)
 
     def _refuse(
         self, request_id: str, status: int, code: str, reason: str, retry_after_s: int | None
     ) -> None:
         waiter = self._waiters.pop(request_id, None)
         self.queue_state = self.queue_state.without(request_id)
+        self.paces.gone(request_id)
         if waiter is not None and not waiter.future.done():
             waiter.future.set_exception(AdmissionError(status, code, reason, retry_after_s))
 
@@ -311,8 +346,11 @@ class RouterService:
             return
         now = self.clock.now()
         tried: set[str] = set()
+        held: int | None = None  # best priority of a waiter holding out for its cache holder
         while True:
-            snapshot = admission.DispatchSnapshot(now, self.registry.records(), frozenset(tried))
+            snapshot = admission.DispatchSnapshot(
+                now, self.registry.records(), frozenset(tried), held
+            )
             decision, state = admission.dispatch(
                 self.deployment.queueing, snapshot, self.queue_state
             )
@@ -330,8 +368,11 @@ class RouterService:
                 self._forget(rid)  # its request went away
                 continue
             lease = self._place(waiter.request, decision.avoid, now)
-            if lease is None:
+            if not isinstance(lease, Lease):
                 tried.add(rid)
+                if lease.wait_for is not None:
+                    p = waiter.request.priority
+                    held = p if held is None else min(held, p)
                 continue
             self._forget(rid)
             waiter.future.set_result(lease)
@@ -349,6 +390,9 @@ class RouterService:
         if outcome == "ok":
             self.completed += 1
             self.service_s += now - lease.placed_s
+        service_s = now - lease.placed_s if outcome == "ok" else None
+        tokens = 0 if lease.prefilled else lease.computed_tokens
+        self.paces.done(lease.replica_id, tokens, service_s)
         record = self.registry.give_slot(lease.replica_id)
         if record is not None and outcome in ("ok", "failed", "client_error"):
             kind: reliability.Outcome = (
@@ -375,6 +419,12 @@ class RouterService:
                 self.registry.eject(lease.replica_id, ejection.until_s)
         self.dispatch()
         return ejection
+
+    def first_token(self, lease: Lease) -> None:
+        """The replica sent the lease's first token: its prompt is off that replica's backlog."""
+        if not lease.prefilled and not lease.released:
+            lease.prefilled = True
+            self.paces.prefilled(lease.replica_id, lease.computed_tokens)
 
     def answered(
         self, lease: Lease, *, ttft_s: float | None, tpot_s: float | None, slo_met: bool

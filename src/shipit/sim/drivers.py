@@ -42,7 +42,7 @@ from shipit.policy.lifecycle import (
     LifecycleState,
 )
 from shipit.policy.reliability import Ejection, OutlierState, RetryBudgetState
-from shipit.policy.routing import PrefixIndex, RouteDecision, RoutePlan, RoutingState
+from shipit.policy.routing import PaceBook, PrefixIndex, RouteDecision, RoutePlan, RoutingState
 
 
 # ----- the policies' states, as the simulator holds them ----------------------------------------
@@ -96,11 +96,14 @@ class SimOutliers:
 
 
 # ----- routing --------------------------------------------------------------------------------
-def routing_policy(deployment: DeploymentConfig, name: str | None = None) -> SimRoute:
-    """A fresh routing policy, as the router composes one per name."""
+def routing_policy(
+    deployment: DeploymentConfig, name: str | None = None, *, kv_blocks: int | None = None
+) -> SimRoute:
+    """A fresh routing policy, as the router composes one per name; ``kv_blocks``: the KV
+    capacity every simulated replica reports, which sizes the prefix index as live."""
     r = deployment.routing
     plan = routing.plan_for(name or r.policy, r)
-    index = PrefixIndex(max_blocks_per_replica=r.prefix_cache.max_blocks_per_replica)
+    index = PrefixIndex(max_blocks_per_replica=kv_blocks or r.prefix_cache.max_blocks_per_replica)
     return SimRoute(plan, RoutingState(), index)
 
 
@@ -129,21 +132,33 @@ def place(
     now_s: float,
     deployment: str,
     version_weights: tuple[tuple[str, float], ...] = (),
+    paces: PaceBook | None = None,
     log: DecisionLog = NO_LOG,
 ) -> RouteDecision:
     """One routing decision among the replicas ``request`` need not avoid, as the router's
-    ``_place`` takes it; when it names a replica the prefix index is fed."""
+    ``_place`` takes it; when it names a replica the prefix index is fed. ``paces``: the
+    gateway's pace book, read and fed as the router does (prefix plans only)."""
     views = tuple(r for r in replicas if r.replica_id not in avoid) if avoid else tuple(replicas)
     hits: tuple[tuple[str, int], ...] = ()
-    if request.prefix_hashes and policy.plan.uses("prefix_cache"):
-        ids = (r.replica_id for r in views)
-        hits = routing.prefix_hits(policy.index, request.prefix_hashes, ids)
-    snap = routing.RouteSnapshot(now_s, request, views, hits, version_weights)
+    pace: tuple[routing.ReplicaPace, ...] = ()
+    prefix = policy.plan.uses("prefix_cache")
+    if prefix:
+        ids = [r.replica_id for r in views]
+        if request.prefix_hashes:
+            hits = routing.prefix_hits(policy.index, request.prefix_hashes, ids)
+        if paces is not None:
+            pace = paces.paces(ids, asking=request.request_id)
+    since = paces.holding_since(request.request_id) if paces is not None else None
+    snap = routing.RouteSnapshot(
+        now_s, request, views, hits, version_weights, paces=pace, holding_since_s=since
+    )
     decision, state = routing.decide(policy.plan, snap, policy.state)
     log.record("route", deployment, snap, policy.state, decision)
     policy.state = state
     if decision.replica_id is not None:
         routing.observe(policy.plan, request, decision, policy.index)
+    elif decision.wait_for is not None and paces is not None:
+        paces.waits(request.request_id, decision.wait_for, now_s)
     return decision
 
 
@@ -180,11 +195,12 @@ def next_waiter(
     tried: frozenset[str],
     now_s: float,
     deployment: str,
+    held_priority: int | None = None,
     log: DecisionLog = NO_LOG,
 ) -> admission.DispatchDecision:
     """Expire deadlines and name the next waiter a free slot can take, as the router's
     ``dispatch`` asks ``policy.admission.dispatch``."""
-    snapshot = admission.DispatchSnapshot(now_s, tuple(replicas), tried)
+    snapshot = admission.DispatchSnapshot(now_s, tuple(replicas), tried, held_priority)
     decision, state = admission.dispatch(queue.config, snapshot, queue.state)
     log.record("admission", deployment, snapshot, queue.state, decision)
     queue.state = state
@@ -301,11 +317,13 @@ def autoscaling_snapshot(
     completed: int = 0,
     service_s: float = 0.0,
     oldest_wait_s: float = 0.0,
+    first_tokens: tuple[tuple[float, float], ...] = (),
 ) -> AutoscalingSnapshot:
     """What the live autoscaler shows the policy: the managed replicas' records, the queue
-    (its length and its oldest wait) and the request counters."""
+    (its length and its oldest wait), the request counters and the first tokens since the
+    last tick (time inside the replica, prefill alone)."""
     return AutoscalingSnapshot(
-        now_s, tuple(records), queued, arrivals, completed, service_s, oldest_wait_s
+        now_s, tuple(records), queued, arrivals, completed, service_s, oldest_wait_s, first_tokens
     )
 
 

@@ -179,10 +179,10 @@ class FleetSim:
         for ev in events:
             req = rep.requests[ev.request_id]
             if ev.output_tokens == 1:
-                req.first_token_s = now
+                self.gateway.first_token(now, req)
             if ev.finished:
                 del rep.requests[ev.request_id]
-                self.gateway.release(now, rid, ok=True, why="")
+                self.gateway.release(now, rid, ok=True, why="", req=req)
                 self.gateway.finish(req, 200, "ok", now)
         if events:
             self.gateway.dispatch(now)
@@ -237,6 +237,7 @@ class FleetSim:
             completed=gw.completed,
             service_s=gw.service_s,
             oldest_wait_s=max((now - e.enqueued_s for e in gw.queue.entries()), default=0.0),
+            first_tokens=gw.take_first_tokens(),
         )
         order = self.policy.tick(snapshot, deployment=self.name, log=self.log)
         for rid in order.replace:

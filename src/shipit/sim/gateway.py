@@ -16,7 +16,11 @@ from shipit.core.decisions import DecisionLog
 from shipit.core.errors import CapacityError, ShipitError
 from shipit.core.fleet import ReplicaState
 from shipit.core.views import RequestView
+from shipit.engine.block_manager import hash_prompt_blocks
+from shipit.policy.routing import PaceBook, RouteDecision, computed_tokens
 from shipit.sim import drivers
+from shipit.sim.oracle import prefill_s
+from shipit.sim.prompts import prompt_token_ids
 from shipit.sim.results import RequestResult, SimRequest
 
 if TYPE_CHECKING:
@@ -35,6 +39,9 @@ class SimCall:
     wait_token: int = 0  # a wait's timeout counts only while the token is unchanged
     first_token_s: float | None = None
     sent_s: float = 0.0  # the last dispatch to a replica: service time runs from here
+    token_ids: list[int] | None = None  # the prompt's content, when the trace gives prefixes
+    computed_tokens: int = 0  # prompt tokens its replica computes (cached prefix off)
+    prefilled: bool = False  # its first token came: those tokens are computed
 
     @property
     def first_byte(self) -> bool:
@@ -52,17 +59,26 @@ class SimGateway:
         self.budget = drivers.retry_budget(deployment.retries)
         self.outliers = drivers.outlier_detector(deployment)
         self._routing: dict[str, drivers.RoutingPolicy] = {}
+        self.paces = PaceBook()  # what queue-aware prefix affinity reads, as the router keeps it
         self.waiters: dict[str, SimCall] = {}
         # What the autoscaler's snapshot counts: arrivals, completions, their service seconds.
         self.arrivals, self.completed, self.service_s = 0, 0, 0.0
+        # (time to first token inside the replica, prefill alone) since the last tick
+        self.first_tokens: list[tuple[float, float]] = []
 
     def on_arrive(self, now: float, payload: tuple[int, SimRequest]) -> None:
         i, spec = payload
+        tokens = prompt_token_ids(spec, i) if spec.prefix_blocks else None
+        hashes: tuple[int, ...] = ()
+        if tokens is not None and self.routing_policy(None).plan.uses("prefix_cache"):
+            block = self.deployment.routing.prefix_cache.block_size_tokens
+            hashes = tuple(hash_prompt_blocks(tokens, block))  # the gateway's token-exact hashing
         view = RequestView(
             request_id=f"q{i}",
             deployment=self.name,
             model=self.fleet.model.model,
             prompt_tokens_estimate=spec.prompt_tokens,
+            prefix_hashes=hashes,
             max_tokens=spec.output_tokens,
             priority=spec.priority,
             deadline_s=spec.deadline_s,
@@ -71,7 +87,7 @@ class SimGateway:
         )
         drivers.on_request(self.budget, now_s=now)
         self.arrivals += 1
-        self.acquire(now, SimCall(spec, view))
+        self.acquire(now, SimCall(spec, view, token_ids=tokens))
 
     def acquire(self, now: float, req: SimCall) -> None:
         """The router's ``acquire``: a slot at once when free and nobody waits, else wait."""
@@ -86,17 +102,19 @@ class SimGateway:
                     deployment=self.name,
                     log=self.log,
                 )
-            if self.place(now, req, avoid):
+            if self.place(now, req, avoid).replica_id is not None:
                 return
         self.wait(now, req)
 
     def routing_policy(self, name: str | None) -> drivers.RoutingPolicy:
         key = name or self.deployment.routing.policy
         if key not in self._routing:
-            self._routing[key] = drivers.routing_policy(self.deployment, key)
+            self._routing[key] = drivers.routing_policy(
+                self.deployment, key, kv_blocks=self.fleet.timing.num_kv_blocks
+            )
         return self._routing[key]
 
-    def place(self, now: float, req: SimCall, avoid: frozenset[str]) -> bool:
+    def place(self, now: float, req: SimCall, avoid: frozenset[str]) -> RouteDecision:
         decision = drivers.place(
             self.routing_policy(req.view.routing),
             req.view,
@@ -104,12 +122,15 @@ class SimGateway:
             avoid=avoid,
             now_s=now,
             deployment=self.name,
+            paces=self.paces,
             log=self.log,
         )
-        if decision.replica_id is None:
-            return False
-        self.send(now, req, decision.replica_id)
-        return True
+        if decision.replica_id is not None:
+            cfg = self.deployment.routing.prefix_cache
+            req.computed_tokens = computed_tokens(cfg, req.view, decision)
+            self.paces.placed(decision.replica_id, req.view.request_id, req.computed_tokens)
+            self.send(now, req, decision.replica_id)
+        return decision
 
     def routable(self, now: float) -> int:
         return sum(1 for r in self.fleet.records.values() if r.routable(now))
@@ -166,6 +187,7 @@ class SimGateway:
         """The router's ``dispatch``: free slots to waiters, best first, as the admission
         policy names them; one routing cannot place now does not hold back those behind it."""
         tried: set[str] = set()
+        held: int | None = None  # best priority of a waiter holding out for its cache holder
         while self.queue.state.entries:
             decision = drivers.next_waiter(
                 self.queue,
@@ -173,6 +195,7 @@ class SimGateway:
                 tried=frozenset(tried),
                 now_s=now,
                 deployment=self.name,
+                held_priority=held,
                 log=self.log,
             )
             for gone in decision.expired:
@@ -186,8 +209,12 @@ class SimGateway:
             if req is None:
                 self.queue.remove(rid)  # its request went away
                 continue
-            if not self.place(now, req, decision.avoid):
+            placed = self.place(now, req, decision.avoid)
+            if placed.replica_id is None:
                 tried.add(rid)
+                if placed.wait_for is not None:
+                    p = req.view.priority
+                    held = p if held is None else min(held, p)
                 continue
             self.queue.remove(rid)
             del self.waiters[rid]
@@ -208,6 +235,7 @@ class SimGateway:
                 req.spec.output_tokens,
                 req.spec.priority,
                 now_s=now,
+                token_ids=req.token_ids,
             )
         except ShipitError as exc:  # the replica answers 400 or 429; no retry
             self.fleet.push(now, self.on_replica_error, (req, exc))
@@ -220,6 +248,16 @@ class SimGateway:
         else:
             self.fleet.sync_step(rep, rep.engine.step_end_s)
 
+    def first_token(self, now: float, req: SimCall) -> None:
+        """Its first token: the prompt is off its replica's backlog (as the router hears it);
+        its time inside the replica is kept, beside its prompt's prefill alone, for the
+        autoscaler's TTFT guard."""
+        req.first_token_s = now
+        self.first_tokens.append((now - req.sent_s, prefill_s(self.fleet.timing, req.spec)))
+        if not req.prefilled and req.replica is not None:
+            req.prefilled = True
+            self.paces.prefilled(req.replica, req.computed_tokens)
+
     def on_refused(self, now: float, payload: tuple[SimCall, str]) -> None:
         req, why = payload
         self.fail_attempt(now, req, why)
@@ -227,7 +265,7 @@ class SimGateway:
     def on_replica_error(self, now: float, payload: tuple[SimCall, ShipitError]) -> None:
         req, exc = payload
         rid = req.replica or ""
-        self.release(now, rid, ok=True, why="")
+        self.release(now, rid, ok=True, why="", req=req, served=False)
         busy = isinstance(exc, CapacityError) and exc.field == "max_waiting"
         self.finish(req, 429 if busy else 400, "replica_refused", now)
         self.dispatch(now)
@@ -250,7 +288,7 @@ class SimGateway:
         rep = self.fleet.replicas.get(rid)
         if rep is not None:
             rep.requests.pop(req.view.request_id, None)
-        self.release(now, rid, ok=False, why=why)
+        self.release(now, rid, ok=False, why=why, req=req)
         if req.first_byte:
             self.finish(req, 502, "mid_stream", now)
         else:
@@ -271,7 +309,13 @@ class SimGateway:
                 self.finish(req, status, "replica_failed", now)
         self.dispatch(now)
 
-    def release(self, now: float, rid: str, *, ok: bool, why: str) -> None:
+    def release(
+        self, now: float, rid: str, *, ok: bool, why: str, req: SimCall, served: bool = True
+    ) -> None:
+        # Only an answer's time is the replica's pace (not a failure's, not a refusal's).
+        tokens = 0 if req.prefilled else req.computed_tokens
+        self.paces.done(rid, tokens, now - req.sent_s if ok and served else None)
+        req.prefilled = False  # a retry computes its prompt again
         record = self.fleet.records.get(rid)
         if record is None:
             return
@@ -290,7 +334,13 @@ class SimGateway:
         if ejection is not None:
             self.fleet.records[rid] = record.evolve(ejected_until_s=ejection.until_s)
 
+    def take_first_tokens(self) -> tuple[tuple[float, float], ...]:
+        """The first tokens since the last call (the autoscaler's tick), forgotten here."""
+        out, self.first_tokens = tuple(self.first_tokens), []
+        return out
+
     def finish(self, req: SimCall, status: int, code: str, now: float) -> None:
+        self.paces.gone(req.view.request_id)
         arrival = req.spec.arrival_s
         ttft = req.first_token_s - arrival if req.first_token_s is not None else None
         if status == 200:

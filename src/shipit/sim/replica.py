@@ -17,8 +17,9 @@ the first step that finishes a sequence; an arrival or an abort cuts the run at 
 running. The result equals stepping one at a time (``tests/unit/sim/test_replica.py`` checks).
 
 Simplifications, stated: every generated token is a length-limited one (no EOS), as on a
-``--simulate`` replica; prompts carry no content (a request's tokens are unique to it), so the
-prefix cache hits only where a preempted sequence finds its own blocks again, as on the engine.
+``--simulate`` replica; a prompt's content is unique to it unless the caller gives its tokens
+(``sim.prompts``: a trace's shared prefixes), so without them the prefix cache hits only where a
+preempted sequence finds its own blocks again, as on the engine.
 No clock (time comes in), no IO.
 """
 
@@ -87,9 +88,11 @@ class SimReplica:
         priority: int = 0,
         *,
         now_s: float,
+        token_ids: list[int] | None = None,
     ) -> None:
         """Queue a request; raises as the engine's ``add_request`` would (too long, never fits,
-        waiting queue full)."""
+        waiting queue full). ``token_ids``: the prompt's content (``sim.prompts``), so shared
+        prefixes hit the prefix cache; None: content unique to the request."""
         if prompt_tokens >= self.max_model_len:
             raise ContextLengthError(prompt_tokens=prompt_tokens, max_model_len=self.max_model_len)
         self.blocks.check_fits(min(prompt_tokens + max_tokens, self.max_model_len))
@@ -98,8 +101,8 @@ class SimReplica:
                 f"the waiting queue is full ({self.scheduler.config.max_waiting} requests)",
                 field="max_waiting",
             )
-        # Unique content: the arrival index leads, so no two prompts share a block.
-        tokens = [self._arrivals, *([0] * (prompt_tokens - 1))]
+        # Unique content unless given: the arrival index leads, so no two prompts share a block.
+        tokens = token_ids or [self._arrivals, *([0] * (prompt_tokens - 1))]
         params = SamplingParams(max_tokens=max_tokens, temperature=0)
         seq = Sequence(request_id, tokens, params, self._arrivals, priority=priority)
         self._arrivals += 1

@@ -24,6 +24,11 @@ class SimRequest:
     priority: int = 0
     deadline_s: float | None = None
     stream: bool = True
+    # The prompt's shared-prefix structure (a trace's ``hash_ids``): each id one block of
+    # ``prefix_block_tokens`` tokens, equal ids at equal positions equal content. Empty: the
+    # prompt shares nothing.
+    prefix_blocks: tuple[int, ...] = ()
+    prefix_block_tokens: int = 512
 
 
 @dataclass(frozen=True, slots=True)

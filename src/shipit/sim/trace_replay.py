@@ -60,10 +60,25 @@ class ReplayScore:
     peak_replicas: int
     replica_starts: int
     oracle_peak_replicas: int
+    # Routing: the replicas' own prefix-cache hits over queries (tokens), requests answered
+    # and prompt tokens computed (queries minus hits) per replica.
+    prefix_hit_rate: float | None = None
+    requests_per_replica: tuple[tuple[str, int], ...] = ()
+    computed_tokens_per_replica: tuple[tuple[str, int], ...] = ()
 
     @property
     def ratio(self) -> float:
         return self.replica_seconds / self.oracle_replica_seconds
+
+    def routing_dict(self) -> dict[str, object]:
+        """The routing figures: hit rate, and max/mean load in requests and computed tokens."""
+        return {
+            "prefix_hit_rate": _r4(self.prefix_hit_rate),
+            "max_over_mean_requests": _r4(max_over_mean(self.requests_per_replica)),
+            "max_over_mean_computed_tokens": _r4(max_over_mean(self.computed_tokens_per_replica)),
+            "requests_per_replica": dict(self.requests_per_replica),
+            "computed_tokens_per_replica": dict(self.computed_tokens_per_replica),
+        }
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -81,7 +96,19 @@ class ReplayScore:
             "peak_replicas": self.peak_replicas,
             "replica_starts": self.replica_starts,
             "oracle_peak_replicas": self.oracle_peak_replicas,
+            **self.routing_dict(),
         }
+
+
+def max_over_mean(counts: Sequence[tuple[str, int]]) -> float | None:
+    """The busiest replica's share over the mean (1.0: perfectly even); None with no load."""
+    values = [v for _, v in counts]
+    total = sum(values)
+    return max(values) * len(values) / total if total else None
+
+
+def _r4(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
 
 
 def _r(x: float | None) -> float | None:
@@ -168,6 +195,13 @@ def replay_trace(
         policy = _Reporting(policy, end, progress)
     sim = FleetSim(policy, setup.replica, setup.deployment, initial_replicas=initial, timing=timing)
     result = sim.run(full, end)
+    served: dict[str, int] = dict.fromkeys(sorted(sim.replicas), 0)
+    for r in result.requests:
+        if r.status == 200 and r.replica_id in served and r.arrival_s >= setup.warmup_s:
+            served[r.replica_id] += 1
+    blocks = {rid: rep.engine.blocks for rid, rep in sorted(sim.replicas.items())}
+    queries = sum(b.prefix_cache_queries for b in blocks.values())
+    hits = sum(b.prefix_cache_hits for b in blocks.values())
     spans = [
         (r.started_s, r.stopped_s if r.stopped_s is not None else end)
         for r in sim.replicas.values()
@@ -179,7 +213,7 @@ def replay_trace(
         max_concurrency=setup.deployment.queueing.max_concurrency,
     )
     slow = frozenset(f"q{i}" for i, q in enumerate(full) if prefill_s(timing, q) > setup.ttft_slo_s)
-    return score(
+    scored = score(
         result,
         spans,
         infeasible=slow,
@@ -188,6 +222,14 @@ def replay_trace(
         slo_s=setup.ttft_slo_s,
         oracle_replica_seconds=floor.replica_seconds,
         oracle_peak=floor.peak,
+    )
+    return replace(
+        scored,
+        prefix_hit_rate=hits / queries if queries else None,
+        requests_per_replica=tuple(served.items()),
+        computed_tokens_per_replica=tuple(
+            (rid, b.prefix_cache_queries - b.prefix_cache_hits) for rid, b in blocks.items()
+        ),
     )
 
 

@@ -5,7 +5,9 @@ and output token counts. Columns are found by common names (``timestamp``; ``inp
 ``prompt_tokens``, ``ContextTokens``...; ``output_length``, ``completion_tokens``,
 ``GeneratedTokens``...) or named by the caller. Arrival times may be seconds, milliseconds or
 datetimes; they are shifted so the first request arrives at 0. ``time_scale`` replays the trace
-that many times faster. Pure: text in, records out; the caller reads the file. Errors say which
+that many times faster. A ``hash_ids`` field (prefix-block ids of 512 tokens, as in the Mooncake
+traces) becomes the request's ``prefix_blocks``, so the simulated prompts share prefixes as the
+trace's did. Pure: text in, records out; the caller reads the file. Errors say which
 line, which column and what to do.
 """
 
@@ -50,6 +52,10 @@ TIME_UNITS = ("auto", "s", "ms")
 # one request every 50 s or more is implausible, one every 50 ms is common.
 _MS_MIN_MEAN_GAP = 50.0
 _EPOCH_MS_MIN = 1e11  # epoch milliseconds are ~1.7e12, epoch seconds ~1.7e9
+
+
+# Tokens per ``hash_ids`` block, as the Mooncake traces define them.
+HASH_BLOCK_TOKENS = 512
 
 
 class TraceError(ShipitError):
@@ -144,11 +150,27 @@ def parse_trace(
             (t - t0) / time_scale,
             _tokens(r.get(i_key), i_key, n, minimum=1),
             _tokens(r.get(o_key), o_key, n, minimum=1),
+            prefix_blocks=_hash_ids(r.get("hash_ids"), n),
+            prefix_block_tokens=HASH_BLOCK_TOKENS,
         )
         for n, (t, r) in enumerate(zip(times, rows, strict=True), start=1)
     ]
     out.sort(key=lambda q: q.arrival_s)
     return out
+
+
+def _hash_ids(value: object, row: int) -> tuple[int, ...]:
+    """A row's prefix-block ids (``hash_ids``, as in the Mooncake traces), if any."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):  # a CSV cell: "[1, 2, 3]" or "1 2 3"
+        value = [v for v in re.split(r"[\s,\[\]]+", value) if v]
+    if not isinstance(value, list):
+        raise TraceError(f"request {row}: hash_ids {value!r} is not a list of block ids")
+    try:
+        return tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise TraceError(f"request {row}: hash_ids {value!r} is not a list of block ids") from None
 
 
 def _jsonl_rows(text: str) -> list[Mapping[str, object]]:

@@ -264,8 +264,8 @@ COLD_START_PHASE = _spec(
         (
             "phase",
             (
-                "schedule", "pull", "container_start", "process_start", "load_weights",
-                "warmup", "health",
+                "schedule", "pull", "container_start", "process_start", "imports",
+                "load_weights", "warmup", "health",
             ),
         ),
     ),
@@ -334,6 +334,12 @@ VLLM_LORA_INFO = _spec(
     "vllm:lora_requests_info", _G, _REP, "info",
     "Running and waiting LoRA adapters; the value is the scrape time.",
     ("model_name", "max_lora", "running_lora_adapters", "waiting_lora_adapters"), update=_SNAP,
+)  # fmt: skip
+VLLM_CACHE_CONFIG = _spec(
+    "vllm:cache_config_info", _G, _REP, "info",
+    "The KV cache's configuration; the value is 1. num_gpu_blocks sizes the gateway's prefix "
+    "index for this replica.",
+    ("model_name", "block_size", "num_gpu_blocks"), update=_SNAP,
 )  # fmt: skip
 REPLICA_ERRORS = _spec(
     "shipit_replica_errors_total", _C, _REP, "responses",

@@ -5,20 +5,28 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from shipit.cli import plan_cost, plan_perf, plan_recommend, plan_replicas, plan_vram
+from shipit.cli import (
+    plan_cost,
+    plan_perf,
+    plan_procure,
+    plan_recommend,
+    plan_replicas,
+    plan_vram,
+)
 from shipit.cli.plan import plan_app
 from shipit.cli.plan_common import jsonable, split_csv
 
 
 def test_every_subcommand_is_registered_from_its_module() -> None:
     by_name = {c.name: c for c in plan_app.registered_commands}
-    assert sorted(by_name) == ["cost", "perf", "recommend", "replicas", "vram"]
+    assert sorted(by_name) == ["cost", "perf", "procure", "recommend", "replicas", "vram"]
     modules = {
         "vram": plan_vram,
         "perf": plan_perf,
         "recommend": plan_recommend,
         "replicas": plan_replicas,
         "cost": plan_cost,
+        "procure": plan_procure,
     }
     for name, module in modules.items():
         assert by_name[name].help == module.HELP and "Examples:" in module.HELP

@@ -303,7 +303,9 @@ def test_two_loaders_at_once_convert_the_default_model_once(
 
     gguf_path = write_tiny_gguf(tmp_path / "packaged.gguf")
     monkeypatch.setattr(loader, "packaged_default_gguf", lambda: gguf_path)
-    real_read = loader.read_gguf
+    from shipit.engine import gguf_import  # the loader imports it only to convert
+
+    real_read = gguf_import.read_gguf
     conversions: list[int] = []
 
     def slow_read(path: Path, **kw: object) -> object:
@@ -311,7 +313,7 @@ def test_two_loaders_at_once_convert_the_default_model_once(
         time.sleep(0.5)  # long enough for the other loader to arrive while this one converts
         return real_read(path, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(loader, "read_gguf", slow_read)
+    monkeypatch.setattr(gguf_import, "read_gguf", slow_read)
     home = tmp_path / "home"
     barrier = threading.Barrier(2)
     logs: list[list[str]] = [[], []]

@@ -48,3 +48,17 @@ def test_prompts_are_hashed_only_for_policies_that_read_prefixes(
 
 def test_a_routing_override_to_prefix_cache_hashes_the_prompt() -> None:
     assert _view({"policy": "round_robin"}, {"x-shipit-routing": "prefix_cache"})
+
+
+def test_the_prompt_estimate_uses_the_characters_a_token_of_the_prefix_hashing() -> None:
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "abcd " * 160}]})
+    for chars, tokens in ((4.0, 200), (5.0, 160)):
+        routing = {"policy": "prefix_cache", "prefix_cache": {"chars_per_token": chars}}
+        cfg = parse_config({"deployments": [{"name": "d", "model": "m", "routing": routing}]})
+        view = parse_request(
+            request_id="q", path="/v1/chat/completions", headers={}, body=body.encode(),
+            deployments={d.name: d for d in cfg.deployments}, adapters={}, now_s=0.0,
+        )  # fmt: skip
+        # 800 characters of content (the flattened prompt may add a few): 800 / chars.
+        assert tokens <= view.prompt_tokens_estimate <= tokens + 5
+        assert len(view.prefix_hashes) == view.prompt_tokens_estimate // 16

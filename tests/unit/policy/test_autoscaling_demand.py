@@ -113,7 +113,8 @@ def test_panic_scale_down_delay_runs_from_the_burst() -> None:
     for t in range(60):
         f.tick(float(t), (rec("a", READY, 2),), arrived=1, done=1)
     fleet = tuple(rec(f"r{i}", READY, 16) for i in range(8))
-    peak = [f.tick(float(t), fleet, arrived=40, done=8) for t in range(60, 70)]
+    # 64/s of 2 s each keep 128 in service: the 8 replicas' 16 slots each, twice the need.
+    peak = [f.tick(float(t), fleet, arrived=64, done=64) for t in range(60, 70)]
     assert any(d.panic for d in peak) and max(d.target for d in peak) >= 8
     quiet = tuple(rec(f"r{i}", READY, 0) for i in range(8))
     after = {t: f.tick(float(t), quiet, done=0) for t in range(70, 140)}
@@ -144,3 +145,40 @@ def test_without_counters_the_queue_still_counts() -> None:
     snap = AutoscalingSnapshot(1.0, (rec("a", READY, 8),), 20)
     d, _ = decide(config, snap, AutoscalingState())
     assert d.target == 4  # (8 in service + 20 queued) / 8 per replica
+
+
+def test_replicas_started_for_a_backlog_go_once_it_drained() -> None:
+    """19 replicas started for a backlog (see above) drain it; the demand (2/s of 2 s: 4 in
+    service, one replica) is what the scale-down delay then guards, so the fleet halves each
+    tick (the down rate limit) from the tick the queue is empty, instead of holding 19 for
+    the 30 s delay from the last tick that counted the backlog."""
+    f = Fleet(cfg(max_scale_up_rate=20))
+    for t in range(60):
+        f.tick(float(t), (rec("a", READY, 4),), arrived=2, done=2)
+    assert f.tick(60.0, (rec("a", READY, 16),), queued=200, arrived=2).target == 19
+    starting = (rec("a", READY, 16), *(rec(f"s{i}", STARTING, 0, 60.0) for i in range(18)))
+    held = [f.tick(float(t), starting, queued=200, arrived=2, done=2) for t in range(61, 90)]
+    assert {d.target for d in held} == {19}, "nothing stopped while requests wait"
+    fleet = [rec("a", READY, 16), *(rec(f"s{i}", READY, 16) for i in range(18))]
+    targets = []
+    for t in range(90, 95):
+        d = f.tick(float(t), tuple(fleet), arrived=2, done=2)
+        targets.append(d.target)
+        fleet = [r for r in fleet if r.replica_id not in d.stop]
+    assert targets == [9, 4, 2, 1, 1]
+
+
+def test_scale_down_delay_is_never_shorter_than_a_cold_start() -> None:
+    """Quick settings (5 s delay) with a 30 s cold start: a lower target must hold 30 s.
+    Window 10 s; 16/s of 2 s each until t=60 keep 32 in service (4 replicas). The arrival
+    rate over the window then falls: 14.4/s at t=60 (28.8 in service -> 4), 12.8/s at t=61
+    (25.6 -> 4), 11.2/s at t=62 (22.4 -> 3): the last proposal of 4 is at t=61, so the
+    target is 4 through t=91 and 3 at t=92 (with the 5 s delay alone it fell at t=67)."""
+    f = Fleet(cfg(min_replicas=1, autoscaling_window_s=10, panic_window_s=1, scale_down_delay_s=5))
+    fleet = tuple(rec(f"r{i}", READY, 8) for i in range(4))
+    for t in range(60):
+        f.tick(float(t), fleet, arrived=16, done=16)
+    quiet = tuple(rec(f"r{i}", READY, 0) for i in range(4))
+    after = {t: f.tick(float(t), quiet) for t in range(60, 100)}
+    assert after[67].target == 4 and after[91].target == 4
+    assert after[92].target == 3 and "30s delay" in after[91].reason

@@ -53,6 +53,8 @@ def test_engine_figures_with_vllm_names_and_the_model_label() -> None:
         "running_lora_adapters": "sql",
         "waiting_lora_adapters": "fr,sql",
     }
+    cache = (("block_size", "16"), ("model_name", "llama"), ("num_gpu_blocks", "100"))
+    assert got[("vllm:cache_config_info", cache)] == 1.0
 
 
 def test_request_latencies_are_observed() -> None:

@@ -32,6 +32,17 @@ def test_phases_are_differences_of_the_marks() -> None:
     assert body["ready"] is True and body["weights_source"] == "cache"
 
 
+def test_a_command_start_splits_imports_from_process_start_in_order() -> None:
+    t = StartupTimes(process_started_unix_s=100.0, command_started_unix_s=100.5)
+    t.loading_unix_s = 102.0
+    t.weights_loaded_unix_s = 102.25
+    t.ready_unix_s = 103.0
+    phases = t.phases_s()
+    assert list(phases) == ["process_start", "imports", "load_weights", "warmup"]
+    assert phases == {"process_start": 0.5, "imports": 1.5, "load_weights": 0.25, "warmup": 0.75}
+    assert sum(phases.values()) == 3.0  # they partition process created -> ready
+
+
 def test_a_builder_that_does_not_report_weights_gets_them_at_ready() -> None:
     t = StartupTimes(process_started_unix_s=None)
     t.loading()
@@ -45,11 +56,12 @@ def test_weights_source() -> None:
     assert weights_source("smollm2-135m-instruct", None) in {"cache", "conversion"}
 
 
-def test_startup_endpoint_reports_every_phase_once_ready() -> None:
+def test_startup_endpoint_reports_every_phase_in_order_once_ready() -> None:
     settings = ReplicaSettings(
         model="llama-3.1-8b", simulate="H100:llama-3.1-8b", allow_unauthenticated_admin=True
     )
-    with TestClient(create_app(settings)) as client:
+    startup = StartupTimes(command_started_unix_s=time.time())
+    with TestClient(create_app(settings, startup=startup)) as client:
         for _ in range(500):
             body = client.get("/shipit/startup").json()
             if body["ready"]:
@@ -57,5 +69,5 @@ def test_startup_endpoint_reports_every_phase_once_ready() -> None:
             threading.Event().wait(0.01)
         assert body["phase"] == "ready"
         assert body["weights_source"] == "simulated"
-        assert set(body["phases_s"]) == {"process_start", "load_weights", "warmup"}
+        assert list(body["phases_s"]) == ["process_start", "imports", "load_weights", "warmup"]
         assert all(v >= 0 for v in body["phases_s"].values())

@@ -128,6 +128,7 @@ def test_scale_down_cordons_then_stops_only_after_in_flight_finishes() -> None:
         h = Harness(
             min_replicas=1, max_replicas=3, target_concurrency=1, target_utilization=1.0,
             autoscaling_window_s=4, scale_down_delay_s=0, max_scale_down_rate=10,
+            cold_start_s=0,  # the fake backend's replicas are ready at once
         )  # fmt: skip
         await h.fleet.start_replicas("default", 2)
         h.ready_all()
@@ -171,7 +172,10 @@ def test_a_cordoned_replica_gets_no_new_requests() -> None:
 
 def test_idle_goes_to_zero_after_the_idle_timeout_and_back_from_zero() -> None:
     async def go() -> None:
-        h = Harness(max_replicas=2, idle_timeout_s=5, scale_down_delay_s=0, autoscaling_window_s=4)
+        h = Harness(
+            max_replicas=2, idle_timeout_s=5, scale_down_delay_s=0, autoscaling_window_s=4,
+            cold_start_s=0,  # the fake backend's replicas are ready at once
+        )  # fmt: skip
         await h.fleet.start_replicas("default", 1)
         h.ready_all()
         lease = await h.router.acquire(h.request())

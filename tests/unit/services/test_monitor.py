@@ -12,7 +12,12 @@ from shipit.core.clock import FakeClock
 from shipit.core.decisions import MemoryLog, entry_line, read_entries
 from shipit.core.fleet import ReplicaState
 from shipit.policy.health import HealthDecision, HealthSnapshot, HealthState, ProbeStreak
-from shipit.services.monitor import AdapterLoader, ReplicaMonitor, parse_vllm_metrics
+from shipit.services.monitor import (
+    AdapterLoader,
+    ReplicaMonitor,
+    kv_capacity_blocks,
+    parse_vllm_metrics,
+)
 from shipit.services.router import RouterService
 from shipit.services.upstream import UpstreamError
 from shipit.services.upstream_fake import FakeReplica, FakeUpstream
@@ -38,6 +43,22 @@ def test_parse_vllm_metrics() -> None:
         "vllm:num_requests_waiting": 3.0,
         "vllm:kv_cache_usage_perc": 0.25,
     }
+
+
+def test_the_reported_kv_capacity_sizes_the_prefix_index() -> None:
+    vllm_line = (
+        'vllm:cache_config_info{block_size="16",cache_dtype="auto",'
+        'num_gpu_blocks="28600",num_cpu_blocks="0"} 1.0\n'
+    )
+    assert kv_capacity_blocks(METRICS) is None
+    assert kv_capacity_blocks(METRICS + vllm_line) == 28600
+    router, replica, monitor = setup(routing={"policy": "prefix_cache"})
+    replica.metrics_text = METRICS + vllm_line
+    replica.health_status = 200
+    assert router.prefix_index.capacity("a") == 200_000  # the configured fallback
+    asyncio.run(monitor.tick())
+    asyncio.run(monitor.tick())
+    assert router.prefix_index.capacity("a") == 28600
 
 
 def test_health_drives_state_and_load_and_adapters_are_read() -> None:

@@ -368,3 +368,54 @@ def test_retry_budget_runs_out_and_says_why() -> None:
     allowed = [r.may_retry(1) for _ in range(11)]
     assert allowed == [True] * 10 + [False]  # the budget starts with 10 banked
     assert log.entries[-1].decision.reason_code == "budget_exhausted"  # type: ignore[attr-defined]
+
+
+def test_a_waiter_holds_out_for_its_full_cache_holder_and_keeps_its_priority() -> None:
+    r = router(
+        routing={"policy": "prefix_cache", "prefix_cache": {"prefill_us_per_token": 1000}},
+        queueing={"max_concurrency": 1},
+    )
+    clock = r.clock
+    assert isinstance(clock, FakeClock)
+    r.add_replica("a", "http://a", state=ReplicaState.READY)
+    r.add_replica("b", "http://b", state=ReplicaState.READY)
+    hashes = tuple(range(100))
+
+    def prompt(rid: str, priority: int = 0) -> RequestView:
+        return RequestView(
+            request_id=rid,
+            deployment="default",
+            model="m",
+            priority=priority,
+            prefix_hashes=hashes,
+            prompt_tokens_estimate=1700,
+        )
+
+    async def go() -> None:
+        first = await r.acquire(prompt("x"))  # nothing cached yet: either replica
+        home = first.replica_id
+        other = "b" if home == "a" else "a"
+        clock.advance(1.0)
+        r.release(first, outcome="ok")  # home: 1.0 s a request
+        held = await r.acquire(prompt("y"))
+        assert (held.replica_id, held.decision.reason_code) == (home, "prefix_hit")
+        busy = await r.acquire(req("z"))
+        assert busy.replica_id == other  # both full now
+        w = asyncio.create_task(r.acquire(prompt("w")))
+        lo = asyncio.create_task(r.acquire(req("lo", priority=1)))
+        await asyncio.sleep(0)
+        assert len(r.queue) == 2
+        # other frees a slot. For w: at home, a slot in (0 + 1) x 1.0 s / 1 = 1.0 s, then
+        # 100 tokens (0.1 s); on other, 1,700 tokens (1.7 s). w waits; lo, of a worse
+        # priority, may not take the slot w let go.
+        r.release(busy, outcome="ok")
+        await asyncio.sleep(0)
+        assert not w.done() and not lo.done()
+        assert r.registry.get(other).in_flight == 0  # type: ignore[union-attr]
+        assert r.decisions_by_reason[("prefix_cache", "prefix_hit")] == 1
+        r.release(held, outcome="ok")  # home frees: w takes it, lo takes the other
+        got_w, got_lo = await w, await lo
+        assert (got_w.replica_id, got_w.decision.reason_code) == (home, "prefix_hit")
+        assert got_lo.replica_id == other
+
+    asyncio.run(go())

@@ -22,6 +22,7 @@ def _recorded_run() -> tuple[DeploymentConfig, list[LogEntry]]:
     scaling = AutoscalingConfig(
         min_replicas=1, max_replicas=3, target_concurrency=2, target_utilization=1.0,
         autoscaling_window_s=4, panic_window_s=1, scale_down_delay_s=2, tick_interval_s=0.5,
+        cold_start_s=MODEL.cold_start_s,
     )  # fmt: skip
     d = DeploymentConfig(name="d", replicas=1, autoscaling=scaling)
     trace = [SimRequest(0.05 * i, 800, 40, priority=i % 3) for i in range(120)]

@@ -1,8 +1,8 @@
 """The autoscaling policy: from load, replicas and ``now``, how many replicas to run.
 
-Demand is what replicas carry *now* (requests in service) or, when larger, the arrival rate
-over the window times the recent mean service time (Little's law), from the arrival and
-completion counters the caller puts in the snapshot; queued requests drive scale-from-zero
+Demand is the arrival rate over the window times the recent mean service time (Little's
+law), from the arrival and completion counters the caller puts in the snapshot, or what
+replicas carry before any request completed; queued requests drive scale-from-zero
 and the cold-start rule, not the steady-state target (a caller with no counters has the
 queue counted as load). The policy is pure: ``decide(config, snapshot, state) -> (decision,
 state)``; the caller owns the clock, the replicas and the state between ticks, so the same
@@ -10,19 +10,21 @@ function runs live and in the fleet simulator.
 
 The rules, each a small function below:
 1. demand over a stable window (default 60 s) and a panic window (6 s);
-2. desired = ceil(demand / (target * target_utilization)), the target being
-   ``target_concurrency`` when set, else what a replica holds;
+2. desired = ceil(demand / (target * target_utilization * guard)), the target being
+   ``target_concurrency`` when set, else what a replica holds, and the guard the TTFT
+   guard's factor (``ttft_guard``; 1 unless ``ttft_slo_s`` is set);
 3. panic: when the short window needs ``panic_threshold`` x the ready replicas, scale to
    the short-window need at once; that need is recorded, so the scale-down delay runs from
    the burst;
 4. the queue and the cold start: new replicas only for what would still wait after
-   ``cold_start_s`` on the capacity running or starting;
+   ``cold_start_s`` on the capacity running or starting; they are not a proposal the
+   scale-down delay remembers (they go once the queue drained); nothing stops while queued;
 5. hysteresis: a higher target must hold for ``scale_up_delay_s``, a lower one for
-   ``scale_down_delay_s`` (the policy takes the max of the recent proposals; before the
-   policy has seen a whole delay, the time before its first tick counts as wanting the
-   replicas it found); scale to zero only after ``idle_timeout_s`` without load, counted
-   from the last load, or from when a replica was first ready if none came yet; scale from
-   zero at once;
+   ``scale_down_delay_s``, never less than a cold start (the policy takes the max of the
+   recent proposals; before the policy has seen a whole delay, the time before its first
+   tick counts as wanting the replicas it found); scale to zero only after
+   ``idle_timeout_s`` (never less than a cold start) without load, counted from the last
+   load, or from when a replica was first ready if none came yet; scale from zero at once;
 6. bounds and rate limits;
 7. whom to stop: replicas still starting first, then the ready ones with the fewest
    requests in flight (they drain fastest); replicas that never became ready are replaced.
@@ -35,10 +37,11 @@ starting (not serving yet, stopped first), ``READY`` ones as ready; ``DRAINING``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shipit.config.autoscaling import AutoscalingConfig
 from shipit.core.fleet import ReplicaRecord, ReplicaState
+from shipit.policy.autoscaling.ttft_guard import GuardState, guard
 from shipit.policy.lifecycle import overdue
 
 # Not serving yet (or any more): counted like a starting replica, stopped first, and replaced
@@ -59,6 +62,9 @@ class AutoscalingSnapshot:
     completed: int = 0
     service_s: float = 0.0
     oldest_wait_s: float = 0.0  # how long the longest-queued request has waited
+    # First tokens since the last snapshot: (time to first token inside the replica, the
+    # prompt's prefill alone on an idle replica), seconds; read by the TTFT guard.
+    first_tokens: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,7 @@ class AutoscalingState:
     # (time, arrivals, completed, service seconds) over the stable window
     counters: tuple[tuple[float, int, int, float], ...] = ()
     service_s: float | None = None  # the last known mean service time
+    guard: GuardState = field(default_factory=GuardState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +117,8 @@ def decide(
     seen = running if snapshot.arrivals > 0 else load
     samples = _window((*state.samples, (now, seen)), now, config.autoscaling_window_s)
     hold = target_concurrency(config, live)
-    unit = hold * config.target_utilization
+    guarded, guard_why = guard(config, snapshot.first_tokens, now, state.guard, 1.0 / hold)
+    unit = hold * config.target_utilization * guarded.factor
     last_active = now if load > 0 else state.last_active_s
     first_tick = state.first_tick_s if state.first_tick_s is not None else now
     serving_since = state.serving_since_s
@@ -134,9 +142,11 @@ def decide(
         desired = math.ceil(demand.stable / unit)
         why = f"demand {demand.stable:.1f} over {config.autoscaling_window_s:g}s / {unit:g}"
     why += f" per replica -> {desired}"
+    if guard_why:
+        why += f"; {guard_why}"
     lam = _rate(counters, now, config.panic_window_s)
     sustained = math.ceil(demand.stable / unit)
-    desired, why = _cold_start_aware(
+    desired, backlog, why = _cold_start_aware(
         config, desired, current, sustained, snapshot.queued, lam, service_s, unit, why
     )
 
@@ -145,9 +155,10 @@ def decide(
         # arithmetic and the delays cannot change the answer, so they are not the reason.
         desired = config.min_replicas
         why = f"fixed at {desired} replicas (min_replicas = max_replicas)"
-    horizon = max(config.scale_up_delay_s, config.scale_down_delay_s)
+    horizon = max(config.scale_up_delay_s, down_delay_s(config))
     proposals = _window((*state.proposals, (now, desired)), now, horizon)
     target, why = _apply_delays(config, proposals, now, first_tick, current, desired, why)
+    target, why = _apply_backlog(target, current, backlog, snapshot.queued, why)
     idle_since = max(t for t in (last_active, serving_since, first_tick) if t is not None)
     target, why = _apply_zero(config, target, current, load, idle_since, now, why)
     target, why = _apply_bounds(config, target, current, why)
@@ -171,6 +182,7 @@ def decide(
         serving_since_s=serving_since,
         counters=counters,
         service_s=service_s,
+        guard=guarded,
     )
     return decision, new_state
 
@@ -216,13 +228,14 @@ def _demand(
     span_s: float,
     service_s: float | None,
 ) -> float:
-    """Little's law: the requests the arrivals keep in service (rate x mean service time),
-    or those in service now when more; queued requests are not demand, they are the delay
-    of demand already counted."""
-    in_service = _mean(_window(samples, now, span_s))
+    """Little's law: the requests the arrivals keep in service (rate x mean service time);
+    those in service now only before a service time is known. Neither queued requests nor
+    the requests in service while a backlog drains are demand: they are the delay of demand
+    already counted in the arrivals (counting them held a fleet sized for the backlog a
+    whole scale-down delay after it drained)."""
     if service_s is None:
-        return in_service
-    return max(in_service, _rate(counters, now, span_s) * service_s)
+        return _mean(_window(samples, now, span_s))
+    return _rate(counters, now, span_s) * service_s
 
 
 def _cold_start_aware(
@@ -235,26 +248,48 @@ def _cold_start_aware(
     service_s: float | None,
     unit: float,
     why: str,
-) -> tuple[int, str]:
+) -> tuple[int, int, str]:
     """A queue drives scale-up only when it will still be there when new replicas are
     ready: the capacity running or starting serves ``current x unit / service_s`` requests a
     second; what of the queue and the arrivals it cannot serve within ``cold_start_s`` is
     what new replicas are for. A burst (a need of the short window only, not ``sustained``
-    over the stable one) those replicas would only see drained starts none."""
+    over the stable one) those replicas would only see drained starts none.
+
+    Returns the demand's target, the backlog's (0: none) and the reason. The two are kept
+    apart: replicas started for a backlog are let go once it drained, the scale-down delay
+    guards estimates of demand, not a queue that was measured and is gone."""
     if current == 0 or service_s is None or service_s <= 0:
-        return desired, why
+        return desired, 0, why
     served = current * unit / service_s
     left = queued + (rate - served) * config.cold_start_s
     if left > 0 and queued > 0:
         extra = math.ceil(left / unit)
         if current + extra > desired:
-            return current + extra, why + f"; {queued} queued outlast the cold start: +{extra}"
+            why += f"; {queued} queued outlast the cold start: +{extra}"
+            return desired, current + extra, why
     if desired > max(current, sustained) and left <= 0 and rate <= served:
-        return max(current, sustained), why + (
-            f"; capacity running or starting drains the queue within "
-            f"{config.cold_start_s:g}s cold start"
+        return (
+            max(current, sustained),
+            0,
+            why
+            + (
+                f"; capacity running or starting drains the queue within "
+                f"{config.cold_start_s:g}s cold start"
+            ),
         )
-    return desired, why
+    return desired, 0, why
+
+
+def _apply_backlog(
+    target: int, current: int, backlog: int, queued: int, why: str
+) -> tuple[int, str]:
+    """A queue that outlasts the cold start scales up at once (it is measured, not an
+    estimate the up-delay must confirm); while anything is queued nothing is stopped."""
+    if backlog > target:
+        return backlog, why
+    if queued > 0 and target < current:
+        return current, why + f"; {queued} queued: nothing stopped"
+    return target, why
 
 
 def _reason_code(target: int, current: int, panic: bool) -> str:
@@ -295,15 +330,31 @@ def _apply_delays(
         if held < desired:
             return max(held, current), why + f"; up held back by {config.scale_up_delay_s:g}s delay"
     if desired < current:
-        recent = [v for t, v in proposals if now - t <= config.scale_down_delay_s]
+        delay_s = down_delay_s(config)
+        recent = [v for t, v in proposals if now - t <= delay_s]
         held = int(max(recent))
-        if now - first_tick < config.scale_down_delay_s:
+        if now - first_tick < delay_s:
             held = max(held, current)
         if held > desired:
             return min(held, current), (
-                why + f"; down held at {min(held, current)} by {config.scale_down_delay_s:g}s delay"
+                why + f"; down held at {min(held, current)} by {delay_s:g}s delay"
             )
     return desired, why
+
+
+def down_delay_s(config: AutoscalingConfig) -> float:
+    """How long a lower target must hold: ``scale_down_delay_s``, and never less than a
+    cold start. Stopping a replica the demand wants back within a cold start pays the start
+    again (in replica-seconds and in requests held through it); keeping an idle replica for
+    as long as a start costs is the ski-rental rule, at most twice the cost of knowing the
+    future whatever the gaps between bursts."""
+    return max(config.scale_down_delay_s, config.cold_start_s)
+
+
+def idle_timeout_s(config: AutoscalingConfig) -> float:
+    """How long without load before scaling to zero: ``idle_timeout_s``, and never less than
+    a cold start, for the same reason as ``down_delay_s``."""
+    return max(config.idle_timeout_s, config.cold_start_s)
 
 
 def _apply_zero(
@@ -323,8 +374,8 @@ def _apply_zero(
         return 1, why + "; requests waiting: keep or start one replica"
     if config.min_replicas == 0 and current > 0:
         idle_s = now - idle_since
-        if idle_s < config.idle_timeout_s:
-            return 1, why + f"; idle {idle_s:.0f}s < idle_timeout {config.idle_timeout_s:g}s"
+        if idle_s < idle_timeout_s(config):
+            return 1, why + f"; idle {idle_s:.0f}s < idle timeout {idle_timeout_s(config):g}s"
         return 0, why + f"; idle {idle_s:.0f}s: scale to zero"
     return target, why
 

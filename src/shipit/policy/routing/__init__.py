@@ -8,8 +8,10 @@ A routing policy is a composition, per deployment in ``shipit.yaml``: filters (`
 reads a clock, does IO or imports a framework.
 """
 
+from shipit.policy.routing.affinity import prompt_tokens, slot_wait_s, uncached_tokens
 from shipit.policy.routing.base import (
     Pick,
+    ReplicaPace,
     RouteContext,
     RouteDecision,
     RouteSnapshot,
@@ -17,6 +19,7 @@ from shipit.policy.routing.base import (
     SessionRing,
 )
 from shipit.policy.routing.filters import FILTERS, Filtered
+from shipit.policy.routing.pace import PaceBook, computed_tokens
 from shipit.policy.routing.pickers import PICKERS
 from shipit.policy.routing.pipeline import (
     PRESETS,
@@ -31,6 +34,7 @@ from shipit.policy.routing.prefix_cache import (
     PrefixIndex,
     apply_events,
     prefix_hits,
+    tail_blocks,
     text_block_hashes,
 )
 from shipit.policy.routing.scorers import SCORERS
@@ -42,8 +46,10 @@ __all__ = [
     "SCORERS",
     "STANDARD_FILTERS",
     "Filtered",
+    "PaceBook",
     "Pick",
     "PrefixIndex",
+    "ReplicaPace",
     "RouteContext",
     "RouteDecision",
     "RoutePlan",
@@ -51,10 +57,15 @@ __all__ = [
     "RoutingState",
     "SessionRing",
     "apply_events",
+    "computed_tokens",
     "decide",
     "observe",
     "plan_for",
     "prefix_hits",
+    "prompt_tokens",
+    "slot_wait_s",
+    "tail_blocks",
     "text_block_hashes",
+    "uncached_tokens",
     "uses",
 ]

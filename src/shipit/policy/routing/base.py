@@ -35,6 +35,22 @@ class RouteDecision:
     reason: str
     load_adapter: str | None = None  # load this LoRA adapter on the replica first
     prefix_hit_blocks: int = 0
+    wait_for: str | None = None  # no replica now: the request waits for this one's slot
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPace:
+    """What the driver measured of one replica, for queue-aware affinity and balance in tokens.
+
+    ``service_s``: the mean time a request holds one of its slots (0: not measured yet);
+    ``pending_tokens``: prompt tokens still to compute (prompt minus the cached prefix) of the
+    requests placed there and not yet answered; ``waiting``: gateway waiters that chose to
+    wait for this replica's slot (their cache holder)."""
+
+    replica_id: str
+    service_s: float = 0.0
+    pending_tokens: int = 0
+    waiting: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +65,10 @@ class RouteSnapshot:
     prefix_hits: tuple[tuple[str, int], ...] = ()
     # Traffic share per ``ReplicaRecord.version`` (rollouts); empty: every version alike.
     version_weights: tuple[tuple[str, float], ...] = ()
+    # Per replica pace (empty: not measured; affinity then compares requests, not tokens).
+    paces: tuple[ReplicaPace, ...] = ()
+    # When this request first chose to wait for its cache holder (None: it has not).
+    holding_since_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +94,13 @@ class Pick(NamedTuple):
     """A picker's answer: the replica and the words of the decision (internal, never logged;
     a tuple because it is made on every decision)."""
 
-    replica: ReplicaRecord
+    replica: ReplicaRecord | None  # None: the request waits (for its cache holder)
     reason_code: str
     reason: str
     load_adapter: str | None = None
     prefix_hit_blocks: int = 0
     draws: int = 0  # generator draws this pick used
+    wait_for: str | None = None  # with no replica: the cache holder the request waits for
 
 
 class RouteContext(NamedTuple):
@@ -102,6 +123,12 @@ class RouteContext(NamedTuple):
 
     def hit(self, replica_id: str) -> int:
         return self.hits.get(replica_id, 0)
+
+    def pace(self, replica_id: str) -> ReplicaPace:
+        for p in self.snapshot.paces:
+            if p.replica_id == replica_id:
+                return p
+        return ReplicaPace(replica_id)
 
 
 def routable(replicas: Sequence[ReplicaRecord], now_s: float) -> tuple[ReplicaRecord, ...]:

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from shipit.core.fleet import ReplicaRecord
+from shipit.policy.routing.affinity import prefix_affinity
 from shipit.policy.routing.base import Pick, RouteContext, draw, pick
 from shipit.policy.routing.lora_affinity import lora_affinity
-from shipit.policy.routing.prefix_cache import prefix_affinity
 from shipit.policy.routing.session_affinity import session_affinity
 
 Picker = Callable[[RouteContext, tuple[ReplicaRecord, ...], tuple[float, ...]], Pick]

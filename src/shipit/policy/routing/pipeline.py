@@ -180,6 +180,16 @@ def decide(
         if ring is not state.ring:
             ctx = ctx._replace(state=RoutingState(state.turn, state.last_id, state.draws, ring))
     chosen = PICKERS[plan.picker](ctx, candidates, _totals(ctx, candidates))
+    if chosen.replica is None:  # the picker chose to wait (for the request's cache holder)
+        waits = RouteDecision(
+            None,
+            plan.name,
+            chosen.reason_code,
+            chosen.reason,
+            prefix_hit_blocks=chosen.prefix_hit_blocks,
+            wait_for=chosen.wait_for,
+        )
+        return waits, state
     load_adapter = chosen.load_adapter
     adapter = request.adapter
     if load_adapter is None and adapter is not None and "lora" in plan.reads:

@@ -3,8 +3,8 @@
 Owns ``PrefixIndex`` (per replica, an LRU set of chained block hashes; the longest run of a
 request's ``prefix_hashes`` found in a replica's set is its cache hit), ``text_block_hashes``
 (the approximate hashing of text prompts), the ``prefix_cache`` scorer (the share of the
-prompt's blocks a replica holds) and the ``prefix_affinity`` picker (the replica holding the
-longest prefix, unless that overloads it: the load-imbalance guard).
+prompt's blocks a replica holds) and the load-imbalance guard the ``prefix_affinity`` picker
+(``policy.routing.affinity``) applies.
 
 The index is the one piece of routing state that is not a frozen record: it is large, so it
 stays an object that the *driver* owns and feeds, approximately from the requests it routed
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from shipit.config.gateway import PrefixCacheConfig
 from shipit.core.fleet import ReplicaRecord
 from shipit.core.views import RequestView
-from shipit.policy.routing.base import Pick, RouteContext, pick
+from shipit.policy.routing.base import RouteContext
 
 _TEXT_SCHEME = b"shipit-text-v1"
 
@@ -42,18 +42,48 @@ def text_block_hashes(text: str, *, block_chars: int, salt: str = "") -> tuple[i
 
 
 class PrefixIndex:
-    """Which block hashes each replica (probably) holds; least recently used dropped first."""
+    """Which block hashes each replica (probably) holds, as a mirror of its KV cache.
+
+    Each replica's set is an LRU of at most its capacity: the KV blocks the replica reported
+    (``set_capacity``, from ``vllm:cache_config_info``), else ``max_blocks_per_replica``.
+    ``record`` touches a request's blocks in prompt order, as the replica's own cache does
+    when it computes or reuses them, and counts ``extra_blocks`` (its unshared tail and its
+    output) as space taken, so the index forgets a prefix about when the replica evicts it:
+    a stale holder ages out instead of attracting requests it can no longer serve from cache.
+    KV events (``apply_events``), where a replica publishes them, correct it exactly."""
 
     def __init__(self, *, max_blocks_per_replica: int) -> None:
         self._max = max_blocks_per_replica
+        self._capacity: dict[str, int] = {}
         self._blocks: dict[str, OrderedDict[int, None]] = {}
+        self._filler = 0  # keys of the unhashed blocks ``extra_blocks`` stand for
 
-    def record(self, replica_id: str, hashes: Iterable[int]) -> None:
+    def set_capacity(self, replica_id: str, blocks: int) -> None:
+        """The replica's KV capacity in blocks (what it reported); the index shrinks to it."""
+        if blocks < 1:
+            raise ValueError(f"a replica's KV capacity must be >= 1 block, got {blocks}")
+        self._capacity[replica_id] = blocks
+        self._trim(replica_id)
+
+    def capacity(self, replica_id: str) -> int:
+        return self._capacity.get(replica_id, self._max)
+
+    def record(self, replica_id: str, hashes: Iterable[int], *, extra_blocks: int = 0) -> None:
         blocks = self._blocks.setdefault(replica_id, OrderedDict())
         for h in hashes:
             blocks[h] = None
             blocks.move_to_end(h)
-        while len(blocks) > self._max:
+        for _ in range(min(extra_blocks, self.capacity(replica_id))):
+            self._filler -= 1  # negative: never a real hash (those are unsigned)
+            blocks[self._filler] = None
+        self._trim(replica_id)
+
+    def _trim(self, replica_id: str) -> None:
+        blocks = self._blocks.get(replica_id)
+        if blocks is None:
+            return
+        cap = self.capacity(replica_id)
+        while len(blocks) > cap:
             blocks.popitem(last=False)
 
     def evict(self, replica_id: str, hashes: Iterable[int]) -> None:
@@ -103,7 +133,16 @@ def record_routed(
     """Approximate mode: what was sent where is what that replica now (probably) caches.
     The driver calls it after applying a decision; precise mode ignores it."""
     if config.source == "approximate":
-        index.record(replica_id, request.prefix_hashes)
+        index.record(replica_id, request.prefix_hashes, extra_blocks=tail_blocks(config, request))
+
+
+def tail_blocks(config: PrefixCacheConfig, request: RequestView) -> int:
+    """KV blocks a request takes beyond its hashed prompt blocks: the prompt's partial tail
+    and its output (``max_tokens``, when given), which push older blocks out as well."""
+    block = config.block_size_tokens
+    hashed = len(request.prefix_hashes) * block
+    tail = max(request.prompt_tokens_estimate - hashed, 0) + (request.max_tokens or 0)
+    return tail // block
 
 
 def apply_events(
@@ -140,35 +179,3 @@ def imbalance(
             f"(ratio > {config.imbalance_ratio}) and the lightest has {lightest}"
         )
     return None
-
-
-def prefix_affinity(
-    ctx: RouteContext, candidates: tuple[ReplicaRecord, ...], totals: tuple[float, ...]
-) -> Pick:
-    """Picker: the best-scored of the replicas holding the longest cached prefix; the
-    best-scored of all when nothing matches ``min_hit_blocks`` or the guard trips."""
-    cfg = ctx.config.prefix_cache
-    blocks = len(ctx.request.prefix_hashes)
-    turn = ctx.state.turn
-    hits = [ctx.hit(r.replica_id) for r in candidates] if ctx.hits else [0]
-    best_hit = max(hits)
-    least = candidates[pick(candidates, totals, offset=turn)]
-    if best_hit < cfg.min_hit_blocks:  # min_hit_blocks >= 1: no hits at all lands here
-        return Pick(least, "no_prefix_match", f"no cached prefix of {blocks} blocks; least loaded")
-    held = [i for i, h in enumerate(hits) if h == best_hit]
-    holders = [candidates[i] for i in held]
-    best = holders[pick(holders, [totals[i] for i in held], offset=turn)]
-    overloaded = imbalance(cfg, best, ctx.ready)
-    if overloaded and least.replica_id != best.replica_id:
-        return Pick(
-            least,
-            "imbalance_guard",
-            f"{best.replica_id} holds {best_hit} blocks but {overloaded}; least loaded instead",
-            prefix_hit_blocks=ctx.hit(least.replica_id),
-        )
-    return Pick(
-        best,
-        "prefix_hit",
-        f"{best_hit}/{blocks} prompt blocks cached there",
-        prefix_hit_blocks=best_hit,
-    )
