@@ -84,6 +84,11 @@ def test_a_cordon_under_shipit_up_shows_in_its_metrics(tmp_path: Path) -> None:
                     return emu.node(node)["spec"].get("unschedulable") is True
 
                 await _until("the cordon", cordoned, proc, log)
+
+                async def cordon_event() -> bool:  # written just after the node's patch
+                    return bool(emu.events("ShipitCordoned"))
+
+                await _until("the cordon's Event", cordon_event, proc, log)
                 [event] = emu.events("ShipitCordoned")
                 assert event["involvedObject"]["name"] == node
                 metrics = (await client.get("/metrics")).text
