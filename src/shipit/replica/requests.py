@@ -162,6 +162,16 @@ def _completion_prompts(body: protocol.CompletionBody, tokenizer: Tokenizer) -> 
     out = [tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
     if any(not ids for ids in out):
         raise InvalidRequestError("prompt is empty; send at least one token", field="prompt")
+    vocab = tokenizer.vocab_size
+    for p, ids in zip(prompts, out, strict=True):
+        if isinstance(p, str):
+            continue
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:  # before anything decodes it (echo)
+            raise InvalidRequestError(
+                f"prompt: token id {bad[0]} is outside the vocabulary [0, {vocab})",
+                field="prompt",
+            )
     return out
 
 

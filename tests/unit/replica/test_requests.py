@@ -170,3 +170,12 @@ def test_the_context_length_message_has_the_limit_the_total_and_its_parts() -> N
         "lower max_tokens."
     )
     assert err.value.field == "messages"
+
+
+@pytest.mark.parametrize("echo", [True, False])
+def test_a_token_prompt_outside_the_vocabulary_is_a_400_not_a_500(echo: bool) -> None:
+    err = refusal(completion, prompt=[1, TOK.vocab_size], echo=echo)
+    assert err.field == "prompt"
+    assert f"token id {TOK.vocab_size} is outside the vocabulary" in err.message
+    err = refusal(completion, prompt=[[3], [-1]], echo=echo)
+    assert "token id -1" in err.message
