@@ -19,6 +19,7 @@ import asyncio
 import enum
 import gc
 import logging
+import resource
 import signal
 import socket
 from collections.abc import Callable
@@ -45,6 +46,22 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
 
 
 logger = logging.getLogger("shipit.gateway")
+
+# Each client connection holds one descriptor and each proxied request one more upstream; many
+# distributions start processes with a soft limit of 1024, which a gateway outgrows long before
+# its CPU does. Below this, ``serve`` says so at start.
+OPEN_FILES_WANTED = 65536
+
+
+def raise_open_files(want: int = OPEN_FILES_WANTED) -> tuple[int, int]:
+    """Raise this process's soft open-files limit toward ``want``, up to the hard limit (which
+    only root may raise). Returns (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = max(soft, want if hard == resource.RLIM_INFINITY else min(want, hard))
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return soft, target
+
 
 FORCE_AFTER = 3  # signals: the first drains, the second is acknowledged, the third forces
 
@@ -133,6 +150,16 @@ async def serve(
 ) -> Stopped:
     """Serve until a signal asks us to stop; ``on_listening`` runs once the app has started.
     Returns how the stop went."""
+    before, after = raise_open_files()
+    if after < OPEN_FILES_WANTED:
+        logger.warning(
+            "open-files limit is %d (hard limit; soft was %d): the gateway holds one descriptor "
+            "per client connection and one per upstream request, so it refuses connections past "
+            "about %d; raise it with `ulimit -Hn` or LimitNOFILE= in the service unit",
+            after,
+            before,
+            after // 2,
+        )
     server = make_server(app, graceful_shutdown_s=graceful_shutdown_s, log_level=log_level)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     loop = asyncio.get_running_loop()
