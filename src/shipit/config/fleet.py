@@ -112,6 +112,13 @@ class FrontDoorConfig(_Strict):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    utc_offset_h: float | None = Field(
+        None,
+        ge=-12,
+        le=14,
+        description="where clients that send no region header are taken to be; default: this "
+        "machine's local offset",
+    )
 
 
 class FailoverConfig(_Strict):

@@ -22,13 +22,28 @@ import logging
 import resource
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType
+from typing import Any, Protocol
 
 import uvicorn
 
-from shipit.gateway.app import Gateway
+from shipit.config.gateway import ShipitConfig
 from shipit.gateway.protocol import protocol_class
+
+
+class ServedApp(Protocol):
+    """What ``serve`` runs: an ASGI app whose ``config.gateway`` holds its edge limits (the
+    gateway, or the global front door of a live fleet)."""
+
+    config: ShipitConfig
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None: ...
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -116,7 +131,7 @@ class _Server(uvicorn.Server):
         self.drained = not self.force_exit
 
 
-def make_server(app: Gateway, *, graceful_shutdown_s: float, log_level: str) -> _Server:
+def make_server(app: ServedApp, *, graceful_shutdown_s: float, log_level: str) -> _Server:
     """uvicorn with the gateway's edge limits (``gateway.limits``: header timeout and size,
     keep-alive) and, when ``gateway.tls`` names a certificate, HTTPS."""
     edge = app.config.gateway
@@ -141,7 +156,7 @@ def make_server(app: Gateway, *, graceful_shutdown_s: float, log_level: str) -> 
 
 
 async def serve(
-    app: Gateway,
+    app: ServedApp,
     sock: socket.socket,
     *,
     graceful_shutdown_s: float = 30.0,

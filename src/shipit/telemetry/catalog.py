@@ -35,6 +35,7 @@ class Component(StrEnum):
     COST = "cost"
     ALERTS = "alerts"
     ROLLOUT = "rollout"
+    FRONT_DOOR = "front_door"
 
 
 class Update(StrEnum):
@@ -431,6 +432,38 @@ ROLLOUT_WINDOW_MEDIAN = _spec(
     "shipit_rollout_window_median_seconds", _G, Component.ROLLOUT, "seconds",
     "Median TTFT or TPOT of each version's analysis window at the rollout's last look.",
     ("deployment", "version", "metric"), label_values=(("metric", ("ttft", "tpot")),),
+)  # fmt: skip
+
+
+# --- the global front door of a live multi-plane fleet (``shipit up --fleet``) ------------------
+# Planes are bounded by fleet.yaml; reasons and changes are the policies' closed sets.
+FRONT_DOOR_ROUTE_REASONS = ("nearest", "spilled", "queued_nearest", "all_full", "no_plane")
+FRONT_DOOR_CHANGES = ("out", "back", "promoted", "returned_as_standby")
+FRONT_DOOR_REQUESTS = _spec(
+    "shipit_front_door_requests_total", _C, Component.FRONT_DOOR, "requests",
+    "Requests the global front door answered, by the plane that served (none when no plane "
+    "could), the global routing reason of its first choice and the HTTP status sent.",
+    ("plane", "reason", "status"), label_values=(("reason", FRONT_DOOR_ROUTE_REASONS),),
+)  # fmt: skip
+FRONT_DOOR_RETRIES = _spec(
+    "shipit_front_door_retries_total", _C, Component.FRONT_DOOR, "retries",
+    "Requests sent on to the next plane because a plane failed before its first byte "
+    "(connect, reset, 502/503), by the plane that failed and the cause.", ("plane", "cause"),
+)  # fmt: skip
+FRONT_DOOR_MIDSTREAM = _spec(
+    "shipit_front_door_midstream_errors_total", _C, Component.FRONT_DOOR, "requests",
+    "Answers cut because their plane failed after the first byte (reported to the client).",
+    ("plane",),
+)  # fmt: skip
+FRONT_DOOR_FAILOVERS = _spec(
+    "shipit_front_door_failovers_total", _C, Component.FRONT_DOOR, "changes",
+    "Failover changes of a plane (out, back, promoted, returned_as_standby).",
+    ("plane", "change"), label_values=(("change", FRONT_DOOR_CHANGES),),
+)  # fmt: skip
+FRONT_DOOR_PLANE_SERVING = _spec(
+    "shipit_front_door_plane_serving", _G, Component.FRONT_DOOR, "boolean",
+    "1 while the front door sends traffic to the plane (up and active), else 0.", ("plane",),
+    update=_SNAP,
 )  # fmt: skip
 
 
