@@ -170,7 +170,7 @@ def _check_servable(cfg: ShipitConfig) -> None:
 
 def up(
     config: Path | None = typer.Option(None, "--config", "-c", help="shipit.yaml to read."),
-    fleet: Path | None = typer.Option(
+    fleet_file: Path | None = typer.Option(
         None,
         "--fleet",
         help="fleet.yaml: start each plane's gateway (its gateway: section, on its port) and a "
@@ -274,12 +274,14 @@ def up(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if fleet is not None:  # one process per plane, this one the front door (cli.up_fleet)
+    if fleet_file is not None:  # one process per plane, this one the front door (cli.up_fleet)
         from shipit.cli.up_fleet import up_fleet
 
         single = {"--config": config, "--port": port, "--host": host, "--replicas": replicas}
         single |= {"--simulate": simulate, "--model": model, "--replica-url": replica_url}
-        up_fleet(fleet, log_dir=log_dir, keep_logs=keep_logs, log_level=log_level, single=single)
+        up_fleet(
+            fleet_file, log_dir=log_dir, keep_logs=keep_logs, log_level=log_level, single=single
+        )
         return
     console = Console(stderr=True)
     try:

@@ -178,7 +178,8 @@ class FrontDoorApp:
         if client:
             prior = forward.get("x-forwarded-for")
             forward["x-forwarded-for"] = f"{prior}, {client[0]}" if prior else str(client[0])
-        target = scope["path"] + ("?" + qs.decode("latin-1") if (qs := scope["query_string"]) else "")
+        query: bytes = scope.get("query_string", b"")
+        target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
         tried: set[str] = set()
         first_reason: str | None = None
         failures: list[str] = []
@@ -211,7 +212,7 @@ class FrontDoorApp:
                     door.metrics.requests.labels(plane, first_reason, "504").inc()
                     return
                 tried.add(plane)
-                failures.append(f"plane {plane} failed before answering ({exc.kind}: {exc.message})")
+                failures.append(f"plane {plane} failed before answering ({exc.message})")
                 door.metrics.retries.labels(plane, exc.kind).inc()
                 continue
             except BaseException:
@@ -241,7 +242,8 @@ class FrontDoorApp:
             for k, v in resp.headers.items()
             if k.lower() not in _HOP
         ]
-        headers += [(PLANE_HEADER.encode(), plane.encode()), (ROUTE_HEADER.encode(), reason.encode())]
+        headers.append((PLANE_HEADER.encode(), plane.encode()))
+        headers.append((ROUTE_HEADER.encode(), reason.encode()))
         sse = resp.headers.get("content-type", "").startswith("text/event-stream")
         door.served(plane)
         done = False

@@ -106,7 +106,8 @@ class FrontDoor:
         self.interval_s = fo.probe_interval_s
         self.probe_timeout_s = min(max(fo.probe_interval_s, 0.5), 5.0)
         self.routing = global_routing.GlobalRoutingConfig(ms_per_time_zone=fleet.ms_per_time_zone)
-        self.failover = FailoverPolicyConfig(Posture(fleet.posture), fo.fail_after, fo.recover_after)
+        posture = Posture(fleet.posture)
+        self.failover = FailoverPolicyConfig(posture, fo.fail_after, fo.recover_after)
         self.state = failover.initial_state([(t.name, PlaneRole(t.role)) for t in targets])
         self.last_failover: FailoverDecision | None = None
         self.changes: deque[dict[str, Any]] = deque(maxlen=HISTORY)
