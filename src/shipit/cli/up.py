@@ -277,7 +277,12 @@ def up(
     if fleet_file is not None:  # one process per plane, this one the front door (cli.up_fleet)
         from shipit.cli.up_fleet import up_fleet
 
-        single = {"--config": config, "--port": port, "--host": host, "--replicas": replicas}
+        single: dict[str, object] = {
+            "--config": config,
+            "--port": port,
+            "--host": host,
+            "--replicas": replicas,
+        }
         single |= {"--simulate": simulate, "--model": model, "--replica-url": replica_url}
         up_fleet(
             fleet_file, log_dir=log_dir, keep_logs=keep_logs, log_level=log_level, single=single
