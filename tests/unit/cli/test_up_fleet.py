@@ -106,3 +106,11 @@ def test_cli_refuses_single_gateway_flags_with_fleet(tmp_path: Path) -> None:
     r = _up("--fleet", str(path), "--replicas", "3", "--simulate", "H100:llama-3.1-8b")
     assert r.exit_code == 2
     assert "--replicas, --simulate configure one gateway" in r.output
+
+
+def test_the_example_fleet_file_plans_two_planes() -> None:
+    from shipit.config.fleet import load_fleet_config
+
+    example = Path(__file__).resolve().parents[3] / "examples" / "fleet-live.yaml"
+    plans = plan_planes(load_fleet_config(example), source=str(example))
+    assert [(p.name, p.port) for p in plans] == [("us-east", 8101), ("eu-west", 8102)]
