@@ -124,6 +124,8 @@ class RouterService:
         # (the request core appends what it relays).
         self.captures: dict[str, list[bytes]] = {}
         self.answer_listeners: list[Callable[[Lease, float | None, float | None, bool], None]] = []
+        # Told of each request that has to wait for a slot (after the queue took it).
+        self.wait_listeners: list[Callable[[RequestView], None]] = []
         self.policy()  # compose (and check) the default policy now, not on the first request
 
     @property
@@ -276,6 +278,9 @@ class RouterService:
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         self._waiters[rid] = _Waiter(request, future)
         self.dispatch()
+        if not future.done():
+            for wait_listener in self.wait_listeners:
+                wait_listener(request)
         if decision.cold_hold:
             for listener in self.cold_listeners:
                 listener()
