@@ -316,8 +316,10 @@ class RouterService:
         return sum(1 for r in self.registry.records() if r.routable(now))
 
     def cold(self) -> bool:
-        """No replica can take a request now (scaled to zero, or all still starting)."""
-        return self._routable(self.clock.now()) == 0
+        """No replica can take a request now (scaled to zero, or all still starting). Asked per
+        streamed request: stops at the first routable replica."""
+        now = self.clock.now()
+        return not any(r.routable(now) for r in self.registry.records())
 
     def queued(self) -> int:
         """Requests waiting for a slot now."""
