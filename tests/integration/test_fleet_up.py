@@ -282,6 +282,14 @@ def test_active_active_loses_no_request_when_a_plane_is_killed(active_active: Fl
     detected_s = out["at_s"] - killed_at
     assert 0 < detected_s <= FAIL_AFTER * PROBE_INTERVAL_S + SLACK_S, detected_s
     assert fleet.fleet()["serving"] == ["east"]
+    # SIGTERM to the front door: the surviving plane drains and stops its replica; the
+    # killed one is reported.
+    survivors = [fleet.plane_pid("east")]
+    survivors += _children(survivors[0])
+    fleet.proc.send_signal(signal.SIGTERM)
+    assert fleet.proc.wait(timeout=90) == 1
+    assert _wait_gone(survivors, timeout_s=30) == []
+    assert "west exited -9" in fleet.log.read_text()
     at_kill = [r for r in results if r.started_s < killed_at < r.ended_s and r.region == "west"]
     assert at_kill  # the kill caught requests in flight (each counted above: none lost)
     print(

@@ -7,7 +7,8 @@ only) and with ``PR_SET_PDEATHSIG`` so that a front door killed with SIGKILL sti
 planes down (each drains and stops its replicas). Once every plane's gateway has a ready replica,
 this process serves the global front door (``gateway.front_door``) on ``front_door.port``.
 SIGINT or SIGTERM: the front door drains its open requests (the planes still serve them), then
-each plane gets SIGTERM and drains; a repeated signal forces the stop (SIGKILL to the planes).
+each plane gets SIGTERM and drains; a third signal forces the stop (each plane is forced in turn:
+it kills its replicas).
 Exit status as ``shipit up``: 0 drained, 1 cut or a plane that failed, 130 forced.
 """
 
@@ -196,27 +197,38 @@ class PlaneProcesses:
             await client.close()
 
     def stop(self, *, force: bool) -> dict[str, int]:
-        """SIGTERM (SIGKILL with ``force``) to every plane still running, then wait for each
-        up to its drain bound plus a grace; a plane still running then is killed. A signal
-        while waiting (KeyboardInterrupt) kills the rest."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL if force else signal.SIGTERM)
+        """SIGTERM to every plane still running, then wait for each up to its drain bound plus
+        a grace; a plane still running then is killed. With ``force`` the SIGTERM is sent three
+        times, which a plane's ``shipit up`` takes as a forced stop: it kills its replicas and
+        exits (a SIGKILL here would leave its replicas behind). A signal while waiting
+        (KeyboardInterrupt) forces the rest the same way."""
+        self._term(3 if force else 1)
         bound = {p.name: p.drain_s + STOP_GRACE_S for p in self.plans}
         try:
             for name, proc in self.procs.items():
                 try:
-                    proc.wait(timeout=bound.get(name, STOP_GRACE_S))
+                    proc.wait(timeout=STOP_GRACE_S if force else bound.get(name, STOP_GRACE_S))
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
         except KeyboardInterrupt:
+            self._term(3)
             for proc in self.procs.values():
-                if proc.poll() is None:
+                try:
+                    proc.wait(timeout=STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
             raise
         return {name: proc.returncode for name, proc in self.procs.items()}
+
+    def _term(self, times: int) -> None:
+        for i in range(times):
+            if i:
+                time.sleep(0.3)  # one by one: signals sent at once may merge into one
+            for proc in self.procs.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
 
 
 def default_offset_h(fleet: FleetConfig) -> float:
@@ -274,7 +286,7 @@ def up_fleet(
         console.print(f"fleet status: {listen}/shipit/fleet   logs: {logs}")
 
     signal.signal(signal.SIGTERM, _term)
-    stopped, failed = Stopped.FORCED, False
+    stopped, failed, serving = Stopped.FORCED, False, False
     try:
         planes.start()
         for plan in plans:
@@ -285,6 +297,7 @@ def up_fleet(
             )
         timeout_s = max(p.startup_timeout_s for p in plans) + 30.0
         asyncio.run(planes.wait_ready(timeout_s))
+        serving = True
         stopped = uvloop.run(
             serve(
                 app,
@@ -300,8 +313,8 @@ def up_fleet(
         stopped = Stopped.FORCED
     finally:
         sock.close()
-        try:
-            codes = planes.stop(force=stopped is Stopped.FORCED)
+        try:  # stopped while the planes were starting: they have nothing to drain
+            codes = planes.stop(force=serving and stopped is Stopped.FORCED)
         except KeyboardInterrupt:
             stopped, codes = Stopped.FORCED, {}
         if temporary and not keep_logs:
