@@ -2,7 +2,7 @@
 
 Serves ``GET /health`` (200 while a plane serves, else 503), ``GET /shipit/fleet`` (the
 driver's status: planes, failover changes, route decisions with reasons), ``GET /metrics``
-(``shipit_front_door_*``), ``GET /v1/models`` (from a serving plane) and relays every other
+(``shipit_front_door_*``), ``GET /v1/models[/{id}]`` (from a serving plane) and relays every other
 ``POST`` (``/v1/chat/completions``, ``/v1/completions``, ``/tokenize``, ...) to the plane that
 ``services.front_door.FrontDoor.route`` chooses for the client's place
 (``front_door_views.client_place``: ``x-shipit-client-utc-offset``, ``x-shipit-region``,
@@ -60,11 +60,17 @@ _HOP = frozenset(
 RETRY_STATUSES = frozenset({502, 503})  # the plane's gateway could not serve it at all
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or ``None`` as soon as it passes ``limit`` bytes."""
     parts: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
-        parts.append(message.get("body", b""))
+        part = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            return None
+        parts.append(part)
         if not message.get("more_body"):
             return b"".join(parts)
 
@@ -117,8 +123,8 @@ class FrontDoorApp:
                 headers = [(b"content-type", CONTENT_TYPE.encode())]
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 await send({"type": "http.response.body", "body": self.door.render_metrics()})
-            elif path == "/v1/models":
-                await self._models(send)
+            elif path == "/v1/models" or path.startswith("/v1/models/"):
+                await self._models(path, send)
             else:
                 msg = f"{method} {path}: no such endpoint; the front door serves POST /v1/... "
                 msg += "(relayed to a plane), /v1/models, /health, /shipit/fleet and /metrics"
@@ -129,11 +135,12 @@ class FrontDoorApp:
             msg = f"{method} is not allowed on {path}; the front door relays POST and answers GET"
             await send_json(send, 405, error_json(oe.METHOD_NOT_ALLOWED, msg))
 
-    async def _models(self, send: Send) -> None:
+    async def _models(self, path: str, send: Send) -> None:
+        """From the first serving plane that answers (the planes serve the same models)."""
         for plane in self.door.serving():
             try:
                 status, body = await self.door.upstream.get(
-                    self.door.url(plane) + "/v1/models", timeout_s=10.0
+                    self.door.url(plane) + path, timeout_s=10.0
                 )
             except UpstreamError:
                 continue
@@ -144,7 +151,12 @@ class FrontDoorApp:
         await send_json(send, 503, error_json(oe.UNAVAILABLE, msg))
 
     async def _relay_guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
+        limit = self.config.gateway.limits.max_body_bytes
+        body = await _read_body(receive, limit)
+        if body is None:
+            msg = f"the request body is over the front door's limit of {limit} bytes"
+            await send_json(send, 413, error_json(oe.REQUEST_TOO_LARGE, msg, "body"))
+            return
         task = asyncio.current_task()
         watcher = asyncio.ensure_future(_until_disconnect(receive))
         ended = [False]

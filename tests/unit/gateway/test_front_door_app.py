@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from shipit.config.fleet import parse_fleet_config
+from shipit.config.gateway import parse_config
 from shipit.gateway.front_door import FrontDoorApp
 from shipit.services.front_door import FrontDoor, PlaneTarget
 from shipit.services.upstream_fake import FakeReplica, FakeUpstream
@@ -374,3 +375,30 @@ async def test_unknown_paths_and_methods(method: str, path: str, status: int) ->
     finally:
         await d.stop()
     assert r.status == status
+
+
+@sync
+async def test_models_come_from_a_serving_plane() -> None:
+    planes = Planes(replicas())
+    d = door(planes)
+    app = await started(d)
+    try:
+        r = await call(app, "GET", "/v1/models")
+    finally:
+        await d.stop()
+    assert r.status == 200 and r.headers["x-shipit-plane"] == "us-east"
+    assert r.json()["data"][0]["id"] == "base"
+
+
+@sync
+async def test_a_body_over_the_limit_is_a_413_and_goes_nowhere() -> None:
+    planes = Planes(replicas())
+    d = door(planes)
+    app = FrontDoorApp(d, parse_config({"gateway": {"limits": {"max_body_bytes": 1024}}}))
+    await d.start()
+    try:
+        r = await call(app, "POST", "/v1/chat/completions", b"x" * 2048)
+    finally:
+        await d.stop()
+    assert r.status == 413 and "1024 bytes" in r.json()["error"]["message"]
+    assert planes.opened == []
