@@ -402,3 +402,28 @@ async def test_a_body_over_the_limit_is_a_413_and_goes_nowhere() -> None:
         await d.stop()
     assert r.status == 413 and "1024 bytes" in r.json()["error"]["message"]
     assert planes.opened == []
+
+
+@sync
+async def test_a_plane_that_answers_again_is_back_after_recover_after_probes() -> None:
+    planes = Planes(replicas())
+    d = door(planes)
+    app = await started(d)
+    us = planes.replicas.pop(US)
+    try:
+        await d.probe_round()
+        await d.probe_round()
+        assert d.serving() == ("eu-west",)
+        planes.replicas[US] = us
+        await d.probe_round()
+        assert d.serving() == ("eu-west",)  # one good answer is not a recovery
+        await d.probe_round()
+        r = await call(
+            app, "POST", "/v1/chat/completions", CHAT, headers={"x-shipit-region": "us-east"}
+        )
+        changes = [(c["plane"], c["change"]) for c in d.status()["changes"]]
+    finally:
+        await d.stop()
+    assert d.serving() == ("us-east", "eu-west")
+    assert r.headers["x-shipit-plane"] == "us-east"
+    assert changes == [("us-east", "out"), ("us-east", "back")]
