@@ -238,11 +238,12 @@ class FrontDoorApp:
                 door.metrics.retries.labels(plane, f"http_{resp.status}").inc()
                 continue
             break
+        status = 499  # unless the answer ends: the client left
         try:
             status = await self._answer(plane, decision.reason_code, resp, send, ended)
         finally:
             door.closed(plane)
-        door.metrics.requests.labels(plane, first_reason, str(status)).inc()
+            door.metrics.requests.labels(plane, first_reason, str(status)).inc()
 
     async def _answer(
         self, plane: str, reason: str, resp: UpstreamResponse, send: Send, ended: list[bool]

@@ -442,7 +442,8 @@ FRONT_DOOR_CHANGES = ("out", "back", "promoted", "returned_as_standby")
 FRONT_DOOR_REQUESTS = _spec(
     "shipit_front_door_requests_total", _C, Component.FRONT_DOOR, "requests",
     "Requests the global front door answered, by the plane that served (none when no plane "
-    "could), the global routing reason of its first choice and the HTTP status sent.",
+    "could), the global routing reason of its first choice and the HTTP status sent (499: the "
+    "client went away; an answer cut by its plane midway counts as 502).",
     ("plane", "reason", "status"), label_values=(("reason", FRONT_DOOR_ROUTE_REASONS),),
 )  # fmt: skip
 FRONT_DOOR_RETRIES = _spec(

@@ -361,6 +361,11 @@ async def test_a_client_that_leaves_aborts_the_planes_request() -> None:
         await d.stop()
     assert planes.replicas[US].aborted == 1
     assert d.planes["us-east"].open == 0  # its slot given back
+    metrics = d.render_metrics().decode()
+    assert (
+        'shipit_front_door_requests_total{plane="us-east",reason="nearest",status="499"} 1.0'
+        in metrics
+    )
 
 
 @pytest.mark.parametrize(
