@@ -144,10 +144,8 @@ def decide(config: PlacementConfig, snapshot: PlacementSnapshot) -> PlacementDec
             assigned[p.name] += take
             left -= take
             lat = latency_ms(r.utc_offset_h, p.utc_offset_h, config.ms_per_time_zone)
-            if i > 0:
-                code = "spilled"  # every plane before it in the order is full
-            else:
-                code = "nearest" if lat <= nearest + 1e-9 else "cheaper"
+            # past the first in the order, every plane before it is full
+            code = "spilled" if i > 0 else "nearest" if lat <= nearest + 1e-9 else "cheaper"
             assignments.append(Assignment(r.region, p.name, take, lat, code))
         if left > 1e-9:
             unplaced.append((r.region, left))

@@ -23,7 +23,7 @@ clock, no IO.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shipit.policy import node_health
 from shipit.policy.node_health import NodeFailure, NodeHealthConfig, NodeHealthSnapshot
@@ -39,7 +39,7 @@ class FaultAction(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class FaultConfig:
     replace_on_notice: bool = True
-    node_health: NodeHealthConfig = NodeHealthConfig()
+    node_health: NodeHealthConfig = field(default_factory=NodeHealthConfig)
 
 
 @dataclass(frozen=True, slots=True)
