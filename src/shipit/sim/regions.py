@@ -203,6 +203,8 @@ class FleetSim:
         self.log.record("replica_faults", "fleet", snap, state, d)
         deadlines = {n.replica_id: n.deadline_s for n in notices}
         fault_at = {f.replica_id: f.failed_at_s for f in failures}
+        # by id before any step: a replica stopped by one step is replaced by the next
+        known = {s.target: self.replicas[s.target] for s in d.steps if s.target in self.replicas}
         for step in d.steps:
             A = replica_faults.FaultAction
             if step.action is A.CORDON:
@@ -212,20 +214,22 @@ class FleetSim:
                     self.cordoned.add(step.target)
                     self.tally.cordons += 1
                 continue
-            r = self.replicas.get(step.target)
+            r = known.get(step.target)
             if r is None:
                 continue
             plane = self.planes[r.plane]
-            if step.action is A.DRAIN:
+            if step.action is A.REPLACE:
+                at = fault_at.get(r.rid, deadlines.get(r.rid, now))
+                self.start(plane, now, fault_at=at)
+            elif r.rid not in self.replicas:
+                continue  # stopped since
+            elif step.action is A.DRAIN:
                 plane.spot_short_until_s = now + self.sim.spot_shortage_s
                 self.drain(r, now, deadlines.get(r.rid, now))
             elif step.action is A.STOP and step.at_s <= now:
                 self.stop(r, now)
             elif step.action is A.STOP:
                 self.push(step.at_s, PREEMPT, r.rid)
-            elif step.action is A.REPLACE:
-                at = fault_at.get(r.rid, deadlines.get(r.rid, now))
-                self.start(plane, now, fault_at=at)
 
     # -- control loops ------------------------------------------------------------------
     def probe(self, now: float) -> None:
@@ -350,6 +354,9 @@ class FleetSim:
         for w in self.sim.spot_shortages:
             self.push(w.at_h * 3600, SHORT, w.plane)
             self.push((w.at_h + w.for_h) * 3600, SHORT_END, w.plane)
+        while self.events and self.events[0][0] <= 0.0:  # what holds from the start
+            at, _, kind, key = heapq.heappop(self.events)
+            self.handle(at, kind, key)
         self.place(0.0)
         for plane in self.planes.values():  # the fleet starts warm at its placement
             assert plane.scaling is not None
@@ -366,12 +373,16 @@ class FleetSim:
         ticks = math.ceil(self.end_s / dt)
         for i in range(ticks):
             now = i * dt
-            while self.events and self.events[0][0] <= now:
-                at, _, kind, key = heapq.heappop(self.events)
-                self.handle(at, kind, key)
-            while next_probe <= now:
-                self.probe(next_probe)
-                next_probe += probe_s
+            while True:  # events and probes up to now, in time order (an event first on a tie)
+                at = self.events[0][0] if self.events else math.inf
+                if next_probe <= now and next_probe < at:
+                    self.probe(next_probe)
+                    next_probe += probe_s
+                elif at <= now:
+                    _, _, kind, key = heapq.heappop(self.events)
+                    self.handle(at, kind, key)
+                else:
+                    break
             if now >= next_place:
                 self.place(now)
                 next_place += self.sim.placement_interval_s
