@@ -33,7 +33,6 @@ class SimReplica:
     since_s: float
     gpu_dead: bool = False  # failed, not detected yet
     fault_at_s: float | None = None  # what it replaces failed or was pre-empted at
-    record: ReplicaRecord | None = None  # cached for the autoscaler
 
 
 def pool_config(plane: PlaneConfig, pool: CapacityPool) -> PoolConfig | None:
@@ -68,6 +67,9 @@ class PlaneSim:
     gpu_hours: dict[CapacityPool, float] = field(default_factory=dict)
     started: int = 0
     refused: int = 0  # starts no pool could supply
+    _records: dict[str, ReplicaRecord] = field(default_factory=dict)
+    _tuple: tuple[ReplicaRecord, ...] | None = None
+    _each: int = 0  # requests in flight per ready replica, as the records say
 
     @property
     def name(self) -> str:
@@ -90,13 +92,15 @@ class PlaneSim:
         key = (r.state, r.pool)
         self.counts[key] = self.counts.get(key, 0) + 1
         self.started += 1
+        self._changed(r)
 
     def move(self, r: SimReplica, state: ReplicaState, now_s: float) -> None:
         old = (r.state, r.pool)
         self.counts[old] -= 1
         if r.gpu_dead and r.state is ReplicaState.READY:
             self.dead_ready -= 1
-        r.state, r.since_s, r.record = state, now_s, None
+        r.state, r.since_s = state, now_s
+        self._changed(r)
         if state is ReplicaState.STOPPED:
             del self.replicas[r.rid]
             return
@@ -184,30 +188,41 @@ class PlaneSim:
         ]
         return min(prices, default=0.0) * self.gpus_per_replica
 
+    def _record(self, r: SimReplica) -> ReplicaRecord:
+        return ReplicaRecord(
+            replica_id=r.rid,
+            url="",
+            deployment=self.name,
+            backend="sim",
+            pool=r.pool,
+            region=self.name,
+            state=r.state,
+            state_since_s=r.since_s,
+            in_flight=self._each if r.state is ReplicaState.READY else 0,
+            max_concurrency=self.concurrency,
+        )
+
+    def _changed(self, r: SimReplica) -> None:
+        """Keep the autoscaler's records in step with one replica's change (O(1))."""
+        self._tuple = None
+        if r.state in (ReplicaState.STARTING, ReplicaState.READY):
+            self._records[r.rid] = self._record(r)
+        else:
+            self._records.pop(r.rid, None)
+
     def records(self, now_s: float) -> tuple[ReplicaRecord, ...]:
         """Starting and ready replicas as the autoscaler sees them (draining ones it does not
-        count); requests in service spread evenly over the ready ones."""
+        count); requests in service spread evenly over the ready ones. Kept up to date as
+        replicas change; rebuilt only when the requests per ready replica moved by a whole
+        request (what the autoscaler reads from them is idleness and whom to stop first)."""
         ready = self.count(ReplicaState.READY)
-        each = round(self.busy / ready) if ready else 0
-        out = []
-        for r in self.replicas.values():
-            if r.state is ReplicaState.DRAINING:
-                continue
-            flight = each if r.state is ReplicaState.READY else 0
-            rec = r.record
-            if rec is None or rec.in_flight != flight:
-                rec = ReplicaRecord(
-                    replica_id=r.rid,
-                    url="",
-                    deployment=self.name,
-                    backend="sim",
-                    pool=r.pool,
-                    region=self.name,
-                    state=r.state,
-                    state_since_s=r.since_s,
-                    in_flight=flight,
-                    max_concurrency=self.concurrency,
-                )
-                r.record = rec
-            out.append(rec)
-        return tuple(out)
+        per = self.busy / ready if ready else 0.0
+        if abs(per - self._each) >= 1.0 or (per == 0.0) != (self._each == 0):
+            self._each = round(per)
+            for rid, rec in self._records.items():
+                if rec.state is ReplicaState.READY:
+                    self._records[rid] = self._record(self.replicas[rid])
+            self._tuple = None
+        if self._tuple is None:
+            self._tuple = tuple(self._records.values())
+        return self._tuple
