@@ -151,8 +151,8 @@ def main() -> None:
     print(
         f"{args.hours:g} h, {args.gpus:,} GPUs target (peak {peak:,} replicas): {wall:.1f} s wall; "
         f"{report['events']:,} events + {report['decisions']:,} decisions = "
-        f"{handled / wall:,.0f}/s; {report['requests']:,} requests ({report['requests'] / wall:,.0f}"
-        "/s)"
+        f"{handled / wall:,.0f}/s; {report['requests']:,} requests "
+        f"({report['requests'] / wall:,.0f}/s)"
     )
     print(
         f"SLO {report['slo_attainment']:.4f} "
