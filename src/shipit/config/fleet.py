@@ -26,6 +26,11 @@ Example::
           utc_offset_h: 1
           residency: [eu]
 
+Two optional sections are read by the fleet simulator only (``shipit sim fleet``):
+``traffic:`` (client regions with their place on the clock, share of the demand and residency
+pin; what a replica serves; the TTFT SLO) and ``simulation:`` (its clock, scheduled plane
+outages and spot shortages).
+
 Pydantic, ``extra="forbid"``, units in names; no IO here (``load_fleet_config`` reads a file).
 """
 
