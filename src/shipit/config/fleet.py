@@ -196,7 +196,10 @@ class SimulationConfig(_Strict):
     placement_interval_s: float = Field(900.0, gt=0, description="control-plane placement")
     gpu_failure_detect_s: float = Field(60.0, ge=0, description="failure to detection")
     spot_shortage_s: float = Field(
-        1800.0, ge=0, description="after a pre-emption, spot in that plane counts as short"
+        1800.0,
+        ge=0,
+        description="spot counts as short in a plane while its pre-emptions over this window "
+        "reach twice what its spot replicas should see (at least one)",
     )
     queue_timeout_s: float = Field(60.0, gt=0, description="a request waits this long at most")
     outages: list[WindowConfig] = Field(default_factory=list, description="plane down")

@@ -13,15 +13,19 @@ whether spot is short there now (a recent pre-emption wave, or no spot to be had
    (``only_on_demand``);
 4. nothing when every pool is full or not sold (``no_capacity``).
 
+``release_order`` is the other way: which replicas a plane gives back first when it scales
+down (on demand before spot before reserved, whose price is paid whether used or not).
+
 Pure: no clock, no IO; the fleet simulator asks it for every replica it starts, including the
 replacements of pre-empted and failed ones.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from shipit.core.fleet import CapacityPool
+from shipit.core.fleet import CapacityPool, ReplicaRecord, ReplicaState
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,3 +109,24 @@ def decide(config: PoolChoiceConfig, snapshot: PoolChoiceSnapshot) -> PoolChoice
         )
     full = ", ".join(f"{o.pool.value} {o.in_use}/{o.max_replicas}" for o in snapshot.offers)
     return PoolChoice(None, "no_capacity", f"every pool is full or not sold ({full or 'none'})")
+
+
+def release_order(
+    replicas: Sequence[ReplicaRecord],
+    count: int,
+    marginal_usd_per_hour: Mapping[CapacityPool, float],
+) -> tuple[str, ...]:
+    """Which ``count`` replicas to give back when a plane scales down: those still starting
+    first (newest first: they serve nothing yet), then ready ones by what keeping them costs
+    per hour, dearest first (reserved capacity already paid is worth 0 and goes last), then the
+    fewest requests in flight (they drain soonest)."""
+    if count <= 0:
+        return ()
+    starting = sorted(
+        (r for r in replicas if r.state is not ReplicaState.READY), key=lambda r: -r.state_since_s
+    )
+    ready = sorted(
+        (r for r in replicas if r.state is ReplicaState.READY),
+        key=lambda r: (-marginal_usd_per_hour.get(r.pool, 0.0), r.in_flight, -r.state_since_s),
+    )
+    return tuple(r.replica_id for r in [*starting, *ready][:count])

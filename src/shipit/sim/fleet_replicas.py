@@ -11,6 +11,7 @@ while used.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from shipit.config.autoscaling import AutoscalingConfig
@@ -59,7 +60,8 @@ class PlaneSim:
     completed_f: float = 0.0
     service_total_s: float = 0.0
     down: bool = False  # an outage: its gateway answers nothing
-    spot_short_until_s: float = -1.0
+    shortage_window_s: float = 1800.0
+    preempted_at: deque[float] = field(default_factory=deque)  # inside the window
     spot_gone: bool = False  # a scheduled shortage: no spot to be had
     scaling: AutoscalingConfig | None = None
     scaling_state: AutoscalingState = field(default_factory=AutoscalingState)
@@ -133,8 +135,22 @@ class PlaneSim:
                     pc.obtain_delay_s,
                 )
             )
-        short = self.spot_gone or now_s < self.spot_short_until_s
-        return PoolChoiceSnapshot(tuple(out), spot_short=short)
+        return PoolChoiceSnapshot(tuple(out), spot_short=self.spot_short(now_s))
+
+    def spot_short(self, now_s: float) -> bool:
+        """No spot to be had (a scheduled shortage), or a pre-emption wave: over the last
+        ``shortage_window_s`` at least twice the pre-emptions the spot replicas held would see
+        at the pool's rate (and at least one: in a small fleet one pre-emption is a wave)."""
+        if self.spot_gone:
+            return True
+        while self.preempted_at and now_s - self.preempted_at[0] > self.shortage_window_s:
+            self.preempted_at.popleft()
+        if not self.preempted_at:
+            return False
+        pc = self.cfg.pools.spot
+        rate = pc.preemptions_per_hour if pc is not None else 0.0
+        expected = self.holding(CapacityPool.SPOT) * rate * self.shortage_window_s / 3600.0
+        return len(self.preempted_at) >= max(1.0, 2.0 * expected)
 
     def charge(self, dt_s: float) -> float:
         """Pay for ``dt_s`` of every machine held; returns the dollars."""
@@ -166,6 +182,17 @@ class PlaneSim:
                 n = max(n, pc.max_replicas)
             total += n * self.gpus_per_replica * pc.usd_per_gpu_hour
         return total
+
+    def marginal(self) -> dict[CapacityPool, float]:
+        """What keeping one more replica of each pool costs per hour (committed reserved
+        capacity is paid anyway: 0)."""
+        out = {}
+        for pool in POOLS:
+            pc = pool_config(self.cfg, pool)
+            if pc is not None:
+                paid = pool is CapacityPool.RESERVED and pc.max_replicas is not None
+                out[pool] = 0.0 if paid else pc.usd_per_gpu_hour * self.gpus_per_replica
+        return out
 
     def capacity(self) -> int:
         """The most replicas this plane can run: its own cap and its pools' supply."""

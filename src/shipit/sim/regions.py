@@ -64,7 +64,10 @@ class FleetSim:
         self.end_s = setup.hours * 3600.0
         conc = setup.service.concurrency
         self.planes = {
-            p.name: PlaneSim(p, setup.fleet.gpus_per_replica, conc) for p in setup.fleet.planes
+            p.name: PlaneSim(
+                p, setup.fleet.gpus_per_replica, conc, shortage_window_s=self.sim.spot_shortage_s
+            )
+            for p in setup.fleet.planes
         }
         self.replicas: dict[str, SimReplica] = {}
         self.events: list[tuple[float, int, int, str]] = []
@@ -224,7 +227,7 @@ class FleetSim:
             elif r.rid not in self.replicas:
                 continue  # stopped since
             elif step.action is A.DRAIN:
-                plane.spot_short_until_s = now + self.sim.spot_shortage_s
+                plane.preempted_at.append(now)
                 self.drain(r, now, deadlines.get(r.rid, now))
             elif step.action is A.STOP and step.at_s <= now:
                 self.stop(r, now)
@@ -322,9 +325,10 @@ class FleetSim:
         for plane in self.planes.values():
             if plane.down or plane.scaling is None:
                 continue
+            records = plane.records(now)
             snap = AutoscalingSnapshot(
                 now,
-                plane.records(now),
+                records,
                 queued=round(plane.backlog),
                 arrivals=plane.arrivals,
                 completed=plane.completed,
@@ -333,7 +337,12 @@ class FleetSim:
             d, plane.scaling_state = autoscale(plane.scaling, snap, plane.scaling_state)
             self.tally.decisions += 1
             self.tally.scale_decisions[d.reason_code] += 1
-            for rid in (*d.replace, *d.stop):
+            # As many as the autoscaler stops, but by pool: the dearest to keep go first.
+            stuck = set(d.replace)
+            stop = pool_choice.release_order(
+                [r for r in records if r.replica_id not in stuck], len(d.stop), plane.marginal()
+            )
+            for rid in (*d.replace, *stop):
                 r = self.replicas.get(rid)
                 if r is None:
                     continue

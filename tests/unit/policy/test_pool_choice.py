@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from shipit.core.fleet import CapacityPool as P
@@ -39,3 +41,27 @@ def test_spot_that_saves_too_little_loses_to_on_demand() -> None:
     assert decide(PoolChoiceConfig(), snap).pool is P.SPOT
     d = decide(PoolChoiceConfig(min_spot_saving=0.1), snap)
     assert (d.pool, d.reason_code) == (P.ON_DEMAND, "on_demand_cheaper")
+
+
+def _rec(rid: str, pool: P, state: str = "ready", since: float = 0.0, flight: int = 0) -> Any:
+    from shipit.core.fleet import ReplicaRecord, ReplicaState
+
+    return ReplicaRecord(
+        rid, "", pool=pool, state=ReplicaState(state), state_since_s=since, in_flight=flight
+    )
+
+
+def test_release_order_gives_back_starting_then_the_dearest_to_keep() -> None:
+    from shipit.policy.pool_choice import release_order
+
+    replicas = [
+        _rec("res", P.RESERVED),
+        _rec("spot", P.SPOT),
+        _rec("od-busy", P.ON_DEMAND, flight=5),
+        _rec("od-idle", P.ON_DEMAND, flight=1),
+        _rec("new", P.SPOT, state="starting", since=10.0),
+    ]
+    marginal = {P.RESERVED: 0.0, P.SPOT: 1.5, P.ON_DEMAND: 4.0}
+    assert release_order(replicas, 5, marginal) == ("new", "od-idle", "od-busy", "spot", "res")
+    assert release_order(replicas, 2, marginal) == ("new", "od-idle")
+    assert release_order(replicas, 0, marginal) == ()

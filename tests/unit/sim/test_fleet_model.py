@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -75,3 +76,38 @@ def test_demand_splits_by_share_and_follows_each_regions_day() -> None:
     at_14_utc = day.region_rps(14 * 3600.0)  # a's 14:00 (its peak), b's 02:00 (its trough)
     assert sum(at_14_utc) == pytest.approx(10.0)
     assert at_14_utc[0] / at_14_utc[1] == pytest.approx(1.0 / 0.4)
+
+
+def _spot_plane(spot_replicas: int, rate: float) -> Any:
+    from shipit.config.fleet import PlaneConfig
+    from shipit.core.fleet import CapacityPool, ReplicaState
+    from shipit.sim.fleet_replicas import PlaneSim, SimReplica
+
+    cfg = PlaneConfig.model_validate(
+        {
+            "name": "p",
+            "pools": {
+                "on_demand": {"usd_per_gpu_hour": 4.0},
+                "spot": {"usd_per_gpu_hour": 1.0, "preemptions_per_hour": rate},
+            },
+        }
+    )
+    plane = PlaneSim(cfg, 1, 8, shortage_window_s=1800)
+    for i in range(spot_replicas):
+        plane.add(SimReplica(f"r{i}", "p", CapacityPool.SPOT, f"n{i}", ReplicaState.READY, 0.0))
+    return plane
+
+
+def test_one_preemption_in_a_small_spot_fleet_is_a_shortage_until_the_window_passes() -> None:
+    plane = _spot_plane(4, rate=0.1)  # 0.2 expected in 30 min
+    plane.preempted_at.append(100.0)
+    assert plane.spot_short(200.0) and plane.offers(200.0).spot_short
+    assert not plane.spot_short(100.0 + 1801)
+
+
+def test_a_large_spot_fleet_is_short_only_on_a_wave() -> None:
+    plane = _spot_plane(100, rate=0.2)  # 10 pre-emptions expected in 30 min: 20 make a wave
+    plane.preempted_at.extend(float(t) for t in range(12))
+    assert not plane.spot_short(20.0)
+    plane.preempted_at.extend(float(t) for t in range(12, 20))
+    assert plane.spot_short(20.0)
