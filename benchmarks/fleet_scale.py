@@ -5,7 +5,9 @@ capacity (spot pre-empted at 0.02-0.05 per replica-hour with a 30-120 s notice; 
 the default 1 per 50,000 GPU-hours), four client regions (the Americas, Europe pinned to the eu
 residency tag, Asia, Oceania) whose demand follows their own local day (``diurnal: 0.6``).
 The total rate curve is the shared Mooncake conversation trace's shape: its hour counted in 96
-buckets stretched onto a day of 15-minute steps, scaled so that its peak needs about 10,000
+buckets stretched onto a day of 15-minute steps, smoothed by a centred moving average over five
+steps (one 37.5 s bucket of one trace is noisier than the traffic of many clients over 15
+minutes), scaled so that its peak needs about 10,000
 single-GPU replicas (Llama-3.1-8B-class replicas of 16 slots, 1,500 prompt and 250 output
 tokens, 6,000 prefill and 40 decode tokens per second per request; TTFT SLO 2 s). One plane
 (eu-west) is out for an hour at 10:00 and us-east has no spot for two hours from 16:00.
@@ -108,7 +110,11 @@ def fleet_doc(gpus: int) -> dict[str, Any]:
 def day_curve(gpus: int) -> tuple[tuple[float, ...], float]:
     """The trace's hour as a day of 96 15-minute steps, its peak at ``gpus`` replicas' load."""
     ts = [json.loads(line)["timestamp"] / 1e3 for line in TRACE.read_text().splitlines()]
-    shape = rates_from_timestamps(ts, bucket_s=(max(ts) - min(ts)) / 96)
+    raw = rates_from_timestamps(ts, bucket_s=(max(ts) - min(ts)) / 96)
+    # A centred moving average over five steps (an hour and a quarter of the day): a bucket
+    # of 37.5 s of one trace is noisier than the sum of many clients over 15 minutes.
+    n = len(raw)
+    shape = tuple(sum(raw[(i + k) % n] for k in range(-2, 3)) / 5 for i in range(n))
     service_s = INPUT / PREFILL + OUTPUT / DECODE
     peak_rps = gpus * CONCURRENCY * UTIL / service_s
     return tuple(r * peak_rps / max(shape) for r in shape), 900.0
