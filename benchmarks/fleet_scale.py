@@ -140,13 +140,17 @@ def main() -> None:
     report = simulate_fleet(setup, progress=progress)
     wall = time.perf_counter() - started
     series = report.pop("series")
-    peak = sum(report["peak_replicas"].values())
+    held = [k for k in series if k.startswith("replicas:")]
+    peak = max(sum(series[k][i] for k in held) for i in range(len(series["t_h"])))
+    gpu_hours = sum(v for p in report["gpu_hours_by_plane"].values() for v in p.values())
     handled = report["events"] + report["decisions"]
     summary = {
         "wall_s": round(wall, 1),
         "simulated_hours": args.hours,
         "gpus_target": args.gpus,
-        "peak_replicas_sum_of_planes": peak,
+        "peak_replicas_fleet": peak,  # all planes at once, at the 5-minute samples
+        "gpu_hours": round(gpu_hours),
+        "gpu_failures_expected": round(gpu_hours * fleet.gpu_failures_per_hour, 2),
         "events": report["events"],
         "decisions": report["decisions"],
         "events_and_decisions_per_s": round(handled / wall),
@@ -155,7 +159,8 @@ def main() -> None:
         "ticks": round(args.hours * 3600 / fleet.simulation.tick_s),
     }
     print(
-        f"{args.hours:g} h, {args.gpus:,} GPUs target (peak {peak:,} replicas): {wall:.1f} s wall; "
+        f"{args.hours:g} h, {args.gpus:,} GPUs target (fleet peak {peak:,} replicas, "
+        f"{gpu_hours:,.0f} GPU-hours): {wall:.1f} s wall; "
         f"{report['events']:,} events + {report['decisions']:,} decisions = "
         f"{handled / wall:,.0f}/s; {report['requests']:,} requests "
         f"({report['requests'] / wall:,.0f}/s)"

@@ -338,10 +338,12 @@ class FleetSim:
             self.tally.decisions += 1
             self.tally.scale_decisions[d.reason_code] += 1
             # As many as the autoscaler stops, but by pool: the dearest to keep go first.
-            stuck = set(d.replace)
-            stop = pool_choice.release_order(
-                [r for r in records if r.replica_id not in stuck], len(d.stop), plane.marginal()
-            )
+            stop: tuple[str, ...] = ()
+            if d.stop:
+                stuck = set(d.replace)
+                stop = pool_choice.release_order(
+                    [r for r in records if r.replica_id not in stuck], len(d.stop), plane.marginal()
+                )
             for rid in (*d.replace, *stop):
                 r = self.replicas.get(rid)
                 if r is None:
