@@ -22,10 +22,10 @@ from shipit import capacity as cap
 from shipit.capacity.procurement_demand import rates_from_timestamps
 from shipit.cli.plan_common import OutOpt, emit, fail, run
 from shipit.cli.plan_procure import read_rate_series
+from shipit.cli.sim_fleet_plots import write_fleet_plots
 from shipit.config.fleet import FleetConfig, load_fleet_config
 from shipit.config.gateway import ConfigError
 from shipit.engine.model_files import resolve_model
-from shipit.sim.fleet_plots import write_fleet_plots
 from shipit.sim.fleet_setup import fleet_setup
 from shipit.sim.regions import simulate_fleet
 from shipit.sim.traces import parse_trace
