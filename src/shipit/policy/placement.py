@@ -14,7 +14,9 @@ spills to the next (``spilled``); demand no serving plane within its residency c
 ``unplaced``. Each serving plane then gets a target (the replicas assigned to it, rounded up)
 and the bounds its own autoscaler works inside: ``floor`` x target below (never under the
 plane's own ``min_replicas``), ``headroom`` x target + 1 above (never over its capacity), so
-each plane follows its load between placements without taking a neighbour's. A plane not
+each plane follows its load between placements without taking a neighbour's. A plane filled to
+its capacity is held there (``full``): demand spills past it to the next plane, so its own
+autoscaler, which sees only what reaches it, would undershoot. A plane not
 serving keeps its configured floor (a warm standby) and gets no demand (``not_serving``).
 
 Pure: no clock, no IO; the fleet simulator calls it every placement interval and when the
@@ -77,7 +79,7 @@ class PlaneTarget:
     target: int
     min_replicas: int
     max_replicas: int
-    reason_code: str  # assigned, idle, not_serving
+    reason_code: str  # assigned, full, idle, not_serving
     reason: str
 
 
@@ -168,6 +170,21 @@ def decide(config: PlacementConfig, snapshot: PlacementSnapshot) -> PlacementDec
         target = min(max(math.ceil(assigned[p.name] - 1e-9), p.min_replicas), p.capacity)
         low = min(max(math.floor(target * config.floor), p.min_replicas), p.capacity)
         high = min(max(math.ceil(target * config.headroom) + 1, low), p.capacity)
+        if assigned[p.name] > 0 and room[p.name] <= 1e-9:
+            # Filled to what it can supply: demand spills past it, so the plane never sees
+            # all of it and its own autoscaler would undershoot; hold it at its capacity.
+            targets.append(
+                PlaneTarget(
+                    p.name,
+                    target,
+                    target,
+                    target,
+                    "full",
+                    f"{p.name}: {assigned[p.name]:.1f} replicas of demand fill its capacity "
+                    f"{p.capacity}; held there (the rest spills)",
+                )
+            )
+            continue
         if assigned[p.name] > 0:
             code = "assigned"
             why = (

@@ -41,7 +41,9 @@ def test_capacity_runs_out_and_the_rest_spills_to_the_next_nearest() -> None:
     assert d.reason_code == "spilled"
     got = [(a.plane, a.replicas, a.reason_code) for a in d.assignments]
     assert got == [("us-east", 25, "nearest"), ("eu-west", 15, "spilled")]
-    assert d.target("us-east").max_replicas == 25  # never over what the pools supply
+    us = d.target("us-east")  # held at what its pools supply: the rest spills past it
+    assert (us.target, us.min_replicas, us.max_replicas, us.reason_code) == (25, 25, 25, "full")
+    assert d.target("eu-west").reason_code == "assigned"
 
 
 def test_residency_pins_a_region_even_when_another_plane_is_nearer() -> None:

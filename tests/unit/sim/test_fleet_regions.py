@@ -208,3 +208,45 @@ def test_same_seed_same_run_other_seed_other_draws() -> None:
     c = run(fleet, rps=3, hours=2, seed=2)
     assert a == b
     assert a["requests"] != c["requests"]
+
+
+def test_a_full_nearest_plane_spills_to_the_next() -> None:
+    small = {"name": "near", "utc_offset_h": -5, "max_replicas": 3, "pools": od()}
+    out = run({"planes": [small, TWO_PLANES[1]]}, rps=20, hours=1)
+    assert out["routing"]["spilled"] > 0
+    assert out["routed_to"]["west->far"] > 0.5 * out["requests"]  # 3 replicas take ~4/s
+    assert out["peak_replicas"]["near"] == 3
+    assert out["slo_attainment"] > 0.95  # 30 ms further is still inside the SLO
+
+
+def test_the_fleet_decisions_are_logged_and_replay_to_the_same_answers() -> None:
+    from shipit.core.decisions import MemoryLog, entry_line, read_entries
+    from shipit.policy import failover, placement, replica_faults
+    from shipit.sim.regions import FleetSim
+
+    cfg = parse_fleet_config(
+        {
+            "fleet": {
+                "traffic": TRAFFIC,
+                "gpu_failures_per_hour": 0.01,
+                "planes": [{**SPOT_PLANE, "max_replicas": 10}, TWO_PLANES[1]],
+                "simulation": {"outages": [{"plane": "near", "at_h": 0.5, "for_h": 0.2}]},
+            }
+        }
+    )
+    log = MemoryLog()
+    FleetSim(fleet_setup(cfg, rates_rps=(2.0,), step_s=60, hours=3, seed=4), log=log).run()
+    policies = {e.policy for e in log.entries}
+    assert policies == {"placement", "failover", "replica_faults"}
+    back = list(read_entries(entry_line(e) for e in log.entries))
+    assert back == log.entries
+    for e in back:
+        if e.policy == "placement":
+            assert placement.decide(placement.PlacementConfig(), e.snapshot) == e.decision
+        elif e.policy == "failover":
+            assert failover.decide(failover.FailoverPolicyConfig(), e.snapshot, e.state)[0] == (
+                e.decision
+            )
+        else:
+            d, _ = replica_faults.decide(replica_faults.FaultConfig(), e.snapshot, e.state)
+            assert d == e.decision
