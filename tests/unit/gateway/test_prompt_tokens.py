@@ -134,13 +134,13 @@ CALL = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arg
                     "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
                 }
             ]
-        },  # noqa: E501
+        },
         {"messages": [{"role": "user", "content": "weather?"}], "tools": TOOLS},
         {
             "messages": [{"role": "user", "content": "weather?"}],
             "tools": TOOLS,
             "tool_choice": "none",
-        },  # noqa: E501
+        },
         {
             "messages": [
                 {"role": "developer", "content": "be brief"},
