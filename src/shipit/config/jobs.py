@@ -71,6 +71,16 @@ class JobsConfig(_Strict):
         ge=0.0,
         description="interactive quiet this long before jobs may take idle_share of the slots",
     )
+    ttft_tolerance: float | None = Field(
+        0.1,
+        gt=0.0,
+        description="jobs back off while interactive streams' time to first token runs more "
+        "than this fraction above its level with no job running (measured by pausing new job "
+        "requests briefly every calibrate_every_s); null: no guard, jobs keep to max_share",
+    )
+    calibrate_every_s: float = Field(
+        60.0, gt=0.0, description="how often the TTFT guard re-measures TTFT without jobs"
+    )
     lease_s: float = Field(
         30.0, gt=0, description="a claimed line is taken over by another gateway after this"
     )

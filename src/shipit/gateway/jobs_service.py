@@ -52,14 +52,16 @@ from shipit.jobs.formats import WorkItem
 from shipit.jobs.runner import AsyncJobStore, JobRunner, Outcome
 from shipit.jobs.store import open_store
 from shipit.jobs.webhooks import WebhookSender
-from shipit.policy.jobs import JobSlotsSnapshot, JobSlotsState, job_slots
+from shipit.policy.jobs import JobSlotsSnapshot, JobSlotsState, TtftSample, job_slots
 from shipit.policy.ratelimit import RateLimits, charge_tokens, decide_tokens
-from shipit.services.router import RouterService
+from shipit.services.router import Lease, RouterService
 
 if TYPE_CHECKING:
     from shipit.gateway.auth import Security
 
 log = logging.getLogger("shipit.gateway.jobs")
+
+JOB_REQUEST_PREFIX = "job-"  # request ids of job lines: told apart from interactive requests
 
 
 def default_store_path(config: ShipitConfig) -> Path:
@@ -91,6 +93,13 @@ class JobsService:
         self.runner: JobRunner | None = None
         self._task: asyncio.Task[None] | None = None
         self.slots_state = JobSlotsState()
+        # Interactive streams' TTFTs since the last slots decision, for the TTFT guard; a sample
+        # is clean when no job request ran from its arrival on (jobs quiet since before it).
+        self._samples: list[TtftSample] = []
+        self._jobs_quiet_since: float | None = 0.0
+        if self.config.ttft_tolerance is not None:
+            for router in routers.values():
+                router.answer_listeners.append(self._on_answer)
         self.security: Security | None = None  # set by the gateway: tenants' limits and usage
         secret_env = self.config.webhook.secret_env
         secret = os.environ.get(secret_env, "") if secret_env else ""
@@ -163,9 +172,25 @@ class JobsService:
                     capacity += r.max_concurrency
                     in_flight += r.in_flight
             queued += router.queued()
-        snapshot = JobSlotsSnapshot(now, capacity, in_flight, queued, jobs_in_flight)
+        samples, self._samples = tuple(self._samples), []
+        snapshot = JobSlotsSnapshot(now, capacity, in_flight, queued, jobs_in_flight, samples)
         decision, self.slots_state = job_slots(self.config, snapshot, self.slots_state)
+        if jobs_in_flight or (decision.limit > 0 and self.queued_work() > 0):
+            self._jobs_quiet_since = None  # jobs run, or may start now
+        elif self._jobs_quiet_since is None:
+            self._jobs_quiet_since = now
         return decision.limit
+
+    def _on_answer(
+        self, lease: Lease, ttft_s: float | None, tpot_s: float | None, slo_met: bool
+    ) -> None:
+        view = lease.request
+        if ttft_s is None or view.request_id.startswith(JOB_REQUEST_PREFIX):
+            return
+        quiet = self._jobs_quiet_since
+        self._samples.append(
+            TtftSample(ttft_s, clean=quiet is not None and quiet <= view.arrived_s)
+        )
 
     def _limits(self, tenant: str) -> RateLimits | None:
         """The tenant's limits when keys are on and it has any; else None (nothing to charge)."""
@@ -214,7 +239,7 @@ class JobsService:
             adapters[name] = set().union(*(r.adapters for r in router.registry.records()))
         try:
             view = parse_request(
-                request_id=f"job-{item.id}-{item.attempts}",
+                request_id=f"{JOB_REQUEST_PREFIX}{item.id}-{item.attempts}",
                 path=item.url,
                 headers={},
                 body=item.body,

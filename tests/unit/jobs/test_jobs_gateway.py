@@ -255,7 +255,7 @@ def test_webhook_is_signed_and_retried_until_delivered(
 
 
 def test_job_slots_fill_idle_capacity_and_keep_to_the_share_under_load() -> None:
-    cfg = parse_config({"jobs": {"max_share": 0.5, "idle_after_s": 5}}).jobs
+    cfg = parse_config({"jobs": {"max_share": 0.5, "idle_after_s": 5, "ttft_tolerance": None}}).jobs
     state = JobSlotsState()
 
     def slots(now: float, in_flight: int, queued: int, jobs: int) -> tuple[int, str]:
@@ -275,7 +275,9 @@ def test_job_slots_fill_idle_capacity_and_keep_to_the_share_under_load() -> None
 
 
 def test_idle_share_keeps_slots_free_for_the_next_interactive_request() -> None:
-    cfg = parse_config({"jobs": {"idle_share": 0.75, "max_share": 0.25}}).jobs
+    cfg = parse_config(
+        {"jobs": {"idle_share": 0.75, "max_share": 0.25, "ttft_tolerance": None}}
+    ).jobs
     idle, _ = job_slots(cfg, JobSlotsSnapshot(0.0, 16, 0, 0, 0), JobSlotsState())
     busy, _ = job_slots(cfg, JobSlotsSnapshot(0.0, 16, 13, 0, 12), JobSlotsState())
     assert (idle.limit, busy.limit) == (12, 4)
@@ -317,3 +319,28 @@ def test_an_async_request_sent_again_with_its_idempotency_key_is_not_queued_twic
 
     asyncio.run(go())
     assert len(replica.bodies) == 1  # one request reached the replica
+
+
+def test_interactive_streams_feed_the_ttft_guard_marked_clean_only_when_no_job_ran(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        gw = make(tmp_path, FakeReplica())
+        clock = gw.clock
+        assert isinstance(clock, FakeClock)
+        chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        seen = []
+        async with running(gw):
+            assert (await call(gw, "POST", "/v1/chat/completions", chat)).status == 200
+            seen += gw.jobs._samples
+            clock.advance(1.0)
+            gw.jobs.slots(2)  # two job requests running from now on (takes the samples in)
+            assert (await call(gw, "POST", "/v1/chat/completions", chat)).status == 200
+            seen += gw.jobs._samples
+            clock.advance(1.0)
+            gw.jobs.slots(0)  # they finished, and no job line waits
+            assert (await call(gw, "POST", "/v1/chat/completions", chat)).status == 200
+            seen += gw.jobs._samples
+        assert [s.clean for s in seen] == [True, False, True]
+
+    asyncio.run(go())
