@@ -137,6 +137,13 @@ def test_answers_without_cached_tokens_are_not_counted(model_dir: Path) -> None:
     assert gw.prompt_tokenizers  # token hashing was on: the answer just reported nothing
 
 
+def test_every_door_hashes_with_the_gateways_tokenizers(model_dir: Path) -> None:
+    gw = gateway(str(model_dir), FakeReplica())
+    assert set(gw.prompt_tokenizers) == {"default"}
+    assert gw.websocket.tokenizers is gw.prompt_tokenizers  # /v1/ws
+    assert gw.jobs.tokenizers is gw.prompt_tokenizers  # batch and async jobs
+
+
 @pytest.mark.parametrize(
     ("predicted", "cached", "prompt", "expected"),
     [
