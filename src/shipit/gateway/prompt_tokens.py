@@ -181,6 +181,10 @@ def load_prompt_tokenizers(
             continue
         loaded = _load(dep, home)
         if loaded is not None:
+            try:  # compiled now, not on the first chat request
+                loaded.tokenizer.compile_chat_template()
+            except Exception as exc:  # the replicas refuse chat with it too; completions hash
+                log.warning("deployment %s: its chat template does not compile: %r", dep.name, exc)
             log.info(
                 "deployment %s: prefix-cache routing tokenizes prompts with %s's tokenizer",
                 dep.name,

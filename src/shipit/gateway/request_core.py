@@ -246,7 +246,7 @@ class RequestCore:
         if 200 <= resp.status < 300:
             ttft_s = tally.ttft_s if view.stream else None
             router.answered(lease, ttft_s=ttft_s, tpot_s=tally.tpot_s, slo_met=tally.slo_met)
-            if view.prefix_hashing and tally.cached_tokens is not None:
+            if view.prefix_hashes and view.prefix_hashing and tally.cached_tokens is not None:
                 block = dep.routing.prefix_cache.block_size_tokens
                 hit = d.prefix_hit_blocks
                 predicted, reported = prefix_blocks(hit, tally.cached_tokens, prompt, block)
