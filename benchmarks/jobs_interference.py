@@ -152,9 +152,14 @@ def main() -> None:
     ap.add_argument("--max-share", type=float, default=0.5)
     ap.add_argument("--idle-share", type=float, default=1.0)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--keep", type=Path, default=None, help="keep shipit's log and config here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start(Path(tmp), args)
+        root = Path(tmp)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            root = args.keep
+        proc, url = start(root, args)
         try:
             asyncio.run(interactive(url, argparse.Namespace(**{**vars(args), "requests": 20})))
             alone = asyncio.run(interactive(url, args))
@@ -185,7 +190,7 @@ def main() -> None:
     )
     if args.json:
         out = {
-            "args": vars(args) | {"json": str(args.json)},
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "alone_ttft_s": alone,
             "mixed_ttft_s": mixed,
             "p99_ratio": ratio,

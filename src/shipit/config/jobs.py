@@ -78,6 +78,11 @@ class JobsConfig(_Strict):
         "than this fraction above its level with no job running (measured by pausing new job "
         "requests briefly every calibrate_every_s); null: no guard, jobs keep to max_share",
     )
+    yield_to_interactive: bool = Field(
+        True,
+        description="an interactive request that has to wait for a slot stops the youngest job "
+        "line of its deployment, which goes back to the queue (no attempt counted)",
+    )
     calibrate_every_s: float = Field(
         60.0, gt=0.0, description="how often the TTFT guard re-measures TTFT without jobs"
     )

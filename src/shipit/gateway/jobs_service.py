@@ -36,6 +36,7 @@ from shipit.config.paths import shipit_home
 from shipit.core import openai_errors as oe
 from shipit.core.clock import Clock
 from shipit.core.errors import ShipitError
+from shipit.core.views import RequestView
 from shipit.gateway.errors import error_json, kind_of
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.parse import parse_request
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shipit.gateway.jobs")
 
+MAX_SAMPLES = 1000  # TTFT samples kept between two job-slot decisions
 JOB_REQUEST_PREFIX = "job-"  # request ids of job lines: told apart from interactive requests
 
 
@@ -97,9 +99,15 @@ class JobsService:
         # is clean when no job request ran from its arrival on (jobs quiet since before it).
         self._samples: list[TtftSample] = []
         self._jobs_quiet_since: float | None = 0.0
+        self._last_reason = ""  # the job-slot decision's reason code, logged when it changes
         if self.config.ttft_tolerance is not None:
             for router in routers.values():
                 router.answer_listeners.append(self._on_answer)
+        self._deployment_of: dict[str, str] = {}  # running job line -> its deployment
+        self.yielded = 0  # job lines stopped so that a waiting interactive request got a slot
+        if self.config.yield_to_interactive:
+            for router in routers.values():
+                router.wait_listeners.append(self._on_wait)
         self.security: Security | None = None  # set by the gateway: tenants' limits and usage
         secret_env = self.config.webhook.secret_env
         secret = os.environ.get(secret_env, "") if secret_env else ""
@@ -175,11 +183,27 @@ class JobsService:
         samples, self._samples = tuple(self._samples), []
         snapshot = JobSlotsSnapshot(now, capacity, in_flight, queued, jobs_in_flight, samples)
         decision, self.slots_state = job_slots(self.config, snapshot, self.slots_state)
+        if decision.reason_code != self._last_reason:
+            self._last_reason = decision.reason_code
+            log.info(
+                "job slots: %d (%s): %s", decision.limit, decision.reason_code, decision.reason
+            )
         if jobs_in_flight or (decision.limit > 0 and self.queued_work() > 0):
             self._jobs_quiet_since = None  # jobs run, or may start now
         elif self._jobs_quiet_since is None:
             self._jobs_quiet_since = now
         return decision.limit
+
+    def _on_wait(self, request: RequestView) -> None:
+        """An interactive request waits for a slot: the youngest job line of its deployment
+        gives its slot up (the line goes back to the queue, no attempt counted)."""
+        if self.runner is None or request.request_id.startswith(JOB_REQUEST_PREFIX):
+            return
+        mine = [i for i, d in self._deployment_of.items() if d == request.deployment]
+        line = self.runner.yield_line(mine) if mine else None
+        if line is not None:
+            self.yielded += 1
+            log.debug("job line %s yields its slot to %s", line, request.request_id)
 
     def _on_answer(
         self, lease: Lease, ttft_s: float | None, tpot_s: float | None, slo_met: bool
@@ -187,6 +211,8 @@ class JobsService:
         view = lease.request
         if ttft_s is None or view.request_id.startswith(JOB_REQUEST_PREFIX):
             return
+        if self.runner is None or len(self._samples) >= MAX_SAMPLES:
+            return  # no job worker takes them in (no jobs yet), or it is far behind
         quiet = self._jobs_quiet_since
         self._samples.append(
             TtftSample(ttft_s, clean=quiet is not None and quiet <= view.arrived_s)
@@ -252,6 +278,15 @@ class JobsService:
             kind = kind_of(exc)
             return Outcome(kind.status, error_json(kind, exc.message, exc.field))
         view = dataclasses.replace(view, priority=self.config.priority, stream=False)
+        self._deployment_of[item.id] = view.deployment
+        try:
+            return await self._run_line(item, view, limits)
+        finally:
+            self._deployment_of.pop(item.id, None)
+
+    async def _run_line(
+        self, item: WorkItem, view: RequestView, limits: RateLimits | None
+    ) -> Outcome:
         router = self.routers[view.deployment]
         router.on_request()
         status, chunks = 0, []

@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -95,6 +95,7 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._last_renew = 0.0
         self._stopping = False
+        self._yielding: set[str] = set()  # lines stopped to give their slot to a request
 
     def wake(self) -> None:
         """New work arrived (or a slot came free): look now, not at the next poll."""
@@ -119,6 +120,19 @@ class JobRunner:
         self._stopping = True
         self._wake.set()
 
+    def yield_line(self, among: Iterable[str] | None = None) -> str | None:
+        """Stop the youngest running line (of ``among``, when given) so that a waiting
+        interactive request gets its slot; the line goes back to the queue without counting
+        an attempt and runs again later. Its id, or None when no such line runs."""
+        allowed = None if among is None else set(among)
+        for item_id in reversed(list(self.running)):
+            if item_id in self._yielding or (allowed is not None and item_id not in allowed):
+                continue
+            self._yielding.add(item_id)
+            self.running[item_id].cancel()
+            return item_id
+        return None
+
     async def step(self) -> None:
         now = self.wall()
         for bid in await self.jobs.call(self.store.tick, now):
@@ -142,7 +156,12 @@ class JobRunner:
             try:
                 outcome = await self._execute(item)
             except asyncio.CancelledError:
-                raise
+                if item.id not in self._yielding or self._stopping:
+                    raise
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()  # a yield, not a shutdown: put the line back below
+                outcome = Outcome(retry=True, count_attempt=False, why="yielded its slot")
             except Exception as exc:
                 log.exception("job line %s failed in the gateway", item.id)
                 outcome = Outcome(retry=True, why=f"gateway error: {exc}")
@@ -179,6 +198,7 @@ class JobRunner:
                     log.warning("job line %s was taken over by another worker", item.id)
         finally:
             self.running.pop(item.id, None)
+            self._yielding.discard(item.id)
             self.wake()
 
     async def stop(self) -> None:

@@ -124,6 +124,8 @@ class RouterService:
         # (the request core appends what it relays).
         self.captures: dict[str, list[bytes]] = {}
         self.answer_listeners: list[Callable[[Lease, float | None, float | None, bool], None]] = []
+        # Told of each request that has to wait for a slot (after the queue took it).
+        self.wait_listeners: list[Callable[[RequestView], None]] = []
         self.policy()  # compose (and check) the default policy now, not on the first request
 
     @property
@@ -276,6 +278,9 @@ class RouterService:
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         self._waiters[rid] = _Waiter(request, future)
         self.dispatch()
+        if not future.done():
+            for wait_listener in self.wait_listeners:
+                wait_listener(request)
         if decision.cold_hold:
             for listener in self.cold_listeners:
                 listener()
@@ -311,8 +316,10 @@ class RouterService:
         return sum(1 for r in self.registry.records() if r.routable(now))
 
     def cold(self) -> bool:
-        """No replica can take a request now (scaled to zero, or all still starting)."""
-        return self._routable(self.clock.now()) == 0
+        """No replica can take a request now (scaled to zero, or all still starting). Asked per
+        streamed request: stops at the first routable replica."""
+        now = self.clock.now()
+        return not any(r.routable(now) for r in self.registry.records())
 
     def queued(self) -> int:
         """Requests waiting for a slot now."""

@@ -331,6 +331,10 @@ def test_interactive_streams_feed_the_ttft_guard_marked_clean_only_when_no_job_r
         chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
         seen = []
         async with running(gw):
+            gw.jobs.open()  # samples are kept once the job worker exists ...
+            assert gw.jobs.runner is not None
+            gw.jobs.runner.shutdown()  # ... but its decisions are taken by hand below
+            await asyncio.sleep(0.05)
             assert (await call(gw, "POST", "/v1/chat/completions", chat)).status == 200
             seen += gw.jobs._samples
             clock.advance(1.0)
@@ -342,5 +346,50 @@ def test_interactive_streams_feed_the_ttft_guard_marked_clean_only_when_no_job_r
             assert (await call(gw, "POST", "/v1/chat/completions", chat)).status == 200
             seen += gw.jobs._samples
         assert [s.clean for s in seen] == [True, False, True]
+
+    asyncio.run(go())
+
+
+def test_a_waiting_interactive_request_takes_the_slot_of_the_youngest_job_line(
+    tmp_path: Path,
+) -> None:
+    """Two job lines fill both slots; an interactive stream would wait for one to finish, so
+    the younger line gives its slot up, goes back to the queue and still runs exactly once."""
+    hold = asyncio.Event()
+    replica = FakeReplica(hold=hold)
+    cfg = parse_config(
+        {
+            "deployments": [{"model": "m", "replicas": 0, "queueing": {"max_concurrency": 2}}],
+            "jobs": {"store_path": str(tmp_path / "jobs.sqlite3"), "poll_interval_s": 0.01},
+        }
+    )
+    upstream = FakeUpstream({"http://a": replica})
+    gw = create_gateway(cfg, upstream_factory=lambda: upstream, monitor=False)
+    gw.routers["default"].add_replica("a", "http://a", state=ReplicaState.READY)
+
+    async def go() -> None:
+        async with running(gw):
+            ids = []
+            for i in range(2):
+                chat = {"model": "m", "messages": [{"role": "user", "content": f"job {i}"}]}
+                ids.append(
+                    (await call(gw, "POST", "/v1/async/chat/completions", chat)).json()["id"]
+                )
+            deadline = time.monotonic() + 10
+            while len(replica.bodies) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert len(replica.bodies) == 2  # both slots held by job lines
+            chat = {"model": "m", "messages": [{"role": "user", "content": "now"}], "stream": True}
+            interactive = asyncio.create_task(call(gw, "POST", "/v1/chat/completions", chat))
+            while len(replica.bodies) < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert gw.jobs.yielded == 1
+            assert b"now" in replica.bodies[2]  # the slot went to the interactive request
+            hold.set()
+            assert (await interactive).status == 200
+            for job_id in ids:
+                await wait_for(gw, f"/v1/async/{job_id}", {"completed"})
+        assert sum(b"job 1" in b for b in replica.bodies) == 2  # stopped once, run again
+        assert sum(b"job 0" in b for b in replica.bodies) == 1
 
     asyncio.run(go())
