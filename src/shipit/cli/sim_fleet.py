@@ -54,8 +54,8 @@ HELP = (
     "it.\n\n"
     "Examples:\n\n"
     "  shipit sim fleet --config examples/fleet.yaml --rate-series day.csv --hours 24\n\n"
-    "  shipit sim fleet --config examples/fleet.yaml --trace mooncake_conversation.jsonl "
-    "--rate-scale 50 --hours 6 --seed 3 --out runs/fleet -o json"
+    "  shipit sim fleet --config examples/fleet.yaml --trace trace.jsonl --rate-scale 50 "
+    "--hours 6 --seed 3 --out runs/fleet -o json"
 )
 
 
@@ -168,6 +168,15 @@ def fleet(
         )
     )
     err, tty, shown = Console(stderr=True), sys.stderr.isatty(), [-1]
+    if setup.service.prefill_s >= setup.ttft_slo_s:
+        err.print(
+            f"[yellow]warning:[/yellow] the mean prompt ({setup.service.input_len:,.0f} tokens) "
+            f"takes {setup.service.prefill_s:.2f} s to prefill at "
+            f"{setup.service.prefill_tokens_per_s:,.0f} tokens/s, over the TTFT SLO of "
+            f"{setup.ttft_slo_s * 1000:g} ms: every request misses it; raise traffic.ttft_slo_ms "
+            "or the replica's prefill rate",
+            highlight=False,
+        )
 
     def progress(now_s: float, end_s: float) -> None:
         tenth = int(10 * now_s / end_s) if end_s else 10

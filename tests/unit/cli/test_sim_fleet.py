@@ -125,3 +125,17 @@ def test_errors_say_what_is_wrong(tmp_path: Path) -> None:
     assert code == 2 and "no plane 'mars'" in err
     code, _, err = invoke("--config", str(cfg), "--rate-series", str(tmp_path / "none.csv"))
     assert code == 2 and "cannot read rate series" in err
+
+
+def test_a_prompt_whose_prefill_alone_misses_the_slo_is_warned_about(tmp_path: Path) -> None:
+    cfg, _ = files(tmp_path)
+    trace = tmp_path / "long.jsonl"
+    trace.write_text(
+        "".join(
+            f'{{"timestamp": {i * 1000}, "input_length": 12000, "output_length": 50}}\n'
+            for i in range(120)
+        )
+    )
+    code, stdout, err = invoke("--config", str(cfg), "--trace", str(trace), "--hours", "0.1")
+    assert code == 0, stdout
+    assert "takes 2.40 s to prefill" in err and "every request misses it" in err
