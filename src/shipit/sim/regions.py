@@ -162,7 +162,7 @@ class FleetSim:
         plane = self.planes[r.plane]
         if kind == READY and r.state is ReplicaState.STARTING:
             plane.move(r, ReplicaState.READY, now)
-            if r.fault_at_s is not None:
+            if r.fault_at_s is not None and not r.gpu_dead:  # a replacement now serving
                 self.tally.recoveries += 1
                 self.tally.recovery_s.append(now - r.fault_at_s)
         elif kind in (PREEMPT, DRAINED) and r.state is not ReplicaState.STOPPED:
