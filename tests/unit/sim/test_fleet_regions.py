@@ -150,7 +150,13 @@ def test_gpu_failures_come_at_the_configured_rate_and_are_cordoned_and_replaced(
         "pools": od(obtain_s=120),
     }
     out = run(
-        {"gpu_failures_per_hour": rate, "gpus_per_replica": 8, "planes": [plane]},
+        {
+            "gpu_failures_per_hour": rate,
+            "gpus_per_replica": 8,
+            "planes": [plane],
+            # a fixed fleet: a coarse clock is enough (and the test stays quick)
+            "simulation": {"tick_s": 60, "autoscale_interval_s": 600},
+        },
         rps=1,
         hours=40,
         seed=7,
