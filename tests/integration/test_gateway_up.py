@@ -129,9 +129,23 @@ def test_openai_async_client_concurrently(up: Up) -> None:
     assert all(asyncio.run(main()))
 
 
+def gateway_metric(up: Up, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples on the gateway's /metrics carrying all of ``labels``."""
+    total = 0.0
+    for line in up.get("/metrics").decode().splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def test_prefix_cache_routing_sends_a_repeated_prefix_to_one_replica(up: Up) -> None:
     client = openai.OpenAI(base_url=up.v1, api_key="unused", max_retries=0)
     system = "You answer in one word. " * 12
+    predictions = "shipit_prefix_cache_predictions_total"
+    exact_before = gateway_metric(up, predictions, hashing="token", outcome="exact")
+    predicted_before = gateway_metric(
+        up, "shipit_prefix_cache_blocks_total", hashing="token", source="predicted"
+    )
     replicas, routes = [], []
     for i in range(4):
         raw = client.completions.with_raw_response.create(
@@ -144,6 +158,14 @@ def test_prefix_cache_routing_sends_a_repeated_prefix_to_one_replica(up: Up) -> 
     urls = {r["id"]: r["url"] for r in up.status()["deployments"][0]["replicas"]}  # type: ignore[index]
     hits = replica_metric(urls[replicas[0]], "vllm:prefix_cache_hits_total")
     assert hits > 0  # the replica really reused the cached prefix
+    # The gateway tokenized the text prompts with the model's tokenizer: its predicted hits
+    # were the replica's reported cached tokens, to the block, for all four requests.
+    exact = gateway_metric(up, predictions, hashing="token", outcome="exact") - exact_before
+    assert exact == 4
+    predicted = gateway_metric(
+        up, "shipit_prefix_cache_blocks_total", hashing="token", source="predicted"
+    )
+    assert predicted - predicted_before >= 3 * 2  # three hits of a prefix of several blocks
 
 
 def test_lora_affinity_loads_the_adapter_through_the_admin_api(up: Up) -> None:

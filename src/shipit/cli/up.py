@@ -390,7 +390,7 @@ def up(
             request_schemas=request_schemas(),
             console=console_on,
         )
-    except UpstreamAuthError as exc:  # a credential named in upstream_auth cannot be read
+    except (UpstreamAuthError, ConfigError) as exc:  # unreadable credential or tokenizer path
         console.print(f"[red]error:[/] {exc.message}")
         sock.close()
         if remove_logs:

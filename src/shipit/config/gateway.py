@@ -107,9 +107,31 @@ class PrefixCacheConfig(_Strict):
         2.0, ge=1.0, description="holder vs best alternative, in tokens (or seconds) to compute"
     )
     chars_per_token: float = Field(
-        4.0, gt=0, description="text prompts are hashed in chunks of this many chars per token"
+        4.0,
+        gt=0,
+        description="without a tokenizer, text prompts are hashed in chunks of this many "
+        "chars per token",
+    )
+    tokenizer: str = Field(
+        "auto",
+        description="how the gateway tokenizes text and chat prompts to hash them exactly as "
+        "the replicas do: auto (the deployment's model's tokenizer when the gateway can read "
+        "it), none (always approximate by characters) or a path (a Hugging Face tokenizer "
+        "directory or a .gguf file)",
     )
     kv_event_poll_s: float = Field(0.5, gt=0)
+
+    @field_validator("tokenizer", mode="before")
+    @classmethod
+    def _tokenizer_choice(cls, value: object) -> object:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(
+                f"routing.prefix_cache.tokenizer is {value!r}; give auto (the model's own "
+                "tokenizer when the gateway can read it), none (hash text by characters) or "
+                "the path of a Hugging Face tokenizer directory or a .gguf file"
+            )
+        value = value.strip()
+        return value.lower() if value.lower() in ("auto", "none") else value
 
 
 class SessionAffinityConfig(_Strict):

@@ -26,6 +26,9 @@ class RequestView:
     # Chained hashes of the prompt's full blocks (token blocks when token ids are known,
     # text chunks otherwise), computed once at the edge for prefix-aware routing.
     prefix_hashes: tuple[int, ...] = ()
+    # How they were computed: "token" (the engine's token blocks), "text" (character chunks,
+    # an approximation), "" (not hashed).
+    prefix_hashing: str = ""
     max_tokens: int | None = None
     priority: int = 0  # lower runs first (0 is the default class)
     deadline_s: float | None = None  # absolute, on the gateway's monotonic clock

@@ -18,6 +18,7 @@ salt by ``salt_key`` (a hash, never the salt), so the index can be kept per tena
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -50,7 +51,10 @@ def hash_block(parent_hash: int, token_ids: list[int]) -> int:
     """Hash of one full block: blake2b-64 over the parent hash (8 bytes, big-endian)
     followed by the block's token ids as 4-byte little-endian unsigned integers."""
     h = hashlib.blake2b(parent_hash.to_bytes(8, "big"), digest_size=8)
-    h.update(b"".join(t.to_bytes(4, "little") for t in token_ids))
+    try:  # one pack, not a bytes object per token: half the time (routers hash every prompt)
+        h.update(struct.pack(f"<{len(token_ids)}I", *token_ids))
+    except struct.error as exc:
+        raise OverflowError(f"token ids must be in [0, 2**32): {exc}") from None
     return int.from_bytes(h.digest(), "big")
 
 

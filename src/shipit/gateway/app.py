@@ -42,6 +42,7 @@ from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.openapi import openapi_document
 from shipit.gateway.parse import parse_request, parse_token_request
+from shipit.gateway.prompt_tokens import load_prompt_tokenizers
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, send_json
 from shipit.gateway.routes_jobs import PREFIXES as JOB_PREFIXES
 from shipit.gateway.routes_jobs import JobsApi
@@ -107,6 +108,8 @@ class Gateway:
         self.decisions = decisions
         self.routers = dict(routers)
         self.deployments = {d.name: d for d in config.deployments}
+        # Token-exact prefix hashing: each deployment's tokenizer, read once, here.
+        self.prompt_tokenizers = load_prompt_tokenizers(config.deployments)
         self.catalog = Catalog(self.deployments, self.routers)
         self.clock = clock
         self.started_at_s = time.time()  # Unix time, for /shipit/status
@@ -152,6 +155,7 @@ class Gateway:
             upstream_headers=self.upstream_auth,
         )
         self.jobs = JobsService(config, self.routers, self.proxy.core, self.metrics, clock)
+        self.jobs.tokenizers = self.prompt_tokenizers
         self.jobs_api = JobsApi(self.jobs)
         if len(self.autoscalers) == 1 == len(self.routers) and config.jobs.scale_for_jobs:
             # Queued job lines are demand (one deployment: they can only be for it).
@@ -172,6 +176,7 @@ class Gateway:
             core=self.proxy.core,
             routers=self.routers,
             deployments=self.deployments,
+            tokenizers=self.prompt_tokenizers,
             metrics=self.metrics,
             clock=clock,
             catalog=self.catalog,
@@ -320,6 +325,7 @@ class Gateway:
                 adapters=self.catalog.lazy_replica_adapters(),
                 now_s=self.clock.now(),
                 names_known=self.catalog.names_known,
+                tokenizers=self.prompt_tokenizers,
             )
         except ShipitError as exc:
             await self._refuse_request(exc, send)

@@ -40,6 +40,7 @@ from shipit.core.views import RequestView
 from shipit.gateway.errors import error_json, kind_of
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.parse import parse_request
+from shipit.gateway.prompt_tokens import PromptTokenizer
 from shipit.gateway.request_core import (
     BrokenMidStream,
     Failed,
@@ -85,6 +86,7 @@ class JobsService:
         self.url: str | None = None
         self.routers = routers
         self.deployments: dict[str, DeploymentConfig] = {d.name: d for d in config.deployments}
+        self.tokenizers: Mapping[str, PromptTokenizer] = {}  # set by the gateway (prefix hashing)
         self.core = core
         self.metrics = metrics
         self.clock = clock
@@ -270,6 +272,7 @@ class JobsService:
                 deployments=self.deployments,
                 adapters=adapters,
                 now_s=self.clock.now(),
+                tokenizers=self.tokenizers,
             )
         except ShipitError as exc:
             kind = kind_of(exc)

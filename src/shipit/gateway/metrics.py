@@ -101,6 +101,7 @@ class GatewayMetrics:
             self.registry.register(gpus)
         self._children: dict[tuple[str, ...], object] = {}
         self._per_request: dict[str, RequestChildren] = {}
+        self._prefix: dict[tuple[str, str, str], tuple[Counter, Counter, Counter, Counter]] = {}
 
     def request_done(self, deployment: str, status: int, policy: str) -> None:
         key = ("req", deployment, str(status), policy)
@@ -115,6 +116,26 @@ class GatewayMetrics:
         if child is None:
             child = self._children[key] = self.decisions.labels(deployment, policy, reason)
         child.inc()  # type: ignore[attr-defined]
+
+    def prefix_check(self, deployment: str, hashing: str, predicted: int, reported: int) -> None:
+        """One answer's cached prefix: ``predicted`` blocks (the index, at routing time) vs
+        ``reported`` (the replica's cached tokens / block size)."""
+        outcome = "exact" if predicted == reported else "over" if predicted > reported else "under"
+        key = (deployment, hashing, outcome)
+        children = self._prefix.get(key)
+        if children is None:
+            m = self.catalog
+            children = self._prefix[key] = (
+                m.prefix_predictions.labels(deployment, hashing, outcome),
+                m.prefix_blocks.labels(deployment, hashing, "predicted"),
+                m.prefix_blocks.labels(deployment, hashing, "reported"),
+                m.prefix_mispredicted.labels(deployment, hashing),
+            )
+        answers, predicted_blocks, reported_blocks, mispredicted = children
+        answers.inc()
+        predicted_blocks.inc(predicted)
+        reported_blocks.inc(reported)
+        mispredicted.inc(abs(predicted - reported))
 
     def per_request(self, deployment: str) -> RequestChildren:
         """The label children of ``deployment`` (created once, then a dict lookup)."""

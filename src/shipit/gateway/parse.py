@@ -6,8 +6,9 @@ Owns reading the shipit headers (``x-shipit-priority``, ``x-shipit-deadline-ms``
 ``validate``), choosing the deployment by ``model`` (404 for a name it does not serve; under
 ``lora_affinity``, also for an adapter the gateway could not load), and computing prefix block
 hashes only when the effective policy is ``prefix_cache`` (token blocks with the engine's
-scheme when the client sent token ids, text chunks otherwise; keyed by the cache salt, so
-tenants isolated by salt never share an index entry). The body itself is forwarded unchanged.
+scheme when the client sent token ids or the deployment has a tokenizer at the gateway,
+``gateway.prompt_tokens``; text chunks otherwise; keyed by the cache salt, so tenants isolated
+by salt never share an index entry). The body itself is forwarded unchanged.
 It must not route or do IO.
 """
 
@@ -20,6 +21,7 @@ from shipit.config.gateway import ROUTING_POLICIES, DeploymentConfig
 from shipit.core.errors import InvalidRequestError, UnknownAdapterError
 from shipit.core.views import RequestView
 from shipit.engine.block_manager import hash_prompt_blocks
+from shipit.gateway.prompt_tokens import TEXT, TOKEN, PromptTokenizer
 from shipit.gateway.validate import as_object, check_generation, load_body, model_of
 from shipit.policy.routing import text_block_hashes, uses
 
@@ -137,10 +139,12 @@ def parse_request(
     now_s: float,
     client_request_id: str | None = None,
     names_known: bool | Callable[[], bool] = True,
+    tokenizers: Mapping[str, PromptTokenizer] | None = None,
 ) -> RequestView:
     """The request's view, or ``InvalidRequestError`` (400) for a body the replica would
     refuse for a field the gateway reads, ``UnknownAdapterError`` (404) for an unknown model.
-    ``data``: the body already parsed at the edge, when it was."""
+    ``data``: the body already parsed at the edge, when it was; ``tokenizers``: per deployment,
+    the tokenizer its prefix hashing uses (``gateway.prompt_tokens``)."""
     data = load_body(body) if data is None else as_object(data)  # None: not parsed at the edge
     model = model_of(data, required=True)
     assert model is not None
@@ -171,18 +175,24 @@ def parse_request(
     if adapter is not None and _reads(dep, "lora", routing):
         _check_adapter(adapter, dep, adapters.get(dep.name, set()))
     hashes: tuple[int, ...] = ()
+    hashing = ""
+    tokens = len(token_ids) if token_ids is not None else None
     if _reads(dep, "prefix_cache", routing):
         pc = dep.routing.prefix_cache
-        if token_ids is not None:
+        ids = token_ids
+        if ids is None and tokenizers and (tok := tokenizers.get(dep.name)) is not None:
+            ids = tok.token_ids(data)  # what the replica computes; None: approximate
+            tokens = len(ids) if ids is not None else None
+        if ids is not None:
             hashes = tuple(
-                hash_prompt_blocks(
-                    token_ids, pc.block_size_tokens, lora_name=adapter, cache_salt=salt
-                )
+                hash_prompt_blocks(ids, pc.block_size_tokens, lora_name=adapter, cache_salt=salt)
             )
+            hashing = TOKEN
         else:
             block_chars = max(1, int(pc.block_size_tokens * pc.chars_per_token))
             key = f"{adapter or ''}\x00{salt}" if salt else adapter or ""
             hashes = text_block_hashes(text, block_chars=block_chars, salt=key)
+            hashing = TEXT
     max_tokens = data.get("max_tokens") or data.get("max_completion_tokens")
     return RequestView(
         request_id=request_id,
@@ -193,10 +203,11 @@ def parse_request(
         prompt_token_ids=tuple(token_ids) if token_ids is not None else None,
         # Text: the same characters a token the prefix hashing assumes, so a fully cached
         # prompt's estimate matches its hashed blocks.
-        prompt_tokens_estimate=len(token_ids)
-        if token_ids is not None
+        prompt_tokens_estimate=tokens
+        if tokens is not None
         else int(len(text) / dep.routing.prefix_cache.chars_per_token),
         prefix_hashes=hashes,
+        prefix_hashing=hashing,
         max_tokens=max_tokens if isinstance(max_tokens, int) else None,
         priority=priority,
         deadline_s=now_s + deadline_ms / 1000.0 if deadline_ms is not None else None,

@@ -11,7 +11,9 @@ client's fault, relayed as is), ``Started`` with the status and headers chosen, 
 chunk as raw ``bytes`` exactly as it arrived, ``BrokenMidStream`` when the replica dies midway,
 ``Failed`` when nothing usable came back, and ``Finished`` last (the outcome and accounting).
 Closing the iterator (``aclose``, or the consumer being cancelled) aborts the upstream and gives
-the replica slot back. It must not decide where requests go (the policies do), parse the answer
+the replica slot back. With prefix hashing, an answer whose usage reports cached tokens is
+checked against the prefix hit its routing decision predicted (``GatewayMetrics.prefix_check``).
+It must not decide where requests go (the policies do), parse the answer
 (``accounting.Tally``) or know the wire format of any front door.
 """
 
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from shipit.config.upstream_auth import UpstreamHeaders
 from shipit.core import openai_errors as oe
 from shipit.core.views import RequestView
-from shipit.gateway.accounting import Tally
+from shipit.gateway.accounting import Tally, prefix_blocks
 from shipit.gateway.errors import admission_kind, error_json, upstream_kind
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.policy.reliability import classify_status
@@ -244,6 +246,11 @@ class RequestCore:
         if 200 <= resp.status < 300:
             ttft_s = tally.ttft_s if view.stream else None
             router.answered(lease, ttft_s=ttft_s, tpot_s=tally.tpot_s, slo_met=tally.slo_met)
+            if view.prefix_hashes and view.prefix_hashing and tally.cached_tokens is not None:
+                block = dep.routing.prefix_cache.block_size_tokens
+                hit = d.prefix_hit_blocks
+                predicted, reported = prefix_blocks(hit, tally.cached_tokens, prompt, block)
+                self.metrics.prefix_check(dep.name, view.prefix_hashing, predicted, reported)
         yield Finished(resp.status, d.policy, lease.replica_id, outcome, attempt, prompt, output)
 
     def _headers(self, view: RequestView, resp: UpstreamResponse, lease: Lease) -> Headers:

@@ -153,6 +153,7 @@ class InferenceService(shipit_pb2_grpc.InferenceServicer):
                 adapters=gw.catalog.lazy_replica_adapters(),
                 now_s=gw.clock.now(),
                 names_known=gw.catalog.names_known,
+                tokenizers=gw.prompt_tokenizers,
             )
         except EdgeError as exc:
             gw.metrics.request_done("-", exc.status, "-")

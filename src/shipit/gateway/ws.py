@@ -50,6 +50,7 @@ from shipit.gateway.edge import EdgeError
 from shipit.gateway.errors import kind_of
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.parse import parse_request
+from shipit.gateway.prompt_tokens import PromptTokenizer
 from shipit.gateway.proxy import Receive, Scope, Send
 from shipit.gateway.request_core import (
     BrokenMidStream,
@@ -172,11 +173,13 @@ class WebSocketDoor:
         security: Security | None = None,
         send_buffer: int = 256,
         max_in_flight: int = 256,
+        tokenizers: Mapping[str, PromptTokenizer] | None = None,
     ) -> None:
         self.core = core
         self.catalog = catalog
         self.routers = routers
         self.deployments = deployments
+        self.tokenizers = tokenizers or {}
         self.metrics = metrics
         self.clock = clock
         self.security = security
@@ -369,6 +372,7 @@ class _Socket:
                     adapters=door.catalog.lazy_replica_adapters(),
                     now_s=door.clock.now(),
                     names_known=door.catalog.names_known,
+                    tokenizers=door.tokenizers,
                 )
             except ShipitError as exc:
                 kind = kind_of(exc)

@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from shipit.core.errors import ContextLengthError, InvalidRequestError
+from shipit.engine.chat_prompt import render_chat
 from shipit.engine.sampling import SamplingParams
 from shipit.engine.structured import Constraint
 from shipit.engine.tokenizer import Tokenizer
 from shipit.replica import protocol
-from shipit.replica.tools import render_chat
 
 DEFAULT_COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 MAX_TOP_LOGPROBS_COMPLETIONS = 5  # OpenAI's limit for the legacy logprobs parameter

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from shipit.core import safe_json
 from shipit.core.errors import InvalidRequestError
+from shipit.engine.chat_prompt import render_chat
 from shipit.engine.tokenizer import Tokenizer
-from shipit.replica import protocol, safe_json
+from shipit.replica import protocol
 from shipit.replica.requests import chat_messages
-from shipit.replica.tools import render_chat
 
 
 def parse_tokenize(raw: bytes) -> protocol.TokenizeCompletionBody | protocol.TokenizeChatBody:

@@ -237,6 +237,27 @@ ROUTING_DECISIONS = _spec(
     "Routing decisions by policy and the reason the policy gave (prefix_hit, least_loaded, ...).",
     ("deployment", "policy", "reason"),
 )  # fmt: skip
+# Prefix-cache routing checked against the replicas: what the index predicted for the replica a
+# request went to vs the cached prompt tokens that replica reported (usage.prompt_tokens_details).
+_HASHING = ("hashing", ("token", "text"))
+PREFIX_PREDICTIONS = _spec(
+    "shipit_prefix_cache_predictions_total", _C, _GW, "requests",
+    "Answers whose replica reported cached tokens, by hashing mode and whether the index's "
+    "predicted hit was exact, over or under the replica's (in KV blocks).",
+    ("deployment", "hashing", "outcome"),
+    label_values=(_HASHING, ("outcome", ("exact", "over", "under"))),
+)  # fmt: skip
+PREFIX_BLOCKS = _spec(
+    "shipit_prefix_cache_blocks_total", _C, _GW, "blocks",
+    "Prompt KV blocks cached on the chosen replica: predicted by the index at routing time, "
+    "reported by the replica (cached tokens / block size).", ("deployment", "hashing", "source"),
+    label_values=(_HASHING, ("source", ("predicted", "reported"))),
+)  # fmt: skip
+PREFIX_MISPREDICTED = _spec(
+    "shipit_prefix_cache_mispredicted_blocks_total", _C, _GW, "blocks",
+    "Sum over answers of |predicted - reported| cached blocks.", ("deployment", "hashing"),
+    label_values=(_HASHING,),
+)  # fmt: skip
 
 # --- control plane -----------------------------------------------------------------------------
 _REPLICA_STATES = ("starting", "ready", "draining", "cordoned", "failed")

@@ -120,6 +120,9 @@ class GatewayMetrics:
     routing_decisions: Counter
     admission_rejections: Counter
     midstream_errors: Counter
+    prefix_predictions: Counter
+    prefix_blocks: Counter
+    prefix_mispredicted: Counter
 
 
 def build_gateway_metrics(registry: CollectorRegistry) -> GatewayMetrics:
@@ -138,6 +141,9 @@ def build_gateway_metrics(registry: CollectorRegistry) -> GatewayMetrics:
         routing_decisions=s.counter(cat.ROUTING_DECISIONS),
         admission_rejections=s.counter(cat.ADMISSION_REJECTIONS),
         midstream_errors=s.counter(cat.MIDSTREAM_ERRORS),
+        prefix_predictions=s.counter(cat.PREFIX_PREDICTIONS),
+        prefix_blocks=s.counter(cat.PREFIX_BLOCKS),
+        prefix_mispredicted=s.counter(cat.PREFIX_MISPREDICTED),
     )
 
 

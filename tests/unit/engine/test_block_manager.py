@@ -157,3 +157,18 @@ def test_events_name_the_salt_by_key_when_stored_and_evicted() -> None:
     }
     assert by_kind["stored"] == by_kind["evicted"] == {salt_key("tenant-a"), None}
     assert len([e for e in events if e.kind == "evicted"]) == 4
+
+
+def test_the_block_hash_scheme_is_stable() -> None:
+    """shipit-kv-v1 as routers and KV-event consumers compute it: blake2b-64 of the parent
+    (8 bytes, big-endian) and the ids (4 bytes each, little-endian); values fixed once."""
+    from shipit.engine.block_manager import hash_block, root_hash
+
+    root = root_hash(None, None)
+    assert root == 13657574240290794872
+    ids = [0, 1, 255, 256, 65535, 2**32 - 1, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+    assert hash_block(root, ids) == 17753475932017347943
+    with pytest.raises(OverflowError):
+        hash_block(root, [2**32])
+    with pytest.raises(OverflowError):
+        hash_block(root, [-1])

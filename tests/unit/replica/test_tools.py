@@ -8,14 +8,9 @@ import json
 import pytest
 import tokenizers
 
+from shipit.engine.chat_prompt import TOOLS_SYSTEM_PROMPT, render_chat, template_supports_tools
 from shipit.engine.tokenizer import Tokenizer
-from shipit.replica.tools import (
-    TOOLS_SYSTEM_PROMPT,
-    ToolCallParser,
-    parse_call,
-    render_chat,
-    template_supports_tools,
-)
+from shipit.replica.tools import ToolCallParser, parse_call
 from support.tiny_model import CHATML_TEMPLATE
 
 TOOLS = [
