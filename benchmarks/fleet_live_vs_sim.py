@@ -20,7 +20,7 @@ Both planes are held at one replica (``min_replicas = max_replicas = 1``, no aut
 so replica-seconds agree by construction; the SLO attainment is the comparison that can fail.
 The live replay starts once the front door's ``/health`` is 200 and one request per region
 has warmed the planes (the simulated fleet starts warm). Writes
-``benchmarks/results/fleet_live_vs_sim.json``.
+``benchmarks/results/fleet_live_vs_sim_r<rate>_c<concurrency>.json``.
 
 Run: ``uv run python benchmarks/fleet_live_vs_sim.py [--rate 9] [--seconds 180]``.
 """
@@ -46,7 +46,7 @@ import yaml
 
 from shipit.policy.global_routing import latency_ms
 
-RESULTS = Path(__file__).parent / "results" / "fleet_live_vs_sim.json"
+RESULTS = Path(__file__).parent / "results"  # fleet_live_vs_sim_r<rate>_c<concurrency>.json
 SHIPIT = str(Path(sys.executable).with_name("shipit"))
 MODEL, SPEC = "llama-3.1-8b", "H100:llama-3.1-8b"
 PLANES = {"us-east": -5.0, "eu-west": 1.0}
@@ -241,8 +241,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4, help="slots per replica")
     ap.add_argument("--slo-ms", type=float, default=200.0, help="TTFT SLO")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=None, help="default: results/...r<rate>_c<slots>")
     args = ap.parse_args()
+    args.out = args.out or RESULTS / f"fleet_live_vs_sim_r{args.rate:g}_c{args.concurrency}.json"
     arrivals = trace(args)
     with tempfile.TemporaryDirectory(prefix="fleet-live-vs-sim-") as tmp:
         root = Path(tmp)
