@@ -40,6 +40,12 @@ class ServiceModel:
     decode_tokens_per_s: float
     input_len: float
     output_len: float
+    service_cv2: float = 0.0  # squared coefficient of variation of the service time
+
+    @property
+    def variability(self) -> float:
+        """Allen-Cunneen's ``(ca^2 + cs^2) / 2`` with Poisson arrivals (``ca^2 = 1``)."""
+        return (1.0 + self.service_cv2) / 2.0
 
     @property
     def prefill_s(self) -> float:
@@ -97,9 +103,6 @@ def normalise_regions(regions: Sequence[RegionShape]) -> tuple[RegionShape, ...]
     return tuple(RegionShape(r.name, r.utc_offset_h, r.share / total, r.residency) for r in regions)
 
 
-_VAR = 1.0  # (ca^2 + cs^2) / 2 with Poisson arrivals and exponential service
-
-
 @lru_cache(maxsize=65536)
 def _erlang_c(slots: int, load_tenths: int) -> float:
     return erlang_c(slots, load_tenths / 10.0)
@@ -114,6 +117,8 @@ def wait_probability(slots: int, load: float) -> float:
         return 1.0
     if (slots - load) > 8.0 * math.sqrt(load) + 8.0:
         return 0.0
+    if slots <= 64:  # cheap: exact, so the routing's fixed point sees a smooth curve
+        return erlang_c(slots, load)
     return _erlang_c(slots, round(load * 10))
 
 
@@ -122,7 +127,7 @@ class QueueTick:
     """One plane's queue over one tick: how to score each chunk of its arrivals."""
 
     stationary: bool
-    p_wait: float = 0.0  # stationary: P(wait > 0)
+    p_wait: float = 0.0  # stationary: P(wait > 0), Erlang C
     decay_per_s: float = 0.0  # stationary: the wait tail's rate
     wait0_s: float = 0.0  # fluid: the wait at the tick's start
     wait1_s: float = 0.0  # fluid: the wait at its end
@@ -130,12 +135,16 @@ class QueueTick:
     completed: float = 0.0
     down: bool = False  # no slots at all
 
-    def met_fraction(self, budget_s: float) -> float:
-        """The share of this tick's arrivals whose wait is within ``budget_s``."""
+    def met_fraction(self, budget_s: float, *, found_full: bool) -> float:
+        """The share of a chunk of this tick's arrivals whose wait is within ``budget_s``.
+        Below saturation a request that found a free slot (``found_full`` False) waits
+        nothing, and one that found every slot busy waits ``P(wait > t | wait > 0) =
+        exp(-decay t)``; so a plane's arrivals, ``1 - p_wait`` of them finding room, wait as
+        Erlang C says. A fluid queue's wait is the backlog's, whatever the request found."""
         if budget_s < 0 or self.down:
             return 0.0
         if self.stationary:
-            return 1.0 - min(1.0, self.p_wait * math.exp(-self.decay_per_s * budget_s))
+            return 1.0 - math.exp(-self.decay_per_s * budget_s) if found_full else 1.0
         lo, hi = sorted((self.wait0_s, self.wait1_s))
         if budget_s >= hi:
             return 1.0
@@ -152,8 +161,11 @@ def queue_tick(
     service_s: float,
     dt: float,
     queue_timeout_s: float,
+    variability: float = 1.0,
 ) -> tuple[QueueTick, float, float]:
-    """The tick's queue, the backlog after it, and the requests in service (mean)."""
+    """The tick's queue, the backlog after it, and the requests in service (mean).
+    ``variability`` is ``(ca^2 + cs^2) / 2`` (1 for Poisson arrivals and exponential service,
+    0.5 when every request takes the same time)."""
     lam = arrivals / dt
     if slots <= 0:
         dropped = arrivals + backlog  # nothing serves: they time out at the gateway
@@ -164,7 +176,7 @@ def queue_tick(
         tick = QueueTick(
             True,
             p_wait=wait_probability(slots, load),
-            decay_per_s=(mu - lam) / _VAR,
+            decay_per_s=(mu - lam) / variability,
             completed=arrivals,
         )
         return tick, 0.0, load

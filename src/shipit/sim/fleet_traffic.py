@@ -1,40 +1,112 @@
 """One tick of traffic in the fleet simulator: arrivals, global routing, each plane's queue.
 
-Each client region's arrivals in the tick are one Poisson draw, routed as a batch: global
-routing picks a plane for it (``policy.global_routing.decide`` with every plane's free slots
-as its gateway would report them), the plane takes what its free slots serve in the tick
-(``free x tick / service time`` requests), and the rest goes round again with that plane now
-full, so a batch spills the way single requests would. A plane counts as having free slots
-while the load sent to it this tick (the requests it is sent times the service time, over the
-tick) plus its backlog stays under ``slots - 1.5 sqrt(slots)``: the square-root staffing rule,
-past which an arriving request finds every slot busy often (the chance is about 5-10%). A
-plane that is down but not yet known to be (its probes have not failed enough) fails what it
-is sent; so does the share of a
-plane's slots on GPUs that died and were not detected yet. Then each plane's queue
-(``sim.fleet_model.queue_tick``) scores every (region, plane) chunk against the TTFT SLO with
-that pair's network latency.
+The live front door routes each request on its own: the nearest serving plane with a free
+slot, else the next nearest with one (spill-over), else, every plane full, where the queue
+per slot is shortest (``policy.global_routing.decide``). The simulator routes a tick's
+arrivals as fractions with the same decisions:
+
+- **the front door's choices.** For each client region, ``decide`` is asked with every plane
+  free, then with the plane it chose marked full, and so on: the chain of planes a request
+  tries, nearest first, ending where it queues when all it may use are full (``all_full``,
+  or ``queued_nearest`` past ``max_spill_ms``), or with no plane at all.
+- **how often a plane is full.** A request finds a plane full (every slot busy) with the
+  plane's Erlang C probability ``C(slots, a)`` at the load ``a`` it carries (requests/s x
+  service time), 1 while it has a backlog or is overloaded. Planes are taken to be full
+  independently, so a region's requests go ``1 - C1`` to its first choice, ``C1 (1 - C2)``
+  to the second, and what is left queues at the chain's end. The loads depend on the split
+  and the split on the loads: the two are solved together (a damped fixed point, started
+  from the last tick's answer).
+- **the wait.** A request that found a free slot starts at once; one that queued waits
+  ``P(wait > t | wait > 0) = exp(-decay t)`` of its plane's queue (``sim.fleet_model``), so a
+  single plane's arrivals wait exactly as Erlang C with Allen-Cunneen says. A plane with a
+  backlog or offered more than its slots serve is a fluid queue, and every request sent
+  there waits the backlog's wait.
+
+A plane that is down but not yet known to be (its probes have not failed enough) still looks
+free and fails what it is sent; so does the share of a plane's slots on GPUs that died and
+were not detected yet. Each (region, plane) chunk is scored against the TTFT SLO with that
+pair's network latency.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shipit.core.fleet import ReplicaState
 from shipit.policy import global_routing as gr
-from shipit.sim.fleet_model import queue_tick
+from shipit.sim.fleet_model import queue_tick, wait_probability
 from shipit.sim.fleet_replicas import POOLS, pool_config
 
 if TYPE_CHECKING:
     from shipit.sim.regions import FleetSim
 
 _READY = ReplicaState.READY
+_ITERATIONS = 40  # of the load/split fixed point; it settles in a few below saturation
+_TOLERANCE = 1e-4
 
 
-def _room(slots: int) -> float:
-    """The load a plane takes before its gateway reads as full: the square-root staffing
-    rule, ``slots - 1.5 sqrt(slots)`` (above it arrivals find every slot busy too often)."""
-    return slots - 1.5 * math.sqrt(slots)
+@dataclass(frozen=True, slots=True)
+class RouteStep:
+    """One plane a request tries: it takes the request when it has a free slot; the last step
+    (``queues``) takes what is left, to wait there (``plane`` None: no plane can)."""
+
+    plane: str | None
+    latency_ms: float
+    reason_code: str
+    queues: bool
+
+
+def route_chain(
+    config: gr.GlobalRoutingConfig,
+    client: tuple[float, str | None],
+    planes: Mapping[str, tuple[float, bool, frozenset[str], int, int]],
+    full: frozenset[str] = frozenset(),
+) -> tuple[tuple[RouteStep, ...], int]:
+    """The planes a request of a client at ``client`` (UTC offset, residency) tries, in order,
+    as ``policy.global_routing.decide`` picks them; ``planes`` maps each name to (UTC offset,
+    serving, residency tags, slots, queued); ``full`` are known to have no free slot. Returns
+    the steps and the number of decisions taken."""
+    full_now = set(full)
+    steps: list[RouteStep] = []
+    for n in range(1, len(planes) + 2):
+        views = tuple(
+            gr.PlaneView(
+                name,
+                off,
+                serving,
+                0 if name in full_now else max(slots, 1),
+                queued=queued,
+                slots=slots,
+                residency=res,
+            )
+            for name, (off, serving, res, slots, queued) in planes.items()
+        )
+        d = gr.decide(config, gr.GlobalRouteSnapshot(client[0], views, residency=client[1]))
+        if d.plane is not None and d.reason_code in ("nearest", "spilled"):
+            steps.append(RouteStep(d.plane, d.latency_ms, d.reason_code, False))
+            full_now.add(d.plane)
+            continue
+        steps.append(RouteStep(d.plane, d.latency_ms, d.reason_code, True))
+        return tuple(steps), n
+    raise AssertionError("global routing kept finding free planes")  # pragma: no cover
+
+
+def split(
+    steps: tuple[RouteStep, ...], p_full: Mapping[str, float]
+) -> list[tuple[RouteStep, float]]:
+    """Each step's share of a region's requests when plane ``x`` is full ``p_full[x]`` of the
+    time, independently of the others."""
+    out, left = [], 1.0
+    for step in steps:
+        if step.queues or step.plane is None:
+            out.append((step, left))
+            break
+        pf = p_full[step.plane]
+        out.append((step, left * (1.0 - pf)))
+        left *= pf
+    return out
 
 
 def route_tick(sim: FleetSim, now: float, dt: float) -> None:
@@ -42,63 +114,70 @@ def route_tick(sim: FleetSim, now: float, dt: float) -> None:
         return
     svc, tally = sim.s.service, sim.tally
     service_s = svc.service_s
-    conc = svc.concurrency
     rates = sim.s.demand.region_rps(now)
-    counts = sim.np_rng.poisson([r * dt for r in rates])
+    counts = [float(c) for c in sim.np_rng.poisson([r * dt for r in rates])]
     planes = sim.planes
-    room = {n: _room(p.count(_READY) * conc) - p.backlog for n, p in planes.items()}
+    slots = {n: p.serving_slots for n, p in planes.items()}
+    saturated = frozenset(
+        n for n, p in planes.items() if not p.down and (p.backlog > 0 or slots[n] <= 0)
+    )
     static = {
         n: (
             p.cfg.utc_offset_h,
             n in sim.serving,
             frozenset(p.cfg.residency),
-            p.count(_READY) * conc,
+            p.count(_READY) * svc.concurrency,
+            round(p.backlog),
         )
         for n, p in planes.items()
     }
-    chunks: dict[str, list[tuple[int, float, float]]] = {n: [] for n in planes}
+    chains: dict[int, tuple[RouteStep, ...]] = {}
     for i, reg in enumerate(sim.regions):
-        left = float(counts[i])
-        if left <= 0:
+        if counts[i] <= 0:
             continue
-        sim.region_arrivals[i] += left
-        tally.requests[i] += left
-        sim.win_req[i] += left
-        for _ in range(len(planes) + 1):
-            views = tuple(
-                gr.PlaneView(
-                    n,
-                    off,
-                    serving,
-                    max(int(room[n]), 0),
-                    queued=round(planes[n].backlog),
-                    slots=slots,
-                    residency=res,
-                )
-                for n, (off, serving, res, slots) in static.items()
-            )
-            d = gr.decide(
-                sim.route_config,
-                gr.GlobalRouteSnapshot(reg.utc_offset_h, views, residency=reg.residency),
-            )
-            tally.decisions += 1
-            if d.plane is None:
-                tally.unrouted += left
-                tally.routed["no_plane"] += left
-                left = 0.0
-                break
-            take = left
-            if d.reason_code in ("nearest", "spilled"):
-                take = min(left, max(1.0, math.ceil(room[d.plane] * dt / service_s)))
-            tally.routed[d.reason_code] += take
-            tally.routed_to[f"{reg.name}->{d.plane}"] += take
-            room[d.plane] -= take * service_s / dt
-            chunks[d.plane].append((i, take, d.latency_ms))
-            left -= take
-            if left <= 0:
-                break
-        if left > 0:  # every round spilled; what is left waits at the last choice
-            tally.unrouted += left
+        sim.region_arrivals[i] += counts[i]
+        tally.requests[i] += counts[i]
+        sim.win_req[i] += counts[i]
+        chains[i], asked = route_chain(
+            sim.route_config, (reg.utc_offset_h, reg.residency), static, saturated
+        )
+        tally.decisions += asked
+
+    def full_at(load: Mapping[str, float]) -> dict[str, float]:
+        return {
+            n: 1.0 if n in saturated else 0.0 if p.down else wait_probability(slots[n], load[n])
+            for n, p in planes.items()
+        }
+
+    def loads(p_full: Mapping[str, float]) -> dict[str, float]:
+        sent = dict.fromkeys(planes, 0.0)
+        for i, chain in chains.items():
+            for step, share in split(chain, p_full):
+                if step.plane is not None:
+                    sent[step.plane] += counts[i] * share
+        return {n: sent[n] / dt * service_s for n in planes}
+
+    p_full = {n: 1.0 if n in saturated else planes[n].p_full for n in planes}
+    for _ in range(_ITERATIONS):
+        target = full_at(loads(p_full))
+        moved = max((abs(target[n] - p_full[n]) for n in planes), default=0.0)
+        p_full = {n: 0.5 * (p_full[n] + target[n]) for n in planes}
+        if moved < _TOLERANCE:
+            break
+    for n, p in planes.items():
+        p.p_full = p_full[n]
+
+    chunks: dict[str, list[tuple[int, float, float, bool]]] = {n: [] for n in planes}
+    for i, chain in chains.items():
+        reg = sim.regions[i]
+        for step, share in split(chain, p_full):
+            take = counts[i] * share
+            tally.routed[step.reason_code] += take
+            if step.plane is None:
+                tally.unrouted += take
+                continue
+            tally.routed_to[f"{reg.name}->{step.plane}"] += take
+            chunks[step.plane].append((i, take, step.latency_ms, step.queues))
     budget0 = sim.s.ttft_slo_s - svc.prefill_s
     for name, p in planes.items():
         mine = chunks[name]
@@ -110,12 +189,13 @@ def route_tick(sim: FleetSim, now: float, dt: float) -> None:
         alive = 1.0 - (p.dead_ready / ready if ready else 0.0)
         tally.failed += sent * (1.0 - alive)
         q, p.backlog, p.busy = queue_tick(
-            slots=p.serving_slots,
+            slots=slots[name],
             arrivals=sent * alive,
             backlog=p.backlog,
             service_s=service_s,
             dt=dt,
             queue_timeout_s=sim.sim.queue_timeout_s,
+            variability=svc.variability,
         )
         tally.dropped += q.dropped
         p.arrivals += round(sent)
@@ -123,8 +203,8 @@ def route_tick(sim: FleetSim, now: float, dt: float) -> None:
         p.completed = int(p.completed_f)
         p.service_total_s += q.completed * service_s
         tally.tokens += q.completed * svc.tokens_per_request
-        for i, n, lat_ms in mine:
-            met = n * alive * q.met_fraction(budget0 - lat_ms / 1000.0)
+        for i, n, lat_ms, queued in mine:
+            met = n * alive * q.met_fraction(budget0 - lat_ms / 1000.0, found_full=queued)
             tally.met[i] += met
             sim.win_met[i] += met
 

@@ -30,9 +30,12 @@ def test_below_saturation_the_wait_is_erlang_c() -> None:
     )
     assert q.stationary and backlog == 0 and busy == 8  # 8 requests/s for 1 s each
     assert q.p_wait == pytest.approx(erlang_c(10, 8.0))  # about 0.41
-    # P(wait > 0.5 s) = C exp(-(10 - 8) * 0.5)
-    assert q.met_fraction(0.5) == pytest.approx(1 - erlang_c(10, 8.0) * math.exp(-1.0))
-    assert q.met_fraction(-0.1) == 0.0  # the prefill alone is over the SLO
+    # P(wait > 0.5 s) = C exp(-(10 - 8) * 0.5): the C that find every slot busy wait
+    # exp(-1) past 0.5 s, the rest start at once
+    c = erlang_c(10, 8.0)
+    met = c * q.met_fraction(0.5, found_full=True) + (1 - c) * q.met_fraction(0.5, found_full=False)
+    assert met == pytest.approx(1 - c * math.exp(-1.0))
+    assert q.met_fraction(-0.1, found_full=False) == 0.0  # the prefill alone is over the SLO
 
 
 def test_far_below_saturation_nobody_waits() -> None:
@@ -47,8 +50,9 @@ def test_overloaded_the_backlog_grows_by_the_excess_and_waits_grow_with_it() -> 
     )
     assert not q.stationary and backlog == pytest.approx(50) and busy == 20
     assert (q.wait0_s, q.wait1_s) == (0.0, pytest.approx(5.0))  # 50 ahead at 10/s
-    assert q.met_fraction(2.5) == pytest.approx(0.5)  # half arrived before the wait hit 2.5 s
-    assert q.met_fraction(5.0) == 1.0
+    # half arrived before the wait hit 2.5 s, whatever the front door saw
+    assert q.met_fraction(2.5, found_full=False) == pytest.approx(0.5)
+    assert q.met_fraction(5.0, found_full=True) == 1.0
 
 
 def test_the_queue_timeout_drops_what_would_wait_longer() -> None:
@@ -64,7 +68,7 @@ def test_no_slots_drop_everything() -> None:
         slots=0, arrivals=30, backlog=5, service_s=1.0, dt=10, queue_timeout_s=60
     )
     assert q.down and q.dropped == 35 and backlog == 0 and busy == 0
-    assert q.met_fraction(10.0) == 0.0
+    assert q.met_fraction(10.0, found_full=False) == 0.0
 
 
 def test_demand_splits_by_share_and_follows_each_regions_day() -> None:
