@@ -53,6 +53,9 @@ PLANES = {"us-east": -5.0, "eu-west": 1.0}
 REGIONS = {"americas": -5.0, "europe": 1.0}  # half each
 MS_PER_TIME_ZONE = 5.0
 USD_PER_GPU_HOUR = 4.0
+BUCKET_S = 10  # the trace's rate curve: requests per 10 s
+
+
 
 
 def free_port() -> int:
@@ -222,7 +225,7 @@ def simulate(config: Path, arrivals: list[tuple[float, str]], args: argparse.Nam
     out = subprocess.run(
         [
             *(SHIPIT, "sim", "fleet", "--config", str(config), "--trace", str(path)),
-            *("--hours", str(args.seconds / 3600), "--bucket-s", "10"),
+            *("--hours", str(args.seconds / 3600), "--bucket-s", str(BUCKET_S)),
             *("--seed", str(args.seed), "-o", "json"),
         ],
         capture_output=True,

@@ -8,7 +8,11 @@ arrivals as fractions with the same decisions:
 - **the front door's choices.** For each client region, ``decide`` is asked with every plane
   free, then with the plane it chose marked full, and so on: the chain of planes a request
   tries, nearest first, ending where it queues when all it may use are full (``all_full``,
-  or ``queued_nearest`` past ``max_spill_ms``), or with no plane at all.
+  or ``queued_nearest`` past ``max_spill_ms``), or with no plane at all. What queues with every
+  plane full is handed out in slices of an eighth (a request at least), each asked of
+  ``decide`` with the planes' queues as they would stand at the tick's end, each slice
+  counted in: the shortest queue per slot fills first, as request by request, instead of
+  a whole tick herding onto the plane whose queue was shortest at its start.
 - **how often a plane is full.** A request finds a plane full (every slot busy) with the
   plane's Erlang C probability ``C(slots, a)`` at the load ``a`` it carries (requests/s x
   service time), 1 while it has a backlog or is overloaded. Planes are taken to be full
@@ -109,6 +113,33 @@ def split(
     return out
 
 
+def fill_all_full(
+    config: gr.GlobalRoutingConfig,
+    client: tuple[float, str | None],
+    planes: Mapping[str, tuple[float, bool, frozenset[str], int, int]],
+    queue: dict[str, float],
+    amount: float,
+) -> tuple[list[tuple[str, float, float]], int]:
+    """Hand ``amount`` requests that found every plane full to ``decide`` in slices of an
+    eighth (at least one request), ``queue`` (requests waiting per plane) growing by each
+    slice. Returns (plane, latency_ms, requests) per slice and the decisions taken."""
+    out: list[tuple[str, float, float]] = []
+    piece, left, asked = max(amount / 8.0, 1.0), amount, 0
+    while left > 1e-9:
+        take = min(piece, left)
+        views = tuple(
+            gr.PlaneView(name, off, serving, 0, max(round(queue[name]), 0), slots, res)
+            for name, (off, serving, res, slots, _) in planes.items()
+        )
+        d = gr.decide(config, gr.GlobalRouteSnapshot(client[0], views, residency=client[1]))
+        asked += 1
+        assert d.plane is not None  # the chain found this client a plane
+        out.append((d.plane, d.latency_ms, take))
+        queue[d.plane] += take
+        left -= take
+    return out, asked
+
+
 def route_tick(sim: FleetSim, now: float, dt: float) -> None:
     if dt <= 0:
         return
@@ -168,16 +199,32 @@ def route_tick(sim: FleetSim, now: float, dt: float) -> None:
         p.p_full = p_full[n]
 
     chunks: dict[str, list[tuple[int, float, float, bool]]] = {n: [] for n in planes}
+    herd: list[tuple[int, float]] = []  # (region, requests) that found every plane full
     for i, chain in chains.items():
-        reg = sim.regions[i]
         for step, share in split(chain, p_full):
             take = counts[i] * share
             tally.routed[step.reason_code] += take
             if step.plane is None:
                 tally.unrouted += take
-                continue
-            tally.routed_to[f"{reg.name}->{step.plane}"] += take
-            chunks[step.plane].append((i, take, step.latency_ms, step.queues))
+            elif step.reason_code == "all_full" and take > 0:
+                herd.append((i, take))
+            else:
+                tally.routed_to[f"{sim.regions[i].name}->{step.plane}"] += take
+                chunks[step.plane].append((i, take, step.latency_ms, step.queues))
+    if herd:  # the queues at the tick's end, before what is handed out below
+        queue = {
+            n: p.backlog + sum(c[1] for c in chunks[n]) - slots[n] / service_s * dt
+            for n, p in planes.items()
+        }
+        for i, take in herd:
+            reg = sim.regions[i]
+            pieces, asked = fill_all_full(
+                sim.route_config, (reg.utc_offset_h, reg.residency), static, queue, take
+            )
+            tally.decisions += asked
+            for plane, lat_ms, n in pieces:
+                tally.routed_to[f"{reg.name}->{plane}"] += n
+                chunks[plane].append((i, n, lat_ms, True))
     budget0 = sim.s.ttft_slo_s - svc.prefill_s
     for name, p in planes.items():
         mine = chunks[name]
