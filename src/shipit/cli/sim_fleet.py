@@ -43,7 +43,8 @@ HELP = (
     "At this scale engine steps are not simulated: each replica is --concurrency slots, a "
     "request holds one for its prefill + decode time (from its lengths and the replica's "
     "per-request token rates), and each plane's gateway is one queue (Erlang C below "
-    "saturation, a fluid backlog above). See docs/fleet.md.\n\n"
+    "saturation, a fluid backlog above); a region's requests spill to a farther plane only "
+    "as often as their nearest finds every slot busy. See docs/fleet.md.\n\n"
     "The fleet.yaml needs a traffic: section (client regions with utc_offset_h and share, "
     "optional residency; replica: concurrency and prefill/decode tokens per second, or "
     "model and gpu to derive them; ttft_slo_ms) and may have a simulation: section (tick_s, "
@@ -92,14 +93,15 @@ def _derive_rates(
 
 def _demand(
     trace: Path | None, rate_series: Path | None, bucket_s: float
-) -> tuple[tuple[float, ...], float, float | None, float | None]:
+) -> tuple[tuple[float, ...], float, list[tuple[int, int]] | None]:
+    """The rate curve, its step and, from a trace, each request's (prompt, output) tokens."""
     if (trace is None) == (rate_series is None):
         raise fail("give exactly one of --trace FILE or --rate-series FILE")
     if bucket_s <= 0:
         raise fail(f"--bucket-s {bucket_s}: give a bucket longer than 0 s")
     if rate_series is not None:
         rates, step = read_rate_series(str(rate_series))
-        return rates, step, None, None
+        return rates, step, None
     assert trace is not None
     if not trace.is_file():
         raise fail(f"--trace {trace}: no such file; give a JSON lines or CSV trace")
@@ -108,9 +110,14 @@ def _demand(
     if len(requests) < 2:
         raise fail(f"--trace {trace}: {len(requests)} request(s); a demand curve needs more")
     rates = run(lambda: rates_from_timestamps([q.arrival_s for q in requests], bucket_s=bucket_s))
-    ins = statistics.fmean(q.prompt_tokens for q in requests)
-    outs = statistics.fmean(q.output_tokens for q in requests)
-    return rates, bucket_s, ins, outs
+    return rates, bucket_s, [(q.prompt_tokens, q.output_tokens) for q in requests]
+
+
+def _service_cv2(lengths: list[tuple[int, int]], prefill: float, decode: float) -> float:
+    """The squared coefficient of variation of the requests' service times."""
+    times = [i / prefill + o / decode for i, o in lengths]
+    mean = statistics.fmean(times)
+    return statistics.pvariance(times, mean) / mean**2 if mean > 0 else 0.0
 
 
 def fleet(
@@ -145,14 +152,25 @@ def fleet(
             "utc_offset_h, share) and the replica model (see docs/fleet.md and "
             "examples/fleet.yaml)"
         )
-    rates, step_s, ins, outs = _demand(trace, rate_series, bucket_s)
+    rates, step_s, lengths = _demand(trace, rate_series, bucket_s)
     rates = tuple(r * rate_scale for r in rates)
-    input_len = ins if ins is not None else float(fleet_cfg.traffic.input_len)
-    output_len = outs if outs is not None else float(fleet_cfg.traffic.output_len)
+    if lengths:
+        input_len = statistics.fmean(i for i, _ in lengths)
+        output_len = statistics.fmean(o for _, o in lengths)
+    else:
+        input_len = float(fleet_cfg.traffic.input_len)
+        output_len = float(fleet_cfg.traffic.output_len)
     prefill = decode = None
     rep = fleet_cfg.traffic.replica
     if rep.prefill_tokens_per_s is None or rep.decode_tokens_per_s is None:
         prefill, decode = _derive_rates(fleet_cfg, input_len, output_len)
+    cv2 = 0.0
+    if lengths:
+        cv2 = _service_cv2(
+            lengths,
+            prefill or rep.prefill_tokens_per_s or 1.0,
+            decode or rep.decode_tokens_per_s or 1.0,
+        )
     setup = run(
         lambda: fleet_setup(
             fleet_cfg,
@@ -164,6 +182,7 @@ def fleet(
             output_len=output_len,
             prefill_tokens_per_s=prefill,
             decode_tokens_per_s=decode,
+            service_cv2=cv2,
             sample_s=sample_s,
         )
     )
@@ -200,6 +219,7 @@ def fleet(
             "output_len": round(svc.output_len, 1),
             "prefill_tokens_per_s": round(svc.prefill_tokens_per_s, 1),
             "decode_tokens_per_s": round(svc.decode_tokens_per_s, 2),
+            "service_cv2": round(svc.service_cv2, 4),
             "service_s": round(svc.service_s, 3),
             "ttft_slo_ms": setup.ttft_slo_s * 1000,
         },

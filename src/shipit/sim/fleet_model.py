@@ -1,9 +1,13 @@
 """The fleet simulator's models of demand and of a plane's queue (no engine steps at this scale).
 
-**Service.** A replica is ``concurrency`` slots; a request holds one slot for its service
-time ``input_len / prefill_tokens_per_s + output_len / decode_tokens_per_s`` (the per-request
-token rates on a busy replica), and its first token comes ``input_len /
-prefill_tokens_per_s`` after it is admitted. Lengths are the trace's means (or the config's).
+**Service.** A replica is ``concurrency`` slots (its gateway's ``max_concurrency``); a request
+holds one slot for its service time ``S = input_len / prefill_tokens_per_s + output_len /
+decode_tokens_per_s``, where the token rates are per request on a replica running
+``concurrency`` requests at once (continuous batching: the replica's throughput is already
+shared out, so ``c`` slots each busy ``S`` is the replica, not ``c`` times it), and its first
+token comes ``input_len / prefill_tokens_per_s`` after it is admitted. Lengths are the
+trace's means (or the config's); ``service_cv2`` is the squared coefficient of variation of
+``S`` over the requests (0 when all have the same lengths, as with the config's).
 
 **Demand.** A total rate curve (requests/s per step, from a trace or a rate series, repeated
 to cover the run) is split over the client regions by their shares; with ``diurnal`` > 0 each
@@ -12,13 +16,16 @@ trough at 02:00 at ``1 - diurnal`` of the peak), renormalised so the total keeps
 Arrivals in each tick are Poisson draws from a seeded generator.
 
 **A plane's queue.** The plane's gateway is one queue in front of ``slots = ready replicas x
-concurrency`` servers (M/G/c). In a tick with no backlog and offered load below the slots,
-the wait tail is Erlang C with the Allen-Cunneen correction (``capacity.queueing``):
-``P(wait > t) = C(c, a) exp(-(c/S - lambda) t / ((ca^2 + cs^2) / 2))``. Overloaded, or while
-a backlog drains, the queue is a fluid: the backlog moves linearly by ``(lambda - c/S) dt``
-and a request arriving at a moment waits the backlog ahead of it over the service rate;
-requests that would wait beyond ``queue_timeout_s`` are dropped. A request meets the SLO when
-network latency + wait + its prefill is within ``ttft_slo_ms``.
+concurrency`` servers (M/G/c). In a tick with no backlog and offered load ``a = lambda S``
+below the slots, a request finds every slot busy with the Erlang C probability ``C(c, a)``
+and then waits ``P(wait > t | wait > 0) = exp(-(c/S - lambda) t / v)`` with Allen-Cunneen's
+``v = (ca^2 + cs^2) / 2 = (1 + service_cv2) / 2`` (Poisson arrivals), so
+``P(wait > t) = C(c, a) exp(-(c/S - lambda) t / v)``; one that finds a free slot waits
+nothing (the routing, ``sim.fleet_traffic``, says which requests found which). Overloaded, or
+while a backlog drains, the queue is a fluid: the backlog moves linearly by
+``(lambda - c/S) dt`` and a request arriving at a moment waits the backlog ahead of it over
+the service rate; requests that would wait beyond ``queue_timeout_s`` are dropped. A request
+meets the SLO when network latency + wait + its prefill is within ``ttft_slo_ms``.
 
 Pure: no clock, no IO.
 """

@@ -36,10 +36,12 @@ def fleet_setup(
     output_len: float | None = None,
     prefill_tokens_per_s: float | None = None,
     decode_tokens_per_s: float | None = None,
+    service_cv2: float = 0.0,
     sample_s: float = 300.0,
 ) -> FleetSimSetup:
     """The simulator's setup from ``fleet.yaml``'s ``traffic:`` section and a rate curve;
-    lengths default to the section's, token rates to its replica's (the CLI derives them
+    lengths default to the section's (``service_cv2``, the spread of the requests' service
+    times, to 0: all alike), token rates to its replica's (the CLI derives them
     from a catalog model and GPU when the section names those instead)."""
     t = fleet.traffic
     if t is None:
@@ -62,12 +64,18 @@ def fleet_setup(
             "from them first (shipit sim fleet does)",
             field="traffic.replica",
         )
+    if service_cv2 < 0:
+        raise InvalidRequestError(
+            f"service_cv2={service_cv2} must be >= 0 (0: every request takes the same time)",
+            field="service_cv2",
+        )
     service = ServiceModel(
         t.replica.concurrency,
         prefill,
         decode,
         float(input_len if input_len is not None else t.input_len),
         float(output_len if output_len is not None else t.output_len),
+        service_cv2,
     )
     regions = normalise_regions(
         [RegionShape(r.name, r.utc_offset_h, r.share, r.residency) for r in t.regions]

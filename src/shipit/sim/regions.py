@@ -5,9 +5,10 @@ At thousands of GPUs over a day the engine's steps are not simulated: each repli
 rates, and each plane's gateway one queue (``sim.fleet_model``). The fleet's own decisions run
 the live pure policies:
 
-- **traffic**, every ``tick_s``: Poisson arrivals per client region, routed in batches through
-  ``policy.global_routing.decide`` (nearest serving plane with room, spill-over, residency);
-  each plane's queue scores the tick's requests against the TTFT SLO, network latency in;
+- **traffic**, every ``tick_s``: Poisson arrivals per client region, routed in fractions
+  through ``policy.global_routing.decide`` as single requests would be (nearest serving plane
+  with a free slot, spill-over when it is full, residency; ``sim.fleet_traffic``); each
+  plane's queue scores the tick's requests against the TTFT SLO, network latency in;
 - **failover**, every ``failover.probe_interval_s`` while a plane is out or recovering
   (``policy.failover.decide``); scheduled outages (``simulation.outages``) fail the probes;
 - **placement**, every ``placement_interval_s`` and when the serving planes change

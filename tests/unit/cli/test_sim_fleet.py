@@ -139,3 +139,22 @@ def test_a_prompt_whose_prefill_alone_misses_the_slo_is_warned_about(tmp_path: P
     code, stdout, err = invoke("--config", str(cfg), "--trace", str(trace), "--hours", "0.1")
     assert code == 0, stdout
     assert "takes 2.40 s to prefill" in err and "every request misses it" in err
+
+
+def test_the_spread_of_a_traces_service_times_sets_the_wait_variability(tmp_path: Path) -> None:
+    # 5,000 prefill and 50 decode tokens/s: (1000 + 50) takes 0.2 + 1 = 1.2 s, (1000 + 150)
+    # 0.2 + 3 = 3.2 s; half each: mean 2.2 s, variance 1.0, cs^2 = 1 / 2.2^2 = 0.2066
+    cfg, _ = files(tmp_path)
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(
+        "".join(
+            f'{{"timestamp": {i * 200}, "input_length": 1000, '
+            f'"output_length": {50 if i % 2 else 150}}}\n'
+            for i in range(600)
+        )
+    )
+    code, stdout, _ = invoke(
+        "--config", str(cfg), "--trace", str(trace), "--hours", "0.1", "-o", "json"
+    )
+    assert code == 0, stdout
+    assert json.loads(stdout)["service"]["service_cv2"] == 0.2066
