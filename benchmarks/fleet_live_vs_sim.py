@@ -16,8 +16,14 @@ shares, ``concurrency`` = the gateway's ``max_concurrency``, token rates derived
 model and GPU) and the same trace (``--bucket-s 10``), for the same length. Its replica-seconds
 are its cost divided by the price per GPU-hour.
 
-Both planes are held at one replica (``min_replicas = max_replicas = 1``, no autoscaling live),
-so replica-seconds agree by construction; the SLO attainment is the comparison that can fail.
+By default both planes are held at one replica (``min_replicas = max_replicas = 1``, no
+autoscaling live), so replica-seconds agree by construction and the SLO attainment is the
+comparison that can fail. With ``--max-replicas N`` each plane autoscales from 1 to N replicas,
+live and simulated alike: the plane gateway's autoscaler with the simulator's settings
+(``target_concurrency`` = the slots, ``target_utilization`` 0.7, a 60 s window, a 10 s panic
+window, 600 s before a scale-down, a tick every 5 s, a replica ready 5 s after its start, as a
+``--simulate`` replica about is), so replica-seconds are a comparison too; ``--step-rate R``
+raises the rate to R half-way through, so the autoscalers have a step to follow.
 The live replay starts once the front door's ``/health`` is 200 and one request per region
 has warmed the planes (the simulated fleet starts warm). Writes
 ``benchmarks/results/fleet_live_vs_sim_r<rate>_c<concurrency>.json``.
@@ -53,9 +59,8 @@ PLANES = {"us-east": -5.0, "eu-west": 1.0}
 REGIONS = {"americas": -5.0, "europe": 1.0}  # half each
 MS_PER_TIME_ZONE = 5.0
 USD_PER_GPU_HOUR = 4.0
+SCALE_TICK_S, COLD_S, WINDOW_S, PANIC_S, DOWN_S, UTIL = 5.0, 5.0, 60.0, 10.0, 600.0, 0.7
 BUCKET_S = 10  # the trace's rate curve: requests per 10 s
-
-
 
 
 def free_port() -> int:
@@ -66,27 +71,38 @@ def free_port() -> int:
 
 def fleet_yaml(args: argparse.Namespace, door: int) -> dict[str, Any]:
     planes = []
+    deployment: dict[str, Any] = {
+        "name": "chat",
+        "model": MODEL,
+        "simulate": SPEC,
+        "replicas": 1,
+        "queueing": {"max_concurrency": args.concurrency},
+        "replica_args": ["--log-level", "warning"],
+    }
+    if args.max_replicas > 1:  # the settings the simulator gives each plane's autoscaler
+        deployment["autoscaling"] = {
+            "min_replicas": 1,
+            "max_replicas": args.max_replicas,
+            "target_concurrency": float(args.concurrency),
+            "target_utilization": UTIL,
+            "autoscaling_window_s": WINDOW_S,
+            "panic_window_s": PANIC_S,
+            "scale_down_delay_s": DOWN_S,
+            "cold_start_s": COLD_S,
+            "tick_interval_s": SCALE_TICK_S,
+        }
     for name, offset in PLANES.items():
         planes.append(
             {
                 "name": name,
                 "utc_offset_h": offset,
                 "min_replicas": 1,
-                "max_replicas": 1,
-                "pools": {"on_demand": {"usd_per_gpu_hour": USD_PER_GPU_HOUR}},
-                "port": free_port(),
-                "gateway": {
-                    "deployments": [
-                        {
-                            "name": "chat",
-                            "model": MODEL,
-                            "simulate": SPEC,
-                            "replicas": 1,
-                            "queueing": {"max_concurrency": args.concurrency},
-                            "replica_args": ["--log-level", "warning"],
-                        }
-                    ]
+                "max_replicas": args.max_replicas,
+                "pools": {
+                    "on_demand": {"usd_per_gpu_hour": USD_PER_GPU_HOUR, "obtain_delay_s": COLD_S}
                 },
+                "port": free_port(),
+                "gateway": {"deployments": [deployment]},
             }
         )
     return {
@@ -103,8 +119,9 @@ def fleet_yaml(args: argparse.Namespace, door: int) -> dict[str, Any]:
                 "ttft_slo_ms": args.slo_ms,
                 "input_len": args.input,
                 "output_len": args.output,
+                "target_utilization": UTIL,
             },
-            "simulation": {"tick_s": 10},
+            "simulation": {"tick_s": 10, "autoscale_interval_s": SCALE_TICK_S},
         }
     }
 
@@ -113,7 +130,8 @@ def trace(args: argparse.Namespace) -> list[tuple[float, str]]:
     rng = random.Random(args.seed)
     out, t = [], 0.0
     while True:
-        t += rng.expovariate(args.rate)
+        second_half = args.step_rate is not None and t >= args.seconds / 2
+        t += rng.expovariate(args.step_rate if second_half else args.rate)
         if t >= args.seconds:
             return out
         out.append((t, rng.choice(list(REGIONS))))
@@ -244,9 +262,18 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4, help="slots per replica")
     ap.add_argument("--slo-ms", type=float, default=200.0, help="TTFT SLO")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--max-replicas", type=int, default=1, help="per plane; over 1 the planes autoscale"
+    )
+    ap.add_argument(
+        "--step-rate", type=float, default=None, help="requests/s from half-way through"
+    )
     ap.add_argument("--out", type=Path, default=None, help="default: results/...r<rate>_c<slots>")
     args = ap.parse_args()
-    args.out = args.out or RESULTS / f"fleet_live_vs_sim_r{args.rate:g}_c{args.concurrency}.json"
+    scaled = f"_m{args.max_replicas}" if args.max_replicas > 1 else ""
+    scaled += f"_s{args.step_rate:g}" if args.step_rate is not None else ""
+    name = f"fleet_live_vs_sim_r{args.rate:g}_c{args.concurrency}{scaled}.json"
+    args.out = args.out or RESULTS / name
     arrivals = trace(args)
     with tempfile.TemporaryDirectory(prefix="fleet-live-vs-sim-") as tmp:
         root = Path(tmp)
