@@ -203,10 +203,12 @@ def route_tick(sim: FleetSim, now: float, dt: float) -> None:
     for i, chain in chains.items():
         for step, share in split(chain, p_full):
             take = counts[i] * share
+            if take <= 0:
+                continue
             tally.routed[step.reason_code] += take
             if step.plane is None:
                 tally.unrouted += take
-            elif step.reason_code == "all_full" and take > 0:
+            elif step.reason_code == "all_full":
                 herd.append((i, take))
             else:
                 tally.routed_to[f"{sim.regions[i].name}->{step.plane}"] += take
@@ -222,9 +224,9 @@ def route_tick(sim: FleetSim, now: float, dt: float) -> None:
                 sim.route_config, (reg.utc_offset_h, reg.residency), static, queue, take
             )
             tally.decisions += asked
-            for plane, lat_ms, n in pieces:
-                tally.routed_to[f"{reg.name}->{plane}"] += n
-                chunks[plane].append((i, n, lat_ms, True))
+            for plane, lat_ms, got in pieces:
+                tally.routed_to[f"{reg.name}->{plane}"] += got
+                chunks[plane].append((i, got, lat_ms, True))
     budget0 = sim.s.ttft_slo_s - svc.prefill_s
     for name, p in planes.items():
         mine = chunks[name]
@@ -250,8 +252,8 @@ def route_tick(sim: FleetSim, now: float, dt: float) -> None:
         p.completed = int(p.completed_f)
         p.service_total_s += q.completed * service_s
         tally.tokens += q.completed * svc.tokens_per_request
-        for i, n, lat_ms, queued in mine:
-            met = n * alive * q.met_fraction(budget0 - lat_ms / 1000.0, found_full=queued)
+        for i, got, lat_ms, queued in mine:
+            met = got * alive * q.met_fraction(budget0 - lat_ms / 1000.0, found_full=queued)
             tally.met[i] += met
             sim.win_met[i] += met
 
