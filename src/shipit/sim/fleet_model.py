@@ -111,13 +111,15 @@ def normalise_regions(regions: Sequence[RegionShape]) -> tuple[RegionShape, ...]
 
 
 @lru_cache(maxsize=65536)
-def _erlang_c(slots: int, load_tenths: int) -> float:
-    return erlang_c(slots, load_tenths / 10.0)
+def _erlang_c(slots: int, step: int, quantum: float) -> float:
+    return erlang_c(slots, step * quantum)
 
 
 def wait_probability(slots: int, load: float) -> float:
     """Erlang C, with its vanishing tail skipped: far below saturation (more than 8 standard
-    deviations of the load under the slots) the chance of waiting is under 1e-14."""
+    deviations of the load under the slots) the chance of waiting is under 1e-14. Up to 64
+    slots it is exact; above, the load is rounded to 2% of ``sqrt(slots)`` (C moves over a
+    span of about ``sqrt(slots)``) and the answers are kept."""
     if load <= 0:
         return 0.0
     if load >= slots:
@@ -126,7 +128,8 @@ def wait_probability(slots: int, load: float) -> float:
         return 0.0
     if slots <= 64:  # cheap: exact, so the routing's fixed point sees a smooth curve
         return erlang_c(slots, load)
-    return _erlang_c(slots, round(load * 10))
+    quantum = max(0.1, 0.02 * math.sqrt(slots))
+    return _erlang_c(slots, round(load / quantum), quantum)
 
 
 @dataclass(slots=True)

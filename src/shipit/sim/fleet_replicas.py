@@ -55,7 +55,6 @@ class PlaneSim:
     dead_ready: int = 0  # ready replicas whose GPU died, not detected yet
     backlog: float = 0.0
     busy: float = 0.0
-    p_full: float = 0.0  # the chance a request finds every slot busy, as of the last tick
     arrivals: int = 0
     completed: int = 0
     completed_f: float = 0.0

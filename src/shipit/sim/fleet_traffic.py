@@ -18,8 +18,8 @@ arrivals as fractions with the same decisions:
   service time), 1 while it has a backlog or is overloaded. Planes are taken to be full
   independently, so a region's requests go ``1 - C1`` to its first choice, ``C1 (1 - C2)``
   to the second, and what is left queues at the chain's end. The loads depend on the split
-  and the split on the loads: the two are solved together (a damped fixed point, started
-  from the last tick's answer).
+  and the split on the loads: the two are solved together (plane by plane by bisection, a
+  few sweeps over the planes).
 - **the wait.** A request that found a free slot starts at once; one that queued waits
   ``P(wait > t | wait > 0) = exp(-decay t)`` of its plane's queue (``sim.fleet_model``), so a
   single plane's arrivals wait exactly as Erlang C with Allen-Cunneen says. A plane with a
@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from shipit.sim.regions import FleetSim
 
 _READY = ReplicaState.READY
-_ITERATIONS = 40  # of the load/split fixed point; it settles in a few below saturation
+_SWEEPS = 6  # over the planes, solving the load/split fixed point
+_BISECTIONS = 14  # to 1e-4
 _TOLERANCE = 1e-4
 
 
@@ -188,15 +189,27 @@ def route_tick(sim: FleetSim, now: float, dt: float) -> None:
                     sent[step.plane] += counts[i] * share
         return {n: sent[n] / dt * service_s for n in planes}
 
-    p_full = {n: 1.0 if n in saturated else planes[n].p_full for n in planes}
-    for _ in range(_ITERATIONS):
-        target = full_at(loads(p_full))
-        moved = max((abs(target[n] - p_full[n]) for n in planes), default=0.0)
-        p_full = {n: 0.5 * (p_full[n] + target[n]) for n in planes}
+    # Plane by plane, the others held, its chance of being full x against what x makes it:
+    # the more it is full the more it sheds, so f(x) - x falls and bisection finds the one
+    # root (to 1e-4); a few sweeps over the planes settle what they shed onto each other.
+    p_full = {n: 1.0 if n in saturated else 0.0 for n in planes}
+    free = [n for n, p in planes.items() if n not in saturated and not p.down]
+    for _ in range(_SWEEPS):
+        moved = 0.0
+        for n in free:
+            before, lo, hi = p_full[n], 0.0, 1.0
+            p_full[n] = 0.0
+            if wait_probability(slots[n], loads(p_full)[n]) > 0:  # else never full: 0
+                for _ in range(_BISECTIONS):
+                    p_full[n] = mid = 0.5 * (lo + hi)
+                    if wait_probability(slots[n], loads(p_full)[n]) > mid:
+                        lo = mid
+                    else:
+                        hi = mid
+                p_full[n] = 0.5 * (lo + hi)
+            moved = max(moved, abs(p_full[n] - before))
         if moved < _TOLERANCE:
             break
-    for n, p in planes.items():
-        p.p_full = p_full[n]
 
     chunks: dict[str, list[tuple[int, float, float, bool]]] = {n: [] for n in planes}
     herd: list[tuple[int, float]] = []  # (region, requests) that found every plane full
