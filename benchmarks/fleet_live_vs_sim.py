@@ -181,6 +181,7 @@ async def one(
 async def replay(base: str, arrivals: list[tuple[float, str]], args: argparse.Namespace) -> Any:
     loop = asyncio.get_running_loop()
     replica_s = dict.fromkeys(PLANES, 0.0)
+    changes: list[tuple[float, dict[str, int]]] = []  # (s into the replay, ready per plane)
     done = asyncio.Event()
 
     async def sample(session: aiohttp.ClientSession) -> None:
@@ -190,8 +191,11 @@ async def replay(base: str, arrivals: list[tuple[float, str]], args: argparse.Na
             now = loop.time()
             async with session.get(base + "/shipit/fleet") as r:
                 view = await r.json()
-            for p in view["planes"]:
-                replica_s[p["name"]] += p["ready_replicas"] * (now - last)
+            ready = {p["name"]: p["ready_replicas"] for p in view["planes"]}
+            for name, n in ready.items():
+                replica_s[name] += n * (now - last)
+            if not changes or changes[-1][1] != ready:
+                changes.append((round(now - start, 1), ready))
             last = now
 
     timeout = aiohttp.ClientTimeout(total=120)
@@ -209,7 +213,7 @@ async def replay(base: str, arrivals: list[tuple[float, str]], args: argparse.Na
         elapsed = loop.time() - start
         done.set()
         await sampler
-    return results, replica_s, elapsed
+    return results, replica_s, elapsed, changes
 
 
 def start_fleet(config: Path, logs: Path, door: int) -> subprocess.Popen[bytes]:
@@ -284,7 +288,7 @@ def main() -> None:
         proc = start_fleet(config, root, door)
         try:
             base = f"http://127.0.0.1:{door}"
-            results, replica_s, elapsed = asyncio.run(replay(base, arrivals, args))
+            results, replica_s, elapsed, changes = asyncio.run(replay(base, arrivals, args))
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -319,6 +323,7 @@ def main() -> None:
             "served_by": {p: sum(1 for r in results if r["plane"] == p) for p in PLANES},
             "replica_seconds": round(live_replica_s, 1),
             "replay_s": round(elapsed, 1),
+            "ready_replicas_changes": changes,
             "slowest": sorted(results, key=lambda r: -(r["ttft_ms"] or 1e9))[:20],
         },
         "sim": {
