@@ -84,3 +84,38 @@ def test_two_busy_planes_spill_to_each_other_alike_and_mostly_meet_the_slo() -> 
     assert out["slo_attainment"] > 0.92
     for region in out["regions"].values():
         assert region["slo_attainment"] > 0.92
+
+
+PLANES = {  # (UTC offset, serving, residency, slots, queued)
+    "west": (-5.0, True, frozenset(), 8, 0),
+    "east": (1.0, True, frozenset(), 8, 0),
+}
+
+
+def test_a_requests_chain_is_its_nearest_then_the_next_then_where_it_queues() -> None:
+    from shipit.policy.global_routing import GlobalRoutingConfig
+    from shipit.sim.fleet_traffic import route_chain, split
+
+    steps, asked = route_chain(GlobalRoutingConfig(), (-5.0, None), PLANES)
+    assert asked == 3
+    assert [(s.plane, s.reason_code, s.queues) for s in steps] == [
+        ("west", "nearest", False),
+        ("east", "spilled", False),
+        ("west", "all_full", True),  # both full, queues alike: the nearer
+    ]
+    # west full 30% of the time, east 20%: 70% west at once, 0.3 x 0.8 = 24% east, 6% queue
+    shares = [share for _, share in split(steps, {"west": 0.3, "east": 0.2})]
+    assert shares == pytest.approx([0.7, 0.24, 0.06])
+
+
+def test_what_finds_every_plane_full_fills_the_shortest_queue_not_one_plane() -> None:
+    from shipit.policy.global_routing import GlobalRoutingConfig
+    from shipit.sim.fleet_traffic import fill_all_full
+
+    # 16 requests, both planes full with 4 waiting at west: slices of 2 go east until its
+    # queue passes west's, then alternate: east 10, west 6 (one batch would send all 16 east)
+    queue = {"west": 4.0, "east": 0.0}
+    pieces, asked = fill_all_full(GlobalRoutingConfig(), (-5.0, None), PLANES, queue, 16.0)
+    got = {p: sum(n for q, _, n in pieces if q == p) for p in PLANES}
+    assert asked == 8 and got == {"west": 6.0, "east": 10.0}
+    assert queue == {"west": 10.0, "east": 10.0}
