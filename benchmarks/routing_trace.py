@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,25 @@ def start_live(args: argparse.Namespace, policy: str) -> tuple[subprocess.Popen[
     raise RuntimeError(f"shipit up did not become ready: {(tmp / 'up.log').read_text()}")
 
 
+def gateway_predictions(gw: str) -> dict[str, float]:
+    """The gateway's prefix-cache prediction counters (index vs the replicas' cached tokens)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(gw + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        if not fam.name.startswith("shipit_prefix_cache_"):
+            continue
+        for s in fam.samples:
+            if s.name.endswith("_total") and s.value:
+                labels = ",".join(
+                    f"{k}={v}" for k, v in sorted(s.labels.items()) if k != "deployment"
+                )
+                out[f"{s.name}{{{labels}}}"] = s.value
+    return out
+
+
 def live_run(
     args: argparse.Namespace, reqs: list[SimRequest], scale: float, policy: str
 ) -> dict[str, Any]:
@@ -248,6 +268,7 @@ def live_run(
         wall_s = time.perf_counter() - t0
         after = {rid: scrape(u) for rid, u in urls.items()}
         decisions = _get_json(gw + "/shipit/status")["deployments"][0]["decisions"]
+        predictions = gateway_predictions(gw)
     finally:
         stop(proc)
     ttfts = [r[0] for r in results if isinstance(r, tuple) and r[0] is not None]
@@ -273,6 +294,7 @@ def live_run(
         "completed": len(ttfts),
         "failed": len(reqs) - len(ttfts),
         "decisions": decisions,
+        "prefix_predictions": predictions,
         "wall_s": round(wall_s, 1),
         "loadavg_1m": os.getloadavg()[0],
     }

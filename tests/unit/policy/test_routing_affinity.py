@@ -195,25 +195,30 @@ def test_the_index_holds_what_the_reported_kv_capacity_holds() -> None:
     index.set_capacity("a", 4)
     index.record("a", [1, 2, 3])
     assert index.match_blocks("a", [1, 2, 3]) == 3
-    index.record("a", [7, 8, 9])  # 6 blocks in a 4-block cache: 1 and 2 are evicted first
+    # 6 blocks in a 4-block cache: the first prompt's tail (3, then 2) is evicted first, as
+    # the replica frees a sequence's blocks tail first.
+    index.record("a", [7, 8, 9])
     assert index.size("a") == 4
-    assert index.match_blocks("a", [1, 2, 3]) == 0
+    assert index.match_blocks("a", [1, 2, 3]) == 1
     assert index.match_blocks("a", [7, 8, 9]) == 3
 
 
 def test_output_and_tail_blocks_take_space_in_the_index() -> None:
     index = PrefixIndex(max_blocks_per_replica=1000)
     index.set_capacity("a", 4)
-    index.record("a", [1, 2], extra_blocks=3)  # 5 blocks: block 1 goes
-    assert index.match_blocks("a", [1, 2]) == 0
-    assert index.size("a") == 4
+    index.record("a", [1, 2], extra_blocks=3)  # 5 blocks: an output block goes first
+    assert (index.match_blocks("a", [1, 2]), index.size("a")) == (2, 4)
+    index.record("a", [5, 6])  # the other two output blocks go
+    assert index.match_blocks("a", [1, 2]) == 2
+    index.record("a", [7])  # then the prompt, from its tail
+    assert index.match_blocks("a", [1, 2]) == 1
 
 
 def test_shrinking_the_capacity_drops_the_oldest_blocks() -> None:
     index = PrefixIndex(max_blocks_per_replica=10)
     index.record("a", [1, 2, 3, 4])
-    index.set_capacity("a", 2)
-    assert (index.match_blocks("a", [1]), index.match_blocks("a", [3, 4])) == (0, 2)
+    index.set_capacity("a", 2)  # the oldest: the prompt's tail
+    assert (index.match_blocks("a", [1, 2]), index.match_blocks("a", [3, 4])) == (2, 0)
     with pytest.raises(ValueError, match="got 0"):
         index.set_capacity("a", 0)
 
@@ -234,8 +239,8 @@ def test_a_stale_holder_is_no_longer_routed_to() -> None:
     index.record("a", old.prefix_hashes)
     first = route_one(old)
     assert (first.replica_id, first.reason_code) == ("a", "prefix_hit")
-    # a then serves another prefix of 4 blocks: its 6-block cache keeps only 3 and 4 of old.
-    new = RequestView(request_id="2", deployment="d", model="m", prefix_hashes=(5, 6, 7, 8))
+    # a then serves another prompt of 6 blocks: its 6-block cache keeps nothing of old.
+    new = RequestView(request_id="2", deployment="d", model="m", prefix_hashes=(5, 6, 7, 8, 9, 10))
     observe(plan, new, RouteDecision("a", "prefix_cache", "prefix_hit", ""), index)
     again = route_one(old)
     assert (again.replica_id, again.reason_code) == ("b", "no_prefix_match")
