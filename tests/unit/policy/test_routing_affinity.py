@@ -115,6 +115,16 @@ def test_the_holder_keeps_its_request_within_the_token_imbalance_slack() -> None
     assert route((rep("a", 1), rep("b", 1)), paces, plan=SLACK).reason_code == "prefix_hit"
 
 
+def test_equal_holders_go_by_tokens_to_compute_not_requests_in_flight() -> None:
+    # a and b hold the same 100 blocks (a prefix every prompt shares). a carries fewer
+    # requests but has 20 tokens to compute, b none: 120 vs 100 tokens is within the guard's
+    # slack (1.3), which would keep a; as both hold the prefix, b, with fewer tokens, takes it
+    # (always picking the fewer requests let the holders drift apart by the slack in tokens).
+    paces = (ReplicaPace("a", 2.0, 20), ReplicaPace("b", 2.0, 0))
+    d = route((rep("a", 1), rep("b", 2)), paces, hits=(("a", 100), ("b", 100)), plan=SLACK)
+    assert (d.replica_id, d.reason_code, d.prefix_hit_blocks) == ("b", "prefix_hit", 100)
+
+
 def test_the_holder_backlog_counts_against_waiting() -> None:
     # Slot in 1.0 s, but a has 1,800 tokens pending: first token max(1.0, 1.8) + 0.1 = 1.9 s.
     d = route((rep("a", 4), rep("b")), (ReplicaPace("a", 2.0, 1800, 1), ReplicaPace("b", 2.0)))
@@ -248,25 +258,25 @@ def test_a_stale_holder_is_no_longer_routed_to() -> None:
 
 # ----- the pace book ---------------------------------------------------------------------------
 def test_the_pace_book_tracks_backlog_service_time_and_waiters() -> None:
-    book = PaceBook()
-    book.placed("a", "q1", 1700)
-    book.placed("a", "q2", 100)
-    book.done("a", 1700, 2.0)
-    book.done("b", 0, None)  # a failed attempt: no service time
+    book = PaceBook()  # no pace: a prompt counts whole until its first token
+    book.placed("a", "q1", 1700, now_s=0.0)
+    book.placed("a", "q2", 100, now_s=0.0)
+    book.done("a", "q1", 2.0, now_s=2.0)
+    book.done("b", "q9", None, now_s=2.0)  # a failed attempt: no service time
     book.waits("q3", "a", 5.0)
     book.waits("q4", "a", 6.0)
     book.waits("q3", "a", 7.0)  # still holding since 5.0
     assert (book.holding_since("q3"), book.holding_since("q4")) == (5.0, 6.0)
-    assert book.paces(["a", "b"], asking="q3") == (
+    assert book.paces(["a", "b"], now_s=7.0, asking="q3") == (
         ReplicaPace("a", 2.0, 100, 1),
         ReplicaPace("b", 0.0, 0, 0),
     )
-    book.done("a", 100, 4.0)  # 2.0 + 0.2 x (4.0 - 2.0) = 2.4
-    book.placed("b", "q4", 5)  # q4 placed: no longer waits
+    book.done("a", "q2", 4.0, now_s=8.0)  # 2.0 + 0.2 x (4.0 - 2.0) = 2.4
+    book.placed("b", "q4", 5, now_s=8.0)  # q4 placed: no longer waits
     assert book.holding_since("q4") is None
-    assert book.paces(["a"]) == (ReplicaPace("a", pytest.approx(2.4), 0, 1),)  # type: ignore[arg-type]
+    assert book.paces(["a"], now_s=8.0) == (ReplicaPace("a", pytest.approx(2.4), 0, 1),)  # type: ignore[arg-type]
     book.forget("a")
-    assert book.paces(["a"]) == (ReplicaPace("a", 0.0, 0, 0),)
+    assert book.paces(["a"], now_s=8.0) == (ReplicaPace("a", 0.0, 0, 0),)
 
 
 def test_computed_tokens_take_the_cached_prefix_off_the_prompt() -> None:
@@ -279,11 +289,11 @@ def test_computed_tokens_take_the_cached_prefix_off_the_prompt() -> None:
 
 def test_a_first_token_takes_the_prompt_off_the_backlog_once() -> None:
     book = PaceBook()
-    book.placed("a", "q1", 1000)
-    book.placed("a", "q2", 300)
-    book.prefilled("a", 1000)  # q1's first token
-    assert book.pending_tokens("a") == 300
-    book.done("a", 0, 1.0)  # q1 ends: nothing more to take off
-    assert book.pending_tokens("a") == 300
-    book.done("a", 300, 1.0)  # q2 ends without a first token (aborted before it)
-    assert book.pending_tokens("a") == 0
+    book.placed("a", "q1", 1000, now_s=0.0)
+    book.placed("a", "q2", 300, now_s=0.0)
+    book.prefilled("a", "q1", now_s=1.0)  # q1's first token
+    assert book.pending_tokens("a", 1.0) == 300
+    book.done("a", "q1", 1.0, now_s=2.0)  # q1 ends: nothing more to take off
+    assert book.pending_tokens("a", 2.0) == 300
+    book.done("a", "q2", 1.0, now_s=2.0)  # q2 ends without a first token (aborted before it)
+    assert book.pending_tokens("a", 2.0) == 0

@@ -95,8 +95,10 @@ def prefix_affinity(
         )
     held = [i for i, r in enumerate(candidates) if ctx.hit(r.replica_id) == best_hit]
     if held:
+        # Equal holders: the one with the fewest tokens to compute (paces measured), so the
+        # holders of a common prefix stay balanced in tokens, not only in requests.
         holders = [candidates[i] for i in held]
-        best = holders[pick(holders, [totals[i] for i in held], offset=ctx.state.turn)]
+        best = _least(ctx, holders, [totals[i] for i in held], prompt)
         return _guarded(ctx, best, least, best_hit, blocks, prompt)
     busy = [r for r in pool if ctx.hit(r.replica_id) == best_hit]
     return _wait_or_go(ctx, busy, least, best_hit, blocks, prompt)
