@@ -66,6 +66,7 @@ class Req:
     at_s: float
     group: int
     messages: list[dict[str, str]]
+    max_tokens: int | None = None  # this request's own cap (a trace's output length)
 
 
 # ----- workload -------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ async def _one(
     body = {
         "model": model,
         "messages": req.messages,
-        "max_tokens": max_tokens,
+        "max_tokens": req.max_tokens or max_tokens,
         "stream": True,
         # The usage chunk carries the replica's cached tokens: the gateway checks its prefix
         # index's prediction against them (shipit_prefix_cache_predictions_total).
