@@ -134,16 +134,42 @@ def test_the_holder_backlog_counts_against_waiting() -> None:
 
 def test_the_wait_for_the_holder_is_bounded_from_when_it_began() -> None:
     paces = (ReplicaPace("a", 2.0, 0, 1), ReplicaPace("b", 2.0))
-    # Held for the holder since 10.0, now 11.5: 1.5 + 1.0 > 2.0 s: go now, though the holder
-    # would still be sooner.
-    d = route((rep("a", 4), rep("b")), paces, now=11.5, holding_since_s=10.0)
+    # Held for the holder since 10.0, now 11.8: 1.8 + 1.0 s slot wait is 0.8 s past the 2.0 s
+    # bound; the holder's 1.1 s + 0.8 s is no sooner than b's 1.7 s: go.
+    d = route((rep("a", 4), rep("b")), paces, now=11.8, holding_since_s=10.0)
     assert (d.replica_id, d.reason_code) == ("b", "holder_busy")
-    assert "waited 1.50 s, bound 2 s" in d.reason
+    assert "waited 1.80 s, bound 2 s, not sooner there" in d.reason
     d = route((rep("a", 4), rep("b")), paces, now=10.9, holding_since_s=10.0)
     assert d.reason_code == "wait_for_holder"  # 0.9 + 1.0 <= 2.0
     # Time queued before it had a holder to wait for does not count.
     d = route((rep("a", 4), rep("b")), paces, now=30.0, request=req(arrived_s=0.0))
     assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
+
+
+def test_past_the_bound_it_waits_on_only_while_the_holder_is_still_sooner() -> None:
+    paces = (ReplicaPace("a", 2.0, 0, 1), ReplicaPace("b", 2.0))
+    # Since 10.0, now 11.5: 0.5 s past the bound; 1.1 + 0.5 = 1.6 s at a < 1.7 s on b: going
+    # to b would make the first token later and recompute the prefix: wait on.
+    d = route((rep("a", 4), rep("b")), paces, now=11.5, holding_since_s=10.0)
+    assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
+    assert "0.50 s past the 2 s bound" in d.reason
+    # Within the slack but not sooner (2.1 s vs 1.7 s, slack 1.3): waits within the bound
+    # (0 + 2.0 s slot wait), goes once past it.
+    slow = (ReplicaPace("a", 2.0, 0, 3), ReplicaPace("b", 2.0))
+    d = route((rep("a", 4), rep("b")), slow, plan=SLACK)
+    assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
+    d = route((rep("a", 4), rep("b")), slow, now=10.1, holding_since_s=10.0, plan=SLACK)
+    assert (d.replica_id, d.reason_code) == ("b", "holder_busy")
+    # A bound of 0 never waits, sooner or not.
+    never = plan_for(
+        "prefix_cache",
+        RoutingConfig(
+            policy="prefix_cache",
+            prefix_cache=PrefixCacheConfig(prefill_us_per_token=1000.0, max_affinity_wait_s=0.0),
+        ),
+    )
+    d = route((rep("a", 4), rep("b")), paces, plan=never)
+    assert (d.replica_id, d.reason_code) == ("b", "holder_busy")
 
 
 def test_an_unmeasured_holder_is_not_waited_for_and_the_reason_says_so() -> None:

@@ -16,8 +16,11 @@ expected times to the first token:
 It waits (``wait_for_holder``, no replica, the holder named) when the holder's time is within
 ``token_imbalance_ratio`` x the alternative's (the same slack: a recomputed prefix also costs
 the saturated fleet prefill capacity) and its wait for the holder (since it first chose it,
-plus the slot wait expected) stays within ``max_affinity_wait_s``; otherwise it goes elsewhere
-(``holder_busy``). Both reasons carry the figures. Pure: no clock, no IO.
+plus the slot wait expected) stays within ``max_affinity_wait_s``. Past that bound it waits on
+only while the holder, the overrun added to its time, is still sooner than the alternative:
+going elsewhere then would make this request's first token later as well as recompute its
+prefix (a bound of 0 never waits). Otherwise it goes elsewhere (``holder_busy``). Both reasons
+carry the figures. Pure: no clock, no IO.
 """
 
 from __future__ import annotations
@@ -182,7 +185,8 @@ def _wait_or_go(
     )
     bound = cfg.max_affinity_wait_s
     slack = cfg.token_imbalance_ratio
-    if holder_s < slack * alt_s and waited_s + wait_s <= bound:
+    overrun_s = max(waited_s + wait_s - bound, 0.0)
+    if holder_s < slack * alt_s and overrun_s == 0.0:
         return Pick(
             None,
             "wait_for_holder",
@@ -190,9 +194,21 @@ def _wait_or_go(
             prefix_hit_blocks=best_hit,
             wait_for=holder.replica_id,
         )
+    if bound > 0 and holder_s + overrun_s < alt_s:
+        # Past the bound the cache no longer buys latency, but going elsewhere would make the
+        # first token later still: wait on while the holder, its overrun counted against it,
+        # stays sooner (so at most the alternative's time past the bound).
+        return Pick(
+            None,
+            "wait_for_holder",
+            f"{figures}; waited {waited_s:.2f} s, {overrun_s:.2f} s past the {bound:g} s "
+            "bound with the slot wait, still sooner there",
+            prefix_hit_blocks=best_hit,
+            wait_for=holder.replica_id,
+        )
     why = (
         f"over {slack:g}x later"
         if holder_s >= slack * alt_s
-        else f"waited {waited_s:.2f} s, bound {bound:g} s"
+        else f"waited {waited_s:.2f} s, bound {bound:g} s, not sooner there"
     )
     return Pick(least, "holder_busy", f"{figures}; {why}", prefix_hit_blocks=alt_hit)
