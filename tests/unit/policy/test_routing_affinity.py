@@ -97,6 +97,14 @@ def test_goes_elsewhere_when_the_holder_queue_is_longer_than_the_prefill_saved()
     assert "~2.10 s there vs ~1.70 s on b" in d.reason and "over 1x later" in d.reason
 
 
+def test_a_replicas_measured_prefill_pace_times_its_tokens() -> None:
+    # As above, but b computes at its measured 2 ms a token: 3.4 s there, 2.1 s at a: wait.
+    paces = (ReplicaPace("a", 2.0, 0, 3), ReplicaPace("b", 2.0, prefill_s_per_token=0.002))
+    d = route((rep("a", 4), rep("b")), paces)
+    assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
+    assert "~2.10 s there vs ~3.40 s on b" in d.reason
+
+
 def test_the_holder_keeps_its_request_within_the_token_imbalance_slack() -> None:
     # Slack 1.3: 2.1 s at a < 1.3 x 1.7 s = 2.21 s on b: wait for a.
     paces = (ReplicaPace("a", 2.0, 0, 3), ReplicaPace("b", 2.0))

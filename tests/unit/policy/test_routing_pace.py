@@ -43,6 +43,7 @@ def test_the_replicas_measured_pace_replaces_the_configured_one() -> None:
     start = tokens * 0.002 + 5.0  # idle meanwhile: idle time is not the pace
     book.placed("a", "q2", 1000, now_s=start)
     assert book.pending_tokens("a", start + 1.0) == 500
+    assert book.paces(["a"], now_s=start + 1.0)[0].prefill_s_per_token == pytest.approx(0.002)
     book.forget("a")
     assert book.prefill_s_per_token("a") == 0.001
 

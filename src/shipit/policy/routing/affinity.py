@@ -8,7 +8,8 @@ first token, prefix recomputation included). When every holder of the longest pr
 concurrency cap it decides between waiting for the holder and going elsewhere by comparing
 expected times to the first token:
 
-- at the holder: ``max(slot wait, backlog) + uncached prompt``, where the slot wait is
+- at the holder: ``max(slot wait, backlog) + uncached prompt`` (tokens at the replica's
+  measured prefill time a token, else ``prefill_us_per_token``), where the slot wait is
   ``(waiters ahead + 1) x service time / slots`` (a full replica frees a slot every
   ``service / slots`` seconds) and the backlog is its pending tokens x the prefill time a token;
 - elsewhere: the best alternative's ``backlog + uncached prompt`` (it recomputes the prefix).
@@ -62,6 +63,12 @@ def _least(
             pick(candidates, [-_cost(ctx, r, prompt) for r in candidates], offset=ctx.state.turn)
         ]
     return candidates[pick(candidates, totals, offset=ctx.state.turn)]
+
+
+def per_token_s(ctx: RouteContext, replica: ReplicaRecord) -> float:
+    """The replica's prefill time a token: measured by the driver, else the configured one."""
+    measured = ctx.pace(replica.replica_id).prefill_s_per_token
+    return measured if measured > 0 else ctx.config.prefix_cache.prefill_us_per_token / 1e6
 
 
 def slot_wait_s(ctx: RouteContext, holder: ReplicaRecord) -> float | None:
@@ -153,11 +160,10 @@ def _wait_or_go(
     """Every holder of the longest prefix is full: wait for the soonest one, or go to
     ``least``, by expected time to the first token, within the wait bound."""
     cfg = ctx.config.prefix_cache
-    per_token_s = cfg.prefill_us_per_token / 1e6
     waits = [slot_wait_s(ctx, r) for r in busy]
     known = [(w, r) for w, r in zip(waits, busy, strict=True) if w is not None]
     alt_hit = ctx.hit(least.replica_id)
-    alt_s = _cost(ctx, least, prompt) * per_token_s
+    alt_s = _cost(ctx, least, prompt) * per_token_s(ctx, least)
     if not known:
         holder = busy[0]
         return Pick(
@@ -171,9 +177,10 @@ def _wait_or_go(
     wait_s, holder = min(known, key=lambda x: x[0])
     pace = ctx.pace(holder.replica_id)
     block = cfg.block_size_tokens
-    backlog_s = pace.pending_tokens * per_token_s
-    holder_s = max(wait_s, backlog_s) + uncached_tokens(prompt, best_hit, block) * per_token_s
-    saved_s = (best_hit - alt_hit) * block * per_token_s
+    token_s = per_token_s(ctx, holder)
+    backlog_s = pace.pending_tokens * token_s
+    holder_s = max(wait_s, backlog_s) + uncached_tokens(prompt, best_hit, block) * token_s
+    saved_s = (best_hit - alt_hit) * block * token_s
     since = ctx.snapshot.holding_since_s
     waited_s = 0.0 if since is None else max(ctx.snapshot.now_s - since, 0.0)
     figures = (

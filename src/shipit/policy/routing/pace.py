@@ -164,7 +164,11 @@ class PaceBook:
         waiting = Counter(h for r, h in self._waiting_for.items() if r != asking)
         return tuple(
             ReplicaPace(
-                rid, self._service_s.get(rid, 0.0), self.pending_tokens(rid, now_s), waiting[rid]
+                rid,
+                self._service_s.get(rid, 0.0),
+                self.pending_tokens(rid, now_s),
+                waiting[rid],
+                self._measured.get(rid, 0.0),
             )
             for rid in replica_ids
         )
