@@ -16,7 +16,12 @@ the trace's pattern, rescaled to ``--loads`` x the fleet's capacity.
   caches); hit rate and computed tokens (queries - hits) from each replica's own counters; TTFT
   client side; requests per replica from the ``x-shipit-replica`` header.
 - Simulated: ``shipit sim replay --policy fixed:N --routing POLICY`` on the same records and
-  time scale, ``-o json``.
+  time scale, ``-o json``; with ``--sim-repeats K``, K replays at arrival rates 0.5 % apart, the
+  median one reported with the range (a few follow-up turns routed differently move a short
+  window's hit rate by several points).
+- Live requests stream with ``include_usage``, so the gateway checks its prefix index against
+  each replica's cached tokens (``shipit_prefix_cache_predictions_total``, kept per run), and
+  ask for their own output length (capped), as the simulator runs them.
 
 Goals (``prefix_cache``): hit rate >= 90 % of the ideal at every load, max/mean computed tokens
 <= 1.3, TTFT P99 at the highest load below ``least_outstanding``'s; the simulator within 5 points
