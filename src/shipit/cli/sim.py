@@ -61,7 +61,10 @@ HELP = (
 
 
 def register(app: typer.Typer) -> None:
+    from shipit.cli import sim_fleet
+
     sim_app.command("replay", help=HELP)(replay)
+    sim_fleet.register(sim_app)
     app.add_typer(sim_app, name="sim")
 
 

@@ -19,7 +19,6 @@ import secrets
 import shutil
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,6 @@ import typer
 import uvloop
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from shipit.backends.base import ReplicaBackend
 from shipit.backends.fleet import Fleet
@@ -36,6 +34,7 @@ from shipit.backends.local import LocalProcessBackend
 from shipit.backends.static import StaticBackend
 from shipit.capacity import parse_gpu_model
 from shipit.cli.up_ray import ray_backends
+from shipit.cli.up_report import report as _report
 from shipit.cli.up_security import apply_security_flags, check_security
 from shipit.cli.up_workers import Workers, configure_workers
 from shipit.config.gateway import (
@@ -50,7 +49,7 @@ from shipit.core.clock import RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import InvalidRequestError
 from shipit.core.replica_admin import ADMIN_TOKEN_ENV
-from shipit.gateway.app import Gateway, Hook, create_gateway
+from shipit.gateway.app import Hook, create_gateway
 from shipit.gateway.server import Stopped, bind_socket, serve
 from shipit.replica.openapi import request_schemas
 from shipit.services.decision_log import JsonlDecisionLog
@@ -70,6 +69,7 @@ Examples:
   shipit up --simulate H100:llama-3.1-8b --min-replicas 0 --max-replicas 3   # autoscaled
   shipit up --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem   # keys required (shipit keys)
   shipit up --backend ray --ray-address 10.0.0.2:6379 --simulate H100:llama-3.1-8b   # Ray actors
+  shipit up --fleet fleet.yaml          # planes' gateways + a global front door (docs/fleet.md)
 """
 
 
@@ -168,33 +168,15 @@ def _check_servable(cfg: ShipitConfig) -> None:
             )
 
 
-def _table(gateway: Gateway) -> Table:
-    table = Table(title="replicas", title_justify="left")
-    for col in ("deployment", "replica", "url", "state", "in flight"):
-        table.add_column(col)
-    for d in gateway.status()["deployments"]:
-        for r in d["replicas"]:
-            table.add_row(d["name"], r["id"], r["url"], r["state"], str(r["in_flight"]))
-    return table
-
-
-async def _report(gateway: Gateway, console: Console, timeout_s: float) -> None:
-    """Print the replica table now and once every replica is ready (or the timeout passes)."""
-    console.print(_table(gateway))
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        routers = gateway.routers.values()
-        if all(r.ready_count() == len(r.registry) for r in routers):
-            console.print(f"[green]all replicas ready[/] after {time.monotonic() - start:.1f}s")
-            console.print(_table(gateway))
-            return
-        await asyncio.sleep(0.5)
-    console.print("[yellow]not every replica is ready yet; requests wait in the queue[/]")
-    console.print(_table(gateway))
-
-
 def up(
     config: Path | None = typer.Option(None, "--config", "-c", help="shipit.yaml to read."),
+    fleet_file: Path | None = typer.Option(
+        None,
+        "--fleet",
+        help="fleet.yaml: start each plane's gateway (its gateway: section, on its port) and a "
+        "global front door on front_door.port that routes by region and fails over. See "
+        "docs/fleet.md#live-fleet.",
+    ),
     port: int | None = typer.Option(None, "--port", help="Gateway port (default 8000)."),
     host: str | None = typer.Option(None, "--host", help="Gateway address (default 127.0.0.1)."),
     replicas: int | None = typer.Option(None, "--replicas", "-n", help="Local replicas to start."),
@@ -292,6 +274,20 @@ def up(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if fleet_file is not None:  # one process per plane, this one the front door (cli.up_fleet)
+        from shipit.cli.up_fleet import up_fleet
+
+        single: dict[str, object] = {
+            "--config": config,
+            "--port": port,
+            "--host": host,
+            "--replicas": replicas,
+        }
+        single |= {"--simulate": simulate, "--model": model, "--replica-url": replica_url}
+        up_fleet(
+            fleet_file, log_dir=log_dir, keep_logs=keep_logs, log_level=log_level, single=single
+        )
+        return
     console = Console(stderr=True)
     try:
         cfg = build_config(

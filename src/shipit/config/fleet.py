@@ -26,6 +26,11 @@ Example::
           utc_offset_h: 1
           residency: [eu]
 
+Two optional sections are read by the fleet simulator only (``shipit sim fleet``):
+``traffic:`` (client regions with their place on the clock, share of the demand and residency
+pin; what a replica serves; the TTFT SLO) and ``simulation:`` (its clock, scheduled plane
+outages and spot shortages).
+
 Pydantic, ``extra="forbid"``, units in names; no IO here (``load_fleet_config`` reads a file).
 """
 
@@ -112,6 +117,13 @@ class FrontDoorConfig(_Strict):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    utc_offset_h: float | None = Field(
+        None,
+        ge=-12,
+        le=14,
+        description="where clients that send no region header are taken to be; default: this "
+        "machine's local offset",
+    )
 
 
 class FailoverConfig(_Strict):
@@ -120,6 +132,87 @@ class FailoverConfig(_Strict):
     probe_interval_s: float = Field(1.0, gt=0)
     fail_after: int = Field(3, ge=1, description="failed probes in a row that take a plane out")
     recover_after: int = Field(2, ge=1, description="ok probes in a row that bring it back")
+
+
+class ClientRegionConfig(_Strict):
+    """Where a share of the demand comes from (simulator): its place on the clock and pin."""
+
+    name: str = Field(min_length=1, max_length=63)
+    utc_offset_h: float = Field(0.0, ge=-12, le=14)
+    share: float = Field(gt=0, description="its part of the demand (shares are normalised)")
+    residency: str | None = Field(None, description="its requests stay on planes with this tag")
+
+
+class ReplicaModelConfig(_Strict):
+    """What one replica serves (simulator): slots and per-request token rates on a busy replica,
+    or a catalog model and GPU to derive the rates from (``shipit plan perf``'s estimate)."""
+
+    concurrency: int = Field(16, ge=1, description="requests one replica serves at once")
+    prefill_tokens_per_s: float | None = Field(None, gt=0, description="per request, busy")
+    decode_tokens_per_s: float | None = Field(None, gt=0, description="per request, busy")
+    model: str | None = Field(None, description="catalog model id, to derive the rates")
+    gpu: str | None = Field(None, description="catalog GPU id, to derive the rates")
+
+    @model_validator(mode="after")
+    def _rates_or_model(self) -> Self:
+        rates = (self.prefill_tokens_per_s, self.decode_tokens_per_s)
+        if None in rates and (self.model is None or self.gpu is None):
+            raise ValueError(
+                "give prefill_tokens_per_s and decode_tokens_per_s, or model and gpu to derive "
+                f"them (got prefill {rates[0]}, decode {rates[1]}, model {self.model!r}, "
+                f"gpu {self.gpu!r})"
+            )
+        return self
+
+
+class TrafficConfig(_Strict):
+    """The demand the fleet simulator plays: client regions, the replica model and the SLO."""
+
+    regions: list[ClientRegionConfig] = Field(min_length=1)
+    replica: ReplicaModelConfig
+    ttft_slo_ms: float = Field(2000.0, gt=0, description="time to first token, network in")
+    input_len: int = Field(1000, ge=1, description="prompt tokens (rate series; a trace's own)")
+    output_len: int = Field(200, ge=1, description="output tokens (rate series; a trace's own)")
+    diurnal: float = Field(
+        0.0, ge=0, lt=1, description="0: flat; 0.7: a region's night falls to 30% of its day"
+    )
+    target_utilization: float = Field(0.7, gt=0, le=1, description="autoscaler headroom")
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        names = [r.name for r in self.regions]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"traffic region names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+class WindowConfig(_Strict):
+    """A scheduled event in simulated time: from ``at_h`` for ``for_h`` hours on one plane."""
+
+    plane: str
+    at_h: float = Field(ge=0)
+    for_h: float = Field(gt=0)
+
+
+class SimulationConfig(_Strict):
+    """The fleet simulator's clock and scheduled events (live fleets ignore this section)."""
+
+    tick_s: float = Field(10.0, gt=0, le=600, description="traffic and queueing step")
+    autoscale_interval_s: float = Field(30.0, gt=0, description="in-plane autoscaler tick")
+    placement_interval_s: float = Field(900.0, gt=0, description="control-plane placement")
+    gpu_failure_detect_s: float = Field(60.0, ge=0, description="failure to detection")
+    spot_shortage_s: float = Field(
+        1800.0,
+        ge=0,
+        description="spot counts as short in a plane while its pre-emptions over this window "
+        "reach twice what its spot replicas should see (at least one)",
+    )
+    queue_timeout_s: float = Field(60.0, gt=0, description="a request waits this long at most")
+    outages: list[WindowConfig] = Field(default_factory=list, description="plane down")
+    spot_shortages: list[WindowConfig] = Field(
+        default_factory=list, description="no spot to be had in a plane"
+    )
 
 
 class FleetConfig(_Strict):
@@ -132,10 +225,25 @@ class FleetConfig(_Strict):
     front_door: FrontDoorConfig = Field(default_factory=FrontDoorConfig)
     failover: FailoverConfig = Field(default_factory=FailoverConfig)
     planes: list[PlaneConfig] = Field(min_length=1)
+    traffic: TrafficConfig | None = Field(None, description="simulator: the demand it plays")
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
 
     @model_validator(mode="after")
     def _planes(self) -> Self:
         names = [p.name for p in self.planes]
+        for w in (*self.simulation.outages, *self.simulation.spot_shortages):
+            if w.plane not in names:
+                raise ValueError(
+                    f"simulation: no plane {w.plane!r} for an outage or spot shortage; "
+                    f"planes: {', '.join(names)}"
+                )
+        residencies = {tag for p in self.planes for tag in p.residency}
+        for r in self.traffic.regions if self.traffic else ():
+            if r.residency is not None and r.residency not in residencies:
+                raise ValueError(
+                    f"traffic region {r.name}: residency {r.residency!r} is met by no plane "
+                    f"(tags: {', '.join(sorted(residencies)) or 'none'})"
+                )
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"plane names must be unique; repeated: {', '.join(dupes)}")

@@ -22,13 +22,28 @@ import logging
 import resource
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType
+from typing import Any, Protocol
 
 import uvicorn
 
-from shipit.gateway.app import Gateway
+from shipit.config.gateway import ShipitConfig
 from shipit.gateway.protocol import protocol_class
+
+
+class ServedApp(Protocol):
+    """What ``serve`` runs: an ASGI app whose ``config.gateway`` holds its edge limits (the
+    gateway, or the global front door of a live fleet)."""
+
+    config: ShipitConfig
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None: ...
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -49,8 +64,10 @@ logger = logging.getLogger("shipit.gateway")
 
 # Each client connection holds one descriptor and each proxied request one more upstream; many
 # distributions start processes with a soft limit of 1024, which a gateway outgrows long before
-# its CPU does. Below this, ``serve`` says so at start.
+# its CPU does. ``serve`` raises it toward OPEN_FILES_WANTED and says so at start when the hard
+# limit keeps it below OPEN_FILES_LOW.
 OPEN_FILES_WANTED = 65536
+OPEN_FILES_LOW = 8192
 
 
 def raise_open_files(want: int = OPEN_FILES_WANTED) -> tuple[int, int]:
@@ -116,7 +133,7 @@ class _Server(uvicorn.Server):
         self.drained = not self.force_exit
 
 
-def make_server(app: Gateway, *, graceful_shutdown_s: float, log_level: str) -> _Server:
+def make_server(app: ServedApp, *, graceful_shutdown_s: float, log_level: str) -> _Server:
     """uvicorn with the gateway's edge limits (``gateway.limits``: header timeout and size,
     keep-alive) and, when ``gateway.tls`` names a certificate, HTTPS."""
     edge = app.config.gateway
@@ -141,7 +158,7 @@ def make_server(app: Gateway, *, graceful_shutdown_s: float, log_level: str) -> 
 
 
 async def serve(
-    app: Gateway,
+    app: ServedApp,
     sock: socket.socket,
     *,
     graceful_shutdown_s: float = 30.0,
@@ -151,7 +168,7 @@ async def serve(
     """Serve until a signal asks us to stop; ``on_listening`` runs once the app has started.
     Returns how the stop went."""
     before, after = raise_open_files()
-    if after < OPEN_FILES_WANTED:
+    if after < OPEN_FILES_LOW:
         logger.warning(
             "open-files limit is %d (hard limit; soft was %d): the gateway holds one descriptor "
             "per client connection and one per upstream request, so it refuses connections past "

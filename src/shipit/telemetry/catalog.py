@@ -16,37 +16,11 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from enum import StrEnum
 
+from shipit.telemetry.metric_spec import Component, MetricKind, MetricSpec, Update, _spec
 
-class MetricKind(StrEnum):
-    COUNTER = "counter"
-    GAUGE = "gauge"
-    HISTOGRAM = "histogram"
-
-
-class Component(StrEnum):
-    GATEWAY = "gateway"
-    CONTROL_PLANE = "control_plane"
-    REPLICA = "replica"
-    PROCESS = "process"
-    ACCELERATOR = "accelerator"
-    COST = "cost"
-    ALERTS = "alerts"
-    ROLLOUT = "rollout"
-
-
-class Update(StrEnum):
-    """How a value reaches the exposition.
-
-    ``INSTRUMENT``: code records each event on a ``prometheus_client`` object (``inc``,
-    ``observe``, ``set``). ``SNAPSHOT``: a custom collector reads a snapshot at scrape time
-    (engine totals, process CPU, NVML), so the value is never stored twice.
-    """
-
-    INSTRUMENT = "instrument"
-    SNAPSHOT = "snapshot"
+# Re-exported: the catalog is where users of a metric look its kind and component up.
+__all__ = ["Component", "MetricKind", "MetricSpec", "Update"]
 
 
 # Histogram buckets, in seconds. Each SLO threshold the rules use must be a boundary here
@@ -83,79 +57,6 @@ VLLM_E2E_BUCKETS_S: tuple[float, ...] = (
     0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0,
     50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
 )  # fmt: skip
-
-_SUFFIX_BY_UNIT = {"seconds": "_seconds", "bytes": "_bytes", "usd": "_usd", "ratio": "_ratio"}
-
-
-@dataclass(frozen=True, slots=True)
-class MetricSpec:
-    """One metric as it appears on ``/metrics``.
-
-    ``name`` is the exposed name, counters included (``..._total``). ``label_values`` documents
-    the closed set of values a label may take (``status``: ok, error, ...); labels absent from it
-    are open (deployment names, replica ids).
-    """
-
-    name: str
-    kind: MetricKind
-    help: str
-    component: Component
-    unit: str
-    labels: tuple[str, ...] = ()
-    buckets_s: tuple[float, ...] = ()
-    update: Update = Update.INSTRUMENT
-    label_values: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
-
-    def __post_init__(self) -> None:
-        where = f"metric {self.name!r}"
-        if self.kind is MetricKind.COUNTER and not self.name.endswith("_total"):
-            raise ValueError(f"{where}: a counter's name must end with '_total'")
-        if self.kind is not MetricKind.COUNTER and self.name.endswith("_total"):
-            raise ValueError(f"{where}: only counters may end with '_total'")
-        if self.kind is MetricKind.HISTOGRAM:
-            if not self.buckets_s or list(self.buckets_s) != sorted(set(self.buckets_s)):
-                raise ValueError(f"{where}: a histogram needs strictly increasing buckets_s")
-        elif self.buckets_s:
-            raise ValueError(f"{where}: only histograms take buckets_s")
-        suffix = _SUFFIX_BY_UNIT.get(self.unit)
-        if self.name.startswith("shipit_") and suffix and suffix not in self.name:
-            raise ValueError(f"{where}: unit {self.unit!r} needs {suffix!r} in the name")
-        for label, _values in self.label_values:
-            if label not in self.labels:
-                raise ValueError(f"{where}: label_values names unknown label {label!r}")
-
-    def allowed_values(self, label: str) -> tuple[str, ...] | None:
-        """The closed set of values of ``label``, or ``None`` when any value is allowed."""
-        return dict(self.label_values).get(label)
-
-    def series_names(self) -> tuple[str, ...]:
-        """Every series name this metric puts on ``/metrics`` that PromQL may select."""
-        if self.kind is MetricKind.HISTOGRAM:
-            return tuple(f"{self.name}{s}" for s in ("_bucket", "_sum", "_count"))
-        return (self.name,)
-
-
-_DEP = ("deployment",)
-
-
-def _spec(
-    name: str,
-    kind: MetricKind,
-    component: Component,
-    unit: str,
-    help_text: str,
-    labels: tuple[str, ...] = _DEP,
-    **extra: object,
-) -> MetricSpec:
-    return MetricSpec(
-        name=name,
-        kind=kind,
-        help=help_text,
-        component=component,
-        unit=unit,
-        labels=labels,
-        **extra,  # type: ignore[arg-type]
-    )
 
 
 _C, _G, _H = MetricKind.COUNTER, MetricKind.GAUGE, MetricKind.HISTOGRAM
@@ -452,6 +353,39 @@ ROLLOUT_WINDOW_MEDIAN = _spec(
     "shipit_rollout_window_median_seconds", _G, Component.ROLLOUT, "seconds",
     "Median TTFT or TPOT of each version's analysis window at the rollout's last look.",
     ("deployment", "version", "metric"), label_values=(("metric", ("ttft", "tpot")),),
+)  # fmt: skip
+
+
+# --- the global front door of a live multi-plane fleet (``shipit up --fleet``) ------------------
+# Planes are bounded by fleet.yaml; reasons and changes are the policies' closed sets.
+FRONT_DOOR_ROUTE_REASONS = ("nearest", "spilled", "queued_nearest", "all_full", "no_plane")
+FRONT_DOOR_CHANGES = ("out", "back", "promoted", "returned_as_standby")
+FRONT_DOOR_REQUESTS = _spec(
+    "shipit_front_door_requests_total", _C, Component.FRONT_DOOR, "requests",
+    "Requests the global front door answered, by the plane that served (none when no plane "
+    "could), the global routing reason of its first choice and the HTTP status sent (499: the "
+    "client went away; an answer cut by its plane midway counts as 502).",
+    ("plane", "reason", "status"), label_values=(("reason", FRONT_DOOR_ROUTE_REASONS),),
+)  # fmt: skip
+FRONT_DOOR_RETRIES = _spec(
+    "shipit_front_door_retries_total", _C, Component.FRONT_DOOR, "retries",
+    "Requests sent on to the next plane because a plane failed before its first byte "
+    "(connect, reset, 502/503), by the plane that failed and the cause.", ("plane", "cause"),
+)  # fmt: skip
+FRONT_DOOR_MIDSTREAM = _spec(
+    "shipit_front_door_midstream_errors_total", _C, Component.FRONT_DOOR, "requests",
+    "Answers cut because their plane failed after the first byte (reported to the client).",
+    ("plane",),
+)  # fmt: skip
+FRONT_DOOR_FAILOVERS = _spec(
+    "shipit_front_door_failovers_total", _C, Component.FRONT_DOOR, "changes",
+    "Failover changes of a plane (out, back, promoted, returned_as_standby).",
+    ("plane", "change"), label_values=(("change", FRONT_DOOR_CHANGES),),
+)  # fmt: skip
+FRONT_DOOR_PLANE_SERVING = _spec(
+    "shipit_front_door_plane_serving", _G, Component.FRONT_DOOR, "boolean",
+    "1 while the front door sends traffic to the plane (up and active), else 0.", ("plane",),
+    update=_SNAP,
 )  # fmt: skip
 
 

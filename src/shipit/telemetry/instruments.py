@@ -242,6 +242,26 @@ def build_rollout_metrics(registry: CollectorRegistry) -> RolloutMetrics:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class FrontDoorMetrics:
+    """The global front door's counters; ``plane_serving`` is snapshotted at scrape time."""
+
+    requests: Counter
+    retries: Counter
+    midstream_errors: Counter
+    failovers: Counter
+
+
+def build_front_door_metrics(registry: CollectorRegistry) -> FrontDoorMetrics:
+    s = build_group(Component.FRONT_DOOR, registry)
+    return FrontDoorMetrics(
+        requests=s.counter(cat.FRONT_DOOR_REQUESTS),
+        retries=s.counter(cat.FRONT_DOOR_RETRIES),
+        midstream_errors=s.counter(cat.FRONT_DOOR_MIDSTREAM),
+        failovers=s.counter(cat.FRONT_DOOR_FAILOVERS),
+    )
+
+
 def publish_deviation(
     metrics: AlertMetrics, *, deployment: str, metric: str, score: float | None, active: bool
 ) -> None:

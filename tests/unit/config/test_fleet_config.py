@@ -61,3 +61,49 @@ def test_a_file_that_is_not_a_fleet(tmp_path: Path) -> None:
         load_fleet_config(path)
     with pytest.raises(ConfigError, match="cannot read fleet config"):
         load_fleet_config(tmp_path / "missing.yaml")
+
+
+TRAFFIC = {
+    "regions": [{"name": "americas", "utc_offset_h": -6, "share": 2}],
+    "replica": {"concurrency": 8, "prefill_tokens_per_s": 5000, "decode_tokens_per_s": 40},
+}
+
+
+def test_the_simulator_sections_parse_with_defaults() -> None:
+    fleet = parse_fleet_config(
+        {
+            "fleet": {
+                "planes": [{"name": "a"}],
+                "traffic": TRAFFIC,
+                "simulation": {"outages": [{"plane": "a", "at_h": 2, "for_h": 0.5}]},
+            }
+        }
+    )
+    assert fleet.traffic is not None and fleet.traffic.ttft_slo_ms == 2000
+    assert fleet.simulation.tick_s == 10 and fleet.simulation.outages[0].for_h == 0.5
+    assert parse_fleet_config({"fleet": {"planes": [{"name": "a"}]}}).traffic is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ({"simulation": {"outages": [{"plane": "b", "at_h": 1, "for_h": 1}]}}, "no plane 'b'"),
+        (
+            {"traffic": {**TRAFFIC, "regions": [{"name": "x", "share": 1, "residency": "eu"}]}},
+            "residency 'eu' is met by no plane",
+        ),
+        (
+            {"traffic": {**TRAFFIC, "regions": TRAFFIC["regions"] * 2}},
+            "repeated: americas",
+        ),
+        (
+            {"traffic": {**TRAFFIC, "replica": {"concurrency": 8}}},
+            "or model and gpu to derive them",
+        ),
+        ({"traffic": {**TRAFFIC, "diurnal": 1.0}}, "traffic.diurnal"),
+    ],
+)
+def test_simulator_section_errors(extra: dict[str, object], says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_fleet_config({"fleet": {"planes": [{"name": "a"}], **extra}})
+    assert says in str(err.value)

@@ -1,0 +1,343 @@
+"""``shipit up --fleet`` as real processes on 127.0.0.1: two planes (each a ``shipit up`` with one
+simulated replica) behind the global front door.
+
+Active-active under steady streamed and non-streamed load: one plane's gateway is SIGKILLed;
+no request is lost (each completes, or, only if its answer had started, ends with the front
+door's mid-stream error event), the plane is marked out within fail_after x probe_interval
+(plus slack) of the kill, and its clients' traffic moves to the other plane. Active-passive:
+the standby is probed but idle; the active is killed, the standby is promoted (the reason at
+``/shipit/fleet``) and serves; a SIGKILLed front door takes its planes down with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from support.replica_process import SHIPIT, free_port
+
+SIM_MODEL = "llama-3.1-8b"
+PROBE_INTERVAL_S = 0.2
+FAIL_AFTER = 3
+SLACK_S = 3.0  # generous: two shared cores, five processes
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(p) for p in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        left = [p for p in pids if _alive(p)]
+        if not left:
+            return []
+        time.sleep(0.2)
+    return [p for p in pids if _alive(p)]
+
+
+def _plane(name: str, offset: float, port: int, role: str = "active") -> dict[str, Any]:
+    return {
+        "name": name,
+        "utc_offset_h": offset,
+        "role": role,
+        "port": port,
+        "gateway": {
+            "alerts": {"sample_interval_s": 1},
+            "deployments": [
+                {
+                    "name": "sim",
+                    "model": SIM_MODEL,
+                    "simulate": f"H100:{SIM_MODEL}",
+                    "replicas": 1,
+                    "health_interval_s": 0.2,
+                    "replica_args": ["--log-level", "warning"],
+                }
+            ],
+        },
+    }
+
+
+@dataclass
+class Fleet:
+    proc: subprocess.Popen[bytes]
+    port: int
+    plane_ports: dict[str, int]
+    log: Path
+    stray: list[int] = field(default_factory=list)  # replicas of a killed plane gateway
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def fleet(self) -> dict[str, Any]:
+        data: dict[str, Any] = httpx.get(self.url + "/shipit/fleet", timeout=10).json()
+        return data
+
+    def plane_pid(self, name: str) -> int:
+        port = str(self.plane_ports[name]).encode()
+        for pid in _children(self.proc.pid):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"--port" in argv and argv[argv.index(b"--port") + 1] == port:
+                return pid
+        raise LookupError(f"no plane gateway of the front door serves port {port!r}")
+
+    def kill_plane(self, name: str) -> float:
+        """SIGKILL the plane's gateway; its replicas (left behind) are stopped at teardown."""
+        pid = self.plane_pid(name)
+        self.stray += _children(pid)
+        os.kill(pid, signal.SIGKILL)
+        return time.time()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pid in self.stray:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def start_fleet(root: Path, posture: str, planes: list[tuple[str, float, str]]) -> Fleet:
+    ports = {name: free_port() for name, _, _ in planes}
+    door = free_port()
+    cfg = {
+        "fleet": {
+            "posture": posture,
+            "front_door": {"port": door, "utc_offset_h": 0},
+            "failover": {
+                "probe_interval_s": PROBE_INTERVAL_S,
+                "fail_after": FAIL_AFTER,
+                "recover_after": 2,
+            },
+            "planes": [_plane(n, off, ports[n], role) for n, off, role in planes],
+        }
+    }
+    (root / "fleet.yaml").write_text(yaml.safe_dump(cfg))
+    log = root / "fleet.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [SHIPIT, "up", "--fleet", str(root / "fleet.yaml"), "--log-dir", str(root / "logs")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    fleet = Fleet(proc, door, ports, log)
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"shipit up --fleet exited {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(fleet.url + "/health", timeout=1).status_code == 200:
+                return fleet
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    fleet.stop()
+    raise RuntimeError("the front door never served:\n" + log.read_text())
+
+
+@dataclass
+class Outcome:
+    started_s: float
+    ended_s: float
+    region: str
+    stream: bool
+    status: int
+    plane: str | None
+    kind: str  # ok, midstream, failed
+    detail: str = ""
+
+
+def _one(client: httpx.Client, url: str, region: str, i: int, stream: bool) -> Outcome:
+    body = {
+        "model": SIM_MODEL,
+        "messages": [{"role": "user", "content": f"tell me about item {i} please"}],
+        "max_tokens": 96 if stream else 32,
+        "stream": stream,
+    }
+    headers = {"x-shipit-region": region}
+    started = time.time()
+    try:
+        with client.stream("POST", url, json=body, headers=headers) as r:
+            raw = b"".join(r.iter_bytes()).decode(errors="replace")
+            status, plane = r.status_code, r.headers.get("x-shipit-plane")
+    except httpx.HTTPError as exc:
+        return Outcome(started, time.time(), region, stream, 0, None, "failed", repr(exc))
+    kind, detail = "failed", raw[-300:]
+    if status == 200 and not stream:
+        try:
+            kind = "ok" if json.loads(raw)["choices"][0]["finish_reason"] else "failed"
+        except (ValueError, KeyError, IndexError):
+            kind = "failed"
+    elif status == 200:
+        events = [e.removeprefix("data: ") for e in raw.split("\n\n") if e.startswith("data: ")]
+        errors = [json.loads(e)["error"] for e in events if e.startswith('{"error"')]
+        if events and events[-1] == "[DONE]" and not errors:
+            kind = "ok"
+        elif errors and "failed mid-stream" in errors[0]["message"]:
+            kind = "midstream"
+    return Outcome(started, time.time(), region, stream, status, plane, kind, detail)
+
+
+class Load:
+    """``clients`` threads, each in a loop: half in one region, half in the other; in each
+    region one client streams (long answers) and one does not."""
+
+    def __init__(self, url: str, regions: list[str], clients: int = 4) -> None:
+        self.url = url + "/v1/chat/completions"
+        self.regions = regions
+        self.clients = clients
+        self.done: list[Outcome] = []
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(k,)) for k in range(clients)]
+
+    def _run(self, k: int) -> None:
+        region = self.regions[k % len(self.regions)]
+        with httpx.Client(timeout=30) as client:
+            i = k
+            while not self.stop_flag.is_set():
+                out = _one(client, self.url, region, i, stream=(k // len(self.regions)) % 2 == 0)
+                with self.lock:
+                    self.done.append(out)
+                i += self.clients
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(timeout=40)
+
+
+@pytest.fixture
+def active_active(tmp_path: Path) -> Iterator[Fleet]:
+    fleet = start_fleet(
+        tmp_path, "active-active", [("east", -5.0, "active"), ("west", 1.0, "active")]
+    )
+    yield fleet
+    fleet.stop()
+
+
+def _wait_change(fleet: Fleet, plane: str, change: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for c in fleet.fleet()["changes"]:
+            if (c["plane"], c["change"]) == (plane, change):
+                return c
+        time.sleep(0.1)
+    raise AssertionError(f"no {change!r} change for {plane} in {timeout_s:g}s: {fleet.fleet()}")
+
+
+def test_active_active_loses_no_request_when_a_plane_is_killed(active_active: Fleet) -> None:
+    fleet = active_active
+    with Load(fleet.url, ["east", "west"]) as load:
+        time.sleep(3.0)
+        killed_at = fleet.kill_plane("west")
+        out = _wait_change(fleet, "west", "out", timeout_s=30)
+        time.sleep(3.0)
+    results = load.done
+    failed = [r for r in results if r.kind == "failed"]
+    assert not failed, f"lost requests: {failed[:5]}"
+    # Only answers the killed plane had started may break, and only as the stated error.
+    broken = [r for r in results if r.kind == "midstream"]
+    assert all(r.plane == "west" and r.stream and r.started_s < killed_at for r in broken)
+    west_before = [r for r in results if r.region == "west" and r.ended_s < killed_at]
+    assert west_before and all(r.plane == "west" for r in west_before)  # it was serving
+    moved = [r for r in results if r.region == "west" and r.started_s > killed_at]
+    assert len(moved) >= 4 and all(r.plane == "east" and r.kind == "ok" for r in moved)
+    # Marked out within fail_after probes of the kill (plus slack for the shared cores).
+    detected_s = out["at_s"] - killed_at
+    assert 0 < detected_s <= FAIL_AFTER * PROBE_INTERVAL_S + SLACK_S, detected_s
+    assert fleet.fleet()["serving"] == ["east"]
+    # SIGTERM to the front door: the surviving plane drains and stops its replica; the
+    # killed one is reported.
+    survivors = [fleet.plane_pid("east")]
+    survivors += _children(survivors[0])
+    fleet.proc.send_signal(signal.SIGTERM)
+    assert fleet.proc.wait(timeout=90) == 1
+    assert _wait_gone(survivors, timeout_s=30) == []
+    assert "west exited -9" in fleet.log.read_text()
+    at_kill = [r for r in results if r.started_s < killed_at < r.ended_s and r.region == "west"]
+    assert at_kill  # the kill caught requests in flight (each counted above: none lost)
+    print(
+        f"\nfailover: west out {detected_s:.2f}s after SIGKILL; {len(results)} requests, "
+        f"{len(broken)} broken mid-stream, {len(moved)} west-region requests served by east; "
+        f"west-region requests open at the kill: {[(r.stream, r.plane, r.kind) for r in at_kill]}"
+    )
+
+
+def test_active_passive_promotes_the_standby_and_a_killed_door_takes_planes_down(
+    tmp_path: Path,
+) -> None:
+    fleet = start_fleet(
+        tmp_path, "active-passive", [("primary", 0.0, "active"), ("backup", 0.0, "standby")]
+    )
+    try:
+        with httpx.Client(timeout=30) as client:
+            before = [
+                _one(client, fleet.url + "/v1/chat/completions", "backup", i, True)
+                for i in range(4)
+            ]
+            assert [(r.kind, r.plane) for r in before] == [("ok", "primary")] * 4
+            view = fleet.fleet()
+            backup = next(p for p in view["planes"] if p["name"] == "backup")
+            assert (backup["role"], backup["serving"], backup["served"]) == ("standby", False, 0)
+            assert backup["last_probe"]["ok"] is True  # warm: probed, ready, idle
+            killed_at = fleet.kill_plane("primary")
+            promoted = _wait_change(fleet, "backup", "promoted", timeout_s=30)
+            after = [
+                _one(client, fleet.url + "/v1/chat/completions", "backup", i, True)
+                for i in range(3)
+            ]
+        assert [(r.kind, r.plane) for r in after] == [("ok", "backup")] * 3
+        assert "no active plane is up" in promoted["reason"] and "primary" in promoted["reason"]
+        promoted_s = promoted["at_s"] - killed_at
+        assert 0 < promoted_s <= FAIL_AFTER * PROBE_INTERVAL_S + SLACK_S, promoted_s
+        print(f"\nactive-passive: backup promoted {promoted_s:.2f}s after SIGKILL of primary")
+        view = fleet.fleet()
+        assert view["serving"] == ["backup"]
+        backup = next(p for p in view["planes"] if p["name"] == "backup")
+        assert (backup["role"], backup["promoted"], backup["served"]) == ("active", True, 3)
+        # kill -9 of the front door: its planes get SIGTERM (PR_SET_PDEATHSIG), drain, stop
+        # their replicas; nothing is left behind.
+        plane = fleet.plane_pid("backup")
+        replicas = _children(plane)
+        assert replicas
+        fleet.proc.kill()
+        fleet.proc.wait(timeout=10)
+        assert _wait_gone([plane, *replicas], timeout_s=90) == []
+    finally:
+        fleet.stop()
