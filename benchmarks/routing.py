@@ -66,6 +66,7 @@ class Req:
     at_s: float
     group: int
     messages: list[dict[str, str]]
+    max_tokens: int | None = None  # this request's own cap (a trace's output length)
 
 
 # ----- workload -------------------------------------------------------------------------------
@@ -212,7 +213,15 @@ def scrape(url: str) -> dict[str, float]:
 async def _one(
     session: aiohttp.ClientSession, url: str, model: str, req: Req, max_tokens: int
 ) -> tuple[float | None, str | None]:
-    body = {"model": model, "messages": req.messages, "max_tokens": max_tokens, "stream": True}
+    body = {
+        "model": model,
+        "messages": req.messages,
+        "max_tokens": req.max_tokens or max_tokens,
+        "stream": True,
+        # The usage chunk carries the replica's cached tokens: the gateway checks its prefix
+        # index's prediction against them (shipit_prefix_cache_predictions_total).
+        "stream_options": {"include_usage": True},
+    }
     t0 = time.perf_counter()
     ttft = None
     async with session.post(url + "/v1/chat/completions", json=body) as resp:

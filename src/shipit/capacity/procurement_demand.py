@@ -15,8 +15,7 @@ from shipit.capacity.calibration import DEFAULT_CALIBRATION, Calibration
 from shipit.capacity.deployment import Deployment
 from shipit.capacity.inputs import SloTargets, TrafficProfile
 from shipit.capacity.procurement import DemandCurve
-from shipit.capacity.queueing import SERVICE_CV
-from shipit.capacity.sizing import _best, _infeasible, _options
+from shipit.capacity.sizing import slot_sizer
 from shipit.core.errors import InvalidRequestError
 
 
@@ -59,23 +58,15 @@ def demand_curve(
     calibration: Calibration = DEFAULT_CALIBRATION,
 ) -> DemandCurve:
     """Replicas needed at ``slo`` in each step, with the lengths and burstiness of ``traffic``."""
-    if queue_model not in SERVICE_CV:
-        raise InvalidRequestError(
-            f"unknown queue model {queue_model!r}; use one of {', '.join(SERVICE_CV)}",
-            field="queue_model",
-        )
     if not rates_rps or min(rates_rps) < 0:
         raise InvalidRequestError(
             "a rate series needs at least one step and no negative rate", field="rates"
         )
-    options = _options(d, traffic, slo, calibration)
-    if not options:
-        raise _infeasible(d, traffic, slo, calibration)
-    cv = (traffic.arrival_cv, SERVICE_CV[queue_model])
+    sizer = slot_sizer(d, traffic, slo, queue_model=queue_model, calibration=calibration)
     sized: dict[float, int] = {}
     for r in rates_rps:
         if r not in sized:
-            sized[r] = _best(options, r, slo, cv)[0] if r > 0 else 0
+            sized[r] = sizer.best(r)[0] if r > 0 else 0
     tokens = sum(rates_rps) * step_s * (traffic.input_len_mean + traffic.output_len_mean)
     return DemandCurve(
         step_s=step_s,

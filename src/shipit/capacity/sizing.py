@@ -152,13 +152,48 @@ def replicas_for_rate(
     return lo
 
 
-def _best(
-    options: list[SlotOption], rate: float, slo: SloTargets, cv: tuple[float, float]
-) -> tuple[int, SlotOption]:
-    scored = [
-        (replicas_for_rate(o, rate, slo, arrival_cv=cv[0], service_cv=cv[1]), o) for o in options
-    ]
-    return min(scored, key=lambda x: (x[0], -x[1].concurrency))
+@dataclass(frozen=True, slots=True)
+class SlotSizer:
+    """A deployment's slot options at an SLO (those that meet it at tail lengths) and the queue
+    model that sizes them: ``best(rate)`` is the fewest replicas, and the option, for a rate."""
+
+    options: tuple[SlotOption, ...]
+    slo: SloTargets
+    cv: tuple[float, float]  # arrival and service coefficients of variation
+
+    def best(self, rate_rps: float) -> tuple[int, SlotOption]:
+        arrival_cv, service_cv = self.cv
+        scored = [
+            (
+                replicas_for_rate(
+                    o, rate_rps, self.slo, arrival_cv=arrival_cv, service_cv=service_cv
+                ),
+                o,
+            )
+            for o in self.options
+        ]
+        return min(scored, key=lambda x: (x[0], -x[1].concurrency))
+
+
+def slot_sizer(
+    d: Deployment,
+    traffic: TrafficProfile,
+    slo: SloTargets,
+    *,
+    queue_model: str = "erlang-c",
+    calibration: Calibration = DEFAULT_CALIBRATION,
+) -> SlotSizer:
+    """The sizer of ``d`` for ``traffic``'s lengths at ``slo``; refuses an unknown queue model
+    and a deployment that cannot meet the SLO even with one request per replica."""
+    if queue_model not in SERVICE_CV:
+        raise InvalidRequestError(
+            f"unknown queue model {queue_model!r}; use one of {', '.join(SERVICE_CV)}",
+            field="queue_model",
+        )
+    options = _options(d, traffic, slo, calibration)
+    if not options:
+        raise _infeasible(d, traffic, slo, calibration)
+    return SlotSizer(tuple(options), slo, (traffic.arrival_cv, SERVICE_CV[queue_model]))
 
 
 def cold_start_s(d: Deployment, cal: Calibration = DEFAULT_CALIBRATION) -> float:
@@ -229,17 +264,10 @@ def size_replicas(
     calibration: Calibration = DEFAULT_CALIBRATION,
 ) -> ReplicaPlan:
     """Replicas and GPUs at peak and mean rate meeting ``slo`` at its percentile."""
-    if queue_model not in SERVICE_CV:
-        raise InvalidRequestError(
-            f"unknown queue model {queue_model!r}; use one of {', '.join(SERVICE_CV)}",
-            field="queue_model",
-        )
-    cv = (traffic.arrival_cv, SERVICE_CV[queue_model])
-    options = _options(d, traffic, slo, calibration)
-    if not options:
-        raise _infeasible(d, traffic, slo, calibration)
-    n_peak, opt = _best(options, traffic.peak, slo, cv)
-    n_mean, _ = _best(options, traffic.mean_rps, slo, cv)
+    sizer = slot_sizer(d, traffic, slo, queue_model=queue_model, calibration=calibration)
+    cv = sizer.cv
+    n_peak, opt = sizer.best(traffic.peak)
+    n_mean, _ = sizer.best(traffic.mean_rps)
     wait = wait_percentile_s(
         servers=n_peak * opt.concurrency,
         arrival_rate_per_s=traffic.peak,

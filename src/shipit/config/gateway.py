@@ -92,13 +92,20 @@ class PrefixCacheConfig(_Strict):
         "what the replica evicted",
     )
     # Queue-aware affinity: when the replica holding the prefix is at its concurrency cap,
-    # wait for it only while the expected wait is below the prefill time the prefix saves,
-    # and never longer than max_affinity_wait_s in all.
+    # wait for it only while its expected first token stays within the slack of the best
+    # alternative's, for max_affinity_wait_s; past that, only while it is still sooner.
     prefill_us_per_token: float = Field(
-        100.0, gt=0, description="prefill time of one uncached prompt token on a replica"
+        100.0,
+        gt=0,
+        description="prefill time of one uncached prompt token on a replica, until the router "
+        "has measured each replica's own",
     )
     max_affinity_wait_s: float = Field(
-        2.0, ge=0, description="longest a request waits for its cache holder (0: never waits)"
+        2.0,
+        ge=0,
+        description="how long a request waits for its full cache holder to save prefill; past "
+        "it, it waits on only while the holder's first token is still expected sooner than "
+        "elsewhere (0: never waits)",
     )
     # Measured in tokens to compute before a request's first token: the holder keeps it unless
     # it would take more than this x the best alternative (a recomputed prefix also costs the

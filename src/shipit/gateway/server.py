@@ -64,8 +64,10 @@ logger = logging.getLogger("shipit.gateway")
 
 # Each client connection holds one descriptor and each proxied request one more upstream; many
 # distributions start processes with a soft limit of 1024, which a gateway outgrows long before
-# its CPU does. Below this, ``serve`` says so at start.
+# its CPU does. ``serve`` raises it toward OPEN_FILES_WANTED and says so at start when the hard
+# limit keeps it below OPEN_FILES_LOW.
 OPEN_FILES_WANTED = 65536
+OPEN_FILES_LOW = 8192
 
 
 def raise_open_files(want: int = OPEN_FILES_WANTED) -> tuple[int, int]:
@@ -166,7 +168,7 @@ async def serve(
     """Serve until a signal asks us to stop; ``on_listening`` runs once the app has started.
     Returns how the stop went."""
     before, after = raise_open_files()
-    if after < OPEN_FILES_WANTED:
+    if after < OPEN_FILES_LOW:
         logger.warning(
             "open-files limit is %d (hard limit; soft was %d): the gateway holds one descriptor "
             "per client connection and one per upstream request, so it refuses connections past "

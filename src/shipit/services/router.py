@@ -100,7 +100,7 @@ class RouterService:
         )
         # Service times, tokens still to compute and who waits for which cache holder: what
         # queue-aware prefix affinity reads (``ReplicaPace``).
-        self.paces = PaceBook()
+        self.paces = PaceBook(prefill_s_per_token=r.prefix_cache.prefill_us_per_token / 1e6)
         self.version_weights = tuple(sorted(r.version_weights.items()))
         self._policies: dict[str, RoutePolicy] = {}
         self._waiters: dict[str, _Waiter] = {}
@@ -209,7 +209,7 @@ class RouterService:
             ids = [r.replica_id for r in replicas]
             if request.prefix_hashes:
                 hits = routing.prefix_hits(self.prefix_index, request.prefix_hashes, ids)
-            paces = self.paces.paces(ids, asking=request.request_id)
+            paces = self.paces.paces(ids, now_s=now, asking=request.request_id)
         snapshot = routing.RouteSnapshot(
             now,
             request,
@@ -233,7 +233,7 @@ class RouterService:
             self.registry.add_adapter(record.replica_id, decision.load_adapter)
         self.decisions_by_reason[(decision.policy, decision.reason_code)] += 1
         tokens = routing.computed_tokens(self.deployment.routing.prefix_cache, request, decision)
-        self.paces.placed(record.replica_id, request.request_id, tokens)
+        self.paces.placed(record.replica_id, request.request_id, tokens, now_s=now)
         return Lease(
             request, record.replica_id, record.url, decision, placed_s=now, computed_tokens=tokens
         )
@@ -398,8 +398,9 @@ class RouterService:
             self.completed += 1
             self.service_s += now - lease.placed_s
         service_s = now - lease.placed_s if outcome == "ok" else None
-        tokens = 0 if lease.prefilled else lease.computed_tokens
-        self.paces.done(lease.replica_id, tokens, service_s)
+        self.paces.done(
+            lease.replica_id, lease.request.request_id, service_s, now_s=self.clock.now()
+        )
         record = self.registry.give_slot(lease.replica_id)
         if record is not None and outcome in ("ok", "failed", "client_error"):
             kind: reliability.Outcome = (
@@ -431,7 +432,8 @@ class RouterService:
         """The replica sent the lease's first token: its prompt is off that replica's backlog."""
         if not lease.prefilled and not lease.released:
             lease.prefilled = True
-            self.paces.prefilled(lease.replica_id, lease.computed_tokens)
+            now = self.clock.now()
+            self.paces.prefilled(lease.replica_id, lease.request.request_id, now_s=now)
 
     def answered(
         self, lease: Lease, *, ttft_s: float | None, tpot_s: float | None, slo_met: bool

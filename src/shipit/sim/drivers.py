@@ -147,7 +147,7 @@ def place(
         if request.prefix_hashes:
             hits = routing.prefix_hits(policy.index, request.prefix_hashes, ids)
         if paces is not None:
-            pace = paces.paces(ids, asking=request.request_id)
+            pace = paces.paces(ids, now_s=now_s, asking=request.request_id)
     since = paces.holding_since(request.request_id) if paces is not None else None
     snap = routing.RouteSnapshot(
         now_s, request, views, hits, version_weights, paces=pace, holding_since_s=since

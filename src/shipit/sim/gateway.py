@@ -59,7 +59,10 @@ class SimGateway:
         self.budget = drivers.retry_budget(deployment.retries)
         self.outliers = drivers.outlier_detector(deployment)
         self._routing: dict[str, drivers.RoutingPolicy] = {}
-        self.paces = PaceBook()  # what queue-aware prefix affinity reads, as the router keeps it
+        # What queue-aware prefix affinity reads, as the router keeps it.
+        self.paces = PaceBook(
+            prefill_s_per_token=deployment.routing.prefix_cache.prefill_us_per_token / 1e6
+        )
         self.waiters: dict[str, SimCall] = {}
         # What the autoscaler's snapshot counts: arrivals, completions, their service seconds.
         self.arrivals, self.completed, self.service_s = 0, 0, 0.0
@@ -128,7 +131,8 @@ class SimGateway:
         if decision.replica_id is not None:
             cfg = self.deployment.routing.prefix_cache
             req.computed_tokens = computed_tokens(cfg, req.view, decision)
-            self.paces.placed(decision.replica_id, req.view.request_id, req.computed_tokens)
+            rid = req.view.request_id
+            self.paces.placed(decision.replica_id, rid, req.computed_tokens, now_s=now)
             self.send(now, req, decision.replica_id)
         return decision
 
@@ -256,7 +260,7 @@ class SimGateway:
         self.first_tokens.append((now - req.sent_s, prefill_s(self.fleet.timing, req.spec)))
         if not req.prefilled and req.replica is not None:
             req.prefilled = True
-            self.paces.prefilled(req.replica, req.computed_tokens)
+            self.paces.prefilled(req.replica, req.view.request_id, now_s=now)
 
     def on_refused(self, now: float, payload: tuple[SimCall, str]) -> None:
         req, why = payload
@@ -313,8 +317,8 @@ class SimGateway:
         self, now: float, rid: str, *, ok: bool, why: str, req: SimCall, served: bool = True
     ) -> None:
         # Only an answer's time is the replica's pace (not a failure's, not a refusal's).
-        tokens = 0 if req.prefilled else req.computed_tokens
-        self.paces.done(rid, tokens, now - req.sent_s if ok and served else None)
+        service_s = now - req.sent_s if ok and served else None
+        self.paces.done(rid, req.view.request_id, service_s, now_s=now)
         req.prefilled = False  # a retry computes its prompt again
         record = self.fleet.records.get(rid)
         if record is None:

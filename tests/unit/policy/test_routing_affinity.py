@@ -97,6 +97,14 @@ def test_goes_elsewhere_when_the_holder_queue_is_longer_than_the_prefill_saved()
     assert "~2.10 s there vs ~1.70 s on b" in d.reason and "over 1x later" in d.reason
 
 
+def test_a_replicas_measured_prefill_pace_times_its_tokens() -> None:
+    # As above, but b computes at its measured 2 ms a token: 3.4 s there, 2.1 s at a: wait.
+    paces = (ReplicaPace("a", 2.0, 0, 3), ReplicaPace("b", 2.0, prefill_s_per_token=0.002))
+    d = route((rep("a", 4), rep("b")), paces)
+    assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
+    assert "~2.10 s there vs ~3.40 s on b" in d.reason
+
+
 def test_the_holder_keeps_its_request_within_the_token_imbalance_slack() -> None:
     # Slack 1.3: 2.1 s at a < 1.3 x 1.7 s = 2.21 s on b: wait for a.
     paces = (ReplicaPace("a", 2.0, 0, 3), ReplicaPace("b", 2.0))
@@ -115,6 +123,16 @@ def test_the_holder_keeps_its_request_within_the_token_imbalance_slack() -> None
     assert route((rep("a", 1), rep("b", 1)), paces, plan=SLACK).reason_code == "prefix_hit"
 
 
+def test_equal_holders_go_by_tokens_to_compute_not_requests_in_flight() -> None:
+    # a and b hold the same 100 blocks (a prefix every prompt shares). a carries fewer
+    # requests but has 20 tokens to compute, b none: 120 vs 100 tokens is within the guard's
+    # slack (1.3), which would keep a; as both hold the prefix, b, with fewer tokens, takes it
+    # (always picking the fewer requests let the holders drift apart by the slack in tokens).
+    paces = (ReplicaPace("a", 2.0, 20), ReplicaPace("b", 2.0, 0))
+    d = route((rep("a", 1), rep("b", 2)), paces, hits=(("a", 100), ("b", 100)), plan=SLACK)
+    assert (d.replica_id, d.reason_code, d.prefix_hit_blocks) == ("b", "prefix_hit", 100)
+
+
 def test_the_holder_backlog_counts_against_waiting() -> None:
     # Slot in 1.0 s, but a has 1,800 tokens pending: first token max(1.0, 1.8) + 0.1 = 1.9 s.
     d = route((rep("a", 4), rep("b")), (ReplicaPace("a", 2.0, 1800, 1), ReplicaPace("b", 2.0)))
@@ -124,16 +142,42 @@ def test_the_holder_backlog_counts_against_waiting() -> None:
 
 def test_the_wait_for_the_holder_is_bounded_from_when_it_began() -> None:
     paces = (ReplicaPace("a", 2.0, 0, 1), ReplicaPace("b", 2.0))
-    # Held for the holder since 10.0, now 11.5: 1.5 + 1.0 > 2.0 s: go now, though the holder
-    # would still be sooner.
-    d = route((rep("a", 4), rep("b")), paces, now=11.5, holding_since_s=10.0)
+    # Held for the holder since 10.0, now 11.8: 1.8 + 1.0 s slot wait is 0.8 s past the 2.0 s
+    # bound; the holder's 1.1 s + 0.8 s is no sooner than b's 1.7 s: go.
+    d = route((rep("a", 4), rep("b")), paces, now=11.8, holding_since_s=10.0)
     assert (d.replica_id, d.reason_code) == ("b", "holder_busy")
-    assert "waited 1.50 s, bound 2 s" in d.reason
+    assert "waited 1.80 s, bound 2 s, not sooner there" in d.reason
     d = route((rep("a", 4), rep("b")), paces, now=10.9, holding_since_s=10.0)
     assert d.reason_code == "wait_for_holder"  # 0.9 + 1.0 <= 2.0
     # Time queued before it had a holder to wait for does not count.
     d = route((rep("a", 4), rep("b")), paces, now=30.0, request=req(arrived_s=0.0))
     assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
+
+
+def test_past_the_bound_it_waits_on_only_while_the_holder_is_still_sooner() -> None:
+    paces = (ReplicaPace("a", 2.0, 0, 1), ReplicaPace("b", 2.0))
+    # Since 10.0, now 11.5: 0.5 s past the bound; 1.1 + 0.5 = 1.6 s at a < 1.7 s on b: going
+    # to b would make the first token later and recompute the prefix: wait on.
+    d = route((rep("a", 4), rep("b")), paces, now=11.5, holding_since_s=10.0)
+    assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
+    assert "0.50 s past the 2 s bound" in d.reason
+    # Within the slack but not sooner (2.1 s vs 1.7 s, slack 1.3): waits within the bound
+    # (0 + 2.0 s slot wait), goes once past it.
+    slow = (ReplicaPace("a", 2.0, 0, 3), ReplicaPace("b", 2.0))
+    d = route((rep("a", 4), rep("b")), slow, plan=SLACK)
+    assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
+    d = route((rep("a", 4), rep("b")), slow, now=10.1, holding_since_s=10.0, plan=SLACK)
+    assert (d.replica_id, d.reason_code) == ("b", "holder_busy")
+    # A bound of 0 never waits, sooner or not.
+    never = plan_for(
+        "prefix_cache",
+        RoutingConfig(
+            policy="prefix_cache",
+            prefix_cache=PrefixCacheConfig(prefill_us_per_token=1000.0, max_affinity_wait_s=0.0),
+        ),
+    )
+    d = route((rep("a", 4), rep("b")), paces, plan=never)
+    assert (d.replica_id, d.reason_code) == ("b", "holder_busy")
 
 
 def test_an_unmeasured_holder_is_not_waited_for_and_the_reason_says_so() -> None:
@@ -195,25 +239,30 @@ def test_the_index_holds_what_the_reported_kv_capacity_holds() -> None:
     index.set_capacity("a", 4)
     index.record("a", [1, 2, 3])
     assert index.match_blocks("a", [1, 2, 3]) == 3
-    index.record("a", [7, 8, 9])  # 6 blocks in a 4-block cache: 1 and 2 are evicted first
+    # 6 blocks in a 4-block cache: the first prompt's tail (3, then 2) is evicted first, as
+    # the replica frees a sequence's blocks tail first.
+    index.record("a", [7, 8, 9])
     assert index.size("a") == 4
-    assert index.match_blocks("a", [1, 2, 3]) == 0
+    assert index.match_blocks("a", [1, 2, 3]) == 1
     assert index.match_blocks("a", [7, 8, 9]) == 3
 
 
 def test_output_and_tail_blocks_take_space_in_the_index() -> None:
     index = PrefixIndex(max_blocks_per_replica=1000)
     index.set_capacity("a", 4)
-    index.record("a", [1, 2], extra_blocks=3)  # 5 blocks: block 1 goes
-    assert index.match_blocks("a", [1, 2]) == 0
-    assert index.size("a") == 4
+    index.record("a", [1, 2], extra_blocks=3)  # 5 blocks: an output block goes first
+    assert (index.match_blocks("a", [1, 2]), index.size("a")) == (2, 4)
+    index.record("a", [5, 6])  # the other two output blocks go
+    assert index.match_blocks("a", [1, 2]) == 2
+    index.record("a", [7])  # then the prompt, from its tail
+    assert index.match_blocks("a", [1, 2]) == 1
 
 
 def test_shrinking_the_capacity_drops_the_oldest_blocks() -> None:
     index = PrefixIndex(max_blocks_per_replica=10)
     index.record("a", [1, 2, 3, 4])
-    index.set_capacity("a", 2)
-    assert (index.match_blocks("a", [1]), index.match_blocks("a", [3, 4])) == (0, 2)
+    index.set_capacity("a", 2)  # the oldest: the prompt's tail
+    assert (index.match_blocks("a", [1, 2]), index.match_blocks("a", [3, 4])) == (2, 0)
     with pytest.raises(ValueError, match="got 0"):
         index.set_capacity("a", 0)
 
@@ -234,8 +283,8 @@ def test_a_stale_holder_is_no_longer_routed_to() -> None:
     index.record("a", old.prefix_hashes)
     first = route_one(old)
     assert (first.replica_id, first.reason_code) == ("a", "prefix_hit")
-    # a then serves another prefix of 4 blocks: its 6-block cache keeps only 3 and 4 of old.
-    new = RequestView(request_id="2", deployment="d", model="m", prefix_hashes=(5, 6, 7, 8))
+    # a then serves another prompt of 6 blocks: its 6-block cache keeps nothing of old.
+    new = RequestView(request_id="2", deployment="d", model="m", prefix_hashes=(5, 6, 7, 8, 9, 10))
     observe(plan, new, RouteDecision("a", "prefix_cache", "prefix_hit", ""), index)
     again = route_one(old)
     assert (again.replica_id, again.reason_code) == ("b", "no_prefix_match")
@@ -243,25 +292,25 @@ def test_a_stale_holder_is_no_longer_routed_to() -> None:
 
 # ----- the pace book ---------------------------------------------------------------------------
 def test_the_pace_book_tracks_backlog_service_time_and_waiters() -> None:
-    book = PaceBook()
-    book.placed("a", "q1", 1700)
-    book.placed("a", "q2", 100)
-    book.done("a", 1700, 2.0)
-    book.done("b", 0, None)  # a failed attempt: no service time
+    book = PaceBook()  # no pace: a prompt counts whole until its first token
+    book.placed("a", "q1", 1700, now_s=0.0)
+    book.placed("a", "q2", 100, now_s=0.0)
+    book.done("a", "q1", 2.0, now_s=2.0)
+    book.done("b", "q9", None, now_s=2.0)  # a failed attempt: no service time
     book.waits("q3", "a", 5.0)
     book.waits("q4", "a", 6.0)
     book.waits("q3", "a", 7.0)  # still holding since 5.0
     assert (book.holding_since("q3"), book.holding_since("q4")) == (5.0, 6.0)
-    assert book.paces(["a", "b"], asking="q3") == (
+    assert book.paces(["a", "b"], now_s=7.0, asking="q3") == (
         ReplicaPace("a", 2.0, 100, 1),
         ReplicaPace("b", 0.0, 0, 0),
     )
-    book.done("a", 100, 4.0)  # 2.0 + 0.2 x (4.0 - 2.0) = 2.4
-    book.placed("b", "q4", 5)  # q4 placed: no longer waits
+    book.done("a", "q2", 4.0, now_s=8.0)  # 2.0 + 0.2 x (4.0 - 2.0) = 2.4
+    book.placed("b", "q4", 5, now_s=8.0)  # q4 placed: no longer waits
     assert book.holding_since("q4") is None
-    assert book.paces(["a"]) == (ReplicaPace("a", pytest.approx(2.4), 0, 1),)  # type: ignore[arg-type]
+    assert book.paces(["a"], now_s=8.0) == (ReplicaPace("a", pytest.approx(2.4), 0, 1),)  # type: ignore[arg-type]
     book.forget("a")
-    assert book.paces(["a"]) == (ReplicaPace("a", 0.0, 0, 0),)
+    assert book.paces(["a"], now_s=8.0) == (ReplicaPace("a", 0.0, 0, 0),)
 
 
 def test_computed_tokens_take_the_cached_prefix_off_the_prompt() -> None:
@@ -274,11 +323,11 @@ def test_computed_tokens_take_the_cached_prefix_off_the_prompt() -> None:
 
 def test_a_first_token_takes_the_prompt_off_the_backlog_once() -> None:
     book = PaceBook()
-    book.placed("a", "q1", 1000)
-    book.placed("a", "q2", 300)
-    book.prefilled("a", 1000)  # q1's first token
-    assert book.pending_tokens("a") == 300
-    book.done("a", 0, 1.0)  # q1 ends: nothing more to take off
-    assert book.pending_tokens("a") == 300
-    book.done("a", 300, 1.0)  # q2 ends without a first token (aborted before it)
-    assert book.pending_tokens("a") == 0
+    book.placed("a", "q1", 1000, now_s=0.0)
+    book.placed("a", "q2", 300, now_s=0.0)
+    book.prefilled("a", "q1", now_s=1.0)  # q1's first token
+    assert book.pending_tokens("a", 1.0) == 300
+    book.done("a", "q1", 1.0, now_s=2.0)  # q1 ends: nothing more to take off
+    assert book.pending_tokens("a", 2.0) == 300
+    book.done("a", "q2", 1.0, now_s=2.0)  # q2 ends without a first token (aborted before it)
+    assert book.pending_tokens("a", 2.0) == 0

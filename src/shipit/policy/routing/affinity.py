@@ -8,7 +8,8 @@ first token, prefix recomputation included). When every holder of the longest pr
 concurrency cap it decides between waiting for the holder and going elsewhere by comparing
 expected times to the first token:
 
-- at the holder: ``max(slot wait, backlog) + uncached prompt``, where the slot wait is
+- at the holder: ``max(slot wait, backlog) + uncached prompt`` (tokens at the replica's
+  measured prefill time a token, else ``prefill_us_per_token``), where the slot wait is
   ``(waiters ahead + 1) x service time / slots`` (a full replica frees a slot every
   ``service / slots`` seconds) and the backlog is its pending tokens x the prefill time a token;
 - elsewhere: the best alternative's ``backlog + uncached prompt`` (it recomputes the prefix).
@@ -16,8 +17,11 @@ expected times to the first token:
 It waits (``wait_for_holder``, no replica, the holder named) when the holder's time is within
 ``token_imbalance_ratio`` x the alternative's (the same slack: a recomputed prefix also costs
 the saturated fleet prefill capacity) and its wait for the holder (since it first chose it,
-plus the slot wait expected) stays within ``max_affinity_wait_s``; otherwise it goes elsewhere
-(``holder_busy``). Both reasons carry the figures. Pure: no clock, no IO.
+plus the slot wait expected) stays within ``max_affinity_wait_s``. Past that bound it waits on
+only while the holder, the overrun added to its time, is still sooner than the alternative:
+going elsewhere then would make this request's first token later as well as recompute its
+prefix (a bound of 0 never waits). Otherwise it goes elsewhere (``holder_busy``). Both reasons
+carry the figures. Pure: no clock, no IO.
 """
 
 from __future__ import annotations
@@ -61,6 +65,12 @@ def _least(
     return candidates[pick(candidates, totals, offset=ctx.state.turn)]
 
 
+def per_token_s(ctx: RouteContext, replica: ReplicaRecord) -> float:
+    """The replica's prefill time a token: measured by the driver, else the configured one."""
+    measured = ctx.pace(replica.replica_id).prefill_s_per_token
+    return measured if measured > 0 else ctx.config.prefix_cache.prefill_us_per_token / 1e6
+
+
 def slot_wait_s(ctx: RouteContext, holder: ReplicaRecord) -> float | None:
     """Expected wait for a slot on a full ``holder``; None while its service time is unmeasured."""
     pace = ctx.pace(holder.replica_id)
@@ -95,8 +105,10 @@ def prefix_affinity(
         )
     held = [i for i, r in enumerate(candidates) if ctx.hit(r.replica_id) == best_hit]
     if held:
+        # Equal holders: the one with the fewest tokens to compute (paces measured), so the
+        # holders of a common prefix stay balanced in tokens, not only in requests.
         holders = [candidates[i] for i in held]
-        best = holders[pick(holders, [totals[i] for i in held], offset=ctx.state.turn)]
+        best = _least(ctx, holders, [totals[i] for i in held], prompt)
         return _guarded(ctx, best, least, best_hit, blocks, prompt)
     busy = [r for r in pool if ctx.hit(r.replica_id) == best_hit]
     return _wait_or_go(ctx, busy, least, best_hit, blocks, prompt)
@@ -148,11 +160,10 @@ def _wait_or_go(
     """Every holder of the longest prefix is full: wait for the soonest one, or go to
     ``least``, by expected time to the first token, within the wait bound."""
     cfg = ctx.config.prefix_cache
-    per_token_s = cfg.prefill_us_per_token / 1e6
     waits = [slot_wait_s(ctx, r) for r in busy]
     known = [(w, r) for w, r in zip(waits, busy, strict=True) if w is not None]
     alt_hit = ctx.hit(least.replica_id)
-    alt_s = _cost(ctx, least, prompt) * per_token_s
+    alt_s = _cost(ctx, least, prompt) * per_token_s(ctx, least)
     if not known:
         holder = busy[0]
         return Pick(
@@ -166,9 +177,10 @@ def _wait_or_go(
     wait_s, holder = min(known, key=lambda x: x[0])
     pace = ctx.pace(holder.replica_id)
     block = cfg.block_size_tokens
-    backlog_s = pace.pending_tokens * per_token_s
-    holder_s = max(wait_s, backlog_s) + uncached_tokens(prompt, best_hit, block) * per_token_s
-    saved_s = (best_hit - alt_hit) * block * per_token_s
+    token_s = per_token_s(ctx, holder)
+    backlog_s = pace.pending_tokens * token_s
+    holder_s = max(wait_s, backlog_s) + uncached_tokens(prompt, best_hit, block) * token_s
+    saved_s = (best_hit - alt_hit) * block * token_s
     since = ctx.snapshot.holding_since_s
     waited_s = 0.0 if since is None else max(ctx.snapshot.now_s - since, 0.0)
     figures = (
@@ -180,7 +192,8 @@ def _wait_or_go(
     )
     bound = cfg.max_affinity_wait_s
     slack = cfg.token_imbalance_ratio
-    if holder_s < slack * alt_s and waited_s + wait_s <= bound:
+    overrun_s = max(waited_s + wait_s - bound, 0.0)
+    if holder_s < slack * alt_s and overrun_s == 0.0:
         return Pick(
             None,
             "wait_for_holder",
@@ -188,9 +201,21 @@ def _wait_or_go(
             prefix_hit_blocks=best_hit,
             wait_for=holder.replica_id,
         )
+    if bound > 0 and holder_s + overrun_s < alt_s:
+        # Past the bound the cache no longer buys latency, but going elsewhere would make the
+        # first token later still: wait on while the holder, its overrun counted against it,
+        # stays sooner (so at most the alternative's time past the bound).
+        return Pick(
+            None,
+            "wait_for_holder",
+            f"{figures}; waited {waited_s:.2f} s, {overrun_s:.2f} s past the {bound:g} s "
+            "bound with the slot wait, still sooner there",
+            prefix_hit_blocks=best_hit,
+            wait_for=holder.replica_id,
+        )
     why = (
         f"over {slack:g}x later"
         if holder_s >= slack * alt_s
-        else f"waited {waited_s:.2f} s, bound {bound:g} s"
+        else f"waited {waited_s:.2f} s, bound {bound:g} s, not sooner there"
     )
     return Pick(least, "holder_busy", f"{figures}; {why}", prefix_hit_blocks=alt_hit)

@@ -43,14 +43,16 @@ class ReplicaPace:
     """What the driver measured of one replica, for queue-aware affinity and balance in tokens.
 
     ``service_s``: the mean time a request holds one of its slots (0: not measured yet);
-    ``pending_tokens``: prompt tokens still to compute (prompt minus the cached prefix) of the
-    requests placed there and not yet answered; ``waiting``: gateway waiters that chose to
-    wait for this replica's slot (their cache holder)."""
+    ``pending_tokens``: prompt tokens it still has to compute (prompt minus the cached prefix)
+    of the requests placed there, at the snapshot's time; ``waiting``: gateway waiters that
+    chose to wait for this replica's slot (their cache holder); ``prefill_s_per_token``: its
+    measured prefill time a token (0: not measured, the configured one applies)."""
 
     replica_id: str
     service_s: float = 0.0
     pending_tokens: int = 0
     waiting: int = 0
+    prefill_s_per_token: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

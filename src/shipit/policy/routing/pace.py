@@ -8,10 +8,25 @@ leave it), ``done`` when its slot came back (the time it held the slot updates t
 mean service time, an exponentially weighted mean), ``waits`` when a decision chose to wait
 for a holder, ``gone`` when a waiter left the queue. ``paces`` is what goes into a
 ``RouteSnapshot``. Time comes in as numbers; no clock, no IO.
+
+The backlog is what a replica has still to compute, as of ``now_s``: the replica computes the
+prompts it was sent in the order it got them, in chunks, from the moment each reaches it, so
+with ``prefill_s_per_token`` (the replicas' prefill time a token) each placed prompt is taken
+to be computed at that pace from when the one before it is done, and counts only its part not
+yet computed. Counted whole until its first token instead, a long prompt the replica has
+nearly finished kept its replica looking busy for seconds (the backlog of a replica with one
+long prompt read several times what it still had to do), and the token guard sent follow-up
+turns away from the replica holding their conversation. The pace is measured: the seconds
+the replica had prompts to compute (from a placement on an empty backlog until the backlog
+is empty again) over the prompt tokens whose first token came, since it joined; until
+``PACE_MIN_TOKENS`` were, ``prefill_s_per_token``. Long prompts' attention and the decodes
+sharing their steps make it slower than a prefill alone. The first token takes a prompt off
+the backlog at once, whatever the pace said.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 
@@ -22,6 +37,8 @@ from shipit.policy.routing.base import ReplicaPace, RouteDecision
 
 # Weight of the newest service time in the mean: about the last ten requests count.
 SERVICE_WEIGHT = 0.2
+# Prompt tokens a replica computes before its measured pace replaces the configured one.
+PACE_MIN_TOKENS = 4096
 
 
 def computed_tokens(
@@ -34,31 +51,66 @@ def computed_tokens(
 
 
 class PaceBook:
-    """Per replica: mean service seconds, pending tokens; per waiter: the holder it waits for."""
+    """Per replica: mean service seconds, the prompts it still computes; per waiter: the holder
+    it waits for. ``prefill_s_per_token`` > 0: prompts are computed at that pace (above); 0: a
+    prompt counts whole until its first token."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, prefill_s_per_token: float = 0.0) -> None:
+        self._per_token_s = prefill_s_per_token
+        self._busy_since: dict[str, float] = {}  # replica id -> its backlog's start
+        self._busy_s: dict[str, float] = {}  # replica id -> closed busy seconds
+        self._last_drop_s: dict[str, float] = {}  # replica id -> a prompt last left its backlog
+        self._prefilled: Counter[str] = Counter()  # replica id -> tokens first-tokened
+        self._measured: dict[str, float] = {}  # replica id -> measured prefill s a token
         self._service_s: dict[str, float] = {}
-        self._pending: Counter[str] = Counter()
+        # replica id -> request id -> (uncached prompt tokens, when placed), in placement order
+        self._backlog: dict[str, dict[str, tuple[int, float]]] = {}
         self._waiting_for: dict[str, str] = {}  # request id -> replica id
         self._since: dict[str, float] = {}  # request id -> when it first chose to wait
 
-    def placed(self, replica_id: str, request_id: str, tokens: int) -> None:
+    def placed(self, replica_id: str, request_id: str, tokens: int, *, now_s: float) -> None:
         self.gone(request_id)
-        self._pending[replica_id] += tokens
+        if tokens > 0:
+            self._busy_since.setdefault(replica_id, now_s)
+            self._backlog.setdefault(replica_id, {})[request_id] = (tokens, now_s)
 
-    def prefilled(self, replica_id: str, tokens: int) -> None:
-        """The request's first token came: its ``tokens`` are computed, off the backlog."""
-        left = self._pending[replica_id] - tokens
-        if left > 0:
-            self._pending[replica_id] = left
-        else:
-            self._pending.pop(replica_id, None)
+    def prefilled(self, replica_id: str, request_id: str, *, now_s: float) -> None:
+        """The request's first token came at ``now_s``: its prompt is computed, off the
+        backlog, and counts toward the replica's measured pace."""
+        entry = self._drop(replica_id, request_id, now_s)
+        if entry is None:
+            return
+        self._prefilled[replica_id] += entry[0]
+        tokens = self._prefilled[replica_id]
+        if tokens >= PACE_MIN_TOKENS:
+            since = self._busy_since.get(replica_id)
+            busy_s = self._busy_s.get(replica_id, 0.0) + (0.0 if since is None else now_s - since)
+            self._measured[replica_id] = busy_s / tokens
 
-    def done(self, replica_id: str, tokens: int, service_s: float | None) -> None:
-        """A slot came back: ``tokens`` (0 when ``prefilled`` took them off already) leave
-        the backlog; ``service_s`` (None: the attempt failed or was aborted, its time says
-        nothing of the pace) feeds the mean."""
-        self.prefilled(replica_id, tokens)
+    def _drop(self, replica_id: str, request_id: str, now_s: float) -> tuple[int, float] | None:
+        backlog = self._backlog.get(replica_id)
+        if backlog is None:
+            return None
+        entry = backlog.pop(request_id, None)
+        if entry is not None:
+            self._last_drop_s[replica_id] = now_s
+        if not backlog:  # the replica has no prompt left to compute: a busy spell ends
+            del self._backlog[replica_id]
+            since = self._busy_since.pop(replica_id, now_s)
+            self._busy_s[replica_id] = self._busy_s.get(replica_id, 0.0) + max(now_s - since, 0.0)
+        return entry
+
+    def prefill_s_per_token(self, replica_id: str) -> float:
+        """The replica's measured prefill time a token (the configured one until measured)."""
+        return self._measured.get(replica_id, self._per_token_s)
+
+    def done(
+        self, replica_id: str, request_id: str, service_s: float | None, *, now_s: float
+    ) -> None:
+        """A slot came back at ``now_s``: the request leaves the backlog (if its first token
+        did not take it off already); ``service_s`` (None: the attempt failed or was aborted,
+        its time says nothing of the pace) feeds the mean."""
+        self._drop(replica_id, request_id, now_s)
         if service_s is not None and service_s >= 0:
             mean = self._service_s.get(replica_id)
             self._service_s[replica_id] = (
@@ -80,17 +132,43 @@ class PaceBook:
 
     def forget(self, replica_id: str) -> None:
         self._service_s.pop(replica_id, None)
-        self._pending.pop(replica_id, None)
+        self._backlog.pop(replica_id, None)
+        books = (self._measured, self._busy_since, self._busy_s, self._last_drop_s)
+        for book in (*books, self._prefilled):
+            book.pop(replica_id, None)
         for rid in [r for r, h in self._waiting_for.items() if h == replica_id]:
             del self._waiting_for[rid]
 
-    def pending_tokens(self, replica_id: str) -> int:
-        return self._pending[replica_id]
+    def pending_tokens(self, replica_id: str, now_s: float) -> int:
+        """Prompt tokens the replica has still to compute at ``now_s`` (see the module)."""
+        backlog = self._backlog.get(replica_id)
+        if not backlog:
+            return 0
+        per_token = self.prefill_s_per_token(replica_id)
+        if per_token <= 0:
+            return sum(tokens for tokens, _ in backlog.values())
+        left = 0
+        # When the replica is done with the prompts before this one: it computes them in turn,
+        # so the first still there started at the last one's first token at the earliest.
+        free_s = self._last_drop_s.get(replica_id, -math.inf)
+        for tokens, placed_s in backlog.values():
+            free_s = max(placed_s, free_s) + tokens * per_token
+            left += min(tokens, max(round((free_s - now_s) / per_token), 0))
+        return left
 
-    def paces(self, replica_ids: Iterable[str], *, asking: str = "") -> tuple[ReplicaPace, ...]:
-        """The snapshot's paces; waiters count for their holder, except the one ``asking``."""
+    def paces(
+        self, replica_ids: Iterable[str], *, now_s: float, asking: str = ""
+    ) -> tuple[ReplicaPace, ...]:
+        """The snapshot's paces at ``now_s``; waiters count for their holder, except the one
+        ``asking``."""
         waiting = Counter(h for r, h in self._waiting_for.items() if r != asking)
         return tuple(
-            ReplicaPace(rid, self._service_s.get(rid, 0.0), self._pending[rid], waiting[rid])
+            ReplicaPace(
+                rid,
+                self._service_s.get(rid, 0.0),
+                self.pending_tokens(rid, now_s),
+                waiting[rid],
+                self._measured.get(rid, 0.0),
+            )
             for rid in replica_ids
         )

@@ -46,11 +46,16 @@ class PrefixIndex:
 
     Each replica's set is an LRU of at most its capacity: the KV blocks the replica reported
     (``set_capacity``, from ``vllm:cache_config_info``), else ``max_blocks_per_replica``.
-    ``record`` touches a request's blocks in prompt order, as the replica's own cache does
-    when it computes or reuses them, and counts ``extra_blocks`` (its unshared tail and its
-    output) as space taken, so the index forgets a prefix about when the replica evicts it:
-    a stale holder ages out instead of attracting requests it can no longer serve from cache.
-    KV events (``apply_events``), where a replica publishes them, correct it exactly."""
+    ``record`` ages a request's blocks as the replica's cache does once the request ends: the
+    replica frees a sequence's blocks tail first (a block without a hash, the partial last
+    one, goes to the front of its free list: free space at once), so it evicts an old prompt's
+    tail before its head. ``record`` therefore counts ``extra_blocks`` (the request's full
+    blocks past its hashed prompt: its output) as the oldest of the request's space, then
+    touches the prompt's blocks from the last to the first, the first the newest. The index
+    so forgets a prefix's blocks in the order the replica evicts them, and a stale holder ages
+    out instead of attracting requests it can no longer serve from cache, while a replica
+    that still holds an old prompt's head is still found. KV events (``apply_events``),
+    where a replica publishes them, correct it exactly."""
 
     def __init__(self, *, max_blocks_per_replica: int) -> None:
         self._max = max_blocks_per_replica
@@ -68,14 +73,14 @@ class PrefixIndex:
     def capacity(self, replica_id: str) -> int:
         return self._capacity.get(replica_id, self._max)
 
-    def record(self, replica_id: str, hashes: Iterable[int], *, extra_blocks: int = 0) -> None:
+    def record(self, replica_id: str, hashes: Sequence[int], *, extra_blocks: int = 0) -> None:
         blocks = self._blocks.setdefault(replica_id, OrderedDict())
-        for h in hashes:
-            blocks[h] = None
-            blocks.move_to_end(h)
         for _ in range(min(extra_blocks, self.capacity(replica_id))):
             self._filler -= 1  # negative: never a real hash (those are unsigned)
             blocks[self._filler] = None
+        for h in reversed(hashes):  # the head last: the newest, evicted last
+            blocks[h] = None
+            blocks.move_to_end(h)
         self._trim(replica_id)
 
     def _trim(self, replica_id: str) -> None:
@@ -137,12 +142,14 @@ def record_routed(
 
 
 def tail_blocks(config: PrefixCacheConfig, request: RequestView) -> int:
-    """KV blocks a request takes beyond its hashed prompt blocks: the prompt's partial tail
-    and its output (``max_tokens``, when given), which push older blocks out as well."""
+    """Full KV blocks a request leaves cached beyond its hashed prompt blocks: those of its
+    prompt's tail and its output (``max_tokens``, when given), which push older blocks out as
+    well. A partial last block takes no room once the request ends (the replica frees it to
+    the front of its free list)."""
     block = config.block_size_tokens
-    hashed = len(request.prefix_hashes) * block
-    tail = max(request.prompt_tokens_estimate - hashed, 0) + (request.max_tokens or 0)
-    return tail // block
+    hashed = len(request.prefix_hashes)
+    prompt = max(request.prompt_tokens_estimate, hashed * block)
+    return max((prompt + (request.max_tokens or 0)) // block - hashed, 0)
 
 
 def apply_events(
@@ -150,7 +157,7 @@ def apply_events(
 ) -> None:
     """Precise mode: what a replica's KV-event feed reported."""
     index.evict(replica_id, evicted)
-    index.record(replica_id, stored)
+    index.record(replica_id, tuple(stored))
 
 
 def prefix_score(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> tuple[float, ...]:

@@ -1,0 +1,54 @@
+"""The pace book's backlog: what a replica still has to compute, as time passes.
+
+A replica computes the prompts it was sent in turn, from the moment each reaches it; counted
+whole until its first token, a long prompt the replica had nearly finished made its replica
+look busy for seconds, and the token guard sent follow-up turns away from their cache holder.
+Figures: a configured pace of 1 ms a token.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from shipit.policy.routing import PaceBook
+from shipit.policy.routing.pace import PACE_MIN_TOKENS
+
+
+def test_a_prompt_counts_only_its_part_not_yet_computed() -> None:
+    book = PaceBook(prefill_s_per_token=0.001)
+    book.placed("a", "q1", 1000, now_s=0.0)
+    assert book.pending_tokens("a", 0.4) == 600  # 400 ms of 1,000 tokens computed
+    book.placed("a", "q2", 500, now_s=0.5)  # waits for q1: starts at 1.0
+    assert book.pending_tokens("a", 0.5) == 500 + 500
+    assert book.pending_tokens("a", 1.2) == 300  # q1 done by the pace; q2 200 ms in
+    assert book.pending_tokens("a", 2.0) == 0
+
+
+def test_a_first_token_later_than_the_pace_delays_the_next_prompt() -> None:
+    book = PaceBook(prefill_s_per_token=0.001)
+    book.placed("a", "q1", 1000, now_s=0.0)
+    book.placed("a", "q2", 500, now_s=0.5)
+    book.prefilled("a", "q1", now_s=1.1)  # q1 took 1.1 s: q2 started then at the earliest
+    assert book.pending_tokens("a", 1.2) == 400
+
+
+def test_the_replicas_measured_pace_replaces_the_configured_one() -> None:
+    book = PaceBook(prefill_s_per_token=0.001)
+    tokens = PACE_MIN_TOKENS
+    book.placed("a", "q1", tokens, now_s=0.0)
+    # 2 ms a token: the replica's long prompts compute at half the configured pace.
+    book.prefilled("a", "q1", now_s=tokens * 0.002)
+    assert book.prefill_s_per_token("a") == pytest.approx(0.002)
+    assert book.prefill_s_per_token("b") == 0.001  # not measured yet
+    start = tokens * 0.002 + 5.0  # idle meanwhile: idle time is not the pace
+    book.placed("a", "q2", 1000, now_s=start)
+    assert book.pending_tokens("a", start + 1.0) == 500
+    assert book.paces(["a"], now_s=start + 1.0)[0].prefill_s_per_token == pytest.approx(0.002)
+    book.forget("a")
+    assert book.prefill_s_per_token("a") == 0.001
+
+
+def test_without_a_pace_a_prompt_counts_whole_until_its_first_token() -> None:
+    book = PaceBook()
+    book.placed("a", "q1", 1000, now_s=0.0)
+    assert book.pending_tokens("a", 100.0) == 1000
