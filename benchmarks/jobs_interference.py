@@ -43,6 +43,8 @@ def start(root: Path, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes]
             "store_path": str(root / "jobs.sqlite3"),
             "max_share": args.max_share,
             "idle_share": args.idle_share,
+            "ttft_tolerance": None if args.no_guard else args.ttft_tolerance,
+            "yield_to_interactive": not args.no_yield,
         },
         "deployments": [
             {
@@ -151,6 +153,9 @@ def main() -> None:
     ap.add_argument("--line-tokens", type=int, default=64, help="batch answer length")
     ap.add_argument("--max-share", type=float, default=0.5)
     ap.add_argument("--idle-share", type=float, default=1.0)
+    ap.add_argument("--ttft-tolerance", type=float, default=0.1, help="the jobs' TTFT guard")
+    ap.add_argument("--no-guard", action="store_true", help="jobs.ttft_tolerance: null")
+    ap.add_argument("--no-yield", action="store_true", help="jobs.yield_to_interactive: false")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="keep shipit's log and config here")
     args = ap.parse_args()
