@@ -27,6 +27,15 @@ def _failovers(ax: Any, report: dict[str, Any]) -> None:
         ax.axvline(f["t_h"], color=color, linewidth=0.8, linestyle="--", alpha=0.7)
 
 
+def _save(plt: Any, fig: Any, ax: Any, path: Path) -> Path:
+    """Every plot's finish: a light grid, a tight layout, the PNG written, the figure freed."""
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_replicas(report: dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     s = report["series"]
@@ -39,11 +48,7 @@ def plot_replicas(report: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("replicas (starting, ready, draining)")
     ax.set_title("Replicas by plane and pool")
     ax.legend(loc="upper left", fontsize=7, ncol=3)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path)
 
 
 def plot_slo(report: dict[str, Any], path: Path) -> Path:
@@ -59,11 +64,7 @@ def plot_slo(report: dict[str, Any], path: Path) -> Path:
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("SLO attainment per sample window (dashed: plane out in red, back in green)")
     ax.legend(loc="lower left", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path)
 
 
 def plot_cost(report: dict[str, Any], path: Path) -> Path:
@@ -74,11 +75,7 @@ def plot_cost(report: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("simulated hours")
     ax.set_ylabel("$ per hour")
     ax.set_title(f"Cost per hour (total ${report['cost_usd']:,.0f})")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path)
 
 
 def plot_faults(report: dict[str, Any], path: Path) -> Path:
@@ -96,11 +93,7 @@ def plot_faults(report: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("cumulative count")
     ax.set_title("Failures and recoveries")
     ax.legend(loc="upper left", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path)
 
 
 def write_fleet_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:

@@ -105,16 +105,20 @@ def permute_rotary(weight: np.ndarray, n_heads: int) -> np.ndarray:
     )
 
 
-def read_gguf(path: Path, *, progress: Callable[[str], None] | None = None) -> GGUFCheckpoint:
-    """Read, dequantise and translate a Llama GGUF file."""
+def _open(path: Path) -> GGUFReader:
     try:
-        reader = GGUFReader(str(path))
+        return GGUFReader(str(path))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"{path}: cannot be read as a GGUF file ({exc}); check the path and that the "
             "download is complete",
             field=str(path),
         ) from exc
+
+
+def read_gguf(path: Path, *, progress: Callable[[str], None] | None = None) -> GGUFCheckpoint:
+    """Read, dequantise and translate a Llama GGUF file."""
+    reader = _open(path)
     meta = _Metadata(reader, path)
     arch = meta.get("general.architecture")
     if arch != "llama":
@@ -137,14 +141,7 @@ def read_gguf(path: Path, *, progress: Callable[[str], None] | None = None) -> G
 
 def read_gguf_tokenizer(path: Path) -> tuple[tokenizers.Tokenizer, dict[str, Any]]:
     """Only the tokenizer of a GGUF file and its ``tokenizer_config`` (no tensor is read)."""
-    try:
-        reader = GGUFReader(str(path))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"{path}: cannot be read as a GGUF file ({exc}); check the path and that the "
-            "download is complete",
-            field=str(path),
-        ) from exc
+    reader = _open(path)
     meta = _Metadata(reader, path)
     return _build_tokenizer(meta), _tokenizer_config(meta)
 

@@ -12,6 +12,7 @@ while used.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from shipit.config.autoscaling import AutoscalingConfig
@@ -152,9 +153,9 @@ class PlaneSim:
         expected = self.holding(CapacityPool.SPOT) * rate * self.shortage_window_s / 3600.0
         return len(self.preempted_at) >= max(1.0, 2.0 * expected)
 
-    def charge(self, dt_s: float) -> float:
-        """Pay for ``dt_s`` of every machine held; returns the dollars."""
-        spent = 0.0
+    def _billed(self) -> Iterator[tuple[CapacityPool, PoolConfig, int]]:
+        """Each sold pool with the replicas paid for in it now: those held, and for reserved
+        at least the whole commitment (paid whether used or not)."""
         for pool in POOLS:
             pc = pool_config(self.cfg, pool)
             if pc is None:
@@ -162,6 +163,12 @@ class PlaneSim:
             n = self.holding(pool)
             if pool is CapacityPool.RESERVED and pc.max_replicas is not None:
                 n = max(n, pc.max_replicas)
+            yield pool, pc, n
+
+    def charge(self, dt_s: float) -> float:
+        """Pay for ``dt_s`` of every machine held; returns the dollars."""
+        spent = 0.0
+        for pool, pc, n in self._billed():
             if n == 0:
                 continue
             gpu_h = n * self.gpus_per_replica * dt_s / 3600.0
@@ -172,16 +179,7 @@ class PlaneSim:
         return spent
 
     def usd_per_hour(self) -> float:
-        total = 0.0
-        for pool in POOLS:
-            pc = pool_config(self.cfg, pool)
-            if pc is None:
-                continue
-            n = self.holding(pool)
-            if pool is CapacityPool.RESERVED and pc.max_replicas is not None:
-                n = max(n, pc.max_replicas)
-            total += n * self.gpus_per_replica * pc.usd_per_gpu_hour
-        return total
+        return sum(n * self.gpus_per_replica * pc.usd_per_gpu_hour for _, pc, n in self._billed())
 
     def marginal(self) -> dict[CapacityPool, float]:
         """What keeping one more replica of each pool costs per hour (committed reserved
