@@ -76,13 +76,22 @@ def prompt_text(spec: SimRequest, unique: int) -> str:
     return " ".join(words)
 
 
-def load_subset(path: Path, n: int, max_tokens: int, max_prompt: int) -> list[SimRequest]:
+def load_subset(
+    path: Path, n: int, max_tokens: int, max_prompt: int, *, offset: int = 0
+) -> list[SimRequest]:
+    """``n`` records that fit ``max_prompt``, after skipping the first ``offset`` such records
+    (a later window of the trace; its arrivals then start where the window does)."""
     lines = []
+    skipped = 0
     with path.open() as f:
         for line in f:
             row = json.loads(line)
-            if row["input_length"] + max_tokens <= max_prompt:
-                lines.append(line)
+            if row["input_length"] + max_tokens > max_prompt:
+                continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            lines.append(line)
             if len(lines) == n:
                 break
     reqs = parse_trace("".join(lines), fmt="jsonl")
@@ -354,7 +363,9 @@ def _fig(run: dict[str, Any], ideal: float) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="routing-trace-sim-"))
-    reqs = load_subset(args.trace, args.requests, args.max_tokens, args.max_prompt_tokens)
+    reqs = load_subset(
+        args.trace, args.requests, args.max_tokens, args.max_prompt_tokens, offset=args.offset
+    )
     span_s = reqs[-1].arrival_s
     trace_rps = len(reqs) / span_s
     from routing import kv_blocks
@@ -412,6 +423,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="a JSON-lines trace with hash_ids: run this benchmark on it",
+    )
+    parser.add_argument(
+        "--offset",
+        type=int,
+        default=0,
+        help="skip the trace's first N records (that fit): a later window of it",
     )
     parser.add_argument("--loads", default="1,1.5", help="arrival rates, x fleet capacity")
     parser.add_argument("--max-concurrency", type=int, default=8, help="per replica (gateway)")
