@@ -151,15 +151,26 @@ def main() -> None:
     p.add_argument("--max-prompt-tokens", type=int, default=120_000)
     p.add_argument("--prefill-us-per-token", type=float, default=30.0)
     p.add_argument("--max-affinity-wait-s", type=float, default=2.0)
+    p.add_argument("--capacity", type=float, default=None, help="req/s (default: measured)")
     p.add_argument("--out", type=Path, default=None, help="append JSON lines here")
+    p.add_argument(
+        "--patch", default="", help="MODULE:NAME, a scratch variant module's apply(NAME)"
+    )
     args = p.parse_args()
+    if args.patch:
+        import importlib
+
+        module, _, name = args.patch.partition(":")
+        importlib.import_module(module).apply(name)
     reqs = routing_trace.load_subset(
         args.trace, args.requests, args.max_tokens, args.max_prompt_tokens, offset=args.offset
     )
     blocks = kv_blocks(args.simulate)
     ideal = routing_trace.fleet_lru_ideal(reqs, blocks * args.replicas)
     args.ideal_blocks = ideal_hits(reqs, blocks * args.replicas)
-    cap = routing_trace.capacity_rps(args, reqs)
+    # The fleet's capacity under the unpatched policy: give it (--capacity) when comparing
+    # patched variants, so that every variant replays the same arrival rates.
+    cap = args.capacity or routing_trace.capacity_rps(args, reqs)
     span = reqs[-1].arrival_s - reqs[0].arrival_s
     trace_rps = len(reqs) / span
     print(f"offset {args.offset}: {len(reqs)} req, capacity {cap:.2f} req/s, ideal {ideal:.2%}")
@@ -181,6 +192,7 @@ def main() -> None:
                 "offset": args.offset,
                 "load": load,
                 "variant": name,
+                "patch": args.patch,
                 "overrides": json.loads(js),
                 "pct_of_ideal": [round(x, 1) for x in pct],
                 "median": round(statistics.median(pct), 1),
