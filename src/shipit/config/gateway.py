@@ -109,9 +109,11 @@ class PrefixCacheConfig(_Strict):
     )
     # Measured in tokens to compute before a request's first token: the holder keeps it unless
     # it would take more than this x the best alternative (a recomputed prefix also costs the
-    # fleet prefill capacity, so the holder gets this much slack).
+    # fleet prefill capacity, so the holder gets this much slack). 3, not 2: on a saturated
+    # fleet with long shared prompts, 2 sent follow-up turns away and recomputed their prefix
+    # (docs/gateway.md, "A real trace").
     token_imbalance_ratio: float = Field(
-        2.0, ge=1.0, description="holder vs best alternative, in tokens (or seconds) to compute"
+        3.0, ge=1.0, description="holder vs best alternative, in tokens (or seconds) to compute"
     )
     chars_per_token: float = Field(
         4.0,

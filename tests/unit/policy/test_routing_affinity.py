@@ -331,3 +331,35 @@ def test_a_first_token_takes_the_prompt_off_the_backlog_once() -> None:
     assert book.pending_tokens("a", 2.0) == 300
     book.done("a", "q2", 1.0, now_s=2.0)  # q2 ends without a first token (aborted before it)
     assert book.pending_tokens("a", 2.0) == 0
+
+
+def test_the_default_slack_keeps_a_follow_up_on_its_holder_up_to_3x_later() -> None:
+    # The default configuration (token_imbalance_ratio 3): on a saturated trace a recomputed
+    # 20k-token prefix costs the fleet more than waiting costs this request, so the holder
+    # keeps it while its first token is within 3x the alternative's.
+    default = plan_for(
+        "prefix_cache",
+        RoutingConfig(
+            policy="prefix_cache", prefix_cache=PrefixCacheConfig(prefill_us_per_token=1000.0)
+        ),
+    )
+    book = PaceBook(prefill_s_per_token=0.001)
+    book.placed("a", "q1", 4500, now_s=0.0)  # a long prompt, computed at 1 ms a token
+    book.done("a", "q0", 2.0, now_s=0.0)
+    book.done("b", "q9", 2.0, now_s=0.0)
+    # At 0.4 s a has 4,100 tokens to go: full, first token ~max(0.5, 4.1) + 0.1 = 4.2 s there
+    # vs 1.7 s on b (2.5x): waits under the default slack, went to b under 2.
+    paces = book.paces(["a", "b"], now_s=0.4)
+    assert paces[0].pending_tokens == 4100
+    d = route((rep("a", 4), rep("b")), paces, now=0.4, plan=default)
+    assert (d.replica_id, d.reason_code, d.wait_for) == (None, "wait_for_holder", "a")
+    assert "~4.20 s there vs ~1.70 s on b" in d.reason
+    # With a free slot the token guard keeps it too: 4,100 + 100 tokens vs 1,700 (2.5x).
+    d = route((rep("a", 3), rep("b")), paces, now=0.4, plan=default)
+    assert (d.replica_id, d.reason_code) == ("a", "prefix_hit")
+    # Past 3x it goes: with 1,000 more tokens queued there, 5,200 vs 1,700 (3.06x): b.
+    book.placed("a", "q2", 1000, now_s=0.4)
+    paces = book.paces(["a", "b"], now_s=0.4)
+    d = route((rep("a", 3), rep("b")), paces, now=0.4, plan=default)
+    assert (d.replica_id, d.reason_code) == ("b", "imbalance_guard")
+    assert "ratio > 3)" in d.reason
