@@ -51,6 +51,9 @@ class Reasons:
         if not isinstance(decision, RouteDecision) or not isinstance(snapshot, RouteSnapshot):
             return
         self.counts[decision.reason_code] += 1
+        if decision.reason_code == "holder_busy":  # which test sent it away
+            why = "bound" if "bound" in decision.reason else "slack"
+            self.counts[f"holder_busy ({why})"] += 1
         if decision.replica_id is None:
             return
         best = max((n for _, n in snapshot.prefix_hits), default=0)
@@ -74,9 +77,11 @@ def replay(
         engine=EngineConfig(enable_prefix_caching=True),
     )
     prefix = PrefixCacheConfig(
-        prefill_us_per_token=args.prefill_us_per_token,
-        max_affinity_wait_s=args.max_affinity_wait_s,
-        **overrides,
+        **{
+            "prefill_us_per_token": args.prefill_us_per_token,
+            "max_affinity_wait_s": args.max_affinity_wait_s,
+            **overrides,
+        }
     )
     deployment = DeploymentConfig(
         name="replay",
