@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -238,6 +239,22 @@ def default_offset_h(fleet: FleetConfig) -> float:
     return time.localtime().tm_gmtoff / 3600.0
 
 
+def control_headers(fleet: FleetConfig) -> dict[str, str]:
+    """The planes' admin key (``control_plane.admin_key_env``) as a bearer header for the
+    control plane's calls (status probes, scaling bounds); none when not configured."""
+    env = fleet.control_plane.admin_key_env
+    if env is None:
+        return {}
+    key = os.environ.get(env, "").strip()
+    if not key:
+        raise ConfigError(
+            f"control_plane.admin_key_env names {env}, which is not set (or empty); export an "
+            "admin key of the planes' gateways there (shipit keys create --admin)",
+            field="fleet.control_plane.admin_key_env",
+        )
+    return {"authorization": f"Bearer {key}"}
+
+
 class _StopError(Exception):
     """SIGTERM before the front door's server handles signals."""
 
@@ -273,7 +290,17 @@ def up_fleet(
     temporary = log_dir is None
     logs = log_dir or Path(tempfile.mkdtemp(prefix="shipit-fleet-"))
     planes = PlaneProcesses(plans, logs, log_level)
-    door = FrontDoor(fleet, [p.target for p in plans], default_offset_h=default_offset_h(fleet))
+    try:
+        control = control_headers(fleet)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {escape(exc.message)}")
+        raise typer.Exit(2) from exc
+    door = FrontDoor(
+        fleet,
+        [p.target for p in plans],
+        default_offset_h=default_offset_h(fleet),
+        control_headers=control,
+    )
     app = FrontDoorApp(door, door_cfg)
     listen = f"http://{fd.host}:{sock.getsockname()[1]}"
 

@@ -134,6 +134,36 @@ class FailoverConfig(_Strict):
     recover_after: int = Field(2, ge=1, description="ok probes in a row that bring it back")
 
 
+class ControlPlaneConfig(_Strict):
+    """The live control plane next to the front door (``shipit up --fleet``): placement of the
+    demand per client region onto the planes, and the planes' spot pools."""
+
+    placement_interval_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="how often demand is measured and placed, and each plane's autoscaler "
+        "bounds set from it",
+    )
+    target_utilization: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="a replica carries this share of its queueing.max_concurrency when "
+        "demand is counted in replicas",
+    )
+    admin_key_env: str | None = Field(
+        None,
+        min_length=1,
+        description="environment variable holding an admin key of the planes' gateways, sent "
+        "on the control plane's calls when the planes need keys",
+    )
+    spot_seed: int = Field(0, description="seed of the draw of spot pre-emptions")
+    spot_check_interval_s: float = Field(
+        1.0, gt=0, le=600, description="how often each plane draws its spot pre-emptions"
+    )
+
+
 class ClientRegionConfig(_Strict):
     """Where a share of the demand comes from (simulator): its place on the clock and pin."""
 
@@ -224,6 +254,7 @@ class FleetConfig(_Strict):
     gpus_per_replica: int = Field(1, ge=1)
     front_door: FrontDoorConfig = Field(default_factory=FrontDoorConfig)
     failover: FailoverConfig = Field(default_factory=FailoverConfig)
+    control_plane: ControlPlaneConfig = Field(default_factory=ControlPlaneConfig)
     planes: list[PlaneConfig] = Field(min_length=1)
     traffic: TrafficConfig | None = Field(None, description="simulator: the demand it plays")
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)

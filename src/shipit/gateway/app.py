@@ -30,7 +30,7 @@ from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError
 from shipit.core.replica_admin import bearer
-from shipit.gateway import rollout_routes, routes
+from shipit.gateway import rollout_routes, routes, scaling_routes
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.catalog import Catalog
 from shipit.gateway.console_fleet import console_app
@@ -288,12 +288,16 @@ class Gateway:
             await self.websocket(scope, receive, send)
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """After the security layer: rollouts (``gateway.rollout_routes``), the batch and
-        async job API (``gateway.routes_jobs``), then the route table (``gateway.routes``)."""
+        """After the security layer: rollouts (``gateway.rollout_routes``), runtime scaling
+        bounds (``gateway.scaling_routes``), the batch and async job API
+        (``gateway.routes_jobs``), then the route table (``gateway.routes``)."""
         path, method = scope["path"], scope["method"]
         if path.startswith(rollout_routes.PREFIX):
             body = await _read_body(receive) if method == "POST" else b""
             await rollout_routes.handle(self.rollouts, method, path, body, send)
+        elif path.startswith(scaling_routes.PREFIX):
+            body = await _read_body(receive) if method == "POST" else b""
+            await scaling_routes.handle(self.autoscalers, method, path, body, send)
         elif path.startswith(JOB_PREFIXES):
             await self.jobs_api.handle(scope, receive, send)
         else:

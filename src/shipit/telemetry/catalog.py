@@ -389,6 +389,27 @@ FRONT_DOOR_PLANE_SERVING = _spec(
 )  # fmt: skip
 
 
+PLACEMENT_REASONS = ("placed", "spilled", "unplaced")
+FRONT_DOOR_PLACEMENTS = _spec(
+    "shipit_front_door_placements_total", _C, Component.FRONT_DOOR, "decisions",
+    "Live placement decisions of the control plane (demand per client region onto the "
+    "planes), by reason: placed, spilled (a plane's capacity ran out), unplaced.",
+    ("reason",), label_values=(("reason", PLACEMENT_REASONS),),
+)  # fmt: skip
+FRONT_DOOR_PLANE_BOUNDS = _spec(
+    "shipit_front_door_plane_bounds", _G, Component.FRONT_DOOR, "replicas",
+    "The last placement's replicas for each plane: target, and the min and max its "
+    "autoscalers were given (bound: target, min, max).",
+    ("plane", "bound"), label_values=(("bound", ("target", "min", "max")),), update=_SNAP,
+)  # fmt: skip
+FRONT_DOOR_REGION_DEMAND = _spec(
+    "shipit_front_door_region_demand_replicas", _G, Component.FRONT_DOOR, "replicas",
+    "Demand of each client region at the last placement, in replicas (its mean concurrency "
+    "over what one replica should carry).",
+    ("region",), update=_SNAP,
+)  # fmt: skip
+
+
 def _collect_specs() -> tuple[MetricSpec, ...]:
     return tuple(v for v in globals().values() if isinstance(v, MetricSpec))
 

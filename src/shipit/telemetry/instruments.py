@@ -250,6 +250,7 @@ class FrontDoorMetrics:
     retries: Counter
     midstream_errors: Counter
     failovers: Counter
+    placements: Counter
 
 
 def build_front_door_metrics(registry: CollectorRegistry) -> FrontDoorMetrics:
@@ -259,6 +260,7 @@ def build_front_door_metrics(registry: CollectorRegistry) -> FrontDoorMetrics:
         retries=s.counter(cat.FRONT_DOOR_RETRIES),
         midstream_errors=s.counter(cat.FRONT_DOOR_MIDSTREAM),
         failovers=s.counter(cat.FRONT_DOOR_FAILOVERS),
+        placements=s.counter(cat.FRONT_DOOR_PLACEMENTS),
     )
 
 
