@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from shipit.backends.local import free_port
-from shipit.config.fleet import FleetConfig, load_fleet_config
+from shipit.config.fleet import FleetConfig, PlaneConfig, load_fleet_config
 from shipit.config.gateway import ConfigError, parse_config
 from shipit.gateway.front_door import FrontDoorApp
 from shipit.gateway.server import Stopped, bind_socket, serve
@@ -77,7 +77,14 @@ def plan_planes(fleet: FleetConfig, *, source: str) -> list[PlanePlan]:
                 "(0: any free port)",
                 field=f"fleet.planes.{i}.port",
             )
-        cfg = parse_config(plane.gateway, source=f"{where} gateway")
+        if "plane" in plane.gateway:
+            raise ConfigError(
+                f"{where}: gateway.plane is written by shipit up --fleet from the plane's own "
+                "fields (pools) and control_plane; remove it from the gateway: section",
+                field=f"fleet.planes.{i}.gateway.plane",
+            )
+        gateway = {**plane.gateway, "plane": live_plane(fleet, plane)}
+        cfg = parse_config(gateway, source=f"{where} gateway")
         port = plane.port
         if port == 0:
             port = free_port(cfg.gateway.host)
@@ -102,7 +109,7 @@ def plan_planes(fleet: FleetConfig, *, source: str) -> list[PlanePlan]:
             PlanePlan(
                 name=plane.name,
                 port=port,
-                gateway=dict(plane.gateway),
+                gateway=gateway,
                 target=target,
                 startup_timeout_s=max(d.startup_timeout_s for d in cfg.deployments),
                 drain_s=cfg.gateway.graceful_shutdown_s
@@ -110,6 +117,19 @@ def plan_planes(fleet: FleetConfig, *, source: str) -> list[PlanePlan]:
             )
         )
     return plans
+
+
+def live_plane(fleet: FleetConfig, plane: PlaneConfig) -> dict[str, object]:
+    """The ``plane:`` section of a plane's gateway config: its pools and how its spot
+    pre-emptions are drawn (``services.spot_pools``)."""
+    cp = fleet.control_plane
+    return {
+        "name": plane.name,
+        "pools": plane.pools.model_dump(exclude_none=True),
+        "gpus_per_replica": fleet.gpus_per_replica,
+        "spot_seed": cp.spot_seed,
+        "spot_check_interval_s": cp.spot_check_interval_s,
+    }
 
 
 def _die_with_parent() -> None:

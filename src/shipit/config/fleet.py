@@ -43,6 +43,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shipit.config.gateway import ConfigError
+from shipit.config.pools import PoolConfig as PoolConfig
+from shipit.config.pools import PoolsConfig as PoolsConfig
 
 Posture = Literal["active-active", "active-passive"]
 Role = Literal["active", "standby"]
@@ -52,35 +54,6 @@ GPU_FAILURES_PER_HOUR = 1 / 50_000  # about one per 50,000 GPU-hours at large tr
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PoolConfig(_Strict):
-    """One way a plane buys accelerators."""
-
-    usd_per_gpu_hour: float = Field(ge=0, description="price of one GPU-hour in this pool")
-    obtain_delay_s: float = Field(0.0, ge=0, description="request to serving: boot + model load")
-    max_replicas: int | None = Field(None, ge=0, description="most the pool supplies at once")
-    preemptions_per_hour: float = Field(0.0, ge=0, description="per replica; spot only")
-    notice_s: float = Field(0.0, ge=0, description="warning before a pre-emption; spot only")
-
-
-class PoolsConfig(_Strict):
-    """The pools a plane may use; a pool left out is not sold there."""
-
-    reserved: PoolConfig | None = None
-    on_demand: PoolConfig | None = None
-    spot: PoolConfig | None = None
-
-    @model_validator(mode="after")
-    def _risk_only_on_spot(self) -> Self:
-        for name in ("reserved", "on_demand"):
-            pool = getattr(self, name)
-            if pool is not None and (pool.preemptions_per_hour or pool.notice_s):
-                raise ValueError(
-                    f"{name}: preemptions_per_hour and notice_s apply to spot only "
-                    f"(got {pool.preemptions_per_hour}, {pool.notice_s}); set them under spot"
-                )
-        return self
 
 
 class PlaneConfig(_Strict):

@@ -410,6 +410,27 @@ FRONT_DOOR_REGION_DEMAND = _spec(
 )  # fmt: skip
 
 
+POOL_NAMES = ("reserved", "on_demand", "spot")
+SPOT_PREEMPTIONS = _spec(
+    "shipit_spot_preemptions_total", _C, _CP, "notices",
+    "Spot pre-emption notices in a live fleet plane, by deployment and cause (drawn at the "
+    "pool's rate, or triggered through POST /shipit/pools/preempt).",
+    ("deployment", "cause"), label_values=(("cause", ("drawn", "triggered")),),
+)  # fmt: skip
+POOL_CHOICES = _spec(
+    "shipit_pool_choices_total", _C, _CP, "decisions",
+    "Capacity pool chosen for each replica a live fleet plane starts (pool none: no pool could "
+    "supply one), by the pool choice policy's reason.",
+    ("deployment", "pool", "reason"),
+)  # fmt: skip
+REPLICAS_BY_POOL = _spec(
+    "shipit_replicas_by_pool", _G, _CP, "replicas",
+    "Replicas holding a machine (starting, ready or draining) in a live fleet plane, by "
+    "capacity pool.",
+    ("deployment", "pool"), label_values=(("pool", POOL_NAMES),), update=_SNAP,
+)  # fmt: skip
+
+
 def _collect_specs() -> tuple[MetricSpec, ...]:
     return tuple(v for v in globals().values() if isinstance(v, MetricSpec))
 

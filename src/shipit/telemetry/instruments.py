@@ -156,6 +156,8 @@ class ControlPlaneMetrics:
     cold_start_phase: Histogram
     requests_held: Gauge
     node_cordons: Counter
+    spot_preemptions: Counter  # a live fleet plane's pools (services.spot_pools)
+    pool_choices: Counter
 
 
 def build_control_plane_metrics(registry: CollectorRegistry) -> ControlPlaneMetrics:
@@ -168,6 +170,8 @@ def build_control_plane_metrics(registry: CollectorRegistry) -> ControlPlaneMetr
         cold_start_phase=s.histogram(cat.COLD_START_PHASE),
         requests_held=s.gauge(cat.REQUESTS_HELD),
         node_cordons=s.counter(cat.NODE_CORDONS),
+        spot_preemptions=s.counter(cat.SPOT_PREEMPTIONS),
+        pool_choices=s.counter(cat.POOL_CHOICES),
     )
 
 
