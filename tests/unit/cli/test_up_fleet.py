@@ -131,3 +131,17 @@ def test_the_example_fleet_file_plans_two_planes() -> None:
     example = Path(__file__).resolve().parents[3] / "examples" / "fleet-live.yaml"
     plans = plan_planes(load_fleet_config(example), source=str(example))
     assert [(p.name, p.port) for p in plans] == [("us-east", 8101), ("eu-west", 8102)]
+
+
+def test_the_planes_admin_key_comes_from_the_named_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shipit.cli.up_fleet import control_headers
+
+    assert control_headers(fleet_of(plane("a", 9101))) == {}
+    cfg = fleet_of(plane("a", 9101), control_plane={"admin_key_env": "FLEET_ADMIN_KEY"})
+    monkeypatch.delenv("FLEET_ADMIN_KEY", raising=False)
+    with pytest.raises(ConfigError, match="names FLEET_ADMIN_KEY, which is not set"):
+        control_headers(cfg)
+    monkeypatch.setenv("FLEET_ADMIN_KEY", "sk-shipit-abc")
+    assert control_headers(cfg) == {"authorization": "Bearer sk-shipit-abc"}

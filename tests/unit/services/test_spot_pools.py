@@ -19,7 +19,7 @@ from shipit.config.gateway import parse_config
 from shipit.config.pools import LivePlaneConfig
 from shipit.core.clock import FakeClock
 from shipit.core.decisions import MemoryLog
-from shipit.core.fleet import CapacityPool, ReplicaState
+from shipit.core.fleet import ReplicaState
 from shipit.core.views import RequestView
 from shipit.services.router import RouterService
 from shipit.services.spot_pools import PlanePools, PoolError
