@@ -259,6 +259,8 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []  # a gateway may be started again (on another event loop)
         await asyncio.gather(*(a.close() for a in self.autoscalers.values()))
+        if self.pools is not None:
+            await self.pools.close()
         if self.rollouts is not None:
             await self.rollouts.close()
         for hook in self._on_shutdown:

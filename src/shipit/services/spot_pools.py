@@ -110,6 +110,7 @@ class PlanePools:
         self.refused = 0
         self.preemptions = 0
         self._last_draw_s: float | None = None
+        self._taking: set[asyncio.Future[None]] = set()
 
     # ----- the autoscaler's ReplicaPool ------------------------------------------------------
     async def start_replicas(self, deployment: str, count: int) -> list[str]:
@@ -300,7 +301,19 @@ class PlanePools:
             elif now >= deadline:  # the provider takes the machine
                 del self.deadlines[rid]
                 log.warning("%s: %s pre-empted at the end of its notice", deployment, rid)
-                await self.stop_replica(deployment, rid)
+                # In the background: the stop waits for the replica to exit, and the draw
+                # must go on meanwhile.
+                task = asyncio.ensure_future(self._take(deployment, rid))
+                self._taking.add(task)
+                task.add_done_callback(self._taking.discard)
+
+    async def _take(self, deployment: str, replica_id: str) -> None:
+        await self.stop_replica(deployment, replica_id)
+        self.routers[deployment].remove_replica(replica_id)
+
+    async def close(self) -> None:
+        """Wait for the stops at a notice's end still in progress."""
+        await asyncio.gather(*self._taking, return_exceptions=True)
 
     async def run(self) -> None:
         while True:

@@ -114,6 +114,7 @@ def test_a_notice_drains_the_replica_lets_its_request_finish_and_replaces_it_on_
         assert spot in p.router.registry  # not stopped before its deadline
         p.clock.advance(25)  # past the deadline: the provider takes it
         await p.pools.tick()
+        await p.pools.close()  # the stop runs in the background
         assert spot not in p.router.registry and p.backend.stopped == [spot]
         assert p.pools.status()["preemptions"] == 1
         p.router.release(second, outcome="ok")
