@@ -10,7 +10,6 @@ as the children should (the main thread, or the event loop's).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import signal
 import sys
@@ -21,11 +20,23 @@ PR_SET_PDEATHSIG = 1
 __all__ = ["die_with_parent"]
 
 
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, looked up in the parent: a child between fork and exec must not
+    ``dlopen`` (another thread of the parent may have held the loader's lock at the fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
 def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    prctl = _prctl()
+
     def preexec() -> None:  # pragma: no cover - runs in the forked child
-        if not sys.platform.startswith("linux"):
-            return
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, sig)
 
     return preexec
