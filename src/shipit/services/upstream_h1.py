@@ -115,8 +115,9 @@ class _Conn(asyncio.Protocol):
             self.waiter = None
 
     def reset(self) -> None:
-        """Ready for the next request on this connection."""
-        self.parser = httptools.HttpResponseParser(self)
+        """Ready for the next request on this connection. Only a connection whose last
+        response completed is reused, so its parser is at a message boundary and parses the
+        next response as it is (llhttp keeps parsing messages on a kept-alive connection)."""
         self.headers, self.status = {}, 0
         self.body.clear()
         self.buffered = 0
