@@ -336,7 +336,8 @@ class Gateway:
             self.rollouts.offer(view, body)  # a shadow rollout may mirror it, off this path
         guard = Guard()
         task = asyncio.current_task()
-        watcher = asyncio.ensure_future(_until_disconnect(receive))
+        loop = task.get_loop() if task is not None else asyncio.get_running_loop()
+        watcher = loop.create_task(_until_disconnect(receive))
 
         def _client_left(f: asyncio.Future[None]) -> None:
             if guard.active and not f.cancelled() and task is not None:

@@ -50,10 +50,12 @@ class _Conn(asyncio.Protocol):
         self.paused = False
         self.waiter: asyncio.Future[None] | None = None
         self.idle_since = 0.0
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # ----- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.loop = asyncio.get_running_loop()  # once per connection, not once per wait
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -106,7 +108,7 @@ class _Conn(asyncio.Protocol):
         """Until the parser or the connection says something, or ``TimeoutError`` after
         ``timeout_s``. Once per chunk of a stream: a plain timer on the waiter, cheaper than
         ``asyncio.timeout`` (no task cancellation to undo)."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop or asyncio.get_running_loop()
         waiter = self.waiter = loop.create_future()
         timer = None if timeout_s is None else loop.call_later(timeout_s, _expire, waiter)
         try:
@@ -207,7 +209,7 @@ class H1Pool:
         conn = await self._connection((host, port))
         assert conn.transport is not None
         conn.transport.write(request)
-        loop = asyncio.get_running_loop()
+        loop = conn.loop or asyncio.get_running_loop()
         deadline = loop.time() + first_byte_timeout_s
         try:
             while not conn.headers_done:
