@@ -54,7 +54,7 @@ ShipitNoCoalesce = protocol_class(
     header_timeout_s=10, max_header_bytes=65536, coalesce_writes=False
 )
 """
-STACKS = ("uvicorn", "shipit", "shipit-no-coalesce", "granian")
+STACKS = ("uvicorn", "shipit", "shipit-no-coalesce", "own-h1", "granian")
 
 
 def cpu_s(pid: int) -> float:
@@ -78,12 +78,23 @@ def stacks(port: int) -> dict[str, list[str]]:
         # writes coalesced per loop iteration), and the same without coalescing
         "shipit": [*uv, "--http", "gwapp:Shipit"],
         "shipit-no-coalesce": [*uv, "--http", "gwapp:ShipitNoCoalesce"],
+        # a minimal protocol of our own on httptools (benchmarks/own_h1.py): what uvicorn's
+        # share of the CPU is; not a production server
+        "own-h1": [py, str(Path(__file__).parent / "own_h1.py"), "gwapp:app", str(port)],
         "granian": [
             *(py, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"),
             *("--port", str(port), "--loop", "uvloop", "--http", "1", "--workers", "1"),
             *("--log-level", "warning", "--no-ws", "gwapp:app"),
         ],
     }
+
+
+def stack_version(name: str) -> str:
+    if name == "granian":
+        return version("granian")
+    if name == "own-h1":
+        return "httptools " + version("httptools")
+    return version("uvicorn")
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -168,7 +179,7 @@ def main() -> None:
     for name, rows in runs.items():
         rps = statistics.median(r["streamed_req_s"] for r in rows)
         cpu = statistics.median(r["cpu_us_per_request"] for r in rows)
-        ver = version("granian" if name == "granian" else "uvicorn")
+        ver = stack_version(name)
         summary[name] = {
             "version": ver,
             "streamed_req_s": rps,
