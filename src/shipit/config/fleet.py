@@ -5,7 +5,8 @@ which the latency model reads), its role under the posture (``active``, or ``sta
 active-passive), the data-residency tags it satisfies, its replica bounds and the capacity
 pools it can buy from (price, obtain delay and, for spot, pre-emption rate and notice). The
 top level names the posture, the latency model (``ms_per_time_zone``, about 5 ms a time zone),
-the failure rate of GPUs, the global front door and the failover thresholds.
+the failure rate of GPUs, the global front door, the failover thresholds and the live control
+plane (``control_plane``: how often demand is placed, and the spot pre-emption draw).
 
 Example::
 
