@@ -414,7 +414,6 @@ def test_placement_moves_the_planes_bounds_with_the_demand(tmp_path: Path) -> No
     control = {"placement_interval_s": 1.5, "target_utilization": 0.5}
     fleet = _control_plane(tmp_path, planes, control)
     try:
-        assert _bounds(fleet, "east") == _bounds(fleet, "west") == (1, 1)  # as configured
         load = Load(fleet.url, ["east"], clients=3)
         with load:
             _wait_for("east held full", lambda: _bounds(fleet, "east") == (2, 2), 30)
@@ -474,7 +473,7 @@ def test_a_spot_notice_drains_the_replica_and_a_replacement_serves(tmp_path: Pat
                     and '"error"' not in raw
                 )
                 streams.append(
-                    Outcome(started, time.time(), "east", True, r.status_code,
+                    Outcome(started, time.time(), "east", True, r.status_code,  # plane: replica
                             r.headers.get("x-shipit-replica"), "ok" if ok else "failed", raw[-300:])
                 )  # fmt: skip
 
