@@ -417,7 +417,7 @@ def test_placement_moves_the_planes_bounds_with_the_demand(tmp_path: Path) -> No
         load = Load(fleet.url, ["east"], clients=3)
         with load:
             _wait_for("east held full", lambda: _bounds(fleet, "east") == (2, 2), 30)
-            assert _bounds(fleet, "west") == (1, 2)
+            _wait_for("west takes the spill", lambda: _bounds(fleet, "west") == (1, 2), 5)
         placement = fleet.fleet()["placement"]
         last = placement["history"][-1]
         assert last["planes"]["east"]["reason_code"] == "full"
@@ -425,7 +425,7 @@ def test_placement_moves_the_planes_bounds_with_the_demand(tmp_path: Path) -> No
         load = Load(fleet.url, ["west"], clients=3)
         with load:
             _wait_for("west held full", lambda: _bounds(fleet, "west") == (2, 2), 30)
-            assert _bounds(fleet, "east") == (1, 2)
+            _wait_for("east takes the spill", lambda: _bounds(fleet, "east") == (1, 2), 5)
         east = _plane_get(fleet, "east", "/shipit/status")["deployments"][0]["autoscaling"]
         assert "east" in east["bounds_reason"]  # the placement's reason, as the plane has it
         assert not [r for r in load.done if r.kind != "ok"]
