@@ -159,7 +159,9 @@ def main() -> None:
     p.add_argument("--capacity", type=float, default=None, help="req/s (default: measured)")
     p.add_argument("--out", type=Path, default=None, help="append JSON lines here")
     p.add_argument(
-        "--patch", default="", help="MODULE:NAME, a scratch variant module's apply(NAME)"
+        "--patch",
+        default="",
+        help="MODULE:NAME: call MODULE.apply(NAME) first (routing_sweep_variants:cost:slots)",
     )
     args = p.parse_args()
     if args.patch:
