@@ -90,11 +90,21 @@ def test_waits_for_a_full_holder_when_its_first_token_comes_sooner() -> None:
     assert "prefill saved 1.60 s" in d.reason
 
 
-def test_goes_elsewhere_when_the_holder_queue_is_longer_than_the_prefill_saved() -> None:
-    # 3 already wait for a: slot in 4 x 2.0 / 4 = 2.0 s, first token 2.1 s > 1.7 s on b.
+def test_waits_while_the_holder_is_later_by_less_than_its_slots_x_the_prefill_saved() -> None:
+    # 3 already wait for a: slot in 4 x 2.0 / 4 = 2.0 s, first token 2.1 s, over the slack
+    # (1x) of b's 1.7 s; but 0.4 s later is within b's 4 slots x the 1.6 s of prefill it would
+    # redo (the recomputation holds back every request sharing b's steps): wait.
     d = route((rep("a", 4), rep("b")), (ReplicaPace("a", 2.0, 0, 3), ReplicaPace("b", 2.0)))
+    assert (d.replica_id, d.reason_code, d.wait_for) == (None, "wait_for_holder", "a")
+    assert "~2.10 s there vs ~1.70 s on b" in d.reason
+    assert "0.40 s later there, within 4 x the 1.60 s of prefill b would redo" in d.reason
+    # 8,000 tokens queued at a: 8.0 + 0.1 = 8.1 s, 6.4 s later = 4 x 1.6 s: still waits.
+    d = route((rep("a", 4), rep("b")), (ReplicaPace("a", 2.0, 8000), ReplicaPace("b", 2.0)))
+    assert d.reason_code == "wait_for_holder"
+    # 8,100: 6.5 s later, over 4 x 1.6 s: b.
+    d = route((rep("a", 4), rep("b")), (ReplicaPace("a", 2.0, 8100), ReplicaPace("b", 2.0)))
     assert (d.replica_id, d.reason_code) == ("b", "holder_busy")
-    assert "~2.10 s there vs ~1.70 s on b" in d.reason and "over 1x later" in d.reason
+    assert "over 1x later, and 6.50 s later is over 4 x the prefill saved" in d.reason
 
 
 def test_a_replicas_measured_prefill_pace_times_its_tokens() -> None:
@@ -110,10 +120,16 @@ def test_the_holder_keeps_its_request_within_the_token_imbalance_slack() -> None
     paces = (ReplicaPace("a", 2.0, 0, 3), ReplicaPace("b", 2.0))
     d = route((rep("a", 4), rep("b")), paces, plan=SLACK)
     assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
-    # 4 waiting: slot in 5 x 2.0 / 4 = 2.5 s, first token 2.6 s > 2.21 s: go to b.
-    paces = (ReplicaPace("a", 2.0, 0, 4), ReplicaPace("b", 2.0))
-    d = route((rep("a", 4), rep("b")), paces, plan=SLACK)
-    assert (d.replica_id, d.reason_code) == ("b", "holder_busy")
+    # The slack alone decides when b would redo little: b holds 99 blocks (16 tokens to redo,
+    # 4 x 0.016 s) but has 3,000 tokens queued: 3,116 tokens, 3.116 s; 1.3 x = 4.05 s.
+    # a with 3,900 queued: 3.9 + 0.1 = 4.0 s: wait; with 4,000: 4.1 s: b.
+    hits = (("a", 100), ("b", 99))
+    paces = (ReplicaPace("a", 2.0, 3900), ReplicaPace("b", 2.0, 3000))
+    d = route((rep("a", 4), rep("b")), paces, hits=hits, plan=SLACK)
+    assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
+    paces = (ReplicaPace("a", 2.0, 4000), ReplicaPace("b", 2.0, 3000))
+    d = route((rep("a", 4), rep("b")), paces, hits=hits, plan=SLACK)
+    assert (d.replica_id, d.reason_code, d.prefix_hit_blocks) == ("b", "holder_busy", 99)
     assert "over 1.3x later" in d.reason
     # A free holder: 2,300 tokens vs 1,700 on b; 2,300 < 1.3 x 1,700 = 2,210? No: passed over.
     paces = (ReplicaPace("a", 2.0, 2200), ReplicaPace("b", 2.0))
@@ -136,37 +152,47 @@ def test_equal_holders_go_by_tokens_to_compute_not_requests_in_flight() -> None:
 def test_the_holder_backlog_counts_against_waiting() -> None:
     # Slot in 1.0 s, but a has 1,800 tokens pending: first token max(1.0, 1.8) + 0.1 = 1.9 s.
     d = route((rep("a", 4), rep("b")), (ReplicaPace("a", 2.0, 1800, 1), ReplicaPace("b", 2.0)))
-    assert (d.replica_id, d.reason_code) == ("b", "holder_busy")
     assert "~1.90 s there" in d.reason
+    # With 8,100 pending: 8.2 s, later than b by over 4 x the 1.6 s saved: b.
+    d = route((rep("a", 4), rep("b")), (ReplicaPace("a", 2.0, 8100, 1), ReplicaPace("b", 2.0)))
+    assert (d.replica_id, d.reason_code) == ("b", "holder_busy")
+    assert "~8.20 s there" in d.reason
 
 
 def test_the_wait_for_the_holder_is_bounded_from_when_it_began() -> None:
     paces = (ReplicaPace("a", 2.0, 0, 1), ReplicaPace("b", 2.0))
-    # Held for the holder since 10.0, now 11.8: 1.8 + 1.0 s slot wait is 0.8 s past the 2.0 s
-    # bound; the holder's 1.1 s + 0.8 s is no sooner than b's 1.7 s: go.
-    d = route((rep("a", 4), rep("b")), paces, now=11.8, holding_since_s=10.0)
+    # Held for the holder since 10.0, now 13.6: 3.6 + 1.0 s slot wait is 2.6 s past the 2.0 s
+    # bound, over twice it; the holder's 1.1 s + 2.6 s is no sooner than b's 1.7 s: go.
+    d = route((rep("a", 4), rep("b")), paces, now=13.6, holding_since_s=10.0)
     assert (d.replica_id, d.reason_code) == ("b", "holder_busy")
-    assert "waited 1.80 s, bound 2 s, not sooner there" in d.reason
+    assert "waited 3.60 s, bound 2 s, not sooner there" in d.reason
     d = route((rep("a", 4), rep("b")), paces, now=10.9, holding_since_s=10.0)
     assert d.reason_code == "wait_for_holder"  # 0.9 + 1.0 <= 2.0
+    assert "waited 0.90 s of 2 s" in d.reason
     # Time queued before it had a holder to wait for does not count.
     d = route((rep("a", 4), rep("b")), paces, now=30.0, request=req(arrived_s=0.0))
     assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
 
 
-def test_past_the_bound_it_waits_on_only_while_the_holder_is_still_sooner() -> None:
+def test_past_the_bound_it_waits_on_while_sooner_or_within_twice_it_while_worth_it() -> None:
     paces = (ReplicaPace("a", 2.0, 0, 1), ReplicaPace("b", 2.0))
     # Since 10.0, now 11.5: 0.5 s past the bound; 1.1 + 0.5 = 1.6 s at a < 1.7 s on b: going
     # to b would make the first token later and recompute the prefix: wait on.
     d = route((rep("a", 4), rep("b")), paces, now=11.5, holding_since_s=10.0)
     assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
-    assert "0.50 s past the 2 s bound" in d.reason
-    # Within the slack but not sooner (2.1 s vs 1.7 s, slack 1.3): waits within the bound
-    # (0 + 2.0 s slot wait), goes once past it.
-    slow = (ReplicaPace("a", 2.0, 0, 3), ReplicaPace("b", 2.0))
-    d = route((rep("a", 4), rep("b")), slow, plan=SLACK)
+    assert "0.50 s past the 2 s bound" in d.reason and "still sooner there" in d.reason
+    # Now 11.8: 0.8 s past it, 1.9 s no sooner than 1.7 s; but within twice the bound and
+    # 1.1 s at a is within 4 x the 1.6 s of prefill b would redo: wait on.
+    d = route((rep("a", 4), rep("b")), paces, now=11.8, holding_since_s=10.0)
     assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
-    d = route((rep("a", 4), rep("b")), slow, now=10.1, holding_since_s=10.0, plan=SLACK)
+    assert "0.80 s past the 2 s bound" in d.reason and "within 4 x the 1.60 s" in d.reason
+    # Worth it only by the slack (b redoes 16 tokens, has 3,000 queued; slack 1.3): waits
+    # within the bound (0 + 1.0 s slot wait), goes once past it.
+    hits = (("a", 100), ("b", 99))
+    slow = (ReplicaPace("a", 2.0, 3900, 1), ReplicaPace("b", 2.0, 3000))
+    d = route((rep("a", 4), rep("b")), slow, hits=hits, plan=SLACK)
+    assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
+    d = route((rep("a", 4), rep("b")), slow, hits=hits, now=11.1, holding_since_s=10.0, plan=SLACK)
     assert (d.replica_id, d.reason_code) == ("b", "holder_busy")
     # A bound of 0 never waits, sooner or not.
     never = plan_for(
@@ -208,10 +234,14 @@ def test_without_a_match_the_fewest_tokens_to_compute_wins_not_the_fewest_reques
 
 
 def test_a_partial_holder_with_a_slot_competes_with_waiting_for_the_full_one() -> None:
-    # b holds 50 blocks: 900 tokens to compute = 0.9 s < a's 1.1 s: go to b.
+    # b holds 95 blocks: 180 tokens to compute = 0.18 s, a's 1.1 s is 0.92 s later, over the
+    # 4 x 0.08 s of prefill b would redo: go to b.
     paces = (ReplicaPace("a", 2.0, 0, 1), ReplicaPace("b", 2.0), ReplicaPace("c", 2.0))
+    d = route((rep("a", 4), rep("b"), rep("c")), paces, hits=(("a", 100), ("b", 95)))
+    assert (d.replica_id, d.reason_code, d.prefix_hit_blocks) == ("b", "holder_busy", 95)
+    # b holds 50: 0.9 s there, 0.2 s sooner than a, but a saves 4 x 0.8 s: wait for a.
     d = route((rep("a", 4), rep("b"), rep("c")), paces, hits=(("a", 100), ("b", 50)))
-    assert (d.replica_id, d.reason_code, d.prefix_hit_blocks) == ("b", "holder_busy", 50)
+    assert (d.reason_code, d.wait_for) == ("wait_for_holder", "a")
 
 
 def test_waiters_of_a_lower_priority_do_not_take_a_slot_a_held_waiter_let_go() -> None:

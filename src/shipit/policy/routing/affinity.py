@@ -14,14 +14,17 @@ expected times to the first token:
   ``service / slots`` seconds) and the backlog is its pending tokens x the prefill time a token;
 - elsewhere: the best alternative's ``backlog + uncached prompt`` (it recomputes the prefix).
 
-It waits (``wait_for_holder``, no replica, the holder named) when the holder's time is within
-``token_imbalance_ratio`` x the alternative's (the same slack: a recomputed prefix also costs
-the saturated fleet prefill capacity) and its wait for the holder (since it first chose it,
-plus the slot wait expected) stays within ``max_affinity_wait_s``. Past that bound it waits on
-only while the holder, the overrun added to its time, is still sooner than the alternative:
-going elsewhere then would make this request's first token later as well as recompute its
-prefix (a bound of 0 never waits). Otherwise it goes elsewhere (``holder_busy``). Both reasons
-carry the figures. Pure: no clock, no IO.
+It waits (``wait_for_holder``, no replica, the holder named) while its wait for the holder (since
+it first chose it, plus the slot wait expected) stays within ``max_affinity_wait_s``, when
+either the holder's time is within ``token_imbalance_ratio`` x the alternative's, or the holder
+is later by at most the alternative's ``max_concurrency`` x the prefill it would redo (the cost
+rule: a recomputed prefix holds back every request sharing the alternative's steps, and on a
+saturated fleet the slot the request leaves is taken by the next in line anyway). Past that
+bound it waits on while the holder, the overrun added to its time, is still sooner than the
+alternative (going elsewhere would make this request's first token later as well as recompute
+its prefix), or, up to twice the bound, while the cost rule holds (a bound of 0 never waits).
+Otherwise it goes elsewhere (``holder_busy``). Both reasons carry the figures. Pure: no clock,
+no IO.
 """
 
 from __future__ import annotations
@@ -180,7 +183,12 @@ def _wait_or_go(
     token_s = per_token_s(ctx, holder)
     backlog_s = pace.pending_tokens * token_s
     holder_s = max(wait_s, backlog_s) + uncached_tokens(prompt, best_hit, block) * token_s
-    saved_s = (best_hit - alt_hit) * block * token_s
+    # The prefill the alternative would redo, at its pace; it holds back every request
+    # sharing that replica's steps, up to its slots.
+    saved_s = (best_hit - alt_hit) * block * per_token_s(ctx, least)
+    shared = least.max_concurrency
+    later_s = holder_s - alt_s
+    worth = later_s <= shared * saved_s
     since = ctx.snapshot.holding_since_s
     waited_s = 0.0 if since is None else max(ctx.snapshot.now_s - since, 0.0)
     figures = (
@@ -190,32 +198,39 @@ def _wait_or_go(
         f"~{holder_s:.2f} s there vs ~{alt_s:.2f} s on {least.replica_id} "
         f"(prefill saved {saved_s:.2f} s)"
     )
+    cost = (
+        f"{later_s:.2f} s later there, within {shared} x the {saved_s:.2f} s of prefill "
+        f"{least.replica_id} would redo"
+    )
     bound = cfg.max_affinity_wait_s
     slack = cfg.token_imbalance_ratio
     overrun_s = max(waited_s + wait_s - bound, 0.0)
-    if holder_s < slack * alt_s and overrun_s == 0.0:
+    within = holder_s < slack * alt_s
+    if overrun_s == 0.0 and (within or worth):
         return Pick(
             None,
             "wait_for_holder",
-            f"{figures}; waited {waited_s:.2f} s of {bound:g} s",
+            f"{figures}; {'' if within else cost + '; '}waited {waited_s:.2f} s of {bound:g} s",
             prefix_hit_blocks=best_hit,
             wait_for=holder.replica_id,
         )
-    if bound > 0 and holder_s + overrun_s < alt_s:
-        # Past the bound the cache no longer buys latency, but going elsewhere would make the
-        # first token later still: wait on while the holder, its overrun counted against it,
-        # stays sooner (so at most the alternative's time past the bound).
+    sooner = holder_s + overrun_s < alt_s
+    if bound > 0 and (sooner or (overrun_s < bound and worth)):
+        # Past the bound, wait on while the holder, its overrun counted against it, stays
+        # sooner (going elsewhere would make the first token later and recompute the prefix),
+        # or, up to twice the bound, while it is worth the prefill it saves.
         return Pick(
             None,
             "wait_for_holder",
             f"{figures}; waited {waited_s:.2f} s, {overrun_s:.2f} s past the {bound:g} s "
-            "bound with the slot wait, still sooner there",
+            f"bound with the slot wait, {'still sooner there' if sooner else cost}",
             prefix_hit_blocks=best_hit,
             wait_for=holder.replica_id,
         )
-    why = (
-        f"over {slack:g}x later"
-        if holder_s >= slack * alt_s
-        else f"waited {waited_s:.2f} s, bound {bound:g} s, not sooner there"
-    )
+    if overrun_s > 0.0:
+        why = f"waited {waited_s:.2f} s, bound {bound:g} s, not sooner there"
+    else:
+        why = (
+            f"over {slack:g}x later, and {later_s:.2f} s later is over {shared} x the prefill saved"
+        )
     return Pick(least, "holder_busy", f"{figures}; {why}", prefix_hit_blocks=alt_hit)
