@@ -1,13 +1,13 @@
-"""Variants of ``prefix_cache``'s wait decision tried with ``routing_sweep.py --patch``, not kept.
+"""The cost rule for ``prefix_cache``'s wait decision as the sweep first ran it, a patch.
 
-``--patch routing_sweep_variants:cost:slots`` replaces the picker's wait-or-go step with the
-"cost rule": besides waiting while the holder's first token is within ``token_imbalance_ratio``
-x the alternative's (and the wait bound), also wait when the holder is later by at most ``k`` x
-the prefill the alternative would redo (``k``: ``slots``, the alternative's
-``max_concurrency``; ``inflight``, its requests in flight + 1; or a number), and past the bound
-while still within twice it. Measured in docs/gateway.md ("The holder's slack and the wait
-decision"): no better than the slack alone.
-"""
+``--patch routing_sweep_variants:cost:slots`` replaces the picker's wait-or-go step: besides
+waiting while the holder's first token is within ``token_imbalance_ratio`` x the alternative's
+(and the wait bound), also wait when the holder is later by at most ``k`` x the prefill the
+alternative would redo (``k``: ``slots``, the alternative's ``max_concurrency``; ``inflight``,
+its requests in flight + 1; or a number), and past the bound while still within twice it.
+``cost:slots`` is now the policy's own rule (``policy.routing.affinity``; the same decisions,
+checked on one replay); the patch remains to rerun the sweep's rows as they ran, or other ``k``.
+Measured in docs/gateway.md ("The holder's slack and the wait decision")."""
 
 from __future__ import annotations
 
