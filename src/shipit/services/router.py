@@ -204,11 +204,10 @@ class RouterService:
         policy = self.policy(request.routing)
         hits: tuple[tuple[str, int], ...] = ()
         paces: tuple[routing.ReplicaPace, ...] = ()
-        prefix = policy.plan.uses("prefix_cache")
-        if prefix:
-            ids = [r.replica_id for r in replicas]
-            if request.prefix_hashes:
-                hits = routing.prefix_hits(self.prefix_index, request.prefix_hashes, ids)
+        ids = [r.replica_id for r in replicas]
+        if request.prefix_hashes and policy.plan.uses("prefix_cache"):
+            hits = routing.prefix_hits(self.prefix_index, request.prefix_hashes, ids)
+        if policy.plan.uses("paces"):  # prefix affinity, and the prefill scorer
             paces = self.paces.paces(ids, now_s=now, asking=request.request_id)
         snapshot = routing.RouteSnapshot(
             now,
