@@ -316,12 +316,21 @@ def autoscaling_snapshot(
     service_s: float = 0.0,
     oldest_wait_s: float = 0.0,
     first_tokens: tuple[tuple[float, float], ...] = (),
+    prefill_s: float = 0.0,
 ) -> AutoscalingSnapshot:
     """What the live autoscaler shows the policy: the managed replicas' records, the queue
     (its length and its oldest wait), the request counters and the first tokens since the
-    last tick (time inside the replica, prefill alone)."""
+    last tick (time inside the replica, prefill alone), the arrivals' prefill alone summed."""
     return AutoscalingSnapshot(
-        now_s, tuple(records), queued, arrivals, completed, service_s, oldest_wait_s, first_tokens
+        now_s,
+        tuple(records),
+        queued,
+        arrivals,
+        completed,
+        service_s,
+        oldest_wait_s,
+        first_tokens,
+        prefill_s,
     )
 
 

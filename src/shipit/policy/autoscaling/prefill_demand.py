@@ -1,0 +1,40 @@
+"""Prefill demand: the replicas the prompts' prefill alone keeps busy, for long-prompt traffic.
+
+Little's law sizes the fleet in requests in service, and a replica's target (what it holds x
+``target_utilization``) assumes the requests it holds share it at no cost to their first
+token. A replica prefills one prompt at a time, though (its step budget goes to the oldest
+prompt first): with 12,000-token prompts a replica holding 11 requests spends most of its time
+prefilling, and a request queues behind the prompts before its own for seconds. What the
+prompts need is prefill time: the snapshot counts the arrivals' prompts' prefill alone on an
+idle replica (the step-time model's, as the TTFT guard reads it), so the prefill seconds
+arriving a second over the stable window are the replicas the prefill keeps busy, and
+``prefill_utilization`` of a replica is what one should spend on it (headroom for the decodes
+sharing its steps and for prompts arriving together). The policy takes the larger of the two
+needs. Counted at arrival, not at the first token: a backlog draining after a cold start
+would otherwise read as a burst of prefill. Nothing counted (the live gateway does not count
+it yet), or ``prefill_utilization`` null: no prefill demand, the rule is off. Pure.
+"""
+
+from __future__ import annotations
+
+import math
+
+from shipit.config.autoscaling import AutoscalingConfig
+
+Samples = tuple[tuple[float, float], ...]  # (tick time, prefill seconds arrived so far)
+
+
+def samples(config: AutoscalingConfig, kept: Samples, prefill_s: float, now: float) -> Samples:
+    """The stable window's samples of the counter, this tick's added."""
+    return tuple(
+        (t, v) for t, v in (*kept, (now, prefill_s)) if now - t <= config.autoscaling_window_s
+    )
+
+
+def need(config: AutoscalingConfig, kept: Samples, now: float) -> tuple[int, float]:
+    """Replicas the prefill arriving over the window needs at ``prefill_utilization``, and
+    the prefill seconds a second it is (over the part of the window seen so far)."""
+    if config.prefill_utilization is None or len(kept) < 2 or kept[-1][0] <= kept[0][0]:
+        return 0, 0.0
+    busy = (kept[-1][1] - kept[0][1]) / (kept[-1][0] - kept[0][0])
+    return math.ceil(busy / config.prefill_utilization - 1e-9), busy
