@@ -17,6 +17,7 @@ granian is not a project dependency; run with it added for this run only:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -46,7 +47,14 @@ cfg = parse_config({"deployments": [{"model": "m", "replicas": 0,
 app = create_gateway(cfg, monitor=False)
 for i, url in enumerate(os.environ["SHIPIT_BENCH_FAKES"].split(",")):
     app.routers["default"].add_replica(f"r{i}", url, state=ReplicaState.READY)
+
+from shipit.gateway.protocol import protocol_class
+Shipit = protocol_class(header_timeout_s=10, max_header_bytes=65536)
+ShipitNoCoalesce = protocol_class(
+    header_timeout_s=10, max_header_bytes=65536, coalesce_writes=False
+)
 """
+STACKS = ("uvicorn", "shipit", "shipit-no-coalesce", "own-h1", "granian")
 
 
 def cpu_s(pid: int) -> float:
@@ -59,18 +67,34 @@ def cpu_s(pid: int) -> float:
 
 def stacks(port: int) -> dict[str, list[str]]:
     py = sys.executable
+    uv = [
+        *(py, "-m", "uvicorn", "gwapp:app", "--port", str(port), "--loop", "uvloop"),
+        *("--log-level", "warning", "--no-access-log", "--backlog", "2048"),
+    ]
     return {
-        "uvicorn": [
-            *(py, "-m", "uvicorn", "gwapp:app", "--port", str(port), "--loop", "uvloop"),
-            *("--http", "httptools", "--log-level", "warning", "--no-access-log"),
-            *("--backlog", "2048"),
-        ],
+        # uvicorn's own httptools protocol
+        "uvicorn": [*uv, "--http", "httptools"],
+        # what `shipit up` serves with: uvicorn with the gateway's protocol (header guards,
+        # writes coalesced per loop iteration), and the same without coalescing
+        "shipit": [*uv, "--http", "gwapp:Shipit"],
+        "shipit-no-coalesce": [*uv, "--http", "gwapp:ShipitNoCoalesce"],
+        # a minimal protocol of our own on httptools (benchmarks/own_h1.py): what uvicorn's
+        # share of the CPU is; not a production server
+        "own-h1": [py, str(Path(__file__).parent / "own_h1.py"), "gwapp:app", str(port)],
         "granian": [
             *(py, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"),
             *("--port", str(port), "--loop", "uvloop", "--http", "1", "--workers", "1"),
             *("--log-level", "warning", "--no-ws", "gwapp:app"),
         ],
     }
+
+
+def stack_version(name: str) -> str:
+    if name == "granian":
+        return version("granian")
+    if name == "own-h1":
+        return "httptools " + version("httptools")
+    return version("uvicorn")
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -118,7 +142,19 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--stacks",
+        default=",".join(STACKS),
+        help="comma-separated, from: " + ", ".join(STACKS) + " (granian only when installed)",
+    )
     args = ap.parse_args()
+    chosen = [n.strip() for n in args.stacks.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in STACKS]
+    if unknown:
+        raise SystemExit(f"--stacks: unknown {unknown}; choose from {', '.join(STACKS)}")
+    if "granian" in chosen and importlib.util.find_spec("granian") is None:
+        print("granian is not installed: skipped (uv run --with granian ...)", file=sys.stderr)
+        chosen.remove("granian")
     fakes = [go.start_fake(1) for _ in range(2)]
     runs: dict[str, list[dict[str, float]]] = {}
     try:
@@ -130,7 +166,7 @@ def main() -> None:
                 "PYTHONPATH": tmp,
             }
             for r in range(args.rounds):
-                for name in ("uvicorn", "granian"):  # alternating, each on a fresh port
+                for name in chosen:  # alternating, each on a fresh port
                     port = go._free_port()
                     got = one_round(name, stacks(port)[name], port, args, env, tmp)
                     runs.setdefault(name, []).append(got)
@@ -143,7 +179,7 @@ def main() -> None:
     for name, rows in runs.items():
         rps = statistics.median(r["streamed_req_s"] for r in rows)
         cpu = statistics.median(r["cpu_us_per_request"] for r in rows)
-        ver = version(name)
+        ver = stack_version(name)
         summary[name] = {
             "version": ver,
             "streamed_req_s": rps,

@@ -2,7 +2,8 @@
 a second SIGINT during the drain does not cut the open stream (it finishes, the exit status is
 0, no traceback); a third forces the stop, says so, and the exit status says it was forced.
 And what a stop leaves behind: the temporary replica log directory is removed, unless
-``--log-dir`` names one."""
+``--log-dir`` names one; a ``shipit up`` killed with SIGKILL (no stop of its own runs) leaves
+no replica running: each gets SIGTERM from the kernel and drains."""
 
 from __future__ import annotations
 
@@ -109,9 +110,30 @@ def test_a_third_signal_forces_and_says_so(tmp_path: Path) -> None:
     assert not _alive(pid), "a forced stop must not leave the replica behind"
 
 
+def test_a_sigkilled_gateway_leaves_no_replica_behind(tmp_path: Path) -> None:
+    up = start_up(tmp_path, replicas=1)
+    try:
+        [replica] = up.status()["deployments"][0]["replicas"]
+        pid = up.replica_pid(replica["url"])
+        assert _alive(pid)
+        up.proc.kill()
+        up.proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        up.stop()
+        orphan = _alive(pid)
+        if orphan:
+            os.kill(pid, signal.SIGKILL)  # never leave it behind, whatever the test says
+    assert not orphan, "the replica outlived its SIGKILLed gateway"
+
+
 def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for whoever adopted it to reap it has exited)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return True
+    return "\nState:\tZ" not in status

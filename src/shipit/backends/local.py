@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from shipit.backends.base import ReplicaHandle, ReplicaSpec
+from shipit.backends.child import die_with_parent
 from shipit.core.replica_admin import ADMIN_TOKEN_ENV
 
 KILL_GRACE_S = 5.0
@@ -80,6 +81,9 @@ class LocalProcessBackend:
                     stderr=subprocess.STDOUT,
                     env=self.environment(spec),
                     start_new_session=True,
+                    # A gateway killed with SIGKILL runs no stop: its replicas drain and exit
+                    # on their own instead of holding their ports and memory for good.
+                    preexec_fn=die_with_parent(signal.SIGTERM),
                 )
             handle = ReplicaHandle(
                 replica_id,

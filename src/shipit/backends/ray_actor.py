@@ -15,7 +15,6 @@ replica is forked from (the parent-death signal follows that thread).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import socket
@@ -26,15 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-PR_SET_PDEATHSIG = 1
+from shipit.backends.child import die_with_parent
+
 KILL_GRACE_S = 5.0
 POLL_S = 0.2
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _free_port(host: str) -> int:
@@ -74,7 +68,7 @@ class ReplicaActor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **env},
-                preexec_fn=_die_with_parent,  # PR_SET_PDEATHSIG can only be set in the child
+                preexec_fn=die_with_parent(signal.SIGKILL),
             )
         return {
             "node_id": ray.get_runtime_context().get_node_id(),

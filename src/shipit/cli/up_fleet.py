@@ -31,6 +31,7 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
+from shipit.backends.child import die_with_parent
 from shipit.backends.local import free_port
 from shipit.config.fleet import FleetConfig, load_fleet_config
 from shipit.config.gateway import ConfigError, parse_config
@@ -111,17 +112,6 @@ def plan_planes(fleet: FleetConfig, *, source: str) -> list[PlanePlan]:
     return plans
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the front door dies without stopping it
-    (Linux ``prctl(PR_SET_PDEATHSIG)``), so a plane drains and stops its replicas."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except OSError:
-        pass
-
-
 class PlaneFailedError(Exception):
     pass
 
@@ -159,7 +149,7 @@ class PlaneProcesses:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent(signal.SIGTERM),
                 )
 
     def _tail(self, name: str, lines: int = 20) -> str:

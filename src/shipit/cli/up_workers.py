@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from shipit.backends.child import die_with_parent
 from shipit.config.gateway import ConfigError, ShipitConfig, parse_config
 
 WORKER_ENV = "SHIPIT_GATEWAY_WORKER"
@@ -99,17 +100,6 @@ def worker_config(cfg: ShipitConfig, spec: WorkerSpec) -> ShipitConfig:
     return parse_config(data, source="gateway worker")
 
 
-def _die_with_parent() -> None:
-    """Run in the child before exec: SIGTERM it if the first worker dies without stopping it
-    (Linux ``prctl(PR_SET_PDEATHSIG)``)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except OSError:
-        pass
-
-
 @dataclass
 class Workers:
     """The other gateway workers, started by the first one's start hook and stopped first by
@@ -129,7 +119,8 @@ class Workers:
         for i in range(1, self.count):
             env = dict(os.environ)
             env[WORKER_ENV] = json.dumps({"index": i, "urls": urls})
-            self.procs.append(subprocess.Popen(self.argv(), env=env, preexec_fn=_die_with_parent))
+            preexec = die_with_parent(signal.SIGTERM)
+            self.procs.append(subprocess.Popen(self.argv(), env=env, preexec_fn=preexec))
         logger.info("started %d more gateway workers: %s", self.count - 1, self.pids())
 
     def pids(self) -> list[int]:

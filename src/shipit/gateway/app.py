@@ -41,7 +41,7 @@ from shipit.gateway.jobs_service import JobsService
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.openapi import openapi_document
-from shipit.gateway.parse import parse_request, parse_token_request
+from shipit.gateway.parse import parse_request_async, parse_token_request
 from shipit.gateway.prompt_tokens import load_prompt_tokenizers
 from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, send_json
 from shipit.gateway.routes_jobs import PREFIXES as JOB_PREFIXES
@@ -314,7 +314,7 @@ class Gateway:
         body = await _read_body(receive)
         rid, headers = self._request_ids(scope)
         try:
-            view = parse_request(
+            view = await parse_request_async(
                 request_id=rid,
                 client_request_id=headers.get("x-request-id") or None,
                 path=scope["path"],
@@ -336,7 +336,8 @@ class Gateway:
             self.rollouts.offer(view, body)  # a shadow rollout may mirror it, off this path
         guard = Guard()
         task = asyncio.current_task()
-        watcher = asyncio.ensure_future(_until_disconnect(receive))
+        loop = task.get_loop() if task is not None else asyncio.get_running_loop()
+        watcher = loop.create_task(_until_disconnect(receive))
 
         def _client_left(f: asyncio.Future[None]) -> None:
             if guard.active and not f.cancelled() and task is not None:

@@ -100,7 +100,8 @@ async def read_body(
         if task is not None:
             task.cancel()
 
-    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
+    loop = task.get_loop() if task is not None else asyncio.get_running_loop()
+    timer = loop.call_later(timeout_s, expire)
     try:
         while True:
             message = await receive()

@@ -39,7 +39,7 @@ from shipit.core.errors import ShipitError
 from shipit.core.views import RequestView
 from shipit.gateway.errors import error_json, kind_of
 from shipit.gateway.metrics import GatewayMetrics
-from shipit.gateway.parse import parse_request
+from shipit.gateway.parse import parse_request_async
 from shipit.gateway.prompt_tokens import PromptTokenizer
 from shipit.gateway.request_core import (
     BrokenMidStream,
@@ -264,7 +264,7 @@ class JobsService:
         for name, router in self.routers.items():
             adapters[name] = set().union(*(r.adapters for r in router.registry.records()))
         try:
-            view = parse_request(
+            view = await parse_request_async(
                 request_id=f"{JOB_REQUEST_PREFIX}{item.id}-{item.attempts}",
                 path=item.url,
                 headers={},

@@ -7,7 +7,8 @@ new request begins, and cancels it once the headers are complete: a client that 
 headers is closed after ``header_timeout_s`` however often it sends a byte. Request line and
 headers beyond ``max_header_bytes`` get a 431 and the connection is closed. ``protocol_class``
 binds the limits into a class for ``uvicorn.Config(http=...)``. It must not see requests'
-bodies or the app.
+bodies or the app. Its transport coalesces writes per event-loop iteration
+(``gateway.coalesce``): a response's head and the chunks ready with it leave in one write.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from shipit.gateway.coalesce import CoalescingTransport
 
 _431 = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -26,6 +29,7 @@ _431 = (
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
     max_header_bytes: int = 64 * 1024
+    coalesce_writes: bool = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -51,6 +55,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if self.coalesce_writes:
+            transport = CoalescingTransport(transport, self.loop)
         super().connection_made(transport)
         self._arm()
 
@@ -101,10 +107,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             super().on_message_complete()
 
 
-def protocol_class(*, header_timeout_s: float, max_header_bytes: int) -> type[HttpToolsProtocol]:
-    """The protocol with these limits, as a class uvicorn can instantiate per connection."""
+def protocol_class(
+    *, header_timeout_s: float, max_header_bytes: int, coalesce_writes: bool = True
+) -> type[HttpToolsProtocol]:
+    """The protocol with these limits, as a class uvicorn can instantiate per connection;
+    ``coalesce_writes`` sends what an event-loop iteration wrote in one system call
+    (``gateway.coalesce``)."""
     return type(
         "GatewayHttpProtocol",
         (GuardedHttpToolsProtocol,),
-        {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes},
+        {
+            "header_timeout_s": header_timeout_s,
+            "max_header_bytes": max_header_bytes,
+            "coalesce_writes": coalesce_writes,
+        },
     )

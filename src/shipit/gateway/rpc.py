@@ -33,7 +33,7 @@ from grpc_reflection.v1alpha import reflection
 from shipit.core.errors import ShipitError, UnknownAdapterError
 from shipit.gateway.door_auth import Admitted, admit, settle
 from shipit.gateway.edge import EdgeError
-from shipit.gateway.parse import parse_request
+from shipit.gateway.parse import parse_request_async
 from shipit.gateway.request_core import BrokenMidStream, Failed, Finished, Rejected, Started
 from shipit.gateway.sse import SSEData
 from shipit.proto import shipit_pb2, shipit_pb2_grpc
@@ -142,7 +142,7 @@ class InferenceService(shipit_pb2_grpc.InferenceServicer):
             body = to_body(request, stream=stream)
             admitted = admit(gw.security, path, headers, body, client=context.peer())
             body, headers = admitted.body, admitted.headers
-            view = parse_request(
+            view = await parse_request_async(
                 request_id=gw.new_request_id("grpc-"),
                 data=admitted.data,
                 client_request_id=headers.get("x-request-id") or None,

@@ -49,7 +49,7 @@ from shipit.gateway.door_auth import Admitted, admit, settle
 from shipit.gateway.edge import EdgeError
 from shipit.gateway.errors import kind_of
 from shipit.gateway.metrics import GatewayMetrics
-from shipit.gateway.parse import parse_request
+from shipit.gateway.parse import parse_request_async
 from shipit.gateway.prompt_tokens import PromptTokenizer
 from shipit.gateway.proxy import Receive, Scope, Send
 from shipit.gateway.request_core import (
@@ -361,7 +361,7 @@ class _Socket:
                     return
                 body, headers = admitted.body, admitted.headers
             try:
-                view = parse_request(
+                view = await parse_request_async(
                     request_id=door.new_id(),
                     client_request_id=headers.get("x-request-id") or None,
                     path=path,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from shipit.config.gateway import ConfigError, DeploymentConfig, parse_config
 from shipit.core.views import RequestView
 from shipit.engine.loader import load_tokenizer
 from shipit.engine.tokenizer import Tokenizer
-from shipit.gateway.parse import parse_request
+from shipit.gateway.parse import OFF_LOOP_BYTES, parse_request, parse_request_async
 from shipit.gateway.prompt_tokens import PromptTokenizer, load_prompt_tokenizers
 from shipit.replica import protocol
 from shipit.replica.app import create_app
@@ -238,3 +239,37 @@ def test_an_explicit_path_that_cannot_be_read_stops_the_gateway(tmp_path: Path) 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"tokenizer\.json"):
         load_prompt_tokenizers([deployment("m", tokenizer=str(tmp_path / "empty"))])
+
+
+def test_long_prompts_are_tokenized_off_the_event_loop(model_dir: Path) -> None:
+    """A long prompt's tokenizing runs in a worker thread (the loop keeps relaying other
+    streams meanwhile); a short one stays on the loop (a thread hop would cost more); both
+    hash the same as the synchronous parse."""
+    dep = deployment(str(model_dir))
+    tokenizers = load_prompt_tokenizers([dep])
+    seen: list[int] = []
+    tok = tokenizers["d"]
+    inner = tok.tokenizer.encode
+
+    def encode(text: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(threading.get_ident())
+        return inner(text, *args, **kwargs)
+
+    object.__setattr__(tok.tokenizer, "encode", encode)
+
+    async def parse(prompt: str) -> tuple[RequestView, int]:
+        body = json.dumps({"model": "tiny", "prompt": prompt}).encode()
+        got = await parse_request_async(
+            request_id="q", path="/v1/completions", headers={}, body=body,
+            deployments={"d": dep}, adapters={}, now_s=0.0, tokenizers=tokenizers,
+        )  # fmt: skip
+        return got, threading.get_ident()
+
+    long_prompt = TEXT * (OFF_LOOP_BYTES // len(TEXT) + 1)
+    long_view, loop_thread = asyncio.run(parse(long_prompt))
+    assert len(seen) == 1 and seen[0] != loop_thread
+    short_view, loop_thread = asyncio.run(parse(TEXT))
+    assert len(seen) == 2 and seen[1] == loop_thread
+    assert long_view.prefix_hashing == short_view.prefix_hashing == "token"
+    sync = view(dep, "/v1/completions", {"model": "tiny", "prompt": long_prompt})
+    assert long_view.prefix_hashes == sync.prefix_hashes
