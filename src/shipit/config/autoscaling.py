@@ -43,8 +43,9 @@ class AutoscalingConfig(BaseModel):
         le=1,
         description="Fraction of a replica's time its prompts' prefill should take: the fleet "
         "is at least the prefill seconds arriving a second / this (long prompts queue behind "
-        "each other's prefill); null turns the rule off. Read from the first tokens' "
-        "prefill; simulator only for now.",
+        "each other's prefill); null turns the rule off. The gateway counts each arrival's "
+        "prefill alone on an idle replica; simulator only for now (live, nothing is counted "
+        "and the rule stays off).",
     )
     autoscaling_window_s: float = Field(60.0, gt=0, description="Stable averaging window.")
     panic_window_s: float = Field(
