@@ -142,6 +142,11 @@ def start_fleet(root: Path, posture: str, planes: list[tuple[str, float, str]]) 
             "planes": [_plane(n, off, ports[n], role) for n, off, role in planes],
         }
     }
+    return launch(root, cfg, door, ports)
+
+
+def launch(root: Path, cfg: dict[str, Any], door: int, ports: dict[str, int]) -> Fleet:
+    """``shipit up --fleet`` on ``cfg``; once its front door answers ``/health``."""
     (root / "fleet.yaml").write_text(yaml.safe_dump(cfg))
     log = root / "fleet.log"
     with log.open("wb") as out:
@@ -339,5 +344,188 @@ def test_active_passive_promotes_the_standby_and_a_killed_door_takes_planes_down
         fleet.proc.kill()
         fleet.proc.wait(timeout=10)
         assert _wait_gone([plane, *replicas], timeout_s=90) == []
+    finally:
+        fleet.stop()
+
+
+# ----- the live control plane: placement and spot pools -----------------------------------------
+
+
+def _control_plane(
+    root: Path, planes: list[dict[str, Any]], control: dict[str, Any], probe_s: float = 0.5
+) -> Fleet:
+    ports = {p["name"]: free_port() for p in planes}
+    door = free_port()
+    for p in planes:
+        p["port"] = ports[p["name"]]
+        p["gateway"] = {
+            "deployments": [
+                {
+                    "name": "sim",
+                    "model": SIM_MODEL,
+                    "simulate": f"H100:{SIM_MODEL}",
+                    "replicas": 1,
+                    "health_interval_s": 0.2,
+                    "queueing": {"max_concurrency": 2},
+                    "replica_args": ["--log-level", "warning"],
+                }
+            ],
+        }
+    cfg = {
+        "fleet": {
+            "front_door": {"port": door, "utc_offset_h": 0},
+            # generous: a plane waiting for a replacement must not be taken out meanwhile
+            "failover": {"probe_interval_s": probe_s, "fail_after": 40, "recover_after": 1},
+            "control_plane": control,
+            "planes": planes,
+        }
+    }
+    return launch(root, cfg, door, ports)
+
+
+def _plane_get(fleet: Fleet, plane: str, path: str) -> Any:
+    url = f"http://127.0.0.1:{fleet.plane_ports[plane]}{path}"
+    return httpx.get(url, timeout=10).json()
+
+
+def _bounds(fleet: Fleet, plane: str) -> tuple[int, int]:
+    got = _plane_get(fleet, plane, "/shipit/scaling")["deployments"]["sim"]
+    return got["min_replicas"], got["max_replicas"]
+
+
+def _wait_for(what: str, check: Any, timeout_s: float, every_s: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(every_s)
+    raise AssertionError(f"{what}: not within {timeout_s:g}s")
+
+
+def test_placement_moves_the_planes_bounds_with_the_demand(tmp_path: Path) -> None:
+    """Three clients busy in one region: demand about three replicas (two slots a replica at
+    50%) on planes that can run two each: the region's plane is filled (held at 2..2), the rest
+    spills to the other (1..2). The clients move to the other region: the bounds follow."""
+    planes = [
+        {"name": "east", "utc_offset_h": -5.0, "max_replicas": 2},
+        {"name": "west", "utc_offset_h": 1.0, "max_replicas": 2},
+    ]
+    control = {"placement_interval_s": 1.5, "target_utilization": 0.5}
+    fleet = _control_plane(tmp_path, planes, control)
+    try:
+        load = Load(fleet.url, ["east"], clients=3)
+        with load:
+            _wait_for("east held full", lambda: _bounds(fleet, "east") == (2, 2), 30)
+            _wait_for("west takes the spill", lambda: _bounds(fleet, "west") == (1, 2), 5)
+        placement = fleet.fleet()["placement"]
+        last = placement["history"][-1]
+        assert last["planes"]["east"]["reason_code"] == "full"
+        assert last["demand_replicas"]["UTC-5"] > 2.0
+        load = Load(fleet.url, ["west"], clients=3)
+        with load:
+            _wait_for("west held full", lambda: _bounds(fleet, "west") == (2, 2), 30)
+            _wait_for("east takes the spill", lambda: _bounds(fleet, "east") == (1, 2), 5)
+        east = _plane_get(fleet, "east", "/shipit/status")["deployments"][0]["autoscaling"]
+        assert "east" in east["bounds_reason"]  # the placement's reason, as the plane has it
+        assert not [r for r in load.done if r.kind != "ok"]
+        metrics = httpx.get(fleet.url + "/metrics", timeout=10).text
+        assert 'shipit_front_door_plane_bounds{bound="min",plane="west"} 2.0' in metrics
+        print(f"\nplacement: {len(placement['history'])} decisions; last: {last}")
+    finally:
+        fleet.stop()
+
+
+def test_a_spot_notice_drains_the_replica_and_a_replacement_serves(tmp_path: Path) -> None:
+    """One plane whose only replica is spot (cheaper than on demand). A notice while two long
+    streams run on it: it takes nothing new, both streams finish, it is stopped once empty, and
+    the replacement (on demand: spot is short right after a pre-emption) serves what follows."""
+    pools = {
+        "on_demand": {"usd_per_gpu_hour": 4.0},
+        "spot": {"usd_per_gpu_hour": 1.0, "notice_s": 30.0},
+    }
+    planes = [{"name": "east", "utc_offset_h": -5.0, "pools": pools}]
+    control = {"placement_interval_s": 3600, "spot_check_interval_s": 0.2}
+    fleet = _control_plane(tmp_path, planes, control)
+    url = fleet.url + "/v1/chat/completions"
+    try:
+        status = _plane_get(fleet, "east", "/shipit/status")
+        (spot,) = status["deployments"][0]["replicas"]
+        assert spot["pool"] == "spot" and status["pools"]["choices"] == {"spot/spot_cheaper": 1}
+        streams: list[Outcome] = []
+
+        def stream(i: int) -> None:
+            with httpx.Client(timeout=60) as client:
+                body = {
+                    "model": SIM_MODEL,
+                    "messages": [{"role": "user", "content": f"a long story {i}"}],
+                    "max_tokens": 600,
+                    "stream": True,
+                }
+                started = time.time()
+                with client.stream(
+                    "POST", url, json=body, headers={"x-shipit-region": "east"}
+                ) as r:
+                    raw = b"".join(r.iter_bytes()).decode()
+                ok = (
+                    r.status_code == 200
+                    and raw.endswith("data: [DONE]\n\n")
+                    and '"error"' not in raw
+                )
+                streams.append(
+                    Outcome(started, time.time(), "east", True, r.status_code,  # plane: replica
+                            r.headers.get("x-shipit-replica"), "ok" if ok else "failed", raw[-300:])
+                )  # fmt: skip
+
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+
+        def busy() -> bool:
+            reps = _plane_get(fleet, "east", "/shipit/status")["deployments"][0]["replicas"]
+            return any(r["id"] == spot["id"] and r["in_flight"] == 2 for r in reps)
+
+        _wait_for("both streams on the spot replica", busy, 20, every_s=0.05)
+        plane = f"http://127.0.0.1:{fleet.plane_ports['east']}"
+        notice = httpx.post(
+            plane + "/shipit/pools/preempt", json={"replica_id": spot["id"]}, timeout=10
+        )
+        assert notice.status_code == 202, notice.text
+        event = notice.json()
+        (replacement,) = event["replacements"]
+        assert event["replacement_pools"] == ["on_demand"]
+        reps = _plane_get(fleet, "east", "/shipit/status")["deployments"][0]["replicas"]
+        noticed = next(r for r in reps if r["id"] == spot["id"])
+        assert noticed["state"] == "draining" and noticed["in_flight"] >= 1  # still serving them
+        for t in threads:
+            t.join(timeout=60)
+        assert [(s.kind, s.plane) for s in streams] == [("ok", spot["id"])] * 2, streams
+
+        def gone_and_ready() -> bool:
+            reps = _plane_get(fleet, "east", "/shipit/status")["deployments"][0]["replicas"]
+            return [(r["id"], r["state"], r["pool"]) for r in reps] == [
+                (replacement, "ready", "on_demand")
+            ]
+
+        _wait_for("the noticed replica stopped, the replacement ready", gone_and_ready, 30)
+        with httpx.Client(timeout=30) as client:
+            after = [_one(client, url, "east", i, False) for i in range(3)]
+            served_by = [
+                client.post(
+                    url,
+                    json={"model": SIM_MODEL, "messages": [{"role": "user", "content": "hi"}],
+                          "max_tokens": 4},
+                    headers={"x-shipit-region": "east"},
+                ).headers.get("x-shipit-replica")
+                for _ in range(2)
+            ]  # fmt: skip
+        assert [r.kind for r in after] == ["ok"] * 3
+        assert served_by == [replacement] * 2
+        pools_view = _plane_get(fleet, "east", "/shipit/pools")
+        assert pools_view["preemptions"] == 1 and pools_view["replicas_by_pool"]["on_demand"] == 1
+        metrics = httpx.get(plane + "/metrics", timeout=10).text
+        assert 'shipit_spot_preemptions_total{cause="triggered",deployment="sim"} 1.0' in metrics
+        print(f"\nspot notice: {event['reason']}; streams took "
+              f"{[round(s.ended_s - s.started_s, 1) for s in streams]} s")  # fmt: skip
     finally:
         fleet.stop()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -33,7 +34,7 @@ from rich.markup import escape
 
 from shipit.backends.child import die_with_parent
 from shipit.backends.local import free_port
-from shipit.config.fleet import FleetConfig, load_fleet_config
+from shipit.config.fleet import FleetConfig, PlaneConfig, load_fleet_config
 from shipit.config.gateway import ConfigError, parse_config
 from shipit.gateway.front_door import FrontDoorApp
 from shipit.gateway.server import Stopped, bind_socket, serve
@@ -77,7 +78,14 @@ def plan_planes(fleet: FleetConfig, *, source: str) -> list[PlanePlan]:
                 "(0: any free port)",
                 field=f"fleet.planes.{i}.port",
             )
-        cfg = parse_config(plane.gateway, source=f"{where} gateway")
+        if "plane" in plane.gateway:
+            raise ConfigError(
+                f"{where}: gateway.plane is written by shipit up --fleet from the plane's own "
+                "fields (pools) and control_plane; remove it from the gateway: section",
+                field=f"fleet.planes.{i}.gateway.plane",
+            )
+        gateway = {**plane.gateway, "plane": live_plane(fleet, plane)}
+        cfg = parse_config(gateway, source=f"{where} gateway")
         port = plane.port
         if port == 0:
             port = free_port(cfg.gateway.host)
@@ -102,7 +110,7 @@ def plan_planes(fleet: FleetConfig, *, source: str) -> list[PlanePlan]:
             PlanePlan(
                 name=plane.name,
                 port=port,
-                gateway=dict(plane.gateway),
+                gateway=gateway,
                 target=target,
                 startup_timeout_s=max(d.startup_timeout_s for d in cfg.deployments),
                 drain_s=cfg.gateway.graceful_shutdown_s
@@ -110,6 +118,19 @@ def plan_planes(fleet: FleetConfig, *, source: str) -> list[PlanePlan]:
             )
         )
     return plans
+
+
+def live_plane(fleet: FleetConfig, plane: PlaneConfig) -> dict[str, object]:
+    """The ``plane:`` section of a plane's gateway config: its pools and how its spot
+    pre-emptions are drawn (``services.spot_pools``)."""
+    cp = fleet.control_plane
+    return {
+        "name": plane.name,
+        "pools": plane.pools.model_dump(exclude_none=True),
+        "gpus_per_replica": fleet.gpus_per_replica,
+        "spot_seed": cp.spot_seed,
+        "spot_check_interval_s": cp.spot_check_interval_s,
+    }
 
 
 class PlaneFailedError(Exception):
@@ -228,6 +249,22 @@ def default_offset_h(fleet: FleetConfig) -> float:
     return time.localtime().tm_gmtoff / 3600.0
 
 
+def control_headers(fleet: FleetConfig) -> dict[str, str]:
+    """The planes' admin key (``control_plane.admin_key_env``) as a bearer header for the
+    control plane's calls (status probes, scaling bounds); none when not configured."""
+    env = fleet.control_plane.admin_key_env
+    if env is None:
+        return {}
+    key = os.environ.get(env, "").strip()
+    if not key:
+        raise ConfigError(
+            f"control_plane.admin_key_env names {env}, which is not set (or empty); export an "
+            "admin key of the planes' gateways there (shipit keys create --admin)",
+            field="fleet.control_plane.admin_key_env",
+        )
+    return {"authorization": f"Bearer {key}"}
+
+
 class _StopError(Exception):
     """SIGTERM before the front door's server handles signals."""
 
@@ -263,7 +300,17 @@ def up_fleet(
     temporary = log_dir is None
     logs = log_dir or Path(tempfile.mkdtemp(prefix="shipit-fleet-"))
     planes = PlaneProcesses(plans, logs, log_level)
-    door = FrontDoor(fleet, [p.target for p in plans], default_offset_h=default_offset_h(fleet))
+    try:
+        control = control_headers(fleet)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {escape(exc.message)}")
+        raise typer.Exit(2) from exc
+    door = FrontDoor(
+        fleet,
+        [p.target for p in plans],
+        default_offset_h=default_offset_h(fleet),
+        control_headers=control,
+    )
     app = FrontDoorApp(door, door_cfg)
     listen = f"http://{fd.host}:{sock.getsockname()[1]}"
 

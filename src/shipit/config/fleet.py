@@ -5,7 +5,8 @@ which the latency model reads), its role under the posture (``active``, or ``sta
 active-passive), the data-residency tags it satisfies, its replica bounds and the capacity
 pools it can buy from (price, obtain delay and, for spot, pre-emption rate and notice). The
 top level names the posture, the latency model (``ms_per_time_zone``, about 5 ms a time zone),
-the failure rate of GPUs, the global front door and the failover thresholds.
+the failure rate of GPUs, the global front door, the failover thresholds and the live control
+plane (``control_plane``: how often demand is placed, and the spot pre-emption draw).
 
 Example::
 
@@ -43,6 +44,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shipit.config.gateway import ConfigError
+from shipit.config.pools import PoolConfig as PoolConfig
+from shipit.config.pools import PoolsConfig as PoolsConfig
 
 Posture = Literal["active-active", "active-passive"]
 Role = Literal["active", "standby"]
@@ -52,35 +55,6 @@ GPU_FAILURES_PER_HOUR = 1 / 50_000  # about one per 50,000 GPU-hours at large tr
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PoolConfig(_Strict):
-    """One way a plane buys accelerators."""
-
-    usd_per_gpu_hour: float = Field(ge=0, description="price of one GPU-hour in this pool")
-    obtain_delay_s: float = Field(0.0, ge=0, description="request to serving: boot + model load")
-    max_replicas: int | None = Field(None, ge=0, description="most the pool supplies at once")
-    preemptions_per_hour: float = Field(0.0, ge=0, description="per replica; spot only")
-    notice_s: float = Field(0.0, ge=0, description="warning before a pre-emption; spot only")
-
-
-class PoolsConfig(_Strict):
-    """The pools a plane may use; a pool left out is not sold there."""
-
-    reserved: PoolConfig | None = None
-    on_demand: PoolConfig | None = None
-    spot: PoolConfig | None = None
-
-    @model_validator(mode="after")
-    def _risk_only_on_spot(self) -> Self:
-        for name in ("reserved", "on_demand"):
-            pool = getattr(self, name)
-            if pool is not None and (pool.preemptions_per_hour or pool.notice_s):
-                raise ValueError(
-                    f"{name}: preemptions_per_hour and notice_s apply to spot only "
-                    f"(got {pool.preemptions_per_hour}, {pool.notice_s}); set them under spot"
-                )
-        return self
 
 
 class PlaneConfig(_Strict):
@@ -132,6 +106,36 @@ class FailoverConfig(_Strict):
     probe_interval_s: float = Field(1.0, gt=0)
     fail_after: int = Field(3, ge=1, description="failed probes in a row that take a plane out")
     recover_after: int = Field(2, ge=1, description="ok probes in a row that bring it back")
+
+
+class ControlPlaneConfig(_Strict):
+    """The live control plane next to the front door (``shipit up --fleet``): placement of the
+    demand per client region onto the planes, and the planes' spot pools."""
+
+    placement_interval_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="how often demand is measured and placed, and each plane's autoscaler "
+        "bounds set from it",
+    )
+    target_utilization: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="a replica carries this share of its queueing.max_concurrency when "
+        "demand is counted in replicas",
+    )
+    admin_key_env: str | None = Field(
+        None,
+        min_length=1,
+        description="environment variable holding an admin key of the planes' gateways, sent "
+        "on the control plane's calls when the planes need keys",
+    )
+    spot_seed: int = Field(0, description="seed of the draw of spot pre-emptions")
+    spot_check_interval_s: float = Field(
+        1.0, gt=0, le=600, description="how often each plane draws its spot pre-emptions"
+    )
 
 
 class ClientRegionConfig(_Strict):
@@ -224,6 +228,7 @@ class FleetConfig(_Strict):
     gpus_per_replica: int = Field(1, ge=1)
     front_door: FrontDoorConfig = Field(default_factory=FrontDoorConfig)
     failover: FailoverConfig = Field(default_factory=FailoverConfig)
+    control_plane: ControlPlaneConfig = Field(default_factory=ControlPlaneConfig)
     planes: list[PlaneConfig] = Field(min_length=1)
     traffic: TrafficConfig | None = Field(None, description="simulator: the demand it plays")
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)

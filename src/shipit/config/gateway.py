@@ -38,6 +38,7 @@ from shipit.config.jobs import JobsConfig
 from shipit.config.k8s_backend import KubernetesBackendConfig
 from shipit.config.kubernetes import KubernetesConfig
 from shipit.config.observability import AlertsConfig, SloConfig
+from shipit.config.pools import LivePlaneConfig
 from shipit.config.ray_backend import RayBackendConfig
 from shipit.config.rollout import RolloutSettings
 from shipit.config.security import AuthConfig, EdgeLimitsConfig, TlsConfig
@@ -376,6 +377,8 @@ class ShipitConfig(_Strict):
     jobs: JobsConfig = JobsConfig()
     # read by `shipit render k8s`, and by `shipit up` for deployments with backend: kubernetes
     kubernetes: KubernetesConfig = KubernetesConfig()
+    # written by `shipit up --fleet` into each plane's config: its pools and spot pre-emptions
+    plane: LivePlaneConfig | None = None
 
     @field_validator("deployments")
     @classmethod

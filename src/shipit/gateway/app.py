@@ -30,7 +30,7 @@ from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError
 from shipit.core.replica_admin import bearer
-from shipit.gateway import rollout_routes, routes
+from shipit.gateway import pool_routes, rollout_routes, routes, scaling_routes
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.catalog import Catalog
 from shipit.gateway.console_fleet import console_app
@@ -55,6 +55,7 @@ from shipit.services.keystore import KeyStore
 from shipit.services.monitor import AdapterLoader, ReplicaMonitor
 from shipit.services.rollouts import RolloutController, VersionPool
 from shipit.services.router import RouterService
+from shipit.services.spot_pools import PlanePools
 from shipit.services.upstream import AiohttpUpstream, Upstream
 from shipit.telemetry.instruments import build_control_plane_metrics, build_rollout_metrics
 
@@ -129,6 +130,14 @@ class Gateway:
         self.history = CounterHistory(registry_reader(self.metrics.registry), clock.now)
         # Autoscaling, cold starts and node cordons (a replica backend's, bound by `shipit up`).
         self.control_metrics = build_control_plane_metrics(self.metrics.registry)
+        # A plane of a live fleet: its pools choose each replica's, and spot is pre-empted.
+        self.pools: PlanePools | None = None
+        if pool is not None and config.plane is not None:
+            self.pools = PlanePools(
+                config.plane, self.routers, pool, clock=clock, registry=self.metrics.registry,
+                metrics=self.control_metrics, log_decisions=decisions,
+            )  # fmt: skip
+            pool = self.pools
         if pool is not None:
             self._build_autoscalers(pool)
         # Read once, here: a missing variable or file stops the start.
@@ -237,6 +246,8 @@ class Gateway:
             if self.alerts is not None:
                 self._tasks.append(asyncio.create_task(self.alerts.run()))
         self._tasks += [asyncio.create_task(a.run()) for a in self.autoscalers.values()]
+        if self.pools is not None:
+            self._tasks.append(asyncio.create_task(self.pools.run()))
         if self.rollouts is not None:
             self._tasks.append(asyncio.create_task(self.rollouts.run()))
         self._tasks.append(asyncio.create_task(self.history.run()))
@@ -248,6 +259,8 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []  # a gateway may be started again (on another event loop)
         await asyncio.gather(*(a.close() for a in self.autoscalers.values()))
+        if self.pools is not None:
+            await self.pools.close()
         if self.rollouts is not None:
             await self.rollouts.close()
         for hook in self._on_shutdown:
@@ -288,12 +301,20 @@ class Gateway:
             await self.websocket(scope, receive, send)
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """After the security layer: rollouts (``gateway.rollout_routes``), the batch and
-        async job API (``gateway.routes_jobs``), then the route table (``gateway.routes``)."""
+        """After the security layer: rollouts (``gateway.rollout_routes``), runtime scaling
+        bounds (``gateway.scaling_routes``), a fleet plane's pools (``gateway.pool_routes``),
+        the batch and async job API
+        (``gateway.routes_jobs``), then the route table (``gateway.routes``)."""
         path, method = scope["path"], scope["method"]
         if path.startswith(rollout_routes.PREFIX):
             body = await _read_body(receive) if method == "POST" else b""
             await rollout_routes.handle(self.rollouts, method, path, body, send)
+        elif path.startswith(scaling_routes.PREFIX):
+            body = await _read_body(receive) if method == "POST" else b""
+            await scaling_routes.handle(self.autoscalers, method, path, body, send)
+        elif path.startswith(pool_routes.PREFIX):
+            body = await _read_body(receive) if method == "POST" else b""
+            await pool_routes.handle(self.pools, method, path, body, send)
         elif path.startswith(JOB_PREFIXES):
             await self.jobs_api.handle(scope, receive, send)
         else:

@@ -34,6 +34,7 @@ from shipit.services.front_door import FrontDoor
 from shipit.services.front_door_views import (
     PLANE_HEADER,
     ROUTE_HEADER,
+    ClientPlace,
     ClientPlaceError,
     client_place,
 )
@@ -185,6 +186,22 @@ class FrontDoorApp:
         except ClientPlaceError as exc:
             await send_json(send, 400, error_json(oe.INVALID_VALUE, exc.message, exc.header))
             return
+        token = door.demand_opened(place)  # the client region's demand, for placement
+        try:
+            await self._relay_from(place, scope, headers, body, send, ended)
+        finally:
+            door.demand_closed(token)
+
+    async def _relay_from(
+        self,
+        place: ClientPlace,
+        scope: Scope,
+        headers: dict[str, str],
+        body: bytes,
+        send: Send,
+        ended: list[bool],
+    ) -> None:
+        door = self.door
         forward = {k: v for k, v in headers.items() if k not in _HOP}
         client = scope.get("client")
         if client:

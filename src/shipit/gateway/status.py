@@ -42,6 +42,7 @@ def fleet_status(gw: Gateway, window_s: float | None = None) -> dict[str, Any]:
                         "url": redact_url(v.url),
                         "version": v.version,
                         "state": v.state.value,
+                        "pool": v.pool.value,
                         "in_flight": v.in_flight,
                         "state_for_s": round(now - v.state_since_s, 3),
                         "ejected_until_s": v.ejected_until_s
@@ -54,6 +55,8 @@ def fleet_status(gw: Gateway, window_s: float | None = None) -> dict[str, Any]:
             }
         )
     out["alerts"] = gw.alerts.active() if gw.alerts is not None else []
+    if gw.pools is not None:  # a plane of a live fleet
+        out["pools"] = gw.pools.status()
     if window_s is not None:
         out["window"] = gw.history.window(window_s)
     return out

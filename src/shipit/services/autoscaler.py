@@ -134,6 +134,7 @@ class Autoscaler:
         router.cold_listeners.append(self._wake.set)
         # Work waiting outside the router's queue (async job lines) that counts as queued.
         self.extra_demand: Callable[[], int] | None = None
+        self.bounds_reason = ""  # who set the bounds at run time (set_bounds), and why
 
     @property
     def cold_starts(self) -> deque[ColdStart]:
@@ -272,6 +273,20 @@ class Autoscaler:
         # (outlier history, prefix-cache index).
         self.router.remove_replica(replica_id)
 
+    # ----- runtime bounds -------------------------------------------------------------------
+    def set_bounds(self, min_replicas: int, max_replicas: int, reason: str) -> None:
+        """New ``min_replicas``/``max_replicas`` from now on (the fleet's control plane places
+        demand and sets them); validated as the config file's are (``ValueError`` names what
+        was wrong). The loop is woken to act on them at once."""
+        data = self.config.model_dump(exclude_unset=True)  # what was derived stays derived
+        data.update(min_replicas=min_replicas, max_replicas=max_replicas)
+        config = AutoscalingConfig.model_validate(data)
+        self.config = config
+        self.lifecycle_config = lifecycle_config(self.router.deployment, config)
+        self.bounds_reason = reason
+        logger.info("%s: bounds %d..%d (%s)", self.name, min_replicas, max_replicas, reason)
+        self._wake.set()
+
     # ----- reporting ------------------------------------------------------------------------
     def _publish(self, decision: ScaleDecision) -> None:
         if self.metrics is None:
@@ -297,6 +312,7 @@ class Autoscaler:
             "min_replicas": c.min_replicas,
             "max_replicas": c.max_replicas,
             "target_concurrency": c.target_concurrency,
+            "bounds_reason": self.bounds_reason or None,
             "desired": last.target if last else None,
             "current": last.current if last else None,
             "panic": last.panic if last else False,

@@ -9,7 +9,11 @@ each change (a plane out, back, a standby promoted) is counted, logged and kept 
 ``/shipit/fleet``. ``route`` asks ``policy.global_routing.decide`` for the plane of one request
 from the client's place, the planes serving now and their load (corrected by the requests the
 front door opened on each since its last probe). The HTTP side (``gateway.front_door``) relays
-the request and calls ``opened``/``closed``/``served``. It must not relay bytes itself.
+the request and calls ``opened``/``closed``/``served``, and ``demand_opened``/``demand_closed``
+around each request, which ``services.placement_live`` counts per client region; every
+``control_plane.placement_interval_s`` (and when failover changes the serving planes) it places
+that demand on the planes and sets each plane's autoscaler bounds. It must not relay bytes
+itself.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from shipit.policy.failover import (
 )
 from shipit.policy.global_routing import GlobalRouteDecision, GlobalRouteSnapshot
 from shipit.services.front_door_views import ClientPlace, PlaneLoad, plane_load, plane_view
+from shipit.services.placement_live import LivePlacement, PlaneEndpoint
 from shipit.services.upstream import AiohttpUpstream, Upstream, UpstreamError
 from shipit.telemetry import catalog as cat
 from shipit.telemetry.instruments import build_front_door_metrics, snapshot_family
@@ -83,6 +88,28 @@ class _Serving(Collector):
         return [snapshot_family(cat.FRONT_DOOR_PLANE_SERVING, samples)]
 
 
+class _Placement(Collector):
+    def __init__(self, door: FrontDoor) -> None:
+        self.door = door
+
+    def collect(self) -> list[Metric]:
+        p = self.door.placement
+        bounds = [
+            ((t.plane, bound), float(value))
+            for t in (p.last.planes if p.last else ())
+            for bound, value in (
+                ("target", t.target),
+                ("min", t.min_replicas),
+                ("max", t.max_replicas),
+            )
+        ]
+        demand = [((region,), n) for region, n in p.last_demand.items()]
+        return [
+            snapshot_family(cat.FRONT_DOOR_PLANE_BOUNDS, bounds),
+            snapshot_family(cat.FRONT_DOOR_REGION_DEMAND, demand),
+        ]
+
+
 class FrontDoor:
     def __init__(
         self,
@@ -94,6 +121,7 @@ class FrontDoor:
         upstream: Callable[[], Upstream] | None = None,
         first_byte_timeout_s: float = 300.0,
         decisions: DecisionLog = NO_LOG,
+        control_headers: Mapping[str, str] | None = None,
     ) -> None:
         self.fleet = fleet
         self.planes = {t.name: _Live(t) for t in targets}
@@ -116,9 +144,23 @@ class FrontDoor:
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = build_front_door_metrics(self.registry)
         self.registry.register(_Serving(self))
-        self._make_upstream = upstream or (lambda: AiohttpUpstream(read_timeout_s=300.0))
+        self.placement = LivePlacement(
+            fleet,
+            [PlaneEndpoint(t.name, t.url, dict(t.max_concurrency)) for t in targets],
+            now=now,
+            decisions=decisions,
+            on_decision=lambda d: self.metrics.placements.labels(d.reason_code).inc(),
+        )
+        self.registry.register(_Placement(self))
+        # Control calls (probes, bounds) carry the planes' admin key when they need one.
+        headers = dict(control_headers or {})
+        self._make_upstream = upstream or (
+            lambda: AiohttpUpstream(read_timeout_s=300.0, control_headers=headers)
+        )
         self._upstream: Upstream | None = None
         self._task: asyncio.Task[None] | None = None
+        self._placing: asyncio.Task[None] | None = None
+        self._place_now = asyncio.Event()
         self.started_at_s = now()
 
     # ----- lifecycle --------------------------------------------------------------------------
@@ -133,13 +175,15 @@ class FrontDoor:
         self._upstream = self._make_upstream()
         await self.probe_round()
         self._task = asyncio.create_task(self._probe_loop(), name="front-door-probes")
+        self._placing = asyncio.create_task(self._placement_loop(), name="front-door-placement")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._placing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._placing = None
         if self._upstream is not None:
             await self._upstream.close()
             self._upstream = None
@@ -154,6 +198,32 @@ class FrontDoor:
                 await self.probe_round()
             except Exception:  # a bug here must not stop failover for good
                 log.exception("front door probe round failed")
+
+    async def _placement_loop(self) -> None:
+        """A placement every interval (the first once a whole interval of demand is measured),
+        and at once when failover changes the serving planes."""
+        while True:
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that comes
+            # as the event is set, and the loop would outlive stop().
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.placement.interval_s):
+                    await self._place_now.wait()
+            self._place_now.clear()
+            try:
+                await self.place()
+            except Exception:  # a bug here must not stop placement for good
+                log.exception("front door placement failed")
+
+    async def place(self) -> None:
+        """One placement: decide from the demand measured since the last one, then apply."""
+        decision = self.placement.decide(self.state.serving)
+        await self.placement.apply(decision, self.upstream)
+
+    def demand_opened(self, place: ClientPlace) -> int:
+        return self.placement.opened(place)
+
+    def demand_closed(self, token: int) -> None:
+        self.placement.closed(token)
 
     # ----- probes and failover ----------------------------------------------------------------
     async def probe_round(self) -> FailoverDecision:
@@ -176,6 +246,8 @@ class FrontDoor:
             log.warning("plane %s %s: %s", c.plane, c.reason_code, c.reason)
         if decision.changes:
             self.decisions.record("failover", "fleet", snapshot, before, decision)
+            if self._placing is not None:  # the serving planes changed: place the demand again
+                self._place_now.set()
         return decision
 
     async def _probe(self, live: _Live) -> PlaneProbe:
@@ -307,4 +379,5 @@ class FrontDoor:
             "changes": list(self.changes),
             "routes": list(self.routes),
             "route_counts": {f"{p}/{r}": n for (p, r), n in sorted(self.route_counts.items())},
+            "placement": self.placement.status(),
         }

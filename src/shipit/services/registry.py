@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from shipit.core.clock import Clock
-from shipit.core.fleet import FleetState, ReplicaRecord, ReplicaState
+from shipit.core.fleet import CapacityPool, FleetState, ReplicaRecord, ReplicaState
 
 
 class ReplicaRegistry:
@@ -104,6 +104,12 @@ class ReplicaRegistry:
         self._put(record.evolve(state=state, state_since_s=self.clock.now()))
         self._notify()
         return True
+
+    def set_pool(self, replica_id: str, pool: CapacityPool) -> None:
+        """The capacity pool the replica was bought from (a live fleet plane's pools)."""
+        record = self._records.get(replica_id)
+        if record is not None and record.pool is not pool:
+            self._put(record.evolve(pool=pool))
 
     def update_load(self, replica_id: str, *, queue_depth: int, kv_usage: float) -> None:
         record = self._records.get(replica_id)

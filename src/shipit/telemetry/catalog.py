@@ -389,6 +389,48 @@ FRONT_DOOR_PLANE_SERVING = _spec(
 )  # fmt: skip
 
 
+PLACEMENT_REASONS = ("placed", "spilled", "unplaced")
+FRONT_DOOR_PLACEMENTS = _spec(
+    "shipit_front_door_placements_total", _C, Component.FRONT_DOOR, "decisions",
+    "Live placement decisions of the control plane (demand per client region onto the "
+    "planes), by reason: placed, spilled (a plane's capacity ran out), unplaced.",
+    ("reason",), label_values=(("reason", PLACEMENT_REASONS),),
+)  # fmt: skip
+FRONT_DOOR_PLANE_BOUNDS = _spec(
+    "shipit_front_door_plane_bounds", _G, Component.FRONT_DOOR, "replicas",
+    "The last placement's replicas for each plane: target, and the min and max its "
+    "autoscalers were given (bound: target, min, max).",
+    ("plane", "bound"), label_values=(("bound", ("target", "min", "max")),), update=_SNAP,
+)  # fmt: skip
+FRONT_DOOR_REGION_DEMAND = _spec(
+    "shipit_front_door_region_demand_replicas", _G, Component.FRONT_DOOR, "replicas",
+    "Demand of each client region at the last placement, in replicas (its mean concurrency "
+    "over what one replica should carry).",
+    ("region",), update=_SNAP,
+)  # fmt: skip
+
+
+POOL_NAMES = ("reserved", "on_demand", "spot")
+SPOT_PREEMPTIONS = _spec(
+    "shipit_spot_preemptions_total", _C, _CP, "notices",
+    "Spot pre-emption notices in a live fleet plane, by deployment and cause (drawn at the "
+    "pool's rate, or triggered through POST /shipit/pools/preempt).",
+    ("deployment", "cause"), label_values=(("cause", ("drawn", "triggered")),),
+)  # fmt: skip
+POOL_CHOICES = _spec(
+    "shipit_pool_choices_total", _C, _CP, "decisions",
+    "Capacity pool chosen for each replica a live fleet plane starts (pool none: no pool could "
+    "supply one), by the pool choice policy's reason.",
+    ("deployment", "pool", "reason"),
+)  # fmt: skip
+REPLICAS_BY_POOL = _spec(
+    "shipit_replicas_by_pool", _G, _CP, "replicas",
+    "Replicas holding a machine (starting, ready or draining) in a live fleet plane, by "
+    "capacity pool.",
+    ("deployment", "pool"), label_values=(("pool", POOL_NAMES),), update=_SNAP,
+)  # fmt: skip
+
+
 def _collect_specs() -> tuple[MetricSpec, ...]:
     return tuple(v for v in globals().values() if isinstance(v, MetricSpec))
 

@@ -156,6 +156,8 @@ class ControlPlaneMetrics:
     cold_start_phase: Histogram
     requests_held: Gauge
     node_cordons: Counter
+    spot_preemptions: Counter  # a live fleet plane's pools (services.spot_pools)
+    pool_choices: Counter
 
 
 def build_control_plane_metrics(registry: CollectorRegistry) -> ControlPlaneMetrics:
@@ -168,6 +170,8 @@ def build_control_plane_metrics(registry: CollectorRegistry) -> ControlPlaneMetr
         cold_start_phase=s.histogram(cat.COLD_START_PHASE),
         requests_held=s.gauge(cat.REQUESTS_HELD),
         node_cordons=s.counter(cat.NODE_CORDONS),
+        spot_preemptions=s.counter(cat.SPOT_PREEMPTIONS),
+        pool_choices=s.counter(cat.POOL_CHOICES),
     )
 
 
@@ -250,6 +254,7 @@ class FrontDoorMetrics:
     retries: Counter
     midstream_errors: Counter
     failovers: Counter
+    placements: Counter
 
 
 def build_front_door_metrics(registry: CollectorRegistry) -> FrontDoorMetrics:
@@ -259,6 +264,7 @@ def build_front_door_metrics(registry: CollectorRegistry) -> FrontDoorMetrics:
         retries=s.counter(cat.FRONT_DOOR_RETRIES),
         midstream_errors=s.counter(cat.FRONT_DOOR_MIDSTREAM),
         failovers=s.counter(cat.FRONT_DOOR_FAILOVERS),
+        placements=s.counter(cat.FRONT_DOOR_PLACEMENTS),
     )
 
 

@@ -43,7 +43,24 @@ def test_each_plane_becomes_a_gateway_process_with_its_url_and_slots() -> None:
     assert (a.port, a.target.url, a.target.utc_offset_h) == (9101, "http://127.0.0.1:9101", -5)
     assert (a.target.max_concurrency, a.target.residency) == ({"chat": 3}, frozenset({"us"}))
     assert (b.target.url, b.target.max_concurrency) == ("http://127.0.0.1:9102", {"chat": 8})
-    assert a.gateway == gw  # written out as the plane's shipit.yaml
+    # Written out as the plane's shipit.yaml, with its pools and spot draw for its gateway.
+    assert a.gateway == {
+        **gw,
+        "plane": {
+            "name": "a",
+            "pools": {"on_demand": {"usd_per_gpu_hour": 4.0, "obtain_delay_s": 0.0,
+                                    "preemptions_per_hour": 0.0, "notice_s": 0.0}},
+            "gpus_per_replica": 1,
+            "spot_seed": 0,
+            "spot_check_interval_s": 1.0,
+        },
+    }  # fmt: skip
+
+
+def test_a_gateway_section_may_not_set_the_plane_section_itself() -> None:
+    gw = {"deployments": [{"name": "chat"}], "plane": {"name": "x"}}
+    with pytest.raises(ConfigError, match=r"gateway.plane is written by shipit up --fleet"):
+        plan_planes(fleet_of(plane("a", 9101, gw)), source="f.yaml")
 
 
 def test_port_0_picks_a_free_port() -> None:
@@ -114,3 +131,17 @@ def test_the_example_fleet_file_plans_two_planes() -> None:
     example = Path(__file__).resolve().parents[3] / "examples" / "fleet-live.yaml"
     plans = plan_planes(load_fleet_config(example), source=str(example))
     assert [(p.name, p.port) for p in plans] == [("us-east", 8101), ("eu-west", 8102)]
+
+
+def test_the_planes_admin_key_comes_from_the_named_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shipit.cli.up_fleet import control_headers
+
+    assert control_headers(fleet_of(plane("a", 9101))) == {}
+    cfg = fleet_of(plane("a", 9101), control_plane={"admin_key_env": "FLEET_ADMIN_KEY"})
+    monkeypatch.delenv("FLEET_ADMIN_KEY", raising=False)
+    with pytest.raises(ConfigError, match="names FLEET_ADMIN_KEY, which is not set"):
+        control_headers(cfg)
+    monkeypatch.setenv("FLEET_ADMIN_KEY", "sk-shipit-abc")
+    assert control_headers(cfg) == {"authorization": "Bearer sk-shipit-abc"}

@@ -432,3 +432,37 @@ async def test_a_plane_that_answers_again_is_back_after_recover_after_probes() -
     assert d.serving() == ("us-east", "eu-west")
     assert r.headers["x-shipit-plane"] == "us-east"
     assert changes == [("us-east", "out"), ("us-east", "back")]
+
+
+@sync
+async def test_placement_counts_demand_by_client_region_and_sets_the_planes_bounds() -> None:
+    planes = Planes(replicas())
+    d = door(planes)
+    app = await started(d)
+    try:
+        for _ in range(3):
+            r = await call(
+                app, "POST", "/v1/chat/completions", CHAT, headers={"x-shipit-region": "eu-west"}
+            )
+            assert r.status == 200
+        await d.place()
+        fleet_view = (await call(app, "GET", "/shipit/fleet")).json()
+        metrics = (await call(app, "GET", "/metrics")).body.decode()
+    finally:
+        await d.stop()
+    placed = fleet_view["placement"]
+    assert placed["reason_code"] == "placed"
+    assert set(placed["demand_replicas"]) == {"UTC+1"} and placed["demand_replicas"]["UTC+1"] > 0
+    by_plane = {p["plane"]: p for p in placed["planes"]}
+    assert by_plane["eu-west"]["reason_code"] == "assigned"
+    assert by_plane["us-east"]["reason_code"] == "idle"
+    assert by_plane["eu-west"]["applied"] == [
+        by_plane["eu-west"]["min_replicas"],
+        by_plane["eu-west"]["max_replicas"],
+    ]
+    (url, payload) = planes.replicas[EU].admin_calls[-1]
+    assert url == EU + "/shipit/scaling/chat"
+    assert payload["reason"] == by_plane["eu-west"]["reason"]
+    assert 'shipit_front_door_placements_total{reason="placed"} 1.0' in metrics
+    assert 'shipit_front_door_plane_bounds{bound="min",plane="us-east"} 1.0' in metrics
+    assert 'shipit_front_door_region_demand_replicas{region="UTC+1"}' in metrics
