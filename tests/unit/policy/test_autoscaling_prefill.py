@@ -102,3 +102,16 @@ def test_prefill_need_outlasts_a_lull_in_the_scale_down_delay() -> None:
     d = t.run(30, ready(4))
     assert (d.target, d.reason_code) == (4, "steady")
     assert "down held at 4" in d.reason
+
+
+def test_a_clump_between_two_close_ticks_is_not_read_as_tens_of_replicas() -> None:
+    # From zero: a tick, then the tick a held request wakes 0.05 s later, after 16 prompts of
+    # 0.6 s prefill each arrived at once (9.6 s of prefill). Over 0.05 s that read as 192
+    # prefill seconds a second (384 replicas); over the 6 s panic window it is 1.6 (4).
+    config = cfg(min_replicas=0, max_scale_up_rate=1000)
+    state = AutoscalingState()
+    for now, prefill, queued in ((0.0, 0.0, 0), (0.05, 9.6, 16)):
+        snap = AutoscalingSnapshot(now, (), queued, arrivals=16 if now else 0, prefill_s=prefill)
+        d, state = decide(config, snap, state)
+    assert d.target == 4
+    assert "; prefill 1.60 replica-s/s / 0.5 -> 4" in d.reason

@@ -33,8 +33,11 @@ def samples(config: AutoscalingConfig, kept: Samples, prefill_s: float, now: flo
 
 def need(config: AutoscalingConfig, kept: Samples, now: float) -> tuple[int, float]:
     """Replicas the prefill arriving over the window needs at ``prefill_utilization``, and
-    the prefill seconds a second it is (over the part of the window seen so far)."""
-    if config.prefill_utilization is None or len(kept) < 2 or kept[-1][0] <= kept[0][0]:
+    the prefill seconds a second it is: over the part of the window seen so far, but never
+    over less than a panic window (two ticks a moment apart, a woken one after a clump of
+    long prompts, read a few seconds of prefill as tens of replicas' worth)."""
+    if config.prefill_utilization is None or len(kept) < 2:
         return 0, 0.0
-    busy = (kept[-1][1] - kept[0][1]) / (kept[-1][0] - kept[0][0])
+    span_s = max(kept[-1][0] - kept[0][0], config.panic_window_s)
+    busy = (kept[-1][1] - kept[0][1]) / span_s
     return math.ceil(busy / config.prefill_utilization - 1e-9), busy
