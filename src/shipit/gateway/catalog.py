@@ -97,8 +97,9 @@ class Catalog:
                 if left <= 0:
                     return False
                 changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(left, _RECHECK_S))
+                with contextlib.suppress(TimeoutError):  # not wait_for: it can drop a cancel
+                    async with asyncio.timeout(min(left, _RECHECK_S)):
+                        await changed.wait()
             return True
         finally:
             for ls in listeners:

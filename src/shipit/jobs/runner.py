@@ -111,8 +111,9 @@ class JobRunner:
             self._wake.clear()
             if self._stopping:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_s)
+            with contextlib.suppress(TimeoutError):  # not wait_for: it can drop a cancellation
+                async with asyncio.timeout(self.config.poll_interval_s):
+                    await self._wake.wait()
         await self.stop()
 
     def shutdown(self) -> None:

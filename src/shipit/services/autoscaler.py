@@ -148,8 +148,11 @@ class Autoscaler:
                 await self.tick()
             except Exception:  # a bug in one tick must not stop autoscaling
                 logger.exception("autoscaler tick for %s failed", self.name)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that
+            # arrives as the event is set, and the loop would go on after being stopped.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.tick_interval_s)
+                async with asyncio.timeout(self.config.tick_interval_s):
+                    await self._wake.wait()
 
     async def tick(self) -> ScaleDecision:
         now = self.clock.now()

@@ -20,7 +20,7 @@ from typing import Any
 
 from shipit.config.gateway import DeploymentConfig
 from shipit.core.decisions import LogEntry
-from shipit.policy import admission, reliability, routing
+from shipit.policy import admission, pool_choice, reliability, replica_faults, routing
 from shipit.policy.autoscaling.settings import effective_config, lifecycle_config
 from shipit.sim import drivers
 
@@ -68,6 +68,15 @@ def _retry(d: DeploymentConfig, snapshot: Any, state: Any) -> tuple[Any, Any]:
     return reliability.decide_retry(d.retries, snapshot, state)
 
 
+def _pool_choice(d: DeploymentConfig, snapshot: Any, state: Any) -> tuple[Any, Any]:
+    # A live plane and the fleet simulator both choose with the default settings.
+    return pool_choice.decide(pool_choice.PoolChoiceConfig(), snapshot), state
+
+
+def _replica_faults(d: DeploymentConfig, snapshot: Any, state: Any) -> tuple[Any, Any]:
+    return replica_faults.decide(replica_faults.FaultConfig(), snapshot, state)
+
+
 REPLAYERS: dict[str, Replayer] = {
     "route": _route,
     "admission": _admission,
@@ -76,6 +85,8 @@ REPLAYERS: dict[str, Replayer] = {
     "health": _health,
     "lifecycle": _lifecycle,
     "autoscaling": _autoscaling,
+    "pool_choice": _pool_choice,
+    "replica_faults": _replica_faults,
 }
 # Policies whose state changes only through their own decisions: the state one decision
 # returns is exactly the state the next one of the same deployment (and routing plan) starts

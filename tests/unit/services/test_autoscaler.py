@@ -432,3 +432,24 @@ def test_a_backlog_queued_while_the_only_replica_was_down_is_not_counted_as_stea
 
     targets = asyncio.run(go())
     assert targets == [1] * 24, targets
+
+
+def test_a_stop_that_meets_a_wake_up_still_stops_the_loop() -> None:
+    """Cancelled in the same instant as it is woken (a held request arrives as the gateway
+    shuts down), the loop ends: ``asyncio.wait_for`` on Python 3.11 returns the wake-up and
+    drops the cancellation, which left the loop ticking and the shutdown waiting on it."""
+
+    async def go() -> None:
+        h = Harness(max_replicas=1, tick_interval_s=60)
+        task = asyncio.ensure_future(h.scaler.run())
+        for _ in range(5):
+            await asyncio.sleep(0)  # the first tick runs; the loop waits for a wake-up
+        h.scaler._wake.set()
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2.0)
+        if not done:
+            task.cancel()  # do not leave it running past the test
+            await asyncio.wait({task}, timeout=2.0)
+        assert done and task.cancelled(), "the loop went on after it was cancelled"
+
+    asyncio.run(go())

@@ -7,6 +7,7 @@ backend behind a real ``Fleet`` and router; no sockets, no sleeps."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -19,10 +20,11 @@ from shipit.config.gateway import parse_config
 from shipit.config.pools import LivePlaneConfig
 from shipit.core.clock import FakeClock
 from shipit.core.decisions import MemoryLog
-from shipit.core.fleet import ReplicaState
+from shipit.core.fleet import CapacityPool, ReplicaState
 from shipit.core.views import RequestView
 from shipit.services.router import RouterService
 from shipit.services.spot_pools import PlanePools, PoolError
+from shipit.sim.replay import replay
 from shipit.telemetry.instruments import build_control_plane_metrics
 
 SPOT_CHEAP = {
@@ -158,3 +160,30 @@ def test_only_a_ready_spot_replica_can_be_preempted() -> None:
             await p.pools.preempt("nope")
 
     asyncio.run(go())
+
+
+def test_a_planes_pool_and_fault_decisions_replay_to_the_same_decisions() -> None:
+    """What a live plane logs (``--record-decisions``) replays through the simulator's replay
+    to identical pool choices and fault steps."""
+
+    async def go() -> Plane:
+        p = Plane({"on_demand": SPOT_CHEAP["on_demand"], "spot": SPOT_CHEAP["spot"]})
+        (spot,) = await p.pools.start_replicas("chat", 1)
+        p.ready_all()
+        await p.pools.preempt(spot)
+        p.clock.advance(31)
+        await p.pools.tick()
+        await p.pools.close()
+        return p
+
+    p = asyncio.run(go())
+    report = replay(p.log.entries, {"chat": p.deployment.deployments[0]})
+    assert dict(report.by_policy) == {"pool_choice": 2, "replica_faults": 1}
+    assert report.identical, report
+    tampered = [
+        dataclasses.replace(e, decision=dataclasses.replace(e.decision, pool=CapacityPool.SPOT))
+        if e.policy == "pool_choice"
+        else e
+        for e in p.log.entries
+    ]
+    assert replay(tampered, {"chat": p.deployment.deployments[0]}).mismatches
