@@ -44,8 +44,8 @@ class AutoscalingConfig(BaseModel):
         description="Fraction of a replica's time its prompts' prefill should take: the fleet "
         "is at least the prefill seconds arriving a second / this (long prompts queue behind "
         "each other's prefill); null turns the rule off. The gateway counts each arrival's "
-        "prefill alone on an idle replica; simulator only for now (live, nothing is counted "
-        "and the rule stays off).",
+        "prefill: its prompt tokens x the replicas' measured prefill time a token (the "
+        "simulator: the prompt alone on an idle replica, from the step-time model).",
     )
     autoscaling_window_s: float = Field(60.0, gt=0, description="Stable averaging window.")
     panic_window_s: float = Field(

@@ -11,8 +11,10 @@ arriving a second over the stable window are the replicas the prefill keeps busy
 ``prefill_utilization`` of a replica is what one should spend on it (headroom for the decodes
 sharing its steps and for prompts arriving together). The policy takes the larger of the two
 needs. Counted at arrival, not at the first token: a backlog draining after a cold start
-would otherwise read as a burst of prefill. Nothing counted (the live gateway does not count
-it yet), or ``prefill_utilization`` null: no prefill demand, the rule is off. Pure.
+would otherwise read as a burst of prefill. The live gateway counts prompt tokens x the
+replicas' measured prefill time a token (``PaceBook``); the simulator, the step-time model's
+prefill of the prompt alone. Nothing counted, or ``prefill_utilization`` null: no prefill
+demand, the rule is off. Pure.
 """
 
 from __future__ import annotations
