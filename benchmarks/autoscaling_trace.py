@@ -6,8 +6,9 @@ planner's roofline; H100 + Llama-3.1-8B) with 30 s and 120 s cold starts:
 - the Mooncake conversation trace (``--trace``), a slice of ``--duration-s`` at 1x and the
   same number of requests at ``--time-scale`` (several replicas), each with a warm-up;
 - the bursty trace of ``benchmarks/autoscaling.py`` (short prompts; starts from zero);
-under every policy: ours (defaults, with quick scale-down settings, and with the TTFT SLO
-given to its TTFT guard), Knative-style KPA,
+under every policy: ours (defaults, with quick scale-down settings, with the TTFT SLO
+given to its TTFT guard, and on Mooncake with ``target_concurrency`` 6 and with
+``prefill_utilization`` 0.2), Knative-style KPA,
 KEDA-style queue length, Ray Serve's default, SkyServe's request rate, and a fixed fleet
 (the smallest of a few sizes tried that meets the SLO for the requests that can meet it).
 Reports TTFT SLO attainment (all requests, and those whose prompt alone fits the SLO),
@@ -113,6 +114,9 @@ def main() -> None:
             if warm:  # long prompts: a lower per-replica target, the knob for TTFT
                 tuned = setup("shipit", cold, w, target_concurrency=6.0)
                 jobs.append((name, "shipit target 6", trace, tuned))
+                # ... or less of a replica's time for prefill, the knob for long prompts.
+                low = setup("shipit", cold, w, prefill_utilization=0.2)
+                jobs.append((name, "shipit prefill 0.2", trace, low))
             for peer in PEERS:
                 jobs.append((name, peer, trace, setup(peer, cold, w)))
         for n in fixed:

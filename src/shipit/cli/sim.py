@@ -84,6 +84,14 @@ def replay(
     target_concurrency: float | None = typer.Option(
         None, "--target-concurrency", help="Requests a replica should carry (default: derived)."
     ),
+    prefill_utilization: float | None = typer.Option(
+        None,
+        "--prefill-utilization",
+        help="Share of a replica's time its prompts' prefill should take: the fleet is at least "
+        "the prefill seconds arriving a second / this (default 0.5; 0 turns it off).",
+        min=0.0,
+        max=1.0,
+    ),
     scale_down_delay_s: float | None = typer.Option(None, "--scale-down-delay-s"),
     idle_timeout_s: float | None = typer.Option(None, "--idle-timeout-s"),
     max_concurrency: int = typer.Option(
@@ -137,7 +145,12 @@ def replay(
             replace(q, output_tokens=min(q.output_tokens, max_output_tokens)) for q in requests
         ]
     shared = any(q.prefix_blocks for q in requests)
-    overrides: dict[str, float | int] = {"min_replicas": min_replicas, "max_replicas": max_replicas}
+    overrides: dict[str, float | int | None] = {
+        "min_replicas": min_replicas,
+        "max_replicas": max_replicas,
+    }
+    if prefill_utilization is not None:
+        overrides["prefill_utilization"] = prefill_utilization or None  # 0: the rule off
     for name, value in (
         ("target_concurrency", target_concurrency),
         ("scale_down_delay_s", scale_down_delay_s),

@@ -37,6 +37,16 @@ class AutoscalingConfig(BaseModel):
     target_utilization: float = Field(
         0.7, gt=0, le=1, description="Fraction of target_concurrency to aim for (headroom)."
     )
+    prefill_utilization: float | None = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Fraction of a replica's time its prompts' prefill should take: the fleet "
+        "is at least the prefill seconds arriving a second / this (long prompts queue behind "
+        "each other's prefill); null turns the rule off. The gateway counts each arrival's "
+        "prefill: its prompt tokens x the replicas' measured prefill time a token (the "
+        "simulator: the prompt alone on an idle replica, from the step-time model).",
+    )
     autoscaling_window_s: float = Field(60.0, gt=0, description="Stable averaging window.")
     panic_window_s: float = Field(
         6.0,

@@ -352,7 +352,7 @@ class Gateway:
             await self._refuse_request(exc, send)
             return
         router = self.routers[view.deployment]
-        router.on_request()
+        router.on_request(view.prompt_tokens_estimate)
         if self.rollouts is not None:
             self.rollouts.offer(view, body)  # a shadow rollout may mirror it, off this path
         guard = Guard()

@@ -288,7 +288,7 @@ class JobsService:
         self, item: WorkItem, view: RequestView, limits: RateLimits | None
     ) -> Outcome:
         router = self.routers[view.deployment]
-        router.on_request()
+        router.on_request(view.prompt_tokens_estimate)
         status, chunks = 0, []
         outcome: Outcome | None = None
         used: int | None = None

@@ -168,7 +168,7 @@ class InferenceService(shipit_pb2_grpc.InferenceServicer):
             await context.abort(grpc_code(status), message, (("x-shipit-status", str(status)),))
             return
         router = gw.routers[view.deployment]
-        router.on_request()
+        router.on_request(view.prompt_tokens_estimate)
         status, policy, tokens = 499, "-", 0
         error: tuple[int, str, int | None] | None = None
         sse = SSEData()

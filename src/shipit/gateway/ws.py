@@ -382,7 +382,7 @@ class _Socket:
                 return
             deployment = view.deployment
             router = door.routers[view.deployment]
-            router.on_request()
+            router.on_request(view.prompt_tokens_estimate)
             status, policy, tokens = await self._relay(id_, view, body, router)
         except asyncio.CancelledError:
             if self.closing or id_ not in self.cancelled:

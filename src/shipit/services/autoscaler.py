@@ -203,6 +203,7 @@ class Autoscaler:
             completed=r.completed,
             service_s=r.service_s,
             oldest_wait_s=r.oldest_wait_s(now),
+            prefill_s=r.prefill_s,
         )
 
     # ----- applying decisions ---------------------------------------------------------------

@@ -113,6 +113,9 @@ class RouterService:
         self.arrivals = 0
         self.completed = 0
         self.service_s = 0.0
+        # The arrivals' prompts' prefill, seconds (prompt tokens x the replicas' measured
+        # prefill time a token): the autoscaler's prefill demand.
+        self.prefill_s = 0.0
         self.default_policy = r.policy
         # Called when a request has to wait and no replica is ready (scale from zero): the
         # autoscaler listens so it need not wait for its next tick.
@@ -204,11 +207,10 @@ class RouterService:
         policy = self.policy(request.routing)
         hits: tuple[tuple[str, int], ...] = ()
         paces: tuple[routing.ReplicaPace, ...] = ()
-        prefix = policy.plan.uses("prefix_cache")
-        if prefix:
-            ids = [r.replica_id for r in replicas]
-            if request.prefix_hashes:
-                hits = routing.prefix_hits(self.prefix_index, request.prefix_hashes, ids)
+        ids = [r.replica_id for r in replicas]
+        if request.prefix_hashes and policy.plan.uses("prefix_cache"):
+            hits = routing.prefix_hits(self.prefix_index, request.prefix_hashes, ids)
+        if policy.plan.uses("paces"):  # prefix affinity, and the prefill scorer
             paces = self.paces.paces(ids, now_s=now, asking=request.request_id)
         snapshot = routing.RouteSnapshot(
             now,
@@ -443,10 +445,13 @@ class RouterService:
             listener(lease, ttft_s, tpot_s, slo_met)
 
     # ----- retries --------------------------------------------------------------------------
-    def on_request(self) -> None:
+    def on_request(self, prompt_tokens: int | None = None) -> None:
         """A request arrived (once per request, before its first attempt): it earns the retry
-        budget its share and counts as an arrival for the autoscaler."""
+        budget its share and counts as an arrival for the autoscaler, its prompt's prefill
+        (``prompt_tokens`` at the replicas' measured pace) as prefill demand."""
         self.arrivals += 1
+        if prompt_tokens:
+            self.prefill_s += prompt_tokens * self.paces.fleet_prefill_s_per_token()
         self.budget = reliability.deposit(self.deployment.retries, self.clock.now(), self.budget)
 
     def may_retry(self, attempt: int, *, status: int | None = None) -> bool:

@@ -137,17 +137,15 @@ def place(
 ) -> RouteDecision:
     """One routing decision among the replicas ``request`` need not avoid, as the router's
     ``_place`` takes it; when it names a replica the prefix index is fed. ``paces``: the
-    gateway's pace book, read and fed as the router does (prefix plans only)."""
+    gateway's pace book, read and fed as the router does (read for plans that use paces)."""
     views = tuple(r for r in replicas if r.replica_id not in avoid) if avoid else tuple(replicas)
     hits: tuple[tuple[str, int], ...] = ()
     pace: tuple[routing.ReplicaPace, ...] = ()
-    prefix = policy.plan.uses("prefix_cache")
-    if prefix:
-        ids = [r.replica_id for r in views]
-        if request.prefix_hashes:
-            hits = routing.prefix_hits(policy.index, request.prefix_hashes, ids)
-        if paces is not None:
-            pace = paces.paces(ids, now_s=now_s, asking=request.request_id)
+    ids = [r.replica_id for r in views]
+    if request.prefix_hashes and policy.plan.uses("prefix_cache"):
+        hits = routing.prefix_hits(policy.index, request.prefix_hashes, ids)
+    if paces is not None and policy.plan.uses("paces"):
+        pace = paces.paces(ids, now_s=now_s, asking=request.request_id)
     since = paces.holding_since(request.request_id) if paces is not None else None
     snap = routing.RouteSnapshot(
         now_s, request, views, hits, version_weights, paces=pace, holding_since_s=since
@@ -318,12 +316,21 @@ def autoscaling_snapshot(
     service_s: float = 0.0,
     oldest_wait_s: float = 0.0,
     first_tokens: tuple[tuple[float, float], ...] = (),
+    prefill_s: float = 0.0,
 ) -> AutoscalingSnapshot:
     """What the live autoscaler shows the policy: the managed replicas' records, the queue
     (its length and its oldest wait), the request counters and the first tokens since the
-    last tick (time inside the replica, prefill alone)."""
+    last tick (time inside the replica, prefill alone), the arrivals' prefill alone summed."""
     return AutoscalingSnapshot(
-        now_s, tuple(records), queued, arrivals, completed, service_s, oldest_wait_s, first_tokens
+        now_s,
+        tuple(records),
+        queued,
+        arrivals,
+        completed,
+        service_s,
+        oldest_wait_s,
+        first_tokens,
+        prefill_s,
     )
 
 

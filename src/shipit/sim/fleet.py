@@ -238,6 +238,7 @@ class FleetSim:
             service_s=gw.service_s,
             oldest_wait_s=max((now - e.enqueued_s for e in gw.queue.entries()), default=0.0),
             first_tokens=gw.take_first_tokens(),
+            prefill_s=gw.prefill_s,
         )
         order = self.policy.tick(snapshot, deployment=self.name, log=self.log)
         for rid in order.replace:

@@ -42,6 +42,7 @@ class SimCall:
     token_ids: list[int] | None = None  # the prompt's content, when the trace gives prefixes
     computed_tokens: int = 0  # prompt tokens its replica computes (cached prefix off)
     prefilled: bool = False  # its first token came: those tokens are computed
+    prefill_alone_s: float = 0.0  # its prompt's prefill alone on an idle replica
 
     @property
     def first_byte(self) -> bool:
@@ -64,8 +65,10 @@ class SimGateway:
             prefill_s_per_token=deployment.routing.prefix_cache.prefill_us_per_token / 1e6
         )
         self.waiters: dict[str, SimCall] = {}
-        # What the autoscaler's snapshot counts: arrivals, completions, their service seconds.
+        # What the autoscaler's snapshot counts: arrivals, completions, their service seconds,
+        # and the arrivals' prompts' prefill alone, seconds.
         self.arrivals, self.completed, self.service_s = 0, 0, 0.0
+        self.prefill_s = 0.0
         # (time to first token inside the replica, prefill alone) since the last tick
         self.first_tokens: list[tuple[float, float]] = []
 
@@ -90,7 +93,9 @@ class SimGateway:
         )
         drivers.on_request(self.budget, now_s=now)
         self.arrivals += 1
-        self.acquire(now, SimCall(spec, view, token_ids=tokens))
+        alone = prefill_s(self.fleet.timing, spec)
+        self.prefill_s += alone
+        self.acquire(now, SimCall(spec, view, token_ids=tokens, prefill_alone_s=alone))
 
     def acquire(self, now: float, req: SimCall) -> None:
         """The router's ``acquire``: a slot at once when free and nobody waits, else wait."""
@@ -257,7 +262,7 @@ class SimGateway:
         its time inside the replica is kept, beside its prompt's prefill alone, for the
         autoscaler's TTFT guard."""
         req.first_token_s = now
-        self.first_tokens.append((now - req.sent_s, prefill_s(self.fleet.timing, req.spec)))
+        self.first_tokens.append((now - req.sent_s, req.prefill_alone_s))
         if not req.prefilled and req.replica is not None:
             req.prefilled = True
             self.paces.prefilled(req.replica, req.view.request_id, now_s=now)

@@ -55,3 +55,22 @@ def test_table_and_errors(tmp_path: Path) -> None:
     assert code == 2
     code, _ = invoke("--trace", str(trace), "--policy", "magic")
     assert code == 2
+
+
+def test_prefill_utilization_sizes_long_prompts_by_their_prefill(tmp_path: Path) -> None:
+    # 12,000-token prompts, 4 a second for 30 s: about 1.7 s of prefill arriving a second.
+    trace = tmp_path / "long.jsonl"
+    trace.write_text(
+        "".join(
+            f'{{"timestamp": {i * 250}, "input_length": 12000, "output_length": 20}}\n'
+            for i in range(120)
+        )
+    )
+
+    def peak(*args: str) -> int:
+        code, out = invoke("--trace", str(trace), "--min-replicas", "1", "-o", "json", *args)
+        assert code == 0, out
+        return int(json.loads(out[out.index("{") :])["peak_replicas"])
+
+    off, low = peak("--prefill-utilization", "0"), peak("--prefill-utilization", "0.2")
+    assert off < peak() < low  # the default, 0.5, between

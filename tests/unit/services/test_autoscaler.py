@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from shipit.backends.fake import FakeBackend
@@ -451,5 +452,41 @@ def test_a_stop_that_meets_a_wake_up_still_stops_the_loop() -> None:
             task.cancel()  # do not leave it running past the test
             await asyncio.wait({task}, timeout=2.0)
         assert done and task.cancelled(), "the loop went on after it was cancelled"
+
+    asyncio.run(go())
+
+
+def test_live_arrivals_count_their_prompts_prefill_at_the_measured_pace() -> None:
+    """The gateway counts each arrival's prefill (prompt tokens x the replicas' prefill time a
+    token: the configured 100 µs until one is measured, then the measured one) and the
+    autoscaler's snapshot carries it, so the prefill rule sizes long-prompt traffic live as in
+    the simulator."""
+
+    async def go() -> None:
+        h = Harness(max_replicas=8, prefill_utilization=0.5, autoscaling_window_s=10)
+        h.router.add_replica("r0", "http://r0", state=ReplicaState.READY)
+        h.router.on_request(12_000)  # nothing measured yet: 12,000 x 100 µs
+        assert h.router.prefill_s == pytest.approx(1.2)
+        # An 8,000-token prompt whose first token took 4 s: 500 µs a token from now on.
+        view = RequestView(
+            request_id="m", deployment="default", model="m", prompt_tokens_estimate=8_000
+        )
+        lease = await h.router.acquire(view)
+        h.clock.advance(4.0)
+        h.router.first_token(lease)
+        h.router.release(lease, outcome="ok")
+        h.router.on_request(10_000)
+        assert h.router.prefill_s == pytest.approx(1.2 + 10_000 * 500e-6)
+        assert h.scaler.snapshot(h.clock.now()).prefill_s == h.router.prefill_s
+        # 10 s of 12,000-token prompts at two a second: 12 replica-seconds of prefill a
+        # second, / 0.5 -> 24, capped at 8; request concurrency alone would ask for one.
+        await h.tick()
+        for _ in range(10):
+            for _ in range(2):
+                h.router.on_request(12_000)
+            await h.tick()
+        decision = h.scaler.events[-1]
+        assert "prefill" in decision.reason, decision.reason
+        assert list(h.states().values()).count("starting") == 8  # up to the cap
 
     asyncio.run(go())

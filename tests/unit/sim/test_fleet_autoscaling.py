@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from shipit.config.autoscaling import AutoscalingConfig
 from shipit.config.gateway import DeploymentConfig, QueueingConfig
-from shipit.core.decisions import MemoryLog
+from shipit.core.decisions import DecisionLog, MemoryLog
 from shipit.engine.sim_timing import ReplicaModel
 from shipit.policy.autoscaling import AutoscalingSnapshot, ScaleDecision
 from shipit.sim.fleet import FleetSim
-from shipit.sim.policies import FixedFleet, KnativeStyle, OurPolicy
+from shipit.sim.oracle import prefill_s
+from shipit.sim.policies import FixedFleet, KnativeStyle, OurPolicy, ScaleOrder
 from shipit.sim.results import ReplicaKill, SimResult
 from shipit.sim.results import SimRequest as R
 
@@ -86,3 +89,28 @@ def test_decode_runs_change_nothing_but_speed() -> None:
     assert len(stepped.served) > 100
     assert sorted(fast.requests, key=str) == sorted(stepped.requests, key=str)
     assert fast.replica_seconds == stepped.replica_seconds
+
+
+def test_the_snapshot_counts_the_arrivals_prefill_as_they_arrive() -> None:
+    """The prefill demand rule's counter: each arrival's prompt's prefill alone, counted when
+    it arrives (not at its first token), whatever the replicas do with it."""
+
+    class Seen(FixedFleet):
+        def __init__(self) -> None:
+            super().__init__(1)
+            self.prefill: dict[float, float] = {}
+
+        def tick(
+            self, snapshot: AutoscalingSnapshot, *, deployment: str, log: DecisionLog
+        ) -> ScaleOrder:
+            self.prefill[snapshot.now_s] = snapshot.prefill_s
+            return super().tick(snapshot, deployment=deployment, log=log)
+
+    seen = Seen()
+    trace = [R(1.5 + i, 12_000, 8) for i in range(3)]
+    FleetSim(seen, REPLICA, initial_replicas=1).run(trace, end_s=30)
+    each = prefill_s(REPLICA.resolve(), trace[0])
+    assert each > 0.3  # a 12,000-token prompt on an H100: about 0.4 s alone
+    assert seen.prefill[1.0] == 0.0
+    assert seen.prefill[2.0] == pytest.approx(each)  # the first arrived at 1.5
+    assert seen.prefill[4.0] == pytest.approx(3 * each)

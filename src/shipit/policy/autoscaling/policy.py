@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 from shipit.config.autoscaling import AutoscalingConfig
 from shipit.core.fleet import ReplicaRecord, ReplicaState
+from shipit.policy.autoscaling import prefill_demand
 from shipit.policy.autoscaling.ttft_guard import GuardState, guard
 from shipit.policy.lifecycle import overdue
 
@@ -65,6 +66,9 @@ class AutoscalingSnapshot:
     # First tokens since the last snapshot: (time to first token inside the replica, the
     # prompt's prefill alone on an idle replica), seconds; read by the TTFT guard.
     first_tokens: tuple[tuple[float, float], ...] = ()
+    # The arrivals' prompts' prefill alone on an idle replica, seconds, summed since the
+    # deployment began (0: not counted; the prefill demand rule is then off).
+    prefill_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,7 @@ class AutoscalingState:
     counters: tuple[tuple[float, int, int, float], ...] = ()
     service_s: float | None = None  # the last known mean service time
     guard: GuardState = field(default_factory=GuardState)
+    prefill: prefill_demand.Samples = ()  # (time, arrivals' prefill seconds) over the window
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,8 @@ def decide(
         short=_demand(samples, counters, now, config.panic_window_s, service_s),
     )
 
+    prefill = prefill_demand.samples(config, state.prefill, snapshot.prefill_s, now)
+    prefill_need, prefill_busy = prefill_demand.need(config, prefill, now)
     panic_until = state.panic_until_s
     short_need = math.ceil(demand.short / unit)
     if ready > 0 and short_need >= config.panic_threshold * ready:
@@ -142,10 +149,16 @@ def decide(
         desired = math.ceil(demand.stable / unit)
         why = f"demand {demand.stable:.1f} over {config.autoscaling_window_s:g}s / {unit:g}"
     why += f" per replica -> {desired}"
+    if prefill_need > desired:
+        desired = prefill_need
+        why += (
+            f"; prefill {prefill_busy:.2f} replica-s/s / {config.prefill_utilization:g} "
+            f"-> {desired}"
+        )
     if guard_why:
         why += f"; {guard_why}"
     lam = _rate(counters, now, config.panic_window_s)
-    sustained = math.ceil(demand.stable / unit)
+    sustained = max(math.ceil(demand.stable / unit), prefill_need)
     desired, backlog, why = _cold_start_aware(
         config, desired, current, sustained, snapshot.queued, lam, service_s, unit, why
     )
@@ -183,6 +196,7 @@ def decide(
         counters=counters,
         service_s=service_s,
         guard=guarded,
+        prefill=prefill,
     )
     return decision, new_state
 

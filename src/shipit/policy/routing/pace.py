@@ -104,6 +104,12 @@ class PaceBook:
         """The replica's measured prefill time a token (the configured one until measured)."""
         return self._measured.get(replica_id, self._per_token_s)
 
+    def fleet_prefill_s_per_token(self) -> float:
+        """A prompt token's prefill time on this deployment's replicas: the mean of those
+        measured (the configured one until any is)."""
+        measured = self._measured
+        return sum(measured.values()) / len(measured) if measured else self._per_token_s
+
     def done(
         self, replica_id: str, request_id: str, service_s: float | None, *, now_s: float
     ) -> None:

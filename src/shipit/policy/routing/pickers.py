@@ -33,6 +33,12 @@ def best(
     if all(name == "load" for name, _ in ctx.weights):
         why = f"fewest in flight: {chosen.in_flight}/{chosen.max_concurrency}"
         return Pick(chosen, "least_loaded", why, prefix_hit_blocks=hits)
+    if {name for name, _ in ctx.weights} == {"load", "prefill"}:  # least outstanding work
+        why = (
+            f"least outstanding: {chosen.in_flight}/{chosen.max_concurrency} in flight, "
+            f"{ctx.pace(chosen.replica_id).pending_tokens} prompt tokens to compute"
+        )
+        return Pick(chosen, "least_loaded", why, prefix_hit_blocks=hits)
     terms = ", ".join(f"{name} x{w:g}" for name, w in ctx.weights)
     why = f"highest score {totals[i]:.3f} ({terms}) of {len(candidates)} with a slot"
     return Pick(chosen, "best_score", why, prefix_hit_blocks=hits)

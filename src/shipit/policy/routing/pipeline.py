@@ -37,11 +37,16 @@ from shipit.policy.routing.session_affinity import ring_for
 
 STANDARD_FILTERS: tuple[str, ...] = ("routable", "free_slot", "version_weight")
 _LOAD: tuple[tuple[str, float], ...] = (("load", 1.0),)
+# Least outstanding work: requests in flight, and the prompt tokens still to compute before
+# a new request's first token (seconds of prefill weigh as much as a full replica's load).
+_WORK: tuple[tuple[str, float], ...] = (("prefill", 1.0), ("load", 1.0))
+# Scorers and pickers that read the driver's paces (``ReplicaPace``): their plans read "paces".
+_PACE_READERS = frozenset({"prefill", "prefix_cache"})
 
 # Today's policy names: (filters, weighted scorers, picker).
 PRESETS: dict[str, tuple[tuple[str, ...], tuple[tuple[str, float], ...], str]] = {
     "round_robin": (STANDARD_FILTERS, (), "round_robin"),
-    "least_outstanding": (STANDARD_FILTERS, _LOAD, "best"),
+    "least_outstanding": (STANDARD_FILTERS, _WORK, "best"),
     "power_of_two": (STANDARD_FILTERS, _LOAD, "power_of_two"),
     "prefix_cache": (STANDARD_FILTERS, _LOAD, "prefix_affinity"),
     "lora_affinity": (STANDARD_FILTERS, _LOAD, "lora_affinity"),
@@ -63,7 +68,8 @@ class RoutePlan:
 
     def uses(self, part: str) -> bool:
         """Whether a scorer named ``part`` (or the picker that reads what it reads) is in
-        the plan: the driver looks prefix hits up only for plans that use ``prefix_cache``."""
+        the plan: the driver looks prefix hits up only for plans that use ``prefix_cache``,
+        and reads its pace book into the snapshot only for plans that use ``paces``."""
         return part in self.reads
 
 
@@ -77,6 +83,8 @@ def _plan(
     reads = {n for n, _ in scorers}
     if picker in PICKER_READS:
         reads.add(PICKER_READS[picker])
+    if reads & _PACE_READERS:
+        reads.add("paces")
     return RoutePlan(name, config, filters, scorers, picker, frozenset(reads))
 
 

@@ -3,7 +3,8 @@
 A scorer takes the decision's ``RouteContext`` and the candidates the filters kept, and
 returns one score per candidate (higher is better); a composition adds them up with the
 weights of ``routing.scorers``, so scorers combine. Scales: ``load`` is 0 for an idle replica
-and -1 for a full one; ``kv_cache`` is the share of KV cache free; the affinity scorers
+and -1 for a full one; ``prefill`` is minus the seconds of prompt the replica computes before
+this request's first token; ``kv_cache`` is the share of KV cache free; the affinity scorers
 (``prefix_cache``, ``lora``, ``session``) lie in [0, 1]. Adding a scorer is one entry in
 ``SCORERS``. Pure: no clock, no IO, no state.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from shipit.core.fleet import ReplicaRecord
+from shipit.policy.routing.affinity import per_token_s, prompt_tokens, uncached_tokens
 from shipit.policy.routing.base import RouteContext, lower_load
 from shipit.policy.routing.lora_affinity import lora_score
 from shipit.policy.routing.prefix_cache import prefix_score
@@ -26,6 +28,27 @@ def load_score(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> tupl
     return tuple(lower_load(r) for r in candidates)
 
 
+def prefill_score(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> tuple[float, ...]:
+    """Minus the seconds of prompt the replica computes before this request's first token: the
+    prompts placed there and not yet computed, and this one's uncached part, at the replica's
+    measured prefill time a token (the configured one until measured). A replica counts its
+    requests, not their length: one holding a 12,000-token prompt still to compute reads as
+    idle as one holding a short one, and a request sent there waits that whole prefill for
+    its first token. 0 everywhere while the driver measures no paces."""
+    if not ctx.snapshot.paces:
+        return (0.0,) * len(candidates)
+    prompt = prompt_tokens(ctx)
+    block = ctx.config.prefix_cache.block_size_tokens
+    return tuple(
+        -(
+            ctx.pace(r.replica_id).pending_tokens
+            + uncached_tokens(prompt, ctx.hit(r.replica_id), block)
+        )
+        * per_token_s(ctx, r)
+        for r in candidates
+    )
+
+
 def kv_score(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> tuple[float, ...]:
     """The share of the replica's KV cache that is free (vLLM's ``kv_cache_usage_perc``)."""
     return tuple(1.0 - r.kv_usage for r in candidates)
@@ -33,6 +56,7 @@ def kv_score(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> tuple[
 
 SCORERS: dict[str, Scorer] = {
     "load": load_score,
+    "prefill": prefill_score,
     "kv_cache": kv_score,
     "prefix_cache": prefix_score,
     "lora": lora_score,
