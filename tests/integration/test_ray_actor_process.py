@@ -40,10 +40,10 @@ def test_stop_sends_sigterm_and_waits() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_replica_dies_with_its_actor_process() -> None:
     parent = (
-        "import subprocess, sys\n"
-        "from shipit.backends.ray_actor import _die_with_parent\n"
+        "import signal, subprocess, sys\n"
+        "from shipit.backends.child import die_with_parent\n"
         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
-        " preexec_fn=_die_with_parent)\n"
+        " preexec_fn=die_with_parent(signal.SIGKILL))\n"  # what the actor passes
         "print(p.pid, flush=True)\n"
     )
     out = subprocess.run([sys.executable, "-c", parent], capture_output=True, timeout=60)
@@ -51,4 +51,7 @@ def test_a_replica_dies_with_its_actor_process() -> None:
     deadline = time.monotonic() + 10
     while not _gone(child) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _gone(child), f"orphan {child} outlived its parent"
+    orphan = not _gone(child)
+    if orphan:
+        subprocess.run(["kill", "-9", str(child)], check=False)  # never leave it behind
+    assert not orphan, f"orphan {child} outlived its parent"
