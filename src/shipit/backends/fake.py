@@ -1,7 +1,8 @@
 """``FakeBackend``: an in-memory ``ReplicaBackend`` for unit tests; it starts nothing real.
 
 Handles point at ``http://fake-<id>`` (pair with ``services.upstream_fake.FakeUpstream``); the
-test can mark a replica dead. It records every start and stop.
+test can mark a replica dead, or ``kill`` it as a crash would. It records every start, stop
+and kill.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ class FakeBackend:
         self.started: list[ReplicaSpec] = []
         self.stopped: list[str] = []
         self.dead: set[str] = set()
+        self.killed: list[str] = []
         self._seq = 0
 
     async def start(self, spec: ReplicaSpec, count: int) -> list[ReplicaHandle]:
@@ -37,6 +39,12 @@ class FakeBackend:
     async def stop(self, handle: ReplicaHandle) -> None:
         if self._handles.pop(handle.replica_id, None) is not None:
             self.stopped.append(handle.replica_id)
+
+    async def kill(self, handle: ReplicaHandle) -> None:
+        """Dead at once (SIGKILL): still listed, no longer alive, until it is stopped."""
+        if handle.replica_id in self._handles:
+            self.dead.add(handle.replica_id)
+            self.killed.append(handle.replica_id)
 
     async def close(self) -> None:
         for handle in self.list():

@@ -193,6 +193,25 @@ class Fleet:
         if registrar is not None:
             registrar.remove(replica_id)
 
+    async def kill_replica(self, deployment: str, replica_id: str) -> bool:
+        """End one replica at once, as a GPU falling off the bus would: SIGKILL, no drain, and
+        it stays registered (the caller detects the death and stops it). True when it was
+        killed; False when its backend cannot kill (it is stopped instead: drained, then
+        exited, and unregistered)."""
+        found = [(b, h) for b, h in self.handles if h.replica_id == replica_id]
+        if not found:
+            raise KeyError(f"{deployment}: no replica {replica_id!r} here")
+        if not all(callable(getattr(b, "kill", None)) for b, _ in found):
+            await self.stop_replica(deployment, replica_id)
+            return False
+        for backend, handle in found:
+            await backend.kill(handle)  # type: ignore[attr-defined]
+        return True
+
+    def pid(self, replica_id: str) -> int | None:
+        """The replica's process id where it runs here (a local process), else None."""
+        return next((h.pid for _, h in self.handles if h.replica_id == replica_id), None)
+
     def managed(self, deployment: str) -> list[str]:
         return [
             h.replica_id

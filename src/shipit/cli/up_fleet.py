@@ -122,12 +122,14 @@ def plan_planes(fleet: FleetConfig, *, source: str) -> list[PlanePlan]:
 
 def live_plane(fleet: FleetConfig, plane: PlaneConfig) -> dict[str, object]:
     """The ``plane:`` section of a plane's gateway config: its pools and how its spot
-    pre-emptions are drawn (``services.spot_pools``)."""
+    pre-emptions and GPU failures are drawn (``services.spot_pools``,
+    ``services.gpu_failures``)."""
     cp = fleet.control_plane
     return {
         "name": plane.name,
         "pools": plane.pools.model_dump(exclude_none=True),
         "gpus_per_replica": fleet.gpus_per_replica,
+        "gpu_failures_per_hour": fleet.gpu_failures_per_hour,
         "spot_seed": cp.spot_seed,
         "spot_check_interval_s": cp.spot_check_interval_s,
     }

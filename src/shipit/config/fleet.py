@@ -44,13 +44,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shipit.config.gateway import ConfigError
+from shipit.config.pools import GPU_FAILURES_PER_HOUR
 from shipit.config.pools import PoolConfig as PoolConfig
 from shipit.config.pools import PoolsConfig as PoolsConfig
 
 Posture = Literal["active-active", "active-passive"]
 Role = Literal["active", "standby"]
-
-GPU_FAILURES_PER_HOUR = 1 / 50_000  # about one per 50,000 GPU-hours at large training scale
 
 
 class _Strict(BaseModel):

@@ -3,7 +3,8 @@
 ``PoolsConfig`` is what a plane of ``fleet.yaml`` may buy from: price per GPU-hour, obtain
 delay, supply limit and, for spot, pre-emption rate and notice. ``LivePlaneConfig`` is the
 ``plane:`` section ``shipit up --fleet`` writes into each plane's own ``shipit.yaml``: its name,
-its pools, and how its spot pre-emptions are drawn. Pydantic, ``extra="forbid"``; no IO.
+its pools, how its spot pre-emptions are drawn, and its GPUs' failure rate (the fleet file's
+``gpu_failures_per_hour``). Pydantic, ``extra="forbid"``; no IO.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+GPU_FAILURES_PER_HOUR = 1 / 50_000  # about one per 50,000 GPU-hours at large training scale
 
 
 class _Strict(BaseModel):
@@ -55,6 +58,9 @@ class LivePlaneConfig(_Strict):
         default_factory=lambda: PoolsConfig(on_demand=PoolConfig(usd_per_gpu_hour=4.0))
     )
     gpus_per_replica: int = Field(1, ge=1)
+    gpu_failures_per_hour: float = Field(
+        GPU_FAILURES_PER_HOUR, ge=0, description="per GPU; 1 per 50,000 GPU-hours by default"
+    )
     spot_seed: int = 0
     spot_check_interval_s: float = Field(1.0, gt=0, le=600)
     spot_shortage_s: float = Field(

@@ -3,7 +3,10 @@
 - ``GET  /shipit/pools``: the plane's pools, replicas by pool, whether spot is short, the
   pool choices and the pre-emption notices with their reasons;
 - ``POST /shipit/pools/preempt``: JSON ``{"replica_id": "..."}``: a spot pre-emption notice
-  for that replica now (drills and tests; the plane also draws them at the pool's rate).
+  for that replica now (drills and tests; the plane also draws them at the pool's rate);
+- ``POST /shipit/pools/fail``: JSON ``{"replica_id": "..."}``: that replica's GPU fails now
+  (killed, its node cordoned, stopped and replaced; the plane also draws failures at the
+  fleet's ``gpu_failures_per_hour``).
 
 Behind the gateway's security layer like every ``/shipit/`` route. Thin: parse, call
 ``services.spot_pools.PlanePools``, answer JSON; a refused request is a 4xx saying why.
@@ -30,8 +33,11 @@ async def handle(pools: PlanePools | None, method: str, path: str, body: bytes, 
     if method == "GET" and not parts:
         await send_json(send, 200, json.dumps(pools.status()).encode())
         return
-    if method != "POST" or parts != ["preempt"]:
-        msg = f"{method} {path} is not a pools route; GET {PREFIX}, POST {PREFIX}/preempt"
+    if method != "POST" or parts not in (["preempt"], ["fail"]):
+        msg = (
+            f"{method} {path} is not a pools route; GET {PREFIX}, POST {PREFIX}/preempt, "
+            f"POST {PREFIX}/fail"
+        )
         await send_json(send, 404, error_json(oe.PATH_NOT_FOUND, msg))
         return
     try:
@@ -44,7 +50,10 @@ async def handle(pools: PlanePools | None, method: str, path: str, body: bytes, 
         await send_json(send, 400, error_json(oe.INVALID_VALUE, msg, "replica_id"))
         return
     try:
-        event = await pools.preempt(replica)
+        if parts == ["fail"]:
+            event = await pools.gpus.fail(replica)
+        else:
+            event = await pools.preempt(replica)
     except PoolError as exc:
         await send_json(send, 409, error_json(oe.CONFLICT, exc.message, "replica_id"))
         return

@@ -42,6 +42,11 @@ class FaultConfig:
     node_health: NodeHealthConfig = field(default_factory=NodeHealthConfig)
 
 
+# A live fleet plane on one machine: each replica is its own pseudo-node (``node-<replica>``),
+# never reused, so a cordon takes no capacity away and the cap on the cordoned share is lifted.
+LIVE_PLANE = FaultConfig(node_health=NodeHealthConfig(max_cordoned_fraction=1.0))
+
+
 @dataclass(frozen=True, slots=True)
 class SpotNotice:
     replica_id: str

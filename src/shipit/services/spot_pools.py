@@ -22,11 +22,13 @@ demand where sold) and ``STOP`` at the end of the notice if it is still there. C
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import random
 from collections import Counter, deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -41,20 +43,30 @@ from shipit.policy import pool_choice, replica_faults
 from shipit.policy.node_health import NodeHealthState
 from shipit.policy.pool_choice import PoolChoice, PoolChoiceSnapshot, PoolOffer
 from shipit.services.autoscaler import ReplicaPool
+from shipit.services.gpu_failures import PlaneGpuFailures, PoolError
 from shipit.services.router import RouterService
 from shipit.telemetry import catalog as cat
 from shipit.telemetry.instruments import ControlPlaneMetrics, snapshot_family
+
+__all__ = ["PlanePools", "PoolError", "pool_config"]
 
 log = logging.getLogger("shipit.pools")
 POOLS = (CapacityPool.RESERVED, CapacityPool.ON_DEMAND, CapacityPool.SPOT)
 _HOLDING = (ReplicaState.STARTING, ReplicaState.READY, ReplicaState.DRAINING)
 HISTORY = 50
+OBTAINING_URL = "http://127.0.0.1:0"  # a stand-in's: never reachable, so never ready
 
 
-class PoolError(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+@dataclass(slots=True)
+class Obtaining:
+    """A replica waiting for its machine (its pool's ``obtain_delay_s``)."""
+
+    deployment: str
+    pool: CapacityPool
+    since_s: float
+    delay_s: float
+    task: asyncio.Future[None]
+    sleeping: bool = True
 
 
 def pool_config(plane: LivePlaneConfig, pool: CapacityPool) -> PoolConfig | None:
@@ -104,13 +116,17 @@ class PlanePools:
         self.deadlines: dict[str, tuple[str, float]] = {}  # noticed: (deployment, deadline)
         self.preempted_at: deque[float] = deque()
         self.node_state = NodeHealthState()
-        self.fault_config = replica_faults.FaultConfig()
+        self.fault_config = replica_faults.LIVE_PLANE  # each replica its own pseudo-node
+        self.cordoned: dict[str, float] = {}  # pseudo-node: when
         self.events: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.choices: Counter[str] = Counter()
         self.refused = 0
         self.preemptions = 0
         self._last_draw_s: float | None = None
         self._taking: set[asyncio.Future[None]] = set()
+        self.obtaining: dict[str, Obtaining] = {}  # stand-in id: its wait
+        self._obtain_seq = itertools.count()
+        self.gpus = PlaneGpuFailures(self)
 
     # ----- the autoscaler's ReplicaPool ------------------------------------------------------
     async def start_replicas(self, deployment: str, count: int) -> list[str]:
@@ -121,46 +137,110 @@ class PlanePools:
                 self.refused += 1
                 log.warning("%s: no replica started: %s", deployment, choice.reason)
                 break
+            pc = pool_config(self.plane, choice.pool)
+            if pc is not None and pc.obtain_delay_s > 0:
+                started.append(self._obtain(deployment, choice.pool, pc.obtain_delay_s))
+                continue
             ids = await self.inner.start_replicas(deployment, 1)
             for rid in ids:
                 self._label(deployment, rid, choice.pool)
             started += ids
         return started
 
+    def _obtain(self, deployment: str, pool: CapacityPool, delay_s: float) -> str:
+        """A replica whose machine takes ``delay_s`` to obtain: a ``starting`` record (backend
+        ``obtaining``, no process yet) stands for it meanwhile, so the autoscaler counts it and
+        starts no more; the real replica starts in the background once the delay has passed."""
+        pid = f"{deployment}-obtaining-{next(self._obtain_seq)}"
+        registry = self.routers[deployment].registry
+        registry.add(pid, OBTAINING_URL, backend="obtaining")
+        registry.set_pool(pid, pool)
+        self.labelled.add(pid)
+        task = asyncio.ensure_future(self._obtained(deployment, pid, pool, delay_s))
+        self.obtaining[pid] = Obtaining(deployment, pool, self.clock.now(), delay_s, task)
+        log.info("%s: obtaining a %s machine for %s (%gs)", deployment, pool.value, pid, delay_s)
+        return pid
+
+    async def _obtained(
+        self, deployment: str, pid: str, pool: CapacityPool, delay_s: float
+    ) -> None:
+        await asyncio.sleep(delay_s)
+        entry = self.obtaining.get(pid)
+        if entry is None:
+            return  # stopped while waiting
+        entry.sleeping = False
+        ids: list[str] = []
+        try:
+            ids = await self.inner.start_replicas(deployment, 1)
+            for rid in ids:
+                self._label(deployment, rid, pool)
+        finally:
+            # The real replica is registered before the stand-in goes: the count never dips.
+            self.obtaining.pop(pid, None)
+            self.labelled.discard(pid)
+            self.routers[deployment].remove_replica(pid)
+        now = self.clock.now()
+        self.events.append(
+            {
+                "kind": "obtained",
+                "at_s": round(now, 3),
+                "deployment": deployment,
+                "pool": pool.value,
+                "stand_in": pid,
+                "replicas": ids,
+                "obtain_delay_s": delay_s,
+                "waited_s": round(now - entry.since_s, 3),
+                "reason": f"{pool.value} machine obtained after {delay_s:g}s; "
+                f"replica {', '.join(ids) or 'none'} starting",
+            }
+        )
+
     async def stop_replica(self, deployment: str, replica_id: str) -> None:
+        entry = self.obtaining.pop(replica_id, None)
+        if entry is not None:  # no machine yet: stop waiting for one
+            if entry.sleeping:
+                entry.task.cancel()
+            self.labelled.discard(replica_id)
+            self.routers[deployment].registry.remove(replica_id)
+            return
         await self.inner.stop_replica(deployment, replica_id)
         self.labelled.discard(replica_id)
         self.deadlines.pop(replica_id, None)
 
     def managed(self, deployment: str) -> list[str]:
-        return self.inner.managed(deployment)
+        waiting = [pid for pid, o in self.obtaining.items() if o.deployment == deployment]
+        return self.inner.managed(deployment) + waiting
 
     def alive(self, deployment: str, replica_id: str) -> bool:
+        # A stand-in has no process; a replica whose GPU failed is the fault flow's to stop
+        # and replace, not a crash for the autoscaler's lifecycle to reap and back off from.
+        if replica_id in self.obtaining or replica_id in self.gpus.failing:
+            return True
         return self.inner.alive(deployment, replica_id)
 
     async def cold_start_phases(
         self, deployment: str, replica_id: str
     ) -> tuple[tuple[str, float], ...]:
         phases = getattr(self.inner, "cold_start_phases", None)
-        if phases is None:
+        if phases is None or replica_id in self.obtaining:
             return ()
         found: tuple[tuple[str, float], ...] = await phases(deployment, replica_id)
         return found
 
     # ----- pools -----------------------------------------------------------------------------
-    def _records(self) -> list[tuple[str, ReplicaRecord]]:
+    def records(self) -> list[tuple[str, ReplicaRecord]]:
         return [(name, r) for name, router in self.routers.items() for r in router.views()]
 
     def holding(self, pool: CapacityPool) -> int:
         return sum(
             1
-            for _, r in self._records()
+            for _, r in self.records()
             if r.replica_id in self.labelled and r.pool is pool and r.state in _HOLDING
         )
 
     def holding_by_deployment(self) -> dict[tuple[str, CapacityPool], int]:
         out: Counter[tuple[str, CapacityPool]] = Counter()
-        for name, r in self._records():
+        for name, r in self.records():
             if r.replica_id in self.labelled and r.state in _HOLDING:
                 out[(name, r.pool)] += 1
         return dict(out)
@@ -210,7 +290,7 @@ class PlanePools:
 
     def adopt(self) -> None:
         """Replicas started before this ran (or by a rollout) get their pool the same way."""
-        for name, r in self._records():
+        for name, r in self.records():
             if r.replica_id not in self.labelled and not r.external and r.state in _HOLDING:
                 choice = self.choose(name)
                 self._label(name, r.replica_id, choice.pool or CapacityPool.ON_DEMAND)
@@ -224,7 +304,7 @@ class PlanePools:
             return []
         p = 1.0 - math.exp(-spot.preemptions_per_hour * (now_s - last) / 3600.0)
         hit = []
-        for name, r in self._records():
+        for name, r in self.records():
             if (
                 r.pool is CapacityPool.SPOT
                 and r.state is ReplicaState.READY
@@ -237,9 +317,9 @@ class PlanePools:
 
     async def preempt(self, replica_id: str, cause: str = "triggered") -> dict[str, Any]:
         """A pre-emption notice for one spot replica now; ``PoolError`` says why not."""
-        found = next(((n, r) for n, r in self._records() if r.replica_id == replica_id), None)
+        found = next(((n, r) for n, r in self.records() if r.replica_id == replica_id), None)
         if found is None:
-            known = ", ".join(r.replica_id for _, r in self._records()) or "none"
+            known = ", ".join(r.replica_id for _, r in self.records()) or "none"
             raise PoolError(f"no replica {replica_id!r} in this plane (replicas: {known})")
         name, record = found
         if record.pool is not CapacityPool.SPOT:
@@ -257,7 +337,7 @@ class PlanePools:
         deadline = now + (spot.notice_s if spot is not None else 0.0)
         notice = replica_faults.SpotNotice(replica_id, f"node-{replica_id}", deadline)
         snapshot = replica_faults.FaultSnapshot(
-            now, tuple(f"node-{r.replica_id}" for _, r in self._records()), notices=(notice,)
+            now, tuple(f"node-{r.replica_id}" for _, r in self.records()), notices=(notice,)
         )
         state = self.node_state
         decision, self.node_state = replica_faults.decide(self.fault_config, snapshot, state)
@@ -275,6 +355,7 @@ class PlanePools:
             elif step.action is replica_faults.FaultAction.REPLACE and step.at_s <= now:
                 replacements += await self.start_replicas(deployment, 1)
         event = {
+            "kind": "spot_notice",
             "at_s": round(now, 3),
             "replica": replica_id,
             "deployment": deployment,
@@ -295,6 +376,7 @@ class PlanePools:
         self.adopt()
         for deployment, rid in self.draw(now):
             await self._notice(deployment, rid, "drawn")
+        await self.gpus.tick(now)
         for rid, (deployment, deadline) in list(self.deadlines.items()):
             if rid not in self.routers[deployment].registry:
                 del self.deadlines[rid]  # drained and stopped by the autoscaler
@@ -312,8 +394,11 @@ class PlanePools:
         self.routers[deployment].remove_replica(replica_id)
 
     async def close(self) -> None:
-        """Wait for the stops at a notice's end still in progress."""
-        await asyncio.gather(*self._taking, return_exceptions=True)
+        """Stop waiting for machines; wait for the stops at a notice's end in progress."""
+        for entry in self.obtaining.values():
+            entry.task.cancel()
+        waits = [e.task for e in self.obtaining.values()]
+        await asyncio.gather(*self._taking, *waits, return_exceptions=True)
 
     async def run(self) -> None:
         while True:
@@ -336,6 +421,12 @@ class PlanePools:
             "spot_short": self.spot_short(now),
             "preemptions": self.preemptions,
             "noticed": {rid: round(d - now, 3) for rid, (_, d) in self.deadlines.items()},
+            "obtaining": {
+                pid: {"pool": o.pool.value, "left_s": round(max(o.since_s + o.delay_s - now, 0), 3)}
+                for pid, o in self.obtaining.items()
+            },
+            **self.gpus.status(),
+            "cordoned": dict(self.cordoned),
             "choices": dict(sorted(self.choices.items())),
             "refused_starts": self.refused,
             "events": list(self.events),

@@ -74,7 +74,8 @@ def _pool_choice(d: DeploymentConfig, snapshot: Any, state: Any) -> tuple[Any, A
 
 
 def _replica_faults(d: DeploymentConfig, snapshot: Any, state: Any) -> tuple[Any, Any]:
-    return replica_faults.decide(replica_faults.FaultConfig(), snapshot, state)
+    # What a live plane decides with (its replicas are pseudo-nodes of their own).
+    return replica_faults.decide(replica_faults.LIVE_PLANE, snapshot, state)
 
 
 REPLAYERS: dict[str, Replayer] = {

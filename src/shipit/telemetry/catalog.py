@@ -417,6 +417,13 @@ SPOT_PREEMPTIONS = _spec(
     "pool's rate, or triggered through POST /shipit/pools/preempt).",
     ("deployment", "cause"), label_values=(("cause", ("drawn", "triggered")),),
 )  # fmt: skip
+GPU_FAILURES = _spec(
+    "shipit_gpu_failures_total", _C, _CP, "failures",
+    "GPU failures in a live fleet plane, by deployment and cause (drawn at the fleet's "
+    "gpu_failures_per_hour, or triggered through POST /shipit/pools/fail): the replica is "
+    "killed, its node cordoned, and it is stopped and replaced.",
+    ("deployment", "cause"), label_values=(("cause", ("drawn", "triggered")),),
+)  # fmt: skip
 POOL_CHOICES = _spec(
     "shipit_pool_choices_total", _C, _CP, "decisions",
     "Capacity pool chosen for each replica a live fleet plane starts (pool none: no pool could "

@@ -158,6 +158,7 @@ class ControlPlaneMetrics:
     node_cordons: Counter
     spot_preemptions: Counter  # a live fleet plane's pools (services.spot_pools)
     pool_choices: Counter
+    gpu_failures: Counter
 
 
 def build_control_plane_metrics(registry: CollectorRegistry) -> ControlPlaneMetrics:
@@ -172,6 +173,7 @@ def build_control_plane_metrics(registry: CollectorRegistry) -> ControlPlaneMetr
         node_cordons=s.counter(cat.NODE_CORDONS),
         spot_preemptions=s.counter(cat.SPOT_PREEMPTIONS),
         pool_choices=s.counter(cat.POOL_CHOICES),
+        gpu_failures=s.counter(cat.GPU_FAILURES),
     )
 
 

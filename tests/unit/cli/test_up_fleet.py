@@ -51,6 +51,7 @@ def test_each_plane_becomes_a_gateway_process_with_its_url_and_slots() -> None:
             "pools": {"on_demand": {"usd_per_gpu_hour": 4.0, "obtain_delay_s": 0.0,
                                     "preemptions_per_hour": 0.0, "notice_s": 0.0}},
             "gpus_per_replica": 1,
+            "gpu_failures_per_hour": 1 / 50_000,  # the fleet file's, per GPU
             "spot_seed": 0,
             "spot_check_interval_s": 1.0,
         },
@@ -145,3 +146,11 @@ def test_the_planes_admin_key_comes_from_the_named_variable(
         control_headers(cfg)
     monkeypatch.setenv("FLEET_ADMIN_KEY", "sk-shipit-abc")
     assert control_headers(cfg) == {"authorization": "Bearer sk-shipit-abc"}
+
+
+def test_the_fleet_files_gpu_failure_rate_reaches_each_plane() -> None:
+    gw = {"deployments": [{"name": "chat", "model": "m"}]}
+    cfg = fleet_of(plane("a", 9101, gw), gpu_failures_per_hour=0.5, gpus_per_replica=2)
+    (a,) = plan_planes(cfg, source="f.yaml")
+    section = a.gateway["plane"]
+    assert (section["gpu_failures_per_hour"], section["gpus_per_replica"]) == (0.5, 2)
