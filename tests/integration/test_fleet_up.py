@@ -529,3 +529,82 @@ def test_a_spot_notice_drains_the_replica_and_a_replacement_serves(tmp_path: Pat
               f"{[round(s.ended_s - s.started_s, 1) for s in streams]} s")  # fmt: skip
     finally:
         fleet.stop()
+
+
+def test_a_gpu_failure_kills_the_replica_and_a_replacement_serves(tmp_path: Path) -> None:
+    """One plane, one replica, two clients sending non-streamed requests in a loop. A GPU
+    failure drill: the replica's process is killed (gone at once), its pseudo-node cordoned,
+    a replacement started; what was in flight on it had not begun to answer, so the gateway
+    retries it and no client request fails; the replacement serves what follows."""
+    planes = [{"name": "east", "utc_offset_h": -5.0}]
+    control = {"placement_interval_s": 3600, "spot_check_interval_s": 0.2}
+    fleet = _control_plane(tmp_path, planes, control)
+    url = fleet.url + "/v1/chat/completions"
+    plane = f"http://127.0.0.1:{fleet.plane_ports['east']}"
+    try:
+        (victim,) = _plane_get(fleet, "east", "/shipit/status")["deployments"][0]["replicas"]
+        done: list[Outcome] = []
+        stop = threading.Event()
+
+        def client(k: int) -> None:
+            with httpx.Client(timeout=60) as c:
+                i = k
+                while not stop.is_set():
+                    done.append(_one(c, url, "east", i, stream=False))
+                    i += 2
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            _wait_for("requests served", lambda: len(done) >= 2, 30, every_s=0.05)
+
+            def busy() -> bool:
+                reps = _plane_get(fleet, "east", "/shipit/status")["deployments"][0]["replicas"]
+                return reps[0]["in_flight"] >= 1
+
+            _wait_for("a request in flight on the replica", busy, 20, every_s=0.02)
+            failed = httpx.post(
+                plane + "/shipit/pools/fail", json={"replica_id": victim["id"]}, timeout=30
+            )
+            assert failed.status_code == 202, failed.text
+            event = failed.json()
+            assert event["killed"] == "SIGKILL" and event["detected_by"] == "process exit"
+            assert isinstance(event["pid"], int) and not _alive(event["pid"])
+            assert event["cordoned"] == [f"node-{victim['id']}"]
+            (replacement,) = event["replacements"]
+
+            def replaced() -> bool:
+                reps = _plane_get(fleet, "east", "/shipit/status")["deployments"][0]["replicas"]
+                return [(r["id"], r["state"]) for r in reps] == [(replacement, "ready")]
+
+            _wait_for("the replacement ready, the failed replica gone", replaced, 60)
+            served = len(done)
+            _wait_for("requests served by the replacement", lambda: len(done) >= served + 2, 30)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
+        assert done and [r for r in done if r.kind != "ok"] == []
+        with httpx.Client(timeout=30) as c:
+            answer = c.post(
+                url,
+                json={"model": SIM_MODEL, "messages": [{"role": "user", "content": "hi"}],
+                      "max_tokens": 4},
+                headers={"x-shipit-region": "east"},
+            )  # fmt: skip
+        assert answer.headers.get("x-shipit-replica") == replacement
+        pools_view = _plane_get(fleet, "east", "/shipit/pools")
+        assert pools_view["gpu_failures"] == 1 and pools_view["events"][-1] == event
+        assert list(pools_view["cordoned"]) == [f"node-{victim['id']}"]
+        metrics = httpx.get(plane + "/metrics", timeout=10).text
+        assert 'shipit_gpu_failures_total{cause="triggered",deployment="sim"} 1.0' in metrics
+        retried = [m for m in metrics.splitlines() if m.startswith("shipit_retries_total{")]
+        # What was in flight on it came back as a broken connection and was retried.
+        assert sum(float(m.rsplit(" ", 1)[1]) for m in retried) >= 1, retried
+        unknown = httpx.post(plane + "/shipit/pools/fail", json={"replica_id": "nope"}, timeout=10)
+        assert unknown.status_code == 409 and "no replica 'nope'" in unknown.text
+        print(f"\nGPU failure: detected after {event['detected_after_s']}s; {len(done)} "
+              f"requests, none failed; retried: {retried}; {event['reason']}")  # fmt: skip
+    finally:
+        fleet.stop()

@@ -9,11 +9,12 @@ once (``POST /shipit/pools/fail``, for drills and tests).
 
 A failure is real: the replica's process is killed with SIGKILL (a GPU that falls off the bus
 takes its process down; a backend that cannot kill stops it instead, and the event says so).
-What it had in flight is lost there. The plane then watches the process exit, the same check
-the autoscaler's lifecycle makes on each tick (a real failure would be seen by the health
-probe instead), and reports the time from failure to detection. Until it is dealt with, the
-replica counts as alive to the autoscaler, so it is not reaped as a crash (no crash back-off)
-nor replaced twice. Then ``policy.replica_faults.decide`` with the ``GpuFailure``: ``CORDON``
+What it had in flight is lost there. Detection is immediate: in the same step as the kill the
+replica is marked ``unhealthy`` (the router sends it nothing more, as after a health probe's
+failure threshold, without the probe's delay); the plane then watches the process exit, the
+check the autoscaler's lifecycle makes on each tick, and reports the time from the failure to
+that exit (``detected_after_s``). Until it is dealt with, the replica counts as alive to the
+autoscaler, so it is not reaped as a crash (no crash back-off) nor replaced twice. Then ``policy.replica_faults.decide`` with the ``GpuFailure``: ``CORDON``
 its pseudo-node ``node-<replica>`` (on one machine, bookkeeping only: each replica is its own
 pseudo-node and replica ids are never reused, so the cordon is recorded in the status and
 nothing else changes), ``STOP`` (unregistered, the router forgets it) and ``REPLACE`` (one
@@ -119,6 +120,10 @@ class PlaneGpuFailures:
         pid_of = getattr(pools.inner, "pid", None)
         pid = pid_of(replica_id) if callable(pid_of) else None
         log.warning("%s: GPU failure on %s (%s); killing it", deployment, replica_id, cause)
+        # Detected at once: the router sends it nothing more from this step on (what a health
+        # probe would find after its threshold), so a request retried after the kill waits
+        # for a routable replica instead of trying the dead one again.
+        pools.routers[deployment].set_state(replica_id, ReplicaState.UNHEALTHY)
         kill = getattr(pools.inner, "kill_replica", None)
         if callable(kill):
             killed = "SIGKILL" if await kill(deployment, replica_id) else "stopped"
