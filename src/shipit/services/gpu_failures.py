@@ -14,13 +14,14 @@ replica is marked ``unhealthy`` (the router sends it nothing more, as after a he
 failure threshold, without the probe's delay); the plane then watches the process exit, the
 check the autoscaler's lifecycle makes on each tick, and reports the time from the failure to
 that exit (``detected_after_s``). Until it is dealt with, the replica counts as alive to the
-autoscaler, so it is not reaped as a crash (no crash back-off) nor replaced twice. Then ``policy.replica_faults.decide`` with the ``GpuFailure``: ``CORDON``
-its pseudo-node ``node-<replica>`` (on one machine, bookkeeping only: each replica is its own
-pseudo-node and replica ids are never reused, so the cordon is recorded in the status and
-nothing else changes), ``STOP`` (unregistered, the router forgets it) and ``REPLACE`` (one
-more replica, its pool chosen again). Counted in ``shipit_gpu_failures_total``; the decision
-goes to the decision log as ``replica_faults``; the event, with its steps and reasons, to the
-pools' status. It decides nothing itself.
+autoscaler, so it is not reaped as a crash (no crash back-off) nor replaced twice. Then
+``policy.replica_faults.decide`` with the ``GpuFailure``: ``CORDON`` its pseudo-node
+``node-<replica>`` (on one machine, bookkeeping only: each replica is its own pseudo-node and
+replica ids are not reused, so the cordon is recorded in the status and nothing else
+changes), ``STOP`` (unregistered, the router forgets it) and ``REPLACE`` (one more replica, its
+pool chosen again). Counted in ``shipit_gpu_failures_total``; the decision goes to the decision
+log as ``replica_faults``; the event, with its steps and reasons, to the pools' status. It
+decides nothing itself.
 """
 
 from __future__ import annotations

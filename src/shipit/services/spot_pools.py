@@ -17,6 +17,12 @@ in flight goes on, and the autoscaler's lifecycle policy stops it once empty), `
 demand where sold) and ``STOP`` at the end of the notice if it is still there. Counted in
 ``shipit_spot_preemptions_total`` and ``shipit_pool_choices_total``; ``status`` is
 ``/shipit/status``'s ``pools``. It decides nothing itself.
+
+A pool with an ``obtain_delay_s`` has no machine ready at once: the replica is a ``starting``
+stand-in (backend ``obtaining``, no process, never probed ready) that the autoscaler counts,
+so it starts no more meanwhile; once the delay has passed the real replica starts in the
+background and the stand-in goes. Stopping a stand-in stops the wait. GPU failures (drawn at
+the fleet's rate, or ``POST /shipit/pools/fail``) are ``services.gpu_failures``'.
 """
 
 from __future__ import annotations
