@@ -35,9 +35,10 @@ from rich.markup import escape
 from shipit.backends.child import die_with_parent
 from shipit.backends.local import free_port
 from shipit.config.fleet import FleetConfig, PlaneConfig, load_fleet_config
-from shipit.config.gateway import ConfigError, parse_config
+from shipit.config.gateway import ConfigError, ShipitConfig, parse_config
 from shipit.gateway.front_door import FrontDoorApp
 from shipit.gateway.server import Stopped, bind_socket, serve
+from shipit.policy.autoscaling.settings import effective_config
 from shipit.services.front_door import FrontDoor, PlaneTarget
 from shipit.services.front_door_views import OFFSET_HEADER, REGION_HEADER, RESIDENCY_HEADER
 from shipit.services.upstream import AiohttpUpstream, UpstreamError
@@ -86,6 +87,7 @@ def plan_planes(fleet: FleetConfig, *, source: str) -> list[PlanePlan]:
             )
         gateway = {**plane.gateway, "plane": live_plane(fleet, plane)}
         cfg = parse_config(gateway, source=f"{where} gateway")
+        _obtain_fits(where, i, plane, cfg)
         port = plane.port
         if port == 0:
             port = free_port(cfg.gateway.host)
@@ -118,6 +120,27 @@ def plan_planes(fleet: FleetConfig, *, source: str) -> list[PlanePlan]:
             )
         )
     return plans
+
+
+def _obtain_fits(where: str, i: int, plane: PlaneConfig, cfg: ShipitConfig) -> None:
+    """A replica waiting for its machine is ``starting``: a pool's obtain delay must end
+    before the deployment's startup timeout, or it would be replaced as never ready."""
+    for name in ("reserved", "on_demand", "spot"):
+        pool = getattr(plane.pools, name)
+        if pool is None or pool.obtain_delay_s <= 0:
+            continue
+        for d in cfg.deployments:
+            scaling = effective_config(d)
+            timeout_s = scaling.startup_timeout_s if scaling is not None else d.startup_timeout_s
+            if pool.obtain_delay_s >= timeout_s:
+                raise ConfigError(
+                    f"{where}: pools.{name}.obtain_delay_s {pool.obtain_delay_s:g} is not under "
+                    f"deployment {d.name}'s startup_timeout_s {timeout_s:g}: a replica still "
+                    "waiting for its machine would be replaced as never ready; raise "
+                    "startup_timeout_s in the plane's gateway: section above the obtain delay "
+                    "plus the replica's own start, or lower obtain_delay_s",
+                    field=f"fleet.planes.{i}.pools.{name}.obtain_delay_s",
+                )
 
 
 def live_plane(fleet: FleetConfig, plane: PlaneConfig) -> dict[str, object]:

@@ -154,3 +154,15 @@ def test_the_fleet_files_gpu_failure_rate_reaches_each_plane() -> None:
     (a,) = plan_planes(cfg, source="f.yaml")
     section = a.gateway["plane"]
     assert (section["gpu_failures_per_hour"], section["gpus_per_replica"]) == (0.5, 2)
+
+
+def test_an_obtain_delay_must_end_before_the_startup_timeout() -> None:
+    """A replica waiting for its machine is starting: past the startup timeout it would be
+    replaced as never ready, again and again."""
+    pools = {"on_demand": {"usd_per_gpu_hour": 4.0, "obtain_delay_s": 600}}
+    gw = {"deployments": [{"name": "chat", "model": "m"}]}
+    with pytest.raises(ConfigError, match=r"obtain_delay_s 600 is not under deployment chat's "):
+        plan_planes(fleet_of(plane("a", 9101, gw, pools=pools)), source="f.yaml")
+    gw = {"deployments": [{"name": "chat", "model": "m", "startup_timeout_s": 900}]}
+    (a,) = plan_planes(fleet_of(plane("a", 9101, gw, pools=pools)), source="f.yaml")
+    assert a.gateway["plane"]["pools"]["on_demand"]["obtain_delay_s"] == 600
