@@ -180,6 +180,8 @@ class PlanePools:
             ids = await self.inner.start_replicas(deployment, 1)
             for rid in ids:
                 self._label(deployment, rid, pool)
+        except Exception:  # the autoscaler sees one fewer and starts another
+            log.exception("%s: replica for %s not started after its machine came", deployment, pid)
         finally:
             # The real replica is registered before the stand-in goes: the count never dips.
             self.obtaining.pop(pid, None)

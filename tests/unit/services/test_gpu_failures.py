@@ -225,3 +225,21 @@ def test_stopping_a_stand_in_cancels_the_wait_for_its_machine() -> None:
         assert entry.task.cancelled() and p.states() == {} and p.backend.started == []
 
     asyncio.run(go())
+
+
+def test_a_replica_that_fails_to_start_after_its_machine_came_leaves_no_stand_in() -> None:
+    class Broken(FakeBackend):
+        async def start(self, spec: Any, count: int) -> Any:
+            raise RuntimeError("no such model")
+
+    async def go() -> None:
+        p = Plane(
+            {"on_demand": {"usd_per_gpu_hour": 4.0, "obtain_delay_s": 0.05}}, backend=Broken()
+        )
+        (stand_in,) = await p.pools.start_replicas("chat", 1)
+        (entry,) = p.pools.obtaining.values()
+        await asyncio.wait_for(entry.task, 5)  # logged, not raised
+        assert p.states() == {} and p.pools.managed("chat") == []
+        assert p.pools.events[-1]["replicas"] == [] and stand_in not in p.pools.labelled
+
+    asyncio.run(go())
