@@ -78,6 +78,16 @@ class JobsConfig(_Strict):
         "than this fraction above its level with no job running (measured by pausing new job "
         "requests briefly every calibrate_every_s); null: no guard, jobs keep to max_share",
     )
+    finish_by: float | None = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="with interactive load, batch lines run only as many at once as it takes "
+        "to finish each batch by this fraction of its completion window (0.5: a 24h batch "
+        "within 12 h), from the measured time a line takes, earliest window first, within "
+        "max_share; idle capacity is still taken whole. null: jobs take max_share whatever "
+        "their window",
+    )
     yield_to_interactive: bool = Field(
         True,
         description="an interactive request that has to wait for a slot stops the youngest job "

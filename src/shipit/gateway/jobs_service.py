@@ -64,6 +64,7 @@ log = logging.getLogger("shipit.gateway.jobs")
 
 MAX_SAMPLES = 1000  # TTFT samples kept between two job-slot decisions
 JOB_REQUEST_PREFIX = "job-"  # request ids of job lines: told apart from interactive requests
+LINE_EWMA_ALPHA = 0.1  # weight of the newest line in the line-time mean
 
 
 def default_store_path(config: ShipitConfig) -> Path:
@@ -100,6 +101,8 @@ class JobsService:
         self._samples: list[TtftSample] = []
         self._jobs_quiet_since: float | None = 0.0
         self._last_reason = ""  # the job-slot decision's reason code, logged when it changes
+        self._paced: int | None = None  # the job slots the windows need, when pacing decided
+        self.line_s: float | None = None  # seconds a job line holds a slot (EWMA), for pacing
         if self.config.ttft_tolerance is not None:
             for router in routers.values():
                 router.answer_listeners.append(self._on_answer)
@@ -165,10 +168,14 @@ class JobsService:
             self.runner.wake()
 
     def queued_work(self) -> int:
-        """Job lines waiting to run (as of the worker's last look), for the autoscaler."""
+        """Job lines waiting to run (as of the worker's last look), for the autoscaler: while
+        pacing holds jobs below the share, only those their windows need now."""
         if self.runner is None:
             return 0
-        return max(0, self.runner.pending - len(self.runner.running))
+        waiting = self.runner.pending - len(self.runner.running)
+        if self._paced is not None:
+            waiting = min(waiting, self._paced - len(self.runner.running))
+        return max(0, waiting)
 
     # ----- scheduling ----------------------------------------------------------------------
     def slots(self, jobs_in_flight: int) -> int:
@@ -181,8 +188,12 @@ class JobsService:
                     in_flight += r.in_flight
             queued += router.queued()
         samples, self._samples = tuple(self._samples), []
-        snapshot = JobSlotsSnapshot(now, capacity, in_flight, queued, jobs_in_flight, samples)
+        backlog = self.runner.backlog if self.runner is not None else ()
+        snapshot = JobSlotsSnapshot(
+            now, capacity, in_flight, queued, jobs_in_flight, samples, backlog, self.line_s
+        )
         decision, self.slots_state = job_slots(self.config, snapshot, self.slots_state)
+        self._paced = decision.limit if decision.reason_code == "paced" else None
         if decision.reason_code != self._last_reason:
             self._last_reason = decision.reason_code
             log.info(
@@ -279,10 +290,16 @@ class JobsService:
             return Outcome(kind.status, error_json(kind, exc.message, exc.field))
         view = dataclasses.replace(view, priority=self.config.priority, stream=False)
         self._deployment_of[item.id] = view.deployment
+        started = self.clock.now()
         try:
-            return await self._run_line(item, view, limits)
+            outcome = await self._run_line(item, view, limits)
         finally:
             self._deployment_of.pop(item.id, None)
+        if not outcome.retry:  # an answer: how long a line holds a slot, for pacing
+            held = self.clock.now() - started
+            last = self.line_s
+            self.line_s = held if last is None else last + LINE_EWMA_ALPHA * (held - last)
+        return outcome
 
     async def _run_line(
         self, item: WorkItem, view: RequestView, limits: RateLimits | None

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from shipit.jobs.formats import BatchRecord, FileRecord, ItemRecord, WorkItem
+from shipit.policy.jobs import Backlog
 
 
 class JobStore(Protocol):
@@ -53,7 +54,7 @@ class JobStore(Protocol):
         self, owner: str, item_id: str, not_before: float, *, count_attempt: bool
     ) -> None: ...
     def tick(self, now: float) -> list[str]: ...
-    def pending(self) -> int: ...
+    def backlog(self, now: float) -> list[Backlog]: ...
     def due_webhooks(self, now: float, n: int) -> list[tuple[ItemRecord, int]]: ...
     def webhook_result(
         self, item_id: str, delivered: bool, next_at: float | None, now: float

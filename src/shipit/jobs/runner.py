@@ -29,6 +29,7 @@ from shipit.config.jobs import JobsConfig
 from shipit.jobs.formats import WorkItem
 from shipit.jobs.store import JobStore
 from shipit.jobs.webhooks import WebhookSender
+from shipit.policy.jobs import Backlog
 
 log = logging.getLogger("shipit.jobs")
 T = TypeVar("T")
@@ -92,6 +93,7 @@ class JobRunner:
         self.owner = owner or owner_id()
         self.running: dict[str, asyncio.Task[None]] = {}
         self.pending = 0  # queued + running lines in the store, as of the last poll
+        self.backlog: tuple[Backlog, ...] = ()  # the same lines by completion window
         self._wake = asyncio.Event()
         self._last_renew = 0.0
         self._stopping = False
@@ -148,7 +150,8 @@ class JobRunner:
             self._last_renew = now
             ids = list(self.running)
             await self.jobs.call(self.store.renew, self.owner, ids, self.config.lease_s, now)
-        self.pending = await self.jobs.call(self.store.pending)
+        self.backlog = tuple(await self.jobs.call(self.store.backlog, now))
+        self.pending = sum(b.lines for b in self.backlog)
         if self.webhooks is not None:
             await self.webhooks.deliver_due(self.jobs, now)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from shipit.jobs import formats
 from shipit.jobs.formats import BatchLine, BatchRecord, FileRecord, ItemRecord, WorkItem
+from shipit.policy.jobs import Backlog
 
 _BATCH_COLS = ", ".join(BatchRecord.__slots__)
 _ITEM_COLS = (
@@ -367,10 +368,25 @@ class SqlJobStore:
                 (not_before, 0 if count_attempt else 1, item_id, owner),
             )
 
-    def pending(self) -> int:
-        """Items queued or running (the demand job work adds to the fleet)."""
-        row = self._one("SELECT COUNT(*) FROM items WHERE state IN ('queued', 'running')", ())
-        return int(row[0])
+    def backlog(self, now: float) -> list[Backlog]:
+        """Items queued or running (the demand job work adds to the fleet), by batch with its
+        window (single async requests together, without one); cancelled or expired batches'
+        lines are not counted."""
+        rows = self._x(
+            "SELECT COUNT(*), b.created_at, b.expires_at FROM items i "
+            "LEFT JOIN batches b ON b.id = i.batch_id "
+            "WHERE i.state IN ('queued', 'running') "
+            "  AND (i.batch_id IS NULL OR b.status = 'in_progress') "
+            "GROUP BY i.batch_id, b.created_at, b.expires_at",
+            (),
+        ).fetchall()
+        out = []
+        for lines, created, expires in rows:
+            if expires is None:
+                out.append(Backlog(int(lines)))
+            else:
+                out.append(Backlog(int(lines), float(expires - created), float(expires - now)))
+        return out
 
     def tick(self, now: float) -> list[str]:
         """Expire batches past their window, then finalize every live batch with no line left

@@ -22,6 +22,17 @@ down when it runs above its level without jobs:
   ``(mean + 3 x deviation) x (1 + ttft_tolerance)`` (the tail the tolerance is about) halves the
   share's scale, at most once per ``CUT_COOLDOWN_S``; within ``mean x (1 + ttft_tolerance)`` it
   adds ``RAISE_STEP`` back, up to 1 (additive increase, multiplicative decrease).
+A batch has a completion window, so it need not run as fast as the share allows. With
+interactive load present, ``finish_by`` paces batch lines to what their windows need: the fewest
+lines at once that finish every batch by ``finish_by`` of its window, from the measured seconds
+a line holds a slot (``line_s``) and the lines left, earliest window first (the
+earliest-deadline-first bound: for each window, the lines due by then x ``line_s`` / the
+seconds to its target, the largest of these, rounded up). Single async requests have no window
+and count whole. Pacing only lowers the limit below the share; a batch behind its target (its
+target passed, or closer than one line) takes the whole ``max_share``, and so does a need above
+the TTFT guard's cut (``deadline``): a window is a promise, the guard a preference. Idle capacity
+is not paced. Until a line time is measured, one batch line runs at a time (it measures it).
+
 ``job_slots(config, snapshot, state) -> (decision, state)``; ``now_s`` is in the snapshot.
 """
 
@@ -49,6 +60,15 @@ class TtftSample:
 
 
 @dataclass(frozen=True, slots=True)
+class Backlog:
+    """Job lines left (queued or running) that share one completion window."""
+
+    lines: int
+    window_s: float | None = None  # the whole window; None: single async requests (no window)
+    left_s: float | None = None  # seconds until the window ends
+
+
+@dataclass(frozen=True, slots=True)
 class JobSlotsSnapshot:
     now_s: float
     capacity: int  # replica slots on routable replicas, every deployment
@@ -56,6 +76,8 @@ class JobSlotsSnapshot:
     queued: int  # requests waiting in the admission queues
     jobs_in_flight: int  # job requests this worker runs now
     samples: tuple[TtftSample, ...] = ()  # interactive TTFTs since the last decision
+    backlog: tuple[Backlog, ...] = ()  # job lines left, by window
+    line_s: float | None = None  # measured seconds a job line holds a slot; None: not yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +96,42 @@ class JobSlotsState:
 @dataclass(frozen=True, slots=True)
 class JobSlotsDecision:
     limit: int  # the most job requests that may run now
-    reason_code: str  # "idle", "shared", "guarded", "calibrating", "no_capacity"
+    reason_code: str  # "idle", "shared", "paced", "deadline", "guarded", "calibrating",
+    # "no_capacity"
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PacedNeed:
+    """How many job lines must run at once to keep every window (``finish_by``)."""
+
+    lines: int  # with ``behind``: every line due (the share is what they get)
+    behind: bool  # a batch's target passed (or is closer than one line)
+    why: str
+
+
+def paced_need(finish_by: float, backlog: tuple[Backlog, ...], line_s: float) -> PacedNeed:
+    """The earliest-deadline-first bound on the lines to run at once (see the module doc)."""
+    urgent = sum(b.lines for b in backlog if b.window_s is None or b.left_s is None)
+    timed = sorted(
+        (b.left_s - (1.0 - finish_by) * b.window_s, b.lines)
+        for b in backlog
+        if b.window_s is not None and b.left_s is not None and b.lines > 0
+    )
+    rate, due, why = 0.0, 0, ""
+    for target_s, lines in timed:
+        due += lines
+        if target_s <= line_s:
+            return PacedNeed(
+                urgent + due, True, f"{due} lines due by a target {target_s:.0f}s away: behind"
+            )
+        if due * line_s / target_s > rate:
+            rate = due * line_s / target_s
+            why = f"{due} lines x {line_s:.2f}s due within {target_s:.0f}s"
+    lines = urgent + max(1 if due else 0, math.ceil(rate - 1e-9))  # a batch left: one at least
+    if urgent:
+        why = f"{urgent} async requests" + (f" + {why}" if why else "")
+    return PacedNeed(lines, False, why or "no job line left")
 
 
 def _fold(tol: float, snapshot: JobSlotsSnapshot, state: JobSlotsState) -> JobSlotsState:
@@ -149,7 +205,7 @@ def job_slots(
         f"idle_after_s): jobs keep to max_share {config.max_share:g} of {snapshot.capacity} slots"
     )
     if tol is None:
-        return JobSlotsDecision(base, "shared", why), state
+        return _paced(config, snapshot, base, JobSlotsDecision(base, "shared", why)), state
     state = _calibration(snapshot, state, config.calibrate_every_s)
     if state.calibrating:
         why = (
@@ -158,11 +214,41 @@ def job_slots(
         )
         return JobSlotsDecision(0, "calibrating", why), state
     if state.scale >= 1.0 or state.base_mean_s is None:
-        return JobSlotsDecision(base, "shared", why), state
+        return _paced(config, snapshot, base, JobSlotsDecision(base, "shared", why)), state
     limit = math.floor(config.max_share * state.scale * snapshot.capacity)
     why = (
         f"interactive TTFT ran above {1 + tol:g}x its level without jobs "
         f"({state.base_mean_s * 1e3:.0f} ms mean): jobs keep to {state.scale:.2f} of max_share "
         f"{config.max_share:g}, {limit} of {snapshot.capacity} slots"
     )
-    return JobSlotsDecision(limit, "guarded", why), state
+    return _paced(config, snapshot, base, JobSlotsDecision(limit, "guarded", why)), state
+
+
+def _paced(
+    config: JobsConfig, snapshot: JobSlotsSnapshot, base: int, shared: JobSlotsDecision
+) -> JobSlotsDecision:
+    """The share's decision, lowered to what the windows need (or raised past the guard's
+    cut, up to the share, when they need more)."""
+    if config.finish_by is None or not snapshot.backlog:
+        return shared
+    if snapshot.line_s is None:  # not measured yet: one batch line at a time measures it
+        urgent = sum(b.lines for b in snapshot.backlog if b.window_s is None)
+        first = min(shared.limit, urgent + 1)
+        why = f"measuring how long a line takes: {first} job slots until one is answered"
+        return JobSlotsDecision(first, "paced", why) if first < shared.limit else shared
+    need = paced_need(config.finish_by, snapshot.backlog, snapshot.line_s)
+    if need.behind:
+        if shared.limit >= base:
+            return shared
+        return JobSlotsDecision(base, "deadline", f"{need.why}: jobs take max_share, {base} slots")
+    if need.lines < shared.limit:
+        why = (
+            f"{need.why} (finish_by {config.finish_by:g} of each window): {need.lines} job "
+            f"slots of the {shared.limit} the share allows"
+        )
+        return JobSlotsDecision(need.lines, "paced", why)
+    if need.lines > shared.limit and shared.reason_code == "guarded":
+        limit = min(base, need.lines)
+        why = f"{need.why}: above the TTFT guard's {shared.limit} slots, {limit} to keep the window"
+        return JobSlotsDecision(limit, "deadline", why)
+    return shared

@@ -393,3 +393,64 @@ def test_a_waiting_interactive_request_takes_the_slot_of_the_youngest_job_line(
         assert sum(b"job 0" in b for b in replica.bodies) == 1
 
     asyncio.run(go())
+
+
+def test_under_interactive_load_jobs_and_the_autoscaler_see_only_what_the_window_needs(
+    tmp_path: Path,
+) -> None:
+    """A 3,000-line batch with a 1 h window whose lines take 0.5 s needs one line at a time to
+    finish in half its window: with an interactive stream in flight, one job slot (not the
+    share's 8 of 16), and the autoscaler is told one waiting line, not 3,000."""
+    from shipit.policy.jobs import Backlog
+
+    hold = asyncio.Event()
+    replica = FakeReplica(hold=hold)
+    cfg = parse_config(
+        {
+            "deployments": [{"model": "m", "replicas": 0, "queueing": {"max_concurrency": 16}}],
+            "jobs": {"store_path": str(tmp_path / "jobs.sqlite3"), "ttft_tolerance": None},
+        }
+    )
+    upstream = FakeUpstream({"http://a": replica})
+    gw = create_gateway(cfg, upstream_factory=lambda: upstream, monitor=False)
+    gw.routers["default"].add_replica("a", "http://a", state=ReplicaState.READY)
+
+    async def go() -> None:
+        async with running(gw):
+            runner = gw.jobs.open()
+            assert runner is not None and gw.jobs.runner is not None
+            gw.jobs.runner.shutdown()  # decisions by hand below
+            await asyncio.sleep(0.05)
+            chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+            interactive = asyncio.create_task(call(gw, "POST", "/v1/chat/completions", chat))
+            deadline = time.monotonic() + 10
+            while not replica.bodies and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            gw.jobs.runner.backlog = (Backlog(3000, 3600.0, 3600.0),)
+            gw.jobs.runner.pending = 3000
+            assert gw.jobs.slots(0) == 1  # no line measured yet: one measures it
+            assert gw.jobs.queued_work() == 1
+            gw.jobs.config = gw.jobs.config.model_copy(update={"finish_by": None})
+            assert gw.jobs.slots(0) == 8  # no pacing: the share
+            assert gw.jobs.queued_work() == 3000
+            gw.jobs.config = cfg.jobs
+            gw.jobs.line_s = 0.5
+            assert gw.jobs.slots(0) == 1
+            assert gw.jobs.queued_work() == 1
+            hold.set()
+            assert (await interactive).status == 200
+
+    asyncio.run(go())
+
+
+def test_answered_lines_measure_how_long_a_line_holds_a_slot(tmp_path: Path) -> None:
+    async def go() -> None:
+        gw = make(tmp_path, FakeReplica())
+        assert gw.jobs.line_s is None
+        async with running(gw):
+            chat = {"model": "m", "messages": [{"role": "user", "content": "job"}]}
+            job_id = (await call(gw, "POST", "/v1/async/chat/completions", chat)).json()["id"]
+            await wait_for(gw, f"/v1/async/{job_id}", {"completed"})
+        assert gw.jobs.line_s is not None
+
+    asyncio.run(go())
