@@ -53,7 +53,13 @@ from shipit.jobs.formats import WorkItem
 from shipit.jobs.runner import AsyncJobStore, JobRunner, Outcome
 from shipit.jobs.store import open_store
 from shipit.jobs.webhooks import WebhookSender
-from shipit.policy.jobs import JobSlotsSnapshot, JobSlotsState, TtftSample, job_slots
+from shipit.policy.jobs import (
+    JobSlotsSnapshot,
+    JobSlotsState,
+    TtftSample,
+    job_demand,
+    job_slots,
+)
 from shipit.policy.ratelimit import RateLimits, charge_tokens, decide_tokens
 from shipit.services.router import Lease, RouterService
 
@@ -101,7 +107,6 @@ class JobsService:
         self._samples: list[TtftSample] = []
         self._jobs_quiet_since: float | None = 0.0
         self._last_reason = ""  # the job-slot decision's reason code, logged when it changes
-        self._paced: int | None = None  # the job slots the windows need, when pacing decided
         self.line_s: float | None = None  # seconds a job line holds a slot (EWMA), for pacing
         if self.config.ttft_tolerance is not None:
             for router in routers.values():
@@ -172,9 +177,11 @@ class JobsService:
         pacing holds jobs below the share, only those their windows need now."""
         if self.runner is None:
             return 0
-        waiting = self.runner.pending - len(self.runner.running)
-        if self._paced is not None:
-            waiting = min(waiting, self._paced - len(self.runner.running))
+        running = len(self.runner.running)
+        waiting = self.runner.pending - running
+        need = job_demand(self.config, self.runner.backlog, self.line_s)
+        if need is not None:
+            waiting = min(waiting, need - running)
         return max(0, waiting)
 
     # ----- scheduling ----------------------------------------------------------------------
@@ -193,7 +200,6 @@ class JobsService:
             now, capacity, in_flight, queued, jobs_in_flight, samples, backlog, self.line_s
         )
         decision, self.slots_state = job_slots(self.config, snapshot, self.slots_state)
-        self._paced = decision.limit if decision.reason_code == "paced" else None
         if decision.reason_code != self._last_reason:
             self._last_reason = decision.reason_code
             log.info(

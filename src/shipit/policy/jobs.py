@@ -224,6 +224,20 @@ def job_slots(
     return _paced(config, snapshot, base, JobSlotsDecision(limit, "guarded", why)), state
 
 
+def job_demand(
+    config: JobsConfig, backlog: tuple[Backlog, ...], line_s: float | None
+) -> int | None:
+    """The job lines the autoscaler should see as wanting a slot now: with pacing, those the
+    windows need (one until a line is measured), whatever the share or the guard allow
+    (idle capacity and calibration pauses included); None without pacing (every line left)."""
+    if config.finish_by is None:
+        return None
+    if line_s is None:
+        return sum(b.lines for b in backlog if b.window_s is None) + (1 if backlog else 0)
+    need = paced_need(config.finish_by, backlog, line_s)
+    return need.lines
+
+
 def _paced(
     config: JobsConfig, snapshot: JobSlotsSnapshot, base: int, shared: JobSlotsDecision
 ) -> JobSlotsDecision:

@@ -97,3 +97,18 @@ def test_a_batch_left_always_gets_one_line_at_once() -> None:
     # Lines measured at no time at all (instant replicas): still one at a time, never none.
     d = decide(Backlog(5, 3600.0, 3600.0), line_s=0.0)
     assert (d.limit, d.reason_code) == (1, "paced")
+
+
+def test_the_autoscaler_is_told_what_the_windows_need_not_the_backlog() -> None:
+    from shipit.policy.jobs import job_demand
+
+    cfg = parse_config({"jobs": {}}).jobs
+    batch = Backlog(3000, 3600.0, 3600.0)
+    assert job_demand(cfg, (batch,), 0.5) == 1  # as paced above: 0.83 -> 1
+    assert job_demand(cfg, (batch, Backlog(2)), 0.5) == 3  # async requests count whole
+    assert job_demand(cfg, (batch,), None) == 1  # one line measures the line time
+    assert job_demand(cfg, (), 0.5) == 0
+    # 600 lines of 1 s due within 100 s: 6.
+    assert job_demand(cfg, (Backlog(600, 3600.0, 1900.0),), 1.0) == 6
+    off = parse_config({"jobs": {"finish_by": None}}).jobs
+    assert job_demand(off, (batch,), 0.5) is None  # no pacing: every line left counts
