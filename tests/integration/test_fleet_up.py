@@ -525,6 +525,18 @@ def test_a_spot_notice_drains_the_replica_and_a_replacement_serves(tmp_path: Pat
         assert pools_view["preemptions"] == 1 and pools_view["replicas_by_pool"]["on_demand"] == 1
         metrics = httpx.get(plane + "/metrics", timeout=10).text
         assert 'shipit_spot_preemptions_total{cause="triggered",deployment="sim"} 1.0' in metrics
+
+        def door_shows_it() -> bool:  # the front door sums the planes' pools from its probes
+            got = fleet.fleet()["pools"]
+            return bool(got["replicas_by_pool"] == {"on_demand": 1, "reserved": 0, "spot": 0})
+
+        _wait_for("the front door's view of the pools", door_shows_it, 10, every_s=0.1)
+        door = fleet.fleet()["pools"]
+        assert (door["planes_reporting"], door["usd_per_hour"], door["preemptions"]) == (
+            ["east"],
+            4.0,
+            1,
+        )
         print(f"\nspot notice: {event['reason']}; streams took "
               f"{[round(s.ended_s - s.started_s, 1) for s in streams]} s")  # fmt: skip
     finally:

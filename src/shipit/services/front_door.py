@@ -44,7 +44,15 @@ from shipit.policy.failover import (
     Posture,
 )
 from shipit.policy.global_routing import GlobalRouteDecision, GlobalRouteSnapshot
-from shipit.services.front_door_views import ClientPlace, PlaneLoad, plane_load, plane_view
+from shipit.services.front_door_views import (
+    ClientPlace,
+    PlaneLoad,
+    PlanePoolsView,
+    fleet_pools,
+    plane_load,
+    plane_pools,
+    plane_view,
+)
 from shipit.services.placement_live import LivePlacement, PlaneEndpoint
 from shipit.services.upstream import AiohttpUpstream, Upstream, UpstreamError
 from shipit.telemetry import catalog as cat
@@ -76,6 +84,7 @@ class _Live:
     probe_detail: str = ""
     probed_at_s: float | None = None
     served: int = 0  # answers that started from it
+    pools: PlanePoolsView | None = None  # its capacity pools, as last probed
 
 
 class _Serving(Collector):
@@ -265,7 +274,9 @@ class FrontDoor:
                 per = max(live.target.max_concurrency.values(), default=8)
                 load = PlaneLoad(ready, ready * per)
             elif status == 200:
-                load = plane_load(json.loads(body), live.target.max_concurrency)
+                got = json.loads(body)
+                load = plane_load(got, live.target.max_concurrency)
+                live.pools = plane_pools(got)
             else:
                 load, detail = PlaneLoad(), f"HTTP {status}"
             ok = load.ready_replicas > 0
@@ -361,6 +372,7 @@ class FrontDoor:
                     "queued": p.load.queued,
                     "open_from_front_door": p.open,
                     "served": p.served,
+                    "replicas_by_pool": None if p.pools is None else dict(p.pools.replicas_by_pool),
                 }
             )
         last = self.last_failover
@@ -380,4 +392,7 @@ class FrontDoor:
             "routes": list(self.routes),
             "route_counts": {f"{p}/{r}": n for (p, r), n in sorted(self.route_counts.items())},
             "placement": self.placement.status(),
+            "pools": fleet_pools(
+                {name: p.pools for name, p in self.planes.items()}, self.fleet.gpus_per_replica
+            ),
         }

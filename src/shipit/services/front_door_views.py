@@ -9,7 +9,9 @@ read raises ``ClientPlaceError`` naming the header, the value and what to send.
 ``plane_load(status, max_concurrency)``: a plane gateway's ``/shipit/status`` answer as its
 ready replicas, slots (ready replicas x each deployment's ``queueing.max_concurrency``), requests
 in flight and queued. ``plane_view``: one plane for global routing, with the requests the front
-door opened on it since that probe counted against its free slots.
+door opened on it since that probe counted against its free slots. ``plane_pools`` and
+``fleet_pools``: the planes' capacity pools (replicas by pool, their prices, pre-emptions, GPU
+failures) from the same status answers, and their sum over the fleet with its cost an hour.
 
 Pure: no IO, no clock.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shipit.policy.global_routing import PlaneView
@@ -135,3 +137,58 @@ def plane_view(
         slots=load.slots,
         residency=residency,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PlanePoolsView:
+    """A plane's capacity pools as its last ``/shipit/status`` showed them (``pools``)."""
+
+    replicas_by_pool: Mapping[str, int] = field(default_factory=dict)
+    usd_per_gpu_hour: Mapping[str, float] = field(default_factory=dict)  # by pool
+    preemptions: int = 0
+    gpu_failures: int = 0
+
+
+def plane_pools(status: Mapping[str, Any]) -> PlanePoolsView | None:
+    """The ``pools`` part of a plane's status; None when the plane runs no pools."""
+    pools = status.get("pools")
+    if not isinstance(pools, Mapping):
+        return None
+    prices = {
+        str(name): float(cfg.get("usd_per_gpu_hour", 0.0))
+        for name, cfg in (pools.get("pools") or {}).items()
+        if isinstance(cfg, Mapping)
+    }
+    return PlanePoolsView(
+        {str(k): int(v) for k, v in (pools.get("replicas_by_pool") or {}).items()},
+        prices,
+        int(pools.get("preemptions", 0)),
+        int(pools.get("gpu_failures", 0)),
+    )
+
+
+def fleet_pools(
+    planes: Mapping[str, PlanePoolsView | None], gpus_per_replica: int
+) -> dict[str, Any]:
+    """``/shipit/fleet``'s ``pools``: replicas by pool over every plane that reported its pools,
+    what they cost an hour at their pools' prices, pre-emptions and GPU failures so far."""
+    by_pool: dict[str, int] = {}
+    usd = 0.0
+    preemptions = failures = 0
+    reported = []
+    for name, view in planes.items():
+        if view is None:
+            continue
+        reported.append(name)
+        for pool, n in view.replicas_by_pool.items():
+            by_pool[pool] = by_pool.get(pool, 0) + n
+            usd += n * gpus_per_replica * view.usd_per_gpu_hour.get(pool, 0.0)
+        preemptions += view.preemptions
+        failures += view.gpu_failures
+    return {
+        "planes_reporting": reported,
+        "replicas_by_pool": dict(sorted(by_pool.items())),
+        "usd_per_hour": round(usd, 4),
+        "preemptions": preemptions,
+        "gpu_failures": failures,
+    }

@@ -94,3 +94,37 @@ def test_plane_view_counts_requests_opened_since_the_probe() -> None:
     assert full.free_slots == 0
     never_above = plane_view("a", 0.0, frozenset(), serving=True, load=load, opened_since_probe=-9)
     assert never_above.free_slots == 8
+
+
+def test_the_fleet_sums_its_planes_pools_and_prices_them() -> None:
+    from shipit.services.front_door_views import fleet_pools, plane_pools
+
+    east = plane_pools(
+        {
+            "pools": {
+                "pools": {"reserved": {"usd_per_gpu_hour": 2.0}, "spot": {"usd_per_gpu_hour": 1.5}},
+                "replicas_by_pool": {"reserved": 2, "on_demand": 0, "spot": 3},
+                "preemptions": 4,
+                "gpu_failures": 1,
+            }
+        }
+    )
+    west = plane_pools(
+        {
+            "pools": {
+                "pools": {"on_demand": {"usd_per_gpu_hour": 4.0}},
+                "replicas_by_pool": {"on_demand": 1},
+                "preemptions": 0,
+            }
+        }
+    )
+    assert plane_pools({"deployments": []}) is None  # a plane without pools
+    got = fleet_pools({"east": east, "west": west, "bare": None}, gpus_per_replica=2)
+    # 2 GPUs a replica: east 2 x 2 x $2 + 3 x 2 x $1.5 = $17, west 1 x 2 x $4 = $8.
+    assert got == {
+        "planes_reporting": ["east", "west"],
+        "replicas_by_pool": {"on_demand": 1, "reserved": 2, "spot": 3},
+        "usd_per_hour": 25.0,
+        "preemptions": 4,
+        "gpu_failures": 1,
+    }
