@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,18 @@ def submit_batch(url: str, lines: int, max_tokens: int, window: str) -> str:
     return str(batch["id"])
 
 
+def watch_jobs(url: str, t0: float, out: list[dict[str, Any]], done: threading.Event) -> None:
+    """The gateway's job-slot decision once a second (``/shipit/status``'s ``jobs``)."""
+    with httpx.Client(timeout=5) as client:
+        while not done.wait(1.0):
+            try:
+                jobs = client.get(url + "/shipit/status").json().get("jobs")
+            except (httpx.HTTPError, ValueError):
+                continue
+            if jobs:
+                out.append({"t_s": round(time.monotonic() - t0, 1), **jobs})
+
+
 def pct(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[q - 1] if len(xs) > 1 else xs[0]
 
@@ -181,6 +194,10 @@ def main() -> None:
             asyncio.run(interactive(url, argparse.Namespace(**{**vars(args), "requests": 20})))
             alone = asyncio.run(interactive(url, args))
             t0 = time.monotonic()
+            pace: list[dict[str, Any]] = []
+            done = threading.Event()
+            watcher = threading.Thread(target=watch_jobs, args=(url, t0, pace, done), daemon=True)
+            watcher.start()
             bid = submit_batch(url, args.lines, args.line_tokens, args.window)
             time.sleep(1.0)  # the batch is running before the interactive load starts
             t1 = time.monotonic()
@@ -192,6 +209,8 @@ def main() -> None:
                 time.sleep(0.5)
                 batch = httpx.get(f"{url}/v1/batches/{bid}", timeout=10).json()
             batch_s = time.monotonic() - t0
+            done.set()
+            watcher.join(timeout=5)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -218,6 +237,7 @@ def main() -> None:
             "batch_s": batch_s,
             "batch_lines_during_interactive": during,
             "interactive_phase_s": mixed_s,
+            "jobs_status_each_second": pace,
         }
         args.json.write_text(json.dumps(out))
 

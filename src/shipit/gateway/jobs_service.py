@@ -54,6 +54,7 @@ from shipit.jobs.runner import AsyncJobStore, JobRunner, Outcome
 from shipit.jobs.store import open_store
 from shipit.jobs.webhooks import WebhookSender
 from shipit.policy.jobs import (
+    JobSlotsDecision,
     JobSlotsSnapshot,
     JobSlotsState,
     TtftSample,
@@ -108,6 +109,7 @@ class JobsService:
         self._jobs_quiet_since: float | None = 0.0
         self._last_reason = ""  # the job-slot decision's reason code, logged when it changes
         self.line_s: float | None = None  # seconds a job line holds a slot (EWMA), for pacing
+        self._last: JobSlotsDecision | None = None  # the latest job-slot decision
         if self.config.ttft_tolerance is not None:
             for router in routers.values():
                 router.answer_listeners.append(self._on_answer)
@@ -184,6 +186,21 @@ class JobsService:
             waiting = min(waiting, need - running)
         return max(0, waiting)
 
+    def status(self) -> dict[str, object]:
+        """``/shipit/status``'s ``jobs``: how many job lines may run and why, what is left."""
+        runner = self.runner
+        d = self._last
+        return {
+            "running": len(runner.running) if runner is not None else 0,
+            "left": runner.pending if runner is not None else 0,
+            "slots": None if d is None else d.limit,
+            "reason_code": None if d is None else d.reason_code,
+            "reason": None if d is None else d.reason,
+            "line_s": None if self.line_s is None else round(self.line_s, 4),
+            "autoscaler_demand": self.queued_work(),
+            "yielded": self.yielded,
+        }
+
     # ----- scheduling ----------------------------------------------------------------------
     def slots(self, jobs_in_flight: int) -> int:
         now = self.clock.now()
@@ -200,6 +217,7 @@ class JobsService:
             now, capacity, in_flight, queued, jobs_in_flight, samples, backlog, self.line_s
         )
         decision, self.slots_state = job_slots(self.config, snapshot, self.slots_state)
+        self._last = decision
         if decision.reason_code != self._last_reason:
             self._last_reason = decision.reason_code
             log.info(

@@ -55,6 +55,8 @@ def fleet_status(gw: Gateway, window_s: float | None = None) -> dict[str, Any]:
             }
         )
     out["alerts"] = gw.alerts.active() if gw.alerts is not None else []
+    if gw.jobs.runner is not None:  # the job worker runs (a jobs call was made)
+        out["jobs"] = gw.jobs.status()
     if gw.pools is not None:  # a plane of a live fleet
         out["pools"] = gw.pools.status()
     if window_s is not None:

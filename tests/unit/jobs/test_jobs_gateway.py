@@ -437,6 +437,9 @@ def test_under_interactive_load_jobs_and_the_autoscaler_see_only_what_the_window
             gw.jobs.line_s = 0.5
             assert gw.jobs.slots(0) == 1
             assert gw.jobs.queued_work() == 1
+            jobs = (await call(gw, "GET", "/shipit/status")).json()["jobs"]
+            assert (jobs["slots"], jobs["reason_code"], jobs["left"]) == (1, "paced", 3000)
+            assert (jobs["line_s"], jobs["autoscaler_demand"]) == (0.5, 1)
             hold.set()
             assert (await interactive).status == 200
 
