@@ -110,9 +110,11 @@ class JobsService:
         self._last_reason = ""  # the job-slot decision's reason code, logged when it changes
         self.line_s: float | None = None  # seconds a job line holds a slot (EWMA), for pacing
         self._last: JobSlotsDecision | None = None  # the latest job-slot decision
-        if self.config.ttft_tolerance is not None:
-            for router in routers.values():
-                router.answer_listeners.append(self._on_answer)
+        # When an interactive request last finished: a job worker started (or woken) in a
+        # lull between two requests must not take the fleet for idle.
+        self._interactive_seen_s: float | None = None
+        for router in routers.values():
+            router.answer_listeners.append(self._on_answer)
         self._deployment_of: dict[str, str] = {}  # running job line -> its deployment
         self.yielded = 0  # job lines stopped so that a waiting interactive request got a slot
         if self.config.yield_to_interactive:
@@ -214,7 +216,15 @@ class JobsService:
         samples, self._samples = tuple(self._samples), []
         backlog = self.runner.backlog if self.runner is not None else ()
         snapshot = JobSlotsSnapshot(
-            now, capacity, in_flight, queued, jobs_in_flight, samples, backlog, self.line_s
+            now,
+            capacity,
+            in_flight,
+            queued,
+            jobs_in_flight,
+            samples,
+            backlog,
+            self.line_s,
+            self._interactive_seen_s,
         )
         decision, self.slots_state = job_slots(self.config, snapshot, self.slots_state)
         self._last = decision
@@ -244,7 +254,10 @@ class JobsService:
         self, lease: Lease, ttft_s: float | None, tpot_s: float | None, slo_met: bool
     ) -> None:
         view = lease.request
-        if ttft_s is None or view.request_id.startswith(JOB_REQUEST_PREFIX):
+        if view.request_id.startswith(JOB_REQUEST_PREFIX):
+            return
+        self._interactive_seen_s = self.clock.now()
+        if ttft_s is None or self.config.ttft_tolerance is None:
             return
         if self.runner is None or len(self._samples) >= MAX_SAMPLES:
             return  # no job worker takes them in (no jobs yet), or it is far behind

@@ -78,6 +78,7 @@ class JobSlotsSnapshot:
     samples: tuple[TtftSample, ...] = ()  # interactive TTFTs since the last decision
     backlog: tuple[Backlog, ...] = ()  # job lines left, by window
     line_s: float | None = None  # measured seconds a job line holds a slot; None: not yet
+    interactive_seen_s: float | None = None  # when an interactive request last finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +185,9 @@ def job_slots(
     interactive = max(0, snapshot.in_flight - snapshot.jobs_in_flight)
     if interactive or snapshot.queued:
         state = replace(state, last_interactive_s=now)
+    seen = snapshot.interactive_seen_s
+    if seen is not None and (state.last_interactive_s is None or seen > state.last_interactive_s):
+        state = replace(state, last_interactive_s=seen)  # finished between two decisions
     tol = config.ttft_tolerance
     if tol is not None:
         state = _fold(tol, snapshot, state)

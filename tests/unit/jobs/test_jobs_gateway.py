@@ -457,3 +457,13 @@ def test_answered_lines_measure_how_long_a_line_holds_a_slot(tmp_path: Path) -> 
         assert gw.jobs.line_s is not None
 
     asyncio.run(go())
+
+
+def test_a_job_worker_that_starts_in_a_lull_does_not_take_the_fleet_for_idle() -> None:
+    """The worker's first decision comes between two interactive requests (none in flight):
+    the last one finished 1 s ago, so jobs keep to the share, not every slot."""
+    cfg = parse_config({"jobs": {"max_share": 0.5, "idle_after_s": 5, "ttft_tolerance": None}}).jobs
+    lull = JobSlotsSnapshot(100.0, 16, 0, 0, 0, interactive_seen_s=99.0)
+    assert job_slots(cfg, lull, JobSlotsState())[0].limit == 8
+    quiet = JobSlotsSnapshot(100.0, 16, 0, 0, 0, interactive_seen_s=94.0)
+    assert job_slots(cfg, quiet, JobSlotsState())[0].limit == 16

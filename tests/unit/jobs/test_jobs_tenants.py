@@ -92,7 +92,7 @@ async def _wait(gw: Gateway, path: str, headers: dict[str, str]) -> dict[str, An
         if got["status"] in ("completed", "failed"):
             return got
         await asyncio.sleep(0.02)
-    raise AssertionError(f"{path} never finished")
+    raise AssertionError(f"{path} never finished {gw.jobs.status()}")
 
 
 def test_a_batch_line_may_only_name_a_model_the_tenant_may_use(tmp_path: Path) -> None:
@@ -156,6 +156,9 @@ def test_job_lines_are_charged_to_the_tenants_budget_and_stop_when_it_is_spent(
             ok = await call(gw, "POST", "/v1/chat/completions", chat, headers=keys["acme"])
             assert ok.status == 200  # 30 of 50 spent
             assert gw.security.state("acme").spent_tokens == 60
+            clock = gw.clock
+            assert isinstance(clock, FakeClock)
+            clock.advance(10.0)  # past idle_after_s: no interactive load to share with
             spent = await batch(3)
             assert spent["request_counts"] == {"total": 3, "completed": 0, "failed": 3}
             errors = await call(
