@@ -4,9 +4,11 @@
 Phase 1: closed-loop interactive streams only (``--concurrency`` clients, ``--requests`` in
 all). Phase 2: a batch of ``--lines`` lines is submitted through the Batches API, then the same
 interactive load runs while the batch does. Reports TTFT P50 / P99 of both phases, the
-ratio, and how long the batch took against its completion window. Run:
+ratio, and how long the batch took against its completion window (``--window``); the JSON
+also holds the gateway's job-slot decision once a second (``/shipit/status``'s ``jobs``).
+``--finish-by none`` turns pacing to the window off. Run:
 
-    uv run python benchmarks/jobs_interference.py [--lines 1500] [--max-share 0.5] [--json PATH]
+    uv run python benchmarks/jobs_interference.py [--lines 1500] [--window 1h] [--json PATH]
 """
 
 from __future__ import annotations
