@@ -335,8 +335,22 @@ class PlanePools:
                 f"replica {replica_id} is in pool {record.pool.value}; only spot replicas are "
                 "pre-empted"
             )
-        if replica_id in self.deadlines or record.state is not ReplicaState.READY:
-            raise PoolError(f"replica {replica_id} is {record.state.value}, already noticed")
+        if replica_id in self.deadlines:
+            left = self.deadlines[replica_id][1] - self.clock.now()
+            raise PoolError(
+                f"replica {replica_id} already has its notice ({max(left, 0):.0f}s left); "
+                "name another spot replica"
+            )
+        if replica_id in self.obtaining:
+            raise PoolError(
+                f"replica {replica_id} is still being obtained from the spot pool; only a ready "
+                "replica can be pre-empted: wait until it is ready (GET /shipit/status)"
+            )
+        if record.state is not ReplicaState.READY:
+            raise PoolError(
+                f"replica {replica_id} is {record.state.value}; only a ready replica can be "
+                "pre-empted: wait until it is ready (GET /shipit/status) or name another"
+            )
         return await self._notice(name, replica_id, cause)
 
     async def _notice(self, deployment: str, replica_id: str, cause: str) -> dict[str, Any]:

@@ -187,3 +187,26 @@ def test_a_planes_pool_and_fault_decisions_replay_to_the_same_decisions() -> Non
         for e in p.log.entries
     ]
     assert replay(tampered, {"chat": p.deployment.deployments[0]}).mismatches
+
+
+def test_a_notice_is_refused_until_the_replica_is_ready_and_only_once() -> None:
+    spot_only = {"on_demand": SPOT_CHEAP["on_demand"], "spot": SPOT_CHEAP["spot"]}
+
+    async def go() -> None:
+        p = Plane(spot_only)
+        (spot,) = await p.pools.start_replicas("chat", 1)
+        with pytest.raises(PoolError, match="is starting; only a ready replica"):
+            await p.pools.preempt(spot)
+        p.ready_all()
+        await p.pools.preempt(spot)
+        p.clock.advance(10)
+        with pytest.raises(PoolError, match=r"already has its notice \(20s left\)"):
+            await p.pools.preempt(spot)
+        slow = Plane({**spot_only, "spot": {**SPOT_CHEAP["spot"], "obtain_delay_s": 30.0}})
+        (waiting,) = await slow.pools.start_replicas("chat", 1)
+        with pytest.raises(PoolError, match="still being obtained"):
+            await slow.pools.preempt(waiting)
+        await slow.pools.close()
+        await p.pools.close()
+
+    asyncio.run(go())
