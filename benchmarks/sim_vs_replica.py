@@ -6,7 +6,8 @@ per word) and ``--output-tokens`` tokens; the client records each request's TTFT
 fleet simulator (``sim.fleet``: one pre-warmed replica of the same model, the engine's default
 scheduler settings) runs the same arrivals. Prints both, request by request in TTFT order,
 and writes ``benchmarks/results/sim_vs_replica.json``. The replica adds what the simulator
-leaves out (HTTP, tokenization, host time per step), so it runs a few percent slower; the unit
+leaves out (HTTP, tokenization; its host time per step runs under the previous step, as on an
+engine that schedules asynchronously), so it runs a little slower; the unit
 test ``tests/unit/sim/test_batched_prefill.py`` makes the same comparison on the replica's
 engine with a fake clock, where the two agree exactly.
 

@@ -12,9 +12,13 @@ argmax is a chosen token, over a small vocabulary, so the per-step Python cost s
 
 Simplifications, stated: the tokenizer is a word-hashing one (one token per whitespace-
 separated word, ids from a hash, so equal text gives equal ids and prefix caching behaves);
-generated tokens are never EOS, so every request runs to ``max_tokens``; host overhead
-(scheduling, sampling, HTTP) adds to the step time as it would on an engine without overlap.
-This module must not open sockets; its only clock use is the injected ``sleep``.
+generated tokens are never EOS, so every request runs to ``max_tokens``. The host's work between
+two steps (scheduling, sampling, streaming) runs while the previous step's modelled time
+passes, as on an engine that schedules asynchronously (vLLM's async scheduling): a step starts
+when the previous one ends if the host called it within the previous step's time, and when the
+host calls it otherwise (it was idle, or slower than the accelerator); so a replica keeps the
+modelled pace while its host keeps up, and sleeping late in one step is made up in the next.
+This module must not open sockets; its only clock use is the injected ``clock`` and ``sleep``.
 """
 
 from __future__ import annotations
@@ -54,8 +58,12 @@ CHATML_TEMPLATE = (
 
 
 class SimulatedExecutor:
-    """Implements the engine's ``Executor``: sleeps the modelled step time, then returns
-    one logit row per item that needs one, peaked at a non-EOS token."""
+    """Implements the engine's ``Executor``: waits until the modelled step ends, then returns
+    one logit row per item that needs one, peaked at a non-EOS token.
+
+    The accelerator's timeline: a step starts at the previous step's end when the host came
+    back within the previous step's time (its work overlapped that step), else when the host
+    calls; it ends ``step_time`` later, and ``execute`` sleeps until then."""
 
     def __init__(
         self,
@@ -63,14 +71,20 @@ class SimulatedExecutor:
         *,
         vocab_size: int = SIM_VOCAB_SIZE,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if vocab_size <= _FIRST_WORD_ID:
             raise ValueError(f"vocab_size must be > {_FIRST_WORD_ID}, got {vocab_size}")
         self.step_time = step_time
         self.vocab_size = vocab_size
         self.sleep = sleep
+        self.clock = clock
         self.num_steps = 0
         self.busy_s = 0.0  # modelled accelerator time, summed
+        self.hidden_s = 0.0  # host time between steps that ran under the previous step
+        self._ends_at: float | None = None  # the previous step's modelled end
+        self._last_s = 0.0  # the previous step's modelled time
+        self._returned_at = 0.0  # when the previous ``execute`` returned
 
     def next_token(self, item: ForwardItem) -> int:
         """A deterministic, non-special token for the position after ``item``."""
@@ -86,7 +100,17 @@ class SimulatedExecutor:
         logits = np.zeros((len(wanted), self.vocab_size), dtype=np.float32)
         for row, item in enumerate(wanted):
             logits[row, self.next_token(item)] = _CHOSEN_LOGIT
-        self.sleep(duration_s)
+        now = self.clock()
+        start = now
+        if self._ends_at is not None and now - self._returned_at <= self._last_s:
+            start = min(self._ends_at, now)  # the host's work ran under the previous step
+            self.hidden_s += now - start
+        self._ends_at = start + duration_s
+        self._last_s = duration_s
+        wait_s = self._ends_at - self.clock()
+        if wait_s > 0:
+            self.sleep(wait_s)
+        self._returned_at = self.clock()
         return logits
 
 
@@ -158,6 +182,7 @@ def build_simulated_engine(
     config: EngineConfig,
     *,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.perf_counter,
     calibration: Calibration = DEFAULT_CALIBRATION,
 ) -> LLMEngine:
     """An engine whose KV cache holds what ``spec``'s GPU holds for that model, timed by the
@@ -182,7 +207,7 @@ def build_simulated_engine(
         bos_token_id=1,
         eos_token_ids=(_EOS_ID,),
     )
-    executor = SimulatedExecutor(timing.step_time, sleep=sleep)
+    executor = SimulatedExecutor(timing.step_time, sleep=sleep, clock=clock)
     return LLMEngine(model_config, SimTokenizer(), executor, config=config, num_blocks=num_blocks)
 
 

@@ -34,16 +34,73 @@ def test_step_shape_splits_prefill_from_decode() -> None:
     assert (shape.prefill_tokens, shape.prefill_seqs, shape.prefill_context_tokens) == (64, 1, 32)
 
 
+class Clock:
+    """A clock that only the executor's sleeps and the test's ``host`` calls move."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+    def host(self, s: float) -> None:
+        self.now += s
+
+
 def test_executor_sleeps_the_modelled_time_and_peaks_a_non_eos_token() -> None:
-    slept: list[float] = []
+    clock = Clock()
+    slept = clock.slept
     ex = SimulatedExecutor(
-        lambda s: 0.001 * (s.decode_seqs + s.prefill_tokens), vocab_size=64, sleep=slept.append
+        lambda s: 0.001 * (s.decode_seqs + s.prefill_tokens),
+        vocab_size=64,
+        sleep=clock.sleep,
+        clock=clock,
     )
     logits = ex.execute([item("a", 1, 10), item("b", 5, 0, logits=False), item("c", 1, 3)])
     assert slept == [pytest.approx(0.007)] and ex.num_steps == 1
     assert logits.shape == (2, 64)
     tokens = np.argmax(logits, axis=1)
     assert all(t >= 3 for t in tokens)  # never <unk>, BOS or EOS
+
+
+def test_host_work_between_steps_runs_under_the_previous_step() -> None:
+    clock = Clock()
+    ex = SimulatedExecutor(lambda s: 0.010, vocab_size=64, sleep=clock.sleep, clock=clock)
+    batch = [item("a", 1, 10)]
+    ex.execute(batch)  # 100.000 -> 100.010
+    clock.host(0.002)  # scheduling, sampling, streaming: 2 ms, under the 10 ms step
+    ex.execute(batch)  # started at 100.010, when the previous step ended
+    assert clock.now == pytest.approx(100.020) and ex.hidden_s == pytest.approx(0.002)
+    clock.host(0.011)  # slower than the step: nothing to hide it under
+    ex.execute(batch)
+    assert clock.now == pytest.approx(100.041)
+    clock.host(5.0)  # idle until a request came: the step starts when the host calls
+    ex.execute(batch)
+    assert clock.now == pytest.approx(105.051)
+    assert clock.slept == pytest.approx([0.010, 0.008, 0.010, 0.010])
+    assert ex.busy_s == pytest.approx(0.040) and ex.hidden_s == pytest.approx(0.002)
+
+
+def test_a_late_wake_up_is_made_up_in_the_next_step() -> None:
+    clock = Clock()
+
+    asked: list[float] = []
+
+    def oversleep(s: float) -> None:
+        asked.append(s)
+        clock.host(s + 0.001)  # the OS wakes the thread 1 ms late
+
+    ex = SimulatedExecutor(lambda s: 0.010, vocab_size=64, sleep=oversleep, clock=clock)
+    for _ in range(3):
+        ex.execute([item("a", 1, 10)])
+    # Steps end at 100.010, .020, .030 on the model's clock; each wake-up is 1 ms late.
+    assert clock.now == pytest.approx(100.031)
+    assert asked == pytest.approx([0.010, 0.009, 0.009])
 
 
 def test_parse_spec() -> None:

@@ -33,7 +33,7 @@ def engine_times(jobs: list[Job], t: ReplicaTiming) -> dict[str, tuple[float, fl
         clock[0] += seconds
 
     base = build_simulated_engine("H100:llama-3.1-8b", t.model.engine, sleep=sleep)
-    executor = SimulatedExecutor(t.step_time, sleep=sleep)
+    executor = SimulatedExecutor(t.step_time, sleep=sleep, clock=lambda: clock[0])
     engine = LLMEngine(
         base.model_config, base.tokenizer, executor, config=t.model.engine,
         num_blocks=t.num_kv_blocks,
