@@ -13,8 +13,10 @@ plane's ready replicas (``/shipit/fleet``), sampled every second of the replay.
 
 Simulated: ``shipit sim fleet`` on the same file (its ``traffic:`` section: the same regions and
 shares, ``concurrency`` = the gateway's ``max_concurrency``, token rates derived from the same
-model and GPU) and the same trace (``--bucket-s 10``), for the same length. Its replica-seconds
-are its cost divided by the price per GPU-hour.
+model and GPU) and the same trace, for the same length: each request at its own time from the
+region the live replay sent it from (the trace's ``region`` field), request by request
+(``--traffic requests``, what ``auto`` picks for a trace this size). Its replica-seconds are
+its cost divided by the price per GPU-hour.
 
 By default both planes are held at one replica (``min_replicas = max_replicas = 1``, no
 autoscaling live), so replica-seconds agree by construction and the SLO attainment is the
@@ -241,9 +243,10 @@ def start_fleet(config: Path, logs: Path, door: int) -> subprocess.Popen[bytes]:
 def simulate(config: Path, arrivals: list[tuple[float, str]], args: argparse.Namespace) -> Any:
     path = config.with_name("trace.jsonl")
     with path.open("w") as f:
-        for t, _ in arrivals:
-            row = {"timestamp": int(t * 1000), "input_length": args.input}
-            f.write(json.dumps({**row, "output_length": args.output}) + "\n")
+        for t, region in arrivals:
+            row = {"timestamp": round(t, 6), "input_length": args.input}  # seconds
+            row |= {"output_length": args.output, "region": region}
+            f.write(json.dumps(row) + "\n")
     out = subprocess.run(
         [
             *(SHIPIT, "sim", "fleet", "--config", str(config), "--trace", str(path)),
@@ -327,6 +330,7 @@ def main() -> None:
             "slowest": sorted(results, key=lambda r: -(r["ttft_ms"] or 1e9))[:20],
         },
         "sim": {
+            "traffic": sim["traffic"],
             "requests": sim["requests"],
             "slo_attainment": sim["slo_attainment"],
             "regions": {k: v["slo_attainment"] for k, v in sim["regions"].items()},

@@ -26,9 +26,15 @@ from shipit.cli.sim_fleet_plots import write_fleet_plots
 from shipit.config.fleet import FleetConfig, load_fleet_config
 from shipit.config.gateway import ConfigError
 from shipit.engine.model_files import resolve_model
+from shipit.sim.fleet_exact import TraceArrival
 from shipit.sim.fleet_setup import fleet_setup
 from shipit.sim.regions import simulate_fleet
+from shipit.sim.results import SimRequest
 from shipit.sim.traces import parse_trace
+
+TRAFFIC_MODES = ("auto", "requests", "fluid")
+# Above this many requests over the run, --traffic auto takes the fluid model.
+EXACT_MAX_REQUESTS = 2_000_000
 
 HELP = (
     "Simulate a multi-region fleet for hours: client regions' demand routed to the planes "
@@ -49,10 +55,16 @@ HELP = (
     "optional residency; replica: concurrency and prefill/decode tokens per second, or "
     "model and gpu to derive them; ttft_slo_ms) and may have a simulation: section (tick_s, "
     "outages: [{plane, at_h, for_h}], spot_shortages: [...]).\n\n"
-    "Demand: --trace FILE (JSON lines or CSV, one request a line; counted in --bucket-s "
-    "buckets, lengths from the trace) or --rate-series FILE (CSV timestamp,rate, as shipit "
-    "plan procure reads it). The curve repeats to cover --hours; --rate-scale multiplies "
-    "it.\n\n"
+    "Demand: --trace FILE (JSON lines or CSV, one request a line, lengths from the trace, "
+    "an optional region column naming each request's client region) or --rate-series FILE "
+    "(CSV timestamp,rate, as shipit plan procure reads it). A trace's requests are replayed "
+    "one by one at their own times (--traffic requests: each routed by the global routing "
+    "policy with the planes' free slots and queues at that moment, each plane's gateway a "
+    "first-come-first-served queue in front of its slots), or counted in --bucket-s buckets "
+    "into a rate curve for the fluid model (--traffic fluid; the default for traces of more "
+    f"than {EXACT_MAX_REQUESTS:,} requests over the run, and for rate series). Demand "
+    "repeats to cover --hours; --rate-scale multiplies the rates (a trace replays that many "
+    "times faster).\n\n"
     "Examples:\n\n"
     "  shipit sim fleet --config examples/fleet.yaml --rate-series day.csv --hours 24\n\n"
     "  shipit sim fleet --config examples/fleet.yaml --trace trace.jsonl --rate-scale 50 "
@@ -93,8 +105,8 @@ def _derive_rates(
 
 def _demand(
     trace: Path | None, rate_series: Path | None, bucket_s: float
-) -> tuple[tuple[float, ...], float, list[tuple[int, int]] | None]:
-    """The rate curve, its step and, from a trace, each request's (prompt, output) tokens."""
+) -> tuple[tuple[float, ...], float, list[SimRequest] | None]:
+    """The rate curve, its step and, from a trace, its requests."""
     if (trace is None) == (rate_series is None):
         raise fail("give exactly one of --trace FILE or --rate-series FILE")
     if bucket_s <= 0:
@@ -110,7 +122,48 @@ def _demand(
     if len(requests) < 2:
         raise fail(f"--trace {trace}: {len(requests)} request(s); a demand curve needs more")
     rates = run(lambda: rates_from_timestamps([q.arrival_s for q in requests], bucket_s=bucket_s))
-    return rates, bucket_s, [(q.prompt_tokens, q.output_tokens) for q in requests]
+    return rates, bucket_s, requests
+
+
+def _exact(
+    traffic: str,
+    requests: list[SimRequest] | None,
+    fleet_cfg: FleetConfig,
+    *,
+    hours: float,
+    rate_scale: float,
+) -> tuple[TraceArrival, ...]:
+    """The trace's requests for request-exact traffic, or () for the fluid model."""
+    if traffic not in TRAFFIC_MODES:
+        raise fail(f"--traffic {traffic!r} is not known; use {', '.join(TRAFFIC_MODES)}")
+    if traffic == "fluid":
+        return ()
+    if requests is None:
+        if traffic == "requests":
+            raise fail(
+                "--traffic requests replays a trace's requests at their own times: give "
+                "--trace FILE (a rate series has no requests to replay; use --traffic fluid)"
+            )
+        return ()
+    span = max(requests[-1].arrival_s / rate_scale, 1e-9)
+    expected = len(requests) * hours * 3600.0 / span
+    if traffic == "auto" and expected > EXACT_MAX_REQUESTS:
+        return ()
+    assert fleet_cfg.traffic is not None
+    names = [r.name for r in fleet_cfg.traffic.regions]
+    out = []
+    for n, q in enumerate(requests, start=1):
+        region = None
+        if q.region is not None:
+            if q.region not in names:
+                raise fail(
+                    f"--trace request {n}: region {q.region!r} is not one of the traffic "
+                    f"section's regions ({', '.join(names)}); name one of those or drop the "
+                    "region field to have regions drawn by their shares"
+                )
+            region = names.index(q.region)
+        out.append(TraceArrival(q.arrival_s / rate_scale, q.prompt_tokens, q.output_tokens, region))
+    return tuple(out)
 
 
 def _service_cv2(lengths: list[tuple[int, int]], prefill: float, decode: float) -> float:
@@ -131,6 +184,13 @@ def fleet(
     bucket_s: float = typer.Option(60.0, "--bucket-s", help="Trace: step of the rate curve, s."),
     rate_scale: float = typer.Option(1.0, "--rate-scale", help="Multiply every rate."),
     sample_s: float = typer.Option(300.0, "--sample-s", help="Time-series resolution, s."),
+    traffic: str = typer.Option(
+        "auto",
+        "--traffic",
+        help="requests: replay the trace's requests at their own times, each routed and "
+        "queued on its own; fluid: Poisson draws from the rate curve on the M/G/c model; "
+        f"auto: requests for a trace of up to {EXACT_MAX_REQUESTS:,} requests over the run.",
+    ),
     out: Path | None = typer.Option(
         None, "--out", help="Write fleet_sim.json and PNG plots to this directory."
     ),
@@ -152,8 +212,10 @@ def fleet(
             "utc_offset_h, share) and the replica model (see docs/fleet.md and "
             "examples/fleet.yaml)"
         )
-    rates, step_s, lengths = _demand(trace, rate_series, bucket_s)
+    rates, step_s, requests = _demand(trace, rate_series, bucket_s)
     rates = tuple(r * rate_scale for r in rates)
+    exact = _exact(traffic, requests, fleet_cfg, hours=hours, rate_scale=rate_scale)
+    lengths = None if requests is None else [(q.prompt_tokens, q.output_tokens) for q in requests]
     if lengths:
         input_len = statistics.fmean(i for i, _ in lengths)
         output_len = statistics.fmean(o for _, o in lengths)
@@ -184,6 +246,7 @@ def fleet(
             decode_tokens_per_s=decode,
             service_cv2=cv2,
             sample_s=sample_s,
+            requests=exact,
         )
     )
     err, tty, shown = Console(stderr=True), sys.stderr.isatty(), [-1]
@@ -212,6 +275,7 @@ def fleet(
     payload: dict[str, Any] = {
         "config": str(config),
         "demand": str(trace or rate_series),
+        "traffic": "requests" if exact else "fluid",
         "seed": seed,
         "service": {
             "concurrency": svc.concurrency,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from shipit.config.fleet import FleetConfig
 from shipit.core.errors import InvalidRequestError
+from shipit.sim.fleet_exact import TraceArrival
 from shipit.sim.fleet_model import DemandModel, RegionShape, ServiceModel, normalise_regions
 
 
@@ -23,6 +24,9 @@ class FleetSimSetup:
     target_utilization: float = 0.7
     seed: int = 0
     sample_s: float = 300.0  # resolution of the time series
+    # Request-exact traffic (``sim.fleet_exact``): these requests at their own times instead
+    # of Poisson draws from the rate curve; empty: the fluid model.
+    requests: tuple[TraceArrival, ...] = ()
 
 
 def fleet_setup(
@@ -38,6 +42,7 @@ def fleet_setup(
     decode_tokens_per_s: float | None = None,
     service_cv2: float = 0.0,
     sample_s: float = 300.0,
+    requests: tuple[TraceArrival, ...] = (),
 ) -> FleetSimSetup:
     """The simulator's setup from ``fleet.yaml``'s ``traffic:`` section and a rate curve;
     lengths default to the section's (``service_cv2``, the spread of the requests' service
@@ -89,4 +94,5 @@ def fleet_setup(
         target_utilization=t.target_utilization,
         seed=seed,
         sample_s=sample_s,
+        requests=requests,
     )

@@ -5,7 +5,8 @@ At thousands of GPUs over a day the engine's steps are not simulated: each repli
 rates, and each plane's gateway one queue (``sim.fleet_model``). The fleet's own decisions run
 the live pure policies:
 
-- **traffic**, every ``tick_s``: Poisson arrivals per client region, routed in fractions
+- **traffic**, every ``tick_s``: a trace's requests one by one at their own times
+  (``sim.fleet_exact``), or Poisson arrivals per client region, routed in fractions
   through ``policy.global_routing.decide`` as single requests would be (nearest serving plane
   with a free slot, spill-over when it is full, residency; ``sim.fleet_traffic``); each
   plane's queue scores the tick's requests against the TTFT SLO, network latency in;
@@ -42,6 +43,7 @@ from shipit.policy import global_routing as gr
 from shipit.policy.autoscaling import AutoscalingSnapshot
 from shipit.policy.autoscaling import decide as autoscale
 from shipit.policy.node_health import NodeHealthState
+from shipit.sim.fleet_exact import ExactTraffic, PlaneQueue, exact_tick
 from shipit.sim.fleet_replicas import POOLS, PlaneSim, SimReplica, pool_config
 from shipit.sim.fleet_report import FleetTally
 from shipit.sim.fleet_setup import FleetSimSetup
@@ -95,6 +97,14 @@ class FleetSim:
         self.last_placement_s = 0.0
         self.rate_est = list(setup.demand.region_rps(0.0))  # until a placement measured it
         self.peak = dict.fromkeys(self.planes, 0)
+        self.exact = (
+            ExactTraffic(setup.requests, end_s=self.end_s, seed=setup.seed)
+            if setup.requests
+            else None
+        )
+        self.queues = {name: PlaneQueue() for name in self.planes}
+        self.next_probe = self.next_scale = 0.0
+        self.next_place = math.inf  # set when the run starts
 
     # -- events -------------------------------------------------------------------------
     def push(self, at_s: float, kind: int, key: str) -> None:
@@ -358,6 +368,42 @@ class FleetSim:
                     break
 
     # -- the run ------------------------------------------------------------------------
+    def events_until(self, now: float) -> None:
+        """Events and probes up to ``now``, in time order (an event first on a tie)."""
+        probe_s = self.f.failover.probe_interval_s
+        while True:
+            at = self.events[0][0] if self.events else math.inf
+            if self.next_probe <= now and self.next_probe < at:
+                self.probe(self.next_probe)
+                self.next_probe += probe_s
+            elif at <= now:
+                _, _, kind, key = heapq.heappop(self.events)
+                self.handle(at, kind, key)
+            else:
+                break
+
+    def catch_up(self, t: float) -> bool:
+        """Within a tick (request-exact traffic): everything due by ``t`` at its own time:
+        events, probes, placement and autoscaling. Whether anything ran."""
+        ran = False
+        while True:
+            at = min(
+                self.events[0][0] if self.events else math.inf,
+                self.next_probe,
+                self.next_place,
+                self.next_scale,
+            )
+            if at > t:
+                return ran
+            ran = True
+            self.events_until(at)
+            if self.next_place <= at:
+                self.place(at)
+                self.next_place += self.sim.placement_interval_s
+            if self.next_scale <= at:
+                self.autoscale(at)
+                self.next_scale += self.sim.autoscale_interval_s
+
     def run(self) -> dict[str, Any]:
         dt = self.sim.tick_s
         for w in self.sim.outages:
@@ -378,30 +424,22 @@ class FleetSim:
             ):
                 if not self.start(plane, 0.0, warm=True):
                     break
-        probe_s = self.f.failover.probe_interval_s
-        next_probe = next_scale = 0.0
-        next_place = self.sim.placement_interval_s
+        self.next_place = self.sim.placement_interval_s
         next_sample = 0.0
         ticks = math.ceil(self.end_s / dt)
         for i in range(ticks):
             now = i * dt
-            while True:  # events and probes up to now, in time order (an event first on a tie)
-                at = self.events[0][0] if self.events else math.inf
-                if next_probe <= now and next_probe < at:
-                    self.probe(next_probe)
-                    next_probe += probe_s
-                elif at <= now:
-                    _, _, kind, key = heapq.heappop(self.events)
-                    self.handle(at, kind, key)
-                else:
-                    break
-            if now >= next_place:
+            self.events_until(now)
+            if now >= self.next_place:
                 self.place(now)
-                next_place += self.sim.placement_interval_s
-            if now >= next_scale:
+                self.next_place += self.sim.placement_interval_s
+            if now >= self.next_scale:
                 self.autoscale(now)
-                next_scale += self.sim.autoscale_interval_s
-            route_tick(self, now, min(dt, self.end_s - now))
+                self.next_scale += self.sim.autoscale_interval_s
+            if self.exact is not None:
+                exact_tick(self, now, min(dt, self.end_s - now))
+            else:
+                route_tick(self, now, min(dt, self.end_s - now))
             for plane in self.planes.values():
                 plane.charge(min(dt, self.end_s - now))
                 held = sum(plane.holding(p) for p in POOLS)

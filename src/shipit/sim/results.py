@@ -28,6 +28,8 @@ class SimRequest:
     # ``prefix_block_tokens`` tokens, equal ids at equal positions equal content. Empty: the
     # prompt shares nothing.
     prefix_blocks: tuple[int, ...] = ()
+    # The client region a fleet trace names for it (``region`` column); None: not given.
+    region: str | None = None
     prefix_block_tokens: int = 512
 
 

@@ -7,7 +7,8 @@ and output token counts. Columns are found by common names (``timestamp``; ``inp
 datetimes; they are shifted so the first request arrives at 0. ``time_scale`` replays the trace
 that many times faster. A ``hash_ids`` field (prefix-block ids of 512 tokens, as in the Mooncake
 traces) becomes the request's ``prefix_blocks``, so the simulated prompts share prefixes as the
-trace's did. Pure: text in, records out; the caller reads the file. Errors say which
+trace's did; a ``region`` field names the request's client region (for ``shipit sim fleet``).
+Pure: text in, records out; the caller reads the file. Errors say which
 line, which column and what to do.
 """
 
@@ -152,11 +153,17 @@ def parse_trace(
             _tokens(r.get(o_key), o_key, n, minimum=1),
             prefix_blocks=_hash_ids(r.get("hash_ids"), n),
             prefix_block_tokens=HASH_BLOCK_TOKENS,
+            region=_region(r.get("region")),
         )
         for n, (t, r) in enumerate(zip(times, rows, strict=True), start=1)
     ]
     out.sort(key=lambda q: q.arrival_s)
     return out
+
+
+def _region(value: object) -> str | None:
+    """A ``region`` field: the client region's name (the fleet simulator's traffic regions)."""
+    return value.strip() or None if isinstance(value, str) else None
 
 
 def _hash_ids(value: object, row: int) -> tuple[int, ...]:

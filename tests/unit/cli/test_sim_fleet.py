@@ -34,7 +34,8 @@ fleet:
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(build_app(), ["sim", "fleet", *args])
+    # Wide enough that rich does not fold a long error (a temporary path) across lines.
+    result = CliRunner().invoke(build_app(), ["sim", "fleet", *args], env={"COLUMNS": "400"})
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -158,3 +159,36 @@ def test_the_spread_of_a_traces_service_times_sets_the_wait_variability(tmp_path
     )
     assert code == 0, stdout
     assert json.loads(stdout)["service"]["service_cv2"] == 0.2066
+
+
+def test_a_trace_is_replayed_request_by_request_unless_fluid_is_asked(tmp_path: Path) -> None:
+    cfg, series = files(tmp_path)
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(  # 5/s for 120 s, every request from Europe
+        "".join(
+            f'{{"timestamp": {i * 0.2:.1f}, "input_length": 2000, "output_length": 50, '
+            '"region": "europe"}\n'
+            for i in range(600)
+        )
+    )
+    base = ("--config", str(cfg), "--trace", str(trace), "--hours", "0.02", "-o", "json")
+    code, stdout, _ = invoke(*base)
+    assert code == 0, stdout
+    exact = json.loads(stdout)
+    assert exact["traffic"] == "requests"
+    assert exact["requests"] == 360  # 72 s at exactly 5/s
+    assert set(exact["routed_to"]) == {"europe->eu-west"}  # the trace's region, all of them
+    code, stdout, _ = invoke(*base, "--traffic", "fluid")
+    assert code == 0, stdout
+    fluid = json.loads(stdout)
+    assert fluid["traffic"] == "fluid" and fluid["requests"] != 360  # Poisson draws
+    assert "americas->us-east" in fluid["routed_to"]  # regions by their shares
+    code, _, err = invoke(
+        "--config", str(cfg), "--rate-series", str(series), "--traffic", "requests"
+    )
+    assert code == 2 and "give --trace FILE" in err
+    code, _, err = invoke(*base, "--traffic", "exact")
+    assert code == 2 and "--traffic 'exact' is not known" in err
+    trace.write_text(trace.read_text().replace('"europe"', '"asia"', 1))
+    code, _, err = invoke(*base)
+    assert code == 2 and "request 1: region 'asia' is not one of" in err and "americas" in err

@@ -20,6 +20,16 @@ def test_jsonl_milliseconds_sorted_from_zero() -> None:
     assert [(q.prompt_tokens, q.output_tokens) for q in reqs] == [(6758, 500), (200, 1), (100, 5)]
 
 
+def test_a_region_field_names_the_client_region() -> None:
+    jsonl = (
+        '{"timestamp": 0.5, "input_length": 10, "output_length": 2, "region": "europe"}\n'
+        '{"timestamp": 0.0, "input_length": 10, "output_length": 2}\n'
+    )
+    assert [q.region for q in parse_trace(jsonl)] == [None, "europe"]
+    csv = "timestamp,input_tokens,output_tokens,region\n0,10,2, asia \n1,10,2,\n"
+    assert [q.region for q in parse_trace(csv)] == ["asia", None]
+
+
 def test_time_scale_replays_faster() -> None:
     assert [q.arrival_s for q in parse_trace(MOONCAKE, time_scale=3)] == [0.0, 0.5, 1.0]
 
