@@ -150,6 +150,7 @@ def exact_tick(sim: FleetSim, now: float, dt: float) -> None:
     queues = sim.queues
     _sync(sim, now)
     for at, req in traffic.due(now + dt):
+        _settle(sim, at)
         if sim.catch_up(at):  # a replica ready or gone, a probe, a scaling decision since
             _sync(sim, at)
         i = traffic.region(req, sim.s.demand.region_weights(at))
@@ -157,7 +158,6 @@ def exact_tick(sim: FleetSim, now: float, dt: float) -> None:
         views = []
         for name, p in sim.planes.items():
             q = queues[name]
-            _credit(sim, name, q.settle(at))
             slots = len(q.free_at)
             views.append(
                 gr.PlaneView(
@@ -197,10 +197,19 @@ def exact_tick(sim: FleetSim, now: float, dt: float) -> None:
         if wait + prefill_s + d.latency_ms / 1000.0 <= sim.s.ttft_slo_s:
             tally.met[i] += 1
             sim.win_met[i] += 1
-    end = now + dt
+    _settle(sim, now + dt)
+
+
+def _settle(sim: FleetSim, t: float) -> None:
+    """Count what has finished by ``t``; each plane's queue and requests in service then (what
+    the autoscaler and the fault handlers read)."""
     for name, p in sim.planes.items():
-        q = queues[name]
-        _credit(sim, name, q.settle(end))
+        q = sim.queues[name]
+        done, busy_s = q.settle(t)
+        if done:
+            p.completed_f += done
+            p.completed = int(p.completed_f)
+            p.service_total_s += busy_s
         p.backlog = float(q.queued)
         p.busy = float(q.in_service)
 
@@ -217,12 +226,3 @@ def _sync(sim: FleetSim, now: float) -> None:
 def _dead_share(plane: PlaneSim) -> float:
     ready = plane.count(_READY)
     return plane.dead_ready / ready if ready else 1.0
-
-
-def _credit(sim: FleetSim, name: str, done: tuple[int, float]) -> None:
-    n, busy_s = done
-    if n:
-        p = sim.planes[name]
-        p.completed_f += n
-        p.completed = int(p.completed_f)
-        p.service_total_s += busy_s

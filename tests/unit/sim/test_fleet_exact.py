@@ -109,3 +109,29 @@ def test_plane_queue_drops_what_would_wait_past_the_timeout_and_keeps_early_slot
     q.resize(1, 5.0)  # a replica went: the slot that frees last goes with it
     assert q.free_at == [8.0]
     assert q.admit(5.0, 1.0, timeout_s=10.0) == pytest.approx(3.0)
+
+
+def test_events_happen_between_requests_not_at_the_next_tick() -> None:
+    # An outage at 12 s, inside the 10-20 s tick: the request at 13 s reaches the plane after
+    # it went down (before its probes failed: sent there, failed); by 17 s three failed
+    # probes have taken it out and the far plane serves. On 10 s ticks the outage would have
+    # begun at 20 s and all three would have been served near.
+    cfg = parse_fleet_config(
+        {
+            "fleet": {
+                "traffic": TRAFFIC,
+                "planes": [NEAR, FAR],
+                "simulation": {"outages": [{"plane": "near", "at_h": 12 / 3600, "for_h": 1}]},
+            }
+        }
+    )
+    setup = fleet_setup(
+        cfg,
+        rates_rps=(1.0,),
+        step_s=60,
+        hours=30 / 3600,
+        requests=(req(11), req(13), req(17), LATE),
+    )
+    out = simulate_fleet(setup)
+    assert out["routed_to"] == {"west->near": 2, "west->far": 1}
+    assert out["failed"] == 1 and out["slo_attainment"] == pytest.approx(2 / 3, abs=1e-4)
