@@ -26,7 +26,10 @@ ROLLOUT = {
     "keep_old_s": 3,
     "warmup_timeout_s": 60,
     "steps_percent": [20, 50],
-    "analysis": {"interval_s": 2, "min_samples": 10},
+    # On two shared cores a freshly started replica's median TTFT has come out 10.7 % above the
+    # old ones' (12.7 vs 11.5 ms, CI) with the same version: the test floor is 25 %, well under
+    # what the slower candidate costs (an A100 step is 1.6x an H100's for this model).
+    "analysis": {"interval_s": 2, "min_samples": 10, "min_latency_increase": 0.25},
 }
 
 
