@@ -130,6 +130,33 @@ class PrefixCacheConfig(_Strict):
         "directory or a .gguf file)",
     )
     kv_event_poll_s: float = Field(0.5, gt=0)
+    kv_events_feed: Literal["http", "zmq"] = Field(
+        "http",
+        description="with source kv_events, where each replica's feed is read: http (shipit "
+        "replicas' GET /v1/kv_events, polled) or zmq (vLLM's KV-event publisher, "
+        "--kv-events-config with publisher zmq)",
+    )
+    kv_events_endpoint: str = Field(
+        "tcp://{host}:5557",
+        description="zmq feed: the publisher's address; {host} is the replica URL's host",
+    )
+    kv_events_replay_endpoint: str | None = Field(
+        None,
+        description="zmq feed: the publisher's replay address (vLLM's replay_endpoint, e.g. "
+        "tcp://{host}:5558), to fetch missed batches; without it a gap rebuilds the "
+        "replica's index from the feed",
+    )
+    kv_events_topic: str = Field("", description="zmq feed: the topic vLLM publishes under")
+
+    @field_validator("kv_events_endpoint", "kv_events_replay_endpoint")
+    @classmethod
+    def _zmq_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("tcp://", "ipc://")):
+            raise ValueError(
+                f"{value!r} is not a ZeroMQ address: give tcp://HOST:PORT (HOST may be {{host}}, "
+                "the replica URL's host), e.g. tcp://{host}:5557, or ipc://PATH"
+            )
+        return value
 
     @field_validator("tokenizer", mode="before")
     @classmethod

@@ -7,7 +7,9 @@ the consecutive-probe counts it keeps between ticks, records the decision in the
 and applies its target state through the router. Ready replicas also get their load read
 (``GET /metrics``: vLLM's ``num_requests_waiting`` and ``kv_cache_usage_perc``); a replica that
 may become ready first has its adapters listed (``GET /v1/models``); with precise prefix routing,
-``GET /v1/kv_events`` feeds the prefix index. ``run`` ticks forever at the deployment's
+``GET /v1/kv_events`` feeds the prefix index (or, for vLLM replicas, a ZeroMQ subscriber per
+replica: ``services.kv_feed_vllm``, started once the replica is ready, stopped when it leaves
+the registry or the monitor stops). ``run`` ticks forever at the deployment's
 interval. It also owns ``AdapterLoader``, which loads a LoRA adapter through a replica's admin
 API once, however many requests wait for it. Probing goes through the ``Upstream`` seam; this
 module decides no state change itself and routes nothing.
@@ -27,6 +29,7 @@ from shipit.core.fleet import ReplicaState
 from shipit.core.urls import redact_url
 from shipit.policy import health
 from shipit.policy.health import HealthDecision, HealthSnapshot, HealthState, ProbeOutcome
+from shipit.services.kv_feed_vllm import KvUpdate, ZmqKvFeed, endpoint_for
 from shipit.services.router import RouterService
 from shipit.services.upstream import Upstream, UpstreamError
 
@@ -76,21 +79,34 @@ class ReplicaMonitor:
         self.log = log
         self.state = HealthState()
         self._kv_after: dict[str, int] = {}
+        self.feeds: dict[str, tuple[ZmqKvFeed, asyncio.Task[None]]] = {}
 
     async def tick(self) -> None:
         ids = self.router.registry.ids()
         self.state = health.forget(self.state, ids)  # replicas gone since the last tick
+        for gone in [rid for rid in self.feeds if rid not in ids]:
+            self.feeds.pop(gone)[1].cancel()
         await asyncio.gather(*(self._probe(rid) for rid in ids))
         self.router.dispatch()  # ejections may have ended; replicas may have become ready
 
     async def run(self) -> None:
         interval = self.router.deployment.health_interval_s
-        while True:
-            try:
-                await self.tick()
-            except Exception:  # a probe bug must not stop health checking
-                logger.exception("replica monitor tick failed")
-            await asyncio.sleep(interval)
+        try:
+            while True:
+                try:
+                    await self.tick()
+                except Exception:  # a probe bug must not stop health checking
+                    logger.exception("replica monitor tick failed")
+                await asyncio.sleep(interval)
+        finally:
+            await self.stop_feeds()
+
+    async def stop_feeds(self) -> None:
+        tasks = [task for _, task in self.feeds.values()]
+        self.feeds.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _probe(self, replica_id: str) -> None:
         record = self.router.registry.get(replica_id)
@@ -111,7 +127,10 @@ class ReplicaMonitor:
         current = self.router.registry.get(replica_id)
         if outcome.ok and current is not None and current.state is ReplicaState.READY:
             await self._refresh_load(replica_id, url)
-            if self.router.deployment.routing.prefix_cache.source == "kv_events":
+            pc = self.router.deployment.routing.prefix_cache
+            if pc.source == "kv_events" and pc.kv_events_feed == "zmq":
+                self._ensure_feed(replica_id, url)
+            elif pc.source == "kv_events":
                 await self.pull_kv_events(replica_id)
 
     async def _get(self, url: str) -> tuple[int, bytes]:
@@ -161,6 +180,33 @@ class ReplicaMonitor:
             replica_id, [str(m["id"]) for m in data if m.get("parent")]
         )
 
+    def _ensure_feed(self, replica_id: str, url: str) -> None:
+        """A vLLM KV-event subscriber for a ready replica, unless one runs (it outlives
+        unhealthy spells: the publisher's sequence numbers say what was missed)."""
+        running = self.feeds.get(replica_id)
+        if running is not None and not running[1].done():
+            return
+        pc = self.router.deployment.routing.prefix_cache
+        replay = pc.kv_events_replay_endpoint
+
+        def apply(update: KvUpdate, rid: str = replica_id) -> None:
+            self.router.apply_kv_events(
+                rid, stored=list(update.stored), evicted=list(update.evicted), reset=update.reset
+            )
+
+        feed = ZmqKvFeed(
+            replica_id,
+            endpoint=endpoint_for(pc.kv_events_endpoint, url),
+            replay_endpoint=endpoint_for(replay, url) if replay else None,
+            topic=pc.kv_events_topic,
+            apply=apply,
+            block_size=pc.block_size_tokens,
+            max_entries=2 * max(self.router.prefix_index.capacity(replica_id), 1),
+        )
+        task = asyncio.create_task(feed.run(), name=f"kv-feed-{replica_id}")
+        task.add_done_callback(_log_feed_end)
+        self.feeds[replica_id] = (feed, task)
+
     async def pull_kv_events(self, replica_id: str) -> None:
         """Read a replica's KV-event feed from where we left off into the prefix index."""
         record = self.router.registry.get(replica_id)
@@ -181,6 +227,11 @@ class ReplicaMonitor:
         reset = bool(page.get("truncated"))
         self.router.apply_kv_events(replica_id, stored=stored, evicted=evicted, reset=reset)
         self._kv_after[replica_id] = int(page.get("next_after", after))
+
+
+def _log_feed_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("kv event feed %s stopped: %r", task.get_name(), task.exception())
 
 
 class AdapterLoader:
