@@ -79,13 +79,14 @@ class ReplicaMonitor:
         self.log = log
         self.state = HealthState()
         self._kv_after: dict[str, int] = {}
-        self.feeds: dict[str, tuple[ZmqKvFeed, asyncio.Task[None]]] = {}
+        self.feeds: dict[str, tuple[ZmqKvFeed | None, asyncio.Task[None]]] = {}
 
     async def tick(self) -> None:
         ids = self.router.registry.ids()
         self.state = health.forget(self.state, ids)  # replicas gone since the last tick
         for gone in [rid for rid in self.feeds if rid not in ids]:
             self.feeds.pop(gone)[1].cancel()
+            self._kv_after.pop(gone, None)
         await asyncio.gather(*(self._probe(rid) for rid in ids))
         self.router.dispatch()  # ejections may have ended; replicas may have become ready
 
@@ -127,11 +128,8 @@ class ReplicaMonitor:
         current = self.router.registry.get(replica_id)
         if outcome.ok and current is not None and current.state is ReplicaState.READY:
             await self._refresh_load(replica_id, url)
-            pc = self.router.deployment.routing.prefix_cache
-            if pc.source == "kv_events" and pc.kv_events_feed == "zmq":
+            if self.router.deployment.routing.prefix_cache.source == "kv_events":
                 self._ensure_feed(replica_id, url)
-            elif pc.source == "kv_events":
-                await self.pull_kv_events(replica_id)
 
     async def _get(self, url: str) -> tuple[int, bytes]:
         if self._headers is None:
@@ -181,12 +179,19 @@ class ReplicaMonitor:
         )
 
     def _ensure_feed(self, replica_id: str, url: str) -> None:
-        """A vLLM KV-event subscriber for a ready replica, unless one runs (it outlives
-        unhealthy spells: the publisher's sequence numbers say what was missed)."""
+        """A ready replica's KV-event feed, unless one runs: its ``/v1/kv_events`` polled every
+        ``kv_event_poll_s`` (shipit replicas), or a subscriber to vLLM's publisher. Either
+        outlives unhealthy spells (sequence numbers say what was missed) and ends when the
+        replica leaves the registry."""
         running = self.feeds.get(replica_id)
         if running is not None and not running[1].done():
             return
         pc = self.router.deployment.routing.prefix_cache
+        if pc.kv_events_feed == "http":
+            poll = asyncio.create_task(self._poll_kv(replica_id), name=f"kv-feed-{replica_id}")
+            poll.add_done_callback(_log_feed_end)
+            self.feeds[replica_id] = (None, poll)
+            return
         replay = pc.kv_events_replay_endpoint
 
         def apply(update: KvUpdate, rid: str = replica_id) -> None:
@@ -206,6 +211,12 @@ class ReplicaMonitor:
         task = asyncio.create_task(feed.run(), name=f"kv-feed-{replica_id}")
         task.add_done_callback(_log_feed_end)
         self.feeds[replica_id] = (feed, task)
+
+    async def _poll_kv(self, replica_id: str) -> None:
+        interval_s = self.router.deployment.routing.prefix_cache.kv_event_poll_s
+        while self.router.registry.get(replica_id) is not None:
+            await self.pull_kv_events(replica_id)
+            await asyncio.sleep(interval_s)
 
     async def pull_kv_events(self, replica_id: str) -> None:
         """Read a replica's KV-event feed from where we left off into the prefix index."""

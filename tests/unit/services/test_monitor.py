@@ -133,7 +133,11 @@ def test_a_replica_that_restarts_between_probes_has_its_adapters_read_again() ->
 
 def test_kv_event_pages_are_applied_and_resumed() -> None:
     router, replica, monitor = setup(
-        routing={"policy": "prefix_cache", "prefix_cache": {"source": "kv_events"}}
+        routing={
+            "policy": "prefix_cache",
+            "prefix_cache": {"source": "kv_events", "kv_event_poll_s": 0.05},
+        },
+        health_interval_s=30,
     )
     replica.health_status = 200
     replica.kv_pages = [
@@ -144,11 +148,26 @@ def test_kv_event_pages_are_applied_and_resumed() -> None:
         },
         {"events": [{"kind": "evicted", "block_hash": 6}], "truncated": False, "next_after": 2},
     ]
-    asyncio.run(monitor.tick())
     policy = router.policy("prefix_cache")
-    assert policy.index.match_blocks("a", [5, 6]) == 2  # type: ignore[attr-defined]
-    asyncio.run(monitor.pull_kv_events("a"))
-    assert policy.index.match_blocks("a", [5, 6]) == 1  # type: ignore[attr-defined]
+
+    async def go() -> None:
+        clock = asyncio.get_running_loop().time
+        await monitor.tick()  # ready: the replica's feed starts, and reads the first page now
+        await asyncio.sleep(0)
+        assert policy.index.match_blocks("a", [5, 6]) == 2  # type: ignore[attr-defined]
+        start = clock()
+        async with asyncio.timeout(2):
+            while policy.index.match_blocks("a", [5, 6]) != 1:  # type: ignore[attr-defined]
+                await asyncio.sleep(0.01)
+        # The next page came one kv_event_poll_s later, not at the next health probe.
+        assert 0.04 <= clock() - start < 0.5
+        assert replica.kv_pages == []
+        router.remove_replica("a")
+        await monitor.tick()
+        assert monitor.feeds == {}
+        await monitor.stop_feeds()
+
+    asyncio.run(go())
 
 
 def test_adapter_loader_calls_once_and_explains_missing_paths() -> None:
