@@ -155,7 +155,11 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--max-prompt-tokens", type=int, default=120_000)
     p.add_argument("--prefill-us-per-token", type=float, default=30.0)
-    p.add_argument("--max-affinity-wait-s", type=float, default=2.0)
+    p.add_argument(
+        "--max-affinity-wait-s",
+        type=float,
+        default=PrefixCacheConfig.model_fields["max_affinity_wait_s"].default,
+    )
     p.add_argument("--capacity", type=float, default=None, help="req/s (default: measured)")
     p.add_argument("--out", type=Path, default=None, help="append JSON lines here")
     p.add_argument(

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from routing import Req, _get_json, _pct, drive, replica_urls, scrape, stop
+from shipit.config.gateway import PrefixCacheConfig
 from shipit.engine.block_manager import hash_prompt_blocks
 from shipit.sim.prompts import prompt_token_ids
 from shipit.sim.results import SimRequest
@@ -165,12 +166,7 @@ def sim_replay(
 def capacity_rps(args: argparse.Namespace, reqs: list[SimRequest]) -> float:
     """Requests a second the simulated fleet finishes when the subset arrives at once, routed
     by ``prefix_cache`` (the replay ``shipit sim replay`` runs, with nothing dropped)."""
-    from shipit.config.gateway import (
-        DeploymentConfig,
-        PrefixCacheConfig,
-        QueueingConfig,
-        RoutingConfig,
-    )
+    from shipit.config.gateway import DeploymentConfig, QueueingConfig, RoutingConfig
     from shipit.engine.engine import EngineConfig
     from shipit.engine.sim_timing import ReplicaModel
     from shipit.sim.fleet import FleetSim
@@ -439,7 +435,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="the replicas' prefill time a token (h100, llama-3.1-8b)",
     )
-    parser.add_argument("--max-affinity-wait-s", type=float, default=2.0)
+    parser.add_argument(
+        "--max-affinity-wait-s",
+        type=float,
+        default=PrefixCacheConfig.model_fields["max_affinity_wait_s"].default,
+    )
     parser.add_argument("--sim-only", action="store_true", help="skip the live runs")
     parser.add_argument(
         "--sim-repeats",

@@ -110,7 +110,7 @@ def replay(
         help="prefix_cache: the prefill time of a token it weighs a cache holder's queue with.",
     ),
     max_affinity_wait_s: float = typer.Option(
-        2.0,
+        PrefixCacheConfig.model_fields["max_affinity_wait_s"].default,
         "--max-affinity-wait-s",
         help="prefix_cache: the longest a request waits for its full cache holder (0: never).",
     ),

@@ -101,8 +101,11 @@ class PrefixCacheConfig(_Strict):
         description="prefill time of one uncached prompt token on a replica, until the router "
         "has measured each replica's own",
     )
+    # 8 s, not 2: on a saturated fleet (first tokens tens of seconds away everywhere) a 2 s
+    # bound sent long conversations away from their holder and recomputed them; 8 and 16 gave
+    # the same replays (docs/gateway.md, "The holder's slack and the wait decision").
     max_affinity_wait_s: float = Field(
-        2.0,
+        8.0,
         ge=0,
         description="how long a request waits for its full cache holder to save prefill; past "
         "it, it waits on only while the holder's first token is still expected sooner than "

@@ -40,7 +40,9 @@ SLACK = plan_for(
     "prefix_cache",
     RoutingConfig(
         policy="prefix_cache",
-        prefix_cache=PrefixCacheConfig(prefill_us_per_token=1000.0, token_imbalance_ratio=1.3),
+        prefix_cache=PrefixCacheConfig(
+            prefill_us_per_token=1000.0, token_imbalance_ratio=1.3, max_affinity_wait_s=2.0
+        ),
     ),
 )
 
@@ -393,3 +395,19 @@ def test_the_default_slack_keeps_a_follow_up_on_its_holder_up_to_3x_later() -> N
     d = route((rep("a", 3), rep("b")), paces, now=0.4, plan=default)
     assert (d.replica_id, d.reason_code) == ("b", "imbalance_guard")
     assert "ratio > 3)" in d.reason
+
+
+def test_the_default_bound_keeps_a_saturated_fleets_conversation_on_its_holder() -> None:
+    """The default bound (8 s): on a full fleet, 3.6 s into the wait with a slot ~1 s away, the
+    holder still gives the first token in 1.1 s against 1.7 s elsewhere: wait on. Under the
+    old default of 2 s the same request left and recomputed its 1,600 cached tokens."""
+    paces = (ReplicaPace("a", 2.0, 0, 1), ReplicaPace("b", 2.0))
+    fleet = (rep("a", 4), rep("b"))
+    default = PrefixCacheConfig(prefill_us_per_token=1000.0)
+    old = default.model_copy(update={"max_affinity_wait_s": 2.0})
+    for pc, code in ((default, "wait_for_holder"), (old, "holder_busy")):
+        plan = plan_for("prefix_cache", RoutingConfig(policy="prefix_cache", prefix_cache=pc))
+        d = route(fleet, paces, now=13.6, holding_since_s=10.0, plan=plan)
+        assert d.reason_code == code, d.reason
+        if pc is default:
+            assert "waited 3.60 s of 8 s" in d.reason
