@@ -584,6 +584,12 @@ def main_long_streams(args: argparse.Namespace) -> None:
             ("direct", fake_urls[0], None, HEADERS),
             ("shipit", gw_url, gw.pid, HEADERS),
         ]
+        if args.baseline_src is not None:  # the same case through an older checkout's gateway
+            bgw, bgw_url, _log = start_gateway(
+                fake_urls, 0, args.baseline_src, cap_per_replica=cap
+            )
+            procs.append(bgw)
+            systems.append(("shipit-baseline", bgw_url, bgw.pid, HEADERS))
         if args.vllm_router_bin:
             vr, vr_url, _cmd = start_vllm_router(args.vllm_router_bin, fake_urls, 0)
             procs.append(vr)

@@ -34,6 +34,7 @@ from shipit.gateway import pool_routes, rollout_routes, routes, scaling_routes
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.catalog import Catalog
 from shipit.gateway.console_fleet import console_app
+from shipit.gateway.direct import DIRECT_BODY
 from shipit.gateway.edge import HEADERS, PARSED_BODY
 from shipit.gateway.errors import error_json, kind_of
 from shipit.gateway.history import CounterHistory, registry_reader
@@ -367,7 +368,8 @@ class Gateway:
         watcher.add_done_callback(_client_left)
         status, policy = 499, "-"
         try:
-            outcome = await self.proxy.forward(view, body, router, send, guard)
+            direct = scope.get("extensions", {}).get(DIRECT_BODY)
+            outcome = await self.proxy.forward(view, body, router, send, guard, direct)
             status, policy = outcome.status, outcome.policy
         except asyncio.CancelledError:
             if not (watcher.done() and not watcher.cancelled()):

@@ -12,7 +12,8 @@ hands everything buffered to the real transport in one write. Nothing is held ba
 than the current iteration: a chunk that arrives alone goes out at the end of the iteration
 it came in, so a token's latency grows by at most the callbacks already queued in that
 iteration. ``close`` and ``write_eof`` flush first; ``abort`` drops the buffer (as the real
-transport drops its own). Everything else is the real transport's.
+transport drops its own). ``write_through`` writes at once when nothing is waiting for the
+flush (the gateway's direct body writes use it). Everything else is the real transport's.
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ class CoalescingTransport(asyncio.Transport):
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)
+
+    def write_through(self, data: bytes) -> None:
+        """``data`` to the connection now, unless this iteration already wrote something
+        (then after it, in the same flush): for a chunk that arrives alone, as a long
+        stream's tokens do, one system call and no callback to schedule."""
+        if self._buf:
+            self._buf.append(data)
+        elif data:
+            self._t.write(data)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:

@@ -9,6 +9,8 @@ headers beyond ``max_header_bytes`` get a 431 and the connection is closed. ``pr
 binds the limits into a class for ``uvicorn.Config(http=...)``. It must not see requests'
 bodies or the app. Its transport coalesces writes per event-loop iteration
 (``gateway.coalesce``): a response's head and the chunks ready with it leave in one write.
+Each request's scope carries a ``gateway.direct.DirectBody`` for writing its body chunks
+without a trip through ``send``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shipit.gateway.coalesce import CoalescingTransport
+from shipit.gateway.direct import DIRECT_BODY, DirectBody
 
 _431 = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -97,6 +100,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         if not self.transport.is_closing():
             super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is not None and cycle.scope is self.scope:  # not for an upgrade
+                ext = self.scope.setdefault("extensions", {})
+                ext[DIRECT_BODY] = DirectBody(cycle)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         if not self.transport.is_closing() and self.cycle is not None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from shipit.config.upstream_auth import UpstreamHeaders
 from shipit.core.views import RequestView
+from shipit.gateway.direct import DirectBody
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.request_core import (
     BrokenMidStream,
@@ -89,10 +90,20 @@ class Proxy:
         self.metrics = metrics
 
     async def forward(
-        self, view: RequestView, body: bytes, router: RouterService, send: Send, guard: Guard
+        self,
+        view: RequestView,
+        body: bytes,
+        router: RouterService,
+        send: Send,
+        guard: Guard,
+        direct: DirectBody | None = None,
     ) -> Outcome:
+        """``direct``, the server's way to write body chunks past ``send``, is used when
+        ``send`` is the server's own: each chunk then goes from the replica's connection to
+        the client's in one callback (``gateway.direct``)."""
         outcome = Outcome(499)
-        async with aclosing(self.core.run(view, body, router)) as events:
+        sink = _Sink(direct, guard) if direct is not None and direct.serves(send) else None
+        async with aclosing(self.core.run(view, body, router, sink)) as events:
             async for ev in events:
                 if type(ev) is bytes:
                     if ev.endswith(DONE_TAIL):
@@ -152,6 +163,27 @@ async def _reply_error(
     guard.active = False
     event = b"data: " + body + b"\n\n" + DONE_TAIL
     await send({"type": "http.response.body", "body": event, "more_body": False})
+
+
+class _Sink:
+    """The request core's body sink over ``DirectBody``: the chunk that ends the stream
+    (``data: [DONE]``) also turns the guard off, as ``forward`` does for a chunk it sends."""
+
+    __slots__ = ("_direct", "_guard")
+
+    def __init__(self, direct: DirectBody, guard: Guard) -> None:
+        self._direct, self._guard = direct, guard
+
+    def ready(self) -> bool:
+        return self._direct.ready()
+
+    def write(self, chunk: bytes) -> bool:
+        if chunk.endswith(DONE_TAIL):
+            self._guard.active = False
+        return self._direct.write(chunk)
+
+    async def drain(self) -> None:
+        await self._direct.drain()
 
 
 @dataclass(slots=True)

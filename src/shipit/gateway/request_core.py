@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from shipit.config.upstream_auth import UpstreamHeaders
 from shipit.core import openai_errors as oe
@@ -32,9 +33,31 @@ from shipit.gateway.metrics import GatewayMetrics
 from shipit.policy.reliability import classify_status
 from shipit.services.monitor import AdapterLoader
 from shipit.services.router import AdmissionError, Lease, RouterService
-from shipit.services.upstream import MidStreamError, Upstream, UpstreamError, UpstreamResponse
+from shipit.services.upstream import (
+    MidStreamError,
+    Upstream,
+    UpstreamError,
+    UpstreamResponse,
+    relay,
+)
 
 Headers = tuple[tuple[bytes, bytes], ...]
+
+
+class BodySink(Protocol):
+    """Where a front door wants body chunks written directly, instead of yielded."""
+
+    def ready(self) -> bool:
+        """Asked once the front door took ``Started``: whether ``write`` may be used."""
+        ...
+
+    def write(self, chunk: bytes) -> bool:
+        """One chunk, without blocking; True when the client is behind."""
+        ...
+
+    async def drain(self) -> None:
+        """Until the client caught up."""
+        ...
 
 
 # ----- events -----------------------------------------------------------------------------
@@ -123,9 +146,12 @@ class RequestCore:
         self._auth = {name: h for name, h in (upstream_headers or {}).items() if h}
 
     async def run(
-        self, view: RequestView, body: bytes, router: RouterService
+        self, view: RequestView, body: bytes, router: RouterService, sink: BodySink | None = None
     ) -> AsyncGenerator[Event, None]:
-        """The events of one request, ``Finished`` last. Close it to abort (``aclose``)."""
+        """The events of one request, ``Finished`` last. Close it to abort (``aclose``). With
+        a ``sink`` that is ready once ``Started`` was taken, the body goes to ``sink.write``
+        instead of being yielded, chunk by chunk from the upstream's read callback where the
+        upstream allows it (``services.upstream.relay``)."""
         attempt = 0
         held = False
         exclude: set[str] = set()
@@ -208,13 +234,26 @@ class RequestCore:
             now = self.now
             capture = router.captures.get(view.request_id)  # mirrored to a shadow version
             try:
-                async for chunk in resp.chunks():
-                    tally.chunk(chunk, now())
-                    if tally.ttft_s is not None and not lease.prefilled:
-                        router.first_token(lease)
-                    if capture is not None:
-                        capture.append(chunk)
-                    yield chunk
+                if sink is not None and sink.ready():
+                    write = sink.write
+
+                    def deliver(chunk: bytes) -> bool:
+                        tally.chunk(chunk, now())
+                        if tally.ttft_s is not None and not lease.prefilled:
+                            router.first_token(lease)
+                        if capture is not None:
+                            capture.append(chunk)
+                        return write(chunk)
+
+                    await relay(resp, deliver, sink.drain)
+                else:
+                    async for chunk in resp.chunks():
+                        tally.chunk(chunk, now())
+                        if tally.ttft_s is not None and not lease.prefilled:
+                            router.first_token(lease)
+                        if capture is not None:
+                            capture.append(chunk)
+                        yield chunk
             except MidStreamError as exc:
                 resp.close()
                 outcome = "failed"

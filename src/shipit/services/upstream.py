@@ -11,7 +11,7 @@ route, retry or know about deployments; ``upstream_fake`` holds the in-process f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
@@ -50,6 +50,25 @@ class UpstreamResponse(Protocol):
     def release(self) -> None:
         """The body was read to the end: return the connection to the pool."""
         ...
+
+
+async def relay(
+    resp: UpstreamResponse,
+    deliver: Callable[[bytes], bool],
+    drain: Callable[[], Awaitable[None]],
+) -> None:
+    """Every body chunk of ``resp`` to ``deliver``, in order, until the body ends (raises
+    ``MidStreamError`` as ``chunks`` does). ``deliver`` must not block; it returns True when
+    its consumer is behind, and no more is read until ``drain`` returns. A response with a
+    ``relay`` of its own (the pooled HTTP/1.1 client's) calls ``deliver`` from its read
+    callback, with no task switch per chunk; any other is iterated."""
+    own = getattr(resp, "relay", None)
+    if own is not None:
+        await own(deliver, drain)
+        return
+    async for chunk in resp.chunks():
+        if deliver(chunk):
+            await drain()
 
 
 class Upstream(Protocol):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
 
 import httptools
@@ -51,6 +51,12 @@ class _Conn(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.idle_since = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
+        # While ``H1Response.relay`` runs: the body parsed from each read goes to ``sink`` as
+        # one chunk (True back: the consumer is behind, reading pauses); ``last_read_s`` dates
+        # the last body bytes, for the read timeout, checked lazily.
+        self.sink: Callable[[bytes], bool] | None = None
+        self.sink_error: BaseException | None = None
+        self.last_read_s = 0.0
 
     # ----- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -64,6 +70,8 @@ class _Conn(asyncio.Protocol):
             self._fail(exc)
             if self.transport is not None:
                 self.transport.close()
+        if self.sink is not None and self.body:
+            self._deliver()  # what this read parsed, as one chunk
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -84,6 +92,8 @@ class _Conn(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
+        if self.sink is not None:
+            return  # delivered once the read is parsed (``data_received``)
         self.buffered += len(body)
         if self.buffered > self.pool.high_water and not self.paused and self.transport:
             self.paused = True
@@ -95,6 +105,24 @@ class _Conn(asyncio.Protocol):
         self._wake()
 
     # ----- helpers ----------------------------------------------------------------------------
+    def _deliver(self) -> None:
+        body, sink = self.body, self.sink
+        assert sink is not None
+        data = body.popleft() if len(body) == 1 else b"".join(body)
+        body.clear()
+        if self.loop is not None:
+            self.last_read_s = self.loop.time()
+        try:
+            behind = sink(data)
+        except Exception as exc:  # the consumer's fault, not the replica's: relay raises it
+            self.sink, self.sink_error = None, exc
+            self._wake()
+            return
+        if behind and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+            self._wake()
+
     def _fail(self, exc: BaseException) -> None:
         if self.lost is None:
             self.lost = exc
@@ -127,6 +155,7 @@ class _Conn(asyncio.Protocol):
         self.buffered = 0
         self.headers_done = self.complete = self.keep_alive = False
         self.lost = None
+        self.sink = self.sink_error = None
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -166,6 +195,54 @@ class H1Response:
                 await conn.wait(read_timeout_s)
             except TimeoutError:
                 raise MidStreamError(f"no data from the replica in {read_timeout_s:g}s") from None
+
+    async def relay(
+        self, deliver: Callable[[bytes], bool], drain: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Every body chunk to ``deliver`` as the connection parses it, until the response
+        ends; ``MidStreamError`` as ``chunks`` raises it. ``deliver`` runs in the connection's
+        read callback, so a chunk costs no future, no task switch and no timer; it returns
+        True when its consumer is behind: reading pauses until ``drain`` returns. The read
+        timeout is checked lazily, against the time of the last read. An exception from
+        ``deliver`` ends the relay and is raised here."""
+        conn = self._conn
+        loop = conn.loop or asyncio.get_running_loop()
+        read_timeout_s = conn.pool.read_timeout_s
+        if conn.body:  # arrived with the headers, before the relay began
+            data = conn.body.popleft() if len(conn.body) == 1 else b"".join(conn.body)
+            conn.body.clear()
+            conn.buffered = 0
+            if deliver(data):
+                await drain()
+        if conn.paused and conn.transport is not None:
+            conn.paused = False
+            conn.transport.resume_reading()
+        conn.last_read_s = loop.time()
+        conn.sink = deliver
+        try:
+            while True:
+                if conn.sink_error is not None:
+                    raise conn.sink_error
+                if conn.complete:
+                    return
+                if conn.lost is not None:
+                    raise MidStreamError(f"{type(conn.lost).__name__}: {conn.lost}")
+                if conn.paused:
+                    await drain()
+                    conn.paused = False
+                    conn.last_read_s = loop.time()
+                    if conn.transport is not None:
+                        conn.transport.resume_reading()
+                    continue
+                left_s = conn.last_read_s + read_timeout_s - loop.time()
+                if left_s <= 0:
+                    raise MidStreamError(f"no data from the replica in {read_timeout_s:g}s")
+                try:
+                    await conn.wait(left_s)
+                except TimeoutError:
+                    continue  # data may have come meanwhile: checked against last_read_s
+        finally:
+            conn.sink = None
 
     def close(self) -> None:
         """Abort: the replica sees the connection drop."""

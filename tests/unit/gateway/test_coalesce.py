@@ -105,3 +105,20 @@ def test_extra_info_is_the_connections() -> None:
         )
 
     assert asyncio.run(go()) == ("127.0.0.1", 5)
+
+
+def test_write_through_goes_at_once_unless_the_iteration_already_wrote() -> None:
+    async def go() -> tuple[list[bytes], list[bytes]]:
+        rec = _Recorder()
+        t = CoalescingTransport(rec, asyncio.get_running_loop())
+        t.write_through(b"alone")  # nothing buffered: straight to the connection
+        at_once = list(rec.writes)
+        t.write(b"head")
+        t.write_through(b"body")  # behind the head, in the same flush: order kept
+        assert rec.writes == [b"alone"]
+        await asyncio.sleep(0)
+        return at_once, rec.writes
+
+    at_once, writes = asyncio.run(go())
+    assert at_once == [b"alone"]
+    assert writes == [b"alone", b"headbody"]

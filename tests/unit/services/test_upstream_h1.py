@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from shipit.services.upstream import AiohttpUpstream, MidStreamError, UpstreamError
+from shipit.services.upstream import AiohttpUpstream, MidStreamError, UpstreamError, relay
 from shipit.services.upstream_h1 import H1Pool
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -203,3 +203,181 @@ def test_the_aiohttp_upstream_sends_plain_http_through_the_pool() -> None:
         return data
 
     assert asyncio.run(go()).endswith(b"data: [DONE]\n\n")
+
+
+# ----- relay: each chunk handed over from the connection's read callback ----------------------
+
+
+async def paced(request: web.Request) -> web.StreamResponse:
+    """Ten events 50 ms apart: half a second in all, every gap well under 0.2 s."""
+    await request.read()
+    resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await resp.prepare(request)
+    for i in range(10):
+        await resp.write(b"data: %d\n\n" % i)
+        await asyncio.sleep(0.05)
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
+def _keep(got: list[bytes], chunk: bytes, *, behind: bool) -> bool:
+    got.append(chunk)
+    return behind
+
+
+async def _no_drain() -> None:
+    raise AssertionError("drain called although deliver never asked")
+
+
+def test_relay_hands_over_every_chunk_from_the_read_callback_and_reuses_the_connection() -> None:
+    async def go() -> tuple[bytes, list[bool], list[Any]]:
+        pool = H1Pool(read_timeout_s=0.2)  # the stream lasts 0.5 s: the timeout is per read
+        got: list[bytes] = []
+        in_task: list[bool] = []
+
+        def deliver(chunk: bytes) -> bool:
+            got.append(chunk)
+            in_task.append(asyncio.current_task() is not None)
+            return False
+
+        async with server(paced) as (url, peers):
+            resp = await pool.open(url, b"{}", {}, first_byte_timeout_s=5)
+            await resp.relay(deliver, _no_drain)
+            resp.release()
+            again = await read_all(pool, url)
+        await pool.close()
+        assert again[2].endswith(b"data: [DONE]\n\n")
+        return b"".join(got), in_task, peers
+
+    data, in_task, peers = asyncio.run(go())
+    assert data == b"".join(b"data: %d\n\n" % i for i in range(10)) + b"data: [DONE]\n\n"
+    assert len(in_task) >= 10  # one hand-over per read, and the events came 50 ms apart
+    # Apart from what came with the headers, every chunk was handed over by the connection's
+    # read callback, outside any task: no future, no task switch per chunk.
+    assert in_task[1:] == [False] * (len(in_task) - 1)
+    assert peers[0] == peers[1]  # read to the end: the connection served the next request
+
+
+def test_relay_of_a_stalled_stream_is_a_mid_stream_error_after_the_read_timeout() -> None:
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"data: 0\n\n")
+        await asyncio.sleep(2)
+        return resp
+
+    async def go() -> list[bytes]:
+        pool = H1Pool(read_timeout_s=0.2)
+        got: list[bytes] = []
+        async with server(stalls) as (url, _):
+            resp = await pool.open(url, b"{}", {}, first_byte_timeout_s=5)
+            with pytest.raises(MidStreamError, match=r"no data from the replica in 0\.2s"):
+                await resp.relay(lambda c: _keep(got, c, behind=False), _no_drain)
+            resp.close()
+        await pool.close()
+        return got
+
+    assert asyncio.run(go()) == [b"data: 0\n\n"]
+
+
+def test_relay_of_a_replica_that_dies_is_a_mid_stream_error() -> None:
+    async def dies(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"data: 0\n\n")
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.abort()
+        return resp
+
+    async def go() -> None:
+        pool = H1Pool()
+        async with server(dies) as (url, _):
+            resp = await pool.open(url, b"{}", {}, first_byte_timeout_s=5)
+            with pytest.raises(MidStreamError):
+                await resp.relay(lambda c: False, _no_drain)
+            resp.close()
+        await pool.close()
+
+    asyncio.run(go())
+
+
+def test_relay_pauses_reading_while_the_consumer_is_behind() -> None:
+    async def go() -> tuple[bytes, list[bool]]:
+        pool = H1Pool()
+        got: list[bytes] = []
+        reading_while_drained: list[bool] = []
+        holder: dict[str, Any] = {}
+
+        def deliver(chunk: bytes) -> bool:
+            got.append(chunk)
+            return len(got) == 2  # behind once, after the second hand-over
+
+        async def drain() -> None:
+            transport = holder["resp"]._conn.transport
+            reading_while_drained.append(transport.is_reading())
+            n = len(got)
+            await asyncio.sleep(0.2)  # the replica writes on meanwhile ...
+            assert len(got) == n  # ... and nothing is handed over until the drain ends
+            reading_while_drained.append(transport.is_reading())
+
+        async with server(paced) as (url, _):
+            resp = holder["resp"] = await pool.open(url, b"{}", {}, first_byte_timeout_s=5)
+            await resp.relay(deliver, drain)
+            resp.release()
+        await pool.close()
+        return b"".join(got), reading_while_drained
+
+    data, reading = asyncio.run(go())
+    assert data == b"".join(b"data: %d\n\n" % i for i in range(10)) + b"data: [DONE]\n\n"
+    assert reading == [False, False]  # paused for the whole drain, then read on to the end
+
+
+def test_an_error_in_deliver_ends_the_relay_with_that_error() -> None:
+    class BoomError(Exception):
+        pass
+
+    def deliver(chunk: bytes) -> bool:
+        if b"data: 3" in chunk:
+            raise BoomError("the consumer failed")
+        return False
+
+    async def go() -> None:
+        pool = H1Pool()
+        async with server(paced) as (url, _):
+            resp = await pool.open(url, b"{}", {}, first_byte_timeout_s=5)
+            with pytest.raises(BoomError, match="the consumer failed"):
+                await resp.relay(deliver, _no_drain)
+            resp.close()
+        await pool.close()
+
+    asyncio.run(go())
+
+
+def test_relay_iterates_a_response_that_has_no_relay_of_its_own() -> None:
+    class Plain:
+        status = 200
+
+        def __init__(self) -> None:
+            self.headers: Mapping[str, str] = {}
+
+        async def chunks(self) -> AsyncIterator[bytes]:
+            for c in (b"a", b"b", b"c"):
+                yield c
+
+        def close(self) -> None: ...
+
+        def release(self) -> None: ...
+
+    got: list[bytes] = []
+    drained: list[int] = []
+
+    async def drain() -> None:
+        drained.append(len(got))
+
+    asyncio.run(relay(Plain(), lambda c: _keep(got, c, behind=c == b"b"), drain))
+    assert got == [b"a", b"b", b"c"]
+    assert drained == [2]  # after the chunk the consumer was behind on, before the next

@@ -1,0 +1,201 @@
+"""Body chunks written straight to the client's connection (``gateway.direct``), for real:
+the gateway served by uvicorn with its own protocol, in front of a replica on 127.0.0.1 that
+it reaches through its pooled HTTP/1.1 client. The answer arrives byte for byte; its chunks go
+from the replica's connection to the client's in the read callback; a client that stops
+reading pauses the replica's connection; a ``send`` wrapped by middleware is never bypassed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+import uvloop
+from aiohttp import web
+
+from shipit.config.gateway import parse_config
+from shipit.core.clock import RealClock
+from shipit.core.fleet import ReplicaState
+from shipit.gateway import direct as direct_mod
+from shipit.gateway.app import Gateway, create_gateway
+from shipit.gateway.direct import DirectBody
+from shipit.gateway.server import bind_socket, make_server
+from shipit.services.keystore import KeyFile, KeyStore, Tenant, new_key
+
+EVENTS = [b'data: {"choices":[{"delta":{"content":"t%d"}}]}\n\n' % i for i in range(20)]
+DONE = b"data: [DONE]\n\n"
+REQUEST = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def _paced(request: web.Request) -> web.StreamResponse:
+    await request.read()
+    resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await resp.prepare(request)
+    for event in EVENTS:
+        await resp.write(event)
+        await asyncio.sleep(0.01)
+    await resp.write(DONE)
+    await resp.write_eof()
+    return resp
+
+
+@asynccontextmanager
+async def _replica(handler: Any) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def _gateway(
+    replica_url: str, gateway: dict[str, Any] | None = None, **kw: Any
+) -> AsyncIterator[tuple[Gateway, str]]:
+    cfg = parse_config({"gateway": gateway or {}, "deployments": [{"model": "m", "replicas": 0}]})
+    gw = create_gateway(cfg, clock=RealClock(), monitor=False, **kw)
+    gw.routers["default"].add_replica("r0", replica_url, state=ReplicaState.READY)
+    sock = bind_socket("127.0.0.1", 0)
+    server = make_server(gw, graceful_shutdown_s=1, log_level="warning")
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        assert not task.done(), "the gateway did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield gw, f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """One entry per direct write: whether it ran inside a task (False: a read callback)."""
+    seen: list[bool] = []
+    original = direct_mod.DirectBody.write
+
+    def counted(self: DirectBody, chunk: bytes) -> bool:
+        seen.append(asyncio.current_task() is not None)
+        return original(self, chunk)
+
+    monkeypatch.setattr(direct_mod.DirectBody, "write", counted)
+    return seen
+
+
+def test_a_stream_goes_straight_from_the_replica_connection_to_the_client(
+    writes: list[bool],
+) -> None:
+    async def go() -> tuple[int, str, bytes]:
+        async with (
+            _replica(_paced) as url,
+            _gateway(url) as (_, gw_url),
+            aiohttp.ClientSession() as s,
+            s.post(f"{gw_url}/v1/chat/completions", json=REQUEST) as r,
+        ):
+            return r.status, r.headers["x-shipit-replica"], await r.read()
+
+    status, replica, body = uvloop.run(go())
+    assert (status, replica) == (200, "r0")
+    assert body == b"".join(EVENTS) + DONE  # byte for byte, framing undone by the client
+    assert len(writes) >= 10  # the events came 10 ms apart: many reads, each written directly
+    # Apart from what came with the replica's headers, each write ran in the replica
+    # connection's read callback: no task woke up per chunk.
+    assert writes[1:] == [False] * (len(writes) - 1)
+
+
+def test_a_client_that_stops_reading_pauses_the_replica_connection(
+    writes: list[bool],
+) -> None:
+    big = b"data: " + b"x" * 65_000 + b"\n\n"
+    pending: dict[str, float | None] = {"since": None}  # when the replica's current write began
+
+    async def firehose(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        loop = asyncio.get_running_loop()
+        for _ in range(400):  # 26 MB: far more than the sockets' buffers hold
+            pending["since"] = loop.time()
+            await resp.write(big)
+            pending["since"] = None
+        await resp.write(DONE)
+        await resp.write_eof()
+        return resp
+
+    async def replica_blocked() -> None:
+        """Until one write of the replica has waited half a second: the gateway stopped
+        reading its connection."""
+        loop = asyncio.get_running_loop()
+        while True:
+            since = pending["since"]
+            if since is not None and loop.time() - since > 0.5:
+                return
+            await asyncio.sleep(0.05)
+
+    async def go() -> tuple[bool, int, bool]:
+        async with (
+            _replica(firehose) as url,
+            _gateway(url) as (gw, gw_url),
+            aiohttp.ClientSession() as s,
+            s.post(f"{gw_url}/v1/chat/completions", json=REQUEST) as r,
+        ):
+            first = await r.content.readany()
+            try:  # the client reads nothing for a while
+                await asyncio.wait_for(replica_blocked(), 20)
+                blocked = True
+            except TimeoutError:
+                blocked = False
+            pool = gw.upstream._h1  # type: ignore[union-attr]
+            paused = any(not c.transport.is_reading() for c in pool._open)
+            rest = await r.read()  # then everything, to the end
+            return blocked, len(first) + len(rest), paused
+
+    blocked, n, paused = uvloop.run(go())
+    assert blocked and paused
+    assert n == 400 * len(big) + len(DONE)  # nothing lost, nothing added
+    assert writes  # the direct path relayed it
+
+
+def test_a_send_wrapped_by_middleware_is_never_bypassed() -> None:
+    class Cycle:
+        async def send(self, message: Any) -> None: ...
+
+    cycle = Cycle()
+
+    async def wrapper(message: Any) -> None:
+        await cycle.send(message)
+
+    body = DirectBody(cycle)
+    assert body.serves(cycle.send)
+    assert not body.serves(wrapper)
+
+
+def test_with_api_keys_the_metering_send_sees_every_chunk(writes: list[bool]) -> None:
+    """Keys on: the security layer wraps ``send`` to count tokens, so no chunk may go past it."""
+
+    kf = KeyFile()
+    kf.tenants["acme"] = Tenant(name="acme")
+    kf, key = new_key(kf, "acme", "user")
+
+    async def go() -> tuple[int, bytes]:
+        auth = {"authorization": f"Bearer {key}"}
+        async with (
+            _replica(_paced) as url,
+            _gateway(url, {"auth": {"required": True}}, keys=KeyStore(kf)) as (_, gw_url),
+            aiohttp.ClientSession() as s,
+            s.post(f"{gw_url}/v1/chat/completions", json=REQUEST, headers=auth) as r,
+        ):
+            return r.status, await r.read()
+
+    status, body = uvloop.run(go())
+    assert status == 200
+    assert body == b"".join(EVENTS) + DONE
+    assert writes == []  # every chunk went through the wrapped send
