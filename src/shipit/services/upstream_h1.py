@@ -271,19 +271,21 @@ class H1Pool:
         self.idle_s = idle_s
         self.high_water = high_water
         self._idle: dict[_Key, list[_Conn]] = {}
+        self._targets: dict[str, tuple[_Key, str]] = {}
         self._open: set[_Conn] = set()
 
     async def open(
         self, url: str, body: bytes, headers: Mapping[str, str], *, first_byte_timeout_s: float
     ) -> H1Response:
-        parts = urlsplit(url)
-        host, port = parts.hostname or "127.0.0.1", parts.port or 80
-        target = parts.path + ("?" + parts.query if parts.query else "")
-        head = [f"POST {target} HTTP/1.1\r\nhost: {parts.netloc}\r\n"]
+        target = self._targets.get(url)
+        if target is None:
+            target = self._target(url)
+        key, start = target
+        head = [start]
         head += [f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "content-length"]
         head.append(f"content-length: {len(body)}\r\n\r\n")
         request = "".join(head).encode("latin-1") + body
-        conn = await self._connection((host, port))
+        conn = await self._connection(key)
         assert conn.transport is not None
         conn.transport.write(request)
         loop = conn.loop or asyncio.get_running_loop()
@@ -301,6 +303,17 @@ class H1Pool:
             self.discard(conn)
             raise
         return H1Response(conn)
+
+    def _target(self, url: str) -> tuple[_Key, str]:
+        """Where ``url`` connects and its request line and host header, parsed once a URL
+        (a fleet has a few replicas and paths; the memo is cleared if it ever grows large)."""
+        parts = urlsplit(url)
+        key = (parts.hostname or "127.0.0.1", parts.port or 80)
+        path = parts.path + ("?" + parts.query if parts.query else "")
+        if len(self._targets) >= 4096:
+            self._targets.clear()
+        target = self._targets[url] = (key, f"POST {path} HTTP/1.1\r\nhost: {parts.netloc}\r\n")
+        return target
 
     async def _connection(self, key: _Key) -> _Conn:
         idle = self._idle.get(key)

@@ -52,3 +52,28 @@ def test_without_a_pace_a_prompt_counts_whole_until_its_first_token() -> None:
     book = PaceBook()
     book.placed("a", "q1", 1000, now_s=0.0)
     assert book.pending_tokens("a", 100.0) == 1000
+
+
+def test_the_backlog_matches_the_rule_written_plainly_on_random_histories() -> None:
+    """Each prompt starts when it arrived or when the one before it is done, whichever is
+    later, takes ``tokens x pace``, and counts min(tokens, round(seconds left / pace)), at
+    least 0; the book's loop is written for speed, this is the rule as stated."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        pace = rng.choice([1e-4, 0.001, 0.0025])
+        book = PaceBook(prefill_s_per_token=pace)
+        placed: list[tuple[int, float]] = []
+        t = 0.0
+        for i in range(rng.randint(1, 12)):
+            t += rng.choice([0.0, 0.05, 0.3, 1.0])
+            tokens = rng.randint(1, 3000)
+            book.placed("a", f"q{i}", tokens, now_s=t)
+            placed.append((tokens, t))
+        for now_s in (0.0, t, t + rng.uniform(0, 4), t + 100):
+            free_s, want = -float("inf"), 0
+            for tokens, at in placed:
+                free_s = max(at, free_s) + tokens * pace
+                want += min(tokens, max(round((free_s - now_s) / pace), 0))
+            assert book.pending_tokens("a", now_s) == want

@@ -156,10 +156,19 @@ class PaceBook:
         left = 0
         # When the replica is done with the prompts before this one: it computes them in turn,
         # so the first still there started at the last one's first token at the earliest.
+        # Each prompt counts min(tokens, round(seconds it still needs / per_token)), at least
+        # 0; written without builtins' calls, as this runs per replica for every decision.
         free_s = self._last_drop_s.get(replica_id, -math.inf)
         for tokens, placed_s in backlog.values():
-            free_s = max(placed_s, free_s) + tokens * per_token
-            left += min(tokens, max(round((free_s - now_s) / per_token), 0))
+            if placed_s > free_s:
+                free_s = placed_s
+            free_s += tokens * per_token
+            ahead_s = free_s - now_s
+            if ahead_s >= tokens * per_token:
+                left += tokens
+            elif ahead_s > 0:
+                ahead = round(ahead_s / per_token)
+                left += ahead if ahead < tokens else tokens
         return left
 
     def paces(
