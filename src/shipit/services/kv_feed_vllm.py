@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import zmq
@@ -178,8 +179,6 @@ class VllmBlockMap:
 
 def endpoint_for(template: str, replica_url: str) -> str:
     """``template`` with ``{host}`` replaced by the replica URL's host."""
-    from urllib.parse import urlsplit
-
     host = urlsplit(replica_url).hostname or "127.0.0.1"
     return template.replace("{host}", f"[{host}]" if ":" in host else host)
 

@@ -7,9 +7,10 @@ the consecutive-probe counts it keeps between ticks, records the decision in the
 and applies its target state through the router. Ready replicas also get their load read
 (``GET /metrics``: vLLM's ``num_requests_waiting`` and ``kv_cache_usage_perc``); a replica that
 may become ready first has its adapters listed (``GET /v1/models``); with precise prefix routing,
-``GET /v1/kv_events`` feeds the prefix index (or, for vLLM replicas, a ZeroMQ subscriber per
-replica: ``services.kv_feed_vllm``, started once the replica is ready, stopped when it leaves
-the registry or the monitor stops). ``run`` ticks forever at the deployment's
+a feed per ready replica keeps the prefix index current: ``GET /v1/kv_events`` polled every
+``kv_event_poll_s`` for shipit replicas, or a ZeroMQ subscriber for vLLM replicas
+(``services.kv_feed_vllm``); each starts once the replica is ready and stops when it leaves the
+registry or the monitor stops. ``run`` ticks forever at the deployment's
 interval. It also owns ``AdapterLoader``, which loads a LoRA adapter through a replica's admin
 API once, however many requests wait for it. Probing goes through the ``Upstream`` seam; this
 module decides no state change itself and routes nothing.
