@@ -30,6 +30,7 @@ from shipit.config.security import auth_required, is_loopback
 from shipit.console import FLEET_PATH
 from shipit.core import openai_errors as oe
 from shipit.gateway.accounting import Tally
+from shipit.gateway.direct import DIRECT_BODY
 from shipit.gateway.edge import (
     HEADERS,
     NOT_MODEL_REQUESTS,
@@ -370,6 +371,11 @@ class Security:
                 tally.chunk(message["body"], self.now())
             await send(message)
 
+        ext = scope.get("extensions") or {}
+        direct = ext.get(DIRECT_BODY)
+        if direct is not None:  # body chunks may go straight to the client, metered on the way
+            observed = direct.observed(send, metered_send, lambda c: tally.chunk(c, self.now()))
+            scope = {**scope, "extensions": {**ext, DIRECT_BODY: observed}}
         try:
             await self.inner(scope, receive, metered_send)
         finally:

@@ -12,13 +12,15 @@ writing) so that reading from the replica pauses.
 Only the response head and the end of the body go through ``send``, so uvicorn's record of the
 response (started, chunked, complete, keep-alive) stays true. ``GuardedHttpToolsProtocol``
 attaches one to each request's scope under ``DIRECT_BODY``; a front door uses it only when the
-``send`` it was given is the server's own (no middleware wraps it: a wrapper that meters or
-rewrites the body must see every chunk) and once the head is out with chunked framing
+``send`` it was given is the server's own (no middleware wraps it: a wrapper that rewrites the
+body must see every chunk; one that only watches it, as the edge's metering does, hands on an
+``observed`` writer that shows it each chunk) and once the head is out with chunked framing
 (``ready``). It must not be used for anything but a response body under way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from shipit.gateway.coalesce import CoalescingTransport
@@ -64,3 +66,29 @@ class DirectBody:
         c = self._cycle
         if c.flow.write_paused and not c.disconnected:
             await c.flow.drain()
+
+    def observed(
+        self, send: Any, wrapper: Any, observe: Callable[[bytes], None]
+    ) -> DirectBody | None:
+        """For middleware that wraps ``send`` only to watch the body go by (the edge's
+        metering): the direct writer to hand on with ``wrapper``, calling ``observe`` with
+        each chunk before writing it. None when ``send`` is not the server's own (then
+        nothing may go past it)."""
+        if not self.serves(send):
+            return None
+        return _Observed(self._cycle, wrapper, observe)
+
+
+class _Observed(DirectBody):
+    __slots__ = ("_observe", "_wrapper")
+
+    def __init__(self, cycle: Any, wrapper: Any, observe: Callable[[bytes], None]) -> None:
+        super().__init__(cycle)
+        self._wrapper, self._observe = wrapper, observe
+
+    def serves(self, send: Any) -> bool:
+        return bool(send == self._wrapper)
+
+    def write(self, chunk: bytes) -> bool:
+        self._observe(chunk)
+        return super().write(chunk)

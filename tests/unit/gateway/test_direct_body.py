@@ -2,13 +2,16 @@
 the gateway served by uvicorn with its own protocol, in front of a replica on 127.0.0.1 that
 it reaches through its pooled HTTP/1.1 client. The answer arrives byte for byte; its chunks go
 from the replica's connection to the client's in the read callback; a client that stops
-reading pauses the replica's connection; a ``send`` wrapped by middleware is never bypassed."""
+reading pauses the replica's connection; a ``send`` wrapped by middleware is never bypassed,
+and the edge's metering (keys on) sees every chunk that goes past it."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,6 +26,7 @@ from shipit.gateway import direct as direct_mod
 from shipit.gateway.app import Gateway, create_gateway
 from shipit.gateway.direct import DirectBody
 from shipit.gateway.server import bind_socket, make_server
+from shipit.services.audit import AuditLog
 from shipit.services.keystore import KeyFile, KeyStore, Tenant, new_key
 
 EVENTS = [b'data: {"choices":[{"delta":{"content":"t%d"}}]}\n\n' % i for i in range(20)]
@@ -176,20 +180,48 @@ def test_a_send_wrapped_by_middleware_is_never_bypassed() -> None:
     body = DirectBody(cycle)
     assert body.serves(cycle.send)
     assert not body.serves(wrapper)
+    # A watcher over the server's own send hands on a writer for its wrapper only ...
+    watched = body.observed(cycle.send, wrapper, lambda chunk: None)
+    assert watched is not None and watched.serves(wrapper) and not watched.serves(cycle.send)
+    # ... and none over a send that someone else already wrapped.
+    assert body.observed(wrapper, wrapper, lambda chunk: None) is None
 
 
-def test_with_api_keys_the_metering_send_sees_every_chunk(writes: list[bool]) -> None:
-    """Keys on: the security layer wraps ``send`` to count tokens, so no chunk may go past it."""
+USAGE = (
+    b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":20,"total_tokens":27}}\n\n'
+)
 
+
+async def _paced_with_usage(request: web.Request) -> web.StreamResponse:
+    await request.read()
+    resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await resp.prepare(request)
+    for event in [*EVENTS, USAGE]:
+        await resp.write(event)
+        await asyncio.sleep(0.01)
+    await resp.write(DONE)
+    await resp.write_eof()
+    return resp
+
+
+def test_with_api_keys_chunks_go_direct_and_the_tenant_is_charged_from_every_one(
+    writes: list[bool], tmp_path: Path
+) -> None:
+    """Keys on: the edge wraps ``send`` to meter the tenant's tokens; the chunks still go
+    straight to the client, shown to the meter on the way, so the charge is the usage the
+    replica reported in its last event (27 tokens), not an estimate."""
     kf = KeyFile()
     kf.tenants["acme"] = Tenant(name="acme")
     kf, key = new_key(kf, "acme", "user")
+    audit = tmp_path / "audit.jsonl"
 
     async def go() -> tuple[int, bytes]:
         auth = {"authorization": f"Bearer {key}"}
         async with (
-            _replica(_paced) as url,
-            _gateway(url, {"auth": {"required": True}}, keys=KeyStore(kf)) as (_, gw_url),
+            _replica(_paced_with_usage) as url,
+            _gateway(
+                url, {"auth": {"required": True}}, keys=KeyStore(kf), audit=AuditLog(audit)
+            ) as (_, gw_url),
             aiohttp.ClientSession() as s,
             s.post(f"{gw_url}/v1/chat/completions", json=REQUEST, headers=auth) as r,
         ):
@@ -197,5 +229,8 @@ def test_with_api_keys_the_metering_send_sees_every_chunk(writes: list[bool]) ->
 
     status, body = uvloop.run(go())
     assert status == 200
-    assert body == b"".join(EVENTS) + DONE
-    assert writes == []  # every chunk went through the wrapped send
+    assert body == b"".join(EVENTS) + USAGE + DONE
+    assert len(writes) >= 10 and writes[1:] == [False] * (len(writes) - 1)
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    charged = [r["tokens"] for r in records if r.get("event") == "request"]
+    assert charged == [27]
