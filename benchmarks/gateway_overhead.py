@@ -585,9 +585,7 @@ def main_long_streams(args: argparse.Namespace) -> None:
             ("shipit", gw_url, gw.pid, HEADERS),
         ]
         if args.baseline_src is not None:  # the same case through an older checkout's gateway
-            bgw, bgw_url, _log = start_gateway(
-                fake_urls, 0, args.baseline_src, cap_per_replica=cap
-            )
+            bgw, bgw_url, _log = start_gateway(fake_urls, 0, args.baseline_src, cap_per_replica=cap)
             procs.append(bgw)
             systems.append(("shipit-baseline", bgw_url, bgw.pid, HEADERS))
         if args.vllm_router_bin:
