@@ -234,3 +234,44 @@ def test_with_api_keys_chunks_go_direct_and_the_tenant_is_charged_from_every_one
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     charged = [r["tokens"] for r in records if r.get("event") == "request"]
     assert charged == [27]
+
+
+def test_a_client_that_leaves_mid_stream_drops_the_replica_connection_and_frees_the_slot(
+    writes: list[bool],
+) -> None:
+    async def go() -> tuple[bool, int]:
+        dropped = asyncio.Event()
+
+        async def endless(request: web.Request) -> web.StreamResponse:
+            await request.read()
+            resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await resp.prepare(request)
+            try:
+                for i in range(1000):
+                    await resp.write(EVENTS[i % len(EVENTS)])
+                    await asyncio.sleep(0.01)
+            except (ConnectionResetError, OSError):
+                dropped.set()  # the gateway closed the replica's connection
+            return resp
+
+        async with _replica(endless) as url, _gateway(url) as (gw, gw_url):
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(f"{gw_url}/v1/chat/completions", json=REQUEST) as r,
+            ):
+                for _ in range(3):
+                    await r.content.readany()
+                r.close()  # the client leaves mid-stream
+            try:
+                await asyncio.wait_for(dropped.wait(), 5)
+            except TimeoutError:
+                return False, -1
+            await asyncio.sleep(0.05)
+            record = gw.routers["default"].registry.get("r0")
+            assert record is not None
+            return True, record.in_flight
+
+    seen_drop, in_flight = uvloop.run(go())
+    assert seen_drop
+    assert in_flight == 0
+    assert writes  # it was relayed directly until the client left
