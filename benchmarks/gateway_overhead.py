@@ -67,6 +67,7 @@ def start_gateway(
     extra_args: tuple[str, ...] = (),
     cap_per_replica: int = 512,
     gateway: dict[str, Any] | None = None,
+    policy: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
     """``shipit up`` in front of ``urls``; with ``src``, the shipit package under that source
     tree (an older checkout's ``src/``) runs instead of this one, for before/after figures;
@@ -86,6 +87,7 @@ def start_gateway(
                 "replicas": 0,
                 "replica_urls": urls,
                 "queueing": {cap: cap_per_replica, "max_queue": 4096},
+                **({"routing": {"policy": policy}} if policy else {}),
             }
         ],
     }
@@ -303,7 +305,7 @@ def measure_shipit(
 ) -> dict[str, Any]:
     """The gateway's figures at ``--rate`` and ``--concurrency`` (and at ``--litellm-rate``
     when LiteLLM is compared, so its ratio compares like with like)."""
-    gw, gw_url, _log = start_gateway(fake_urls, 0, src)
+    gw, gw_url, _log = start_gateway(fake_urls, 0, src, policy=args.shipit_policy)
     load = os.getloadavg()[0]
     try:
         run = uvloop.run
@@ -473,6 +475,12 @@ def main() -> None:
         help="an older checkout's src/ directory: its gateway is measured in the same run, "
         "alternating with this one, and the ratios printed (before/after a change)",
     )
+    parser.add_argument(
+        "--shipit-policy",
+        default=None,
+        help="shipit's routing preset (default: the deployment default, least_outstanding); "
+        "round_robin compares like with like against vllm-router --policy round_robin",
+    )
     parser.add_argument("--out", type=Path, default=None, help="results JSON path")
     long = parser.add_argument_group(
         "long streams (--long-streams: this case and the routing cost, instead of the above)"
@@ -525,6 +533,7 @@ def main() -> None:
     add_ratios(result)
     peers = result["peers"]
     result.update(
+        shipit_policy=args.shipit_policy or "least_outstanding (default)",
         cpus=os.cpu_count(),
         repeats=args.repeats,
         note="gateway and each peer pinned to CPU 0; fakes and the Python load generator "
