@@ -162,6 +162,27 @@ async def open_loop(
 async def closed_loop(
     urls: list[str], concurrency: int, seconds: float, headers: dict[str, str] = HEADERS
 ) -> float:
+    done, elapsed_s = await closed_loop_counted(urls, concurrency, seconds, headers)
+    return done / elapsed_s
+
+
+def closed_loop_cpu(
+    urls: list[str], pid: int, concurrency: int, seconds: float, headers: dict[str, str] = HEADERS
+) -> tuple[float, float]:
+    """Streamed req/s of a closed loop, and the CPU (user + system) the process ``pid`` spent
+    per completed request, in microseconds. CPU time leaves out what the machine's neighbours
+    took from the core (steal), which moves req/s by a fifth between runs here."""
+    from gateway_long_streams import cpu_s
+
+    before = cpu_s(pid)
+    done, elapsed_s = uvloop.run(closed_loop_counted(urls, concurrency, seconds, headers))
+    used_s = cpu_s(pid) - before
+    return done / elapsed_s, used_s / max(done, 1) * 1e6
+
+
+async def closed_loop_counted(
+    urls: list[str], concurrency: int, seconds: float, headers: dict[str, str] = HEADERS
+) -> tuple[int, float]:
     done = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         stop = time.perf_counter() + seconds
@@ -174,7 +195,7 @@ async def closed_loop(
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
-        return done / (time.perf_counter() - t0)
+        return done, time.perf_counter() - t0
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
@@ -285,7 +306,7 @@ def measure_peer(
         uvloop.run(open_loop([url], rate, max(20, requests // 10), headers))  # warm up
         direct = uvloop.run(open_loop(fake_urls, rate, requests))
         via = uvloop.run(open_loop([url], rate, requests, headers))
-        rps = uvloop.run(closed_loop([url], concurrency, seconds, headers))
+        rps, cpu_us = closed_loop_cpu([url], proc.pid, concurrency, seconds, headers)
     finally:
         stop(proc)
     return {
@@ -296,6 +317,7 @@ def measure_peer(
         **_ttft(direct, via),
         "closed_loop_concurrency": concurrency,
         "streamed_req_s_one_core": rps,
+        "cpu_us_per_request": cpu_us,
         "loadavg_1m": load,
     }
 
@@ -314,7 +336,7 @@ def measure_shipit(
         direct = run(open_loop(fake_urls, args.rate, args.requests))
         via = run(open_loop([gw_url], args.rate, args.requests))
         direct_rps = run(closed_loop(fake_urls, args.concurrency, args.seconds))
-        via_rps = run(closed_loop([gw_url], args.concurrency, args.seconds))
+        via_rps, via_cpu_us = closed_loop_cpu([gw_url], gw.pid, args.concurrency, args.seconds)
         slow: dict[str, float] = {}
         if args.litellm_bin:
             n = args.litellm_requests
@@ -339,6 +361,7 @@ def measure_shipit(
         "closed_loop_concurrency": args.concurrency,
         "direct_streamed_req_s": direct_rps,
         "gateway_streamed_req_s_one_core": via_rps,
+        "gateway_cpu_us_per_request": via_cpu_us,
         "loadavg_1m": load,
     }
     if slow:
@@ -387,6 +410,10 @@ def add_ratios(result: dict[str, Any]) -> None:
         r["ratio_streamed_req_s"] = (
             r["streamed_req_s_one_core"] / result["gateway_streamed_req_s_one_core"]
         )
+        if "cpu_us_per_request" in r and "gateway_cpu_us_per_request" in result:
+            r["ratio_cpu_per_request"] = (
+                r["cpu_us_per_request"] / result["gateway_cpu_us_per_request"]
+            )
 
 
 def median_tree(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -453,6 +480,12 @@ def print_peers(shipit: dict[str, Any], peers: dict[str, Any], notes: list[str])
             f"{row[0]:22s} {row[1]:6.0f} {row[2]:8.2f}ms {row[3]:8.2f}ms {row[4]:8.0f}"
             f" {row[5]:8.2f} {row[6]:8.2f} {row[7]:8.2f}"
         )
+    cpu = [f"shipit {shipit['gateway_cpu_us_per_request']:.0f} us"] + [
+        f"{name} {r['cpu_us_per_request']:.0f} us (x {r['ratio_cpu_per_request']:.2f})"
+        for name, r in peers.items()
+        if "ratio_cpu_per_request" in r
+    ]
+    print("server CPU per streamed request, closed loop: " + "; ".join(cpu))
     for note in notes:
         print(note)
 
@@ -518,6 +551,7 @@ def main() -> None:
                     shipit = measure_shipit(args, fake_urls)
                 before = measure_shipit(args, fake_urls, args.baseline_src)
                 before["streamed_req_s_one_core"] = before["gateway_streamed_req_s_one_core"]
+                before["cpu_us_per_request"] = before["gateway_cpu_us_per_request"]
                 before["version"] = str(args.baseline_src)
                 peers = {"baseline": before}
                 if not i % 2:
