@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from shipit.config.gateway import PrefixCacheConfig
 from shipit.core.views import RequestView
@@ -176,13 +176,18 @@ class PaceBook:
     ) -> tuple[ReplicaPace, ...]:
         """The snapshot's paces at ``now_s``; waiters count for their holder, except the one
         ``asking``."""
-        waiting = Counter(h for r, h in self._waiting_for.items() if r != asking)
+        # Usually nobody waits for a holder: no Counter to build on every decision then.
+        waiting: Mapping[str, int] = (
+            Counter(h for r, h in self._waiting_for.items() if r != asking)
+            if self._waiting_for
+            else {}
+        )
         return tuple(
             ReplicaPace(
                 rid,
                 self._service_s.get(rid, 0.0),
                 self.pending_tokens(rid, now_s),
-                waiting[rid],
+                waiting.get(rid, 0),
                 self._measured.get(rid, 0.0),
             )
             for rid in replica_ids
