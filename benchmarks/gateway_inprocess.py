@@ -10,7 +10,8 @@ alternating, in separate processes. The process's startup objects are frozen out
 garbage collector as ``shipit up`` does (``gc.freeze``) when the gateway supports it.
 
     uv run python benchmarks/gateway_inprocess.py [--requests 2000] [--repeats 5]
-        [--baseline-src ../old/src] [--json benchmarks/results/gateway_inprocess.json]
+        [--baseline-src ../old/src] [--policies least_outstanding,round_robin]
+        [--json benchmarks/results/gateway_inprocess.json]
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ try:
 except ImportError:  # older layouts
     from shipit.core.views import ReplicaState
 
-N, REPEATS = int(sys.argv[1]), int(sys.argv[2])
+N, REPEATS, POLICY = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 EVENT = (b'data: {"id":"x","object":"chat.completion.chunk",'
          b'"choices":[{"index":0,"delta":{"content":"t%d"}}]}\n\n')
 PAYLOAD = b"".join(EVENT % i for i in range(16)) + b"data: [DONE]\n\n"
@@ -72,7 +73,8 @@ async def one(gw):
     assert out[0]["status"] == 200, out[:2]
 
 async def main():
-    cfg = parse_config({"deployments": [{"model": "m", "replicas": 0}]})
+    routing = {"routing": {"policy": POLICY}} if POLICY else {}
+    cfg = parse_config({"deployments": [{"model": "m", "replicas": 0, **routing}]})
     gw = create_gateway(cfg, upstream_factory=Up, monitor=False)
     for i in range(2):
         gw.routers["default"].add_replica(f"r{i}", f"http://127.0.0.1:{9000 + i}",
@@ -96,12 +98,12 @@ import uvloop; uvloop.run(main())
 """
 
 
-def measure(src: Path | None, requests: int, repeats: int) -> dict[str, object]:
+def measure(src: Path | None, requests: int, repeats: int, policy: str = "") -> dict[str, object]:
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = str(src)
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(requests), str(repeats)],
+        [sys.executable, "-c", CHILD, str(requests), str(repeats), policy],
         env=env,
         capture_output=True,
         text=True,
@@ -121,17 +123,27 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="runs per gateway")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds with a baseline")
     ap.add_argument("--baseline-src", type=Path, default=None, help="an older checkout's src/")
+    ap.add_argument(
+        "--policies",
+        default="",
+        help="comma-separated routing presets to compare, alternating (e.g. "
+        "least_outstanding,round_robin); default: the deployment default only",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     if args.baseline_src is not None and not (args.baseline_src / "shipit").is_dir():
         raise SystemExit(f"--baseline-src {args.baseline_src} has no shipit/ package; give a src/")
-    names: dict[str, Path | None] = {"this checkout": None}
-    if args.baseline_src is not None:
-        names[f"baseline {args.baseline_src}"] = args.baseline_src
+    policies = [p for p in args.policies.split(",") if p] or [""]
+    names: dict[str, tuple[Path | None, str]] = {}
+    for policy in policies:
+        tag = f" ({policy})" if policy else ""
+        names[f"this checkout{tag}"] = (None, policy)
+        if args.baseline_src is not None:
+            names[f"baseline {args.baseline_src}{tag}"] = (args.baseline_src, policy)
     runs: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(args.rounds if args.baseline_src else 1):
-        for name, src in names.items():
-            got = measure(src, args.requests, args.repeats)
+    for _ in range(args.rounds if len(names) > 1 else 1):
+        for name, (src, policy) in names.items():
+            got = measure(src, args.requests, args.repeats, policy)
             runs[name] += got["us_per_request"]  # type: ignore[operator]
     print("| gateway | best µs/request | median µs/request | runs |\n|---|---|---|---|")
     for name, xs in runs.items():
