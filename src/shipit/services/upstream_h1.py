@@ -208,21 +208,19 @@ class H1Response:
         conn = self._conn
         loop = conn.loop or asyncio.get_running_loop()
         read_timeout_s = conn.pool.read_timeout_s
-        if conn.body:  # arrived with the headers, before the relay began
-            data = conn.body.popleft() if len(conn.body) == 1 else b"".join(conn.body)
-            conn.body.clear()
-            conn.buffered = 0
-            if deliver(data):
-                await drain()
-        if conn.paused and conn.transport is not None:
-            conn.paused = False
-            conn.transport.resume_reading()
         conn.last_read_s = loop.time()
-        conn.sink = deliver
+        conn.sink = deliver  # from now on each read is delivered in the read callback
         try:
             while True:
                 if conn.sink_error is not None:
                     raise conn.sink_error
+                if conn.body:  # parsed before the relay began (with the headers, say)
+                    data = conn.body.popleft() if len(conn.body) == 1 else b"".join(conn.body)
+                    conn.body.clear()
+                    conn.buffered = 0
+                    if deliver(data):
+                        await drain()  # reads meanwhile are delivered after this one, in order
+                    continue
                 if conn.complete:
                     return
                 if conn.lost is not None:

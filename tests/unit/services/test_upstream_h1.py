@@ -381,3 +381,38 @@ def test_relay_iterates_a_response_that_has_no_relay_of_its_own() -> None:
     asyncio.run(relay(Plain(), lambda c: _keep(got, c, behind=c == b"b"), drain))
     assert got == [b"a", b"b", b"c"]
     assert drained == [2]  # after the chunk the consumer was behind on, before the next
+
+
+def test_relay_loses_nothing_that_arrives_while_the_first_chunk_is_being_drained() -> None:
+    """The first chunk came with the headers and the client is behind at once: the rest of the
+    answer arrives, to its end, while the relay waits for the drain, and must follow it."""
+
+    async def quick(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: 0\n\n")
+        await asyncio.sleep(0.1)
+        for i in range(1, 5):
+            await resp.write(b"data: %d\n\n" % i)
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def go() -> bytes:
+        pool = H1Pool()
+        got: list[bytes] = []
+
+        async def drain() -> None:
+            await asyncio.sleep(0.3)  # the rest of the answer, to its end, comes meanwhile
+
+        async with server(quick) as (url, _):
+            resp = await pool.open(url, b"{}", {}, first_byte_timeout_s=5)
+            await asyncio.sleep(0.03)  # the first chunk is in before the relay begins
+            await resp.relay(lambda c: _keep(got, c, behind=len(got) == 0), drain)
+            resp.release()
+        await pool.close()
+        return b"".join(got)
+
+    want = b"".join(b"data: %d\n\n" % i for i in range(5)) + b"data: [DONE]\n\n"
+    assert asyncio.run(go()) == want
