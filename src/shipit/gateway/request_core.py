@@ -233,26 +233,26 @@ class RequestCore:
             yield Started(resp.status, self._headers(view, resp, lease), lease.replica_id, d.policy)
             now = self.now
             capture = router.captures.get(view.request_id)  # mirrored to a shadow version
+
+            def account(chunk: bytes) -> None:
+                tally.chunk(chunk, now())
+                if tally.ttft_s is not None and not lease.prefilled:
+                    router.first_token(lease)
+                if capture is not None:
+                    capture.append(chunk)
+
             try:
                 if sink is not None and sink.ready():
                     write = sink.write
 
                     def deliver(chunk: bytes) -> bool:
-                        tally.chunk(chunk, now())
-                        if tally.ttft_s is not None and not lease.prefilled:
-                            router.first_token(lease)
-                        if capture is not None:
-                            capture.append(chunk)
+                        account(chunk)
                         return write(chunk)
 
                     await relay(resp, deliver, sink.drain)
                 else:
                     async for chunk in resp.chunks():
-                        tally.chunk(chunk, now())
-                        if tally.ttft_s is not None and not lease.prefilled:
-                            router.first_token(lease)
-                        if capture is not None:
-                            capture.append(chunk)
+                        account(chunk)
                         yield chunk
             except MidStreamError as exc:
                 resp.close()

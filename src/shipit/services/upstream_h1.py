@@ -105,11 +105,19 @@ class _Conn(asyncio.Protocol):
         self._wake()
 
     # ----- helpers ----------------------------------------------------------------------------
-    def _deliver(self) -> None:
-        body, sink = self.body, self.sink
-        assert sink is not None
+    def take_body(self) -> bytes:
+        """Everything parsed since the last take, as one chunk (as aiohttp's ``iter_any``
+        does): fewer, larger writes to the client under load."""
+        body = self.body
         data = body.popleft() if len(body) == 1 else b"".join(body)
         body.clear()
+        self.buffered = 0
+        return data
+
+    def _deliver(self) -> None:
+        sink = self.sink
+        assert sink is not None
+        data = self.take_body()
         if self.loop is not None:
             self.last_read_s = self.loop.time()
         try:
@@ -177,11 +185,7 @@ class H1Response:
         read_timeout_s = conn.pool.read_timeout_s
         while True:
             if conn.body:
-                # Everything that arrived since the last read, as one chunk (as aiohttp's
-                # iter_any does): fewer, larger writes to the client under load.
-                data = conn.body.popleft() if len(conn.body) == 1 else b"".join(conn.body)
-                conn.body.clear()
-                conn.buffered = 0
+                data = conn.take_body()
                 if conn.paused and conn.transport is not None:
                     conn.paused = False
                     conn.transport.resume_reading()
@@ -215,10 +219,7 @@ class H1Response:
                 if conn.sink_error is not None:
                     raise conn.sink_error
                 if conn.body:  # parsed before the relay began (with the headers, say)
-                    data = conn.body.popleft() if len(conn.body) == 1 else b"".join(conn.body)
-                    conn.body.clear()
-                    conn.buffered = 0
-                    if deliver(data):
+                    if deliver(conn.take_body()):
                         await drain()  # reads meanwhile are delivered after this one, in order
                     continue
                 if conn.complete:
