@@ -34,7 +34,7 @@ from shipit.gateway import pool_routes, rollout_routes, routes, scaling_routes
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.catalog import Catalog
 from shipit.gateway.console_fleet import console_app
-from shipit.gateway.direct import DIRECT_BODY
+from shipit.gateway.direct import DIRECT_BODY, DirectBody
 from shipit.gateway.edge import HEADERS, PARSED_BODY
 from shipit.gateway.errors import error_json, kind_of
 from shipit.gateway.history import CounterHistory, registry_reader
@@ -357,26 +357,34 @@ class Gateway:
         if self.rollouts is not None:
             self.rollouts.offer(view, body)  # a shadow rollout may mirror it, off this path
         guard = Guard()
-        task = asyncio.current_task()
-        loop = task.get_loop() if task is not None else asyncio.get_running_loop()
-        watcher = loop.create_task(_until_disconnect(receive))
+        direct: DirectBody | None = scope.get("extensions", {}).get(DIRECT_BODY)
+        task = asyncio.current_task(direct.loop) if direct is not None else asyncio.current_task()
+        left = False  # the client went away, and that cancelled this task
 
-        def _client_left(f: asyncio.Future[None]) -> None:
-            if guard.active and not f.cancelled() and task is not None:
+        def _client_left() -> None:
+            nonlocal left
+            if guard.active and task is not None:
+                left = True
                 task.cancel()
 
-        watcher.add_done_callback(_client_left)
+        watcher: asyncio.Task[None] | None = None
+        if direct is not None:
+            direct.on_client_gone(_client_left)  # the protocol tells: no task to watch
+        else:
+            loop = task.get_loop() if task is not None else asyncio.get_running_loop()
+            watcher = loop.create_task(_until_disconnect(receive))
+            watcher.add_done_callback(lambda f: None if f.cancelled() else _client_left())
         status, policy = 499, "-"
         try:
-            direct = scope.get("extensions", {}).get(DIRECT_BODY)
             outcome = await self.proxy.forward(view, body, router, send, guard, direct)
             status, policy = outcome.status, outcome.policy
         except asyncio.CancelledError:
-            if not (watcher.done() and not watcher.cancelled()):
+            if not left:
                 raise  # cancelled by the server, not by the client
         finally:
             guard.active = False
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
             self.metrics.request_done(view.deployment, status, policy)
 
     async def handle_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:

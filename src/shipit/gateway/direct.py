@@ -20,6 +20,7 @@ body must see every chunk; one that only watches it, as the edge's metering does
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -31,10 +32,35 @@ DIRECT_BODY = "shipit.direct_body"  # the scope["extensions"] key
 
 
 class DirectBody:
-    __slots__ = ("_cycle",)
+    __slots__ = ("_cycle", "_gone", "loop")
 
-    def __init__(self, cycle: Any) -> None:
+    def __init__(self, cycle: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._cycle = cycle  # uvicorn's RequestResponseCycle of this request
+        self.loop = loop  # the connection's (``asyncio.current_task(loop)`` makes no syscall)
+        self._gone: Callable[[], None] | None = None
+
+    def body_complete(self) -> bool:
+        """The whole request body has arrived: the next ``receive`` returns it at once."""
+        c = self._cycle
+        return not c.more_body and not c.disconnected
+
+    def on_client_gone(self, callback: Callable[[], None]) -> None:
+        """``callback()`` once, when the client's connection is lost before the response
+        completed (at once if it is already): what a task awaiting ``receive`` for
+        ``http.disconnect`` would learn, without a task per request. Reading from the
+        client resumes, as such a ``receive`` does, so that its going is seen."""
+        c = self._cycle
+        if c.disconnected:
+            callback()
+            return
+        self._gone = callback
+        c.flow.resume_reading()
+
+    def client_gone(self) -> None:
+        """Called by the protocol when the connection is lost (see ``on_client_gone``)."""
+        callback, self._gone = self._gone, None
+        if callback is not None and self._cycle.disconnected:
+            callback()
 
     def serves(self, send: Any) -> bool:
         """Whether ``send`` is this request's own server ``send`` (not a wrapper)."""
@@ -76,15 +102,18 @@ class DirectBody:
         nothing may go past it)."""
         if not self.serves(send):
             return None
-        return _Observed(self._cycle, wrapper, observe)
+        return _Observed(self, wrapper, observe)
 
 
 class _Observed(DirectBody):
-    __slots__ = ("_observe", "_wrapper")
+    __slots__ = ("_base", "_observe", "_wrapper")
 
-    def __init__(self, cycle: Any, wrapper: Any, observe: Callable[[bytes], None]) -> None:
-        super().__init__(cycle)
-        self._wrapper, self._observe = wrapper, observe
+    def __init__(self, base: DirectBody, wrapper: Any, observe: Callable[[bytes], None]) -> None:
+        super().__init__(base._cycle, base.loop)
+        self._base, self._wrapper, self._observe = base, wrapper, observe
+
+    def on_client_gone(self, callback: Callable[[], None]) -> None:
+        self._base.on_client_gone(callback)  # the protocol tells the one it attached
 
     def serves(self, send: Any) -> bool:
         return bool(send == self._wrapper)

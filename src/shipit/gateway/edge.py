@@ -73,9 +73,16 @@ def _too_large(limit: int, seen: str) -> EdgeError:
 
 
 async def read_body(
-    receive: Receive, content_length: str | None, *, max_bytes: int, timeout_s: float
+    receive: Receive,
+    content_length: str | None,
+    *,
+    max_bytes: int,
+    timeout_s: float,
+    arrived: bool = False,
 ) -> bytes:
-    """The whole body, or ``EdgeError`` 413 (too large) / 408 (too slow)."""
+    """The whole body, or ``EdgeError`` 413 (too large) / 408 (too slow). ``arrived``: the
+    server says the whole body is in (``DirectBody.body_complete``), so one ``receive`` takes
+    it without waiting and no timer is armed."""
     if content_length is not None:
         try:
             declared = int(content_length)
@@ -87,6 +94,14 @@ async def read_body(
             ) from None
         if declared > max_bytes:
             raise _too_large(max_bytes, f"{declared} bytes (Content-Length)")
+    first: Message | None = None
+    if arrived:
+        first = await receive()
+        if first["type"] == "http.request" and not first.get("more_body"):
+            whole: bytes = first.get("body", b"")
+            if len(whole) > max_bytes:
+                raise _too_large(max_bytes, f"over {max_bytes} bytes")
+            return whole
     parts: list[bytes] = []
     size = 0
     # A timer that cancels this task, rather than ``asyncio.timeout``: per request, and this
@@ -104,7 +119,7 @@ async def read_body(
     timer = loop.call_later(timeout_s, expire)
     try:
         while True:
-            message = await receive()
+            message, first = (first, None) if first is not None else (await receive(), None)
             if message["type"] == "http.disconnect":
                 break
             chunk: bytes = message.get("body", b"")

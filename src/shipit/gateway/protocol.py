@@ -39,6 +39,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._in_headers = False
+        self._direct: DirectBody | None = None  # the latest request's
 
     def _arm(self) -> None:
         self._disarm()
@@ -66,6 +67,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            direct.client_gone()  # only if uvicorn marked its request disconnected
 
     def on_message_begin(self) -> None:
         # The first byte of a request (on a fresh or a kept-alive connection) starts its clock;
@@ -103,7 +107,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle = self.cycle
             if cycle is not None and cycle.scope is self.scope:  # not for an upgrade
                 ext = self.scope.setdefault("extensions", {})
-                ext[DIRECT_BODY] = DirectBody(cycle)  # type: ignore[assignment]
+                ext[DIRECT_BODY] = self._direct = DirectBody(cycle, self.loop)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         if not self.transport.is_closing() and self.cycle is not None:

@@ -158,13 +158,17 @@ class RequestCore:
         dep = router.deployment
         while True:
             attempt += 1
+            avoid = frozenset(exclude)
             try:
-                if not view.stream or held or not router.cold():
-                    lease = await router.acquire(view, exclude=frozenset(exclude))
+                placed = router.place_now(view, exclude=avoid)
+                if placed is not None:
+                    lease = placed
+                elif not view.stream or held or not router.cold():
+                    lease = await router.wait_for_slot(view, exclude=avoid)
                 else:
                     # Held while no replica is ready: a Held every cold_start_keepalive_s so
                     # that the front door can keep its client's connection open.
-                    task = asyncio.ensure_future(router.acquire(view, exclude=frozenset(exclude)))
+                    task = asyncio.ensure_future(router.wait_for_slot(view, exclude=avoid))
                     interval_s = dep.queueing.cold_start_keepalive_s
                     try:
                         while True:

@@ -245,17 +245,33 @@ class RouterService:
     ) -> Lease:
         """A slot for ``request``: at once when free and nobody waits ahead of it, else after
         waiting in the queue (priority, then FIFO) until its deadline or the queue timeout."""
-        if not self.queue_state.entries:
-            now = self.clock.now()
-            avoid = frozenset[str]()
-            if exclude:
-                snapshot = admission.ExclusionSnapshot(now, exclude, self.registry.records())
-                excluded = admission.exclusion(snapshot)
-                self._record("admission", snapshot, None, excluded)
-                avoid = excluded.avoid
-            lease = self._place(request, avoid, now)
-            if isinstance(lease, Lease):
-                return lease
+        lease = self.place_now(request, exclude=exclude)
+        if lease is not None:
+            return lease
+        return await self.wait_for_slot(request, exclude=exclude)
+
+    def place_now(
+        self, request: RequestView, *, exclude: frozenset[str] = frozenset()
+    ) -> Lease | None:
+        """``acquire``'s first step: a slot at once when one is free and nobody waits ahead of
+        ``request``; None otherwise (then ``wait_for_slot``, and nothing else, gets it one)."""
+        if self.queue_state.entries:
+            return None
+        now = self.clock.now()
+        avoid = frozenset[str]()
+        if exclude:
+            snapshot = admission.ExclusionSnapshot(now, exclude, self.registry.records())
+            excluded = admission.exclusion(snapshot)
+            self._record("admission", snapshot, None, excluded)
+            avoid = excluded.avoid
+        lease = self._place(request, avoid, now)
+        return lease if isinstance(lease, Lease) else None
+
+    async def wait_for_slot(
+        self, request: RequestView, *, exclude: frozenset[str] = frozenset()
+    ) -> Lease:
+        """``acquire``'s second step, after ``place_now`` gave nothing: admission to the queue,
+        then the wait for a slot."""
         return await self._wait(request, exclude)
 
     async def _wait(self, request: RequestView, exclude: frozenset[str]) -> Lease:

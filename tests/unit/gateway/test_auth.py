@@ -245,13 +245,13 @@ def test_prefix_hashes_are_keyed_by_the_tenant_salt(tmp_path: Path) -> None:
     long = {"model": "m", "prompt": "x" * 400}
     seen: list[tuple[int, ...]] = []
     router = env.gw.routers["default"]
-    acquire = router.acquire
+    place_now = router.place_now
 
-    async def spy(view: Any, **kw: Any) -> Any:
+    def spy(view: Any, **kw: Any) -> Any:
         seen.append(view.prefix_hashes)
-        return await acquire(view, **kw)
+        return place_now(view, **kw)
 
-    router.acquire = spy  # type: ignore[method-assign]
+    router.place_now = spy  # type: ignore[method-assign]
     run(
         env,
         ("POST", "/v1/completions", long, env.auth("a")),
@@ -302,13 +302,13 @@ def test_a_request_without_priority_gets_the_default_clamped_into_the_tenants_ra
     env = Env(tmp_path, tenants={"acme": {"priority_min": 3, "priority_max": 5}})
     seen: list[int] = []
     router = env.gw.routers["default"]
-    acquire = router.acquire
+    place_now = router.place_now
 
-    async def spy(view: Any, **kw: Any) -> Any:
+    def spy(view: Any, **kw: Any) -> Any:
         seen.append(view.priority)
-        return await acquire(view, **kw)
+        return place_now(view, **kw)
 
-    router.acquire = spy  # type: ignore[method-assign]
+    router.place_now = spy  # type: ignore[method-assign]
     (res,) = run(env, ("POST", "/v1/chat/completions", CHAT, env.auth()))
     assert res.status == 200 and seen == [3]
 

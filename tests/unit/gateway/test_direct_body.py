@@ -62,9 +62,13 @@ async def _replica(handler: Any) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def _gateway(
-    replica_url: str, gateway: dict[str, Any] | None = None, **kw: Any
+    replica_url: str,
+    gateway: dict[str, Any] | None = None,
+    queueing: dict[str, Any] | None = None,
+    **kw: Any,
 ) -> AsyncIterator[tuple[Gateway, str]]:
-    cfg = parse_config({"gateway": gateway or {}, "deployments": [{"model": "m", "replicas": 0}]})
+    deployment = {"model": "m", "replicas": 0, **({"queueing": queueing} if queueing else {})}
+    cfg = parse_config({"gateway": gateway or {}, "deployments": [deployment]})
     gw = create_gateway(cfg, clock=RealClock(), monitor=False, **kw)
     gw.routers["default"].add_replica("r0", replica_url, state=ReplicaState.READY)
     sock = bind_socket("127.0.0.1", 0)
@@ -177,7 +181,9 @@ def test_a_send_wrapped_by_middleware_is_never_bypassed() -> None:
     async def wrapper(message: Any) -> None:
         await cycle.send(message)
 
-    body = DirectBody(cycle)
+    loop = asyncio.new_event_loop()
+    loop.close()  # only held, never run
+    body = DirectBody(cycle, loop)
     assert body.serves(cycle.send)
     assert not body.serves(wrapper)
     # A watcher over the server's own send hands on a writer for its wrapper only ...
@@ -275,3 +281,98 @@ def test_a_client_that_leaves_mid_stream_drops_the_replica_connection_and_frees_
     assert seen_drop
     assert in_flight == 0
     assert writes  # it was relayed directly until the client left
+
+
+def test_a_client_that_leaves_before_its_answer_starts_is_let_go_at_once() -> None:
+    """The connection's loss reaches the request through the protocol (no watcher task): a
+    request waiting for a replica's first byte is aborted, one waiting in the queue leaves
+    it, both long before the replica would have answered."""
+
+    async def go() -> tuple[int, int, int]:
+        arrived, answer = asyncio.Event(), asyncio.Event()
+
+        async def silent(request: web.Request) -> web.StreamResponse:
+            await request.read()
+            arrived.set()
+            await asyncio.wait_for(answer.wait(), 30)  # not before the test is done
+            return web.StreamResponse()
+
+        async with (
+            _replica(silent) as url,
+            _gateway(url, queueing={"max_concurrency": 1}) as (gw, gw_url),
+            aiohttp.ClientSession() as s,
+        ):
+            router = gw.routers["default"]
+            first = asyncio.create_task(s.post(f"{gw_url}/v1/chat/completions", json=REQUEST))
+            await asyncio.wait_for(arrived.wait(), 5)
+            second = asyncio.create_task(s.post(f"{gw_url}/v1/chat/completions", json=REQUEST))
+            for _ in range(100):
+                if router.queued() == 1:
+                    break
+                await asyncio.sleep(0.01)
+            queued_before = router.queued()
+            second.cancel()  # the queued client leaves
+            first.cancel()  # the client whose replica has not answered leaves
+            await asyncio.gather(first, second, return_exceptions=True)
+            for _ in range(100):
+                record = router.registry.get("r0")
+                if router.queued() == 0 and record and record.in_flight == 0:
+                    break
+                await asyncio.sleep(0.01)
+            record = router.registry.get("r0")
+            assert record is not None
+            answer.set()
+            return queued_before, router.queued(), record.in_flight
+
+    queued_before, queued_after, in_flight = uvloop.run(go())
+    assert queued_before == 1
+    assert (queued_after, in_flight) == (0, 0)  # seconds before the replica would answer
+
+
+def test_the_protocol_tells_a_request_its_client_left_only_while_it_runs() -> None:
+    class Flow:
+        resumed = 0
+
+        def resume_reading(self) -> None:
+            self.resumed += 1
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.disconnected = False
+            self.more_body = False
+            self.flow = Flow()
+
+        async def send(self, message: Any) -> None: ...
+
+    loop = asyncio.new_event_loop()
+    loop.close()  # only held, never run
+    calls: list[str] = []
+    live = DirectBody(Cycle(), loop)
+    assert live.body_complete()
+    live.on_client_gone(lambda: calls.append("live"))
+    assert live._cycle.flow.resumed == 1  # reading resumes, so that the loss is seen
+    live.client_gone()  # the connection closed after the response completed: not marked
+    assert calls == []
+    live.on_client_gone(lambda: calls.append("live"))
+    live._cycle.disconnected = True
+    assert not live.body_complete()
+    live.client_gone()
+    live.client_gone()  # once only
+    assert calls == ["live"]
+    # Already gone when asked: told at once. A metering writer hands the hook to the one the
+    # protocol attached.
+    late = DirectBody(Cycle(), loop)
+    watched = _observed(late)
+    watched.on_client_gone(lambda: calls.append("watched"))
+    late._cycle.disconnected = True
+    late.client_gone()
+    gone = DirectBody(Cycle(), loop)
+    gone._cycle.disconnected = True
+    gone.on_client_gone(lambda: calls.append("at once"))
+    assert calls == ["live", "watched", "at once"]
+
+
+def _observed(body: DirectBody) -> DirectBody:
+    watched = body.observed(body._cycle.send, "wrapper", lambda chunk: None)
+    assert watched is not None
+    return watched

@@ -142,13 +142,13 @@ def test_job_requests_wait_behind_interactive_ones_at_the_lowest_priority(
     gw = make(tmp_path, replica)
     seen: list[int] = []
     router = gw.routers["default"]
-    acquire = router.acquire
+    place_now = router.place_now
 
-    async def spy(request: Any, **kw: Any) -> Any:
+    def spy(request: Any, **kw: Any) -> Any:
         seen.append(request.priority)
-        return await acquire(request, **kw)
+        return place_now(request, **kw)
 
-    router.acquire = spy  # type: ignore[method-assign]
+    router.place_now = spy  # type: ignore[method-assign]
 
     async def go() -> None:
         async with running(gw):
