@@ -34,11 +34,12 @@ from shipit.gateway import pool_routes, rollout_routes, routes, scaling_routes
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.catalog import Catalog
 from shipit.gateway.console_fleet import console_app
-from shipit.gateway.direct import DIRECT_BODY, DirectBody
+from shipit.gateway.direct import DIRECT_BODY
 from shipit.gateway.edge import HEADERS, PARSED_BODY
 from shipit.gateway.errors import error_json, kind_of
 from shipit.gateway.history import CounterHistory, registry_reader
 from shipit.gateway.jobs_service import JobsService
+from shipit.gateway.leaving import ClientWatch
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.openapi import openapi_document
@@ -74,11 +75,6 @@ async def _read_body(receive: Receive) -> bytes:
         message = await receive()
         parts.append(message.get("body", b""))
     return b"".join(parts)
-
-
-async def _until_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 class Gateway:
@@ -357,34 +353,18 @@ class Gateway:
         if self.rollouts is not None:
             self.rollouts.offer(view, body)  # a shadow rollout may mirror it, off this path
         guard = Guard()
-        direct: DirectBody | None = scope.get("extensions", {}).get(DIRECT_BODY)
-        task = asyncio.current_task(direct.loop) if direct is not None else asyncio.current_task()
-        left = False  # the client went away, and that cancelled this task
-
-        def _client_left() -> None:
-            nonlocal left
-            if guard.active and task is not None:
-                left = True
-                task.cancel()
-
-        watcher: asyncio.Task[None] | None = None
-        if direct is not None:
-            direct.on_client_gone(_client_left)  # the protocol tells: no task to watch
-        else:
-            loop = task.get_loop() if task is not None else asyncio.get_running_loop()
-            watcher = loop.create_task(_until_disconnect(receive))
-            watcher.add_done_callback(lambda f: None if f.cancelled() else _client_left())
+        direct = scope.get("extensions", {}).get(DIRECT_BODY)
+        watch = ClientWatch(receive, direct, lambda: guard.active)
         status, policy = 499, "-"
         try:
             outcome = await self.proxy.forward(view, body, router, send, guard, direct)
             status, policy = outcome.status, outcome.policy
         except asyncio.CancelledError:
-            if not left:
+            if not watch.left:
                 raise  # cancelled by the server, not by the client
         finally:
             guard.active = False
-            if watcher is not None:
-                watcher.cancel()
+            watch.stop()
             self.metrics.request_done(view.deployment, status, policy)
 
     async def handle_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:

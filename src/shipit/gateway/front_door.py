@@ -27,7 +27,9 @@ from typing import Any
 
 from shipit.config.gateway import ShipitConfig, parse_config
 from shipit.core import openai_errors as oe
+from shipit.gateway.direct import DIRECT_BODY
 from shipit.gateway.errors import error_json
+from shipit.gateway.leaving import ClientWatch
 from shipit.gateway.metrics import CONTENT_TYPE
 from shipit.gateway.proxy import DONE_TAIL, Message, Receive, Scope, Send, send_json
 from shipit.services.front_door import FrontDoor
@@ -74,11 +76,6 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
         parts.append(part)
         if not message.get("more_body"):
             return b"".join(parts)
-
-
-async def _until_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 class FrontDoorApp:
@@ -158,23 +155,17 @@ class FrontDoorApp:
             msg = f"the request body is over the front door's limit of {limit} bytes"
             await send_json(send, 413, error_json(oe.REQUEST_TOO_LARGE, msg, "body"))
             return
-        task = asyncio.current_task()
-        watcher = asyncio.ensure_future(_until_disconnect(receive))
         ended = [False]
-
-        def _client_left(f: asyncio.Future[None]) -> None:
-            if not ended[0] and not f.cancelled() and task is not None:
-                task.cancel()
-
-        watcher.add_done_callback(_client_left)
+        direct = scope.get("extensions", {}).get(DIRECT_BODY)
+        watch = ClientWatch(receive, direct, lambda: not ended[0])
         try:
             await self._relay(scope, body, send, ended)
         except asyncio.CancelledError:
-            if not (watcher.done() and not watcher.cancelled()):
+            if not watch.left:
                 raise  # cancelled by the server, not by the client
         finally:
             ended[0] = True
-            watcher.cancel()
+            watch.stop()
 
     async def _relay(self, scope: Scope, body: bytes, send: Send, ended: list[bool]) -> None:
         door = self.door

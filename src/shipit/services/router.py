@@ -272,9 +272,6 @@ class RouterService:
     ) -> Lease:
         """``acquire``'s second step, after ``place_now`` gave nothing: admission to the queue,
         then the wait for a slot."""
-        return await self._wait(request, exclude)
-
-    async def _wait(self, request: RequestView, exclude: frozenset[str]) -> Lease:
         now = self.clock.now()
         q = self.deployment.queueing
         rid = request.request_id
