@@ -8,7 +8,8 @@ autoscaling, rollouts and the simulator all read these records; none of them mut
 change is a new record (``evolve``) in a new ``FleetState``. The live registry and the
 simulator build the same records, so the same policy code runs on both.
 
-This module imports only the standard library and holds no behaviour beyond derived properties.
+This module imports only the standard library (and ``core.frozen``, itself standard library only)
+and holds no behaviour beyond derived properties.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import Any
+
+from shipit.core.frozen import fast_init
 
 
 class ReplicaState(enum.Enum):
@@ -39,6 +42,7 @@ class CapacityPool(enum.Enum):
     SPOT = "spot"  # cheap, pre-emptible
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ReplicaRecord:
     """One replica, as every policy sees it. Frozen: change it with ``evolve``."""

@@ -4,14 +4,18 @@ A ``RequestView`` is built once at the gateway's edge from an HTTP request (mode
 prompt tokens or text, priority, deadline, session key, stream flag, routing override); the
 replica side is ``core.fleet.ReplicaRecord``. Policies take these and nothing else from the
 outside world, so the same policy runs in the gateway and in the simulator. This module imports
-only the standard library and must not hold behaviour beyond small derived properties.
+only the standard library (and ``core.frozen``) and must not hold behaviour beyond small derived
+properties.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shipit.core.frozen import fast_init
 
+
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RequestView:
     """One inference request, parsed once at the edge; framework types never pass this point."""

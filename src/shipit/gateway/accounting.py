@@ -17,11 +17,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
+
 from shipit.config.observability import SloConfig
 from shipit.gateway.metrics import RequestChildren
 
 _USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 MAX_BODY_BYTES = 1 << 20  # a non-streamed answer larger than this is not parsed for usage
+_DECODE = msgspec.json.Decoder().decode
+
+
+def _loads(raw: bytes) -> Any:
+    """JSON in C (msgspec); what it refuses and Python's json takes (NaN...) as json takes it."""
+    try:
+        return _DECODE(raw)
+    except msgspec.DecodeError:
+        return json.loads(raw)
 
 
 def role_only(chunk: bytes) -> bool:
@@ -39,7 +50,7 @@ def usage_from_sse(chunk: bytes) -> dict[str, Any] | None:
         return None
     end = chunk.find(b"\n\n", at)
     try:
-        usage = json.loads(chunk[start + 5 : end if end >= 0 else len(chunk)]).get("usage")
+        usage = _loads(chunk[start + 5 : end if end >= 0 else len(chunk)]).get("usage")
     except (ValueError, AttributeError):
         return None
     return usage if isinstance(usage, dict) else None
@@ -47,7 +58,7 @@ def usage_from_sse(chunk: bytes) -> dict[str, Any] | None:
 
 def usage_from_body(body: bytes) -> dict[str, Any] | None:
     try:
-        usage = json.loads(body).get("usage")
+        usage = _loads(body).get("usage")
     except (ValueError, AttributeError):
         return None
     return usage if isinstance(usage, dict) else None

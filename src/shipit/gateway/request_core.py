@@ -26,6 +26,7 @@ from typing import Protocol
 
 from shipit.config.upstream_auth import UpstreamHeaders
 from shipit.core import openai_errors as oe
+from shipit.core.frozen import fast_init
 from shipit.core.views import RequestView
 from shipit.gateway.accounting import Tally, prefix_blocks
 from shipit.gateway.errors import admission_kind, error_json, upstream_kind
@@ -83,6 +84,7 @@ class Rejected:
     retry_after_s: int | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Started:
     """The answer begins: the replica's status and the headers chosen for the client (content
@@ -113,6 +115,7 @@ class BrokenMidStream:
     body: bytes
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Finished:
     """The last event of every run: what the client got and what the replica did."""

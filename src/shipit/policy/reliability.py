@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from shipit.config.gateway import OutlierConfig, RetryConfig
+from shipit.core.frozen import fast_init
 
 # ----- retry budget -----------------------------------------------------------------------
 
@@ -131,6 +132,7 @@ class Ejection:
     reason: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ReplicaOutliers:
     """What outlier detection knows of one replica."""
@@ -144,6 +146,7 @@ class ReplicaOutliers:
         return self.ejected_until_s is not None and self.ejected_until_s > now_s
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class OutlierState:
     replicas: tuple[ReplicaOutliers, ...] = ()
@@ -160,6 +163,7 @@ class OutlierState:
         return OutlierState(tuple(r for r in self.replicas if r.replica_id != replica_id))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class OutcomeSnapshot:
     now_s: float
@@ -169,6 +173,7 @@ class OutcomeSnapshot:
     why: str = ""  # what failed (for the reason)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class OutlierDecision:
     replica_id: str

@@ -42,3 +42,47 @@ def test_a_body_that_is_not_utf8_is_a_400_not_a_500() -> None:
     with pytest.raises(EdgeError, match="not valid JSON") as err:
         parse_json(b'{"model": "\xff\xfe\xfa"}', max_depth=8)
     assert err.value.status == 400
+
+
+# What Python's json accepts and msgspec refuses (NaN, infinities, a lone surrogate, a BOM)
+# and what neither accepts must come out of the fast path exactly as the checked one gives it.
+EDGE_CASES = [
+    b'{"a": NaN, "b": Infinity, "c": -Infinity}',
+    b'{"a": 1e400}',
+    b'{"a": "\\ud800"}',
+    b'\xef\xbb\xbf{"a": 1}',
+    b'{"a": 1, "a": 2}',
+    b'{"a": "' + b"1" * 30 + b'"}',
+    b'{"a": 9223372036854775808}',
+    b'{"a": -9223372036854775808}',
+    b'{"a": [[[[[1]]]]]}',
+    b'  {"a" : -0, "b": 1E5, "c": null, "d": [true, false]}  ',
+    b"[1, 2]",
+    b'"x"',
+    b"1",
+    b"",
+    b"{",
+    b'{"a": "\xff"}',
+    b'{"a": 1}garbage',
+]
+
+
+def _outcome(call: object) -> object:
+    try:
+        return ("ok", repr(call()))  # type: ignore[operator]
+    except EdgeError as exc:
+        return ("refused", exc.status, exc.param, str(exc))
+
+
+@pytest.mark.parametrize("raw", EDGE_CASES)
+def test_the_fast_parse_accepts_and_refuses_what_the_checked_parse_does(raw: bytes) -> None:
+    from shipit.gateway.edge import _parse_checked
+
+    fast = _outcome(lambda: parse_json(raw, max_depth=4))
+    checked = _outcome(lambda: _parse_checked(raw, 4))
+    assert fast == checked
+
+
+def test_python_json_extensions_still_parse() -> None:
+    assert repr(parse_json(b'{"a": NaN}', max_depth=4)) == "{'a': nan}"
+    assert parse_json(b'\xef\xbb\xbf{"a": 1}', max_depth=4) == {"a": 1}

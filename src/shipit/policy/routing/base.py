@@ -18,9 +18,11 @@ from typing import NamedTuple
 
 from shipit.config.gateway import RoutingConfig
 from shipit.core.fleet import ReplicaRecord
+from shipit.core.frozen import fast_init
 from shipit.core.views import RequestView
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
     """Where one request goes, and why.
@@ -38,6 +40,7 @@ class RouteDecision:
     wait_for: str | None = None  # no replica now: the request waits for this one's slot
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ReplicaPace:
     """What the driver measured of one replica, for queue-aware affinity and balance in tokens.
@@ -55,6 +58,7 @@ class ReplicaPace:
     prefill_s_per_token: float = 0.0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RouteSnapshot:
     """What the driver saw when it asked: read once, passed whole."""
@@ -82,6 +86,7 @@ class SessionRing:
     owners: tuple[str, ...] = ()  # owner of each point
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RoutingState:
     """What one composed policy carries from one decision to the next."""
