@@ -190,11 +190,13 @@ class Security:
 
     # ----- the request ------------------------------------------------------------------
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw_headers: list[tuple[bytes, bytes]] = list(scope.get("headers", []))
+        raw_headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
         principal = self.authenticate(scope, headers)
+        # The scope is this request's own (the server makes one per request): what the edge
+        # learned is added to it in place, not to a copy per step.
         if principal is not None:
-            scope = {**scope, PRINCIPAL: principal}
+            scope[PRINCIPAL] = principal
         if scope["method"] in ("GET", "HEAD"):
             if principal is not None and principal.tenant.models and scope["path"] == "/v1/models":
                 send = _models_filter(send, principal.tenant.models)
@@ -216,12 +218,9 @@ class Security:
         if scope["path"].startswith("/v1/") and scope["method"] == "POST" and model_request:
             prepared = self.prepare(principal, raw_headers, headers, body)
             body = prepared.body
-            scope = {
-                **scope,
-                "headers": prepared.headers,
-                PARSED_BODY: prepared.data,
-                HEADERS: prepared.header_dict,
-            }
+            scope["headers"] = prepared.headers
+            scope[PARSED_BODY] = prepared.data
+            scope[HEADERS] = prepared.header_dict
         elif scope["path"] in TOKENIZER_PATHS and scope["method"] == "POST":
             self._check_tokenizer_body(principal, body)
         replayed = False
@@ -304,8 +303,13 @@ class Security:
         elif "priority" in data and data["priority"] is not None:
             int_in_range(data["priority"], "priority", lo, hi, what)
         else:
-            default = self._default_priority(model)
-            extra.append((b"x-shipit-priority", str(min(hi, max(lo, default))).encode()))
+            # The deployment's default, clamped to the range: sent on as the header only when
+            # the clamp changed it, or when the model names no deployment (the gateway then
+            # routes by adapter, and the first deployment's default, clamped, applies).
+            default, known = self._default_priority(model)
+            clamped = min(hi, max(lo, default))
+            if clamped != default or not known:
+                extra.append((b"x-shipit-priority", str(clamped).encode()))
         if "x-shipit-deadline-ms" in headers:
             int_in_range(
                 headers["x-shipit-deadline-ms"],
@@ -331,10 +335,14 @@ class Security:
             as_dict.update((k.decode("latin-1"), v.decode("latin-1")) for k, v in extra)
         return Prepared(body, out, model, bool(data.get("stream", False)), data, as_dict)
 
-    def _default_priority(self, model: str) -> int:
+    def _default_priority(self, model: str) -> tuple[int, bool]:
+        """The default priority of the deployment serving ``model`` by name, and whether one
+        does (else the first deployment's)."""
         deps = self.config.deployments
-        dep = next((d for d in deps if d.model_name == model), deps[0])
-        return dep.queueing.default_priority
+        for d in deps:
+            if d.model_name == model:
+                return d.queueing.default_priority, True
+        return deps[0].queueing.default_priority, False
 
     # ----- rate limits and accounting ---------------------------------------------------
     async def _metered(
