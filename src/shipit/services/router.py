@@ -137,7 +137,8 @@ class RouterService:
         return self.queue_state
 
     def _record(self, policy: str, snapshot: object, state: object, decision: object) -> None:
-        self.log.record(policy, self.deployment.name, snapshot, state, decision)
+        if self.log is not NO_LOG:
+            self.log.record(policy, self.deployment.name, snapshot, state, decision)
 
     # ----- registry (the records live in ``self.registry``) ------------------------------
     def add_replica(
@@ -207,10 +208,12 @@ class RouterService:
         policy = self.policy(request.routing)
         hits: tuple[tuple[str, int], ...] = ()
         paces: tuple[routing.ReplicaPace, ...] = ()
-        ids = [r.replica_id for r in replicas]
-        if request.prefix_hashes and policy.plan.uses("prefix_cache"):
+        reads = policy.plan.reads
+        if request.prefix_hashes and "prefix_cache" in reads:
+            ids = [r.replica_id for r in replicas]
             hits = routing.prefix_hits(self.prefix_index, request.prefix_hashes, ids)
-        if policy.plan.uses("paces"):  # prefix affinity, and the prefill scorer
+        if "paces" in reads:  # prefix affinity, and the prefill scorer
+            ids = [r.replica_id for r in replicas]
             paces = self.paces.paces(ids, now_s=now, asking=request.request_id)
         snapshot = routing.RouteSnapshot(
             now,

@@ -71,7 +71,12 @@ def _least(
 def per_token_s(ctx: RouteContext, replica: ReplicaRecord) -> float:
     """The replica's prefill time a token: measured by the driver, else the configured one."""
     measured = ctx.pace(replica.replica_id).prefill_s_per_token
-    return measured if measured > 0 else ctx.config.prefix_cache.prefill_us_per_token / 1e6
+    return measured if measured > 0 else configured_per_token_s(ctx)
+
+
+def configured_per_token_s(ctx: RouteContext) -> float:
+    """The configured prefill time a token (``prefix_cache.prefill_us_per_token``)."""
+    return ctx.config.prefix_cache.prefill_us_per_token / 1e6
 
 
 def slot_wait_s(ctx: RouteContext, holder: ReplicaRecord) -> float | None:

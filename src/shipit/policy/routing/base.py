@@ -140,12 +140,12 @@ class RouteContext(NamedTuple):
 
 def routable(replicas: Sequence[ReplicaRecord], now_s: float) -> tuple[ReplicaRecord, ...]:
     """Ready and not ejected."""
-    return tuple(r for r in replicas if r.routable(now_s))
+    return tuple([r for r in replicas if r.routable(now_s)])
 
 
 def with_free_slot(replicas: Sequence[ReplicaRecord]) -> tuple[ReplicaRecord, ...]:
     """Below its ``max_concurrency`` (the queue lives at the gateway, not on replicas)."""
-    return tuple(r for r in replicas if r.in_flight < r.max_concurrency)
+    return tuple([r for r in replicas if r.in_flight < r.max_concurrency])
 
 
 def lower_load(replica: ReplicaRecord) -> float:

@@ -182,13 +182,16 @@ class PaceBook:
             if self._waiting_for
             else {}
         )
+        service, measured, backlog = self._service_s, self._measured, self._backlog
         return tuple(
-            ReplicaPace(
-                rid,
-                self._service_s.get(rid, 0.0),
-                self.pending_tokens(rid, now_s),
-                waiting.get(rid, 0),
-                self._measured.get(rid, 0.0),
-            )
-            for rid in replica_ids
+            [
+                ReplicaPace(
+                    rid,
+                    service.get(rid, 0.0),
+                    self.pending_tokens(rid, now_s) if rid in backlog else 0,
+                    waiting.get(rid, 0) if waiting else 0,
+                    measured.get(rid, 0.0),
+                )
+                for rid in replica_ids
+            ]
         )

@@ -24,16 +24,27 @@ from shipit.policy.routing.session_affinity import session_affinity
 Picker = Callable[[RouteContext, tuple[ReplicaRecord, ...], tuple[float, ...]], Pick]
 
 
+# A composition's scorers -> how ``best`` words its decision ("load", "work" or "score"): found
+# once per composition, not on every decision.
+_BEST_KIND: dict[tuple[tuple[str, float], ...], str] = {}
+
+
 def best(
     ctx: RouteContext, candidates: tuple[ReplicaRecord, ...], totals: tuple[float, ...]
 ) -> Pick:
     i = pick(candidates, totals, offset=ctx.state.turn)
     chosen = candidates[i]
     hits = ctx.hit(chosen.replica_id)
-    if all(name == "load" for name, _ in ctx.weights):
+    kind = _BEST_KIND.get(ctx.weights)
+    if kind is None:
+        names = {name for name, _ in ctx.weights}
+        kind = _BEST_KIND[ctx.weights] = (
+            "load" if names <= {"load"} else "work" if names == {"load", "prefill"} else "score"
+        )
+    if kind == "load":
         why = f"fewest in flight: {chosen.in_flight}/{chosen.max_concurrency}"
         return Pick(chosen, "least_loaded", why, prefix_hit_blocks=hits)
-    if {name for name, _ in ctx.weights} == {"load", "prefill"}:  # least outstanding work
+    if kind == "work":  # least outstanding work
         why = (
             f"least outstanding: {chosen.in_flight}/{chosen.max_concurrency} in flight, "
             f"{ctx.pace(chosen.replica_id).pending_tokens} prompt tokens to compute"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from shipit.core.fleet import ReplicaRecord
-from shipit.policy.routing.affinity import per_token_s, prompt_tokens, uncached_tokens
+from shipit.policy.routing.affinity import configured_per_token_s, prompt_tokens
 from shipit.policy.routing.base import RouteContext, lower_load
 from shipit.policy.routing.lora_affinity import lora_score
 from shipit.policy.routing.prefix_cache import prefix_score
@@ -25,7 +25,7 @@ Scorer = Callable[[RouteContext, tuple[ReplicaRecord, ...]], tuple[float, ...]]
 
 def load_score(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> tuple[float, ...]:
     """Fewer in flight relative to ``max_concurrency``; the replica's own queue breaks ties."""
-    return tuple(lower_load(r) for r in candidates)
+    return tuple([lower_load(r) for r in candidates])
 
 
 def prefill_score(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> tuple[float, ...]:
@@ -39,14 +39,14 @@ def prefill_score(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> t
         return (0.0,) * len(candidates)
     prompt = prompt_tokens(ctx)
     block = ctx.config.prefix_cache.block_size_tokens
-    return tuple(
-        -(
-            ctx.pace(r.replica_id).pending_tokens
-            + uncached_tokens(prompt, ctx.hit(r.replica_id), block)
-        )
-        * per_token_s(ctx, r)
-        for r in candidates
-    )
+    scores = []
+    for r in candidates:  # per candidate, every decision: one pace lookup, no helper calls
+        pace = ctx.pace(r.replica_id)
+        uncached = prompt - ctx.hits.get(r.replica_id, 0) * block if ctx.hits else prompt
+        measured = pace.prefill_s_per_token
+        per_token = measured if measured > 0 else configured_per_token_s(ctx)
+        scores.append(-(pace.pending_tokens + (uncached if uncached > 0 else 0)) * per_token)
+    return tuple(scores)
 
 
 def kv_score(ctx: RouteContext, candidates: tuple[ReplicaRecord, ...]) -> tuple[float, ...]:
