@@ -4,8 +4,9 @@ Owns the gateway's view of ``telemetry.catalog``: the per-request collectors
 (``telemetry.instruments.build_gateway_metrics``), cost and baseline-alert gauges, and the
 scrape-time collectors: queue depth, in-flight, replica state and ejections read from the router
 services, this process's CPU and RSS, and NVML accelerator figures when a GPU is visible. Hot-path
-label children are cached per deployment so one request costs a few attribute lookups. It must
-not name a metric itself (the catalog does) nor touch the global default registry.
+label children are cached per deployment so one request costs a few attribute lookups, and the
+per-request series are plain numbers (``telemetry.plain``) exposed as prometheus_client's. It
+must not name a metric itself (the catalog does) nor touch the global default registry.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
@@ -27,6 +28,7 @@ from shipit.telemetry.instruments import (
     build_gateway_metrics,
     snapshot_family,
 )
+from shipit.telemetry.plain import CounterChild, HistogramChild
 from shipit.telemetry.process import ProcessCollector, nvml_collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -58,16 +60,16 @@ class _RouterCollector(Collector):
 
 @dataclass(frozen=True, slots=True)
 class RequestChildren:
-    """One deployment's per-request label children (``Histogram``/``Counter`` children)."""
+    """One deployment's per-request label children (plain histogram and counter children)."""
 
-    ttft: Histogram
-    tpot: Histogram
-    itl: Histogram
-    e2e: Histogram
-    queue_wait: Histogram
-    prompt_tokens: Counter
-    output_tokens: Counter
-    slo_met: Counter
+    ttft: HistogramChild
+    tpot: HistogramChild
+    itl: HistogramChild
+    e2e: HistogramChild
+    queue_wait: HistogramChild
+    prompt_tokens: CounterChild
+    output_tokens: CounterChild
+    slo_met: CounterChild
 
 
 class GatewayMetrics:
@@ -99,23 +101,25 @@ class GatewayMetrics:
         gpus = nvml_collector() if nvml else None
         if gpus is not None:
             self.registry.register(gpus)
-        self._children: dict[tuple[str, ...], object] = {}
+        self._children: dict[tuple[str, ...], CounterChild] = {}
         self._per_request: dict[str, RequestChildren] = {}
-        self._prefix: dict[tuple[str, str, str], tuple[Counter, Counter, Counter, Counter]] = {}
+        self._prefix: dict[
+            tuple[str, str, str], tuple[CounterChild, CounterChild, CounterChild, CounterChild]
+        ] = {}
 
     def request_done(self, deployment: str, status: int, policy: str) -> None:
         key = ("req", deployment, str(status), policy)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self.requests.labels(deployment, str(status), policy)
-        child.inc()  # type: ignore[attr-defined]
+        child.value += 1
 
     def decision(self, deployment: str, policy: str, reason: str) -> None:
         key = ("dec", deployment, policy, reason)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self.decisions.labels(deployment, policy, reason)
-        child.inc()  # type: ignore[attr-defined]
+        child.value += 1
 
     def prefix_check(self, deployment: str, hashing: str, predicted: int, reported: int) -> None:
         """One answer's cached prefix: ``predicted`` blocks (the index, at routing time) vs

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from shipit.telemetry import catalog as cat
 from shipit.telemetry.catalog import Component, MetricKind, MetricSpec, Update
+from shipit.telemetry.plain import PlainCounter, PlainHistogram
 
 Instrument = Counter | Gauge | Histogram
 
@@ -101,32 +102,66 @@ def build_group(component: Component, registry: CollectorRegistry) -> Instrument
     return InstrumentSet(component, registry)
 
 
+class PlainSet:
+    """Every ``INSTRUMENT`` metric of one component as plain counters and histograms
+    (``telemetry.plain``: the same exposition, cheaper updates; event-loop thread only)."""
+
+    def __init__(self, component: Component, registry: CollectorRegistry) -> None:
+        self.component = component
+        self._by_name: dict[str, PlainCounter | PlainHistogram] = {}
+        for spec in cat.group(component):
+            if spec.update is not Update.INSTRUMENT:
+                continue
+            name, labels = _base_name(spec), list(spec.labels)
+            if spec.kind is MetricKind.COUNTER:
+                self._by_name[spec.name] = PlainCounter(name, spec.help, labels, registry)
+            elif spec.kind is MetricKind.HISTOGRAM:
+                self._by_name[spec.name] = PlainHistogram(
+                    name, spec.help, labels, registry, buckets=spec.buckets_s
+                )
+            else:
+                raise ValueError(f"{spec.name}: a plain set holds counters and histograms only")
+
+    def counter(self, spec: MetricSpec) -> PlainCounter:
+        got = self._by_name.get(spec.name)
+        if not isinstance(got, PlainCounter):
+            raise KeyError(f"{spec.name} is not a counter of {self.component}")
+        return got
+
+    def histogram(self, spec: MetricSpec) -> PlainHistogram:
+        got = self._by_name.get(spec.name)
+        if not isinstance(got, PlainHistogram):
+            raise KeyError(f"{spec.name} is not a histogram of {self.component}")
+        return got
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayMetrics:
-    """Per-request gateway metrics. Queue depth, in-flight, replica state and ejections are
-    ``SNAPSHOT`` specs: the gateway's scrape-time collector yields them with ``snapshot_family``
-    from its router services."""
+    """Per-request gateway metrics, plain (``telemetry.plain``: the gateway updates a dozen a
+    request). Queue depth, in-flight, replica state and ejections are ``SNAPSHOT`` specs: the
+    gateway's scrape-time collector yields them with ``snapshot_family`` from its router
+    services."""
 
-    requests: Counter
-    requests_slo_met: Counter
-    ttft: Histogram
-    tpot: Histogram
-    itl: Histogram
-    e2e: Histogram
-    prompt_tokens: Counter
-    output_tokens: Counter
-    queue_wait: Histogram
-    retries: Counter
-    routing_decisions: Counter
-    admission_rejections: Counter
-    midstream_errors: Counter
-    prefix_predictions: Counter
-    prefix_blocks: Counter
-    prefix_mispredicted: Counter
+    requests: PlainCounter
+    requests_slo_met: PlainCounter
+    ttft: PlainHistogram
+    tpot: PlainHistogram
+    itl: PlainHistogram
+    e2e: PlainHistogram
+    prompt_tokens: PlainCounter
+    output_tokens: PlainCounter
+    queue_wait: PlainHistogram
+    retries: PlainCounter
+    routing_decisions: PlainCounter
+    admission_rejections: PlainCounter
+    midstream_errors: PlainCounter
+    prefix_predictions: PlainCounter
+    prefix_blocks: PlainCounter
+    prefix_mispredicted: PlainCounter
 
 
 def build_gateway_metrics(registry: CollectorRegistry) -> GatewayMetrics:
-    s = build_group(Component.GATEWAY, registry)
+    s = PlainSet(Component.GATEWAY, registry)
     return GatewayMetrics(
         requests=s.counter(cat.REQUESTS),
         requests_slo_met=s.counter(cat.GOOD_REQUESTS),
