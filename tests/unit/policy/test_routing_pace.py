@@ -77,3 +77,37 @@ def test_the_backlog_matches_the_rule_written_plainly_on_random_histories() -> N
                 free_s = max(at, free_s) + tokens * pace
                 want += min(tokens, max(round((free_s - now_s) / pace), 0))
             assert book.pending_tokens("a", now_s) == want
+
+
+def test_the_backlog_matches_the_rule_as_prompts_come_and_go_between_questions() -> None:
+    """The book keeps each replica's chain of finish times between decisions, extended as
+    prompts arrive and rebuilt when one leaves: asked between every change, it must still give
+    the rule as stated (a first token frees the replica from that moment)."""
+    import random
+
+    rng = random.Random(11)
+    for _ in range(300):
+        pace = rng.choice([1e-4, 0.001, 0.0025])
+        book = PaceBook(prefill_s_per_token=pace)
+        backlog: dict[str, tuple[int, float]] = {}
+        last_drop = -float("inf")
+        t = 0.0
+        for i in range(rng.randint(1, 30)):
+            t += rng.choice([0.0, 0.01, 0.05, 0.3, 1.0])
+            if backlog and rng.random() < 0.4:
+                rid = rng.choice(list(backlog))
+                del backlog[rid]
+                # ``done`` (a slot back) drops it as a first token does, without measuring
+                # the pace, so that the configured one holds throughout.
+                book.done("a", rid, None, now_s=t)
+                last_drop = t
+            else:
+                tokens = rng.randint(1, 3000)
+                book.placed("a", f"q{i}", tokens, now_s=t)
+                backlog[f"q{i}"] = (tokens, t)
+            for now_s in (t, t + rng.uniform(0, 2)):
+                free_s, want = last_drop if backlog else -float("inf"), 0
+                for tokens, at in backlog.values():
+                    free_s = max(at, free_s) + tokens * pace
+                    want += min(tokens, max(round((free_s - now_s) / pace), 0))
+                assert book.pending_tokens("a", now_s) == want

@@ -27,6 +27,7 @@ the backlog at once, whatever the pace said.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -66,13 +67,20 @@ class PaceBook:
         # replica id -> request id -> (uncached prompt tokens, when placed), in placement order
         self._backlog: dict[str, dict[str, tuple[int, float]]] = {}
         self._waiting_for: dict[str, str] = {}  # request id -> replica id
+        self._chains: dict[str, _Chain] = {}  # replica id -> its backlog's finish times
         self._since: dict[str, float] = {}  # request id -> when it first chose to wait
 
     def placed(self, replica_id: str, request_id: str, tokens: int, *, now_s: float) -> None:
         self.gone(request_id)
         if tokens > 0:
             self._busy_since.setdefault(replica_id, now_s)
-            self._backlog.setdefault(replica_id, {})[request_id] = (tokens, now_s)
+            backlog = self._backlog.setdefault(replica_id, {})
+            chain = self._chains.get(replica_id)
+            if chain is not None and request_id not in backlog:
+                chain.append(tokens, now_s)  # last in the order: the chain grows by one
+            else:
+                self._chains.pop(replica_id, None)
+            backlog[request_id] = (tokens, now_s)
 
     def prefilled(self, replica_id: str, request_id: str, *, now_s: float) -> None:
         """The request's first token came at ``now_s``: its prompt is computed, off the
@@ -94,6 +102,7 @@ class PaceBook:
         entry = backlog.pop(request_id, None)
         if entry is not None:
             self._last_drop_s[replica_id] = now_s
+            self._chains.pop(replica_id, None)  # every later prompt's finish may move
         if not backlog:  # the replica has no prompt left to compute: a busy spell ends
             del self._backlog[replica_id]
             since = self._busy_since.pop(replica_id, now_s)
@@ -139,6 +148,7 @@ class PaceBook:
     def forget(self, replica_id: str) -> None:
         self._service_s.pop(replica_id, None)
         self._backlog.pop(replica_id, None)
+        self._chains.pop(replica_id, None)
         books = (self._measured, self._busy_since, self._busy_s, self._last_drop_s)
         for book in (*books, self._prefilled):
             book.pop(replica_id, None)
@@ -153,23 +163,12 @@ class PaceBook:
         per_token = self.prefill_s_per_token(replica_id)
         if per_token <= 0:
             return sum(tokens for tokens, _ in backlog.values())
-        left = 0
-        # When the replica is done with the prompts before this one: it computes them in turn,
-        # so the first still there started at the last one's first token at the earliest.
-        # Each prompt counts min(tokens, round(seconds it still needs / per_token)), at least
-        # 0; written without builtins' calls, as this runs per replica for every decision.
-        free_s = self._last_drop_s.get(replica_id, -math.inf)
-        for tokens, placed_s in backlog.values():
-            if placed_s > free_s:
-                free_s = placed_s
-            free_s += tokens * per_token
-            ahead_s = free_s - now_s
-            if ahead_s >= tokens * per_token:
-                left += tokens
-            elif ahead_s > 0:
-                ahead = round(ahead_s / per_token)
-                left += ahead if ahead < tokens else tokens
-        return left
+        chain = self._chains.get(replica_id)
+        if chain is None or chain.per_token != per_token:
+            chain = self._chains[replica_id] = _Chain(
+                per_token, self._last_drop_s.get(replica_id, -math.inf), backlog.values()
+            )
+        return chain.pending(now_s)
 
     def paces(
         self, replica_ids: Iterable[str], *, now_s: float, asking: str = ""
@@ -195,3 +194,53 @@ class PaceBook:
                 for rid in replica_ids
             ]
         )
+
+
+class _Chain:
+    """One replica's backlog as a chain of finish times, built when the backlog changes (not
+    on every decision): the replica computes its prompts in turn, the first from its last drop
+    at the earliest, each from its placement or the end of the one before, whichever is later,
+    at ``per_token`` seconds a token. ``pending`` at a time is then a binary search and a few
+    steps, not a walk of the whole backlog for every replica at every decision."""
+
+    __slots__ = ("cum", "ends", "per_token", "start_s", "tokens")
+
+    def __init__(
+        self, per_token: float, free_s: float, entries: Iterable[tuple[int, float]]
+    ) -> None:
+        self.per_token = per_token
+        self.start_s = free_s  # the replica's last drop: the first prompt starts no earlier
+        self.ends: list[float] = []  # finish time of each prompt, in order (non-decreasing)
+        self.tokens: list[int] = []
+        self.cum: list[int] = [0]  # tokens of the prompts before each one
+        for tokens, placed_s in entries:
+            if placed_s > free_s:
+                free_s = placed_s
+            free_s += tokens * per_token
+            self.ends.append(free_s)
+            self.tokens.append(tokens)
+            self.cum.append(self.cum[-1] + tokens)
+
+    def append(self, tokens: int, placed_s: float) -> None:
+        free_s = self.ends[-1] if self.ends else self.start_s
+        if placed_s > free_s:
+            free_s = placed_s
+        self.ends.append(free_s + tokens * self.per_token)
+        self.tokens.append(tokens)
+        self.cum.append(self.cum[-1] + tokens)
+
+    def pending(self, now_s: float) -> int:
+        """Prompt tokens not yet computed at ``now_s``: none of the prompts finished by then;
+        each one finishing later counts min(tokens, round(seconds it still needs / per
+        token)); from the first that has not started, all of them whole (each starts no
+        earlier than the one before it ends)."""
+        ends, tokens, per_token = self.ends, self.tokens, self.per_token
+        n = len(ends)
+        left = 0
+        for i in range(bisect_right(ends, now_s), n):
+            ahead_s = ends[i] - now_s
+            if ahead_s >= tokens[i] * per_token:
+                return left + self.cum[n] - self.cum[i]
+            ahead = round(ahead_s / per_token)
+            left += ahead if ahead < tokens[i] else tokens[i]
+        return left
