@@ -9,13 +9,18 @@ frames the chunk for HTTP/1.1 chunked transfer exactly as uvicorn's ``send`` doe
 to the same transport, and reports when the client is behind (uvicorn's flow control paused
 writing) so that reading from the replica pauses.
 
-Only the response head and the end of the body go through ``send``, so uvicorn's record of the
-response (started, chunked, complete, keep-alive) stays true. ``GuardedHttpToolsProtocol``
-attaches one to each request's scope under ``DIRECT_BODY``; a front door uses it only when the
-``send`` it was given is the server's own (no middleware wraps it: a wrapper that rewrites the
-body must see every chunk; one that only watches it, as the edge's metering does, hands on an
-``observed`` writer that shows it each chunk) and once the head is out with chunked framing
-(``ready``). It must not be used for anything but a response body under way.
+The response head and the end of the body can go the same way (``start``, ``finish``): they
+write what uvicorn's ``send`` writes for a chunked response and keep uvicorn's record of the
+response (started, chunked, complete, keep-alive) true, without its per-header checks on the
+headers the gateway made itself (the values are still checked, in one pass). Where that is not
+so (a HEAD request, a 204 or 304, an access log to write, a client that is behind, or a wrapper
+that must see the head) they return False and the caller goes through ``send``.
+``GuardedHttpToolsProtocol`` attaches one to each request's scope under ``DIRECT_BODY``; a
+front door uses it only when the ``send`` it was given is the server's own (no middleware wraps
+it: a wrapper that rewrites the body must see every chunk; one that only watches it, as the
+edge's metering does, hands on an ``observed`` writer that shows it each chunk) and, for body
+chunks, once the head is out with chunked framing (``ready``). It must not be used for anything
+but a response under way.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE
 
 from shipit.gateway.coalesce import CoalescingTransport
 
@@ -76,6 +83,49 @@ class DirectBody:
             and not c.disconnected
         )
 
+    def start(self, status: int, headers: tuple[tuple[bytes, bytes], ...]) -> bool:
+        """The response head, chunked, as uvicorn's ``send`` would write it; False (nothing
+        written) where ``send`` must do it. ``headers`` are the gateway's own: lower-case
+        names it chose, never ``content-length``, ``transfer-encoding`` or ``connection``."""
+        c = self._cycle
+        if (
+            c.response_started
+            or c.disconnected
+            or c.access_log
+            or c.flow.write_paused
+            or status in (204, 304)
+            or c.scope["method"] == "HEAD"
+        ):
+            return False
+        if HEADER_VALUE_RE.search(b" ".join([v for _, v in headers])):
+            return False  # let send refuse it as it does
+        content = [STATUS_LINE[status]]
+        for name, value in (*c.default_headers, *headers):
+            content += (name, b": ", value, b"\r\n")
+        if not c.keep_alive:
+            content.append(b"connection: close\r\n")
+        content.append(b"transfer-encoding: chunked\r\n\r\n")
+        c.response_started = True
+        c.waiting_for_100_continue = False
+        c.chunked_encoding = True
+        c.transport.write(b"".join(content))
+        return True
+
+    def finish(self) -> bool:
+        """The end of a chunked body, as uvicorn's last ``send`` would write it (the response
+        complete, the connection closed if it is not kept alive, the server told); False
+        where ``send`` must do it."""
+        c = self._cycle
+        if not self.ready() or c.flow.write_paused:
+            return False
+        c.transport.write(b"0\r\n\r\n")
+        c.response_complete = True
+        c.message_event.set()
+        if not c.keep_alive:
+            c.transport.close()
+        c.on_response()
+        return True
+
     def write(self, chunk: bytes) -> bool:
         """One body chunk to the client; True when the client is behind (writing paused)."""
         c = self._cycle
@@ -117,6 +167,12 @@ class _Observed(DirectBody):
 
     def serves(self, send: Any) -> bool:
         return bool(send == self._wrapper)
+
+    def start(self, status: int, headers: tuple[tuple[bytes, bytes], ...]) -> bool:
+        return False  # the wrapper adds headers of its own (rate limits): through send
+
+    def finish(self) -> bool:
+        return False  # the wrapper sees the end of the answer: through send
 
     def write(self, chunk: bytes) -> bool:
         self._observe(chunk)

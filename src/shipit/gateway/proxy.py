@@ -115,18 +115,21 @@ class Proxy:
                 elif isinstance(ev, Started):
                     if not guard.started:
                         guard.started = True
-                        await send(
-                            {
-                                "type": "http.response.start",
-                                "status": ev.status,
-                                "headers": list(ev.headers),
-                            }
-                        )
+                        if sink is None or not sink.start(ev.status, ev.headers):
+                            await send(
+                                {
+                                    "type": "http.response.start",
+                                    "status": ev.status,
+                                    "headers": list(ev.headers),
+                                }
+                            )
                 elif isinstance(ev, Finished):
                     if not guard.ended:
                         guard.active = False
                         guard.ended = True
-                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                        if sink is None or not sink.finish():
+                            end = {"type": "http.response.body", "body": b"", "more_body": False}
+                            await send(end)
                     outcome = Outcome(ev.status, ev.policy)
                 elif isinstance(ev, Held):
                     if not guard.started:
@@ -176,6 +179,12 @@ class _Sink:
 
     def ready(self) -> bool:
         return self._direct.ready()
+
+    def start(self, status: int, headers: tuple[tuple[bytes, bytes], ...]) -> bool:
+        return self._direct.start(status, headers)
+
+    def finish(self) -> bool:
+        return self._direct.finish()
 
     def write(self, chunk: bytes) -> bool:
         if chunk.endswith(DONE_TAIL):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -376,3 +377,76 @@ def _observed(body: DirectBody) -> DirectBody:
     watched = body.observed(body._cycle.send, "wrapper", lambda chunk: None)
     assert watched is not None
     return watched
+
+
+async def _raw_exchange(gw_url: str, requests: list[bytes]) -> list[bytes]:
+    """Each request on one raw connection, in turn; what came back for each (head and chunked
+    body, up to the terminating chunk), or, after a response that closes, b"" at EOF."""
+    host, port = gw_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    got: list[bytes] = []
+    try:
+        for raw in requests:
+            writer.write(raw)
+            try:
+                got.append(await asyncio.wait_for(reader.readuntil(b"\r\n0\r\n\r\n"), 10))
+            except asyncio.IncompleteReadError as exc:
+                got.append(exc.partial)
+        got.append(
+            await asyncio.wait_for(reader.read(), 10)
+            if b"connection: close" in got[-1]
+            else b"open"
+        )
+    finally:
+        writer.close()
+    return got
+
+
+def _post(close: bool = False) -> bytes:
+    body = json.dumps(REQUEST).encode()
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        + (b"connection: close\r\n" if close else b"")
+        + b"x-request-id: fixed\r\ncontent-length: %d\r\n\r\n" % len(body)
+    )
+    return head + body
+
+
+def _stable(response: bytes) -> bytes:
+    return re.sub(rb"date: [^\r]*\r\n", b"date: D\r\n", response)
+
+
+@pytest.mark.parametrize("close", [False, True])
+def test_the_head_and_the_end_written_directly_are_what_uvicorn_writes(
+    close: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    start, finish = DirectBody.start, DirectBody.finish
+
+    def counted_start(self: DirectBody, *a: Any) -> bool:
+        calls.append("start")
+        return start(self, *a)
+
+    def counted_finish(self: DirectBody) -> bool:
+        calls.append("finish")
+        return finish(self)
+
+    async def go() -> list[bytes]:
+        async with _replica(_paced) as url, _gateway(url) as (_, gw_url):
+            return await _raw_exchange(gw_url, [_post(), _post(close)])
+
+    monkeypatch.setattr(DirectBody, "start", lambda self, *a: False)
+    monkeypatch.setattr(DirectBody, "finish", lambda self: False)
+    through_send = uvloop.run(go())
+    monkeypatch.setattr(DirectBody, "start", counted_start)
+    monkeypatch.setattr(DirectBody, "finish", counted_finish)
+    direct = uvloop.run(go())
+    assert calls == ["start", "finish"] * 2
+    assert [_stable(r) for r in direct] == [_stable(r) for r in through_send]
+    assert (
+        direct[0].startswith(b"HTTP/1.1 200 OK\r\n") and b"transfer-encoding: chunked" in direct[0]
+    )
+    # Kept alive after the first answer; with "connection: close", said and done.
+    assert (b"connection: close" in direct[1], direct[2]) == (
+        (True, b"") if close else (False, b"open")
+    )
