@@ -70,8 +70,19 @@ class _Conn(asyncio.Protocol):
             self._fail(exc)
             if self.transport is not None:
                 self.transport.close()
-        if self.sink is not None and self.body:
+        if not self.body:
+            return
+        if self.sink is not None:
             self._deliver()  # what this read parsed, as one chunk
+            return
+        # Once per read, not per chunk (a read may hold a whole answer's events): the bytes
+        # read count toward the pause (framing included, a little over the body), and whoever
+        # waits for the body is woken.
+        self.buffered += len(data)
+        if self.buffered > self.pool.high_water and not self.paused and self.transport:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -91,14 +102,7 @@ class _Conn(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-        if self.sink is not None:
-            return  # delivered once the read is parsed (``data_received``)
-        self.buffered += len(body)
-        if self.buffered > self.pool.high_water and not self.paused and self.transport:
-            self.paused = True
-            self.transport.pause_reading()
-        self._wake()
+        self.body.append(body)  # handed on once the read is parsed (``data_received``)
 
     def on_message_complete(self) -> None:
         self.complete = True

@@ -416,3 +416,35 @@ def test_relay_loses_nothing_that_arrives_while_the_first_chunk_is_being_drained
 
     want = b"".join(b"data: %d\n\n" % i for i in range(5)) + b"data: [DONE]\n\n"
     assert asyncio.run(go()) == want
+
+
+def test_reading_pauses_past_high_water_until_the_chunks_are_taken() -> None:
+    """Without a relay, what the replica sends is buffered only up to ``high_water``: then
+    the connection stops reading until ``chunks`` takes what is there; nothing is lost."""
+    part = b"data: " + b"x" * 8_000 + b"\n\n"
+
+    async def firehose(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for _ in range(200):  # 1.6 MB, far past the 64 KiB mark
+            await resp.write(part)
+        await resp.write_eof()
+        return resp
+
+    async def go() -> tuple[bool, int, int]:
+        pool = H1Pool(high_water=64 * 1024)
+        async with server(firehose) as (url, _):
+            resp = await pool.open(url, b"{}", {}, first_byte_timeout_s=5)
+            await asyncio.sleep(0.3)  # the replica writes; nobody takes the chunks
+            conn = resp._conn  # type: ignore[attr-defined]
+            paused = not conn.transport.is_reading()
+            held = conn.buffered
+            data = b"".join([c async for c in resp.chunks()])
+            resp.release()
+        await pool.close()
+        return paused, held, len(data)
+
+    paused, held, n = asyncio.run(go())
+    assert paused and held < 2 * 64 * 1024 + 65_536  # stopped near the mark, not at 1.6 MB
+    assert n == 200 * len(part)
