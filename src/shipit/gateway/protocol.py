@@ -40,6 +40,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._in_headers = False
         self._direct: DirectBody | None = None  # the latest request's
+        # The connection's own transport (under the coalescing one): asked on every parser
+        # callback whether it is closing, a C call rather than two Python ones.
+        self._raw: asyncio.Transport | None = None
 
     def _arm(self) -> None:
         self._disarm()
@@ -59,6 +62,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._raw = transport
         if self.coalesce_writes:
             transport = CoalescingTransport(transport, self.loop)
         super().connection_made(transport)
@@ -78,31 +82,42 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm()
         super().on_message_begin()
 
+    def _closing(self) -> bool:
+        raw = self._raw
+        return raw.is_closing() if raw is not None else bool(self.transport.is_closing())
+
     def data_received(self, data: bytes) -> None:
-        if not self.transport.is_closing():
+        if not self._closing():
             super().data_received(data)
 
     def _count(self, n: int) -> None:
         self._header_bytes += n
         if self._in_headers and self._header_bytes > self.max_header_bytes:
-            self._disarm()
-            msg = f"request headers over {self.max_header_bytes} bytes".encode()
-            if not self.transport.is_closing():
-                self.transport.write(_431 % (len(msg), msg))
-                self.transport.close()
+            self._too_large()
+
+    def _too_large(self) -> None:
+        self._disarm()
+        msg = f"request headers over {self.max_header_bytes} bytes".encode()
+        if not self._closing():
+            self.transport.write(_431 % (len(msg), msg))
+            self.transport.close()
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        if not self.transport.is_closing():
+        # Once per header line: ``_count`` written out, and the closing check in C.
+        self._header_bytes += len(name) + len(value) + 4
+        if self._in_headers and self._header_bytes > self.max_header_bytes:
+            self._too_large()
+        raw = self._raw
+        if not (raw.is_closing() if raw is not None else self.transport.is_closing()):
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._disarm()
-        if not self.transport.is_closing():
+        if not self._closing():
             super().on_headers_complete()
             cycle = self.cycle
             if cycle is not None and cycle.scope is self.scope:  # not for an upgrade
@@ -110,11 +125,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 ext[DIRECT_BODY] = self._direct = DirectBody(cycle, self.loop)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
-        if not self.transport.is_closing() and self.cycle is not None:
+        if not self._closing() and self.cycle is not None:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if not self.transport.is_closing() and self.cycle is not None:
+        if not self._closing() and self.cycle is not None:
             super().on_message_complete()
 
 
