@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import Counter
+from itertools import accumulate
 from collections.abc import Iterable, Mapping
 
 from shipit.config.gateway import PrefixCacheConfig
@@ -210,16 +211,17 @@ class _Chain:
     ) -> None:
         self.per_token = per_token
         self.start_s = free_s  # the replica's last drop: the first prompt starts no earlier
-        self.ends: list[float] = []  # finish time of each prompt, in order (non-decreasing)
-        self.tokens: list[int] = []
-        self.cum: list[int] = [0]  # tokens of the prompts before each one
-        for tokens, placed_s in entries:
+        pairs = list(entries)
+        self.tokens = [tokens for tokens, _ in pairs]
+        self.cum = list(accumulate(self.tokens, initial=0))  # tokens before each prompt
+        ends: list[float] = []  # finish time of each prompt, in order (non-decreasing)
+        end = ends.append
+        for tokens, placed_s in pairs:
             if placed_s > free_s:
                 free_s = placed_s
             free_s += tokens * per_token
-            self.ends.append(free_s)
-            self.tokens.append(tokens)
-            self.cum.append(self.cum[-1] + tokens)
+            end(free_s)
+        self.ends = ends
 
     def append(self, tokens: int, placed_s: float) -> None:
         free_s = self.ends[-1] if self.ends else self.start_s
