@@ -204,12 +204,13 @@ class Security:
             return
         upload = scope["path"] == "/v1/files"
         direct = scope.get("extensions", {}).get(DIRECT_BODY)
+        whole = direct.take_body() if direct is not None else None
         body = await read_body(
             receive,
             headers.get("content-length"),
             max_bytes=self.config.jobs.max_file_bytes if upload else self.limits.max_body_bytes,
             timeout_s=self.limits.body_timeout_s,
-            arrived=direct is not None and direct.body_complete(),
+            whole=whole,
         )
         prepared: Prepared | None = None
         # Bodies that name a model; not files, batches or job handles, and not /v1/models

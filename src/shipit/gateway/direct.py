@@ -51,6 +51,19 @@ class DirectBody:
         c = self._cycle
         return not c.more_body and not c.disconnected
 
+    def take_body(self) -> bytes | None:
+        """The whole request body, handed over as the server's ``receive`` would hand it (and
+        no longer there for it), when all of it has arrived; None when it has not (or a
+        ``100 Continue`` is still to be sent): then ``receive`` reads it."""
+        c = self._cycle
+        if c.more_body or c.disconnected or c.response_complete or c.waiting_for_100_continue:
+            return None
+        body = bytes(c.body)
+        c.body = bytearray()
+        c.message_event.clear()
+        c.flow.resume_reading()
+        return body
+
     def on_client_gone(self, callback: Callable[[], None]) -> None:
         """``callback()`` once, when the client's connection is lost before the response
         completed (at once if it is already): what a task awaiting ``receive`` for
@@ -161,6 +174,19 @@ class _Observed(DirectBody):
     def __init__(self, base: DirectBody, wrapper: Any, observe: Callable[[bytes], None]) -> None:
         super().__init__(base._cycle, base.loop)
         self._base, self._wrapper, self._observe = base, wrapper, observe
+
+    def take_body(self) -> bytes | None:
+        """The whole request body, handed over as the server's ``receive`` would hand it (and
+        no longer there for it), when all of it has arrived; None when it has not (or a
+        ``100 Continue`` is still to be sent): then ``receive`` reads it."""
+        c = self._cycle
+        if c.more_body or c.disconnected or c.response_complete or c.waiting_for_100_continue:
+            return None
+        body = bytes(c.body)
+        c.body = bytearray()
+        c.message_event.clear()
+        c.flow.resume_reading()
+        return body
 
     def on_client_gone(self, callback: Callable[[], None]) -> None:
         self._base.on_client_gone(callback)  # the protocol tells the one it attached

@@ -80,3 +80,15 @@ def test_a_body_said_to_have_arrived_that_has_not_still_gets_the_timer() -> None
     more, err = asyncio.run(main())
     assert more == b"abcd"  # the first message and the rest, joined
     assert err.status == 408
+
+
+def test_a_body_the_server_handed_over_is_only_checked_against_the_limits() -> None:
+    async def never() -> dict[str, Any]:
+        raise AssertionError("receive was called for a body already handed over")
+
+    assert asyncio.run(read_body(never, "5", max_bytes=10, timeout_s=5, whole=b"abcde")) == b"abcde"
+    with pytest.raises(EdgeError) as too_big:
+        asyncio.run(read_body(never, None, max_bytes=10, timeout_s=5, whole=b"x" * 11))
+    with pytest.raises(EdgeError) as declared:
+        asyncio.run(read_body(never, "99", max_bytes=10, timeout_s=5, whole=b"x"))
+    assert too_big.value.status == declared.value.status == 413

@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import Counter
-from itertools import accumulate
 from collections.abc import Iterable, Mapping
+from itertools import accumulate
 
 from shipit.config.gateway import PrefixCacheConfig
 from shipit.core.views import RequestView
