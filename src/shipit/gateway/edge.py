@@ -80,13 +80,11 @@ async def read_body(
     *,
     max_bytes: int,
     timeout_s: float,
-    arrived: bool = False,
     whole: bytes | None = None,
 ) -> bytes:
-    """The whole body, or ``EdgeError`` 413 (too large) / 408 (too slow). ``arrived``: the
-    server says the whole body is in (``DirectBody.body_complete``), so one ``receive`` takes
-    it without waiting and no timer is armed; ``whole``: the server handed it over already
-    (``DirectBody.take_body``), and only the limits are checked."""
+    """The whole body, or ``EdgeError`` 413 (too large) / 408 (too slow). ``whole``: the
+    server handed it over already (``DirectBody.take_body``), and only the limits are
+    checked."""
     if content_length is not None:
         try:
             declared = int(content_length)
@@ -103,13 +101,6 @@ async def read_body(
             raise _too_large(max_bytes, f"over {max_bytes} bytes")
         return whole
     first: Message | None = None
-    if arrived:
-        first = await receive()
-        if first["type"] == "http.request" and not first.get("more_body"):
-            body: bytes = first.get("body", b"")
-            if len(body) > max_bytes:
-                raise _too_large(max_bytes, f"over {max_bytes} bytes")
-            return body
     parts: list[bytes] = []
     size = 0
     # A timer that cancels this task, rather than ``asyncio.timeout``: per request, and this

@@ -61,27 +61,6 @@ def test_a_body_over_the_limit_is_a_413_before_it_is_all_read() -> None:
     assert err.value.status == 413
 
 
-def test_a_body_the_server_says_has_arrived_is_taken_in_one_receive_with_its_limit() -> None:
-    got = asyncio.run(read_body(_parts(b"abcde"), "5", max_bytes=10, timeout_s=5, arrived=True))
-    assert got == b"abcde"
-    with pytest.raises(EdgeError) as err:
-        asyncio.run(read_body(_parts(b"x" * 11), None, max_bytes=10, timeout_s=5, arrived=True))
-    assert err.value.status == 413
-
-
-def test_a_body_said_to_have_arrived_that_has_not_still_gets_the_timer() -> None:
-    async def main() -> tuple[bytes, EdgeError]:
-        more = await read_body(_parts(b"ab", b"cd"), None, max_bytes=10, timeout_s=5, arrived=True)
-        with pytest.raises(EdgeError) as err:
-            stalled = _parts(b"{", stall=True)
-            await read_body(stalled, None, max_bytes=10, timeout_s=0.05, arrived=True)
-        return more, err.value
-
-    more, err = asyncio.run(main())
-    assert more == b"abcd"  # the first message and the rest, joined
-    assert err.status == 408
-
-
 def test_a_body_the_server_handed_over_is_only_checked_against_the_limits() -> None:
     async def never() -> dict[str, Any]:
         raise AssertionError("receive was called for a body already handed over")
