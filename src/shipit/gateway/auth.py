@@ -60,6 +60,9 @@ OPEN_PATHS = frozenset({"/health", "/shipit/ready"})
 TOKENIZER_PATHS = frozenset({"/tokenize", "/detokenize"})
 
 
+_NOT_MODEL_PREFIXES = (*NOT_MODEL_REQUESTS, "/v1/models")
+
+
 def console_open(path: str) -> bool:
     """The console's pages, scripts and catalog hold no secret and need no key; its planner
     API needs a key and its fleet API an admin key, like ``/shipit/status``."""
@@ -215,7 +218,7 @@ class Security:
         prepared: Prepared | None = None
         # Bodies that name a model; not files, batches or job handles, and not /v1/models
         # (a POST there is the route table's 405, whatever its body).
-        model_request = not scope["path"].startswith((*NOT_MODEL_REQUESTS, "/v1/models"))
+        model_request = not scope["path"].startswith(_NOT_MODEL_PREFIXES)
         if scope["path"].startswith("/v1/") and scope["method"] == "POST" and model_request:
             prepared = self.prepare(principal, raw_headers, headers, body)
             body = prepared.body

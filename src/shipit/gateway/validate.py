@@ -129,34 +129,45 @@ def check_messages(data: dict[str, Any]) -> None:
     messages = data["messages"]
     if not isinstance(messages, list):
         raise _wrong_type("messages", messages, "an array of message objects")
-    for i, m in enumerate(messages):
-        where = f"messages[{i}]"
+    for i, m in enumerate(messages):  # per message of every chat request: no string built
         if not isinstance(m, dict):
-            raise _wrong_type(where, m, "a message object")
-        if "role" not in m:
-            raise _missing(f"{where}.role")
-        role = m["role"]
-        if not isinstance(role, str):
-            raise _wrong_type(f"{where}.role", role, "a string")
-        if role not in ROLES:
-            raise InvalidRequestError(
-                f"Invalid value for '{where}.role': {role!r}; use one of {', '.join(ROLES)}",
-                field="messages",
-                code="invalid_value",
-            )
-        if "content" not in m:
-            if role != "assistant":
-                raise _missing(f"{where}.content")
+            raise _wrong_type(f"messages[{i}]", m, "a message object")
+        role = m.get("role", _ABSENT)
+        if role.__class__ is not str or role not in ROLES:
+            _bad_role(i, role)
+        content = m.get("content", _ABSENT)
+        if content.__class__ is str:
             continue
-        content = m["content"]
+        if content is _ABSENT:
+            if role != "assistant":
+                raise _missing(f"messages[{i}].content")
+            continue
         if content is None and role == "assistant":
             continue
         if not isinstance(content, str | list):
-            raise _wrong_type(f"{where}.content", content, "a string or an array of parts")
+            raise _wrong_type(f"messages[{i}].content", content, "a string or an array of parts")
         if isinstance(content, list):
             for j, part in enumerate(content):
                 if not isinstance(part, dict):
-                    raise _wrong_type(f"{where}.content[{j}]", part, "a content part object")
+                    raise _wrong_type(f"messages[{i}].content[{j}]", part, "a content part object")
+
+
+_ABSENT = object()
+
+
+def _bad_role(i: int, role: object) -> None:
+    """The error for message ``i``'s ``role``: missing, not a string, or not a role."""
+    where = f"messages[{i}]"
+    if role is _ABSENT:
+        raise _missing(f"{where}.role")
+    if not isinstance(role, str):
+        raise _wrong_type(f"{where}.role", role, "a string")
+    if role not in ROLES:
+        raise InvalidRequestError(
+            f"Invalid value for '{where}.role': {role!r}; use one of {', '.join(ROLES)}",
+            field="messages",
+            code="invalid_value",
+        )
 
 
 def check_prompt(data: dict[str, Any]) -> None:

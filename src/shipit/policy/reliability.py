@@ -28,6 +28,7 @@ from shipit.core.frozen import fast_init
 # ----- retry budget -----------------------------------------------------------------------
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RetryBudgetState:
     balance: float  # retries banked
