@@ -77,6 +77,15 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(parts)
 
 
+# Paths served before the route table: rollouts, scaling bounds, pools, the job API.
+_CONTROL_PREFIXES = (
+    rollout_routes.PREFIX,
+    scaling_routes.PREFIX,
+    pool_routes.PREFIX,
+    *JOB_PREFIXES,
+)
+
+
 class Gateway:
     def __init__(
         self,
@@ -297,11 +306,16 @@ class Gateway:
         elif kind == "websocket":
             await self.websocket(scope, receive, send)
 
-    async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """After the security layer: rollouts (``gateway.rollout_routes``), runtime scaling
         bounds (``gateway.scaling_routes``), a fleet plane's pools (``gateway.pool_routes``),
-        the batch and async job API
-        (``gateway.routes_jobs``), then the route table (``gateway.routes``)."""
+        the batch and async job API (``gateway.routes_jobs``), then the route table
+        (``gateway.routes``), whose handler is returned to await, not awaited here."""
+        if scope["path"].startswith(_CONTROL_PREFIXES):
+            return self._serve_control(scope, receive, send)
+        return routes.dispatch(self, scope, receive, send)
+
+    async def _serve_control(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         if path.startswith(rollout_routes.PREFIX):
             body = await _read_body(receive) if method == "POST" else b""
@@ -312,10 +326,8 @@ class Gateway:
         elif path.startswith(pool_routes.PREFIX):
             body = await _read_body(receive) if method == "POST" else b""
             await pool_routes.handle(self.pools, method, path, body, send)
-        elif path.startswith(JOB_PREFIXES):
-            await self.jobs_api.handle(scope, receive, send)
         else:
-            await routes.dispatch(self, scope, receive, send)
+            await self.jobs_api.handle(scope, receive, send)
 
     def _request_ids(self, scope: Scope) -> tuple[str, dict[str, str]]:
         headers = scope.get(HEADERS)  # the security layer's, when it read them

@@ -20,7 +20,7 @@ It must not decide where requests go (the policies do), parse the answer
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -318,22 +318,36 @@ class RequestCore:
             (b"x-shipit-upstream-status", str(resp.status).encode()),
         )
 
-    async def _open(
+    def _open(
         self, view: RequestView, body: bytes, lease: Lease, router: RouterService
-    ) -> UpstreamResponse:
-        auth = self._auth.get(router.deployment.name)
+    ) -> Awaitable[UpstreamResponse]:
+        """The upstream request, to await: the upstream's own coroutine when no adapter has to
+        be loaded first (no frame of this one stays between the request and its wait)."""
         adapter = lease.decision.load_adapter
         if adapter is not None:
-            creds = auth.headers if auth is not None else None
-            try:
-                await self._adapters().ensure(lease.replica_id, lease.url, adapter, creds)
-            except UpstreamError:
-                router.adapter_failed(lease.replica_id, adapter)
-                raise
+            return self._open_after_loading(view, body, lease, router, adapter)
+        return self._request(view, body, lease, router)
+
+    async def _open_after_loading(
+        self, view: RequestView, body: bytes, lease: Lease, router: RouterService, adapter: str
+    ) -> UpstreamResponse:
+        auth = self._auth.get(router.deployment.name)
+        creds = auth.headers if auth is not None else None
+        try:
+            await self._adapters().ensure(lease.replica_id, lease.url, adapter, creds)
+        except UpstreamError:
+            router.adapter_failed(lease.replica_id, adapter)
+            raise
+        return await self._request(view, body, lease, router)
+
+    def _request(
+        self, view: RequestView, body: bytes, lease: Lease, router: RouterService
+    ) -> Awaitable[UpstreamResponse]:
+        auth = self._auth.get(router.deployment.name)
         headers = {"content-type": "application/json", "x-request-id": view.forward_id}
         if auth is not None:
             headers = {**auth.headers, **headers}
-        return await self._upstream().open(
+        return self._upstream().open(
             lease.url + view.path,
             body,
             headers,

@@ -15,6 +15,7 @@ Raw ASGI.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote
 
@@ -58,7 +59,20 @@ def _headless(send: Send) -> Send:
     return send_head
 
 
-async def dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+def dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+    """The handler of the request, to await. An inference request gets its handler's own
+    coroutine (no frame of this function stays between the server and it while it waits)."""
+    path = scope["path"]
+    if path in INFERENCE_PATHS and scope["method"] == "POST" and not _console_path(gw, path):
+        return gw.handle_inference(scope, receive, send)
+    return _dispatch(gw, scope, receive, send)
+
+
+def _console_path(gw: Gateway, path: str) -> bool:
+    return gw.console is not None and serves(path)
+
+
+async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     path, method = scope["path"], scope["method"]
     if gw.console is not None and serves(path):  # the web console, when on (shipit.console)
         await gw.console(scope, receive, send)

@@ -417,7 +417,10 @@ class RouterService:
             self.service_s += now - lease.placed_s
         service_s = now - lease.placed_s if outcome == "ok" else None
         self.paces.done(
-            lease.replica_id, lease.request.request_id, service_s, now_s=self.clock.now()
+            lease.replica_id,
+            lease.request.request_id,
+            service_s,
+            now_s=now if outcome in ("ok", "failed", "client_error") else self.clock.now(),
         )
         record = self.registry.give_slot(lease.replica_id)
         if record is not None and outcome in ("ok", "failed", "client_error"):

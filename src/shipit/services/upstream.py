@@ -11,8 +11,8 @@ route, retry or know about deployments; ``upstream_fake`` holds the in-process f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
@@ -152,18 +152,23 @@ class AiohttpUpstream:
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
 
-    async def open(
+    def open(
         self,
         url: str,
         body: bytes,
         headers: Mapping[str, str],
         *,
         first_byte_timeout_s: float,
-    ) -> UpstreamResponse:
+    ) -> Coroutine[Any, Any, UpstreamResponse]:
+        """Plain HTTP: the pooled client's own coroutine, returned to await (no frame of this
+        one between the request and its wait for the replica); HTTPS through aiohttp."""
         if self._h1 is not None and url.startswith("http://"):
-            return await self._h1.open(
-                url, body, headers, first_byte_timeout_s=first_byte_timeout_s
-            )
+            return self._h1.open(url, body, headers, first_byte_timeout_s=first_byte_timeout_s)
+        return self._open_aiohttp(url, body, headers, first_byte_timeout_s)
+
+    async def _open_aiohttp(
+        self, url: str, body: bytes, headers: Mapping[str, str], first_byte_timeout_s: float
+    ) -> UpstreamResponse:
         try:
             async with asyncio.timeout(first_byte_timeout_s):
                 resp = await self._session.post(url, data=body, headers=headers)

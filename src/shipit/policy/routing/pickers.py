@@ -14,6 +14,7 @@ in ``PICKERS``. Pure: no clock, no IO; what changes goes back through ``Pick``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 
 from shipit.core.fleet import ReplicaRecord
 from shipit.policy.routing.affinity import prefix_affinity
@@ -80,10 +81,13 @@ def power_of_two(
     )
 
 
+_BY_ID = attrgetter("replica_id")
+
+
 def round_robin(
     ctx: RouteContext, candidates: tuple[ReplicaRecord, ...], totals: tuple[float, ...]
 ) -> Pick:
-    ordered = sorted(candidates, key=lambda r: r.replica_id)
+    ordered = sorted(candidates, key=_BY_ID)
     last = ctx.state.last_id
     chosen = ordered[0]
     if last is not None:

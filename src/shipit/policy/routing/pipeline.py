@@ -162,14 +162,14 @@ def decide(
     plan: RoutePlan, snapshot: RouteSnapshot, state: RoutingState
 ) -> tuple[RouteDecision, RoutingState]:
     """Filters, then weighted scores, then the picker; ``replica_id`` None means "wait"."""
-    ctx = RouteContext(
-        name=plan.name,
-        config=plan.config,
-        snapshot=snapshot,
-        state=state,
-        ready=routable(snapshot.replicas, snapshot.now_s),
-        weights=plan.scorers,
-        hits=dict(snapshot.prefix_hits) if snapshot.prefix_hits else _NO_HITS,
+    ctx = RouteContext(  # positional: built on every decision
+        plan.name,
+        plan.config,
+        snapshot,
+        state,
+        routable(snapshot.replicas, snapshot.now_s),  # ready
+        plan.scorers,  # weights
+        dict(snapshot.prefix_hits) if snapshot.prefix_hits else _NO_HITS,  # hits
     )
     candidates = snapshot.replicas
     notes: list[str] = []
@@ -207,8 +207,8 @@ def decide(
         plan.name,
         chosen.reason_code,
         "; ".join([chosen.reason, *notes]) if notes else chosen.reason,
-        load_adapter=load_adapter,
-        prefix_hit_blocks=chosen.prefix_hit_blocks,
+        load_adapter,
+        chosen.prefix_hit_blocks,
     )
     after = RoutingState(
         state.turn + 1, chosen.replica.replica_id, state.draws + chosen.draws, ring
