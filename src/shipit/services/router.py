@@ -221,17 +221,19 @@ class RouterService:
             replicas,
             hits,
             self.version_weights,
-            paces=paces,
-            holding_since_s=self.paces.holding_since(request.request_id),
+            paces,
+            self.paces.holding_since(request.request_id),
         )
         decision, state = routing.decide(policy.plan, snapshot, policy.state)
-        self._record("route", snapshot, policy.state, decision)
+        if self.log is not NO_LOG:
+            self._record("route", snapshot, policy.state, decision)
         policy.state = state
         if decision.replica_id is None:
             if decision.wait_for is not None:
                 self.paces.waits(request.request_id, decision.wait_for, now)
             return decision
-        routing.observe(policy.plan, request, decision, self.prefix_index)
+        if "prefix_cache" in reads:
+            routing.observe(policy.plan, request, decision, self.prefix_index)
         record = self.registry.take_slot(decision.replica_id)
         if decision.load_adapter is not None:
             # Others follow while it loads.
@@ -239,9 +241,8 @@ class RouterService:
         self.decisions_by_reason[(decision.policy, decision.reason_code)] += 1
         tokens = routing.computed_tokens(self.deployment.routing.prefix_cache, request, decision)
         self.paces.placed(record.replica_id, request.request_id, tokens, now_s=now)
-        return Lease(
-            request, record.replica_id, record.url, decision, placed_s=now, computed_tokens=tokens
-        )
+        # Positional: request, replica, url, decision, queue wait, released, placed, tokens.
+        return Lease(request, record.replica_id, record.url, decision, 0.0, False, now, tokens)
 
     async def acquire(
         self, request: RequestView, *, exclude: frozenset[str] = frozenset()
