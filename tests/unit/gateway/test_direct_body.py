@@ -450,3 +450,30 @@ def test_the_head_and_the_end_written_directly_are_what_uvicorn_writes(
     assert (b"connection: close" in direct[1], direct[2]) == (
         (True, b"") if close else (False, b"open")
     )
+
+
+def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body() -> None:
+    """The body is taken from the server only once all of it is there: a client that waits
+    for ``100 Continue`` is answered through ``receive``, then its body is read as usual."""
+    body = json.dumps(REQUEST).encode()
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(body)
+    )
+
+    async def go() -> tuple[bytes, bytes]:
+        async with _replica(_paced) as url, _gateway(url) as (_, gw_url):
+            host, port = gw_url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            try:
+                writer.write(head)
+                interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                writer.write(body)
+                answer = await asyncio.wait_for(reader.readuntil(b"\r\n0\r\n\r\n"), 10)
+            finally:
+                writer.close()
+            return interim, answer
+
+    interim, answer = uvloop.run(go())
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b"data: [DONE]" in answer
