@@ -52,6 +52,16 @@ class CoalescingTransport(asyncio.Transport):
         elif data:
             self._t.write(data)
 
+    def write_now(self, data: bytes) -> None:
+        """``data``, after whatever this iteration already wrote, to the connection now in one
+        call (the flush scheduled for the end of the iteration then finds nothing left): for
+        the end of a response, which need not wait for the rest of the iteration."""
+        if self._buf:
+            self._buf.append(data)
+            self._flush()
+        elif data:
+            self._t.write(data)
+
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
             self.write(data)

@@ -131,7 +131,10 @@ class DirectBody:
         c = self._cycle
         if not self.ready() or c.flow.write_paused:
             return False
-        c.transport.write(b"0\r\n\r\n")
+        t = c.transport
+        # What this iteration wrote of the answer (its head, its chunks) and its end leave in
+        # one write, now rather than after whatever else the iteration still runs.
+        (t.write_now if type(t) is CoalescingTransport else t.write)(b"0\r\n\r\n")
         c.response_complete = True
         c.message_event.set()
         if not c.keep_alive:

@@ -194,6 +194,11 @@ class _Sink:
     async def drain(self) -> None:
         await self._direct.drain()
 
+    def end(self) -> None:
+        self._guard.active = False
+        if self._direct.finish():
+            self._guard.ended = True  # the Finished event then has nothing left to send
+
 
 @dataclass(slots=True)
 class Guard:

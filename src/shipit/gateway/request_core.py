@@ -60,6 +60,11 @@ class BodySink(Protocol):
         """Until the client caught up."""
         ...
 
+    def end(self) -> None:
+        """The whole body was written: end the response now, before the request's own
+        bookkeeping (slot, accounting, metrics) runs."""
+        ...
+
 
 # ----- events -----------------------------------------------------------------------------
 
@@ -257,6 +262,7 @@ class RequestCore:
                         return write(chunk)
 
                     await relay(resp, deliver, sink.drain)
+                    sink.end()
                 else:
                     async for chunk in resp.chunks():
                         account(chunk)

@@ -477,3 +477,37 @@ def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body() ->
     interim, answer = uvloop.run(go())
     assert interim.startswith(b"HTTP/1.1 100 Continue")
     assert answer.startswith(b"HTTP/1.1 200 OK") and b"data: [DONE]" in answer
+
+
+def test_the_answer_ends_before_the_request_gives_its_slot_back_and_is_accounted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client gets the end of its answer as soon as the replica's last byte is relayed;
+    the slot, the accounting and the metrics come after, off its time to the last byte."""
+    from shipit.services.router import RouterService
+
+    order: list[str] = []
+    finish, release = DirectBody.finish, RouterService.release
+
+    def finishing(self: DirectBody) -> bool:
+        order.append("end")
+        return finish(self)
+
+    def releasing(self: RouterService, *a: Any, **kw: Any) -> Any:
+        order.append("release")
+        return release(self, *a, **kw)
+
+    monkeypatch.setattr(DirectBody, "finish", finishing)
+    monkeypatch.setattr(RouterService, "release", releasing)
+
+    async def go() -> bytes:
+        async with (
+            _replica(_paced) as url,
+            _gateway(url) as (_, gw_url),
+            aiohttp.ClientSession() as s,
+            s.post(f"{gw_url}/v1/chat/completions", json=REQUEST) as r,
+        ):
+            return await r.read()
+
+    assert uvloop.run(go()) == b"".join(EVENTS) + DONE
+    assert order == ["end", "release"]
