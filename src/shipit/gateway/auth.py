@@ -58,9 +58,7 @@ SALT_HEADER = "x-shipit-cache-salt"
 # Need no key even when keys are on: liveness and readiness probes carry no secret.
 OPEN_PATHS = frozenset({"/health", "/shipit/ready"})
 TOKENIZER_PATHS = frozenset({"/tokenize", "/detokenize"})
-
-
-_NOT_MODEL_PREFIXES = (*NOT_MODEL_REQUESTS, "/v1/models")
+_NOT_MODEL_PREFIXES = (*NOT_MODEL_REQUESTS, "/v1/models")  # POST bodies that name no model
 
 
 def console_open(path: str) -> bool:
@@ -196,8 +194,7 @@ class Security:
         raw_headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
         principal = self.authenticate(scope, headers)
-        # The scope is this request's own (the server makes one per request): what the edge
-        # learned is added to it in place, not to a copy per step.
+        # The scope is this request's own: what the edge learns goes in it, not in a copy.
         if principal is not None:
             scope[PRINCIPAL] = principal
         if scope["method"] in ("GET", "HEAD"):
@@ -307,9 +304,8 @@ class Security:
         elif "priority" in data and data["priority"] is not None:
             int_in_range(data["priority"], "priority", lo, hi, what)
         else:
-            # The deployment's default, clamped to the range: sent on as the header only when
-            # the clamp changed it, or when the model names no deployment (the gateway then
-            # routes by adapter, and the first deployment's default, clamped, applies).
+            # Sent on as the header only when the clamp changes the default, or when the model
+            # names no deployment (routed by adapter: the first's default, clamped, applies).
             default, known = self._default_priority(model)
             clamped = min(hi, max(lo, default))
             if clamped != default or not known:
@@ -340,13 +336,11 @@ class Security:
         return Prepared(body, out, model, bool(data.get("stream", False)), data, as_dict)
 
     def _default_priority(self, model: str) -> tuple[int, bool]:
-        """The default priority of the deployment serving ``model`` by name, and whether one
-        does (else the first deployment's)."""
+        """The default priority of the deployment named by ``model`` (else the first's), and
+        whether one was."""
         deps = self.config.deployments
-        for d in deps:
-            if d.model_name == model:
-                return d.queueing.default_priority, True
-        return deps[0].queueing.default_priority, False
+        named = next((d for d in deps if d.model_name == model), None)
+        return (named or deps[0]).queueing.default_priority, named is not None
 
     # ----- rate limits and accounting ---------------------------------------------------
     async def _metered(

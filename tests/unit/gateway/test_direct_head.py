@@ -1,0 +1,153 @@
+"""The response head and its end written straight to the client's connection
+(``DirectBody.start``, ``finish``, ``take_body``), for real: the same bytes as uvicorn's
+``send``, kept-alive or closing; a client that expects ``100 Continue``; and the end of an
+answer written before the request's own bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import aiohttp
+import pytest
+import uvloop
+
+from shipit.gateway.direct import DirectBody
+
+from .test_direct_body import DONE, EVENTS, REQUEST, _gateway, _paced, _replica
+
+
+async def _raw_exchange(gw_url: str, requests: list[bytes]) -> list[bytes]:
+    """Each request on one raw connection, in turn; what came back for each (head and chunked
+    body, up to the terminating chunk), or, after a response that closes, b"" at EOF."""
+    host, port = gw_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    got: list[bytes] = []
+    try:
+        for raw in requests:
+            writer.write(raw)
+            try:
+                got.append(await asyncio.wait_for(reader.readuntil(b"\r\n0\r\n\r\n"), 10))
+            except asyncio.IncompleteReadError as exc:
+                got.append(exc.partial)
+        got.append(
+            await asyncio.wait_for(reader.read(), 10)
+            if b"connection: close" in got[-1]
+            else b"open"
+        )
+    finally:
+        writer.close()
+    return got
+
+
+def _post(close: bool = False) -> bytes:
+    body = json.dumps(REQUEST).encode()
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        + (b"connection: close\r\n" if close else b"")
+        + b"x-request-id: fixed\r\ncontent-length: %d\r\n\r\n" % len(body)
+    )
+    return head + body
+
+
+def _stable(response: bytes) -> bytes:
+    return re.sub(rb"date: [^\r]*\r\n", b"date: D\r\n", response)
+
+
+@pytest.mark.parametrize("close", [False, True])
+def test_the_head_and_the_end_written_directly_are_what_uvicorn_writes(
+    close: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    start, finish = DirectBody.start, DirectBody.finish
+
+    def counted_start(self: DirectBody, *a: Any) -> bool:
+        calls.append("start")
+        return start(self, *a)
+
+    def counted_finish(self: DirectBody) -> bool:
+        calls.append("finish")
+        return finish(self)
+
+    async def go() -> list[bytes]:
+        async with _replica(_paced) as url, _gateway(url) as (_, gw_url):
+            return await _raw_exchange(gw_url, [_post(), _post(close)])
+
+    monkeypatch.setattr(DirectBody, "start", lambda self, *a: False)
+    monkeypatch.setattr(DirectBody, "finish", lambda self: False)
+    through_send = uvloop.run(go())
+    monkeypatch.setattr(DirectBody, "start", counted_start)
+    monkeypatch.setattr(DirectBody, "finish", counted_finish)
+    direct = uvloop.run(go())
+    assert calls == ["start", "finish"] * 2
+    assert [_stable(r) for r in direct] == [_stable(r) for r in through_send]
+    assert (
+        direct[0].startswith(b"HTTP/1.1 200 OK\r\n") and b"transfer-encoding: chunked" in direct[0]
+    )
+    # Kept alive after the first answer; with "connection: close", said and done.
+    assert (b"connection: close" in direct[1], direct[2]) == (
+        (True, b"") if close else (False, b"open")
+    )
+
+
+def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body() -> None:
+    """The body is taken from the server only once all of it is there: a client that waits
+    for ``100 Continue`` is answered through ``receive``, then its body is read as usual."""
+    body = json.dumps(REQUEST).encode()
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(body)
+    )
+
+    async def go() -> tuple[bytes, bytes]:
+        async with _replica(_paced) as url, _gateway(url) as (_, gw_url):
+            host, port = gw_url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            try:
+                writer.write(head)
+                interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                writer.write(body)
+                answer = await asyncio.wait_for(reader.readuntil(b"\r\n0\r\n\r\n"), 10)
+            finally:
+                writer.close()
+            return interim, answer
+
+    interim, answer = uvloop.run(go())
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b"data: [DONE]" in answer
+
+
+def test_the_answer_ends_before_the_request_gives_its_slot_back_and_is_accounted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client gets the end of its answer as soon as the replica's last byte is relayed;
+    the slot, the accounting and the metrics come after, off its time to the last byte."""
+    from shipit.services.router import RouterService
+
+    order: list[str] = []
+    finish, release = DirectBody.finish, RouterService.release
+
+    def finishing(self: DirectBody) -> bool:
+        order.append("end")
+        return finish(self)
+
+    def releasing(self: RouterService, *a: Any, **kw: Any) -> Any:
+        order.append("release")
+        return release(self, *a, **kw)
+
+    monkeypatch.setattr(DirectBody, "finish", finishing)
+    monkeypatch.setattr(RouterService, "release", releasing)
+
+    async def go() -> bytes:
+        async with (
+            _replica(_paced) as url,
+            _gateway(url) as (_, gw_url),
+            aiohttp.ClientSession() as s,
+            s.post(f"{gw_url}/v1/chat/completions", json=REQUEST) as r,
+        ):
+            return await r.read()
+
+    assert uvloop.run(go()) == b"".join(EVENTS) + DONE
+    assert order == ["end", "release"]
