@@ -178,19 +178,6 @@ class _Observed(DirectBody):
         super().__init__(base._cycle, base.loop)
         self._base, self._wrapper, self._observe = base, wrapper, observe
 
-    def take_body(self) -> bytes | None:
-        """The whole request body, handed over as the server's ``receive`` would hand it (and
-        no longer there for it), when all of it has arrived; None when it has not (or a
-        ``100 Continue`` is still to be sent): then ``receive`` reads it."""
-        c = self._cycle
-        if c.more_body or c.disconnected or c.response_complete or c.waiting_for_100_continue:
-            return None
-        body = bytes(c.body)
-        c.body = bytearray()
-        c.message_event.clear()
-        c.flow.resume_reading()
-        return body
-
     def on_client_gone(self, callback: Callable[[], None]) -> None:
         self._base.on_client_gone(callback)  # the protocol tells the one it attached
 

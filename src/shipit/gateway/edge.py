@@ -100,7 +100,6 @@ async def read_body(
         if len(whole) > max_bytes:
             raise _too_large(max_bytes, f"over {max_bytes} bytes")
         return whole
-    first: Message | None = None
     parts: list[bytes] = []
     size = 0
     # A timer that cancels this task, rather than ``asyncio.timeout``: per request, and this
@@ -118,7 +117,7 @@ async def read_body(
     timer = loop.call_later(timeout_s, expire)
     try:
         while True:
-            message, first = (first, None) if first is not None else (await receive(), None)
+            message = await receive()
             if message["type"] == "http.disconnect":
                 break
             chunk: bytes = message.get("body", b"")

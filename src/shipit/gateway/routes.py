@@ -69,6 +69,7 @@ def dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> Awaitab
 
 
 def _console_path(gw: Gateway, path: str) -> bool:
+    """The web console serves ``path`` (when it is on)."""
     return gw.console is not None and serves(path)
 
 
