@@ -30,6 +30,7 @@ from shipit.policy.routing.base import (
     routable,
 )
 from shipit.policy.routing.filters import FILTERS, REQUIRED_FILTERS
+from shipit.policy.routing.fused import decide_work
 from shipit.policy.routing.pickers import PICKER_READS, PICKERS
 from shipit.policy.routing.prefix_cache import PrefixIndex, record_routed
 from shipit.policy.routing.scorers import SCORERS
@@ -65,6 +66,9 @@ class RoutePlan:
     picker: str
     # The facts it reads, named as the scorers that read them (prefix_cache, lora, session...).
     reads: frozenset[str] = frozenset()
+    # Least outstanding work (the standard filters, prefill + load, best): ``decide`` runs it
+    # in one pass (``routing.fused``) when no rollout weighs versions.
+    fused: bool = False
 
     def uses(self, part: str) -> bool:
         """Whether a scorer named ``part`` (or the picker that reads what it reads) is in
@@ -85,7 +89,8 @@ def _plan(
         reads.add(PICKER_READS[picker])
     if reads & _PACE_READERS:
         reads.add("paces")
-    return RoutePlan(name, config, filters, scorers, picker, frozenset(reads))
+    fused = filters == STANDARD_FILTERS and scorers == _WORK and picker == "best"
+    return RoutePlan(name, config, filters, scorers, picker, frozenset(reads), fused)
 
 
 def _choices(registry: Mapping[str, object]) -> str:
@@ -162,6 +167,16 @@ def decide(
     plan: RoutePlan, snapshot: RouteSnapshot, state: RoutingState
 ) -> tuple[RouteDecision, RoutingState]:
     """Filters, then weighted scores, then the picker; ``replica_id`` None means "wait"."""
+    if plan.fused and not snapshot.version_weights:
+        return decide_work(plan.name, plan.config, snapshot, state)
+    return decide_composed(plan, snapshot, state)
+
+
+def decide_composed(
+    plan: RoutePlan, snapshot: RouteSnapshot, state: RoutingState
+) -> tuple[RouteDecision, RoutingState]:
+    """``decide`` through the composed parts, whatever the plan (``decide_work`` is checked
+    against it)."""
     ctx = RouteContext(  # positional: built on every decision
         plan.name,
         plan.config,
