@@ -110,6 +110,8 @@ class Security:
     ) -> None:
         self.inner = inner
         self.config = config
+        deps = config.deployments[::-1]  # the first of a name wins, as a scan finds it
+        self._priority = {d.model_name: d.queueing.default_priority for d in deps}
         self.auth = config.gateway.auth
         self.limits = config.gateway.limits
         self.required = auth_required(self.auth, config.gateway.host)
@@ -290,11 +292,8 @@ class Security:
                 param="x-shipit-routing",
             )
         if tenant is not None:
-            lo, hi, what = (
-                tenant.priority_min,
-                tenant.priority_max,
-                f"tenant {tenant.name!r}'s range",
-            )
+            lo, hi = tenant.priority_min, tenant.priority_max
+            what = f"tenant {tenant.name!r}'s range"
         else:
             (lo, hi), what = self.auth.priority_range, "the allowed range (auth.priority_range)"
         drop: set[bytes] = set()
@@ -338,9 +337,9 @@ class Security:
     def _default_priority(self, model: str) -> tuple[int, bool]:
         """The default priority of the deployment named by ``model`` (else the first's), and
         whether one was."""
-        deps = self.config.deployments
-        named = next((d for d in deps if d.model_name == model), None)
-        return (named or deps[0]).queueing.default_priority, named is not None
+        named = self._priority.get(model)
+        first = self.config.deployments[0].queueing.default_priority
+        return (first if named is None else named), named is not None
 
     # ----- rate limits and accounting ---------------------------------------------------
     async def _metered(

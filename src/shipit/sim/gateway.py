@@ -101,7 +101,7 @@ class SimGateway:
         """The router's ``acquire``: a slot at once when free and nobody waits, else wait."""
         req.attempt += 1
         if not self.queue.state.entries:
-            avoid = frozenset[str]()
+            avoid: frozenset[str] = frozenset()
             if req.exclude:
                 avoid = drivers.exclusion(
                     self.fleet.view(),
