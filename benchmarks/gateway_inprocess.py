@@ -52,11 +52,17 @@ class Resp:
     def close(self): pass
     def release(self): pass
 
+OPENED = []  # when each request reached the upstream (perf_counter), for the time to it
+
 class Up:
-    async def open(self, url, body, headers, *, first_byte_timeout_s): return Resp()
+    async def open(self, url, body, headers, *, first_byte_timeout_s):
+        OPENED.append(time.perf_counter())
+        return Resp()
     async def get(self, url, *, timeout_s, headers=None): return 200, b"{}"
     async def post_json(self, url, payload, *, timeout_s, headers=None): return 200, b"{}"
     async def close(self): pass
+
+STARTS = []
 
 async def one(gw):
     sent = False
@@ -68,6 +74,7 @@ async def one(gw):
         await asyncio.sleep(3600)
     out = []
     async def send(m): out.append(m)
+    STARTS.append(time.perf_counter())
     await gw(dict(SCOPE), receive, send)
     await asyncio.sleep(0)  # the loop runs between requests, as under a server
     assert out[0]["status"] == 200, out[:2]
@@ -85,13 +92,16 @@ async def main():
             gc.collect(); gc.freeze()
         for _ in range(300):
             await one(gw)
-        runs = []
+        runs, to_upstream = [], []
         for _ in range(REPEATS):
+            STARTS.clear(); OPENED.clear()
             t0 = time.process_time()
             for _ in range(N):
                 await one(gw)
             runs.append((time.process_time() - t0) / N * 1e6)
-    print(json.dumps({"us_per_request": runs, "gc_freeze": frozen}))
+            waits = sorted(o - s for s, o in zip(STARTS, OPENED))
+            to_upstream.append(waits[len(waits) // 2] * 1e6)
+    print(json.dumps({"us_per_request": runs, "us_to_upstream": to_upstream, "gc_freeze": frozen}))
 
 import shipit.gateway.server  # noqa: E402,F401
 import uvloop; uvloop.run(main())
@@ -141,16 +151,23 @@ def main() -> None:
         if args.baseline_src is not None:
             names[f"baseline {args.baseline_src}{tag}"] = (args.baseline_src, policy)
     runs: dict[str, list[float]] = {name: [] for name in names}
+    before: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.rounds if len(names) > 1 else 1):
         for name, (src, policy) in names.items():
             got = measure(src, args.requests, args.repeats, policy)
             runs[name] += got["us_per_request"]  # type: ignore[operator]
-    print("| gateway | best µs/request | median µs/request | runs |\n|---|---|---|---|")
+            before[name] += got.get("us_to_upstream", [])  # type: ignore[operator]
+    print(
+        "| gateway | best µs/request | median µs/request | median µs to the upstream request "
+        "| runs |\n|---|---|---|---|---|"
+    )
     for name, xs in runs.items():
-        print(f"| {name} | {min(xs):.1f} | {statistics.median(xs):.1f} | {len(xs)} |")
+        ups = f"{statistics.median(before[name]):.1f}" if before[name] else "-"
+        print(f"| {name} | {min(xs):.1f} | {statistics.median(xs):.1f} | {ups} | {len(xs)} |")
     if args.json:
         load = os.getloadavg()[0]
-        args.json.write_text(json.dumps({"runs_us": runs, "loadavg_1m": load}, indent=1))
+        out = {"runs_us": runs, "to_upstream_us": before, "loadavg_1m": load}
+        args.json.write_text(json.dumps(out, indent=1))
         print(f"wrote {args.json}")
 
 
