@@ -232,6 +232,12 @@ class RequestCore:
         # The answer: relayed byte for byte; the lease goes back however this ends.
         outcome = "aborted"
         tally = Tally(arrived_s=view.arrived_s, stream=view.stream)
+        first_s: list[float] = []  # when the first token came, until the router is told
+
+        def told() -> None:
+            if first_s and not lease.prefilled:
+                router.first_token(lease, first_s[0])
+
         try:
             if held and resp.status >= 400:
                 # The front door already answered 200 to keep the client waiting: the error
@@ -247,9 +253,14 @@ class RequestCore:
             capture = router.captures.get(view.request_id)  # mirrored to a shadow version
 
             def account(chunk: bytes) -> None:
-                tally.chunk(chunk, now())
-                if tally.ttft_s is not None and not lease.prefilled:
-                    router.first_token(lease)
+                at = now()
+                tally.chunk(chunk, at)
+                if not first_s and tally.ttft_s is not None:
+                    # The router learns it in a callback queued after this token's flush, so
+                    # its pace book is not between the token and the client; before the slot
+                    # goes back at the latest (``told``).
+                    first_s.append(at)
+                    asyncio.get_running_loop().call_soon(told)
                 if capture is not None:
                     capture.append(chunk)
 
@@ -287,6 +298,7 @@ class RequestCore:
             if outcome == "aborted":
                 resp.close()  # the client went away: the replica sees its connection drop
             why = f"HTTP {resp.status}" if outcome == "client_error" else ""
+            told()
             router.release(lease, outcome=outcome, why=why)
         prompt, output = tally.finish(
             self.metrics.per_request(dep.name),

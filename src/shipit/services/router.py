@@ -452,11 +452,12 @@ class RouterService:
         self.dispatch()
         return ejection
 
-    def first_token(self, lease: Lease) -> None:
-        """The replica sent the lease's first token: its prompt is off that replica's backlog."""
+    def first_token(self, lease: Lease, at_s: float | None = None) -> None:
+        """The replica sent the lease's first token (at ``at_s``, default now): its prompt is
+        off that replica's backlog."""
         if not lease.prefilled and not lease.released:
             lease.prefilled = True
-            now = self.clock.now()
+            now = self.clock.now() if at_s is None else at_s
             self.paces.prefilled(lease.replica_id, lease.request.request_id, now_s=now)
 
     def answered(

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 import uvloop
+from aiohttp import web
 
 from shipit.gateway.direct import DirectBody
 
@@ -151,3 +152,67 @@ def test_the_answer_ends_before_the_request_gives_its_slot_back_and_is_accounted
 
     assert uvloop.run(go()) == b"".join(EVENTS) + DONE
     assert order == ["end", "release"]
+
+
+async def _at_once(request: web.Request) -> web.Response:
+    await request.read()
+    body = b"".join(EVENTS) + DONE  # the whole answer in one write: one read at the gateway
+    return web.Response(body=body, headers={"content-type": "text/event-stream"})
+
+
+@pytest.mark.parametrize("replica", [_paced, _at_once], ids=["paced", "at_once"])
+def test_the_first_token_goes_out_before_the_router_is_told_and_is_told_before_release(
+    monkeypatch: pytest.MonkeyPatch, replica: Any
+) -> None:
+    """The router's pace book learns of the first token after the token's bytes were handed
+    to the client's connection (not between them), at the token's own time, and before the
+    slot goes back, even when the whole answer came in one read."""
+    from shipit.gateway.coalesce import CoalescingTransport
+    from shipit.services.router import RouterService
+
+    order: list[str] = []
+    told_at: list[float | None] = []
+    flush, through, first, release = (
+        CoalescingTransport._flush,
+        CoalescingTransport.write_through,
+        RouterService.first_token,
+        RouterService.release,
+    )
+
+    def flushing(self: CoalescingTransport) -> None:
+        if any(b"data: {" in b for b in self._buf):
+            order.append("token out")
+        flush(self)
+
+    def writing_through(self: CoalescingTransport, data: bytes) -> None:
+        if b"data: {" in data and not self._buf:
+            order.append("token out")
+        through(self, data)
+
+    def told(self: RouterService, lease: Any, at_s: float | None = None) -> None:
+        order.append("first token told")
+        told_at.append(at_s)
+        first(self, lease, at_s)
+
+    def releasing(self: RouterService, *a: Any, **kw: Any) -> Any:
+        order.append("release")
+        return release(self, *a, **kw)
+
+    monkeypatch.setattr(CoalescingTransport, "_flush", flushing)
+    monkeypatch.setattr(CoalescingTransport, "write_through", writing_through)
+    monkeypatch.setattr(RouterService, "first_token", told)
+    monkeypatch.setattr(RouterService, "release", releasing)
+
+    async def go() -> bytes:
+        async with (
+            _replica(replica) as url,
+            _gateway(url) as (_, gw_url),
+            aiohttp.ClientSession() as s,
+            s.post(f"{gw_url}/v1/chat/completions", json=REQUEST) as r,
+        ):
+            return await r.read()
+
+    assert uvloop.run(go()) == b"".join(EVENTS) + DONE
+    assert order.count("first token told") == 1
+    assert order.index("token out") < order.index("first token told") < order.index("release")
+    assert told_at[0] is not None  # the token's arrival time, not the time of the callback
