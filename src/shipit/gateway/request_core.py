@@ -269,8 +269,9 @@ class RequestCore:
                     write = sink.write
 
                     def deliver(chunk: bytes) -> bool:
-                        account(chunk)
-                        return write(chunk)
+                        behind = write(chunk)  # the bytes first (a lone token: at once) ...
+                        account(chunk)  # ... then the books, off the token's time
+                        return behind
 
                     await relay(resp, deliver, sink.drain)
                     sink.end()

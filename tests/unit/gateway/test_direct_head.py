@@ -166,18 +166,26 @@ def test_the_first_token_goes_out_before_the_router_is_told_and_is_told_before_r
 ) -> None:
     """The router's pace book learns of the first token after the token's bytes were handed
     to the client's connection (not between them), at the token's own time, and before the
-    slot goes back, even when the whole answer came in one read."""
+    slot goes back, even when the whole answer came in one read; a token that comes alone is
+    written before it is accounted."""
+    from shipit.gateway.accounting import Tally
     from shipit.gateway.coalesce import CoalescingTransport
     from shipit.services.router import RouterService
 
     order: list[str] = []
+    seen: list[tuple[str, bytes]] = []  # lone tokens written through, and chunks accounted
     told_at: list[float | None] = []
-    flush, through, first, release = (
+    flush, through, first, release, chunk = (
         CoalescingTransport._flush,
         CoalescingTransport.write_through,
         RouterService.first_token,
         RouterService.release,
+        Tally.chunk,
     )
+
+    def accounting(self: Tally, data: bytes, now_s: float) -> None:
+        seen.append(("accounted", data))
+        chunk(self, data, now_s)
 
     def flushing(self: CoalescingTransport) -> None:
         if any(b"data: {" in b for b in self._buf):
@@ -187,6 +195,7 @@ def test_the_first_token_goes_out_before_the_router_is_told_and_is_told_before_r
     def writing_through(self: CoalescingTransport, data: bytes) -> None:
         if b"data: {" in data and not self._buf:
             order.append("token out")
+            seen.append(("out", data))
         through(self, data)
 
     def told(self: RouterService, lease: Any, at_s: float | None = None) -> None:
@@ -202,6 +211,7 @@ def test_the_first_token_goes_out_before_the_router_is_told_and_is_told_before_r
     monkeypatch.setattr(CoalescingTransport, "write_through", writing_through)
     monkeypatch.setattr(RouterService, "first_token", told)
     monkeypatch.setattr(RouterService, "release", releasing)
+    monkeypatch.setattr(Tally, "chunk", accounting)
 
     async def go() -> bytes:
         async with (
@@ -216,3 +226,9 @@ def test_the_first_token_goes_out_before_the_router_is_told_and_is_told_before_r
     assert order.count("first token told") == 1
     assert order.index("token out") < order.index("first token told") < order.index("release")
     assert told_at[0] is not None  # the token's arrival time, not the time of the callback
+    if replica is _paced:  # a token that comes alone goes out before it is accounted
+        lone = [(i, data) for i, (kind, data) in enumerate(seen) if kind == "out"]
+        assert len(lone) >= 10
+        for i, framed in lone:  # written with its chunk framing around the event accounted
+            j = next(j for j, (k, d) in enumerate(seen) if k == "accounted" and d in framed)
+            assert i < j
