@@ -10,8 +10,10 @@ added TTFT is each one's TTFT minus the fakes' own (measured straight, at the sa
 the same round). Rounds swap which gateway gets the even requests.
 
 ``--a`` and ``--b`` are ``this`` (this checkout) or an older checkout's ``src/`` (``git
-worktree add /tmp/base <commit>``, then ``--b /tmp/base/src``), or ``vllm-router=PATH`` for
-a vllm-router executable (a throwaway venv: ``pip install vllm-router``).
+worktree add /tmp/base <commit>``, then ``--b /tmp/base/src``), ``floor`` (the gateway's
+server stack and upstream client with a trivial proxy app: ``gateway_floor.py``), or
+``vllm-router=PATH`` for a vllm-router executable (a throwaway venv: ``pip install
+vllm-router``).
 
     uv run python benchmarks/gateway_ttft_ab.py --b /tmp/base/src [--rounds 4] [--rate 1000]
         [--requests 5000] [--out benchmarks/results/gateway_ttft_ab.json]
@@ -60,6 +62,10 @@ async def paired(urls: list[str], rate: float, n: int) -> list[list[float]]:
 
 
 def start(which: str, fakes: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    if which == "floor":
+        import gateway_floor  # the same server stack with a trivial app
+
+        return gateway_floor.start_floor(fakes)
     if which.startswith("vllm-router="):
         proc, url, _ = go.start_vllm_router(which.split("=", 1)[1], fakes, 0)
         return proc, url
@@ -72,7 +78,9 @@ def start(which: str, fakes: list[str]) -> tuple[subprocess.Popen[bytes], str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--a", default="this", help="'this', a checkout's src/, or vllm-router=PATH")
+    ap.add_argument(
+        "--a", default="this", help="'this', a checkout's src/, 'floor' or vllm-router=PATH"
+    )
     ap.add_argument("--b", required=True, help="the same choices as --a")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--rate", type=float, default=1000.0, help="requests/s over both")
