@@ -282,6 +282,7 @@ class RequestCore:
             except MidStreamError as exc:
                 resp.close()
                 outcome = "failed"
+                told()  # a first token that came before the break still took its prompt off
                 router.release(lease, outcome="failed", why=f"mid-stream: {exc}")
                 self.metrics.midstream_errors.labels(dep.name).inc()
                 why = str(exc)

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
+
+import pytest
 
 from shipit.config.gateway import parse_config
 from shipit.config.upstream_auth import UpstreamHeaders
@@ -29,6 +32,7 @@ from shipit.gateway.request_core import (
 )
 from shipit.services.monitor import AdapterLoader
 from shipit.services.router import RouterService
+from shipit.services.upstream import MidStreamError
 from shipit.services.upstream_fake import FakeReplica, FakeUpstream
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -184,6 +188,42 @@ def test_broken_mid_stream_ends_with_the_error_and_frees_the_slot() -> None:
     assert finished == Finished(502, "least_outstanding", "a", "failed", 1)
     assert rig.router.registry.get("a").in_flight == 0
     assert rig.metric('shipit_midstream_errors_total{deployment="default"} 1.0')
+
+
+def test_a_first_token_before_a_break_is_told_to_the_router_before_the_slot_goes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The router hears of the first token after it was written (a callback); a stream that
+    breaks in the same read, before that callback ran, still tells the router (the prompt off
+    the pace book) before releasing its slot."""
+    from shipit.services import upstream_fake
+
+    async def at_once(self: Any) -> AsyncIterator[bytes]:  # no loop turn between the chunks
+        r = self._replica
+        for i, chunk in enumerate(r.chunks):
+            if i >= r.break_after_chunks:
+                raise MidStreamError("ServerDisconnectedError: the replica went away")
+            yield chunk
+
+    monkeypatch.setattr(upstream_fake._FakeResponse, "chunks", at_once)
+    a = FakeReplica(break_after_chunks=2)  # the second chunk holds the first token
+    rig = Rig({"a": a})
+    calls: list[str] = []
+    first_token, release = rig.router.first_token, rig.router.release
+
+    def told(lease: Any, at_s: float | None = None) -> None:
+        calls.append(f"told {'prefilled' if lease.prefilled else 'pending'}")
+        first_token(lease, at_s)
+
+    def released(lease: Any, **kw: Any) -> Any:
+        calls.append(f"release {kw['outcome']}")
+        return release(lease, **kw)
+
+    rig.router.first_token = told  # type: ignore[method-assign]
+    rig.router.release = released  # type: ignore[method-assign]
+    events = run(rig.events())
+    assert isinstance(events[-2], BrokenMidStream)
+    assert calls[:2] == ["told pending", "release failed"]
 
 
 def test_aclose_after_the_first_chunk_aborts_the_upstream_and_frees_the_slot() -> None:
