@@ -43,6 +43,17 @@ async def _raw_exchange(gw_url: str, requests: list[bytes]) -> list[bytes]:
     return got
 
 
+async def _answer(replica: Any) -> bytes:
+    """One streamed chat completion through a gateway in front of ``replica``, read whole."""
+    async with (
+        _replica(replica) as url,
+        _gateway(url) as (_, gw_url),
+        aiohttp.ClientSession() as s,
+        s.post(f"{gw_url}/v1/chat/completions", json=REQUEST) as r,
+    ):
+        return await r.read()
+
+
 def _post(close: bool = False) -> bytes:
     body = json.dumps(REQUEST).encode()
     head = (
@@ -141,16 +152,7 @@ def test_the_answer_ends_before_the_request_gives_its_slot_back_and_is_accounted
     monkeypatch.setattr(DirectBody, "finish", finishing)
     monkeypatch.setattr(RouterService, "release", releasing)
 
-    async def go() -> bytes:
-        async with (
-            _replica(_paced) as url,
-            _gateway(url) as (_, gw_url),
-            aiohttp.ClientSession() as s,
-            s.post(f"{gw_url}/v1/chat/completions", json=REQUEST) as r,
-        ):
-            return await r.read()
-
-    assert uvloop.run(go()) == b"".join(EVENTS) + DONE
+    assert uvloop.run(_answer(_paced)) == b"".join(EVENTS) + DONE
     assert order == ["end", "release"]
 
 
@@ -213,16 +215,7 @@ def test_the_first_token_goes_out_before_the_router_is_told_and_is_told_before_r
     monkeypatch.setattr(RouterService, "release", releasing)
     monkeypatch.setattr(Tally, "chunk", accounting)
 
-    async def go() -> bytes:
-        async with (
-            _replica(replica) as url,
-            _gateway(url) as (_, gw_url),
-            aiohttp.ClientSession() as s,
-            s.post(f"{gw_url}/v1/chat/completions", json=REQUEST) as r,
-        ):
-            return await r.read()
-
-    assert uvloop.run(go()) == b"".join(EVENTS) + DONE
+    assert uvloop.run(_answer(replica)) == b"".join(EVENTS) + DONE
     assert order.count("first token told") == 1
     assert order.index("token out") < order.index("first token told") < order.index("release")
     assert told_at[0] is not None  # the token's arrival time, not the time of the callback
