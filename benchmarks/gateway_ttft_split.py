@@ -4,7 +4,7 @@
 0, the fakes and the load generator on CPU 1) with timestamps taken in the process itself
 (``time.perf_counter_ns``) at fixed points of one request's way: the request's bytes read by
 the server protocol, its headers parsed, the message complete, the ASGI task at the edge
-(``Security._http``), the inference handler, parsing, the router's placement, the upstream
+(``Security.__call__``), the inference handler, parsing, the router's placement, the upstream
 request opened and written, the replica's first bytes read back, and the first write to the
 client. An open loop at ``--rate`` req/s (default 500, the rate the TTFT goal is stated at)
 sends ``--requests``; each segment's median over the requests is printed, with the whole
@@ -96,7 +96,7 @@ def up_data(self, d):
 U._Conn.data_received = up_data
 at(P.GuardedHttpToolsProtocol, "on_headers_complete", "headers parsed")
 at(P.GuardedHttpToolsProtocol, "on_message_complete", "message complete")
-at(AU.Security, "_http", "edge")
+at(AU.Security, "__call__", "edge")
 at(A.Gateway, "handle_inference", "handler")
 at(A, "parse_request_async", "parse")
 at(R.RouterService, "on_request", "parsed")
@@ -129,7 +129,7 @@ POINTS = [
 WHAT = {
     "headers parsed": "server: request line and headers parsed (httptools, header guards)",
     "message complete": "server: scope, ASGI cycle and task made, body taken",
-    "edge": "event loop hop; ASGI task starts (proxy headers middleware, app)",
+    "edge": "event loop hop; ASGI task starts (the app)",
     "handler": "edge: headers, body, JSON parse, limits and checks",
     "parse": "handler: request id, body replay",
     "parsed": "parse: the request's view (model, fields, prompt)",

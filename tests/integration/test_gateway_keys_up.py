@@ -175,7 +175,18 @@ def test_keys_tls_and_limits_through_shipit_up(tmp_path: Path) -> None:
                 refused = exc
         assert refused is not None, "a revoked key was still served"
 
+        # A claimed X-Forwarded-For is not the client's address: the audit keeps both apart.
+        spoofed = httpx.post(
+            base + "/v1/chat/completions",
+            json=CHAT,
+            headers={"authorization": "Bearer sk-shipit-nope", "x-forwarded-for": "203.0.113.9"},
+            verify=ctx,
+        )
+        assert spoofed.status_code == 401
         audit = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        claimed = [e for e in audit if e.get("forwarded_for") == "203.0.113.9"]
+        assert [e["event"] for e in claimed] == ["auth_failed"], claimed
+        assert claimed[0]["client"].startswith("127.0.0.1:"), claimed
         events = {e["event"] for e in audit}
         assert {"key_created", "request", "rate_limited", "auth_failed", "admin"} <= events
         assert "key_revoked" in events

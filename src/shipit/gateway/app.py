@@ -65,6 +65,10 @@ log = logging.getLogger("shipit.gateway")
 Hook = Callable[[], Awaitable[None]]
 
 
+async def _nothing() -> None:  # for a scope of a type the gateway does not serve
+    return None
+
+
 async def _read_body(receive: Receive) -> bytes:
     message = await receive()
     body: bytes = message.get("body", b"")
@@ -297,14 +301,16 @@ class Gateway:
                 return
 
     # ----- requests -------------------------------------------------------------------------
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """ASGI 3: the awaitable of the part that serves ``scope`` (no frame of its own)."""
         kind = scope["type"]
         if kind == "http":
-            await self.security(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
-        elif kind == "websocket":
-            await self.websocket(scope, receive, send)
+            return self.security(scope, receive, send)
+        if kind == "lifespan":
+            return self._lifespan(receive, send)
+        if kind == "websocket":
+            return self.websocket(scope, receive, send)
+        return _nothing()
 
     def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """After the security layer: rollouts (``gateway.rollout_routes``), runtime scaling

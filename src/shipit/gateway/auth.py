@@ -38,6 +38,7 @@ from shipit.gateway.edge import (
     PRINCIPAL,
     EdgeError,
     int_in_range,
+    models_filter,
     parse_json,
     read_body,
     send_error,
@@ -135,17 +136,6 @@ class Security:
     def state(self, tenant: str) -> RateState:
         return self.rate.get(tenant, RateState())
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.inner(scope, receive, send)
-            return
-        try:
-            await self._http(scope, receive, send)
-        except EdgeError as exc:  # raised only before the inner app saw the request
-            await send_error(send, exc)
-            if self._on_refused is not None:
-                self._on_refused(exc.status)
-
     # ----- who is asking ---------------------------------------------------------------
     def authenticate(self, scope: Scope, headers: dict[str, str]) -> Principal | None:
         path = scope["path"]
@@ -157,7 +147,7 @@ class Security:
         auth = headers.get("authorization", "")
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key", "")
         if not key:
-            self.audit.record("auth_failed", path=path, reason="missing", client=_client(scope))
+            self.audit.record("auth_failed", path=path, reason="missing", **_who(scope, headers))
             raise EdgeError(
                 oe.INVALID_API_KEY,
                 "You didn't provide an API key. Send `Authorization: Bearer sk-shipit-...` or "
@@ -165,7 +155,7 @@ class Security:
             )
         principal = self.keys.check(key)
         if principal is None:
-            self.audit.record("auth_failed", path=path, reason="invalid", client=_client(scope))
+            self.audit.record("auth_failed", path=path, reason="invalid", **_who(scope, headers))
             raise EdgeError(
                 oe.INVALID_API_KEY,
                 "Incorrect API key provided (unknown, revoked or mistyped); check the key, or "
@@ -192,53 +182,67 @@ class Security:
         return principal
 
     # ----- the request ------------------------------------------------------------------
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw_headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
-        principal = self.authenticate(scope, headers)
-        # The scope is this request's own: what the edge learns goes in it, not in a copy.
-        if principal is not None:
-            scope[PRINCIPAL] = principal
-        if scope["method"] in ("GET", "HEAD"):
-            if principal is not None and principal.tenant.models and scope["path"] == "/v1/models":
-                send = _models_filter(send, principal.tenant.models)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # One frame from the server's task to the inner app (each frame is resumed on every
+        # wake-up of a request): the edge's checks are written out here, not in a method.
+        if scope["type"] != "http":
             await self.inner(scope, receive, send)
             return
-        upload = scope["path"] == "/v1/files"
-        direct = scope.get("extensions", {}).get(DIRECT_BODY)
-        whole = direct.take_body() if direct is not None else None
-        body = await read_body(
-            receive,
-            headers.get("content-length"),
-            max_bytes=self.config.jobs.max_file_bytes if upload else self.limits.max_body_bytes,
-            timeout_s=self.limits.body_timeout_s,
-            whole=whole,
-        )
-        prepared: Prepared | None = None
-        # Bodies that name a model; not files, batches or job handles, and not /v1/models
-        # (a POST there is the route table's 405, whatever its body).
-        model_request = not scope["path"].startswith(_NOT_MODEL_PREFIXES)
-        if scope["path"].startswith("/v1/") and scope["method"] == "POST" and model_request:
-            prepared = self.prepare(principal, raw_headers, headers, body)
-            body = prepared.body
-            scope["headers"] = prepared.headers
-            scope[PARSED_BODY] = prepared.data
-            scope[HEADERS] = prepared.header_dict
-        elif scope["path"] in TOKENIZER_PATHS and scope["method"] == "POST":
-            self._check_tokenizer_body(principal, body)
-        replayed = False
+        try:
+            raw_headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
+            principal = self.authenticate(scope, headers)
+            # The scope is this request's own: what the edge learns goes in it, not in a copy.
+            if principal is not None:
+                scope[PRINCIPAL] = principal
+            if scope["method"] in ("GET", "HEAD"):
+                if (
+                    principal is not None
+                    and principal.tenant.models
+                    and scope["path"] == "/v1/models"
+                ):
+                    send = models_filter(send, principal.tenant.models)
+                await self.inner(scope, receive, send)
+                return
+            upload = scope["path"] == "/v1/files"
+            direct = scope.get("extensions", {}).get(DIRECT_BODY)
+            whole = direct.take_body() if direct is not None else None
+            body = await read_body(
+                receive,
+                headers.get("content-length"),
+                max_bytes=self.config.jobs.max_file_bytes if upload else self.limits.max_body_bytes,
+                timeout_s=self.limits.body_timeout_s,
+                whole=whole,
+            )
+            prepared: Prepared | None = None
+            # Bodies that name a model; not files, batches or job handles, and not /v1/models
+            # (a POST there is the route table's 405, whatever its body).
+            model_request = not scope["path"].startswith(_NOT_MODEL_PREFIXES)
+            if scope["path"].startswith("/v1/") and scope["method"] == "POST" and model_request:
+                prepared = self.prepare(principal, raw_headers, headers, body)
+                body = prepared.body
+                scope["headers"] = prepared.headers
+                scope[PARSED_BODY] = prepared.data
+                scope[HEADERS] = prepared.header_dict
+            elif scope["path"] in TOKENIZER_PATHS and scope["method"] == "POST":
+                self._check_tokenizer_body(principal, body)
+            replayed = False
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
 
-        if principal is None or prepared is None:
-            await self.inner(scope, replay, send)
-            return
-        await self._metered(principal, prepared, scope, replay, send)
+            if principal is None or prepared is None:
+                await self.inner(scope, replay, send)
+                return
+            await self._metered(principal, prepared, scope, replay, send)
+        except EdgeError as exc:  # raised only before the inner app saw the request
+            await send_error(send, exc)
+            if self._on_refused is not None:
+                self._on_refused(exc.status)
 
     def _check_tokenizer_body(self, principal: Principal | None, body: bytes) -> None:
         """``/tokenize`` and ``/detokenize``: the edge's JSON limits and the tenant's models
@@ -467,33 +471,8 @@ def open_stores(
     return keys, NO_AUDIT
 
 
-def _models_filter(send: Send, allowed: tuple[str, ...]) -> Send:
-    """``/v1/models`` lists only the models a tenant may use (a small JSON answer, buffered)."""
-    start: Message = {}
-    parts: list[bytes] = []
-
-    async def filtered(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            start.update(message)
-            return
-        parts.append(message.get("body", b""))
-        if message.get("more_body"):
-            return
-        body = b"".join(parts)
-        try:
-            data = json.loads(body)
-            data["data"] = [m for m in data["data"] if m.get("id") in allowed]
-            body = json.dumps(data).encode()
-        except (ValueError, KeyError, TypeError, AttributeError):
-            pass  # not the model list (an error): pass it through unchanged
-        headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({**start, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-    return filtered
-
-
-def _client(scope: Scope) -> str | None:
-    client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else None
+def _who(scope: Scope, headers: dict[str, str]) -> dict[str, str | None]:
+    """The socket's peer, and an ``X-Forwarded-For`` header's claim (not trusted: kept apart)."""
+    client, claimed = scope.get("client"), headers.get("x-forwarded-for")
+    peer = {"client": f"{client[0]}:{client[1]}" if client else None}
+    return peer if claimed is None else {**peer, "forwarded_for": claimed}

@@ -4,7 +4,8 @@ Owns reading a request body under a byte limit (``Content-Length`` over the limi
 before a byte is read; a body that grows past it is refused as soon as it does, never buffered
 further) and a time limit, parsing JSON with a depth limit and without integers that no API
 field can hold, reading an integer header within a range, and the ``EdgeError`` that carries a
-refusal as an OpenAI error. The auth middleware (``gateway.auth``) calls these; it must not
+refusal as an OpenAI error; and the filter that lists only a tenant's models in
+``/v1/models``. The auth middleware (``gateway.auth``) calls these; it must not
 know about keys.
 """
 
@@ -262,3 +263,30 @@ def int_in_range(raw: object, name: str, lo: int, hi: int, what: str) -> int:
             param=name,
         )
     return value
+
+
+def models_filter(send: Send, allowed: tuple[str, ...]) -> Send:
+    """``/v1/models`` lists only the models a tenant may use (a small JSON answer, buffered)."""
+    start: Message = {}
+    parts: list[bytes] = []
+
+    async def filtered(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            start.update(message)
+            return
+        parts.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        body = b"".join(parts)
+        try:
+            data = json.loads(body)
+            data["data"] = [m for m in data["data"] if m.get("id") in allowed]
+            body = json.dumps(data).encode()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass  # not the model list (an error): pass it through unchanged
+        headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return filtered

@@ -38,12 +38,12 @@ class ServedApp(Protocol):
 
     config: ShipitConfig
 
-    async def __call__(
+    def __call__(  # an ``async def``, or one that returns the awaitable (ASGI 3 either way)
         self,
         scope: MutableMapping[str, Any],
         receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
         send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ) -> None: ...
+    ) -> Awaitable[None]: ...
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -146,6 +146,11 @@ def make_server(app: ServedApp, *, graceful_shutdown_s: float, log_level: str) -
         ),
         ws="websockets-sansio",
         lifespan="on",
+        # The app is ASGI 3 (said, so that its ``__call__`` may return the awaitable it
+        # dispatches to). No proxy-headers middleware: a client's address is its socket's
+        # peer; an ``X-Forwarded-For`` claim is recorded beside it where it matters (audit).
+        interface="asgi3",
+        proxy_headers=False,
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=int(graceful_shutdown_s) or None,
