@@ -104,14 +104,22 @@ def test_the_head_and_the_end_written_directly_are_what_uvicorn_writes(
     )
 
 
-def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body() -> None:
+@pytest.mark.parametrize(
+    "names",
+    [
+        (b"content-type", b"expect: 100-continue", b"content-length"),
+        (b"Content-Type", b"EXPECT: 100-Continue", b"Content-Length"),  # any case, as HTTP says
+    ],
+)
+def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body(
+    names: tuple[bytes, bytes, bytes],
+) -> None:
     """The body is taken from the server only once all of it is there: a client that waits
     for ``100 Continue`` is answered through ``receive``, then its body is read as usual."""
     body = json.dumps(REQUEST).encode()
-    head = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
-        b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(body)
-    )
+    ctype, expect, length = names
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\n%s: application/json\r\n" % ctype
+    head += b"%s\r\n%s: %d\r\n\r\n" % (expect, length, len(body))
 
     async def go() -> tuple[bytes, bytes]:
         async with _replica(_paced) as url, _gateway(url) as (_, gw_url):
