@@ -288,7 +288,7 @@ class H1Pool:
         head += [f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "content-length"]
         head.append(f"content-length: {len(body)}\r\n\r\n")
         request = "".join(head).encode("latin-1") + body
-        conn = await self._connection(key)
+        conn = self._pooled(key) or await self._connection(key)
         assert conn.transport is not None
         conn.transport.write(request)
         loop = conn.loop or asyncio.get_running_loop()
@@ -298,7 +298,14 @@ class H1Pool:
                 if conn.lost is not None:
                     self.discard(conn)
                     raise UpstreamError("protocol", f"{type(conn.lost).__name__}: {conn.lost}")
-                await conn.wait(max(0.0, deadline - loop.time()))
+                # ``conn.wait`` written out: one frame fewer to resume when the head arrives.
+                waiter = conn.waiter = loop.create_future()
+                timer = loop.call_later(max(0.0, deadline - loop.time()), _expire, waiter)
+                try:
+                    await waiter
+                finally:
+                    conn.waiter = None
+                    timer.cancel()
         except TimeoutError:
             self.discard(conn)
             raise UpstreamError("timeout", f"no response in {first_byte_timeout_s:g}s") from None
@@ -318,15 +325,21 @@ class H1Pool:
         target = self._targets[url] = (key, f"POST {path} HTTP/1.1\r\nhost: {parts.netloc}\r\n")
         return target
 
-    async def _connection(self, key: _Key) -> _Conn:
+    def _pooled(self, key: _Key) -> _Conn | None:
+        """An idle kept-alive connection to ``key`` still fit for use, made ready; or none."""
         idle = self._idle.get(key)
-        now = time.monotonic()
-        while idle:
-            conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self.idle_s:
-                conn.reset()
-                return conn
-            self._close(conn)
+        if idle:
+            now = time.monotonic()
+            while idle:
+                conn = idle.pop()
+                if not conn.closed and now - conn.idle_since < self.idle_s:
+                    conn.reset()
+                    return conn
+                self._close(conn)
+        return None
+
+    async def _connection(self, key: _Key) -> _Conn:
+        """A new connection to ``key``."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
