@@ -65,10 +65,6 @@ log = logging.getLogger("shipit.gateway")
 Hook = Callable[[], Awaitable[None]]
 
 
-async def _nothing() -> None:  # for a scope of a type the gateway does not serve
-    return None
-
-
 async def _read_body(receive: Receive) -> bytes:
     message = await receive()
     body: bytes = message.get("body", b"")
@@ -301,16 +297,16 @@ class Gateway:
                 return
 
     # ----- requests -------------------------------------------------------------------------
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        """ASGI 3: the awaitable of the part that serves ``scope`` (no frame of its own)."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # ``async def`` on purpose: servers that guess the ASGI version from the app (uvicorn
+        # without ``interface``, hypercorn) take a plain ``__call__`` for ASGI 2.
         kind = scope["type"]
         if kind == "http":
-            return self.security(scope, receive, send)
-        if kind == "lifespan":
-            return self._lifespan(receive, send)
-        if kind == "websocket":
-            return self.websocket(scope, receive, send)
-        return _nothing()
+            await self.security(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await self.websocket(scope, receive, send)
 
     def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """After the security layer: rollouts (``gateway.rollout_routes``), runtime scaling

@@ -38,12 +38,12 @@ class ServedApp(Protocol):
 
     config: ShipitConfig
 
-    def __call__(  # an ``async def``, or one that returns the awaitable (ASGI 3 either way)
+    async def __call__(
         self,
         scope: MutableMapping[str, Any],
         receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
         send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ) -> Awaitable[None]: ...
+    ) -> None: ...
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -146,10 +146,9 @@ def make_server(app: ServedApp, *, graceful_shutdown_s: float, log_level: str) -
         ),
         ws="websockets-sansio",
         lifespan="on",
-        # The app is ASGI 3 (said, so that its ``__call__`` may return the awaitable it
-        # dispatches to). No proxy-headers middleware: a client's address is its socket's
-        # peer; an ``X-Forwarded-For`` claim is recorded beside it where it matters (audit).
         interface="asgi3",
+        # No proxy-headers middleware: a client's address is its socket's peer; an
+        # ``X-Forwarded-For`` claim is recorded beside it where it matters (the audit log).
         proxy_headers=False,
         log_level=log_level,
         access_log=False,

@@ -474,3 +474,14 @@ def test_tokenize_carries_the_upstream_credentials_and_a_4xx_is_not_retried() ->
             assert gw.routers["default"].ejections == []
 
     run(go())
+
+
+def test_servers_that_guess_the_asgi_version_take_the_gateway_for_asgi_3() -> None:
+    """uvicorn's command line (and hypercorn) tell ASGI 2 from 3 by whether ``__call__`` is a
+    coroutine function: a gateway served by one must read as ASGI 3, or every request fails."""
+    import uvicorn
+
+    gw, _ = make({})
+    config = uvicorn.Config(gw, proxy_headers=False)
+    config.load()
+    assert config.interface == "asgi3"
