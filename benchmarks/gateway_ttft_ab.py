@@ -11,7 +11,10 @@ the same round). Rounds swap which gateway gets the even requests.
 
 ``--a`` and ``--b`` are ``this`` (this checkout) or an older checkout's ``src/`` (``git
 worktree add /tmp/base <commit>``, then ``--b /tmp/base/src``), ``floor`` (the gateway's
-server stack and upstream client with a trivial proxy app: ``gateway_floor.py``), or
+server stack and upstream client with a trivial proxy app: ``gateway_floor.py``),
+``raw-floor`` (a proxy of callbacks only, no server stack: ``gateway_floor_raw.py``),
+``raw-floor-tasks`` (the same with a task per request), ``stack=NAME`` (the gateway app alone,
+served by one of ``serving_stacks.py``'s stacks: ``shipit``, ``own-h1``, ``uvicorn``), or
 ``vllm-router=PATH`` for a vllm-router executable (a throwaway venv: ``pip install
 vllm-router``).
 
@@ -28,6 +31,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -66,6 +70,22 @@ def start(which: str, fakes: list[str]) -> tuple[subprocess.Popen[bytes], str]:
         import gateway_floor  # the same server stack with a trivial app
 
         return gateway_floor.start_floor(fakes)
+    if which in ("raw-floor", "raw-floor-tasks"):
+        import gateway_floor_raw  # callbacks only (or with a task a request): no server stack
+
+        return gateway_floor_raw.start_raw_floor(fakes, tasks=which == "raw-floor-tasks")
+    if which.startswith("stack="):  # the gateway app alone, served by one of serving_stacks.py's
+        import serving_stacks as ss
+
+        tmp = tempfile.mkdtemp(prefix="ttft-ab-")
+        Path(tmp, "gwapp.py").write_text(ss.APP)
+        env = {**os.environ, "SHIPIT_BENCH_FAKES": ",".join(fakes), "PYTHONPATH": tmp}
+        port = go._free_port()
+        argv = ss.stacks(port)[which.split("=", 1)[1]]
+        out = subprocess.DEVNULL
+        proc = subprocess.Popen(["taskset", "-c", "0", *argv], env=env, cwd=tmp, stdout=out)
+        ss.wait_ready(f"http://127.0.0.1:{port}", proc)
+        return proc, f"http://127.0.0.1:{port}"
     if which.startswith("vllm-router="):
         proc, url, _ = go.start_vllm_router(which.split("=", 1)[1], fakes, 0)
         return proc, url
@@ -79,7 +99,9 @@ def start(which: str, fakes: list[str]) -> tuple[subprocess.Popen[bytes], str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
-        "--a", default="this", help="'this', a checkout's src/, 'floor' or vllm-router=PATH"
+        "--a",
+        default="this",
+        help="'this', a checkout's src/, 'floor', 'raw-floor[-tasks]' or vllm-router=PATH",
     )
     ap.add_argument("--b", required=True, help="the same choices as --a")
     ap.add_argument("--rounds", type=int, default=4)
