@@ -72,10 +72,14 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", lifespa
 """
 
 
-def start_floor(urls: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_floor(
+    urls: list[str], script: str = APP, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``script`` (this floor's proxy by default) in front of ``urls``, pinned to CPU 0, once
+    it answers ``/health``; ``env`` adds to its environment."""
     port = go._free_port()
-    env = {**os.environ, "FLOOR_FAKES": ",".join(urls)}
-    cmd = ["taskset", "-c", "0", sys.executable, "-c", APP, str(port)]
+    env = {**os.environ, "FLOOR_FAKES": ",".join(urls), **(env or {})}
+    cmd = ["taskset", "-c", "0", sys.executable, "-c", script, str(port)]
     proc = subprocess.Popen(cmd, env=env)
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):

@@ -17,15 +17,12 @@ and relays the answer's first bytes, woken by a future), to tell the cost of tha
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import gateway_overhead as go  # the fakes' helpers
+import gateway_floor  # starts a floor proxy
 
 APP = r"""
 import asyncio, itertools, os, sys
@@ -130,16 +127,4 @@ uvloop.run(main())
 def start_raw_floor(urls: list[str], tasks: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     """The callback-only proxy in front of ``urls``, pinned to CPU 0, once it answers; with
     ``tasks``, each request's upstream write and first relay done by a task of its own."""
-    port = go._free_port()
-    env = {**os.environ, "FLOOR_FAKES": ",".join(urls), "FLOOR_TASKS": "1" if tasks else "0"}
-    cmd = ["taskset", "-c", "0", sys.executable, "-c", APP, str(port)]
-    proc = subprocess.Popen(cmd, env=env)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=1):
-                return proc, url
-        except OSError:
-            time.sleep(0.05)
-    go.stop(proc)
-    raise RuntimeError("the callback-only proxy did not start")
+    return gateway_floor.start_floor(urls, APP, {"FLOOR_TASKS": "1" if tasks else "0"})
