@@ -107,17 +107,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Once per header line, so written out: ``_count``, the closing check in C, and
-        # uvicorn's own ``on_header`` (lower-cased name, ``Expect: 100-continue`` noted).
+        # Once per header line: ``_count`` written out, and the closing check in C.
         self._header_bytes += len(name) + len(value) + 4
         if self._in_headers and self._header_bytes > self.max_header_bytes:
             self._too_large()
         raw = self._raw
         if not (raw.is_closing() if raw is not None else self.transport.is_closing()):
-            name = name.lower()
-            if name == b"expect" and value.lower() == b"100-continue":
-                self.expect_100_continue = True
-            self.headers.append((name, value))
+            super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._disarm()

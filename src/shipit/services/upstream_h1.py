@@ -298,14 +298,7 @@ class H1Pool:
                 if conn.lost is not None:
                     self.discard(conn)
                     raise UpstreamError("protocol", f"{type(conn.lost).__name__}: {conn.lost}")
-                # ``conn.wait`` written out: one frame fewer to resume when the head arrives.
-                waiter = conn.waiter = loop.create_future()
-                timer = loop.call_later(max(0.0, deadline - loop.time()), _expire, waiter)
-                try:
-                    await waiter
-                finally:
-                    conn.waiter = None
-                    timer.cancel()
+                await conn.wait(max(0.0, deadline - loop.time()))
         except TimeoutError:
             self.discard(conn)
             raise UpstreamError("timeout", f"no response in {first_byte_timeout_s:g}s") from None
