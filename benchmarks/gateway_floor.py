@@ -7,7 +7,10 @@ uvloop, pinned to CPU 0 like ``gateway_overhead.py``'s gateway, in front of the 
 driven by the same closed loop. What it costs per streamed request is what any gateway built on
 these parts pays before doing anything of its own; the gateway's figure minus this one is its
 own work (edge checks, parsing, admission and routing, accounting, metrics). Alternates with
-``shipit up`` over the same fakes for ``--rounds`` rounds.
+``shipit up`` over the same fakes for ``--rounds`` rounds. With ``FLOOR_DIRECT=1`` in its
+environment (``gateway_ttft_ab.py``'s ``floor-direct``) the proxy writes the answer's head, body
+and end as the gateway does, past ASGI ``send`` (``gateway.direct``), the body relayed in the
+upstream's read callback.
 
     uv run python benchmarks/gateway_floor.py [--rounds 3] [--seconds 6] [--out PATH]
 """
@@ -33,7 +36,10 @@ APP = r"""
 import itertools, os, sys
 import uvicorn
 from shipit.gateway.protocol import protocol_class
+from shipit.gateway.direct import DIRECT_BODY
 from shipit.services.upstream_h1 import H1Pool
+
+DIRECT = os.environ.get("FLOOR_DIRECT") == "1"
 
 urls = itertools.cycle(os.environ["FLOOR_FAKES"].split(","))
 pool = H1Pool()
@@ -48,27 +54,39 @@ async def app(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    direct = scope.get("extensions", {}).get(DIRECT_BODY) if DIRECT else None
+    body = direct.take_body() if direct is not None else None
+    if body is None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
     if scope["path"] == "/health":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
         return
     resp = await pool.open(next(urls) + scope["path"], body, HEADERS, first_byte_timeout_s=30)
     head = [(b"content-type", resp.headers.get("content-type", "").encode())]
+    if direct is not None and direct.serves(send) and direct.start(resp.status, tuple(head)):
+        # FLOOR_DIRECT=1: the head, the body (relayed in the read callback) and the end
+        # written as the gateway writes them, past ASGI ``send``
+        await resp.relay(direct.write, direct.drain)
+        resp.release()
+        direct.finish()
+        return
     await send({"type": "http.response.start", "status": resp.status, "headers": head})
     async for chunk in resp.chunks():
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     resp.release()
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+# The gateway serves without uvicorn's proxy-headers middleware; the plain floor keeps
+# uvicorn's default, as when its published figures were taken.
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", lifespan="on",
             http=protocol_class(header_timeout_s=10, max_header_bytes=65536),
-            log_level="warning", access_log=False)
+            log_level="warning", access_log=False, proxy_headers=not DIRECT)
 """
 
 

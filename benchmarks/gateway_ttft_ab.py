@@ -11,7 +11,8 @@ the same round). Rounds swap which gateway gets the even requests.
 
 ``--a`` and ``--b`` are ``this`` (this checkout) or an older checkout's ``src/`` (``git
 worktree add /tmp/base <commit>``, then ``--b /tmp/base/src``), ``floor`` (the gateway's
-server stack and upstream client with a trivial proxy app: ``gateway_floor.py``),
+server stack and upstream client with a trivial proxy app: ``gateway_floor.py``;
+``floor-direct``: the same writing its answers as the gateway does, past ``send``),
 ``raw-floor`` (a proxy of callbacks only, no server stack: ``gateway_floor_raw.py``),
 ``raw-floor-tasks`` (the same with a task per request), ``stack=NAME`` (the gateway app alone,
 served by one of ``serving_stacks.py``'s stacks: ``shipit``, ``own-h1``, ``uvicorn``), or
@@ -66,10 +67,11 @@ async def paired(urls: list[str], rate: float, n: int) -> list[list[float]]:
 
 
 def start(which: str, fakes: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    if which == "floor":
+    if which in ("floor", "floor-direct"):
         import gateway_floor  # the same server stack with a trivial app
 
-        return gateway_floor.start_floor(fakes)
+        direct = "1" if which == "floor-direct" else "0"
+        return gateway_floor.start_floor(fakes, env={"FLOOR_DIRECT": direct})
     if which in ("raw-floor", "raw-floor-tasks"):
         import gateway_floor_raw  # callbacks only (or with a task a request): no server stack
 
@@ -101,7 +103,7 @@ def main() -> None:
     ap.add_argument(
         "--a",
         default="this",
-        help="'this', a checkout's src/, 'floor', 'raw-floor[-tasks]' or vllm-router=PATH",
+        help="'this', a checkout's src/, 'floor[-direct]', 'raw-floor[-tasks]' or vllm-router=PATH",
     )
     ap.add_argument("--b", required=True, help="the same choices as --a")
     ap.add_argument("--rounds", type=int, default=4)
