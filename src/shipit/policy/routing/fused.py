@@ -63,6 +63,8 @@ def decide_work(
             work = -(pending + (uncached if uncached > 0 else 0)) * per_token
         cap = r.max_concurrency
         load = r.in_flight / cap if cap else 1.0
+        # Summed as the composed plan sums (from 0.0, each score times its weight 1.0), so
+        # that ties and totals are the same floats, not just nearly.
         totals.append(0.0 + 1.0 * work + 1.0 * -(load + 0.001 * r.queue_depth))
     # best: the highest total; ties go to the first at or after the turn (mod the count).
     best, best_total = -1, float("-inf")
