@@ -68,10 +68,12 @@ def start_gateway(
     cap_per_replica: int = 512,
     gateway: dict[str, Any] | None = None,
     policy: str | None = None,
+    venv: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
     """``shipit up`` in front of ``urls``; with ``src``, the shipit package under that source
     tree (an older checkout's ``src/``) runs instead of this one, for before/after figures;
-    ``extra_args`` go to ``shipit up`` as they are."""
+    with ``venv``, that environment's ``shipit`` (another interpreter, say); ``extra_args`` go
+    to ``shipit up`` as they are."""
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     cap = "max_concurrency"
     env = None
@@ -93,7 +95,7 @@ def start_gateway(
     }
     (tmp / "shipit.yaml").write_text(json.dumps(cfg))
     sock_port = _free_port()
-    shipit = str(Path(sys.executable).with_name("shipit"))
+    shipit = str(venv / "bin" / "shipit" if venv else Path(sys.executable).with_name("shipit"))
     cmd = ["taskset", "-c", str(cpu), shipit, "up", "-c", str(tmp / "shipit.yaml")]
     cmd += ["--port", str(sock_port), "--log-level", "warning", *extra_args]
     log = tmp / "gateway.log"

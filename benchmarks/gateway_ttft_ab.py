@@ -17,7 +17,8 @@ server stack and upstream client with a trivial proxy app: ``gateway_floor.py``;
 ``raw-floor-tasks`` (the same with a task per request), ``stack=NAME`` (the gateway app alone,
 served by one of ``serving_stacks.py``'s stacks: ``shipit``, ``own-h1``, ``uvicorn``), or
 ``vllm-router=PATH`` for a vllm-router executable (a throwaway venv: ``pip install
-vllm-router``).
+vllm-router``), or ``venv=PATH`` for this checkout run by another environment's ``shipit``
+(another Python: ``UV_PROJECT_ENVIRONMENT=PATH uv sync -p python3.13``).
 
     uv run python benchmarks/gateway_ttft_ab.py --b /tmp/base/src [--rounds 4] [--rate 1000]
         [--requests 5000] [--out benchmarks/results/gateway_ttft_ab.json]
@@ -91,6 +92,12 @@ def start(which: str, fakes: list[str]) -> tuple[subprocess.Popen[bytes], str]:
     if which.startswith("vllm-router="):
         proc, url, _ = go.start_vllm_router(which.split("=", 1)[1], fakes, 0)
         return proc, url
+    if which.startswith("venv="):  # this checkout under another environment's interpreter
+        venv = Path(which.split("=", 1)[1])
+        if not (venv / "bin" / "shipit").is_file():
+            raise SystemExit(f"{venv}/bin/shipit not found: make it with `uv sync` (see --help)")
+        proc, url, _ = go.start_gateway(fakes, 0, venv=venv)
+        return proc, url
     src = None if which == "this" else Path(which)
     if src is not None and not (src / "shipit").is_dir():
         raise SystemExit(f"{which} has no shipit/ package: give a checkout's src/ or 'this'")
@@ -103,7 +110,8 @@ def main() -> None:
     ap.add_argument(
         "--a",
         default="this",
-        help="'this', a checkout's src/, 'floor[-direct]', 'raw-floor[-tasks]' or vllm-router=PATH",
+        help="'this', a checkout's src/, 'floor[-direct]', 'raw-floor[-tasks]', stack=NAME, "
+        "vllm-router=PATH or venv=PATH",
     )
     ap.add_argument("--b", required=True, help="the same choices as --a")
     ap.add_argument("--rounds", type=int, default=4)
