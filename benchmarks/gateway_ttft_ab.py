@@ -14,11 +14,12 @@ worktree add /tmp/base <commit>``, then ``--b /tmp/base/src``), ``floor`` (the g
 server stack and upstream client with a trivial proxy app: ``gateway_floor.py``;
 ``floor-direct``: the same writing its answers as the gateway does, past ``send``),
 ``raw-floor`` (a proxy of callbacks only, no server stack: ``gateway_floor_raw.py``),
-``raw-floor-tasks`` (the same with a task per request), ``stack=NAME`` (the gateway app alone,
-served by one of ``serving_stacks.py``'s stacks: ``shipit``, ``own-h1``, ``uvicorn``), or
-``vllm-router=PATH`` for a vllm-router executable (a throwaway venv: ``pip install
-vllm-router``), or ``venv=PATH`` for this checkout run by another environment's ``shipit``
-(another Python: ``UV_PROJECT_ENVIRONMENT=PATH uv sync -p python3.13``).
+``raw-floor-tasks`` (the same with a task per request), ``callback-path`` (callbacks only, with
+the gateway's own work for a request in them: ``gateway_callback_path.py``), ``stack=NAME``
+(the gateway app alone, served by one of ``serving_stacks.py``'s stacks: ``shipit``,
+``own-h1``, ``uvicorn``), ``vllm-router=PATH`` for a vllm-router executable (a throwaway venv:
+``pip install vllm-router``), or ``venv=PATH`` for this checkout run by another environment's
+``shipit`` (another Python: ``UV_PROJECT_ENVIRONMENT=PATH uv sync -p python3.13``).
 
     uv run python benchmarks/gateway_ttft_ab.py --b /tmp/base/src [--rounds 4] [--rate 1000]
         [--requests 5000] [--out benchmarks/results/gateway_ttft_ab.json]
@@ -77,6 +78,10 @@ def start(which: str, fakes: list[str]) -> tuple[subprocess.Popen[bytes], str]:
         import gateway_floor_raw  # callbacks only (or with a task a request): no server stack
 
         return gateway_floor_raw.start_raw_floor(fakes, tasks=which == "raw-floor-tasks")
+    if which == "callback-path":
+        import gateway_callback_path  # the gateway's own work run from callbacks: a bound
+
+        return gateway_callback_path.start_callback_path(fakes)
     if which.startswith("stack="):  # the gateway app alone, served by one of serving_stacks.py's
         import serving_stacks as ss
 
@@ -110,7 +115,8 @@ def main() -> None:
     ap.add_argument(
         "--a",
         default="this",
-        help="'this', a checkout's src/, 'floor[-direct]', 'raw-floor[-tasks]', stack=NAME, "
+        help="'this', a checkout's src/, 'floor[-direct]', 'raw-floor[-tasks]', callback-path, "
+        "stack=NAME, "
         "vllm-router=PATH or venv=PATH",
     )
     ap.add_argument("--b", required=True, help="the same choices as --a")
