@@ -44,7 +44,7 @@ RESULTS = Path(__file__).parent / "results" / "gateway_ttft_split.json"
 # Runs in the gateway's process: marks, then ``shipit up`` as the command line gives it.
 BOOT = r"""
 import atexit, json, sys, time
-from shipit.gateway import app as A, auth as AU, protocol as P, proxy as PX
+from shipit.gateway import app as A, auth as AU, inference as I, protocol as P, proxy as PX
 from shipit.gateway import request_core as RC
 from shipit.services import router as R, upstream_h1 as U
 
@@ -98,7 +98,7 @@ at(P.GuardedHttpToolsProtocol, "on_headers_complete", "headers parsed")
 at(P.GuardedHttpToolsProtocol, "on_message_complete", "message complete")
 at(AU.Security, "__call__", "edge")
 at(A.Gateway, "handle_inference", "handler")
-at(A, "parse_request_async", "parse")
+at(I, "parse_request_async", "parse")
 at(R.RouterService, "on_request", "parsed")
 at(PX.Proxy, "forward", "forward")
 at(R.RouterService, "place_now", "place")

@@ -30,22 +30,20 @@ from shipit.core.clock import Clock, RealClock
 from shipit.core.decisions import NO_LOG, DecisionLog
 from shipit.core.errors import ShipitError
 from shipit.core.replica_admin import bearer
-from shipit.gateway import pool_routes, rollout_routes, routes, scaling_routes
+from shipit.gateway import inference, pool_routes, rollout_routes, routes, scaling_routes
 from shipit.gateway.auth import Security, open_stores, usage_store
 from shipit.gateway.catalog import Catalog
 from shipit.gateway.console_fleet import console_app
-from shipit.gateway.direct import DIRECT_BODY
-from shipit.gateway.edge import HEADERS, PARSED_BODY
+from shipit.gateway.edge import HEADERS
 from shipit.gateway.errors import error_json, kind_of
 from shipit.gateway.history import CounterHistory, registry_reader
 from shipit.gateway.jobs_service import JobsService
-from shipit.gateway.leaving import ClientWatch
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.observability import build_alert_service
 from shipit.gateway.openapi import openapi_document
-from shipit.gateway.parse import parse_request_async, parse_token_request
+from shipit.gateway.parse import parse_token_request
 from shipit.gateway.prompt_tokens import load_prompt_tokenizers
-from shipit.gateway.proxy import Guard, Proxy, Receive, Scope, Send, send_json
+from shipit.gateway.proxy import Proxy, Receive, Scope, Send, send_json
 from shipit.gateway.routes_jobs import PREFIXES as JOB_PREFIXES
 from shipit.gateway.routes_jobs import JobsApi
 from shipit.gateway.status import fleet_status
@@ -63,18 +61,6 @@ from shipit.telemetry.instruments import build_control_plane_metrics, build_roll
 
 log = logging.getLogger("shipit.gateway")
 Hook = Callable[[], Awaitable[None]]
-
-
-async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    parts = [body]
-    while message.get("more_body"):
-        message = await receive()
-        parts.append(message.get("body", b""))
-    return b"".join(parts)
 
 
 # Paths served before the route table: rollouts, scaling bounds, pools, the job API.
@@ -320,18 +306,18 @@ class Gateway:
     async def _serve_control(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         if path.startswith(rollout_routes.PREFIX):
-            body = await _read_body(receive) if method == "POST" else b""
+            body = await inference.read_whole(receive) if method == "POST" else b""
             await rollout_routes.handle(self.rollouts, method, path, body, send)
         elif path.startswith(scaling_routes.PREFIX):
-            body = await _read_body(receive) if method == "POST" else b""
+            body = await inference.read_whole(receive) if method == "POST" else b""
             await scaling_routes.handle(self.autoscalers, method, path, body, send)
         elif path.startswith(pool_routes.PREFIX):
-            body = await _read_body(receive) if method == "POST" else b""
+            body = await inference.read_whole(receive) if method == "POST" else b""
             await pool_routes.handle(self.pools, method, path, body, send)
         else:
             await self.jobs_api.handle(scope, receive, send)
 
-    def _request_ids(self, scope: Scope) -> tuple[str, dict[str, str]]:
+    def request_ids(self, scope: Scope) -> tuple[str, dict[str, str]]:
         headers = scope.get(HEADERS)  # the security layer's, when it read them
         if headers is None:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -342,49 +328,13 @@ class Gateway:
         requests that came another way than HTTP (``grpc-``, ``ws-``)."""
         return f"{self._id_prefix}{door}{next(self._ids)}"
 
-    async def handle_inference(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
-        rid, headers = self._request_ids(scope)
-        try:
-            view = await parse_request_async(
-                request_id=rid,
-                client_request_id=headers.get("x-request-id") or None,
-                path=scope["path"],
-                headers=headers,
-                body=body,
-                data=scope.get(PARSED_BODY),
-                deployments=self.deployments,
-                adapters=self.catalog.lazy_replica_adapters(),
-                now_s=self.clock.now(),
-                names_known=self.catalog.names_known,
-                tokenizers=self.prompt_tokenizers,
-            )
-        except ShipitError as exc:
-            await self._refuse_request(exc, send)
-            return
-        router = self.routers[view.deployment]
-        router.on_request(view.prompt_tokens_estimate)
-        if self.rollouts is not None:
-            self.rollouts.offer(view, body)  # a shadow rollout may mirror it, off this path
-        guard = Guard()
-        direct = scope.get("extensions", {}).get(DIRECT_BODY)
-        watch = ClientWatch(receive, direct, lambda: guard.active)
-        status, policy = 499, "-"
-        try:
-            outcome = await self.proxy.forward(view, body, router, send, guard, direct)
-            status, policy = outcome.status, outcome.policy
-        except asyncio.CancelledError:
-            if not watch.left:
-                raise  # cancelled by the server, not by the client
-        finally:
-            guard.active = False
-            watch.stop()
-            self.metrics.request_done(view.deployment, status, policy)
+    def handle_inference(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        return inference.handle(self, scope, receive, send)  # ``gateway.inference``
 
     async def handle_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/tokenize`` and ``/detokenize``: relayed to a replica of the named model."""
-        body = await _read_body(receive)
-        rid, headers = self._request_ids(scope)
+        body = await inference.read_whole(receive)
+        rid, headers = self.request_ids(scope)
         try:
             view = parse_token_request(
                 request_id=rid,
@@ -397,7 +347,7 @@ class Gateway:
                 names_known=self.catalog.names_known,
             )
         except ShipitError as exc:
-            await self._refuse_request(exc, send)
+            await self.refuse_request(exc, send)
             return
         router = self.routers[view.deployment]
         router.on_request()
@@ -412,7 +362,7 @@ class Gateway:
             credentials=auth.headers if auth else None,
         )
 
-    async def _refuse_request(self, exc: ShipitError, send: Send) -> None:
+    async def refuse_request(self, exc: ShipitError, send: Send) -> None:
         """A refused request in the vocabulary: 400 for a bad body, 404 for an unknown model."""
         kind = kind_of(exc)
         await send_json(send, kind.status, error_json(kind, exc.message, exc.field))
