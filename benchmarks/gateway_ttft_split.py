@@ -3,10 +3,11 @@
 ``shipit up`` runs in front of the two instant fakes of ``gateway_overhead.py`` (pinned to CPU
 0, the fakes and the load generator on CPU 1) with timestamps taken in the process itself
 (``time.perf_counter_ns``) at fixed points of one request's way: the request's bytes read by
-the server protocol, its headers parsed, the message complete, the ASGI task at the edge
-(``Security.__call__``), the inference handler, parsing, the router's placement, the upstream
-request opened and written, the replica's first bytes read back, and the first write to the
-client. An open loop at ``--rate`` req/s (default 500, the rate the TTFT goal is stated at)
+the server protocol, its headers parsed, the message complete, the gateway's early start
+(``gateway.inference.start``, from the protocol's callback), parsing, the router's placement,
+the upstream request opened and written, the replica's first bytes read back, and the first
+write to the client. A request that takes the whole way (through ASGI) misses the early start
+and is not counted. An open loop at ``--rate`` req/s (default 500, the rate the TTFT goal is stated at)
 sends ``--requests``; each segment's median over the requests is printed, with the whole
 (arrival to first client write) and the JSON written to ``--out``.
 
@@ -44,7 +45,7 @@ RESULTS = Path(__file__).parent / "results" / "gateway_ttft_split.json"
 # Runs in the gateway's process: marks, then ``shipit up`` as the command line gives it.
 BOOT = r"""
 import atexit, json, sys, time
-from shipit.gateway import app as A, auth as AU, inference as I, protocol as P, proxy as PX
+from shipit.gateway import inference as I, protocol as P
 from shipit.gateway import request_core as RC
 from shipit.services import router as R, upstream_h1 as U
 
@@ -96,11 +97,9 @@ def up_data(self, d):
 U._Conn.data_received = up_data
 at(P.GuardedHttpToolsProtocol, "on_headers_complete", "headers parsed")
 at(P.GuardedHttpToolsProtocol, "on_message_complete", "message complete")
-at(AU.Security, "__call__", "edge")
-at(A.Gateway, "handle_inference", "handler")
-at(I, "parse_request_async", "parse")
+at(I, "start", "early start")
+at(I, "parse_request", "parse")
 at(R.RouterService, "on_request", "parsed")
-at(PX.Proxy, "forward", "forward")
 at(R.RouterService, "place_now", "place")
 at(RC.RequestCore, "_open", "placed")
 at(U.H1Pool, "open", "upstream open")
@@ -114,11 +113,9 @@ POINTS = [
     "arrived",
     "headers parsed",
     "message complete",
-    "edge",
-    "handler",
+    "early start",
     "parse",
     "parsed",
-    "forward",
     "place",
     "placed",
     "upstream open",
@@ -128,18 +125,16 @@ POINTS = [
 ]
 WHAT = {
     "headers parsed": "server: request line and headers parsed (httptools, header guards)",
-    "message complete": "server: scope, ASGI cycle and task made, body taken",
-    "edge": "event loop hop; ASGI task starts (the app)",
-    "handler": "edge: headers, body, JSON parse, limits and checks",
-    "parse": "handler: request id, body replay",
+    "message complete": "server: the body held for the early start",
+    "early start": "protocol: the app's early start called (no ASGI cycle, no task yet)",
+    "parse": "edge: headers, JSON parse, limits and checks; a request id",
     "parsed": "parse: the request's view (model, fields, prompt)",
-    "forward": "router.on_request, rollout offer, client watch",
-    "place": "proxy: the request core starts",
+    "place": "router.on_request, rollout offer",
     "placed": "routing: snapshot, decide, slot taken, pace book",
-    "upstream open": "metrics of the decision, the upstream request's headers",
+    "upstream open": "the upstream request's headers",
     "upstream write": "upstream client: request head built, pooled connection, write",
     "upstream read": "the replica (fake) answers: not the gateway's time",
-    "client write": "answer relayed: wake, head, relay, accounting, first client write",
+    "client write": "ASGI cycle and task; the answer woken, head, relay, first client write",
 }
 
 

@@ -48,6 +48,7 @@ from shipit.gateway.routes_jobs import PREFIXES as JOB_PREFIXES
 from shipit.gateway.routes_jobs import JobsApi
 from shipit.gateway.status import fleet_status
 from shipit.gateway.tokens import forward_tokens
+from shipit.gateway.validate import INFERENCE_PATHS
 from shipit.gateway.ws import WebSocketDoor
 from shipit.services.audit import NO_AUDIT, AuditLog
 from shipit.services.autoscaler import Autoscaler, ReplicaPool, effective_config
@@ -330,6 +331,17 @@ class Gateway:
 
     def handle_inference(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         return inference.handle(self, scope, receive, send)  # ``gateway.inference``
+
+    # For the server's protocol (``gateway.protocol``): the requests it may begin from its
+    # parser's callback once they are whole, and how (``gateway.inference.start``).
+    early_paths = frozenset(path.encode() for path in INFERENCE_PATHS)
+
+    def early_start(
+        self, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
+        """The inference request begun, and the ASGI app to run it on; None when it must take
+        the whole way."""
+        return inference.start(self, path, headers, body)
 
     async def handle_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/tokenize`` and ``/detokenize``: relayed to a replica of the named model."""

@@ -37,6 +37,7 @@ from shipit.gateway.edge import (
     PARSED_BODY,
     PRINCIPAL,
     EdgeError,
+    check_whole,
     int_in_range,
     models_filter,
     parse_json,
@@ -60,6 +61,14 @@ SALT_HEADER = "x-shipit-cache-salt"
 OPEN_PATHS = frozenset({"/health", "/shipit/ready"})
 TOKENIZER_PATHS = frozenset({"/tokenize", "/detokenize"})
 _NOT_MODEL_PREFIXES = (*NOT_MODEL_REQUESTS, "/v1/models")  # POST bodies that name no model
+
+
+def _learned(scope: Scope, prepared: Prepared) -> bytes:
+    """What the edge learned of a model request, written into its scope; its body to send on."""
+    scope["headers"] = prepared.headers
+    scope[PARSED_BODY] = prepared.data
+    scope[HEADERS] = prepared.header_dict
+    return prepared.body
 
 
 def console_open(path: str) -> bool:
@@ -220,10 +229,7 @@ class Security:
             model_request = not scope["path"].startswith(_NOT_MODEL_PREFIXES)
             if scope["path"].startswith("/v1/") and scope["method"] == "POST" and model_request:
                 prepared = self.prepare(principal, raw_headers, headers, body)
-                body = prepared.body
-                scope["headers"] = prepared.headers
-                scope[PARSED_BODY] = prepared.data
-                scope[HEADERS] = prepared.header_dict
+                body = _learned(scope, prepared)
             elif scope["path"] in TOKENIZER_PATHS and scope["method"] == "POST":
                 self._check_tokenizer_body(principal, body)
             replayed = False
@@ -243,6 +249,22 @@ class Security:
             await send_error(send, exc)
             if self._on_refused is not None:
                 self._on_refused(exc.status)
+
+    def prepare_whole(self, scope: Scope, body: bytes) -> bytes | None:
+        """``__call__``'s checks of a model request that needs no key, its whole ``body`` at
+        hand (the early start): the body to send on, ``scope`` told what ``__call__`` tells
+        it. None where ``__call__`` must see it: keys required, or a check refuses it."""
+        if self.keys is not None:
+            return None
+        raw: list[tuple[bytes, bytes]] = scope["headers"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
+        try:
+            body = check_whole(
+                headers.get("content-length"), body, max_bytes=self.limits.max_body_bytes
+            )
+            return _learned(scope, self.prepare(None, raw, headers, body))
+        except EdgeError:
+            return None
 
     def _check_tokenizer_body(self, principal: Principal | None, body: bytes) -> None:
         """``/tokenize`` and ``/detokenize``: the edge's JSON limits and the tenant's models

@@ -75,17 +75,16 @@ def _too_large(limit: int, seen: str) -> EdgeError:
     )
 
 
-async def read_body(
-    receive: Receive,
-    content_length: str | None,
-    *,
-    max_bytes: int,
-    timeout_s: float,
-    whole: bytes | None = None,
-) -> bytes:
-    """The whole body, or ``EdgeError`` 413 (too large) / 408 (too slow). ``whole``: the
-    server handed it over already (``DirectBody.take_body``), and only the limits are
-    checked."""
+def check_whole(content_length: str | None, whole: bytes, *, max_bytes: int) -> bytes:
+    """A body that arrived whole, within the limits (``read_body``'s checks), or
+    ``EdgeError``."""
+    _check_declared(content_length, max_bytes)
+    if len(whole) > max_bytes:
+        raise _too_large(max_bytes, f"over {max_bytes} bytes")
+    return whole
+
+
+def _check_declared(content_length: str | None, max_bytes: int) -> None:
     if content_length is not None:
         try:
             declared = int(content_length)
@@ -97,10 +96,22 @@ async def read_body(
             ) from None
         if declared > max_bytes:
             raise _too_large(max_bytes, f"{declared} bytes (Content-Length)")
+
+
+async def read_body(
+    receive: Receive,
+    content_length: str | None,
+    *,
+    max_bytes: int,
+    timeout_s: float,
+    whole: bytes | None = None,
+) -> bytes:
+    """The whole body, or ``EdgeError`` 413 (too large) / 408 (too slow). ``whole``: the
+    server handed it over already (``DirectBody.take_body``), and only the limits are
+    checked (``check_whole``)."""
     if whole is not None:
-        if len(whole) > max_bytes:
-            raise _too_large(max_bytes, f"over {max_bytes} bytes")
-        return whole
+        return check_whole(content_length, whole, max_bytes=max_bytes)
+    _check_declared(content_length, max_bytes)
     parts: list[bytes] = []
     size = 0
     # A timer that cancels this task, rather than ``asyncio.timeout``: per request, and this

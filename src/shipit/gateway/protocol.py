@@ -6,22 +6,38 @@ large they may grow. This subclass arms a header timer when a connection opens a
 new request begins, and cancels it once the headers are complete: a client that trickles
 headers is closed after ``header_timeout_s`` however often it sends a byte. Request line and
 headers beyond ``max_header_bytes`` get a 431 and the connection is closed. ``protocol_class``
-binds the limits into a class for ``uvicorn.Config(http=...)``. It must not see requests'
-bodies or the app. Its transport coalesces writes per event-loop iteration
-(``gateway.coalesce``): a response's head and the chunks ready with it leave in one write.
-Each request's scope carries a ``gateway.direct.DirectBody`` for writing its body chunks
-without a trip through ``send``.
+binds the limits into a class for ``uvicorn.Config(http=...)``. Its transport coalesces writes
+per event-loop iteration (``gateway.coalesce``): a response's head and the chunks ready with it
+leave in one write. Each request's scope carries a ``gateway.direct.DirectBody`` for writing
+its body chunks without a trip through ``send``.
+
+**Early start.** When the app has an ``early_start`` (the gateway) and a POST to one of its
+``early_paths`` arrives whole in one read (headers and body; not pipelined behind an answer
+under way, no ``Expect: 100-continue``, no upgrade), uvicorn's start of the request (its scope,
+request cycle and task) is held back until the last byte is parsed, and ``early_start(path,
+headers, body)`` is called from this callback: the app may begin the request there (the
+gateway routes it and writes it to a replica) and return the ASGI app to run the request on
+instead of its own. Then, or when it returns None, uvicorn starts the request as it would have
+(with the same body, handed over as it always is): nothing else about the request changes. A
+request whose body takes more than one read is started at the end of the first, as usual.
+The protocol itself reads no body and knows nothing of what the app does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shipit.gateway.coalesce import CoalescingTransport
 from shipit.gateway.direct import DIRECT_BODY, DirectBody
+
+logger = logging.getLogger(__name__)
+
+EarlyStart = Callable[[str, list[tuple[bytes, bytes]], bytes], Any]
 
 _431 = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -43,6 +59,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # The connection's own transport (under the coalescing one): asked on every parser
         # callback whether it is closing, a C call rather than two Python ones.
         self._raw: asyncio.Transport | None = None
+        # The app's early start (see the module's text) and the request it holds back, if any.
+        self._early: EarlyStart | None = getattr(self.app, "early_start", None)
+        self._early_paths: frozenset[bytes] = getattr(self.app, "early_paths", frozenset())
+        self._held: bytearray | None = None
 
     def _arm(self) -> None:
         self._disarm()
@@ -89,6 +109,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if not self._closing():
             super().data_received(data)
+            if self._held is not None:  # the body goes on in a later read: started as usual
+                held, self._held = self._held, None
+                if not self._closing():
+                    self._start()
+                    if held:
+                        super().on_body(bytes(held))
 
     def _count(self, n: int) -> None:
         self._header_bytes += n
@@ -117,20 +143,68 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
-        if not self._closing():
+        if self._closing():
+            return
+        if self._early is not None and self._may_start_early():
+            self._held = bytearray()  # uvicorn's start waits for the last byte
+            return
+        self._start()
+
+    def _may_start_early(self) -> bool:
+        cycle = self.cycle
+        return (
+            self.url in self._early_paths
+            and self.parser.get_method() == b"POST"
+            and not self.expect_100_continue
+            and not self.parser.should_upgrade()
+            and (cycle is None or cycle.response_complete)
+            and self.limit_concurrency is None
+            and not self.root_path
+        )
+
+    def _start(self, app: Any = None) -> None:
+        """uvicorn's start of the request (scope, cycle, task), on ``app`` when one is given
+        instead of the server's app; and the request's ``DirectBody``."""
+        if app is None:
             super().on_headers_complete()
-            cycle = self.cycle
-            if cycle is not None and cycle.scope is self.scope:  # not for an upgrade
-                ext = self.scope.setdefault("extensions", {})
-                ext[DIRECT_BODY] = self._direct = DirectBody(cycle, self.loop)  # type: ignore[assignment]
+        else:
+            server_app, self.app = self.app, app
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = server_app
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # not for an upgrade
+            ext = self.scope.setdefault("extensions", {})
+            ext[DIRECT_BODY] = self._direct = DirectBody(cycle, self.loop)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
-        if not self._closing() and self.cycle is not None:
+        held = self._held
+        if held is not None:
+            held += body
+        elif not self._closing() and self.cycle is not None:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if not self._closing() and self.cycle is not None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._closing():
+                self._start_early(bytes(held))
+        elif not self._closing() and self.cycle is not None:
             super().on_message_complete()
+
+    def _start_early(self, body: bytes) -> None:
+        assert self._early is not None
+        app = None
+        try:
+            app = self._early(self.url.decode("ascii"), self.headers, body)
+        except Exception:  # a fault of the app's: the request takes the whole way
+            logger.exception("the early start of %s failed", self.url.decode("ascii"))
+        self._start(app)
+        if body:
+            super().on_body(body)
+        super().on_message_complete()
 
 
 def protocol_class(

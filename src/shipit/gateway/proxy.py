@@ -24,6 +24,7 @@ from shipit.core.views import RequestView
 from shipit.gateway.direct import DirectBody
 from shipit.gateway.metrics import GatewayMetrics
 from shipit.gateway.request_core import (
+    Begun,
     BrokenMidStream,
     Failed,
     Finished,
@@ -97,13 +98,16 @@ class Proxy:
         send: Send,
         guard: Guard,
         direct: DirectBody | None = None,
+        begun: Begun | None = None,
     ) -> Outcome:
         """``direct``, the server's way to write body chunks past ``send``, is used when
         ``send`` is the server's own: each chunk then goes from the replica's connection to
-        the client's in one callback (``gateway.direct``)."""
+        the client's in one callback (``gateway.direct``). ``begun``: the first placement, made
+        already (``RequestCore.begin``)."""
         outcome = Outcome(499)
         sink = _Sink(direct, guard) if direct is not None and direct.serves(send) else None
-        async with aclosing(self.core.run(view, body, router, sink)) as events:
+        events = self.core.run(view, body, router, sink, begun)
+        async with aclosing(events):
             async for ev in events:
                 if type(ev) is bytes:
                     if ev.endswith(DONE_TAIL):

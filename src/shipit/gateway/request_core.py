@@ -137,6 +137,15 @@ class Finished:
 Event = Held | Rejected | Started | Failed | BrokenMidStream | Finished | bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Begun:
+    """A first placement made before ``run`` (``RequestCore.begin``): the lease (None: no slot
+    was free at once, and ``run`` waits for one) and its upstream request, to await."""
+
+    lease: Lease | None
+    opening: Awaitable[UpstreamResponse] | None
+
+
 class RequestCore:
     def __init__(
         self,
@@ -154,12 +163,18 @@ class RequestCore:
         self._auth = {name: h for name, h in (upstream_headers or {}).items() if h}
 
     async def run(
-        self, view: RequestView, body: bytes, router: RouterService, sink: BodySink | None = None
+        self,
+        view: RequestView,
+        body: bytes,
+        router: RouterService,
+        sink: BodySink | None = None,
+        begun: Begun | None = None,
     ) -> AsyncGenerator[Event, None]:
         """The events of one request, ``Finished`` last. Close it to abort (``aclose``). With
         a ``sink`` that is ready once ``Started`` was taken, the body goes to ``sink.write``
         instead of being yielded, chunk by chunk from the upstream's read callback where the
-        upstream allows it (``services.upstream.relay``)."""
+        upstream allows it (``services.upstream.relay``). ``begun``: the caller made the
+        first attempt's placement already; the attempt goes on from there."""
         attempt = 0
         held = False
         exclude: set[str] = set()
@@ -168,7 +183,11 @@ class RequestCore:
             attempt += 1
             avoid = frozenset(exclude)
             try:
-                placed = router.place_now(view, exclude=avoid)
+                if begun is None:
+                    placed = router.place_now(view, exclude=avoid)
+                    opening = None
+                else:
+                    placed, opening, begun = begun.lease, begun.opening, None
                 if placed is not None:
                     lease = placed
                 elif not view.stream or held or not router.cold():
@@ -203,7 +222,9 @@ class RequestCore:
             if lease.queue_wait_s:
                 self.metrics.per_request(dep.name).queue_wait.observe(lease.queue_wait_s)
             try:
-                resp = await self._open(view, body, lease, router)
+                if opening is None:
+                    opening = self._open(view, body, lease, router)
+                resp = await opening
             except UpstreamError as exc:
                 # An adapter that cannot be loaded is no fault of the replica: no ejection, and
                 # another replica would fail the same way.
@@ -337,6 +358,20 @@ class RequestCore:
             (b"x-shipit-request-id", view.forward_id.encode()),
             (b"x-shipit-upstream-status", str(resp.status).encode()),
         )
+
+    def begin(self, view: RequestView, body: bytes, router: RouterService) -> Begun:
+        """The first attempt's placement, made now by the caller rather than by ``run`` (pass
+        it to ``run``): a slot at once, if one is free, and its upstream request, which an
+        upstream that can write it without waiting (a pooled connection is idle) writes now,
+        in the caller's callback."""
+        lease = router.place_now(view)
+        if lease is None:
+            return Begun(None, None)
+        try:
+            opening = self._open(view, body, lease, router)
+        except Exception:  # ``run`` opens it again and meets the error where it handles errors
+            opening = None
+        return Begun(lease, opening)
 
     def _open(
         self, view: RequestView, body: bytes, lease: Lease, router: RouterService

@@ -63,12 +63,12 @@ def dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> Awaitab
     """The handler of the request, to await. An inference request gets its handler's own
     coroutine (no frame of this function stays between the server and it while it waits)."""
     path = scope["path"]
-    if path in INFERENCE_PATHS and scope["method"] == "POST" and not _console_path(gw, path):
+    if path in INFERENCE_PATHS and scope["method"] == "POST" and not console_path(gw, path):
         return gw.handle_inference(scope, receive, send)
     return _dispatch(gw, scope, receive, send)
 
 
-def _console_path(gw: Gateway, path: str) -> bool:
+def console_path(gw: Gateway, path: str) -> bool:
     """The web console serves ``path`` (when it is on)."""
     return gw.console is not None and serves(path)
 

@@ -11,8 +11,8 @@ route, retry or know about deployments; ``upstream_fake`` holds the in-process f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
@@ -72,14 +72,17 @@ async def relay(
 
 
 class Upstream(Protocol):
-    async def open(
+    def open(
         self,
         url: str,
         body: bytes,
         headers: Mapping[str, str],
         *,
         first_byte_timeout_s: float,
-    ) -> UpstreamResponse: ...
+    ) -> Awaitable[UpstreamResponse]:
+        """The response once its head came, to await at once (an ``async def`` does). An
+        upstream may write the request before it is awaited, when it can without waiting."""
+        ...
 
     async def get(
         self, url: str, *, timeout_s: float, headers: Mapping[str, str] | None = None
@@ -159,9 +162,10 @@ class AiohttpUpstream:
         headers: Mapping[str, str],
         *,
         first_byte_timeout_s: float,
-    ) -> Coroutine[Any, Any, UpstreamResponse]:
-        """Plain HTTP: the pooled client's own coroutine, returned to await (no frame of this
-        one between the request and its wait for the replica); HTTPS through aiohttp."""
+    ) -> Awaitable[UpstreamResponse]:
+        """Plain HTTP: the pooled client's own awaitable, returned to await (no frame of this
+        one between the request and its wait for the replica; the request is written at once
+        when a kept-alive connection is idle); HTTPS through aiohttp."""
         if self._h1 is not None and url.startswith("http://"):
             return self._h1.open(url, body, headers, first_byte_timeout_s=first_byte_timeout_s)
         return self._open_aiohttp(url, body, headers, first_byte_timeout_s)

@@ -1,6 +1,7 @@
 """A pooled HTTP/1.1 client for the hot path: one proxied request to a replica over plain HTTP.
 
-``H1Pool.open`` sends a POST on a kept-alive connection (a new one when none is idle), waits for
+``H1Pool.open`` sends a POST on a kept-alive connection (a new one when none is idle; on an
+idle one it is written when ``open`` is called, before the caller awaits), waits for
 the status line and headers under the first-byte timeout, and hands back an ``H1Response``
 whose ``chunks`` yield the body as it arrives (chunked transfer decoded by ``httptools``), each
 read bounded by ``read_timeout_s``. A connection goes back to the pool only when its response
@@ -277,9 +278,13 @@ class H1Pool:
         self._targets: dict[str, tuple[_Key, str]] = {}
         self._open: set[_Conn] = set()
 
-    async def open(
+    def open(
         self, url: str, body: bytes, headers: Mapping[str, str], *, first_byte_timeout_s: float
-    ) -> H1Response:
+    ) -> Awaitable[H1Response]:
+        """The response, to await. The request is written now, in the caller's callback,
+        when a kept-alive connection is idle (the gateway's early start relies on it), else
+        once a new connection is made. Await what this returns: a request written and never
+        awaited holds its connection."""
         target = self._targets.get(url)
         if target is None:
             target = self._target(url)
@@ -288,9 +293,23 @@ class H1Pool:
         head += [f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "content-length"]
         head.append(f"content-length: {len(body)}\r\n\r\n")
         request = "".join(head).encode("latin-1") + body
-        conn = self._pooled(key) or await self._connection(key)
+        conn = self._pooled(key)
+        if conn is None:
+            return self._connect_and_send(key, request, first_byte_timeout_s)
         assert conn.transport is not None
         conn.transport.write(request)
+        return self._response(conn, first_byte_timeout_s)
+
+    async def _connect_and_send(
+        self, key: _Key, request: bytes, first_byte_timeout_s: float
+    ) -> H1Response:
+        conn = await self._connection(key)
+        assert conn.transport is not None
+        conn.transport.write(request)
+        return await self._response(conn, first_byte_timeout_s)
+
+    async def _response(self, conn: _Conn, first_byte_timeout_s: float) -> H1Response:
+        """Until the head of the answer to the request written on ``conn``."""
         loop = conn.loop or asyncio.get_running_loop()
         deadline = loop.time() + first_byte_timeout_s
         try:
