@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 import uvloop
 
+from shipit.core.fleet import ReplicaState
 from shipit.gateway import inference
 from shipit.gateway.app import Gateway
 from shipit.services.keystore import KeyFile, KeyStore, Tenant, new_key
@@ -179,3 +180,59 @@ def test_a_request_with_no_slot_free_waits_in_the_queue_counted_once(starts: lis
     router = gw.routers["default"]
     assert router.arrivals == 3
     assert router.registry.records()[0].in_flight == 0
+
+
+def test_a_client_that_leaves_before_its_answer_gives_its_slot_back(starts: list[bool]) -> None:
+    """Begun early, then the client goes before the replica answers: the request is aborted
+    and its slot goes back, as on the whole way."""
+    body = _json(REQUEST)
+    raw = (
+        b"POST /v1/chat/completions HTTP/1.0\r\nhost: t\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%b" % (len(body), body)
+    )
+
+    def in_flight(gw: Gateway) -> int:
+        return gw.routers["default"].registry.records()[0].in_flight
+
+    async def go() -> tuple[int, int]:
+        async with _replica(_paced) as url, _gateway(url) as (gw, gw_url):
+            host, port = gw_url.removeprefix("http://").split(":")
+            _, writer = await asyncio.open_connection(host, int(port))
+            writer.write(raw)
+            await writer.drain()
+            await asyncio.sleep(0.05)  # placed and streaming (20 events 10 ms apart)
+            during = in_flight(gw)
+            writer.close()
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if in_flight(gw) == 0:
+                    break
+            return during, in_flight(gw)
+
+    assert uvloop.run(go()) == (1, 0)
+    assert starts == [True]
+
+
+def test_a_replica_that_refuses_the_early_request_is_retried_on_another(
+    starts: list[bool],
+) -> None:
+    """The first attempt's upstream request, made in the early start, fails to connect: the
+    request core retries it on the other replica, as it does any first attempt."""
+
+    async def go() -> tuple[list[int], bool]:
+        async with _replica(_at_once) as url, _gateway(url) as (gw, gw_url):
+            # A replica address nothing listens on (a port just closed).
+            server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+            dead = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            server.close()
+            await server.wait_closed()
+            router = gw.routers["default"]
+            router.add_replica("dead", dead, state=ReplicaState.READY)
+            statuses = [(await _post(gw_url, _json(REQUEST)))[0] for _ in range(4)]
+            record = next(r for r in router.registry.records() if r.replica_id == "dead")
+            return statuses, record.ejected_until_s is not None
+
+    statuses, dead_ejected = uvloop.run(go())
+    assert statuses == [200, 200, 200, 200]
+    assert dead_ejected  # it was tried, failed and was set aside
+    assert starts == [True, True, True, True]
