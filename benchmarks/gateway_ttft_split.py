@@ -7,9 +7,9 @@ the server protocol, its headers parsed, the message complete, the gateway's ear
 (``gateway.inference.start``, from the protocol's callback), parsing, the router's placement,
 the upstream request opened and written, the replica's first bytes read back, and the first
 write to the client. A request that takes the whole way (through ASGI) misses the early start
-and is not counted. An open loop at ``--rate`` req/s (default 500, the rate the TTFT goal is stated at)
-sends ``--requests``; each segment's median over the requests is printed, with the whole
-(arrival to first client write) and the JSON written to ``--out``.
+and is not counted. An open loop at ``--rate`` req/s (default 500, the rate the TTFT goal is
+stated at) sends ``--requests``; each segment's median over the requests is printed, with the
+whole (arrival to first client write) and the JSON written to ``--out``.
 
 The points are wrappers installed on the gateway's own classes before it starts: a few
 hundred nanoseconds each, so the segments read a little high, the small ones most. The
