@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shipit.core.errors import ShipitError
 from shipit.core.views import RequestView
@@ -57,21 +57,8 @@ async def read_whole(receive: Receive) -> bytes:
 
 async def handle(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     body = await read_whole(receive)
-    rid, headers = gw.request_ids(scope)
     try:
-        view = await parse_request_async(
-            request_id=rid,
-            client_request_id=headers.get("x-request-id") or None,
-            path=scope["path"],
-            headers=headers,
-            body=body,
-            data=scope.get(PARSED_BODY),
-            deployments=gw.deployments,
-            adapters=gw.catalog.lazy_replica_adapters(),
-            now_s=gw.clock.now(),
-            names_known=gw.catalog.names_known,
-            tokenizers=gw.prompt_tokenizers,
-        )
+        view = await parse_request_async(body=body, **_view_of(gw, scope))
     except ShipitError as exc:
         await gw.refuse_request(exc, send)
         return
@@ -85,24 +72,10 @@ def start(gw: Gateway, path: str, headers: list[tuple[bytes, bytes]], body: byte
         return None
     scope: Scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
     sent = gw.security.prepare_whole(scope, body)
-    tokenizers = gw.prompt_tokenizers
-    if sent is None or (tokenizers and len(sent) >= OFF_LOOP_BYTES):
+    if sent is None or (gw.prompt_tokenizers and len(sent) >= OFF_LOOP_BYTES):
         return None
-    rid, fields = gw.request_ids(scope)
     try:
-        view = parse_request(
-            request_id=rid,
-            client_request_id=fields.get("x-request-id") or None,
-            path=path,
-            headers=fields,
-            body=sent,
-            data=scope.get(PARSED_BODY),
-            deployments=gw.deployments,
-            adapters=gw.catalog.lazy_replica_adapters(),
-            now_s=gw.clock.now(),
-            names_known=gw.catalog.names_known,
-            tokenizers=tokenizers,
-        )
+        view = parse_request(body=sent, **_view_of(gw, scope))
     except ShipitError:
         return None  # refused by ``handle``, the same way
     router = arrived(gw, view, sent)
@@ -112,6 +85,24 @@ def start(gw: Gateway, path: str, headers: list[tuple[bytes, bytes]], body: byte
         return forward(gw, view, sent, router, scope, receive, send, begun)
 
     return go_on
+
+
+def _view_of(gw: Gateway, scope: Scope) -> dict[str, Any]:
+    """What parsing a request needs besides its body: a new request id, what the edge learned
+    (its headers, its parsed body), the deployments and the catalog's names, now."""
+    rid, headers = gw.request_ids(scope)
+    return {
+        "request_id": rid,
+        "client_request_id": headers.get("x-request-id") or None,
+        "path": scope["path"],
+        "headers": headers,
+        "data": scope.get(PARSED_BODY),
+        "deployments": gw.deployments,
+        "adapters": gw.catalog.lazy_replica_adapters(),
+        "now_s": gw.clock.now(),
+        "names_known": gw.catalog.names_known,
+        "tokenizers": gw.prompt_tokenizers,
+    }
 
 
 def arrived(gw: Gateway, view: RequestView, body: bytes) -> RouterService:
