@@ -125,6 +125,30 @@ def test_200_slowloris_connections_are_closed_after_the_header_timeout(server: R
     fresh.close()
 
 
+def test_a_second_request_that_trickles_its_headers_is_closed_after_the_header_timeout(
+    server: Running,
+) -> None:
+    """On a kept-alive connection the next request's headers are timed from its first read
+    (a request that comes whole in one read sets no timer at all)."""
+    c = server.connect()
+    assert _get_health(c).startswith(b"HTTP/1.1 200")
+    c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+    start = time.monotonic()
+    closed = False
+    while not closed and time.monotonic() - start < BOUND_S:
+        try:
+            c.sendall(b"x")  # one header byte every 50 ms, fewer than keep_alive_s apart
+        except OSError:
+            closed = True
+            break
+        closed = _closed(c)
+        time.sleep(0.05)
+    c.close()
+    assert closed, "the trickling second request's connection is still open"
+    # Closed by the header timeout (0.5 s), not the keep-alive one (1 s, which bytes reset).
+    assert time.monotonic() - start < 1.0 + 0.5
+
+
 def test_a_connection_that_sends_nothing_is_closed(server: Running) -> None:
     silent = server.connect()
     silent.settimeout(BOUND_S)

@@ -2,9 +2,10 @@
 
 uvicorn closes a connection idle between requests (``timeout_keep_alive``), but any byte that
 arrives cancels that timer and nothing bounds how long a request's headers may take or how
-large they may grow. This subclass arms a header timer when a connection opens and when each
-new request begins, and cancels it once the headers are complete: a client that trickles
-headers is closed after ``header_timeout_s`` however often it sends a byte. Request line and
+large they may grow. This subclass arms a header timer when a connection opens, and when a
+new request's first read ends with its headers incomplete (a request whose headers come in one
+read sets none), and cancels it once the headers are complete: a client that trickles headers
+is closed after ``header_timeout_s`` however often it sends a byte. Request line and
 headers beyond ``max_header_bytes`` get a 431 and the connection is closed. ``protocol_class``
 binds the limits into a class for ``uvicorn.Config(http=...)``. Its transport coalesces writes
 per event-loop iteration (``gateway.coalesce``): a response's head and the chunks ready with it
@@ -96,10 +97,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             direct.client_gone()  # only if uvicorn marked its request disconnected
 
     def on_message_begin(self) -> None:
-        # The first byte of a request (on a fresh or a kept-alive connection) starts its clock;
-        # an idle kept-alive connection is uvicorn's ``timeout_keep_alive``'s to close.
+        # The first byte of a request on a kept-alive connection starts its clock (on a fresh
+        # one, the connection's opening did); the timer itself is set at the end of the read
+        # only if the headers are not complete by then (``data_received``), so a request that
+        # comes in one read costs no timer. An idle kept-alive connection is uvicorn's
+        # ``timeout_keep_alive``'s to close.
         if not self._in_headers:
-            self._arm()
+            self._in_headers = True
+            self._header_bytes = 0
         super().on_message_begin()
 
     def _closing(self) -> bool:
@@ -109,6 +114,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if not self._closing():
             super().data_received(data)
+            if self._in_headers and self._header_timer is None and not self._closing():
+                # Headers still incomplete after this read: from now on they are timed.
+                self._header_timer = self.loop.call_later(
+                    self.header_timeout_s, self._headers_too_slow
+                )
             if self._held is not None:  # the body goes on in a later read: started as usual
                 held, self._held = self._held, None
                 if not self._closing():
