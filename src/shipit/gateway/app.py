@@ -43,7 +43,7 @@ from shipit.gateway.observability import build_alert_service
 from shipit.gateway.openapi import openapi_document
 from shipit.gateway.parse import parse_token_request
 from shipit.gateway.prompt_tokens import load_prompt_tokenizers
-from shipit.gateway.proxy import Proxy, Receive, Scope, Send, send_json
+from shipit.gateway.proxy import Proxy, Receive, Scope, Send, read_whole, send_json
 from shipit.gateway.routes_jobs import PREFIXES as JOB_PREFIXES
 from shipit.gateway.routes_jobs import JobsApi
 from shipit.gateway.status import fleet_status
@@ -307,13 +307,13 @@ class Gateway:
     async def _serve_control(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         if path.startswith(rollout_routes.PREFIX):
-            body = await inference.read_whole(receive) if method == "POST" else b""
+            body = await read_whole(receive) if method == "POST" else b""
             await rollout_routes.handle(self.rollouts, method, path, body, send)
         elif path.startswith(scaling_routes.PREFIX):
-            body = await inference.read_whole(receive) if method == "POST" else b""
+            body = await read_whole(receive) if method == "POST" else b""
             await scaling_routes.handle(self.autoscalers, method, path, body, send)
         elif path.startswith(pool_routes.PREFIX):
-            body = await inference.read_whole(receive) if method == "POST" else b""
+            body = await read_whole(receive) if method == "POST" else b""
             await pool_routes.handle(self.pools, method, path, body, send)
         else:
             await self.jobs_api.handle(scope, receive, send)
@@ -345,7 +345,7 @@ class Gateway:
 
     async def handle_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/tokenize`` and ``/detokenize``: relayed to a replica of the named model."""
-        body = await inference.read_whole(receive)
+        body = await read_whole(receive)
         rid, headers = self.request_ids(scope)
         try:
             view = parse_token_request(

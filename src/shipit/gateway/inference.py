@@ -29,8 +29,8 @@ from shipit.gateway import routes
 from shipit.gateway.direct import DIRECT_BODY
 from shipit.gateway.edge import PARSED_BODY
 from shipit.gateway.leaving import ClientWatch
-from shipit.gateway.parse import OFF_LOOP_BYTES, parse_request, parse_request_async
-from shipit.gateway.proxy import Guard, Receive, Scope, Send
+from shipit.gateway.parse import off_loop, parse_request, parse_request_async
+from shipit.gateway.proxy import Guard, Receive, Scope, Send, read_whole
 from shipit.gateway.request_core import Begun
 from shipit.services.router import RouterService
 
@@ -40,19 +40,6 @@ if TYPE_CHECKING:
     from shipit.gateway.app import Gateway
 
     App = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-async def read_whole(receive: Receive) -> bytes:
-    """The request's body, every ``http.request`` message of it."""
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    parts = [body]
-    while message.get("more_body"):
-        message = await receive()
-        parts.append(message.get("body", b""))
-    return b"".join(parts)
 
 
 async def handle(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
@@ -72,7 +59,7 @@ def start(gw: Gateway, path: str, headers: list[tuple[bytes, bytes]], body: byte
         return None
     scope: Scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
     sent = gw.security.prepare_whole(scope, body)
-    if sent is None or (gw.prompt_tokenizers and len(sent) >= OFF_LOOP_BYTES):
+    if sent is None or off_loop(sent, gw.prompt_tokenizers):
         return None
     try:
         view = parse_request(body=sent, **_view_of(gw, scope))

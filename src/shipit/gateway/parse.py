@@ -229,11 +229,17 @@ def parse_request(
 OFF_LOOP_BYTES = 8192  # about 2,000 tokens: ~4 ms of tokenizing, well above a thread hop
 
 
+def off_loop(body: bytes, tokenizers: Mapping[str, PromptTokenizer] | None) -> bool:
+    """Whether parsing ``body`` may tokenize a prompt long enough to do it off the event loop
+    (``parse_request_async`` then runs it in a worker thread)."""
+    return bool(tokenizers) and len(body) >= OFF_LOOP_BYTES
+
+
 async def parse_request_async(
     *, body: bytes, tokenizers: Mapping[str, PromptTokenizer] | None = None, **kwargs: Any
 ) -> RequestView:
     """``parse_request``, in a worker thread when it may tokenize a long prompt."""
-    if tokenizers and len(body) >= OFF_LOOP_BYTES:
+    if off_loop(body, tokenizers):
         call = functools.partial(parse_request, body=body, tokenizers=tokenizers, **kwargs)
         return await asyncio.to_thread(call)
     return parse_request(body=body, tokenizers=tokenizers, **kwargs)

@@ -50,7 +50,20 @@ _HELD = [
     (b"x-shipit-held", b"cold-start"),
 ]
 _JSON = (b"content-type", b"application/json")
-__all__ = ["KEEPALIVE", "Guard", "Outcome", "Proxy", "send_json"]
+__all__ = ["KEEPALIVE", "Guard", "Outcome", "Proxy", "read_whole", "send_json"]
+
+
+async def read_whole(receive: Receive) -> bytes:
+    """A request's body, every ``http.request`` message of it."""
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    parts = [body]
+    while message.get("more_body"):
+        message = await receive()
+        parts.append(message.get("body", b""))
+    return b"".join(parts)
 
 
 async def send_json(
