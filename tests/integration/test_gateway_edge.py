@@ -172,6 +172,28 @@ def test_an_idle_keep_alive_connection_is_closed(server: Running) -> None:
     c.close()
 
 
+def test_a_request_on_an_idle_connection_gives_it_a_whole_new_keep_alive(
+    server: Running,
+) -> None:
+    """The keep-alive timer is set once a connection and checked when it fires: a request
+    0.7 s into the first idle second must give the connection a whole new second after its
+    answer, not the 0.3 s left of the first (and the connection still closes after it)."""
+    c = server.connect()
+    assert _get_health(c).startswith(b"HTTP/1.1 200")
+    time.sleep(0.7)
+    assert _get_health(c).startswith(b"HTTP/1.1 200")
+    second_s = time.monotonic()
+    time.sleep(0.6)  # past the first idle second's end, inside the second's
+    assert not _closed(c)
+    assert _get_health(c).startswith(b"HTTP/1.1 200")  # still serves
+    third_s = time.monotonic()
+    c.settimeout(BOUND_S)
+    assert c.recv(65536) == b""  # and is closed once idle for keep_alive_s again
+    assert time.monotonic() - third_s >= 0.9
+    assert third_s - second_s >= 0.6
+    c.close()
+
+
 def test_a_declared_body_over_the_limit_is_413_before_it_is_sent(server: Running) -> None:
     c = server.connect()
     c.sendall(

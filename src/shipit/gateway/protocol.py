@@ -7,7 +7,11 @@ new request's first read ends with its headers incomplete (a request whose heade
 read sets none), and cancels it once the headers are complete: a client that trickles headers
 is closed after ``header_timeout_s`` however often it sends a byte. Request line and
 headers beyond ``max_header_bytes`` get a 431 and the connection is closed. ``protocol_class``
-binds the limits into a class for ``uvicorn.Config(http=...)``. Its transport coalesces writes
+binds the limits into a class for ``uvicorn.Config(http=...)``. The keep-alive timeout is
+uvicorn's, kept lazily: where uvicorn sets a timer at each response's end and cancels it at the
+next read (a ``call_later`` and a ``cancel`` a request), one timer per connection stays set and,
+when it fires, closes the connection only if it has been idle since a response ended for the
+whole timeout; else it is set again for what is left. Its transport coalesces writes
 per event-loop iteration (``gateway.coalesce``): a response's head and the chunks ready with it
 leave in one write. Each request's scope carries a ``gateway.direct.DirectBody`` for writing
 its body chunks without a trip through ``send``.
@@ -64,6 +68,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._early: EarlyStart | None = getattr(self.app, "early_start", None)
         self._early_paths: frozenset[bytes] = getattr(self.app, "early_paths", frozenset())
         self._held: bytearray | None = None
+        # Since when the connection has been idle after a response (loop time); None while a
+        # request is under way or being read. The keep-alive timer reads it when it fires.
+        self._idle_since: float | None = None
 
     def _arm(self) -> None:
         self._disarm()
@@ -91,6 +98,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        timer, self.timeout_keep_alive_task = self.timeout_keep_alive_task, None
+        if timer is not None:
+            timer.cancel()
         super().connection_lost(exc)
         direct, self._direct = self._direct, None
         if direct is not None:
@@ -110,6 +120,39 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _closing(self) -> bool:
         raw = self._raw
         return raw.is_closing() if raw is not None else bool(self.transport.is_closing())
+
+    # ----- keep-alive: one timer a connection, not one a request (see the module's text) -----
+    def _unset_keepalive_if_required(self) -> None:
+        # uvicorn calls it on every read: the connection is busy, the timer stays set.
+        self._idle_since = None
+
+    def on_response_complete(self) -> None:
+        # uvicorn's, but for the timer: it stays set if it is, and is set only if it is not.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            self._idle_since = None
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self._keep_alive_due
+            )
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        since = self._idle_since
+        if since is None:
+            return  # a request is under way: set again when its response ends
+        left_s = since + self.timeout_keep_alive - self.loop.time()
+        if left_s > 0:  # a later request ended its idle time and began a new one
+            self.timeout_keep_alive_task = self.loop.call_later(left_s, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
 
     def data_received(self, data: bytes) -> None:
         if not self._closing():
