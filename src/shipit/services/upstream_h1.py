@@ -50,6 +50,10 @@ class _Conn(asyncio.Protocol):
         self.closed = False
         self.paused = False
         self.waiter: asyncio.Future[None] | None = None
+        # The wait's deadline (loop time), and the connection's one timer for it: set once
+        # and checked when it fires (``wait``), not set and cancelled for every wait.
+        self.deadline: float | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.idle_since = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
         # While ``H1Response.relay`` runs: the body parsed from each read goes to ``sink`` as
@@ -87,6 +91,7 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.stop_timer()
         if not self.complete:
             self._fail(exc or ConnectionResetError("the replica closed the connection"))
         self._wake()
@@ -147,17 +152,42 @@ class _Conn(asyncio.Protocol):
 
     async def wait(self, timeout_s: float | None) -> None:
         """Until the parser or the connection says something, or ``TimeoutError`` after
-        ``timeout_s``. Once per chunk of a stream: a plain timer on the waiter, cheaper than
-        ``asyncio.timeout`` (no task cancellation to undo)."""
+        ``timeout_s``. A plain timer on the waiter, cheaper than ``asyncio.timeout`` (no task
+        cancellation to undo), and one a connection: it stays set between waits, and when it
+        fires it expires the wait under way only if that wait's deadline has passed, else it
+        is set again for what is left of it (a call_later and a cancel saved per request)."""
         loop = self.loop or asyncio.get_running_loop()
         waiter = self.waiter = loop.create_future()
-        timer = None if timeout_s is None else loop.call_later(timeout_s, _expire, waiter)
+        if timeout_s is None:
+            self.deadline = None
+        else:
+            deadline = self.deadline = loop.time() + timeout_s
+            timer = self.timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self.timer = loop.call_later(timeout_s, self._due)
         try:
             await waiter
         finally:
             self.waiter = None
-            if timer is not None:
-                timer.cancel()
+
+    def _due(self) -> None:
+        self.timer = None
+        waiter, deadline = self.waiter, self.deadline
+        if waiter is None or waiter.done() or deadline is None or self.closed:
+            return  # nothing waits (or not for long): set again by the next wait
+        loop = self.loop or asyncio.get_running_loop()
+        left_s = deadline - loop.time()
+        if left_s > 0:
+            self.timer = loop.call_later(left_s, self._due)
+        else:
+            waiter.set_exception(TimeoutError())
+
+    def stop_timer(self) -> None:
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.cancel()
 
     def reset(self) -> None:
         """Ready for the next request on this connection. Only a connection whose last
@@ -169,11 +199,6 @@ class _Conn(asyncio.Protocol):
         self.headers_done = self.complete = self.keep_alive = False
         self.lost = None
         self.sink = self.sink_error = None
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 class H1Response:
@@ -385,6 +410,7 @@ class H1Pool:
     def _close(self, conn: _Conn) -> None:
         self._open.discard(conn)
         conn.closed = True
+        conn.stop_timer()
         if conn.transport is not None:
             conn.transport.close()
 

@@ -139,6 +139,48 @@ def test_a_late_first_byte_is_a_timeout_and_a_stalled_stream_a_mid_stream_error(
     asyncio.run(go())
 
 
+def test_each_wait_on_a_kept_alive_connection_times_out_at_its_own_deadline() -> None:
+    """The connection's timer is set once and outlives a wait: a request made on it later
+    (its first-byte timeout shorter, then longer, than what the timer was set for) must time
+    out after its own timeout, neither sooner nor never."""
+
+    async def answer_or_hang(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if request.headers.get("x-mode") == "hang":
+            await asyncio.sleep(3)
+        return web.Response(body=b"ok")
+
+    async def timed_out_after(pool: H1Pool, url: str, timeout_s: float) -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(UpstreamError) as err:
+            await pool.open(url, b"{}", {"x-mode": "hang"}, first_byte_timeout_s=timeout_s)
+        assert err.value.kind == "timeout"
+        return loop.time() - start
+
+    async def go() -> None:
+        pool = H1Pool()
+        async with server(answer_or_hang) as (url, peers):
+            resp = await pool.open(url, b"{}", {}, first_byte_timeout_s=0.6)  # timer: 0.6 s
+            assert b"".join([c async for c in resp.chunks()]) == b"ok"
+            resp.release()
+            await asyncio.sleep(0.2)
+            # The same connection (the timer set 0.2 s ago for 0.6 s): a shorter timeout ...
+            took_s = await timed_out_after(pool, url, 0.15)
+            assert 0.14 <= took_s < 0.35
+            # ... and a longer one than the timer left from the first request.
+            resp = await pool.open(url, b"{}", {}, first_byte_timeout_s=0.1)
+            assert b"".join([c async for c in resp.chunks()]) == b"ok"
+            resp.release()
+            took_s = await timed_out_after(pool, url, 0.5)
+            assert 0.49 <= took_s < 1.5
+        await pool.close()
+        # Each timeout drops its connection: two connections, each used twice.
+        assert len(peers) == 4 and peers[0] == peers[1] and peers[2] == peers[3], peers
+
+    asyncio.run(go())
+
+
 def test_a_replica_that_dies_mid_stream_is_a_mid_stream_error() -> None:
     async def dies(request: web.Request) -> web.StreamResponse:
         await request.read()
