@@ -164,6 +164,18 @@ def test_oversized_headers_get_431(server: Running) -> None:
     c.close()
 
 
+def test_a_malformed_request_line_is_answered_400_and_closed(server: Running) -> None:
+    c = server.connect()
+    c.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+    c.settimeout(BOUND_S)
+    data = b""
+    while chunk := c.recv(65536):
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 400")
+    assert b"Invalid HTTP request received." in data
+    c.close()
+
+
 def test_an_idle_keep_alive_connection_is_closed(server: Running) -> None:
     c = server.connect()
     assert _get_health(c).startswith(b"HTTP/1.1 200")

@@ -35,6 +35,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shipit.gateway.coalesce import CoalescingTransport
@@ -156,7 +157,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if not self._closing():
-            super().data_received(data)
+            # uvicorn's ``data_received``, inline (the keep-alive timer is lazy: a read only
+            # marks the connection busy).
+            self._idle_since = None
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                msg = "Invalid HTTP request received."
+                self.logger.warning(msg)
+                self.send_400_response(msg)
+                return
+            except httptools.HttpParserUpgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
             if self._in_headers and self._header_timer is None and not self._closing():
                 # Headers still incomplete after this read: from now on they are timed.
                 self._header_timer = self.loop.call_later(
@@ -192,7 +207,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._too_large()
         raw = self._raw
         if not (raw.is_closing() if raw is not None else self.transport.is_closing()):
-            super().on_header(name, value)
+            # uvicorn's ``on_header``, inline: one Python call a header line, not two.
+            name = name.lower()
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.expect_100_continue = True
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._disarm()
