@@ -179,6 +179,39 @@ class RequestCore:
         held = False
         exclude: set[str] = set()
         dep = router.deployment
+        # What relaying the answer needs is made now, while the replica works on the request,
+        # rather than after its first byte came back: none of it is on the time to first token.
+        tally = Tally(arrived_s=view.arrived_s, stream=view.stream)
+        first_s: list[float] = []  # when the first token came, until the router is told
+        now = self.now
+        capture = router.captures.get(view.request_id)  # mirrored to a shadow version
+        lease: Lease | None = None
+
+        def told() -> None:
+            if first_s and lease is not None and not lease.prefilled:
+                router.first_token(lease, first_s[0])
+
+        def account(chunk: bytes) -> None:
+            at = now()
+            tally.chunk(chunk, at)
+            if not first_s and tally.ttft_s is not None:
+                # The router learns it in a callback queued after this token's flush, so
+                # its pace book is not between the token and the client; before the slot
+                # goes back at the latest (``told``).
+                first_s.append(at)
+                asyncio.get_running_loop().call_soon(told)
+            if capture is not None:
+                capture.append(chunk)
+
+        deliver: Callable[[bytes], bool] | None = None
+        if sink is not None:
+            write = sink.write
+
+            def deliver(chunk: bytes) -> bool:
+                behind = write(chunk)  # the bytes first (a lone token: at once) ...
+                account(chunk)  # ... then the books, off the token's time
+                return behind
+
         while True:
             attempt += 1
             avoid = frozenset(exclude)
@@ -252,13 +285,6 @@ class RequestCore:
             break
         # The answer: relayed byte for byte; the lease goes back however this ends.
         outcome = "aborted"
-        tally = Tally(arrived_s=view.arrived_s, stream=view.stream)
-        first_s: list[float] = []  # when the first token came, until the router is told
-
-        def told() -> None:
-            if first_s and not lease.prefilled:
-                router.first_token(lease, first_s[0])
-
         try:
             if held and resp.status >= 400:
                 # The front door already answered 200 to keep the client waiting: the error
@@ -270,30 +296,8 @@ class RequestCore:
                 yield Finished(resp.status, d.policy, lease.replica_id, outcome, attempt)
                 return
             yield Started(resp.status, self._headers(view, resp, lease), lease.replica_id, d.policy)
-            now = self.now
-            capture = router.captures.get(view.request_id)  # mirrored to a shadow version
-
-            def account(chunk: bytes) -> None:
-                at = now()
-                tally.chunk(chunk, at)
-                if not first_s and tally.ttft_s is not None:
-                    # The router learns it in a callback queued after this token's flush, so
-                    # its pace book is not between the token and the client; before the slot
-                    # goes back at the latest (``told``).
-                    first_s.append(at)
-                    asyncio.get_running_loop().call_soon(told)
-                if capture is not None:
-                    capture.append(chunk)
-
             try:
-                if sink is not None and sink.ready():
-                    write = sink.write
-
-                    def deliver(chunk: bytes) -> bool:
-                        behind = write(chunk)  # the bytes first (a lone token: at once) ...
-                        account(chunk)  # ... then the books, off the token's time
-                        return behind
-
+                if deliver is not None and sink is not None and sink.ready():
                     await relay(resp, deliver, sink.drain)
                     sink.end()
                 else:
